@@ -1,0 +1,131 @@
+//! The proxy's errors and their S3-shaped responses.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::body::{ProxyBody, full};
+use crate::credentials::CredentialsError;
+use crate::format::FormatError;
+use crate::keys::TransitError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("You must provide the Content-Length HTTP header.")]
+    MissingContentLength,
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error("{0}")]
+    BadDigest(String),
+    #[error("The Content-MD5 or checksum value you specified is not valid.")]
+    InvalidDigest,
+    #[error("{0}")]
+    IncompleteBody(String),
+    #[error("The requested range is not satisfiable")]
+    InvalidRange { object_len: u64 },
+    #[error(
+        "The object was not written through CloudTaser and plaintext reads are disabled for it."
+    )]
+    NotEncrypted,
+    #[error("The key service refused the object's data key: {0}")]
+    KeyRefused(TransitError),
+    #[error("The key service is unavailable: {0}")]
+    KeyServiceUnavailable(TransitError),
+    #[error("The proxy has no usable upstream credentials: {0}")]
+    Credentials(#[from] CredentialsError),
+    #[error("The upstream storage service could not be reached: {0}")]
+    UpstreamUnreachable(String),
+    #[error("The stored ciphertext failed verification: {0}")]
+    Ciphertext(FormatError),
+    #[error("{0}")]
+    Retry(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<TransitError> for ProxyError {
+    fn from(e: TransitError) -> Self {
+        if e.is_permanent() {
+            ProxyError::KeyRefused(e)
+        } else {
+            ProxyError::KeyServiceUnavailable(e)
+        }
+    }
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        use ProxyError::*;
+        match self {
+            MissingContentLength => StatusCode::LENGTH_REQUIRED,
+            InvalidArgument(_) | InvalidRequest(_) | BadDigest(_) | InvalidDigest
+            | IncompleteBody(_) => StatusCode::BAD_REQUEST,
+            NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            InvalidRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            NotEncrypted | KeyRefused(_) => StatusCode::FORBIDDEN,
+            KeyServiceUnavailable(_) | Credentials(_) | Retry(_) => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
+            Ciphertext(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        use ProxyError::*;
+        match self {
+            MissingContentLength => "MissingContentLength",
+            InvalidArgument(_) => "InvalidArgument",
+            InvalidRequest(_) => "InvalidRequest",
+            NotImplemented(_) => "NotImplemented",
+            BadDigest(_) => "BadDigest",
+            InvalidDigest => "InvalidDigest",
+            IncompleteBody(_) => "IncompleteBody",
+            InvalidRange { .. } => "InvalidRange",
+            NotEncrypted => "AccessDenied",
+            KeyRefused(_) => "KMS.AccessDeniedException",
+            KeyServiceUnavailable(_) => "ServiceUnavailable",
+            Credentials(_) | Retry(_) => "ServiceUnavailable",
+            UpstreamUnreachable(_) => "BadGateway",
+            Ciphertext(_) => "InternalError",
+            Internal(_) => "InternalError",
+        }
+    }
+
+    /// The S3 error document; HEAD responses carry no body.
+    pub fn to_response(&self, resource: &str, request_id: &str, head: bool) -> Response<ProxyBody> {
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message><Resource>{}</Resource><RequestId>{}</RequestId></Error>",
+            self.code(),
+            quick_xml::escape::escape(self.to_string()),
+            quick_xml::escape::escape(resource),
+            request_id
+        );
+        let len = xml.len();
+        let mut resp = Response::new(if head {
+            full(Bytes::new())
+        } else {
+            full(Bytes::from(xml))
+        });
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml"),
+        );
+        h.insert(
+            http::header::CONTENT_LENGTH,
+            HeaderValue::from(if head { 0 } else { len }),
+        );
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert("x-amz-request-id", v);
+        }
+        if let ProxyError::InvalidRange { object_len } = self {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{object_len}")) {
+                h.insert(http::header::CONTENT_RANGE, v);
+            }
+        }
+        resp
+    }
+}

@@ -1,0 +1,97 @@
+//! The envelope's object metadata: what a reader needs besides the body.
+
+use http::HeaderMap;
+
+pub const META_PREFIX: &str = "x-amz-meta-cloudtaser-";
+pub const META_FORMAT: &str = "x-amz-meta-cloudtaser-format";
+pub const META_WRAPPED_KEY: &str = "x-amz-meta-cloudtaser-key";
+pub const META_TRANSIT_KEY: &str = "x-amz-meta-cloudtaser-transit-key";
+pub const META_SIZE: &str = "x-amz-meta-cloudtaser-size";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeMetadata {
+    pub format: u8,
+    /// The data key wrapped by Transit, `vault:vN:…`.
+    pub wrapped_key: String,
+    /// Transit key name the data key is wrapped under.
+    pub transit_key: String,
+    /// Plaintext length of the whole object.
+    pub plaintext_len: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("object metadata {0} is missing or malformed")]
+pub struct MetadataError(pub &'static str);
+
+impl EnvelopeMetadata {
+    pub fn to_headers(&self) -> [(&'static str, String); 4] {
+        [
+            (META_FORMAT, self.format.to_string()),
+            (META_WRAPPED_KEY, self.wrapped_key.clone()),
+            (META_TRANSIT_KEY, self.transit_key.clone()),
+            (META_SIZE, self.plaintext_len.to_string()),
+        ]
+    }
+
+    /// `Ok(None)` when the object carries no envelope at all (written
+    /// without the proxy); an error when it carries a broken one.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, MetadataError> {
+        let get = |name: &'static str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let Some(wrapped_key) = get(META_WRAPPED_KEY) else {
+            return if headers.keys().any(|k| k.as_str().starts_with(META_PREFIX)) {
+                Err(MetadataError(META_WRAPPED_KEY))
+            } else {
+                Ok(None)
+            };
+        };
+        let format = get(META_FORMAT)
+            .and_then(|v| v.parse().ok())
+            .ok_or(MetadataError(META_FORMAT))?;
+        let transit_key = get(META_TRANSIT_KEY)
+            .filter(|k| !k.is_empty() && !k.contains('/'))
+            .ok_or(MetadataError(META_TRANSIT_KEY))?;
+        let plaintext_len = get(META_SIZE)
+            .and_then(|v| v.parse().ok())
+            .ok_or(MetadataError(META_SIZE))?;
+        if !wrapped_key.starts_with("vault:v") {
+            return Err(MetadataError(META_WRAPPED_KEY));
+        }
+        Ok(Some(Self {
+            format,
+            wrapped_key,
+            transit_key,
+            plaintext_len,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_headers() {
+        let m = EnvelopeMetadata {
+            format: 1,
+            wrapped_key: "vault:v1:abc".into(),
+            transit_key: "k".into(),
+            plaintext_len: 42,
+        };
+        let mut h = HeaderMap::new();
+        for (k, v) in m.to_headers() {
+            h.insert(k, v.parse().unwrap());
+        }
+        assert_eq!(EnvelopeMetadata::from_headers(&h).unwrap(), Some(m));
+        h.remove(META_SIZE);
+        assert_eq!(
+            EnvelopeMetadata::from_headers(&h),
+            Err(MetadataError(META_SIZE))
+        );
+        assert_eq!(EnvelopeMetadata::from_headers(&HeaderMap::new()), Ok(None));
+    }
+}

@@ -1,0 +1,61 @@
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
+
+use super::FormatError;
+use super::header::{HEADER_LEN, Header};
+
+pub const TAG_LEN: usize = 16;
+const KEY_INFO: &[u8] = b"cloudtaser-s3 v1 segment key";
+
+/// AES-256-GCM under a key derived for one stream. The header is the
+/// associated data of every segment, so it cannot be altered or swapped.
+pub struct SegmentCipher {
+    key: LessSafeKey,
+    header: [u8; HEADER_LEN],
+}
+
+impl SegmentCipher {
+    /// `data_key` is the envelope's 32-byte data key from Vault.
+    pub fn new(data_key: &[u8; 32], header: &Header) -> Self {
+        let prk = Salt::new(HKDF_SHA256, &header.salt).extract(data_key);
+        let mut stream_key = zeroize::Zeroizing::new([0u8; 32]);
+        prk.expand(&[KEY_INFO], &AES_256_GCM)
+            .and_then(|okm| okm.fill(stream_key.as_mut()))
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let key = UnboundKey::new(&AES_256_GCM, stream_key.as_ref()).expect("32-byte AES-256 key");
+        Self {
+            key: LessSafeKey::new(key),
+            header: header.encode(),
+        }
+    }
+
+    pub fn header_bytes(&self) -> &[u8; HEADER_LEN] {
+        &self.header
+    }
+
+    /// Encrypts `buf` in place and appends the tag.
+    pub fn seal(&self, index: u32, last: bool, buf: &mut Vec<u8>) {
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce(index, last), Aad::from(&self.header[..]), buf)
+            .expect("AES-GCM seal of a bounded segment");
+        buf.extend_from_slice(tag.as_ref());
+    }
+
+    /// Decrypts a sealed segment in place, returning the plaintext length.
+    pub fn open(&self, index: u32, last: bool, buf: &mut [u8]) -> Result<usize, FormatError> {
+        self.key
+            .open_in_place(nonce(index, last), Aad::from(&self.header[..]), buf)
+            .map(|plain| plain.len())
+            .map_err(|_| FormatError::Authentication(u64::from(index)))
+    }
+}
+
+/// STREAM nonce: seven zero bytes, the big-endian segment index, a final flag.
+/// Keys are unique per stream (random salt), so the prefix carries no entropy.
+fn nonce(index: u32, last: bool) -> Nonce {
+    let mut n = [0u8; NONCE_LEN];
+    n[7..11].copy_from_slice(&index.to_be_bytes());
+    n[11] = u8::from(last);
+    Nonce::assume_unique_for_key(n)
+}

@@ -1,0 +1,14 @@
+//! CloudTaser S3 proxy: client-side envelope encryption for S3 workloads.
+//!
+//! `format` is the ciphertext format, `keys` the Vault Transit key service,
+//! `credentials` the proxy's upstream identity, `request` the request path
+//! and `server` the listeners. See docs/ARCHITECTURE.md.
+
+pub mod body;
+pub mod config;
+pub mod credentials;
+pub mod error;
+pub mod format;
+pub mod keys;
+pub mod request;
+pub mod server;

@@ -1,0 +1,127 @@
+//! How the ciphertext travels upstream so the upstream can verify it: an
+//! aws-chunked body with a CRC32C trailer computed on the fly (S3 checks it
+//! before storing), or the bare ciphertext where aws-chunked is not accepted
+//! (GCS). Lengths are exact, so Content-Length is known before the first byte.
+
+use bytes::Bytes;
+
+use super::decode::Crc32c;
+use crate::config::UploadIntegrity;
+use crate::format::{HEADER_LEN, SEGMENT_LEN, TAG_LEN, ciphertext_len, segment_count};
+
+const TRAILER_NAME: &str = "x-amz-checksum-crc32c";
+/// `x-amz-checksum-crc32c:` + 8 base64 characters + CRLF.
+const TRAILER_LINE_LEN: u64 = TRAILER_NAME.len() as u64 + 1 + 8 + 2;
+
+pub enum UploadFraming {
+    Raw,
+    Crc32cTrailer(Crc32c),
+}
+
+impl UploadFraming {
+    pub fn new(integrity: UploadIntegrity) -> Self {
+        match integrity {
+            UploadIntegrity::Crc32cTrailer | UploadIntegrity::Auto => {
+                UploadFraming::Crc32cTrailer(Crc32c::default())
+            }
+            UploadIntegrity::Unsigned => UploadFraming::Raw,
+        }
+    }
+
+    /// Upstream headers describing this framing: (name, value) pairs.
+    pub fn headers(&self, plaintext_len: u64) -> Vec<(&'static str, String)> {
+        match self {
+            UploadFraming::Raw => {
+                vec![("content-length", ciphertext_len(plaintext_len).to_string())]
+            }
+            UploadFraming::Crc32cTrailer(_) => vec![
+                ("content-length", self.framed_len(plaintext_len).to_string()),
+                (
+                    "x-amz-decoded-content-length",
+                    ciphertext_len(plaintext_len).to_string(),
+                ),
+                ("x-amz-trailer", TRAILER_NAME.to_owned()),
+            ],
+        }
+    }
+
+    pub fn is_chunked(&self) -> bool {
+        matches!(self, UploadFraming::Crc32cTrailer(_))
+    }
+
+    /// Bytes on the wire for a stream sealed from `plaintext_len` bytes. The
+    /// sealer emits the header, then one buffer per segment; each is one chunk.
+    pub fn framed_len(&self, plaintext_len: u64) -> u64 {
+        let UploadFraming::Crc32cTrailer(_) = self else {
+            return ciphertext_len(plaintext_len);
+        };
+        let segments = segment_count(plaintext_len);
+        let last = plaintext_len - (segments - 1) * SEGMENT_LEN + TAG_LEN as u64;
+        chunk_len(HEADER_LEN as u64)
+            + (segments - 1) * chunk_len(SEGMENT_LEN + TAG_LEN as u64)
+            + chunk_len(last)
+            + 3
+            + TRAILER_LINE_LEN
+            + 2
+    }
+
+    /// Frames one ciphertext buffer.
+    pub fn frame(&mut self, ciphertext: Bytes, out: &mut Vec<Bytes>) {
+        match self {
+            UploadFraming::Raw => out.push(ciphertext),
+            UploadFraming::Crc32cTrailer(crc) => {
+                crc.update(&ciphertext);
+                out.push(Bytes::from(format!("{:x}\r\n", ciphertext.len())));
+                out.push(ciphertext);
+                out.push(Bytes::from_static(b"\r\n"));
+            }
+        }
+    }
+
+    pub fn finish(&mut self, out: &mut Vec<Bytes>) {
+        if let UploadFraming::Crc32cTrailer(crc) = self {
+            out.push(Bytes::from(format!(
+                "0\r\n{TRAILER_NAME}:{}\r\n\r\n",
+                crc.base64()
+            )));
+        }
+    }
+}
+
+fn chunk_len(n: u64) -> u64 {
+    let hex_digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as u64;
+    hex_digits + 2 + n + 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{Header, Sealer};
+
+    #[test]
+    fn framed_length_is_exact() {
+        for len in [
+            0u64,
+            1,
+            SEGMENT_LEN - 1,
+            SEGMENT_LEN,
+            SEGMENT_LEN + 1,
+            5 * SEGMENT_LEN + 77,
+        ] {
+            let mut sealer = Sealer::new(&[1; 32], Header::new(0, len, [2; 32]).unwrap());
+            let mut sealed = Vec::new();
+            sealer
+                .update(&vec![0u8; len as usize], &mut sealed)
+                .unwrap();
+            sealer.finish(&mut sealed).unwrap();
+            let mut framing = UploadFraming::new(UploadIntegrity::Crc32cTrailer);
+            let mut wire = Vec::new();
+            for c in sealed {
+                framing.frame(c, &mut wire);
+            }
+            framing.finish(&mut wire);
+            let total: usize = wire.iter().map(Bytes::len).sum();
+            assert_eq!(total as u64, framing.framed_len(len), "len={len}");
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The client's `Range` header, in plaintext coordinates.
+
+/// One byte range as S3 accepts it (a single range; others are ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// `bytes=a-b` or `bytes=a-`
+    From { first: u64, last: Option<u64> },
+    /// `bytes=-n`
+    Suffix(u64),
+}
+
+/// An inclusive range inside the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub first: u64,
+    pub last: u64,
+}
+
+impl RangeRequest {
+    /// `None` for anything S3 would ignore (malformed, multiple ranges),
+    /// in which case the whole object is returned, as S3 does.
+    pub fn parse(value: &str) -> Option<Self> {
+        let spec = value.trim().strip_prefix("bytes=")?;
+        if spec.contains(',') {
+            return None;
+        }
+        let (a, b) = spec.split_once('-')?;
+        let (a, b) = (a.trim(), b.trim());
+        match (a.is_empty(), b.is_empty()) {
+            (true, false) => Some(RangeRequest::Suffix(b.parse().ok()?)),
+            (false, true) => Some(RangeRequest::From {
+                first: a.parse().ok()?,
+                last: None,
+            }),
+            (false, false) => {
+                let (first, last) = (a.parse().ok()?, b.parse().ok()?);
+                (first <= last).then_some(RangeRequest::From {
+                    first,
+                    last: Some(last),
+                })
+            }
+            (true, true) => None,
+        }
+    }
+
+    /// `None` when unsatisfiable for an object of `len` bytes (S3: 416).
+    pub fn resolve(self, len: u64) -> Option<ByteRange> {
+        match self {
+            RangeRequest::From { first, last } if first < len => Some(ByteRange {
+                first,
+                last: last.map_or(len - 1, |l| l.min(len - 1)),
+            }),
+            RangeRequest::Suffix(n) if n > 0 && len > 0 => Some(ByteRange {
+                first: len.saturating_sub(n),
+                last: len - 1,
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_forms() {
+        assert_eq!(
+            RangeRequest::parse("bytes=0-9"),
+            Some(RangeRequest::From {
+                first: 0,
+                last: Some(9)
+            })
+        );
+        assert_eq!(
+            RangeRequest::parse("bytes=5-"),
+            Some(RangeRequest::From {
+                first: 5,
+                last: None
+            })
+        );
+        assert_eq!(
+            RangeRequest::parse("bytes=-3"),
+            Some(RangeRequest::Suffix(3))
+        );
+        assert_eq!(RangeRequest::parse("bytes=9-2"), None);
+        assert_eq!(RangeRequest::parse("bytes=0-1,4-5"), None);
+        assert_eq!(RangeRequest::parse("items=0-1"), None);
+    }
+
+    #[test]
+    fn resolves_like_s3() {
+        let r = |s: &str, len| RangeRequest::parse(s).unwrap().resolve(len);
+        assert_eq!(r("bytes=0-9", 5), Some(ByteRange { first: 0, last: 4 }));
+        assert_eq!(r("bytes=3-", 5), Some(ByteRange { first: 3, last: 4 }));
+        assert_eq!(r("bytes=-2", 5), Some(ByteRange { first: 3, last: 4 }));
+        assert_eq!(r("bytes=-9", 5), Some(ByteRange { first: 0, last: 4 }));
+        assert_eq!(r("bytes=5-", 5), None);
+        assert_eq!(r("bytes=-0", 5), None);
+        assert_eq!(r("bytes=0-0", 0), None);
+    }
+}

@@ -1,0 +1,219 @@
+//! Step 6: shape the upstream's response for the workload: plaintext sizes
+//! and ranges, no envelope metadata, no checksums of ciphertext.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use hyper::body::Incoming;
+use quick_xml::events::{BytesText, Event};
+
+use super::decode::VerifiedChecksum;
+use crate::body::{ProxyBody, boxed, full};
+use crate::error::ProxyError;
+use crate::format::{META_PREFIX, plaintext_len};
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Tells clients the ETag is not an MD5 of the body (they skip that check
+/// for SSE-KMS objects), which holds for every object the proxy writes.
+const SSE_HEADER: &str = "x-amz-server-side-encryption";
+
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    for h in HOP_BY_HOP {
+        headers.remove(*h);
+    }
+}
+
+/// Checksums the upstream computed describe ciphertext, never what the client holds.
+fn remove_ciphertext_checksums(headers: &mut HeaderMap) {
+    let names: Vec<_> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-amz-checksum-") || k.as_str() == "content-md5")
+        .cloned()
+        .collect();
+    for n in names {
+        headers.remove(n);
+    }
+}
+
+fn remove_envelope_metadata(headers: &mut HeaderMap) {
+    let names: Vec<_> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(META_PREFIX))
+        .cloned()
+        .collect();
+    for n in names {
+        headers.remove(n);
+    }
+}
+
+/// Any response relayed as the upstream sent it.
+pub fn pass_through(resp: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, boxed(body))
+}
+
+pub struct PlaintextView {
+    pub status: StatusCode,
+    pub content_length: u64,
+    pub content_range: Option<String>,
+    pub transit_key: String,
+}
+
+/// Headers of a GET or HEAD on an encrypted object, in plaintext terms.
+pub fn object_response(
+    mut headers: HeaderMap,
+    view: PlaintextView,
+    body: ProxyBody,
+) -> Response<ProxyBody> {
+    remove_hop_by_hop(&mut headers);
+    remove_ciphertext_checksums(&mut headers);
+    remove_envelope_metadata(&mut headers);
+    headers.remove("x-amz-checksum-type");
+    headers.remove(http::header::CONTENT_RANGE);
+    headers.insert(
+        http::header::CONTENT_LENGTH,
+        HeaderValue::from(view.content_length),
+    );
+    if let Some(range) = view
+        .content_range
+        .and_then(|r| HeaderValue::from_str(&r).ok())
+    {
+        headers.insert(http::header::CONTENT_RANGE, range);
+    }
+    mark_encrypted(&mut headers, &view.transit_key);
+    let mut resp = Response::new(body);
+    *resp.status_mut() = view.status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+fn mark_encrypted(headers: &mut HeaderMap, transit_key: &str) {
+    headers.insert(SSE_HEADER, HeaderValue::from_static("aws:kms"));
+    if let Ok(v) = HeaderValue::from_str(&format!("vault-transit:{transit_key}")) {
+        headers.insert("x-amz-server-side-encryption-aws-kms-key-id", v);
+    }
+}
+
+/// The response to an encrypted write: the upstream's, with the client's own
+/// (verified) checksums in place of the ciphertext's.
+pub fn write_response(
+    resp: Response<Incoming>,
+    verified: &[VerifiedChecksum],
+    transit_key: &str,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    if parts.status.is_success() {
+        remove_ciphertext_checksums(&mut parts.headers);
+        parts.headers.remove("x-amz-checksum-type");
+        for v in verified {
+            if let Ok(value) = HeaderValue::from_str(&v.value) {
+                parts.headers.insert(v.header_name, value);
+            }
+        }
+        mark_encrypted(&mut parts.headers, transit_key);
+    }
+    Response::from_parts(parts, boxed(body))
+}
+
+/// A listing with every encrypted object's size in plaintext bytes. Sizes are
+/// inverted from the ciphertext length, so no per-object request is needed.
+pub fn listing_response(
+    mut headers: HeaderMap,
+    status: StatusCode,
+    xml: Bytes,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let xml = if status.is_success() {
+        rewrite_listing_sizes(&xml)?
+    } else {
+        xml
+    };
+    remove_hop_by_hop(&mut headers);
+    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(xml.len()));
+    let mut resp = Response::new(full(xml));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    Ok(resp)
+}
+
+fn rewrite_listing_sizes(xml: &[u8]) -> Result<Bytes, ProxyError> {
+    let bad = |e: &dyn std::fmt::Display| {
+        ProxyError::Internal(format!("upstream listing is not valid XML: {e}"))
+    };
+    let mut reader = quick_xml::Reader::from_reader(xml);
+    let mut writer = quick_xml::Writer::new(Vec::with_capacity(xml.len()));
+    // Events of the current <Contents> entry, held until its ETag is known.
+    let mut entry: Option<Vec<Event<'static>>> = None;
+    loop {
+        let event = reader.read_event().map_err(|e| bad(&e))?.into_owned();
+        match (&event, entry.as_mut()) {
+            (Event::Eof, _) => break,
+            (Event::Start(s), None) if s.name().as_ref() == b"Contents" => {
+                entry = Some(vec![event])
+            }
+            (Event::End(e), Some(events)) if e.name().as_ref() == b"Contents" => {
+                events.push(event);
+                for ev in plaintext_sizes(std::mem::take(events)) {
+                    writer.write_event(ev).map_err(|e| bad(&e))?;
+                }
+                entry = None;
+            }
+            (_, Some(events)) => events.push(event),
+            (_, None) => writer.write_event(event).map_err(|e| bad(&e))?,
+        }
+    }
+    Ok(Bytes::from(writer.into_inner()))
+}
+
+/// Rewrites `<Size>` in one entry. Multipart objects (ETag `…-N`) keep their
+/// stored size: their layout is not invertible from the total alone.
+fn plaintext_sizes(mut events: Vec<Event<'static>>) -> Vec<Event<'static>> {
+    let text_of = |events: &[Event<'static>], tag: &[u8]| -> Option<(usize, String)> {
+        let start = events
+            .iter()
+            .position(|e| matches!(e, Event::Start(s) if s.name().as_ref() == tag))?;
+        match events.get(start + 1) {
+            Some(Event::Text(t)) => Some((start + 1, t.unescape().ok()?.into_owned())),
+            _ => None,
+        }
+    };
+    let multipart = text_of(&events, b"ETag").is_some_and(|(_, etag)| etag.contains('-'));
+    if let Some((i, size)) = text_of(&events, b"Size") {
+        let plain = size.trim().parse().ok().and_then(plaintext_len);
+        if let (false, Some(p)) = (multipart, plain) {
+            events[i] = Event::Text(BytesText::new(&p.to_string()).into_owned());
+        }
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::ciphertext_len;
+
+    #[test]
+    fn listing_sizes_become_plaintext() {
+        let xml = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Contents><Key>a&amp;b</Key><ETag>&quot;abc&quot;</ETag><Size>{}</Size></Contents><Contents><Key>mp</Key><ETag>&quot;abc-3&quot;</ETag><Size>999</Size></Contents><Contents><Key>odd</Key><Size>3</Size></Contents></ListBucketResult>"#,
+            ciphertext_len(1000)
+        );
+        let out =
+            String::from_utf8(rewrite_listing_sizes(xml.as_bytes()).unwrap().to_vec()).unwrap();
+        assert!(
+            out.contains("<Key>a&amp;b</Key><ETag>&quot;abc&quot;</ETag><Size>1000</Size>"),
+            "{out}"
+        );
+        assert!(out.contains("<Size>999</Size>"));
+        assert!(out.contains("<Size>3</Size>"));
+        assert!(out.contains("<Name>b</Name>"));
+    }
+}
