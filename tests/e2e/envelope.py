@@ -1,0 +1,43 @@
+"""An independent reader of the CloudTaser ciphertext format, written from
+docs/FORMAT.md with the `cryptography` package, sharing no code with the proxy."""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+HEADER_LEN = 52
+SEGMENT_LEN = 65536
+TAG_LEN = 16
+KEY_INFO = b"cloudtaser-s3 v1 segment key"
+
+
+def decrypt(data_key: bytes, blob: bytes) -> bytes:
+    header = blob[:HEADER_LEN]
+    magic, version, seg_log2, reserved, part, length = struct.unpack(">4sBBHIQ", header[:20])
+    assert magic == b"CTS3" and version == 1 and seg_log2 == 16 and reserved == 0
+    salt = header[20:52]
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=KEY_INFO).derive(data_key)
+    aead = AESGCM(key)
+    segments = max(1, -(-length // SEGMENT_LEN))
+    out = bytearray()
+    pos = HEADER_LEN
+    for i in range(segments):
+        last = i == segments - 1
+        plain_len = length - i * SEGMENT_LEN if last else SEGMENT_LEN
+        sealed = blob[pos : pos + plain_len + TAG_LEN]
+        pos += plain_len + TAG_LEN
+        nonce = bytes(7) + struct.pack(">I", i) + bytes([1 if last else 0])
+        out += aead.decrypt(nonce, sealed, header)
+    assert pos == len(blob), "trailing bytes"
+    return bytes(out)
+
+
+def unwrap(vault, transit_key: str, wrapped: str) -> bytes:
+    status, body = vault.api("POST", f"transit/decrypt/{transit_key}", {"ciphertext": wrapped})
+    assert status == 200, body
+    return base64.b64decode(body["data"]["plaintext"])
