@@ -41,3 +41,16 @@ def unwrap(vault, transit_key: str, wrapped: str) -> bytes:
     status, body = vault.api("POST", f"transit/decrypt/{transit_key}", {"ciphertext": wrapped})
     assert status == 200, body
     return base64.b64decode(body["data"]["plaintext"])
+
+
+def encrypt(data_key: bytes, salt: bytes, part: int, plaintext: bytes) -> bytes:
+    """Deterministic given the salt: used to cross-check the documented vectors."""
+    header = struct.pack(">4sBBHIQ", b"CTS3", 1, 16, 0, part, len(plaintext)) + salt
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=KEY_INFO).derive(data_key)
+    aead = AESGCM(key)
+    segments = max(1, -(-len(plaintext) // SEGMENT_LEN))
+    out = bytearray(header)
+    for i in range(segments):
+        nonce = bytes(7) + struct.pack(">I", i) + bytes([1 if i == segments - 1 else 0])
+        out += aead.encrypt(nonce, plaintext[i * SEGMENT_LEN : (i + 1) * SEGMENT_LEN], header)
+    return bytes(out)
