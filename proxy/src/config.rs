@@ -30,19 +30,11 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ProxyConfig {
     /// Address the S3 API listens on.
-    #[arg(
-        long,
-        env = "CLOUDTASER_S3PROXY_LISTEN",
-        default_value = "127.0.0.1:8190"
-    )]
+    #[arg(long, env = "CLOUDTASER_S3PROXY_LISTEN", default_value = "127.0.0.1:8190")]
     pub listen: SocketAddr,
 
     /// Address serving /healthz and /readyz.
-    #[arg(
-        long,
-        env = "CLOUDTASER_S3PROXY_HEALTH_LISTEN",
-        default_value = "127.0.0.1:8191"
-    )]
+    #[arg(long, env = "CLOUDTASER_S3PROXY_HEALTH_LISTEN", default_value = "127.0.0.1:8191")]
     pub health_listen: SocketAddr,
 
     /// Upstream S3 endpoint; AWS S3 for the region when unset.
@@ -50,20 +42,11 @@ pub struct ProxyConfig {
     pub s3_endpoint: Option<String>,
 
     /// Signing region; `auto` for GCS.
-    #[arg(
-        long,
-        env = "CLOUDTASER_S3PROXY_S3_REGION",
-        default_value = "us-east-1"
-    )]
+    #[arg(long, env = "CLOUDTASER_S3PROXY_S3_REGION", default_value = "us-east-1")]
     pub s3_region: String,
 
     /// How the ciphertext's integrity is proven to the upstream.
-    #[arg(
-        long,
-        env = "CLOUDTASER_S3PROXY_UPLOAD_INTEGRITY",
-        value_enum,
-        default_value = "auto"
-    )]
+    #[arg(long, env = "CLOUDTASER_S3PROXY_UPLOAD_INTEGRITY", value_enum, default_value = "auto")]
     pub upload_integrity: UploadIntegrity,
 
     #[arg(long = "vault-addr", env = "VAULT_ADDR")]
@@ -79,38 +62,22 @@ pub struct ProxyConfig {
     #[arg(long = "vault-namespace", env = "VAULT_NAMESPACE")]
     pub vault_namespace: Option<String>,
 
-    #[arg(
-        long,
-        env = "CLOUDTASER_S3PROXY_TRANSIT_MOUNT",
-        default_value = "transit"
-    )]
+    #[arg(long, env = "CLOUDTASER_S3PROXY_TRANSIT_MOUNT", default_value = "transit")]
     pub transit_mount: String,
 
     #[arg(long, env = "CLOUDTASER_S3PROXY_TRANSIT_KEY")]
     pub transit_key: String,
 
     /// Per-call timeout for Vault requests, in seconds.
-    #[arg(
-        long,
-        env = "CLOUDTASER_S3PROXY_VAULT_TIMEOUT_SECS",
-        default_value_t = 10
-    )]
+    #[arg(long, env = "CLOUDTASER_S3PROXY_VAULT_TIMEOUT_SECS", default_value_t = 10)]
     pub vault_timeout_secs: u64,
 
     /// Unwrapped data keys kept in memory for reads (0 disables the cache).
-    #[arg(
-        long,
-        env = "CLOUDTASER_S3PROXY_KEY_CACHE_SIZE",
-        default_value_t = 1024
-    )]
+    #[arg(long, env = "CLOUDTASER_S3PROXY_KEY_CACHE_SIZE", default_value_t = 1024)]
     pub key_cache_size: usize,
 
     /// Seconds an unwrapped data key stays cached.
-    #[arg(
-        long,
-        env = "CLOUDTASER_S3PROXY_KEY_CACHE_TTL_SECS",
-        default_value_t = 300
-    )]
+    #[arg(long, env = "CLOUDTASER_S3PROXY_KEY_CACHE_TTL_SECS", default_value_t = 300)]
     pub key_cache_ttl_secs: u64,
 
     /// Log filter (tracing EnvFilter syntax).
@@ -118,12 +85,7 @@ pub struct ProxyConfig {
     pub log: String,
 
     /// Log format.
-    #[arg(
-        long,
-        env = "CLOUDTASER_S3PROXY_LOG_FORMAT",
-        value_enum,
-        default_value = "json"
-    )]
+    #[arg(long, env = "CLOUDTASER_S3PROXY_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
 }
 
@@ -150,10 +112,7 @@ pub enum ConfigError {
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        name,
-        reason: reason.into(),
-    }
+    ConfigError::Invalid { name, reason: reason.into() }
 }
 
 /// The upstream S3 service, resolved from the settings.
@@ -168,16 +127,8 @@ pub struct Upstream {
 impl ProxyConfig {
     pub fn upstream(&self) -> Result<Upstream, ConfigError> {
         const NAME: &str = "CLOUDTASER_S3PROXY_S3_ENDPOINT";
-        if self.s3_region.is_empty()
-            || !self
-                .s3_region
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
-            return Err(invalid(
-                "CLOUDTASER_S3PROXY_S3_REGION",
-                "expected a region name such as eu-central-1 or auto",
-            ));
+        if self.s3_region.is_empty() || !self.s3_region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(invalid("CLOUDTASER_S3PROXY_S3_REGION", "expected a region name such as eu-central-1 or auto"));
         }
         let raw = match &self.s3_endpoint {
             Some(e) => e.clone(),
@@ -195,33 +146,20 @@ impl ProxyConfig {
             return Err(invalid(NAME, "the URL has no host"));
         }
         if endpoint.query().is_some() || !matches!(endpoint.path(), "" | "/") {
-            return Err(invalid(
-                NAME,
-                "expected scheme://host[:port] with no path or query",
-            ));
+            return Err(invalid(NAME, "expected scheme://host[:port] with no path or query"));
         }
-        let is_gcs = endpoint
-            .host()
-            .is_some_and(|h| h.eq_ignore_ascii_case("storage.googleapis.com"));
+        let is_gcs = endpoint.host().is_some_and(|h| h.eq_ignore_ascii_case("storage.googleapis.com"));
         let integrity = match self.upload_integrity {
             UploadIntegrity::Auto if is_gcs => UploadIntegrity::Unsigned,
             UploadIntegrity::Auto => UploadIntegrity::Crc32cTrailer,
             other => other,
         };
-        Ok(Upstream {
-            endpoint,
-            region: self.s3_region.clone(),
-            is_gcs,
-            integrity,
-        })
+        Ok(Upstream { endpoint, region: self.s3_region.clone(), is_gcs, integrity })
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.upstream()?;
-        let addr: http::Uri = self
-            .vault_addr
-            .parse()
-            .map_err(|e| invalid("VAULT_ADDR", format!("{e}")))?;
+        let addr: http::Uri = self.vault_addr.parse().map_err(|e| invalid("VAULT_ADDR", format!("{e}")))?;
         if !matches!(addr.scheme_str(), Some("http" | "https")) || addr.host().is_none() {
             return Err(invalid("VAULT_ADDR", "expected an http:// or https:// URL"));
         }
@@ -229,22 +167,13 @@ impl ProxyConfig {
             return Err(invalid("VAULT_TOKEN", "must not be empty"));
         }
         if self.transit_key.is_empty() || self.transit_key.contains('/') {
-            return Err(invalid(
-                "CLOUDTASER_S3PROXY_TRANSIT_KEY",
-                "expected a Transit key name",
-            ));
+            return Err(invalid("CLOUDTASER_S3PROXY_TRANSIT_KEY", "expected a Transit key name"));
         }
         if self.transit_mount.trim_matches('/').is_empty() {
-            return Err(invalid(
-                "CLOUDTASER_S3PROXY_TRANSIT_MOUNT",
-                "must not be empty",
-            ));
+            return Err(invalid("CLOUDTASER_S3PROXY_TRANSIT_MOUNT", "must not be empty"));
         }
         if self.vault_timeout_secs == 0 {
-            return Err(invalid(
-                "CLOUDTASER_S3PROXY_VAULT_TIMEOUT_SECS",
-                "must be at least 1",
-            ));
+            return Err(invalid("CLOUDTASER_S3PROXY_VAULT_TIMEOUT_SECS", "must be at least 1"));
         }
         Ok(())
     }
@@ -263,15 +192,8 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<ProxyConfig, clap::Error> {
-        let base = [
-            "cloudtaser-s3proxy",
-            "--vault-addr",
-            "http://127.0.0.1:8200",
-            "--vault-token",
-            "t",
-            "--transit-key",
-            "k",
-        ];
+        let base =
+            ["cloudtaser-s3proxy", "--vault-addr", "http://127.0.0.1:8200", "--vault-token", "t", "--transit-key", "k"];
         Cli::try_parse_from(base.iter().chain(args)).map(|c| c.proxy)
     }
 
@@ -281,22 +203,13 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8190");
         let u = c.upstream().unwrap();
-        assert_eq!(
-            u.endpoint.to_string(),
-            "https://s3.us-east-1.amazonaws.com/"
-        );
+        assert_eq!(u.endpoint.to_string(), "https://s3.us-east-1.amazonaws.com/");
         assert_eq!(u.integrity, UploadIntegrity::Crc32cTrailer);
     }
 
     #[test]
     fn gcs_is_detected_and_drops_the_trailer() {
-        let c = parse(&[
-            "--s3-endpoint",
-            "https://storage.googleapis.com",
-            "--s3-region",
-            "auto",
-        ])
-        .unwrap();
+        let c = parse(&["--s3-endpoint", "https://storage.googleapis.com", "--s3-region", "auto"]).unwrap();
         let u = c.upstream().unwrap();
         assert!(u.is_gcs);
         assert_eq!(u.integrity, UploadIntegrity::Unsigned);
@@ -304,20 +217,11 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_setting() {
-        let e = parse(&["--s3-endpoint", "ftp://x"])
-            .unwrap()
-            .validate()
-            .unwrap_err();
+        let e = parse(&["--s3-endpoint", "ftp://x"]).unwrap().validate().unwrap_err();
         assert!(e.to_string().starts_with("CLOUDTASER_S3PROXY_S3_ENDPOINT"));
-        let e = parse(&["--s3-region", "auto"])
-            .unwrap()
-            .validate()
-            .unwrap_err();
+        let e = parse(&["--s3-region", "auto"]).unwrap().validate().unwrap_err();
         assert!(e.to_string().contains("explicit endpoint"));
-        let e = parse(&["--transit-key", "a/b"])
-            .unwrap()
-            .validate()
-            .unwrap_err();
+        let e = parse(&["--transit-key", "a/b"]).unwrap().validate().unwrap_err();
         assert!(e.to_string().starts_with("CLOUDTASER_S3PROXY_TRANSIT_KEY"));
     }
 }

@@ -30,10 +30,7 @@ impl CredentialSource {
     }
 
     pub fn new(provider: SharedCredentialsProvider) -> Self {
-        Self {
-            provider,
-            cached: RwLock::new(None),
-        }
+        Self { provider, cached: RwLock::new(None) }
     }
 
     pub async fn current(&self) -> Result<Credentials, CredentialsError> {
@@ -45,19 +42,14 @@ impl CredentialSource {
             return Ok(c.clone());
         }
         // The provider's own error text names the source but never the secret.
-        let fresh = self
-            .provider
-            .provide_credentials()
-            .await
-            .map_err(|e| CredentialsError(error_chain(&e)))?;
+        let fresh = self.provider.provide_credentials().await.map_err(|e| CredentialsError(error_chain(&e)))?;
         *slot = Some(fresh.clone());
         Ok(fresh)
     }
 }
 
 fn is_fresh(c: &Credentials) -> bool {
-    c.expiry()
-        .is_none_or(|exp| exp > SystemTime::now() + REFRESH_MARGIN)
+    c.expiry().is_none_or(|exp| exp > SystemTime::now() + REFRESH_MARGIN)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -26,9 +26,7 @@ pub enum ProxyError {
     IncompleteBody(String),
     #[error("The requested range is not satisfiable")]
     InvalidRange { object_len: u64 },
-    #[error(
-        "The object was not written through CloudTaser and plaintext reads are disabled for it."
-    )]
+    #[error("The object was not written through CloudTaser and plaintext reads are disabled for it.")]
     NotEncrypted,
     #[error("The key service refused the object's data key: {0}")]
     KeyRefused(TransitError),
@@ -48,11 +46,7 @@ pub enum ProxyError {
 
 impl From<TransitError> for ProxyError {
     fn from(e: TransitError) -> Self {
-        if e.is_permanent() {
-            ProxyError::KeyRefused(e)
-        } else {
-            ProxyError::KeyServiceUnavailable(e)
-        }
+        if e.is_permanent() { ProxyError::KeyRefused(e) } else { ProxyError::KeyServiceUnavailable(e) }
     }
 }
 
@@ -61,8 +55,9 @@ impl ProxyError {
         use ProxyError::*;
         match self {
             MissingContentLength => StatusCode::LENGTH_REQUIRED,
-            InvalidArgument(_) | InvalidRequest(_) | BadDigest(_) | InvalidDigest
-            | IncompleteBody(_) => StatusCode::BAD_REQUEST,
+            InvalidArgument(_) | InvalidRequest(_) | BadDigest(_) | InvalidDigest | IncompleteBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
             NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             InvalidRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             NotEncrypted | KeyRefused(_) => StatusCode::FORBIDDEN,
@@ -103,21 +98,11 @@ impl ProxyError {
             request_id
         );
         let len = xml.len();
-        let mut resp = Response::new(if head {
-            full(Bytes::new())
-        } else {
-            full(Bytes::from(xml))
-        });
+        let mut resp = Response::new(if head { full(Bytes::new()) } else { full(Bytes::from(xml)) });
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
-        h.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/xml"),
-        );
-        h.insert(
-            http::header::CONTENT_LENGTH,
-            HeaderValue::from(if head { 0 } else { len }),
-        );
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(if head { 0 } else { len }));
         if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert("x-amz-request-id", v);
         }

@@ -21,10 +21,7 @@ fn main() -> ExitCode {
     }
     init_tracing(&config);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -36,11 +33,8 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(config: &ProxyConfig) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -50,9 +44,7 @@ fn init_tracing(config: &ProxyConfig) {
 async fn run(config: ProxyConfig) -> Result<(), String> {
     let upstream = config.upstream().map_err(|e| e.to_string())?;
     let ca_cert_pem = match &config.vault_cacert {
-        Some(path) => {
-            Some(std::fs::read(path).map_err(|e| format!("VAULT_CACERT {}: {e}", path.display()))?)
-        }
+        Some(path) => Some(std::fs::read(path).map_err(|e| format!("VAULT_CACERT {}: {e}", path.display()))?),
         None => None,
     };
     let transit = TransitClient::new(TransitConfig {
@@ -65,40 +57,24 @@ async fn run(config: ProxyConfig) -> Result<(), String> {
         timeout: config.vault_timeout(),
     })
     .map_err(|e| e.to_string())?;
-    let keys = Arc::new(KeyService::new(
-        transit,
-        config.key_cache_size,
-        config.key_cache_ttl(),
-    ));
+    let keys = Arc::new(KeyService::new(transit, config.key_cache_size, config.key_cache_ttl()));
     let credentials = Arc::new(CredentialSource::from_default_chain(&upstream.region).await);
     let signer = Signer::new(credentials, upstream.region.clone());
     let forwarder = Forwarder::new(upstream.clone()).map_err(|e| e.to_string())?;
-    let path = Arc::new(RequestPath::new(
-        keys.clone(),
-        signer,
-        forwarder,
-        "localhost".to_owned(),
-    ));
+    let path = Arc::new(RequestPath::new(keys.clone(), signer, forwarder, "localhost".to_owned()));
 
-    let s3 = server::bind(config.listen)
+    let s3 =
+        server::bind(config.listen).await.map_err(|e| format!("CLOUDTASER_S3PROXY_LISTEN {}: {e}", config.listen))?;
+    let health = server::bind(config.health_listen)
         .await
-        .map_err(|e| format!("CLOUDTASER_S3PROXY_LISTEN {}: {e}", config.listen))?;
-    let health = server::bind(config.health_listen).await.map_err(|e| {
-        format!(
-            "CLOUDTASER_S3PROXY_HEALTH_LISTEN {}: {e}",
-            config.health_listen
-        )
-    })?;
+        .map_err(|e| format!("CLOUDTASER_S3PROXY_HEALTH_LISTEN {}: {e}", config.health_listen))?;
     tracing::info!(listen = %config.listen, health = %config.health_listen, upstream = %upstream.endpoint, region = %upstream.region, "cloudtaser-s3proxy started");
     tokio::spawn(server::serve_health(health, keys));
-    server::serve_s3(s3, path, shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+    server::serve_s3(s3, path, shutdown_signal()).await.map_err(|e| e.to_string())
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

@@ -65,9 +65,7 @@ pub async fn serve_health(listener: TcpListener, keys: Arc<KeyService>) -> std::
             async move { Ok::<_, std::convert::Infallible>(health(req.uri().path(), &keys).await) }
         });
         tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }

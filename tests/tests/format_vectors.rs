@@ -5,7 +5,8 @@ use cloudtaser_s3proxy::format::{Opener, ciphertext_len};
 use cloudtaser_tests::{pattern, seal};
 
 const DEK: [u8; 32] = [
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30,
+    31,
 ];
 
 fn salt() -> [u8; 32] {
@@ -13,7 +14,8 @@ fn salt() -> [u8; 32] {
 }
 
 fn vectors() -> Vec<std::collections::HashMap<String, String>> {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md")).expect("docs/FORMAT.md");
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md")).expect("docs/FORMAT.md");
     let block = doc.split("```vectors\n").nth(1).expect("a vectors block").split("```").next().unwrap();
     block
         .lines()

@@ -18,26 +18,17 @@ pub struct Header {
 }
 
 impl Header {
-    pub fn new(
-        part_number: u32,
-        plaintext_len: u64,
-        salt: [u8; SALT_LEN],
-    ) -> Result<Self, FormatError> {
+    pub fn new(part_number: u32, plaintext_len: u64, salt: [u8; SALT_LEN]) -> Result<Self, FormatError> {
         if segment_count(plaintext_len) > u64::from(u32::MAX) {
             return Err(FormatError::TooLarge(plaintext_len));
         }
-        Ok(Self {
-            part_number,
-            plaintext_len,
-            salt,
-        })
+        Ok(Self { part_number, plaintext_len, salt })
     }
 
     /// A header with a fresh random salt.
     pub fn random(part_number: u32, plaintext_len: u64) -> Result<Self, FormatError> {
         let mut salt = [0u8; SALT_LEN];
-        aws_lc_rs::rand::fill(&mut salt)
-            .map_err(|_| FormatError::MalformedHeader("no randomness"))?;
+        aws_lc_rs::rand::fill(&mut salt).map_err(|_| FormatError::MalformedHeader("no randomness"))?;
         Self::new(part_number, plaintext_len, salt)
     }
 
@@ -91,19 +82,13 @@ mod tests {
         let good = Header::new(0, 1, [0u8; SALT_LEN]).unwrap().encode();
         let mut b = good;
         b[0] = b'X';
-        assert_eq!(
-            Header::decode(&b),
-            Err(FormatError::MalformedHeader("bad magic"))
-        );
+        assert_eq!(Header::decode(&b), Err(FormatError::MalformedHeader("bad magic")));
         let mut b = good;
         b[4] = 2;
         assert_eq!(Header::decode(&b), Err(FormatError::UnsupportedVersion(2)));
         let mut b = good;
         b[7] = 1;
-        assert_eq!(
-            Header::decode(&b),
-            Err(FormatError::MalformedHeader("reserved bytes set"))
-        );
+        assert_eq!(Header::decode(&b), Err(FormatError::MalformedHeader("reserved bytes set")));
         assert_eq!(Header::decode(&good[..51]), Err(FormatError::Truncated));
     }
 }

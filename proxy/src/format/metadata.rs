@@ -7,6 +7,16 @@ pub const META_FORMAT: &str = "x-amz-meta-cloudtaser-format";
 pub const META_WRAPPED_KEY: &str = "x-amz-meta-cloudtaser-key";
 pub const META_TRANSIT_KEY: &str = "x-amz-meta-cloudtaser-transit-key";
 pub const META_SIZE: &str = "x-amz-meta-cloudtaser-size";
+pub const META_LAYOUT: &str = "x-amz-meta-cloudtaser-layout";
+
+/// How the body is laid out, as far as metadata written up front can say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredLayout {
+    /// One stream of this many plaintext bytes (single PUT).
+    Single(u64),
+    /// One stream per part; the sizes are in the streams' headers.
+    Multipart,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvelopeMetadata {
@@ -15,8 +25,7 @@ pub struct EnvelopeMetadata {
     pub wrapped_key: String,
     /// Transit key name the data key is wrapped under.
     pub transit_key: String,
-    /// Plaintext length of the whole object.
-    pub plaintext_len: u64,
+    pub layout: StoredLayout,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -25,23 +34,22 @@ pub struct MetadataError(pub &'static str);
 
 impl EnvelopeMetadata {
     pub fn to_headers(&self) -> [(&'static str, String); 4] {
+        let layout = match self.layout {
+            StoredLayout::Single(len) => (META_SIZE, len.to_string()),
+            StoredLayout::Multipart => (META_LAYOUT, "multipart".to_owned()),
+        };
         [
             (META_FORMAT, self.format.to_string()),
             (META_WRAPPED_KEY, self.wrapped_key.clone()),
             (META_TRANSIT_KEY, self.transit_key.clone()),
-            (META_SIZE, self.plaintext_len.to_string()),
+            layout,
         ]
     }
 
     /// `Ok(None)` when the object carries no envelope at all (written
     /// without the proxy); an error when it carries a broken one.
     pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, MetadataError> {
-        let get = |name: &'static str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let get = |name: &'static str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let Some(wrapped_key) = get(META_WRAPPED_KEY) else {
             return if headers.keys().any(|k| k.as_str().starts_with(META_PREFIX)) {
                 Err(MetadataError(META_WRAPPED_KEY))
@@ -49,24 +57,20 @@ impl EnvelopeMetadata {
                 Ok(None)
             };
         };
-        let format = get(META_FORMAT)
-            .and_then(|v| v.parse().ok())
-            .ok_or(MetadataError(META_FORMAT))?;
+        let format = get(META_FORMAT).and_then(|v| v.parse().ok()).ok_or(MetadataError(META_FORMAT))?;
         let transit_key = get(META_TRANSIT_KEY)
             .filter(|k| !k.is_empty() && !k.contains('/'))
             .ok_or(MetadataError(META_TRANSIT_KEY))?;
-        let plaintext_len = get(META_SIZE)
-            .and_then(|v| v.parse().ok())
-            .ok_or(MetadataError(META_SIZE))?;
+        let layout = match (get(META_SIZE), get(META_LAYOUT).as_deref()) {
+            (Some(size), None) => StoredLayout::Single(size.parse().map_err(|_| MetadataError(META_SIZE))?),
+            (None, Some("multipart")) => StoredLayout::Multipart,
+            (None, _) => return Err(MetadataError(META_SIZE)),
+            (Some(_), Some(_)) => return Err(MetadataError(META_LAYOUT)),
+        };
         if !wrapped_key.starts_with("vault:v") {
             return Err(MetadataError(META_WRAPPED_KEY));
         }
-        Ok(Some(Self {
-            format,
-            wrapped_key,
-            transit_key,
-            plaintext_len,
-        }))
+        Ok(Some(Self { format, wrapped_key, transit_key, layout }))
     }
 }
 
@@ -80,7 +84,7 @@ mod tests {
             format: 1,
             wrapped_key: "vault:v1:abc".into(),
             transit_key: "k".into(),
-            plaintext_len: 42,
+            layout: StoredLayout::Single(42),
         };
         let mut h = HeaderMap::new();
         for (k, v) in m.to_headers() {
@@ -88,10 +92,7 @@ mod tests {
         }
         assert_eq!(EnvelopeMetadata::from_headers(&h).unwrap(), Some(m));
         h.remove(META_SIZE);
-        assert_eq!(
-            EnvelopeMetadata::from_headers(&h),
-            Err(MetadataError(META_SIZE))
-        );
+        assert_eq!(EnvelopeMetadata::from_headers(&h), Err(MetadataError(META_SIZE)));
         assert_eq!(EnvelopeMetadata::from_headers(&HeaderMap::new()), Ok(None));
     }
 }

@@ -2,17 +2,17 @@
 //! no I/O, no HTTP. `docs/FORMAT.md` is the normative description.
 
 mod header;
+mod layout;
 mod metadata;
 mod segment;
 mod size;
 mod stream;
 
 pub use header::{HEADER_LEN, Header, MAGIC, SALT_LEN, VERSION};
-pub use metadata::{EnvelopeMetadata, META_PREFIX, MetadataError};
+pub use layout::{LayoutSpan, ObjectLayout};
+pub use metadata::{EnvelopeMetadata, META_PREFIX, MetadataError, StoredLayout};
 pub use segment::{SegmentCipher, TAG_LEN};
-pub use size::{
-    SEGMENT_LEN, SegmentSpan, ciphertext_len, plaintext_len, segment_count, segment_span,
-};
+pub use size::{SEGMENT_LEN, ciphertext_len, plaintext_len, segment_count};
 pub use stream::{Opener, Sealer};
 
 /// Everything that can go wrong while reading or writing the format.

@@ -23,10 +23,7 @@ impl SegmentCipher {
             .and_then(|okm| okm.fill(stream_key.as_mut()))
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         let key = UnboundKey::new(&AES_256_GCM, stream_key.as_ref()).expect("32-byte AES-256 key");
-        Self {
-            key: LessSafeKey::new(key),
-            header: header.encode(),
-        }
+        Self { key: LessSafeKey::new(key), header: header.encode() }
     }
 
     pub fn header_bytes(&self) -> &[u8; HEADER_LEN] {

@@ -4,6 +4,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::FormatError;
 use super::header::{HEADER_LEN, Header};
+use super::layout::{LayoutSpan, ObjectLayout};
 use super::segment::{SegmentCipher, TAG_LEN};
 use super::size::{SEGMENT_LEN, segment_count};
 
@@ -68,11 +69,7 @@ impl Sealer {
     }
 
     fn declared(&self) -> u64 {
-        u64::from_be_bytes(
-            self.cipher.header_bytes()[12..20]
-                .try_into()
-                .expect("8 bytes"),
-        )
+        u64::from_be_bytes(self.cipher.header_bytes()[12..20].try_into().expect("8 bytes"))
     }
 
     fn emit_header(&mut self, out: &mut Vec<Bytes>) {
@@ -83,10 +80,7 @@ impl Sealer {
     }
 
     fn seal_pending(&mut self, last: bool) -> Bytes {
-        let mut buf = std::mem::replace(
-            &mut self.pending,
-            Vec::with_capacity(SEGMENT_LEN as usize + TAG_LEN),
-        );
+        let mut buf = std::mem::replace(&mut self.pending, Vec::with_capacity(SEGMENT_LEN as usize + TAG_LEN));
         let index = u32::try_from(self.next_index).expect("segment count checked by Header::new");
         self.cipher.seal(index, last, &mut buf);
         self.next_index += 1;
@@ -94,150 +88,153 @@ impl Sealer {
     }
 }
 
-/// Turns ciphertext (the header, then segments from `first_segment` on) into
-/// plaintext, verifying every segment it needs and where the stream ends.
+/// Turns ciphertext into verified plaintext: a stream header, its segments,
+/// and for multipart objects the next part's header and segments, and so on.
 pub struct Opener {
     data_key: zeroize::Zeroizing<[u8; 32]>,
-    expected_len: Option<u64>,
+    /// `None` for one stream of a length only its header knows (GET ?partNumber).
+    layout: Option<ObjectLayout>,
     stream: Option<OpenStream>,
+    /// Part number the next header must carry.
+    next_part: u32,
     next_index: u64,
     buf: BytesMut,
     skip: u64,
     take: u64,
+    /// A whole read must also verify the final segment of the last stream.
+    to_end: bool,
+    final_seen: bool,
 }
 
 struct OpenStream {
     cipher: SegmentCipher,
     plaintext_len: u64,
     segments: u64,
-    /// The last segment the requested range needs.
-    end_segment: u64,
 }
 
 impl Opener {
-    /// `expected_len` is the plaintext length recorded in the object's
-    /// metadata, checked against the header. `skip`/`take` select the
-    /// plaintext range out of the segments, starting at `first_segment`.
-    pub fn new(
+    /// Reads a whole object.
+    pub fn whole(data_key: &[u8; 32], layout: ObjectLayout) -> Self {
+        Self::new(data_key, Some(layout), layout.first_part_number, 0, 0, layout.total, true)
+    }
+
+    /// Reads `take` plaintext bytes starting at `span`; the ciphertext fed
+    /// starts at `span.ciphertext_start`, after the header given to `set_header`.
+    pub fn range(data_key: &[u8; 32], layout: ObjectLayout, span: &LayoutSpan, take: u64) -> Self {
+        Self::new(data_key, Some(layout), span.part_number, span.first_segment, span.skip, take, false)
+    }
+
+    /// Reads one whole stream whose length its header declares.
+    pub fn single_stream(data_key: &[u8; 32], part_number: u32) -> Self {
+        Self::new(data_key, None, part_number, 0, 0, 0, true)
+    }
+
+    fn new(
         data_key: &[u8; 32],
-        expected_len: Option<u64>,
-        first_segment: u64,
+        layout: Option<ObjectLayout>,
+        next_part: u32,
+        next_index: u64,
         skip: u64,
         take: u64,
+        to_end: bool,
     ) -> Self {
         Self {
             data_key: zeroize::Zeroizing::new(*data_key),
-            expected_len,
+            layout,
             stream: None,
-            next_index: first_segment,
+            next_part,
+            next_index,
             buf: BytesMut::new(),
             skip,
             take,
+            to_end,
+            final_seen: false,
         }
     }
 
-    /// The header can arrive separately from the segments (ranged reads).
+    /// Accepts a stream header; ranged reads fetch it separately.
     pub fn set_header(&mut self, bytes: &[u8]) -> Result<(), FormatError> {
         let header = Header::decode(bytes)?;
+        if header.part_number != self.next_part {
+            return Err(FormatError::MalformedHeader("stream is not the expected part"));
+        }
         let plaintext_len = header.plaintext_len;
-        if let Some(expected) = self.expected_len {
-            if expected != plaintext_len {
-                return Err(FormatError::LengthMismatch {
-                    declared: expected,
-                    actual: plaintext_len,
-                });
+        match self.layout {
+            Some(layout) => {
+                let index = u64::from(header.part_number - layout.first_part_number);
+                let expected = layout.stream_len(index);
+                if expected != plaintext_len {
+                    return Err(FormatError::LengthMismatch { declared: expected, actual: plaintext_len });
+                }
             }
+            None => self.take = plaintext_len,
         }
         let segments = segment_count(plaintext_len);
-        let range_end = self.next_index * SEGMENT_LEN + self.skip + self.take;
-        let end_segment = if self.take == 0 {
-            self.next_index
-        } else {
-            (range_end - 1) / SEGMENT_LEN
-        };
-        if end_segment >= segments || range_end > plaintext_len.max(self.next_index * SEGMENT_LEN) {
+        if self.next_index >= segments {
             return Err(FormatError::Truncated);
         }
-        self.stream = Some(OpenStream {
-            cipher: SegmentCipher::new(&self.data_key, &header),
-            plaintext_len,
-            segments,
-            end_segment,
-        });
+        self.stream = Some(OpenStream { cipher: SegmentCipher::new(&self.data_key, &header), plaintext_len, segments });
         Ok(())
+    }
+
+    /// Plaintext length of the current stream, once its header was read.
+    pub fn stream_len(&self) -> Option<u64> {
+        self.stream.as_ref().map(|s| s.plaintext_len)
+    }
+
+    fn done(&self) -> bool {
+        self.take == 0 && (!self.to_end || self.final_seen)
     }
 
     /// Feeds ciphertext; verified plaintext is pushed to `out`.
     pub fn update(&mut self, input: &[u8], out: &mut Vec<Bytes>) -> Result<(), FormatError> {
         self.buf.extend_from_slice(input);
-        if self.stream.is_none() {
-            if self.buf.len() < HEADER_LEN {
-                return Ok(());
-            }
-            let header = self.buf.split_to(HEADER_LEN);
-            self.set_header(&header)?;
-        }
-        let sealed = SEGMENT_LEN as usize + TAG_LEN;
         loop {
-            let s = self.stream.as_ref().expect("header set");
-            if self.next_index > s.end_segment {
-                return if self.buf.is_empty() {
-                    Ok(())
-                } else {
-                    Err(FormatError::TrailingData)
-                };
+            if self.done() {
+                return if self.buf.is_empty() { Ok(()) } else { Err(FormatError::TrailingData) };
             }
-            // The final segment is opened in finish(), once the input has ended.
-            if self.buf.len() < sealed || self.next_index + 1 >= s.segments {
+            let Some(s) = self.stream.as_ref() else {
+                if self.buf.len() < HEADER_LEN {
+                    return Ok(());
+                }
+                let header = self.buf.split_to(HEADER_LEN);
+                self.set_header(&header)?;
+                continue;
+            };
+            let last = self.next_index + 1 == s.segments;
+            let plain_len = if last { s.plaintext_len - self.next_index * SEGMENT_LEN } else { SEGMENT_LEN };
+            let sealed_len = plain_len as usize + TAG_LEN;
+            if self.buf.len() < sealed_len {
                 return Ok(());
             }
-            let segment = self.buf.split_to(sealed);
-            self.open_segment(segment, false, out)?;
+            let segment = self.buf.split_to(sealed_len);
+            self.open_segment(segment, last, out)?;
         }
     }
 
-    /// Ends the input: opens the last needed segment and checks nothing is missing or extra.
-    pub fn finish(&mut self, out: &mut Vec<Bytes>) -> Result<(), FormatError> {
-        let Some(s) = self.stream.as_ref() else {
-            return Err(FormatError::Truncated);
-        };
-        if self.next_index > s.end_segment {
-            return if self.buf.is_empty() {
-                Ok(())
-            } else {
-                Err(FormatError::TrailingData)
-            };
-        }
-        if self.next_index < s.end_segment {
+    /// Ends the input: everything asked for must have been verified, and nothing more sent.
+    pub fn finish(&mut self, _out: &mut Vec<Bytes>) -> Result<(), FormatError> {
+        if !self.done() {
             return Err(FormatError::Truncated);
         }
-        let last = self.next_index + 1 == s.segments;
-        let plain_len = if last {
-            s.plaintext_len - self.next_index * SEGMENT_LEN
-        } else {
-            SEGMENT_LEN
-        };
-        let expected = plain_len as usize + TAG_LEN;
-        if self.buf.len() < expected {
-            return Err(FormatError::Truncated);
-        }
-        if self.buf.len() > expected {
+        if !self.buf.is_empty() {
             return Err(FormatError::TrailingData);
         }
-        let segment = self.buf.split();
-        self.open_segment(segment, last, out)
+        Ok(())
     }
 
-    fn open_segment(
-        &mut self,
-        mut segment: BytesMut,
-        last: bool,
-        out: &mut Vec<Bytes>,
-    ) -> Result<(), FormatError> {
+    fn open_segment(&mut self, mut segment: BytesMut, last: bool, out: &mut Vec<Bytes>) -> Result<(), FormatError> {
         let s = self.stream.as_ref().expect("header set");
         let index = u32::try_from(self.next_index).map_err(|_| FormatError::TrailingData)?;
         let len = s.cipher.open(index, last, &mut segment)?;
         self.next_index += 1;
+        self.final_seen = last;
+        if last {
+            // The next bytes, if any are wanted, start the next part's stream.
+            self.stream = None;
+            self.next_index = 0;
+            self.next_part += 1;
+        }
         segment.truncate(len);
         let mut plain = segment.freeze();
         let skip = self.skip.min(plain.len() as u64) as usize;
@@ -256,12 +253,16 @@ impl Opener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{ciphertext_len, segment_span};
+    use crate::format::ciphertext_len;
 
     const KEY: [u8; 32] = [7u8; 32];
 
     fn seal_all(data: &[u8], chunk: usize) -> Vec<u8> {
-        let mut sealer = Sealer::new(&KEY, Header::new(0, data.len() as u64, [3u8; 32]).unwrap());
+        seal_part(data, chunk, 0)
+    }
+
+    fn seal_part(data: &[u8], chunk: usize, part: u32) -> Vec<u8> {
+        let mut sealer = Sealer::new(&KEY, Header::new(part, data.len() as u64, [part as u8; 32]).unwrap());
         let mut out = Vec::new();
         for c in data.chunks(chunk.max(1)) {
             sealer.update(c, &mut out).unwrap();
@@ -271,7 +272,7 @@ mod tests {
     }
 
     fn open_all(ct: &[u8], chunk: usize, len: u64) -> Result<Vec<u8>, FormatError> {
-        let mut opener = Opener::new(&KEY, Some(len), 0, 0, len);
+        let mut opener = Opener::whole(&KEY, ObjectLayout::single(len));
         let mut out = Vec::new();
         for c in ct.chunks(chunk) {
             opener.update(c, &mut out)?;
@@ -303,10 +304,7 @@ mod tests {
         let len = data.len() as u64;
         let mut flipped = ct.clone();
         flipped[HEADER_LEN + 100] ^= 1;
-        assert_eq!(
-            open_all(&flipped, 4096, len),
-            Err(FormatError::Authentication(0))
-        );
+        assert_eq!(open_all(&flipped, 4096, len), Err(FormatError::Authentication(0)));
         // Dropping the final segment, or cutting one short, never yields a clean end.
         let cut = HEADER_LEN + 2 * (SEGMENT_LEN as usize + TAG_LEN);
         assert!(open_all(&ct[..cut], 4096, len).is_err());
@@ -317,11 +315,9 @@ mod tests {
         // A header rewritten to claim a shorter object breaks every tag.
         let mut relabeled = ct.clone();
         relabeled[12..20].copy_from_slice(&(2 * SEGMENT_LEN).to_be_bytes());
-        let mut opener = Opener::new(&KEY, None, 0, 0, 2 * SEGMENT_LEN);
+        let mut opener = Opener::single_stream(&KEY, 0);
         let mut out = Vec::new();
-        let r = opener
-            .update(&relabeled[..cut], &mut out)
-            .and_then(|_| opener.finish(&mut out));
+        let r = opener.update(&relabeled[..cut], &mut out).and_then(|_| opener.finish(&mut out));
         assert!(r.is_err());
     }
 
@@ -331,43 +327,25 @@ mod tests {
         let data = vec![1u8; 3 * SEGMENT_LEN as usize];
         let ct = seal_all(&data, 65536);
         let mut swapped = ct.clone();
-        swapped[HEADER_LEN..HEADER_LEN + seg]
-            .copy_from_slice(&ct[HEADER_LEN + seg..HEADER_LEN + 2 * seg]);
-        swapped[HEADER_LEN + seg..HEADER_LEN + 2 * seg]
-            .copy_from_slice(&ct[HEADER_LEN..HEADER_LEN + seg]);
+        swapped[HEADER_LEN..HEADER_LEN + seg].copy_from_slice(&ct[HEADER_LEN + seg..HEADER_LEN + 2 * seg]);
+        swapped[HEADER_LEN + seg..HEADER_LEN + 2 * seg].copy_from_slice(&ct[HEADER_LEN..HEADER_LEN + seg]);
         assert!(open_all(&swapped, 9999, data.len() as u64).is_err());
     }
 
     #[test]
     fn ranged_open_returns_exact_slice() {
-        let data: Vec<u8> = (0..(4 * SEGMENT_LEN as usize + 100))
-            .map(|i| (i % 253) as u8)
-            .collect();
+        let data: Vec<u8> = (0..(4 * SEGMENT_LEN as usize + 100)).map(|i| (i % 253) as u8).collect();
         let ct = seal_all(&data, 50_000);
         let len = data.len() as u64;
-        for (a, b) in [
-            (0, 0),
-            (5, 70_000),
-            (SEGMENT_LEN, 2 * SEGMENT_LEN - 1),
-            (len - 1, len - 1),
-            (3, len - 1),
-        ] {
-            let span = segment_span(len, a, b);
-            let mut opener = Opener::new(&KEY, Some(len), span.first_segment, span.skip, b - a + 1);
+        for (a, b) in [(0, 0), (5, 70_000), (SEGMENT_LEN, 2 * SEGMENT_LEN - 1), (len - 1, len - 1), (3, len - 1)] {
+            let layout = ObjectLayout::single(len);
+            let span = layout.span(a, b);
+            let mut opener = Opener::range(&KEY, layout, &span, b - a + 1);
             opener.set_header(&ct[..HEADER_LEN]).unwrap();
             let mut out = Vec::new();
-            opener
-                .update(
-                    &ct[span.ciphertext_start as usize..=span.ciphertext_end as usize],
-                    &mut out,
-                )
-                .unwrap();
+            opener.update(&ct[span.ciphertext_start as usize..=span.ciphertext_end as usize], &mut out).unwrap();
             opener.finish(&mut out).unwrap();
-            assert_eq!(
-                out.concat(),
-                &data[a as usize..=b as usize],
-                "range {a}-{b}"
-            );
+            assert_eq!(out.concat(), &data[a as usize..=b as usize], "range {a}-{b}");
         }
     }
 
@@ -379,5 +357,52 @@ mod tests {
         let mut s = Sealer::new(&KEY, Header::new(0, 10, [0; 32]).unwrap());
         s.update(&[0; 9], &mut out).unwrap();
         assert!(s.finish(&mut out).is_err());
+    }
+
+    fn multipart(data: &[u8], part_len: usize) -> Vec<u8> {
+        data.chunks(part_len).enumerate().flat_map(|(i, p)| seal_part(p, 10_000, i as u32 + 1)).collect()
+    }
+
+    #[test]
+    fn multipart_objects_read_whole_and_by_range() {
+        let p = 2 * SEGMENT_LEN as usize;
+        let data: Vec<u8> = (0..(3 * p + 777)).map(|i| (i % 241) as u8).collect();
+        let ct = multipart(&data, p);
+        let layout = ObjectLayout::multipart(p as u64, ct.len() as u64).unwrap();
+        assert_eq!(layout.total, data.len() as u64);
+        let mut opener = Opener::whole(&KEY, layout);
+        let mut out = Vec::new();
+        for c in ct.chunks(5000) {
+            opener.update(c, &mut out).unwrap();
+        }
+        opener.finish(&mut out).unwrap();
+        assert_eq!(out.concat(), data);
+        let len = data.len() as u64;
+        for (a, b) in [(0, 0), (p as u64 - 1, p as u64), (5, len - 1), (2 * p as u64 + 3, len - 2)] {
+            let span = layout.span(a, b);
+            let mut opener = Opener::range(&KEY, layout, &span, b - a + 1);
+            let h = span.header_start as usize;
+            opener.set_header(&ct[h..h + HEADER_LEN]).unwrap();
+            let mut out = Vec::new();
+            opener.update(&ct[span.ciphertext_start as usize..=span.ciphertext_end as usize], &mut out).unwrap();
+            opener.finish(&mut out).unwrap();
+            assert_eq!(out.concat(), &data[a as usize..=b as usize], "range {a}-{b}");
+        }
+    }
+
+    #[test]
+    fn multipart_parts_swapped_or_dropped_fail() {
+        let p = SEGMENT_LEN as usize;
+        let data = vec![9u8; 3 * p];
+        let parts: Vec<Vec<u8>> = data.chunks(p).enumerate().map(|(i, c)| seal_part(c, p, i as u32 + 1)).collect();
+        let swapped = [parts[1].clone(), parts[0].clone(), parts[2].clone()].concat();
+        let layout = ObjectLayout::multipart(p as u64, swapped.len() as u64).unwrap();
+        let mut opener = Opener::whole(&KEY, layout);
+        assert!(opener.update(&swapped, &mut Vec::new()).is_err());
+        let dropped = [parts[0].clone(), parts[1].clone()].concat();
+        let mut opener = Opener::whole(&KEY, layout);
+        let mut out = Vec::new();
+        let r = opener.update(&dropped, &mut out).and_then(|_| opener.finish(&mut out));
+        assert_eq!(r, Err(FormatError::Truncated));
     }
 }

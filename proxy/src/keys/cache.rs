@@ -21,11 +21,7 @@ struct Entries {
 
 impl KeyCache {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
-        Self {
-            capacity,
-            ttl,
-            inner: Mutex::new(Entries::default()),
-        }
+        Self { capacity, ttl, inner: Mutex::new(Entries::default()) }
     }
 
     pub fn get(&self, wrapped: &str) -> Option<Arc<DataKey>> {
@@ -43,10 +39,7 @@ impl KeyCache {
             return;
         }
         let mut e = self.inner.lock().expect("key cache lock");
-        if e.by_wrapped
-            .insert(wrapped.to_owned(), (key, Instant::now()))
-            .is_none()
-        {
+        if e.by_wrapped.insert(wrapped.to_owned(), (key, Instant::now())).is_none() {
             e.order.push_back(wrapped.to_owned());
         }
         while e.by_wrapped.len() > self.capacity || e.order.len() > 2 * self.capacity {

@@ -46,10 +46,7 @@ pub struct KeyService {
 
 impl KeyService {
     pub fn new(transit: TransitClient, cache_capacity: usize, cache_ttl: Duration) -> Self {
-        Self {
-            transit,
-            cache: KeyCache::new(cache_capacity, cache_ttl),
-        }
+        Self { transit, cache: KeyCache::new(cache_capacity, cache_ttl) }
     }
 
     pub fn key_name(&self) -> &str {
@@ -65,11 +62,7 @@ impl KeyService {
     }
 
     /// The data key inside a wrapped key, from the cache or Transit.
-    pub async fn unwrap(
-        &self,
-        key_name: &str,
-        wrapped: &str,
-    ) -> Result<Arc<DataKey>, TransitError> {
+    pub async fn unwrap(&self, key_name: &str, wrapped: &str) -> Result<Arc<DataKey>, TransitError> {
         if let Some(key) = self.cache.get(wrapped) {
             return Ok(key);
         }

@@ -24,13 +24,7 @@ impl TransitError {
     /// Refusals that retrying will not fix (a key version below
     /// `min_decryption_version`, a tampered wrapped key, a missing key).
     pub fn is_permanent(&self) -> bool {
-        matches!(
-            self,
-            TransitError::Refused {
-                status: 400 | 404,
-                ..
-            }
-        )
+        matches!(self, TransitError::Refused { status: 400 | 404, .. })
     }
 }
 
@@ -78,18 +72,13 @@ struct ErrorBody {
 
 impl TransitClient {
     pub fn new(config: TransitConfig) -> Result<Self, TransitError> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout);
+        let mut builder = reqwest::Client::builder().timeout(config.timeout).connect_timeout(config.timeout);
         if let Some(pem) = &config.ca_cert_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|_| {
-                TransitError::BadResponse("VAULT_CACERT is not a PEM certificate bundle")
-            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|_| TransitError::BadResponse("VAULT_CACERT is not a PEM certificate bundle"))?;
             builder = builder.tls_certs_only(certs);
         }
-        let http = builder
-            .build()
-            .map_err(|e| TransitError::Unreachable(e.to_string()))?;
+        let http = builder.build().map_err(|e| TransitError::Unreachable(e.to_string()))?;
         Ok(Self {
             http,
             base: config.address.trim_end_matches('/').to_owned(),
@@ -106,37 +95,22 @@ impl TransitClient {
 
     pub async fn generate_data_key(&self) -> Result<(DataKey, String), TransitError> {
         let path = format!("{}/datakey/plaintext/{}", self.mount, self.key_name);
-        let resp: DataKeyResponse = self
-            .call(reqwest::Method::POST, &path, Some(json!({"bits": 256})))
-            .await?;
+        let resp: DataKeyResponse = self.call(reqwest::Method::POST, &path, Some(json!({"bits": 256}))).await?;
         if !resp.ciphertext.starts_with("vault:v") {
-            return Err(TransitError::BadResponse(
-                "wrapped key is not in vault:vN: form",
-            ));
+            return Err(TransitError::BadResponse("wrapped key is not in vault:vN: form"));
         }
         Ok((decode_key(&resp.plaintext)?, resp.ciphertext))
     }
 
-    pub async fn decrypt_data_key(
-        &self,
-        key_name: &str,
-        wrapped: &str,
-    ) -> Result<DataKey, TransitError> {
+    pub async fn decrypt_data_key(&self, key_name: &str, wrapped: &str) -> Result<DataKey, TransitError> {
         let path = format!("{}/decrypt/{}", self.mount, key_name);
-        let resp: DecryptResponse = self
-            .call(
-                reqwest::Method::POST,
-                &path,
-                Some(json!({"ciphertext": wrapped})),
-            )
-            .await?;
+        let resp: DecryptResponse =
+            self.call(reqwest::Method::POST, &path, Some(json!({"ciphertext": wrapped}))).await?;
         decode_key(&resp.plaintext)
     }
 
     pub async fn lookup_self(&self) -> Result<(), TransitError> {
-        let _: serde_json::Value = self
-            .call(reqwest::Method::GET, "auth/token/lookup-self", None)
-            .await?;
+        let _: serde_json::Value = self.call(reqwest::Method::GET, "auth/token/lookup-self", None).await?;
         Ok(())
     }
 
@@ -157,26 +131,15 @@ impl TransitClient {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| TransitError::Unreachable(redact(&e)))?;
+        let resp = req.send().await.map_err(|e| TransitError::Unreachable(redact(&e)))?;
         let status = resp.status();
-        let bytes = Zeroizing::new(
-            resp.bytes()
-                .await
-                .map_err(|e| TransitError::Unreachable(redact(&e)))?
-                .to_vec(),
-        );
+        let bytes = Zeroizing::new(resp.bytes().await.map_err(|e| TransitError::Unreachable(redact(&e)))?.to_vec());
         if !status.is_success() {
             let message = serde_json::from_slice::<ErrorBody>(&bytes)
                 .ok()
                 .and_then(|b| (!b.errors.is_empty()).then(|| b.errors.join("; ")))
                 .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
-            return Err(TransitError::Refused {
-                status: status.as_u16(),
-                message,
-            });
+            return Err(TransitError::Refused { status: status.as_u16(), message });
         }
         serde_json::from_slice::<Envelope<T>>(&bytes)
             .map(|e| e.data)
@@ -185,11 +148,7 @@ impl TransitClient {
 }
 
 fn decode_key(b64: &str) -> Result<DataKey, TransitError> {
-    let raw = Zeroizing::new(
-        STANDARD
-            .decode(b64)
-            .map_err(|_| TransitError::BadResponse("data key is not base64"))?,
-    );
+    let raw = Zeroizing::new(STANDARD.decode(b64).map_err(|_| TransitError::BadResponse("data key is not base64"))?);
     DataKey::from_slice(&raw).ok_or(TransitError::BadResponse("data key is not 32 bytes"))
 }
 

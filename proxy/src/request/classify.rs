@@ -16,6 +16,9 @@ pub enum Operation {
     CreateMultipartUpload,
     UploadPart,
     UploadPartCopy,
+    CompleteMultipartUpload,
+    AbortMultipartUpload,
+    ListParts,
     /// Object bodies the proxy cannot encrypt (browser POST uploads,
     /// S3 Select over ciphertext, appends); refused so nothing leaks.
     Unsupported(&'static str),
@@ -35,10 +38,14 @@ pub struct S3Request {
 
 impl S3Request {
     pub fn query_value(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Replaces a query parameter's value (the upload id the upstream knows).
+    pub fn set_query(&mut self, name: &str, value: String) {
+        if let Some((_, v)) = self.query.iter_mut().find(|(k, _)| k == name) {
+            *v = value;
+        }
     }
 
     fn has(&self, name: &str) -> bool {
@@ -70,17 +77,8 @@ const PRESIGN_PARAMS: &[&str] = &[
 ];
 
 /// Object subresources whose GET/PUT/HEAD carry no object data.
-const OBJECT_SUBRESOURCES: &[&str] = &[
-    "acl",
-    "tagging",
-    "attributes",
-    "legal-hold",
-    "retention",
-    "torrent",
-    "restore",
-    "uploadId",
-    "uploads",
-];
+const OBJECT_SUBRESOURCES: &[&str] =
+    &["acl", "tagging", "attributes", "legal-hold", "retention", "torrent", "restore", "uploadId", "uploads"];
 
 /// `virtual_host_suffix` is the domain under which `<bucket>.<suffix>` hosts
 /// address buckets (e.g. `localhost`).
@@ -100,12 +98,7 @@ pub fn classify(
             None => ((!path.is_empty()).then(|| path.to_owned()), None),
         },
     };
-    let mut req = S3Request {
-        operation: Operation::PassThrough,
-        bucket,
-        key,
-        query,
-    };
+    let mut req = S3Request { operation: Operation::PassThrough, bucket, key, query };
     req.operation = operation_of(method, headers, &req);
     Ok(req)
 }
@@ -129,14 +122,13 @@ fn operation_of(method: &Method, headers: &HeaderMap, req: &S3Request) -> Operat
                 Operation::PutObject
             }
         }
+        Method::POST if has_key && req.has("uploadId") => Operation::CompleteMultipartUpload,
+        Method::DELETE if has_key && req.has("uploadId") => Operation::AbortMultipartUpload,
+        Method::GET if has_key && req.has("uploadId") => Operation::ListParts,
         Method::GET if has_key && !subresource => Operation::GetObject,
         Method::HEAD if has_key && !subresource => Operation::HeadObject,
         Method::GET if !has_key && req.bucket.is_some() && is_object_listing(req) => {
-            if req.query_value("list-type") == Some("2") {
-                Operation::ListObjectsV2
-            } else {
-                Operation::ListObjects
-            }
+            if req.query_value("list-type") == Some("2") { Operation::ListObjectsV2 } else { Operation::ListObjects }
         }
         Method::POST if has_key && req.has("uploads") => Operation::CreateMultipartUpload,
         Method::POST if has_key && req.has("select") => {
@@ -182,16 +174,10 @@ pub fn copy_source(headers: &HeaderMap) -> Result<S3Request, ProxyError> {
             "Copy Source must mention the source bucket and key: sourcebucket/sourcekey.".into(),
         )
     };
-    let raw = headers
-        .get("x-amz-copy-source")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(invalid)?;
+    let raw = headers.get("x-amz-copy-source").and_then(|v| v.to_str().ok()).ok_or_else(invalid)?;
     let (path, query) = raw.split_once('?').unwrap_or((raw, ""));
     let path = decode(path)?;
-    let (bucket, key) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .ok_or_else(invalid)?;
+    let (bucket, key) = path.trim_start_matches('/').split_once('/').ok_or_else(invalid)?;
     if bucket.is_empty() || key.is_empty() {
         return Err(invalid());
     }
@@ -199,10 +185,7 @@ pub fn copy_source(headers: &HeaderMap) -> Result<S3Request, ProxyError> {
         operation: Operation::HeadObject,
         bucket: Some(bucket.to_owned()),
         key: Some(key.to_owned()),
-        query: parse_query(query)?
-            .into_iter()
-            .filter(|(k, _)| k == "versionId")
-            .collect(),
+        query: parse_query(query)?.into_iter().filter(|(k, _)| k == "versionId").collect(),
     })
 }
 
@@ -217,11 +200,7 @@ fn decode(s: &str) -> Result<String, ProxyError> {
     percent_decode_str(s)
         .decode_utf8()
         .map(|c| c.into_owned())
-        .map_err(|_| {
-            ProxyError::InvalidArgument(
-                "The request URI is not valid UTF-8 after percent-decoding.".into(),
-            )
-        })
+        .map_err(|_| ProxyError::InvalidArgument("The request URI is not valid UTF-8 after percent-decoding.".into()))
 }
 
 fn parse_query(raw: &str) -> Result<Vec<(String, String)>, ProxyError> {
@@ -244,10 +223,7 @@ mod tests {
     fn op(method: Method, uri: &str, headers: &[(&str, &str)]) -> S3Request {
         let mut h = HeaderMap::new();
         for (k, v) in headers {
-            h.insert(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
+            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
         classify(&method, &uri.parse().unwrap(), &h, "localhost").unwrap()
     }
@@ -255,62 +231,26 @@ mod tests {
     #[test]
     fn object_operations() {
         assert_eq!(op(Method::PUT, "/b/k", &[]).operation, Operation::PutObject);
-        assert_eq!(
-            op(Method::PUT, "/b/k", &[("x-amz-copy-source", "/a/b")]).operation,
-            Operation::CopyObject
-        );
-        assert_eq!(
-            op(Method::PUT, "/b/k?partNumber=1&uploadId=x", &[]).operation,
-            Operation::UploadPart
-        );
+        assert_eq!(op(Method::PUT, "/b/k", &[("x-amz-copy-source", "/a/b")]).operation, Operation::CopyObject);
+        assert_eq!(op(Method::PUT, "/b/k?partNumber=1&uploadId=x", &[]).operation, Operation::UploadPart);
         assert_eq!(op(Method::GET, "/b/k", &[]).operation, Operation::GetObject);
-        assert_eq!(
-            op(Method::GET, "/b/k?tagging", &[]).operation,
-            Operation::PassThrough
-        );
-        assert_eq!(
-            op(Method::PUT, "/b/k?acl", &[]).operation,
-            Operation::PassThrough
-        );
-        assert_eq!(
-            op(Method::HEAD, "/b/k", &[]).operation,
-            Operation::HeadObject
-        );
-        assert_eq!(
-            op(Method::GET, "/b?list-type=2&prefix=a", &[]).operation,
-            Operation::ListObjectsV2
-        );
+        assert_eq!(op(Method::GET, "/b/k?tagging", &[]).operation, Operation::PassThrough);
+        assert_eq!(op(Method::PUT, "/b/k?acl", &[]).operation, Operation::PassThrough);
+        assert_eq!(op(Method::HEAD, "/b/k", &[]).operation, Operation::HeadObject);
+        assert_eq!(op(Method::GET, "/b?list-type=2&prefix=a", &[]).operation, Operation::ListObjectsV2);
         assert_eq!(op(Method::GET, "/b", &[]).operation, Operation::ListObjects);
-        assert_eq!(
-            op(Method::GET, "/b?uploads", &[]).operation,
-            Operation::PassThrough
-        );
-        assert_eq!(
-            op(Method::POST, "/b/k?uploads", &[]).operation,
-            Operation::CreateMultipartUpload
-        );
+        assert_eq!(op(Method::GET, "/b?uploads", &[]).operation, Operation::PassThrough);
+        assert_eq!(op(Method::POST, "/b/k?uploads", &[]).operation, Operation::CreateMultipartUpload);
+        assert!(matches!(op(Method::POST, "/b/k?select&select-type=2", &[]).operation, Operation::Unsupported(_)));
         assert!(matches!(
-            op(Method::POST, "/b/k?select&select-type=2", &[]).operation,
-            Operation::Unsupported(_)
-        ));
-        assert!(matches!(
-            op(
-                Method::POST,
-                "/b",
-                &[("content-type", "multipart/form-data; boundary=x")]
-            )
-            .operation,
+            op(Method::POST, "/b", &[("content-type", "multipart/form-data; boundary=x")]).operation,
             Operation::Unsupported(_)
         ));
     }
 
     #[test]
     fn keys_are_decoded_and_presign_params_dropped() {
-        let r = op(
-            Method::GET,
-            "/b/dir/a%20b%2Bc%C3%A9?X-Amz-Signature=abc&X-Amz-Credential=x&versionId=v1",
-            &[],
-        );
+        let r = op(Method::GET, "/b/dir/a%20b%2Bc%C3%A9?X-Amz-Signature=abc&X-Amz-Credential=x&versionId=v1", &[]);
         assert_eq!(r.bucket.as_deref(), Some("b"));
         assert_eq!(r.key.as_deref(), Some("dir/a b+cé"));
         assert_eq!(r.query, vec![("versionId".to_owned(), "v1".to_owned())]);
@@ -320,15 +260,9 @@ mod tests {
     #[test]
     fn copy_sources() {
         let mut h = HeaderMap::new();
-        h.insert(
-            "x-amz-copy-source",
-            "/src/a%20b.txt?versionId=v9".parse().unwrap(),
-        );
+        h.insert("x-amz-copy-source", "/src/a%20b.txt?versionId=v9".parse().unwrap());
         let s = copy_source(&h).unwrap();
-        assert_eq!(
-            (s.bucket.as_deref(), s.key.as_deref()),
-            (Some("src"), Some("a b.txt"))
-        );
+        assert_eq!((s.bucket.as_deref(), s.key.as_deref()), (Some("src"), Some("a b.txt")));
         assert_eq!(s.query_value("versionId"), Some("v9"));
         h.insert("x-amz-copy-source", "justbucket".parse().unwrap());
         assert!(copy_source(&h).is_err());
@@ -336,11 +270,7 @@ mod tests {
 
     #[test]
     fn virtual_hosted_style() {
-        let r = op(
-            Method::GET,
-            "/some/key",
-            &[("host", "my-bucket.localhost:8190")],
-        );
+        let r = op(Method::GET, "/some/key", &[("host", "my-bucket.localhost:8190")]);
         assert_eq!(r.bucket.as_deref(), Some("my-bucket"));
         assert_eq!(r.key.as_deref(), Some("some/key"));
         let r = op(Method::GET, "/my-bucket/key", &[("host", "localhost:8190")]);

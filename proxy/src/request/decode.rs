@@ -20,17 +20,10 @@ pub enum BodyEncoding {
 
 impl BodyEncoding {
     pub fn of(headers: &HeaderMap) -> Self {
-        let streaming = header_str(headers, "x-amz-content-sha256")
-            .is_some_and(|v| v.starts_with("STREAMING-"));
-        let content_encoding = header_str(headers, "content-encoding").is_some_and(|v| {
-            v.split(',')
-                .any(|e| e.trim().eq_ignore_ascii_case("aws-chunked"))
-        });
-        if streaming || content_encoding {
-            BodyEncoding::AwsChunked
-        } else {
-            BodyEncoding::Raw
-        }
+        let streaming = header_str(headers, "x-amz-content-sha256").is_some_and(|v| v.starts_with("STREAMING-"));
+        let content_encoding = header_str(headers, "content-encoding")
+            .is_some_and(|v| v.split(',').any(|e| e.trim().eq_ignore_ascii_case("aws-chunked")));
+        if streaming || content_encoding { BodyEncoding::AwsChunked } else { BodyEncoding::Raw }
     }
 }
 
@@ -41,10 +34,7 @@ pub fn plaintext_length(headers: &HeaderMap, encoding: BodyEncoding) -> Result<u
         BodyEncoding::Raw => "content-length",
     };
     match header_str(headers, name) {
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| ProxyError::InvalidArgument(format!("{name} is not a number"))),
+        Some(v) => v.trim().parse().map_err(|_| ProxyError::InvalidArgument(format!("{name} is not a number"))),
         None => Err(ProxyError::MissingContentLength),
     }
 }
@@ -74,18 +64,12 @@ pub struct ChunkedDecoder {
 
 impl Default for ChunkedDecoder {
     fn default() -> Self {
-        Self {
-            state: ChunkState::SizeLine,
-            line: Vec::new(),
-            trailers: Vec::new(),
-        }
+        Self { state: ChunkState::SizeLine, line: Vec::new(), trailers: Vec::new() }
     }
 }
 
 fn malformed(what: &str) -> ProxyError {
-    ProxyError::IncompleteBody(format!(
-        "The aws-chunked request body is malformed: {what}."
-    ))
+    ProxyError::IncompleteBody(format!("The aws-chunked request body is malformed: {what}."))
 }
 
 impl ChunkedDecoder {
@@ -122,11 +106,7 @@ impl ChunkedDecoder {
                     if input.get_u8() != expected {
                         return Err(malformed("chunk data is not followed by CRLF"));
                     }
-                    self.state = if seen == 1 {
-                        ChunkState::SizeLine
-                    } else {
-                        ChunkState::DataEnd(1)
-                    };
+                    self.state = if seen == 1 { ChunkState::SizeLine } else { ChunkState::DataEnd(1) };
                 }
                 ChunkState::Done => return Err(malformed("bytes after the final chunk")),
             }
@@ -137,9 +117,7 @@ impl ChunkedDecoder {
     pub fn finish(&self) -> Result<(), ProxyError> {
         match self.state {
             ChunkState::Done => Ok(()),
-            _ => Err(ProxyError::IncompleteBody(
-                "The request body ended before the final aws-chunked chunk.".into(),
-            )),
+            _ => Err(ProxyError::IncompleteBody("The request body ended before the final aws-chunked chunk.".into())),
         }
     }
 
@@ -157,9 +135,7 @@ impl ChunkedDecoder {
                 if line.last() == Some(&b'\r') {
                     line.pop();
                 }
-                String::from_utf8(line)
-                    .map(Some)
-                    .map_err(|_| malformed("a framing line is not UTF-8"))
+                String::from_utf8(line).map(Some).map_err(|_| malformed("a framing line is not UTF-8"))
             }
             None => {
                 self.line.extend_from_slice(input);
@@ -173,11 +149,8 @@ impl ChunkedDecoder {
     }
 
     fn push_trailer(&mut self, line: &str) -> Result<(), ProxyError> {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| malformed("a trailer has no colon"))?;
-        self.trailers
-            .push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        let (name, value) = line.split_once(':').ok_or_else(|| malformed("a trailer has no colon"))?;
+        self.trailers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
         Ok(())
     }
 }
@@ -199,13 +172,7 @@ pub enum ChecksumAlgorithm {
 }
 
 impl ChecksumAlgorithm {
-    const ALL: [ChecksumAlgorithm; 5] = [
-        Self::Crc32,
-        Self::Crc32c,
-        Self::Crc64Nvme,
-        Self::Sha1,
-        Self::Sha256,
-    ];
+    const ALL: [ChecksumAlgorithm; 5] = [Self::Crc32, Self::Crc32c, Self::Crc64Nvme, Self::Sha1, Self::Sha256];
 
     pub fn header_name(self) -> &'static str {
         match self {
@@ -240,9 +207,7 @@ impl ChecksumAlgorithm {
     }
 
     fn from_header_name(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.header_name().eq_ignore_ascii_case(name))
+        Self::ALL.into_iter().find(|a| a.header_name().eq_ignore_ascii_case(name))
     }
 }
 
@@ -260,12 +225,10 @@ impl Hasher {
             ChecksumAlgorithm::Crc32c => Hasher::Crc(crc_fast::Digest::new(Crc32Iscsi), 4),
             ChecksumAlgorithm::Crc64Nvme => Hasher::Crc(crc_fast::Digest::new(Crc64Nvme), 8),
             ChecksumAlgorithm::Md5 => Hasher::Md5(Box::default()),
-            ChecksumAlgorithm::Sha1 => Hasher::Aws(aws_lc_rs::digest::Context::new(
-                &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
-            )),
-            ChecksumAlgorithm::Sha256 => {
-                Hasher::Aws(aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256))
+            ChecksumAlgorithm::Sha1 => {
+                Hasher::Aws(aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY))
             }
+            ChecksumAlgorithm::Sha256 => Hasher::Aws(aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256)),
         }
     }
 
@@ -336,34 +299,22 @@ impl ChecksumVerifier {
         }
         for alg in ChecksumAlgorithm::ALL {
             if let Some(v) = header_str(headers, alg.header_name()) {
-                checks.push(Check {
-                    algorithm: alg,
-                    hasher: Hasher::new(alg),
-                    expected: Some(decode_digest(alg, v)?),
-                });
+                checks.push(Check { algorithm: alg, hasher: Hasher::new(alg), expected: Some(decode_digest(alg, v)?) });
             }
         }
         if let Some(trailer) = header_str(headers, "x-amz-trailer") {
             for name in trailer.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                let alg = ChecksumAlgorithm::from_header_name(name).ok_or_else(|| {
-                    ProxyError::InvalidRequest(format!("The trailer {name} is not supported."))
-                })?;
+                let alg = ChecksumAlgorithm::from_header_name(name)
+                    .ok_or_else(|| ProxyError::InvalidRequest(format!("The trailer {name} is not supported.")))?;
                 if checks.iter().all(|c| c.algorithm != alg) {
-                    checks.push(Check {
-                        algorithm: alg,
-                        hasher: Hasher::new(alg),
-                        expected: None,
-                    });
+                    checks.push(Check { algorithm: alg, hasher: Hasher::new(alg), expected: None });
                 }
             }
         }
-        if checks
-            .iter()
-            .filter(|c| c.algorithm != ChecksumAlgorithm::Md5)
-            .count()
-            > 1
-        {
-            return Err(ProxyError::InvalidRequest("Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.".into()));
+        if checks.iter().filter(|c| c.algorithm != ChecksumAlgorithm::Md5).count() > 1 {
+            return Err(ProxyError::InvalidRequest(
+                "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.".into(),
+            ));
         }
         Ok(Self { checks })
     }
@@ -375,10 +326,7 @@ impl ChecksumVerifier {
     }
 
     /// Compares every digest; `trailers` supplies values not sent as headers.
-    pub fn finish(
-        self,
-        trailers: &[(String, String)],
-    ) -> Result<Vec<VerifiedChecksum>, ProxyError> {
+    pub fn finish(self, trailers: &[(String, String)]) -> Result<Vec<VerifiedChecksum>, ProxyError> {
         let mut verified = Vec::new();
         for c in self.checks {
             let expected = match c.expected {
@@ -403,18 +351,13 @@ impl ChecksumVerifier {
                     ChecksumAlgorithm::Md5 => {
                         "The Content-MD5 you specified did not match what we received.".to_owned()
                     }
-                    a => format!(
-                        "The {} you specified did not match the calculated checksum.",
-                        a.display()
-                    ),
+                    a => format!("The {} you specified did not match the calculated checksum.", a.display()),
                 };
                 return Err(ProxyError::BadDigest(msg));
             }
             if c.algorithm != ChecksumAlgorithm::Md5 {
-                verified.push(VerifiedChecksum {
-                    header_name: c.algorithm.header_name(),
-                    value: STANDARD.encode(&actual),
-                });
+                verified
+                    .push(VerifiedChecksum { header_name: c.algorithm.header_name(), value: STANDARD.encode(&actual) });
             }
         }
         Ok(verified)
@@ -422,17 +365,11 @@ impl ChecksumVerifier {
 }
 
 fn decode_digest(alg: ChecksumAlgorithm, value: &str) -> Result<Vec<u8>, ProxyError> {
-    let bytes = STANDARD
-        .decode(value.trim())
-        .ok()
-        .filter(|b| b.len() == alg.digest_len());
+    let bytes = STANDARD.decode(value.trim()).ok().filter(|b| b.len() == alg.digest_len());
     match (bytes, alg) {
         (Some(b), _) => Ok(b),
         (None, ChecksumAlgorithm::Md5) => Err(ProxyError::InvalidDigest),
-        (None, a) => Err(ProxyError::InvalidRequest(format!(
-            "Value for {} header is invalid.",
-            a.header_name()
-        ))),
+        (None, a) => Err(ProxyError::InvalidRequest(format!("Value for {} header is invalid.", a.header_name()))),
     }
 }
 
@@ -440,10 +377,7 @@ fn decode_digest(alg: ChecksumAlgorithm, value: &str) -> Result<Vec<u8>, ProxyEr
 mod tests {
     use super::*;
 
-    fn decode_all(
-        body: &[u8],
-        split: usize,
-    ) -> Result<(Vec<u8>, Vec<(String, String)>), ProxyError> {
+    fn decode_all(body: &[u8], split: usize) -> Result<(Vec<u8>, Vec<(String, String)>), ProxyError> {
         let mut d = ChunkedDecoder::default();
         let mut out = Vec::new();
         for part in body.chunks(split) {
@@ -459,10 +393,7 @@ mod tests {
         for split in [1, 3, 1000] {
             let (plain, trailers) = decode_all(body, split).unwrap();
             assert_eq!(plain, b"hello world");
-            assert_eq!(
-                trailers,
-                vec![("x-amz-checksum-crc32".to_owned(), "DUoRhQ==".to_owned())]
-            );
+            assert_eq!(trailers, vec![("x-amz-checksum-crc32".to_owned(), "DUoRhQ==".to_owned())]);
         }
     }
 
@@ -486,10 +417,7 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
+            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
         h
     }
@@ -497,10 +425,7 @@ mod tests {
     #[test]
     fn checksums_verify_and_mismatches_are_bad_digest() {
         // CRC32("hello world") = 0x0d4a1185, MD5 = 5eb63bbbe01eeed093cb22bb8f5acdc3
-        let good = headers(&[
-            ("x-amz-checksum-crc32", "DUoRhQ=="),
-            ("content-md5", "XrY7u+Ae7tCTyyK7j1rNww=="),
-        ]);
+        let good = headers(&[("x-amz-checksum-crc32", "DUoRhQ=="), ("content-md5", "XrY7u+Ae7tCTyyK7j1rNww==")]);
         let mut v = ChecksumVerifier::from_headers(&good).unwrap();
         v.update(b"hello ");
         v.update(b"world");
@@ -514,23 +439,16 @@ mod tests {
         let trailer = headers(&[("x-amz-trailer", "x-amz-checksum-crc32")]);
         let mut v = ChecksumVerifier::from_headers(&trailer).unwrap();
         v.update(b"hello world");
-        assert!(
-            v.finish(&[("x-amz-checksum-crc32".into(), "DUoRhQ==".into())])
-                .is_ok()
-        );
+        assert!(v.finish(&[("x-amz-checksum-crc32".into(), "DUoRhQ==".into())]).is_ok());
         let v = ChecksumVerifier::from_headers(&trailer).unwrap();
         assert_eq!(v.finish(&[]).unwrap_err().code(), "InvalidRequest");
     }
 
     #[test]
     fn malformed_digests_are_rejected_up_front() {
-        let e = ChecksumVerifier::from_headers(&headers(&[("content-md5", "nope")]))
-            .err()
-            .unwrap();
+        let e = ChecksumVerifier::from_headers(&headers(&[("content-md5", "nope")])).err().unwrap();
         assert_eq!(e.code(), "InvalidDigest");
-        let e = ChecksumVerifier::from_headers(&headers(&[("x-amz-checksum-sha256", "AAAA")]))
-            .err()
-            .unwrap();
+        let e = ChecksumVerifier::from_headers(&headers(&[("x-amz-checksum-sha256", "AAAA")])).err().unwrap();
         assert_eq!(e.code(), "InvalidRequest");
     }
 }

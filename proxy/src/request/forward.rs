@@ -11,11 +11,7 @@ use crate::config::Upstream;
 use crate::error::ProxyError;
 
 /// Everything but RFC 3986 unreserved characters, as SigV4 requires.
-const S3_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const S3_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 pub struct Forwarder {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>,
@@ -35,16 +31,8 @@ impl Forwarder {
             .enable_http1()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).build(https);
-        let authority = upstream
-            .endpoint
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        Ok(Self {
-            client,
-            upstream,
-            authority,
-        })
+        let authority = upstream.endpoint.authority().map(|a| a.to_string()).unwrap_or_default();
+        Ok(Self { client, upstream, authority })
     }
 
     pub fn upstream(&self) -> &Upstream {
@@ -64,10 +52,8 @@ impl Forwarder {
             path.push_str(&utf8_percent_encode(b, S3_ENCODE).to_string());
             if let Some(k) = key {
                 path.push('/');
-                let encoded: Vec<String> = k
-                    .split('/')
-                    .map(|seg| utf8_percent_encode(seg, S3_ENCODE).to_string())
-                    .collect();
+                let encoded: Vec<String> =
+                    k.split('/').map(|seg| utf8_percent_encode(seg, S3_ENCODE).to_string()).collect();
                 path.push_str(&encoded.join("/"));
             }
         }
@@ -76,11 +62,7 @@ impl Forwarder {
                 .iter()
                 .map(|(k, v)| {
                     let k = utf8_percent_encode(k, S3_ENCODE);
-                    if v.is_empty() {
-                        format!("{k}=")
-                    } else {
-                        format!("{k}={}", utf8_percent_encode(v, S3_ENCODE))
-                    }
+                    if v.is_empty() { format!("{k}=") } else { format!("{k}={}", utf8_percent_encode(v, S3_ENCODE)) }
                 })
                 .collect();
             path.push('?');
@@ -89,9 +71,7 @@ impl Forwarder {
         let scheme = self.upstream.endpoint.scheme_str().unwrap_or("https");
         format!("{scheme}://{}{path}", self.authority)
             .parse()
-            .map_err(|e| {
-                ProxyError::InvalidArgument(format!("The request cannot be mapped upstream: {e}"))
-            })
+            .map_err(|e| ProxyError::InvalidArgument(format!("The request cannot be mapped upstream: {e}")))
     }
 
     pub fn host_header(&self) -> &str {
@@ -123,26 +103,14 @@ mod tests {
     }
 
     fn rustls_provider() -> bool {
-        rustls::crypto::aws_lc_rs::default_provider()
-            .install_default()
-            .is_ok()
+        rustls::crypto::aws_lc_rs::default_provider().install_default().is_ok()
     }
 
     #[test]
     fn encodes_keys_and_query_canonically() {
         let uri = fwd()
-            .uri(
-                Some("b"),
-                Some("dir/a b+c~é"),
-                &[
-                    ("prefix".into(), "x y/".into()),
-                    ("uploads".into(), String::new()),
-                ],
-            )
+            .uri(Some("b"), Some("dir/a b+c~é"), &[("prefix".into(), "x y/".into()), ("uploads".into(), String::new())])
             .unwrap();
-        assert_eq!(
-            uri.to_string(),
-            "http://127.0.0.1:9000/b/dir/a%20b%2Bc~%C3%A9?prefix=x%20y%2F&uploads="
-        );
+        assert_eq!(uri.to_string(), "http://127.0.0.1:9000/b/dir/a%20b%2Bc~%C3%A9?prefix=x%20y%2F&uploads=");
     }
 }

@@ -21,9 +21,7 @@ pub enum UploadFraming {
 impl UploadFraming {
     pub fn new(integrity: UploadIntegrity) -> Self {
         match integrity {
-            UploadIntegrity::Crc32cTrailer | UploadIntegrity::Auto => {
-                UploadFraming::Crc32cTrailer(Crc32c::default())
-            }
+            UploadIntegrity::Crc32cTrailer | UploadIntegrity::Auto => UploadFraming::Crc32cTrailer(Crc32c::default()),
             UploadIntegrity::Unsigned => UploadFraming::Raw,
         }
     }
@@ -36,10 +34,7 @@ impl UploadFraming {
             }
             UploadFraming::Crc32cTrailer(_) => vec![
                 ("content-length", self.framed_len(plaintext_len).to_string()),
-                (
-                    "x-amz-decoded-content-length",
-                    ciphertext_len(plaintext_len).to_string(),
-                ),
+                ("x-amz-decoded-content-length", ciphertext_len(plaintext_len).to_string()),
                 ("x-amz-trailer", TRAILER_NAME.to_owned()),
             ],
         }
@@ -80,10 +75,7 @@ impl UploadFraming {
 
     pub fn finish(&mut self, out: &mut Vec<Bytes>) {
         if let UploadFraming::Crc32cTrailer(crc) = self {
-            out.push(Bytes::from(format!(
-                "0\r\n{TRAILER_NAME}:{}\r\n\r\n",
-                crc.base64()
-            )));
+            out.push(Bytes::from(format!("0\r\n{TRAILER_NAME}:{}\r\n\r\n", crc.base64())));
         }
     }
 }
@@ -100,19 +92,10 @@ mod tests {
 
     #[test]
     fn framed_length_is_exact() {
-        for len in [
-            0u64,
-            1,
-            SEGMENT_LEN - 1,
-            SEGMENT_LEN,
-            SEGMENT_LEN + 1,
-            5 * SEGMENT_LEN + 77,
-        ] {
+        for len in [0u64, 1, SEGMENT_LEN - 1, SEGMENT_LEN, SEGMENT_LEN + 1, 5 * SEGMENT_LEN + 77] {
             let mut sealer = Sealer::new(&[1; 32], Header::new(0, len, [2; 32]).unwrap());
             let mut sealed = Vec::new();
-            sealer
-                .update(&vec![0u8; len as usize], &mut sealed)
-                .unwrap();
+            sealer.update(&vec![0u8; len as usize], &mut sealed).unwrap();
             sealer.finish(&mut sealed).unwrap();
             let mut framing = UploadFraming::new(UploadIntegrity::Crc32cTrailer);
             let mut wire = Vec::new();

@@ -28,16 +28,10 @@ impl RangeRequest {
         let (a, b) = (a.trim(), b.trim());
         match (a.is_empty(), b.is_empty()) {
             (true, false) => Some(RangeRequest::Suffix(b.parse().ok()?)),
-            (false, true) => Some(RangeRequest::From {
-                first: a.parse().ok()?,
-                last: None,
-            }),
+            (false, true) => Some(RangeRequest::From { first: a.parse().ok()?, last: None }),
             (false, false) => {
                 let (first, last) = (a.parse().ok()?, b.parse().ok()?);
-                (first <= last).then_some(RangeRequest::From {
-                    first,
-                    last: Some(last),
-                })
+                (first <= last).then_some(RangeRequest::From { first, last: Some(last) })
             }
             (true, true) => None,
         }
@@ -46,14 +40,12 @@ impl RangeRequest {
     /// `None` when unsatisfiable for an object of `len` bytes (S3: 416).
     pub fn resolve(self, len: u64) -> Option<ByteRange> {
         match self {
-            RangeRequest::From { first, last } if first < len => Some(ByteRange {
-                first,
-                last: last.map_or(len - 1, |l| l.min(len - 1)),
-            }),
-            RangeRequest::Suffix(n) if n > 0 && len > 0 => Some(ByteRange {
-                first: len.saturating_sub(n),
-                last: len - 1,
-            }),
+            RangeRequest::From { first, last } if first < len => {
+                Some(ByteRange { first, last: last.map_or(len - 1, |l| l.min(len - 1)) })
+            }
+            RangeRequest::Suffix(n) if n > 0 && len > 0 => {
+                Some(ByteRange { first: len.saturating_sub(n), last: len - 1 })
+            }
             _ => None,
         }
     }
@@ -65,24 +57,9 @@ mod tests {
 
     #[test]
     fn parses_the_three_forms() {
-        assert_eq!(
-            RangeRequest::parse("bytes=0-9"),
-            Some(RangeRequest::From {
-                first: 0,
-                last: Some(9)
-            })
-        );
-        assert_eq!(
-            RangeRequest::parse("bytes=5-"),
-            Some(RangeRequest::From {
-                first: 5,
-                last: None
-            })
-        );
-        assert_eq!(
-            RangeRequest::parse("bytes=-3"),
-            Some(RangeRequest::Suffix(3))
-        );
+        assert_eq!(RangeRequest::parse("bytes=0-9"), Some(RangeRequest::From { first: 0, last: Some(9) }));
+        assert_eq!(RangeRequest::parse("bytes=5-"), Some(RangeRequest::From { first: 5, last: None }));
+        assert_eq!(RangeRequest::parse("bytes=-3"), Some(RangeRequest::Suffix(3)));
         assert_eq!(RangeRequest::parse("bytes=9-2"), None);
         assert_eq!(RangeRequest::parse("bytes=0-1,4-5"), None);
         assert_eq!(RangeRequest::parse("items=0-1"), None);

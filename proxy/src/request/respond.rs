@@ -11,14 +11,7 @@ use crate::body::{ProxyBody, boxed, full};
 use crate::error::ProxyError;
 use crate::format::{META_PREFIX, plaintext_len};
 
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-];
+const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"];
 
 /// Tells clients the ETag is not an MD5 of the body (they skip that check
 /// for SSE-KMS objects), which holds for every object the proxy writes.
@@ -43,11 +36,7 @@ fn remove_ciphertext_checksums(headers: &mut HeaderMap) {
 }
 
 fn remove_envelope_metadata(headers: &mut HeaderMap) {
-    let names: Vec<_> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with(META_PREFIX))
-        .cloned()
-        .collect();
+    let names: Vec<_> = headers.keys().filter(|k| k.as_str().starts_with(META_PREFIX)).cloned().collect();
     for n in names {
         headers.remove(n);
     }
@@ -68,24 +57,14 @@ pub struct PlaintextView {
 }
 
 /// Headers of a GET or HEAD on an encrypted object, in plaintext terms.
-pub fn object_response(
-    mut headers: HeaderMap,
-    view: PlaintextView,
-    body: ProxyBody,
-) -> Response<ProxyBody> {
+pub fn object_response(mut headers: HeaderMap, view: PlaintextView, body: ProxyBody) -> Response<ProxyBody> {
     remove_hop_by_hop(&mut headers);
     remove_ciphertext_checksums(&mut headers);
     remove_envelope_metadata(&mut headers);
     headers.remove("x-amz-checksum-type");
     headers.remove(http::header::CONTENT_RANGE);
-    headers.insert(
-        http::header::CONTENT_LENGTH,
-        HeaderValue::from(view.content_length),
-    );
-    if let Some(range) = view
-        .content_range
-        .and_then(|r| HeaderValue::from_str(&r).ok())
-    {
+    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(view.content_length));
+    if let Some(range) = view.content_range.and_then(|r| HeaderValue::from_str(&r).ok()) {
         headers.insert(http::header::CONTENT_RANGE, range);
     }
     mark_encrypted(&mut headers, &view.transit_key);
@@ -124,30 +103,28 @@ pub fn write_response(
     Response::from_parts(parts, boxed(body))
 }
 
-/// A listing with every encrypted object's size in plaintext bytes. Sizes are
-/// inverted from the ciphertext length, so no per-object request is needed.
-pub fn listing_response(
-    mut headers: HeaderMap,
-    status: StatusCode,
-    xml: Bytes,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let xml = if status.is_success() {
-        rewrite_listing_sizes(&xml)?
-    } else {
-        xml
-    };
+/// A response whose body the proxy rewrote in full.
+pub fn buffered(mut headers: HeaderMap, status: StatusCode, body: Bytes) -> Response<ProxyBody> {
     remove_hop_by_hop(&mut headers);
-    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(xml.len()));
-    let mut resp = Response::new(full(xml));
+    remove_ciphertext_checksums(&mut headers);
+    headers.remove("x-amz-checksum-algorithm");
+    headers.remove("x-amz-checksum-type");
+    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
-    Ok(resp)
+    resp
+}
+
+/// A listing with every encrypted object's size in plaintext bytes. Sizes are
+/// inverted from the ciphertext length, so no per-object request is needed.
+pub fn listing_response(headers: HeaderMap, status: StatusCode, xml: Bytes) -> Result<Response<ProxyBody>, ProxyError> {
+    let xml = if status.is_success() { rewrite_listing_sizes(&xml)? } else { xml };
+    Ok(buffered(headers, status, xml))
 }
 
 fn rewrite_listing_sizes(xml: &[u8]) -> Result<Bytes, ProxyError> {
-    let bad = |e: &dyn std::fmt::Display| {
-        ProxyError::Internal(format!("upstream listing is not valid XML: {e}"))
-    };
+    let bad = |e: &dyn std::fmt::Display| ProxyError::Internal(format!("upstream listing is not valid XML: {e}"));
     let mut reader = quick_xml::Reader::from_reader(xml);
     let mut writer = quick_xml::Writer::new(Vec::with_capacity(xml.len()));
     // Events of the current <Contents> entry, held until its ETag is known.
@@ -156,9 +133,7 @@ fn rewrite_listing_sizes(xml: &[u8]) -> Result<Bytes, ProxyError> {
         let event = reader.read_event().map_err(|e| bad(&e))?.into_owned();
         match (&event, entry.as_mut()) {
             (Event::Eof, _) => break,
-            (Event::Start(s), None) if s.name().as_ref() == b"Contents" => {
-                entry = Some(vec![event])
-            }
+            (Event::Start(s), None) if s.name().as_ref() == b"Contents" => entry = Some(vec![event]),
             (Event::End(e), Some(events)) if e.name().as_ref() == b"Contents" => {
                 events.push(event);
                 for ev in plaintext_sizes(std::mem::take(events)) {
@@ -177,9 +152,7 @@ fn rewrite_listing_sizes(xml: &[u8]) -> Result<Bytes, ProxyError> {
 /// stored size: their layout is not invertible from the total alone.
 fn plaintext_sizes(mut events: Vec<Event<'static>>) -> Vec<Event<'static>> {
     let text_of = |events: &[Event<'static>], tag: &[u8]| -> Option<(usize, String)> {
-        let start = events
-            .iter()
-            .position(|e| matches!(e, Event::Start(s) if s.name().as_ref() == tag))?;
+        let start = events.iter().position(|e| matches!(e, Event::Start(s) if s.name().as_ref() == tag))?;
         match events.get(start + 1) {
             Some(Event::Text(t)) => Some((start + 1, t.unescape().ok()?.into_owned())),
             _ => None,
@@ -206,12 +179,8 @@ mod tests {
             r#"<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Contents><Key>a&amp;b</Key><ETag>&quot;abc&quot;</ETag><Size>{}</Size></Contents><Contents><Key>mp</Key><ETag>&quot;abc-3&quot;</ETag><Size>999</Size></Contents><Contents><Key>odd</Key><Size>3</Size></Contents></ListBucketResult>"#,
             ciphertext_len(1000)
         );
-        let out =
-            String::from_utf8(rewrite_listing_sizes(xml.as_bytes()).unwrap().to_vec()).unwrap();
-        assert!(
-            out.contains("<Key>a&amp;b</Key><ETag>&quot;abc&quot;</ETag><Size>1000</Size>"),
-            "{out}"
-        );
+        let out = String::from_utf8(rewrite_listing_sizes(xml.as_bytes()).unwrap().to_vec()).unwrap();
+        assert!(out.contains("<Key>a&amp;b</Key><ETag>&quot;abc&quot;</ETag><Size>1000</Size>"), "{out}");
         assert!(out.contains("<Size>999</Size>"));
         assert!(out.contains("<Size>3</Size>"));
         assert!(out.contains("<Name>b</Name>"));

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_sigv4::http_request::{
-    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode, sign,
+    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings, UriPathNormalizationMode,
+    sign,
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
@@ -28,18 +28,14 @@ pub enum Payload {
 }
 
 impl Payload {
-    pub const EMPTY_SHA256: &str =
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
     pub fn empty() -> Self {
         Payload::Sha256(Self::EMPTY_SHA256.to_owned())
     }
 
     pub fn of_bytes(bytes: &[u8]) -> Self {
-        Payload::Sha256(hex::encode(aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            bytes,
-        )))
+        Payload::Sha256(hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)))
     }
 
     fn value(&self) -> &str {
@@ -94,21 +90,12 @@ pub struct Signer {
 
 impl Signer {
     pub fn new(credentials: Arc<CredentialSource>, region: String) -> Self {
-        let unsigned_headers = [
-            "authorization",
-            "user-agent",
-            "x-amzn-trace-id",
-            "transfer-encoding",
-            "accept-encoding",
-        ]
-        .into_iter()
-        .map(Cow::Borrowed)
-        .collect();
-        Self {
-            credentials,
-            region,
-            unsigned_headers,
-        }
+        let unsigned_headers =
+            ["authorization", "user-agent", "x-amzn-trace-id", "transfer-encoding", "accept-encoding"]
+                .into_iter()
+                .map(Cow::Borrowed)
+                .collect();
+        Self { credentials, region, unsigned_headers }
     }
 
     /// Signs `req` in place. The URI must already be the exact upstream URI.
@@ -134,9 +121,7 @@ impl Signer {
             .iter()
             .map(|(k, v)| Ok((k.as_str(), v.to_str()?)))
             .collect::<Result<_, http::header::ToStrError>>()
-            .map_err(|_| {
-                ProxyError::InvalidArgument("A request header value is not visible ASCII.".into())
-            })?;
+            .map_err(|_| ProxyError::InvalidArgument("A request header value is not visible ASCII.".into()))?;
         let signable = SignableRequest::new(
             req.method().as_str(),
             &uri,
@@ -144,9 +129,8 @@ impl Signer {
             SignableBody::Precomputed(payload.value().to_owned()),
         )
         .map_err(|e| ProxyError::Internal(format!("request not signable: {e}")))?;
-        let (instructions, _signature) = sign(signable, &params)
-            .map_err(|e| ProxyError::Internal(format!("signing failed: {e}")))?
-            .into_parts();
+        let (instructions, _signature) =
+            sign(signable, &params).map_err(|e| ProxyError::Internal(format!("signing failed: {e}")))?.into_parts();
         instructions.apply_to_request_http1x(req);
         Ok(())
     }

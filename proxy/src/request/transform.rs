@@ -70,10 +70,7 @@ impl<B> SealedUpload<B> {
         }
         let mut sealed = Vec::new();
         for p in &plain {
-            self.verifier
-                .as_mut()
-                .expect("verifier present until finish")
-                .update(p);
+            self.verifier.as_mut().expect("verifier present until finish").update(p);
             self.sealer.update(p, &mut sealed).map_err(length_error)?;
         }
         self.frame_all(sealed);
@@ -88,11 +85,7 @@ impl<B> SealedUpload<B> {
             }
             None => &[],
         };
-        let verified = self
-            .verifier
-            .take()
-            .expect("finish runs once")
-            .finish(trailers)?;
+        let verified = self.verifier.take().expect("finish runs once").finish(trailers)?;
         let mut sealed = Vec::new();
         self.sealer.finish(&mut sealed).map_err(length_error)?;
         self.frame_all(sealed);
@@ -139,10 +132,7 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
             if let Some(b) = this.ready.pop_front() {
@@ -160,9 +150,7 @@ where
                     }
                 }
                 Some(Err(e)) => {
-                    return this.fail(ProxyError::IncompleteBody(format!(
-                        "The request body could not be read: {e}"
-                    )));
+                    return this.fail(ProxyError::IncompleteBody(format!("The request body could not be read: {e}")));
                 }
                 None => {
                     if let Err(e) = this.complete() {
@@ -177,6 +165,28 @@ where
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.wire_len)
     }
+}
+
+/// Reads at least `n` bytes from the start of `body` (fewer only if it ends),
+/// so a stream header can be inspected before the response is shaped.
+pub async fn read_prefix<B>(body: &mut B, n: usize) -> Result<Bytes, ProxyError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut buf = bytes::BytesMut::new();
+    while buf.len() < n {
+        match std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => return Err(ProxyError::UpstreamUnreachable(e.to_string())),
+            None => break,
+        }
+    }
+    Ok(buf.freeze())
 }
 
 /// Ciphertext in from the upstream, verified plaintext out to the client.
@@ -196,13 +206,13 @@ where
     B::Error: std::fmt::Display,
 {
     pub fn new(source: B, opener: Opener, plaintext_len: u64) -> Self {
-        Self {
-            source,
-            opener,
-            plaintext_len,
-            ready: VecDeque::new(),
-            finished: false,
-        }
+        Self { source, opener, plaintext_len, ready: VecDeque::new(), finished: false }
+    }
+
+    /// Ciphertext already read from `source` (see [`read_prefix`]), fed first.
+    pub fn with_prefix(mut self, prefix: &[u8]) -> Result<Self, ProxyError> {
+        self.feed(prefix)?;
+        Ok(self)
     }
 
     /// Reads until the first plaintext is verified (or the stream ends), so
@@ -229,18 +239,14 @@ where
 
     fn feed(&mut self, data: &[u8]) -> Result<(), ProxyError> {
         let mut out = Vec::new();
-        self.opener
-            .update(data, &mut out)
-            .map_err(ProxyError::Ciphertext)?;
+        self.opener.update(data, &mut out).map_err(ProxyError::Ciphertext)?;
         self.ready.extend(out);
         Ok(())
     }
 
     fn end(&mut self) -> Result<(), ProxyError> {
         let mut out = Vec::new();
-        self.opener
-            .finish(&mut out)
-            .map_err(ProxyError::Ciphertext)?;
+        self.opener.finish(&mut out).map_err(ProxyError::Ciphertext)?;
         self.ready.extend(out);
         self.finished = true;
         Ok(())
@@ -255,10 +261,7 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
             if let Some(b) = this.ready.pop_front() {

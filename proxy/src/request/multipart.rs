@@ -1,0 +1,287 @@
+//! Multipart uploads. Each part is its own stream under the upload's data
+//! key (a fresh salt per attempt, so a retried part never reuses a key/nonce
+//! pair). The key travels in the upload id, so no state is kept between calls.
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Response};
+use hyper::body::Incoming;
+
+use super::classify::{S3Request, copy_source};
+use super::respond;
+use super::upload_id::{self, UploadId, UploadKey};
+use super::{
+    RequestPath, collect_small, header_value, read_small_body, reject_reserved_metadata, remove_checksum_headers, xml,
+};
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
+use crate::format::{EnvelopeMetadata, SEGMENT_LEN, StoredLayout, VERSION, plaintext_len};
+
+const MAX_PARTS: u32 = 10_000;
+
+fn no_such_upload() -> ProxyError {
+    ProxyError::InvalidArgument(
+        "The upload id was not issued by the CloudTaser proxy, so its parts cannot be encrypted; start a new upload."
+            .into(),
+    )
+}
+
+/// Swaps the workload's upload id for the upstream's in the request.
+fn upstream_upload(s3: &mut S3Request) -> Result<UploadId, ProxyError> {
+    let id = upload_id::decode(s3.query_value("uploadId").ok_or_else(no_such_upload)?);
+    s3.set_query("uploadId", id.upstream.clone());
+    Ok(id)
+}
+
+fn part_number(s3: &S3Request) -> Result<u32, ProxyError> {
+    s3.query_value("partNumber").and_then(|n| n.parse().ok()).filter(|n| (1..=MAX_PARTS).contains(n)).ok_or_else(|| {
+        ProxyError::InvalidArgument("Part number must be an integer between 1 and 10000, inclusive".into())
+    })
+}
+
+/// Every part but the last must hold the same plaintext length, a multiple
+/// of the segment size, numbered 1..=N: then an object's layout follows from
+/// its first header and stored size alone (docs/FORMAT.md).
+fn check_part_layout(numbers: &[u32], sizes: &[u64]) -> Result<(), ProxyError> {
+    let invalid = |why: String| ProxyError::InvalidRequest(format!("CloudTaser cannot complete this upload: {why}"));
+    for (i, n) in numbers.iter().enumerate() {
+        if *n as usize != i + 1 {
+            return Err(invalid(format!(
+                "parts must be numbered 1, 2, 3, … without gaps (found part {n} in position {}).",
+                i + 1
+            )));
+        }
+    }
+    let Some((last, rest)) = sizes.split_last() else { return Ok(()) };
+    if let Some(first) = rest.first() {
+        if first % SEGMENT_LEN != 0 || rest.iter().any(|s| s != first) || last > first {
+            return Err(invalid(format!(
+                "every part but the last must have the same size, a multiple of {SEGMENT_LEN} bytes (part sizes: {sizes:?})."
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl RequestPath {
+    pub(super) async fn create_multipart_upload(
+        &self,
+        s3: &S3Request,
+        parts: Parts,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let mut headers = parts.headers;
+        reject_reserved_metadata(&headers)?;
+        let data_key = self.keys.generate().await?;
+        let key = UploadKey { transit_key: self.keys.key_name().to_owned(), wrapped_key: data_key.wrapped.clone() };
+        let envelope = EnvelopeMetadata {
+            format: VERSION,
+            wrapped_key: key.wrapped_key.clone(),
+            transit_key: key.transit_key.clone(),
+            layout: StoredLayout::Multipart,
+        };
+        // Parts carry checksums of ciphertext the client never declared.
+        remove_checksum_headers(&mut headers);
+        for (name, value) in envelope.to_headers() {
+            headers.insert(name, header_value(&value)?);
+        }
+        let resp = self.send_buffered(Method::POST, s3, headers, Bytes::new()).await?;
+        if !resp.status().is_success() {
+            return Ok(respond::pass_through(resp));
+        }
+        let (parts, body) = resp.into_parts();
+        let map = |name: &[u8], text: &str| (name == b"UploadId").then(|| upload_id::encode(text, &key));
+        let xml = xml::rewrite(&collect_small(body).await?, &map)?;
+        Ok(respond::buffered(parts.headers, parts.status, xml))
+    }
+
+    pub(super) async fn upload_part(
+        &self,
+        mut s3: S3Request,
+        parts: Parts,
+        body: Incoming,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let number = part_number(&s3)?;
+        let key = upstream_upload(&mut s3)?.key.ok_or_else(no_such_upload)?;
+        let data_key = self.keys.unwrap(&key.transit_key, &key.wrapped_key).await?;
+        self.seal_and_send(&s3, parts.headers, body, &data_key, number, None).await
+    }
+
+    /// Ciphertext ranges cannot be copied: the source range is read and
+    /// decrypted here, then encrypted as this upload's part.
+    pub(super) async fn upload_part_copy(
+        &self,
+        mut s3: S3Request,
+        parts: Parts,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let number = part_number(&s3)?;
+        let key = upstream_upload(&mut s3)?.key.ok_or_else(no_such_upload)?;
+        let data_key = self.keys.unwrap(&key.transit_key, &key.wrapped_key).await?;
+        let source = copy_source(&parts.headers)?;
+        let mut read_headers = HeaderMap::new();
+        if let Some(range) = parts.headers.get("x-amz-copy-source-range") {
+            read_headers.insert(http::header::RANGE, range.clone());
+        }
+        for (copy_name, name) in [
+            ("x-amz-copy-source-if-match", http::header::IF_MATCH),
+            ("x-amz-copy-source-if-none-match", http::header::IF_NONE_MATCH),
+            ("x-amz-copy-source-if-modified-since", http::header::IF_MODIFIED_SINCE),
+            ("x-amz-copy-source-if-unmodified-since", http::header::IF_UNMODIFIED_SINCE),
+        ] {
+            if let Some(v) = parts.headers.get(copy_name) {
+                read_headers.insert(name, v.clone());
+            }
+        }
+        let read = self.get_object(&source, read_headers).await?;
+        if !read.status().is_success() {
+            return Ok(read);
+        }
+        let len = read
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .cloned()
+            .ok_or_else(|| ProxyError::Internal("copy source length".into()))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_LENGTH, len);
+        let uploaded = self.seal_and_send(&s3, headers, read.into_body(), &data_key, number, None).await?;
+        if !uploaded.status().is_success() {
+            return Ok(uploaded);
+        }
+        let etag = uploaded.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+            .fmt(aws_smithy_types::date_time::Format::DateTime)
+            .unwrap_or_default();
+        let doc = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyPartResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{now}</LastModified><ETag>{}</ETag></CopyPartResult>",
+            quick_xml::escape::escape(&etag)
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        Ok(respond::buffered(headers, http::StatusCode::OK, Bytes::from(doc)))
+    }
+
+    pub(super) async fn complete_multipart_upload(
+        &self,
+        mut s3: S3Request,
+        parts: Parts,
+        body: Incoming,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        upstream_upload(&mut s3)?;
+        let mut headers = parts.headers;
+        let request = read_small_body(&mut headers, body).await?;
+        let numbers: Vec<u32> = xml::texts_of(&request, b"PartNumber")?
+            .iter()
+            .map(|n| n.trim().parse().map_err(|_| ProxyError::InvalidArgument("PartNumber is not a number".into())))
+            .collect::<Result<_, _>>()?;
+        let etags = xml::texts_of(&request, b"ETag")?;
+        if numbers.is_empty() || numbers.len() != etags.len() {
+            return Err(ProxyError::InvalidRequest(
+                "The XML you provided was not well-formed or did not validate against our published schema".into(),
+            ));
+        }
+        let stored = self.stored_part_sizes(&s3).await?;
+        let sizes = numbers
+            .iter()
+            .map(|n| stored.iter().find(|(p, _)| p == n).and_then(|(_, size)| plaintext_len(*size)))
+            .collect::<Option<Vec<u64>>>()
+            .ok_or_else(|| {
+                ProxyError::InvalidRequest("One or more of the specified parts could not be found.".into())
+            })?;
+        check_part_layout(&numbers, &sizes)?;
+        // Only part numbers and ETags go upstream: the client's part checksums
+        // describe plaintext the upstream never saw.
+        let mut doc = String::from("<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+        for (n, etag) in numbers.iter().zip(&etags) {
+            doc.push_str(&format!(
+                "<Part><PartNumber>{n}</PartNumber><ETag>{}</ETag></Part>",
+                quick_xml::escape::escape(etag)
+            ));
+        }
+        doc.push_str("</CompleteMultipartUpload>");
+        remove_checksum_headers(&mut headers);
+        headers.remove("content-md5");
+        let resp = self.send_buffered(Method::POST, &s3, headers, Bytes::from(doc)).await?;
+        let (parts, body) = resp.into_parts();
+        let xml = xml::rewrite(&collect_small(body).await?, &|_, _| None)?;
+        Ok(respond::buffered(parts.headers, parts.status, xml))
+    }
+
+    /// (part number, stored size) of every uploaded part, from upstream ListParts.
+    async fn stored_part_sizes(&self, s3: &S3Request) -> Result<Vec<(u32, u64)>, ProxyError> {
+        let mut out = Vec::new();
+        let mut marker = String::new();
+        loop {
+            let mut page = s3.clone();
+            page.query.retain(|(k, _)| k == "uploadId");
+            page.query.push(("max-parts".into(), "1000".into()));
+            if !marker.is_empty() {
+                page.query.push(("part-number-marker".into(), marker.clone()));
+            }
+            let resp = self.send_buffered(Method::GET, &page, HeaderMap::new(), Bytes::new()).await?;
+            let status = resp.status();
+            let doc = collect_small(resp.into_body()).await?;
+            if !status.is_success() {
+                let code = xml::texts_of(&doc, b"Code")?.pop().unwrap_or_default();
+                return Err(ProxyError::InvalidRequest(format!(
+                    "The upload's parts could not be listed ({status} {code})."
+                )));
+            }
+            let numbers = xml::texts_of(&doc, b"PartNumber")?;
+            let sizes = xml::texts_of(&doc, b"Size")?;
+            for (n, size) in numbers.iter().zip(&sizes) {
+                if let (Ok(n), Ok(size)) = (n.trim().parse(), size.trim().parse()) {
+                    out.push((n, size));
+                }
+            }
+            let truncated = xml::texts_of(&doc, b"IsTruncated")?.first().is_some_and(|t| t == "true");
+            match xml::texts_of(&doc, b"NextPartNumberMarker")?.pop() {
+                Some(next) if truncated && next != marker => marker = next,
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    pub(super) async fn list_parts(&self, mut s3: S3Request, parts: Parts) -> Result<Response<ProxyBody>, ProxyError> {
+        let client_id = s3.query_value("uploadId").unwrap_or("").to_owned();
+        upstream_upload(&mut s3)?;
+        let resp = self.send_buffered(Method::GET, &s3, parts.headers, Bytes::new()).await?;
+        let (parts, body) = resp.into_parts();
+        let doc = collect_small(body).await?;
+        if !parts.status.is_success() {
+            return Ok(respond::buffered(parts.headers, parts.status, doc));
+        }
+        // Each part is one whole stream, so its plaintext size is exact.
+        let map = |name: &[u8], text: &str| match name {
+            b"UploadId" => Some(client_id.clone()),
+            b"Size" => text.trim().parse().ok().and_then(plaintext_len).map(|n| n.to_string()),
+            _ => None,
+        };
+        Ok(respond::buffered(parts.headers, parts.status, xml::rewrite(&doc, &map)?))
+    }
+
+    pub(super) async fn abort_multipart_upload(
+        &self,
+        mut s3: S3Request,
+        parts: Parts,
+        body: Incoming,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        upstream_upload(&mut s3)?;
+        self.pass_through(&s3, parts, body).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_layout_rules() {
+        let m = 8 * SEGMENT_LEN;
+        assert!(check_part_layout(&[1, 2, 3], &[m, m, 5]).is_ok());
+        assert!(check_part_layout(&[1], &[12345]).is_ok());
+        assert!(check_part_layout(&[1, 2], &[m, m]).is_ok());
+        assert!(check_part_layout(&[1, 3], &[m, 5]).is_err());
+        assert!(check_part_layout(&[1, 2, 3], &[m, m + SEGMENT_LEN, 5]).is_err());
+        assert!(check_part_layout(&[1, 2], &[5_000_000, 10]).is_err());
+        assert!(check_part_layout(&[1, 2], &[m, m + 1]).is_err());
+    }
+}

@@ -1,0 +1,415 @@
+//! Single-object operations: PutObject, GetObject (whole, ranged, by part),
+//! HeadObject and CopyObject.
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::classify::S3Request;
+use super::decode::{self, BodyEncoding, ChecksumVerifier, ChunkedDecoder};
+use super::framing::UploadFraming;
+use super::range::{ByteRange, RangeRequest};
+use super::respond::{self, PlaintextView};
+use super::sign::Payload;
+use super::transform::{OpenedDownload, SealedUpload, read_prefix};
+use super::{
+    RequestPath, envelope_of, header_value, reject_reserved_metadata, remove_checksum_headers, set_content_encoding,
+};
+use crate::body::{ProxyBody, boxed, empty};
+use crate::error::ProxyError;
+use crate::format::{
+    EnvelopeMetadata, FormatError, HEADER_LEN, Header, ObjectLayout, Opener, Sealer, StoredLayout, VERSION,
+    plaintext_len,
+};
+use crate::keys::DataKey;
+
+/// Headers that describe the plaintext body the client sent; the upstream
+/// gets the ciphertext's instead.
+const PLAINTEXT_BODY_HEADERS: &[&str] =
+    &["content-length", "content-md5", "x-amz-decoded-content-length", "x-amz-trailer"];
+
+fn malformed(what: &'static str) -> ProxyError {
+    ProxyError::Ciphertext(FormatError::MalformedHeader(what))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// `bytes a-b/total` from a Content-Range header.
+fn content_range(headers: &HeaderMap) -> Option<(u64, u64)> {
+    let v = headers.get(http::header::CONTENT_RANGE)?.to_str().ok()?;
+    let (range, total) = v.strip_prefix("bytes ")?.split_once('/')?;
+    Some((range.split_once('-')?.0.parse().ok()?, total.parse().ok()?))
+}
+
+/// The layout of a stored object, given its stored length and, for
+/// multipart objects, the first stream header (which holds the part size).
+fn layout_of(
+    envelope: &EnvelopeMetadata,
+    stored_len: u64,
+    first_header: Option<&[u8]>,
+) -> Result<ObjectLayout, ProxyError> {
+    let layout = match envelope.layout {
+        StoredLayout::Single(len) => ObjectLayout::single(len),
+        StoredLayout::Multipart => {
+            let header = Header::decode(first_header.ok_or(malformed("missing"))?).map_err(ProxyError::Ciphertext)?;
+            ObjectLayout::multipart(header.plaintext_len, stored_len)
+                .ok_or(malformed("part layout does not match the stored length"))?
+        }
+    };
+    if layout.stored_len() != stored_len {
+        return Err(ProxyError::Ciphertext(FormatError::LengthMismatch {
+            declared: layout.stored_len(),
+            actual: stored_len,
+        }));
+    }
+    Ok(layout)
+}
+
+impl RequestPath {
+    pub(super) async fn put_object(
+        &self,
+        s3: &S3Request,
+        parts: Parts,
+        body: Incoming,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        reject_reserved_metadata(&parts.headers)?;
+        let encoding = BodyEncoding::of(&parts.headers);
+        let plaintext_len = decode::plaintext_length(&parts.headers, encoding)?;
+        ChecksumVerifier::from_headers(&parts.headers)?;
+        // Nothing is sent upstream unless a data key was issued.
+        let data_key = self.keys.generate().await?;
+        let envelope = EnvelopeMetadata {
+            format: VERSION,
+            wrapped_key: data_key.wrapped.clone(),
+            transit_key: self.keys.key_name().to_owned(),
+            layout: StoredLayout::Single(plaintext_len),
+        };
+        self.seal_and_send(s3, parts.headers, body, &data_key.key, 0, Some(&envelope)).await
+    }
+
+    /// Encrypts a client body into one stream and sends it upstream (PutObject, UploadPart).
+    pub(super) async fn seal_and_send<B>(
+        &self,
+        s3: &S3Request,
+        mut headers: HeaderMap,
+        body: B,
+        data_key: &DataKey,
+        part_number: u32,
+        envelope: Option<&EnvelopeMetadata>,
+    ) -> Result<Response<ProxyBody>, ProxyError>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+        B::Error: std::fmt::Display,
+    {
+        let encoding = BodyEncoding::of(&headers);
+        let plaintext_len = decode::plaintext_length(&headers, encoding)?;
+        let verifier = ChecksumVerifier::from_headers(&headers)?;
+        let decoder = (encoding == BodyEncoding::AwsChunked).then(ChunkedDecoder::default);
+        let header =
+            Header::random(part_number, plaintext_len).map_err(|e| ProxyError::InvalidArgument(e.to_string()))?;
+        let sealer = Sealer::new(data_key.bytes(), header);
+        let framing = UploadFraming::new(self.forwarder.upstream().integrity);
+
+        for name in PLAINTEXT_BODY_HEADERS {
+            headers.remove(*name);
+        }
+        remove_checksum_headers(&mut headers);
+        set_content_encoding(&mut headers, framing.is_chunked());
+        let envelope_headers = envelope.map(|e| e.to_headers()).into_iter().flatten();
+        for (name, value) in envelope_headers.chain(framing.headers(plaintext_len)) {
+            headers.insert(name, header_value(&value)?);
+        }
+        let payload = if framing.is_chunked() { Payload::StreamingTrailer } else { Payload::Unsigned };
+        let wire_len = framing.framed_len(plaintext_len);
+        let (sealed, outcome) = SealedUpload::new(body, decoder, verifier, sealer, framing, wire_len);
+        let req = self.upstream_request(Method::PUT, s3, headers, boxed(sealed), payload).await?;
+        let sent = self.forwarder.send(req).await;
+        // A failure inside the body (bad digest, short body) explains an upstream error.
+        let mut outcome = outcome.lock().expect("outcome lock");
+        if let Some(failure) = outcome.failure.take() {
+            return Err(failure);
+        }
+        let resp = sent.map_err(|e| ProxyError::UpstreamUnreachable(super::error_chain(&e)))?;
+        Ok(respond::write_response(resp, &outcome.verified, self.keys.key_name()))
+    }
+
+    pub(super) async fn head_object(&self, s3: &S3Request, parts: Parts) -> Result<Response<ProxyBody>, ProxyError> {
+        let mut headers = parts.headers;
+        headers.remove(http::header::RANGE);
+        headers.remove("x-amz-checksum-mode");
+        let resp = self.send_buffered(Method::HEAD, s3, headers.clone(), Bytes::new()).await?;
+        if !resp.status().is_success() {
+            return Ok(respond::pass_through(resp));
+        }
+        let envelope = envelope_of(resp.headers())?;
+        let stored_len = content_length(resp.headers()).ok_or(malformed("no stored length"))?;
+        let part_number = s3.query_value("partNumber").is_some();
+        let content_length = match (envelope.layout, part_number) {
+            (StoredLayout::Single(len), _) => len,
+            // One part is one whole stream, so its size inverts exactly.
+            (StoredLayout::Multipart, true) => plaintext_len(stored_len).ok_or(malformed("part length"))?,
+            (StoredLayout::Multipart, false) => {
+                let etag = resp.headers().get(http::header::ETAG).cloned();
+                let (first, _) = self.first_header(s3, etag).await?;
+                layout_of(&envelope, stored_len, Some(&first))?.total
+            }
+        };
+        let (parts, _) = resp.into_parts();
+        let view = PlaintextView {
+            status: parts.status,
+            content_length,
+            content_range: None,
+            transit_key: envelope.transit_key,
+        };
+        Ok(respond::object_response(parts.headers, view, empty()))
+    }
+
+    /// The first stream header of an object, and the object's stored length.
+    async fn first_header(&self, s3: &S3Request, etag: Option<HeaderValue>) -> Result<(Bytes, u64), ProxyError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::RANGE, HeaderValue::from_static(HEADER_RANGE));
+        if let Some(etag) = etag {
+            headers.insert(http::header::IF_MATCH, etag);
+        }
+        let resp = self.send_buffered(Method::GET, s3, headers, Bytes::new()).await?;
+        changed_if_precondition_failed(resp.status())?;
+        let (_, stored_len) = content_range(resp.headers()).ok_or(malformed("no stored length"))?;
+        Ok((super::collect_small(resp.into_body()).await?, stored_len))
+    }
+
+    /// GetObject, also used to read a copy source as plaintext.
+    pub(super) async fn get_object(
+        &self,
+        s3: &S3Request,
+        mut headers: HeaderMap,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let range = headers.remove(http::header::RANGE).and_then(|v| RangeRequest::parse(v.to_str().ok()?));
+        headers.remove("x-amz-checksum-mode");
+        match (s3.query_value("partNumber"), range) {
+            (Some(_), Some(_)) => Err(ProxyError::InvalidRequest(
+                "Cannot specify both Range header and partNumber query parameter".into(),
+            )),
+            (Some(n), None) => {
+                let n: u32 = n.parse().map_err(|_| {
+                    ProxyError::InvalidArgument("Part number must be an integer between 1 and 10000, inclusive".into())
+                })?;
+                self.get_part(s3, headers, n).await
+            }
+            (None, None) => self.get_whole(s3, headers).await,
+            (None, Some(range)) => self.get_range(s3, headers, range).await,
+        }
+    }
+
+    async fn get_whole(&self, s3: &S3Request, headers: HeaderMap) -> Result<Response<ProxyBody>, ProxyError> {
+        let resp = self.send_buffered(Method::GET, s3, headers, Bytes::new()).await?;
+        if resp.status() != StatusCode::OK {
+            return Ok(respond::pass_through(resp));
+        }
+        let envelope = envelope_of(resp.headers())?;
+        let stored_len = content_length(resp.headers()).ok_or(malformed("no stored length"))?;
+        let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
+        let (parts, mut body) = resp.into_parts();
+        let prefix = match envelope.layout {
+            StoredLayout::Single(_) => Bytes::new(),
+            StoredLayout::Multipart => read_prefix(&mut body, HEADER_LEN).await?,
+        };
+        let layout = layout_of(&envelope, stored_len, prefix.get(..HEADER_LEN))?;
+        let mut download =
+            OpenedDownload::new(body, Opener::whole(key.bytes(), layout), layout.total).with_prefix(&prefix)?;
+        download.verify_start().await?;
+        let view = PlaintextView {
+            status: StatusCode::OK,
+            content_length: layout.total,
+            content_range: None,
+            transit_key: envelope.transit_key,
+        };
+        Ok(respond::object_response(parts.headers, view, boxed(download)))
+    }
+
+    /// Reads the stream header first (which also yields the metadata, the
+    /// stored size and the part size), then only the covering segments,
+    /// pinned to the same object version with If-Match.
+    async fn get_range(
+        &self,
+        s3: &S3Request,
+        headers: HeaderMap,
+        range: RangeRequest,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let mut first = headers.clone();
+        first.insert(http::header::RANGE, HeaderValue::from_static(HEADER_RANGE));
+        let resp = self.send_buffered(Method::GET, s3, first, Bytes::new()).await?;
+        if !resp.status().is_success() {
+            return Ok(respond::pass_through(resp));
+        }
+        let envelope = envelope_of(resp.headers())?;
+        let etag = resp.headers().get(http::header::ETAG).cloned();
+        let (_, stored_len) = content_range(resp.headers()).ok_or(malformed("no stored length"))?;
+        let first_header = super::collect_small(resp.into_body()).await?;
+        let layout = layout_of(&envelope, stored_len, Some(&first_header))?;
+        let ByteRange { first: a, last: b } =
+            range.resolve(layout.total).ok_or(ProxyError::InvalidRange { object_len: layout.total })?;
+        let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
+        let span = layout.span(a, b);
+        let mut opener = Opener::range(key.bytes(), layout, &span, b - a + 1);
+        // The stream header comes from the first read, a small read of its
+        // own, or inline when the range starts at a stream's first segment.
+        let fetch_from = if span.header_start == 0 {
+            opener.set_header(&first_header).map_err(ProxyError::Ciphertext)?;
+            span.ciphertext_start
+        } else if span.first_segment == 0 {
+            span.header_start
+        } else {
+            let header = self
+                .read_stored(s3, etag.clone(), span.header_start, span.header_start + HEADER_LEN as u64 - 1)
+                .await?;
+            opener.set_header(&super::collect_small(header.into_body()).await?).map_err(ProxyError::Ciphertext)?;
+            span.ciphertext_start
+        };
+        let resp = self.read_stored(s3, etag, fetch_from, span.ciphertext_end).await?;
+        let (parts, body) = resp.into_parts();
+        let mut download = OpenedDownload::new(body, opener, b - a + 1);
+        download.verify_start().await?;
+        let view = PlaintextView {
+            status: StatusCode::PARTIAL_CONTENT,
+            content_length: b - a + 1,
+            content_range: Some(format!("bytes {a}-{b}/{}", layout.total)),
+            transit_key: envelope.transit_key,
+        };
+        Ok(respond::object_response(parts.headers, view, boxed(download)))
+    }
+
+    /// An inclusive range of the stored ciphertext, of the version `etag` names.
+    async fn read_stored(
+        &self,
+        s3: &S3Request,
+        etag: Option<HeaderValue>,
+        first: u64,
+        last: u64,
+    ) -> Result<http::Response<Incoming>, ProxyError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::RANGE, header_value(&format!("bytes={first}-{last}"))?);
+        if let Some(etag) = etag {
+            headers.insert(http::header::IF_MATCH, etag);
+        }
+        let resp = self.send_buffered(Method::GET, s3, headers, Bytes::new()).await?;
+        changed_if_precondition_failed(resp.status())?;
+        if resp.status() != StatusCode::PARTIAL_CONTENT {
+            return Err(ProxyError::UpstreamUnreachable(format!("ranged read answered {}", resp.status())));
+        }
+        Ok(resp)
+    }
+
+    /// GET ?partNumber=N: that part's stream alone, positioned in plaintext terms.
+    async fn get_part(
+        &self,
+        s3: &S3Request,
+        headers: HeaderMap,
+        part_number: u32,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let resp = self.send_buffered(Method::GET, s3, headers, Bytes::new()).await?;
+        if !resp.status().is_success() {
+            return Ok(respond::pass_through(resp));
+        }
+        let envelope = envelope_of(resp.headers())?;
+        let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
+        let stored = content_range(resp.headers());
+        let (parts, mut body) = resp.into_parts();
+        let (opener, prefix, len, range) = match envelope.layout {
+            StoredLayout::Single(len) => {
+                let range = (len > 0).then(|| format!("bytes 0-{}/{len}", len - 1));
+                (Opener::whole(key.bytes(), ObjectLayout::single(len)), Bytes::new(), len, range)
+            }
+            StoredLayout::Multipart => {
+                let prefix = read_prefix(&mut body, HEADER_LEN).await?;
+                let header = Header::decode(prefix.get(..HEADER_LEN).ok_or(malformed("missing"))?)
+                    .map_err(ProxyError::Ciphertext)?;
+                let len = header.plaintext_len;
+                // Parts before this one all hold the uniform part size.
+                let range = stored.and_then(|(start, total)| {
+                    let part_len =
+                        if part_number <= 1 { len } else { plaintext_len(start / u64::from(part_number - 1))? };
+                    let layout = ObjectLayout::multipart(part_len, total)?;
+                    let first = u64::from(part_number.saturating_sub(1)) * part_len;
+                    (len > 0).then(|| format!("bytes {first}-{}/{}", first + len - 1, layout.total))
+                });
+                (Opener::single_stream(key.bytes(), part_number), prefix, len, range)
+            }
+        };
+        let mut download = OpenedDownload::new(body, opener, len).with_prefix(&prefix)?;
+        download.verify_start().await?;
+        let view = PlaintextView {
+            status: parts.status,
+            content_length: len,
+            content_range: range,
+            transit_key: envelope.transit_key,
+        };
+        Ok(respond::object_response(parts.headers, view, boxed(download)))
+    }
+
+    /// A server-side copy moves ciphertext and metadata together, so the copy
+    /// stays readable. REPLACE would drop the envelope: it is carried over
+    /// from the source explicitly.
+    pub(super) async fn copy_object(&self, s3: &S3Request, parts: Parts) -> Result<Response<ProxyBody>, ProxyError> {
+        let mut headers = parts.headers;
+        reject_reserved_metadata(&headers)?;
+        let replace =
+            headers.get("x-amz-metadata-directive").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"REPLACE"));
+        if replace {
+            if let Some(envelope) = self.copy_source_envelope(&headers).await? {
+                for (name, value) in envelope.to_headers() {
+                    headers.insert(name, header_value(&value)?);
+                }
+            }
+        }
+        let resp = self.send_buffered(Method::PUT, s3, headers, Bytes::new()).await?;
+        Ok(respond::pass_through(resp))
+    }
+
+    /// The envelope of a copy's source; `None` when the source cannot be
+    /// read (the copy itself then reports why).
+    pub(super) async fn copy_source_envelope(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<EnvelopeMetadata>, ProxyError> {
+        let source = super::classify::copy_source(headers)?;
+        let mut head_headers = HeaderMap::new();
+        for (copy_name, name) in [
+            ("x-amz-copy-source-if-match", http::header::IF_MATCH),
+            ("x-amz-copy-source-if-none-match", http::header::IF_NONE_MATCH),
+        ] {
+            if let Some(v) = headers.get(copy_name) {
+                head_headers.insert(name, v.clone());
+            }
+        }
+        let head = self.send_buffered(Method::HEAD, &source, head_headers, Bytes::new()).await?;
+        if !head.status().is_success() {
+            return Ok(None);
+        }
+        envelope_of(head.headers()).map(Some)
+    }
+}
+
+const HEADER_RANGE: &str = "bytes=0-51";
+const _: () = assert!(HEADER_LEN == 52);
+
+fn changed_if_precondition_failed(status: StatusCode) -> Result<(), ProxyError> {
+    if status == StatusCode::PRECONDITION_FAILED {
+        return Err(ProxyError::Retry("The object changed while it was being read; retry the request.".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_content_range() {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::CONTENT_RANGE, "bytes 0-51/1068".parse().unwrap());
+        assert_eq!(content_range(&h), Some((0, 1068)));
+    }
+}
