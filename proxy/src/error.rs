@@ -38,6 +38,10 @@ pub enum ProxyError {
     UpstreamUnreachable(String),
     #[error("The stored ciphertext failed verification: {0}")]
     Ciphertext(FormatError),
+    #[error("At least one of the pre-conditions you specified did not hold")]
+    PreconditionFailed,
+    #[error("The requested partnumber is not satisfiable")]
+    InvalidPartNumber,
     #[error("{0}")]
     Retry(String),
     #[error("{0}")]
@@ -60,6 +64,8 @@ impl ProxyError {
             }
             NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             InvalidRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            InvalidPartNumber => StatusCode::RANGE_NOT_SATISFIABLE,
             NotEncrypted | KeyRefused(_) => StatusCode::FORBIDDEN,
             KeyServiceUnavailable(_) | Credentials(_) | Retry(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
@@ -78,6 +84,8 @@ impl ProxyError {
             InvalidDigest => "InvalidDigest",
             IncompleteBody(_) => "IncompleteBody",
             InvalidRange { .. } => "InvalidRange",
+            PreconditionFailed => "PreconditionFailed",
+            InvalidPartNumber => "InvalidPartNumber",
             NotEncrypted => "AccessDenied",
             KeyRefused(_) => "KMS.AccessDeniedException",
             KeyServiceUnavailable(_) => "ServiceUnavailable",

@@ -3,6 +3,7 @@
 //! `object.rs` and `multipart.rs` hold the per-operation handlers.
 
 pub mod classify;
+mod conditional;
 pub mod decode;
 pub mod forward;
 pub mod framing;

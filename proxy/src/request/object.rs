@@ -7,6 +7,7 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::classify::S3Request;
+use super::conditional;
 use super::decode::{self, BodyEncoding, ChecksumVerifier, ChunkedDecoder};
 use super::framing::UploadFraming;
 use super::range::{ByteRange, RangeRequest};
@@ -20,7 +21,6 @@ use crate::body::{ProxyBody, boxed, empty};
 use crate::error::ProxyError;
 use crate::format::{
     EnvelopeMetadata, FormatError, HEADER_LEN, Header, ObjectLayout, Opener, Sealer, StoredLayout, VERSION,
-    plaintext_len,
 };
 use crate::keys::DataKey;
 
@@ -140,22 +140,30 @@ impl RequestPath {
         let mut headers = parts.headers;
         headers.remove(http::header::RANGE);
         headers.remove("x-amz-checksum-mode");
-        let resp = self.send_buffered(Method::HEAD, s3, headers.clone(), Bytes::new()).await?;
+        // Part sizes are computed here from the layout, so the upstream sees a plain HEAD.
+        let part = s3.query_value("partNumber").map(|n| n.parse::<u64>().ok().filter(|n| *n >= 1));
+        let mut whole = s3.clone();
+        whole.query.retain(|(k, _)| k != "partNumber");
+        let resp = self.send_buffered(Method::HEAD, &whole, headers.clone(), Bytes::new()).await?;
         if !resp.status().is_success() {
             return Ok(respond::pass_through(resp));
         }
+        if let Some(status) = conditional::evaluate(&headers, resp.headers()) {
+            return not_modified_or_failed(status, resp.into_parts().0.headers);
+        }
         let envelope = envelope_of(resp.headers())?;
-        let stored_len = content_length(resp.headers()).ok_or(malformed("no stored length"))?;
-        let part_number = s3.query_value("partNumber").is_some();
-        let content_length = match (envelope.layout, part_number) {
-            (StoredLayout::Single(len), _) => len,
-            // One part is one whole stream, so its size inverts exactly.
-            (StoredLayout::Multipart, true) => plaintext_len(stored_len).ok_or(malformed("part length"))?,
-            (StoredLayout::Multipart, false) => {
+        let layout = match envelope.layout {
+            StoredLayout::Single(len) => ObjectLayout::single(len),
+            StoredLayout::Multipart => {
                 let etag = resp.headers().get(http::header::ETAG).cloned();
-                let (first, _) = self.first_header(s3, etag).await?;
-                layout_of(&envelope, stored_len, Some(&first))?.total
+                let (first, stored_len) = self.first_header(&whole, etag).await?;
+                layout_of(&envelope, stored_len, Some(&first))?
             }
+        };
+        let content_length = match part {
+            None => layout.total,
+            Some(Some(n)) if n <= layout.parts => layout.stream_len(n - 1),
+            Some(_) => return Err(ProxyError::InvalidPartNumber),
         };
         let (parts, _) = resp.into_parts();
         let view = PlaintextView {
@@ -164,7 +172,11 @@ impl RequestPath {
             content_range: None,
             transit_key: envelope.transit_key,
         };
-        Ok(respond::object_response(parts.headers, view, empty()))
+        let mut resp = respond::object_response(parts.headers, view, empty());
+        if let (Some(_), StoredLayout::Multipart) = (part, envelope.layout) {
+            resp.headers_mut().insert("x-amz-mp-parts-count", HeaderValue::from(layout.parts));
+        }
+        Ok(resp)
     }
 
     /// The first stream header of an object, and the object's stored length.
@@ -188,25 +200,34 @@ impl RequestPath {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let range = headers.remove(http::header::RANGE).and_then(|v| RangeRequest::parse(v.to_str().ok()?));
         headers.remove("x-amz-checksum-mode");
-        match (s3.query_value("partNumber"), range) {
+        let part = match s3.query_value("partNumber") {
+            Some(n) => Some(n.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                ProxyError::InvalidArgument("Part number must be an integer between 1 and 10000, inclusive".into())
+            })?),
+            None => None,
+        };
+        match (part, range) {
             (Some(_), Some(_)) => Err(ProxyError::InvalidRequest(
                 "Cannot specify both Range header and partNumber query parameter".into(),
             )),
-            (Some(n), None) => {
-                let n: u32 = n.parse().map_err(|_| {
-                    ProxyError::InvalidArgument("Part number must be an integer between 1 and 10000, inclusive".into())
-                })?;
-                self.get_part(s3, headers, n).await
-            }
             (None, None) => self.get_whole(s3, headers).await,
-            (None, Some(range)) => self.get_range(s3, headers, range).await,
+            (Some(n), None) => {
+                let mut whole = s3.clone();
+                whole.query.retain(|(k, _)| k != "partNumber");
+                self.get_range(&whole, headers, ReadSpec::Part(n)).await
+            }
+            (None, Some(range)) => self.get_range(s3, headers, ReadSpec::Range(range)).await,
         }
     }
 
     async fn get_whole(&self, s3: &S3Request, headers: HeaderMap) -> Result<Response<ProxyBody>, ProxyError> {
+        let request_headers = headers.clone();
         let resp = self.send_buffered(Method::GET, s3, headers, Bytes::new()).await?;
         if resp.status() != StatusCode::OK {
             return Ok(respond::pass_through(resp));
+        }
+        if let Some(status) = conditional::evaluate(&request_headers, resp.headers()) {
+            return not_modified_or_failed(status, resp.into_parts().0.headers);
         }
         let envelope = envelope_of(resp.headers())?;
         let stored_len = content_length(resp.headers()).ok_or(malformed("no stored length"))?;
@@ -236,7 +257,7 @@ impl RequestPath {
         &self,
         s3: &S3Request,
         headers: HeaderMap,
-        range: RangeRequest,
+        spec: ReadSpec,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let mut first = headers.clone();
         first.insert(http::header::RANGE, HeaderValue::from_static(HEADER_RANGE));
@@ -244,13 +265,26 @@ impl RequestPath {
         if !resp.status().is_success() {
             return Ok(respond::pass_through(resp));
         }
+        if let Some(status) = conditional::evaluate(&headers, resp.headers()) {
+            return not_modified_or_failed(status, resp.into_parts().0.headers);
+        }
         let envelope = envelope_of(resp.headers())?;
         let etag = resp.headers().get(http::header::ETAG).cloned();
         let (_, stored_len) = content_range(resp.headers()).ok_or(malformed("no stored length"))?;
         let first_header = super::collect_small(resp.into_body()).await?;
         let layout = layout_of(&envelope, stored_len, Some(&first_header))?;
-        let ByteRange { first: a, last: b } =
-            range.resolve(layout.total).ok_or(ProxyError::InvalidRange { object_len: layout.total })?;
+        let ByteRange { first: a, last: b } = match spec {
+            ReadSpec::Range(range) => {
+                range.resolve(layout.total).ok_or(ProxyError::InvalidRange { object_len: layout.total })?
+            }
+            ReadSpec::Part(n) if u64::from(n) > layout.parts => return Err(ProxyError::InvalidPartNumber),
+            // The one part of an empty object is the empty object.
+            ReadSpec::Part(_) if layout.total == 0 => return self.get_whole(s3, headers).await,
+            ReadSpec::Part(n) => {
+                let first = u64::from(n - 1) * layout.part_len;
+                ByteRange { first, last: first + layout.stream_len(u64::from(n - 1)) - 1 }
+            }
+        };
         let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
         let span = layout.span(a, b);
         let mut opener = Opener::range(key.bytes(), layout, &span, b - a + 1);
@@ -278,7 +312,11 @@ impl RequestPath {
             content_range: Some(format!("bytes {a}-{b}/{}", layout.total)),
             transit_key: envelope.transit_key,
         };
-        Ok(respond::object_response(parts.headers, view, boxed(download)))
+        let mut resp = respond::object_response(parts.headers, view, boxed(download));
+        if let (ReadSpec::Part(_), StoredLayout::Multipart) = (spec, envelope.layout) {
+            resp.headers_mut().insert("x-amz-mp-parts-count", HeaderValue::from(layout.parts));
+        }
+        Ok(resp)
     }
 
     /// An inclusive range of the stored ciphertext, of the version `etag` names.
@@ -300,53 +338,6 @@ impl RequestPath {
             return Err(ProxyError::UpstreamUnreachable(format!("ranged read answered {}", resp.status())));
         }
         Ok(resp)
-    }
-
-    /// GET ?partNumber=N: that part's stream alone, positioned in plaintext terms.
-    async fn get_part(
-        &self,
-        s3: &S3Request,
-        headers: HeaderMap,
-        part_number: u32,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let resp = self.send_buffered(Method::GET, s3, headers, Bytes::new()).await?;
-        if !resp.status().is_success() {
-            return Ok(respond::pass_through(resp));
-        }
-        let envelope = envelope_of(resp.headers())?;
-        let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
-        let stored = content_range(resp.headers());
-        let (parts, mut body) = resp.into_parts();
-        let (opener, prefix, len, range) = match envelope.layout {
-            StoredLayout::Single(len) => {
-                let range = (len > 0).then(|| format!("bytes 0-{}/{len}", len - 1));
-                (Opener::whole(key.bytes(), ObjectLayout::single(len)), Bytes::new(), len, range)
-            }
-            StoredLayout::Multipart => {
-                let prefix = read_prefix(&mut body, HEADER_LEN).await?;
-                let header = Header::decode(prefix.get(..HEADER_LEN).ok_or(malformed("missing"))?)
-                    .map_err(ProxyError::Ciphertext)?;
-                let len = header.plaintext_len;
-                // Parts before this one all hold the uniform part size.
-                let range = stored.and_then(|(start, total)| {
-                    let part_len =
-                        if part_number <= 1 { len } else { plaintext_len(start / u64::from(part_number - 1))? };
-                    let layout = ObjectLayout::multipart(part_len, total)?;
-                    let first = u64::from(part_number.saturating_sub(1)) * part_len;
-                    (len > 0).then(|| format!("bytes {first}-{}/{}", first + len - 1, layout.total))
-                });
-                (Opener::single_stream(key.bytes(), part_number), prefix, len, range)
-            }
-        };
-        let mut download = OpenedDownload::new(body, opener, len).with_prefix(&prefix)?;
-        download.verify_start().await?;
-        let view = PlaintextView {
-            status: parts.status,
-            content_length: len,
-            content_range: range,
-            transit_key: envelope.transit_key,
-        };
-        Ok(respond::object_response(parts.headers, view, boxed(download)))
     }
 
     /// A server-side copy moves ciphertext and metadata together, so the copy
@@ -393,6 +384,28 @@ impl RequestPath {
 }
 
 const HEADER_RANGE: &str = "bytes=0-51";
+
+/// What a ranged read asks for: a byte range or one part, in plaintext terms.
+#[derive(Debug, Clone, Copy)]
+enum ReadSpec {
+    Range(RangeRequest),
+    Part(u32),
+}
+
+/// A failed condition: 304 with the validators, or S3's 412 error.
+fn not_modified_or_failed(status: StatusCode, upstream: HeaderMap) -> Result<Response<ProxyBody>, ProxyError> {
+    if status != StatusCode::NOT_MODIFIED {
+        return Err(ProxyError::PreconditionFailed);
+    }
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = status;
+    for name in [http::header::ETAG, http::header::LAST_MODIFIED] {
+        if let Some(v) = upstream.get(&name) {
+            resp.headers_mut().insert(name, v.clone());
+        }
+    }
+    Ok(resp)
+}
 const _: () = assert!(HEADER_LEN == 52);
 
 fn changed_if_precondition_failed(status: StatusCode) -> Result<(), ProxyError> {

@@ -9,7 +9,7 @@ use quick_xml::events::{BytesText, Event};
 use super::decode::VerifiedChecksum;
 use crate::body::{ProxyBody, boxed, full};
 use crate::error::ProxyError;
-use crate::format::{META_PREFIX, plaintext_len};
+use crate::format::{HEADER_LEN, META_PREFIX, plaintext_len};
 
 const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"];
 
@@ -148,8 +148,9 @@ fn rewrite_listing_sizes(xml: &[u8]) -> Result<Bytes, ProxyError> {
     Ok(Bytes::from(writer.into_inner()))
 }
 
-/// Rewrites `<Size>` in one entry. Multipart objects (ETag `…-N`) keep their
-/// stored size: their layout is not invertible from the total alone.
+/// Rewrites `<Size>` in one entry. A multipart object (ETag `…-N`) is N
+/// streams whose non-final parts are whole segments (enforced at Complete),
+/// so its segments read like one stream with N−1 extra headers.
 fn plaintext_sizes(mut events: Vec<Event<'static>>) -> Vec<Event<'static>> {
     let text_of = |events: &[Event<'static>], tag: &[u8]| -> Option<(usize, String)> {
         let start = events.iter().position(|e| matches!(e, Event::Start(s) if s.name().as_ref() == tag))?;
@@ -158,10 +159,13 @@ fn plaintext_sizes(mut events: Vec<Event<'static>>) -> Vec<Event<'static>> {
             _ => None,
         }
     };
-    let multipart = text_of(&events, b"ETag").is_some_and(|(_, etag)| etag.contains('-'));
+    let parts: u64 = text_of(&events, b"ETag")
+        .and_then(|(_, etag)| etag.trim_matches('"').rsplit_once('-').and_then(|(_, n)| n.parse().ok()))
+        .unwrap_or(1);
     if let Some((i, size)) = text_of(&events, b"Size") {
-        let plain = size.trim().parse().ok().and_then(plaintext_len);
-        if let (false, Some(p)) = (multipart, plain) {
+        let extra_headers = (parts.max(1) - 1) * HEADER_LEN as u64;
+        let plain = size.trim().parse::<u64>().ok().and_then(|s| s.checked_sub(extra_headers)).and_then(plaintext_len);
+        if let Some(p) = plain {
             events[i] = Event::Text(BytesText::new(&p.to_string()).into_owned());
         }
     }
@@ -176,12 +180,14 @@ mod tests {
     #[test]
     fn listing_sizes_become_plaintext() {
         let xml = format!(
-            r#"<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Contents><Key>a&amp;b</Key><ETag>&quot;abc&quot;</ETag><Size>{}</Size></Contents><Contents><Key>mp</Key><ETag>&quot;abc-3&quot;</ETag><Size>999</Size></Contents><Contents><Key>odd</Key><Size>3</Size></Contents></ListBucketResult>"#,
-            ciphertext_len(1000)
+            r#"<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Contents><Key>a&amp;b</Key><ETag>&quot;abc&quot;</ETag><Size>{}</Size></Contents><Contents><Key>mp</Key><ETag>&quot;abc-3&quot;</ETag><Size>{}</Size></Contents><Contents><Key>odd</Key><Size>3</Size></Contents></ListBucketResult>"#,
+            ciphertext_len(1000),
+            // Three parts of 1 MiB, 1 MiB and 10 bytes.
+            2 * ciphertext_len(1 << 20) + ciphertext_len(10)
         );
         let out = String::from_utf8(rewrite_listing_sizes(xml.as_bytes()).unwrap().to_vec()).unwrap();
         assert!(out.contains("<Key>a&amp;b</Key><ETag>&quot;abc&quot;</ETag><Size>1000</Size>"), "{out}");
-        assert!(out.contains("<Size>999</Size>"));
+        assert!(out.contains(&format!("<Size>{}</Size>", (2 << 20) + 10)), "{out}");
         assert!(out.contains("<Size>3</Size>"));
         assert!(out.contains("<Name>b</Name>"));
     }

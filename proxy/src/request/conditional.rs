@@ -1,0 +1,78 @@
+//! Conditional reads (If-Match, If-None-Match, If-Modified-Since,
+//! If-Unmodified-Since), evaluated against the upstream's ETag and
+//! Last-Modified with S3's precedence. The upstream is asked too; this makes
+//! the answer right even where an upstream ignores the headers.
+
+use aws_smithy_types::DateTime;
+use aws_smithy_types::date_time::Format;
+use http::{HeaderMap, StatusCode};
+
+fn header<'a>(headers: &'a HeaderMap, name: http::header::HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn etag_matches(condition: &str, etag: &str) -> bool {
+    let etag = etag.trim().trim_start_matches("W/").trim_matches('"');
+    condition.split(',').map(|c| c.trim().trim_start_matches("W/").trim_matches('"')).any(|c| c == "*" || c == etag)
+}
+
+fn date(value: &str) -> Option<i64> {
+    DateTime::from_str(value.trim(), Format::HttpDate).ok().map(|d| d.secs())
+}
+
+/// `Some(304 or 412)` when the request's conditions fail for an object with
+/// this ETag and Last-Modified (both taken from the upstream's response).
+pub fn evaluate(request: &HeaderMap, response: &HeaderMap) -> Option<StatusCode> {
+    let etag = header(response, http::header::ETAG).unwrap_or("");
+    let modified = header(response, http::header::LAST_MODIFIED).and_then(date);
+    let if_match = header(request, http::header::IF_MATCH).map(|c| etag_matches(c, etag));
+    let if_none_match = header(request, http::header::IF_NONE_MATCH).map(|c| etag_matches(c, etag));
+    let since = |name| header(request, name).and_then(date).zip(modified);
+    // S3: a true If-Match overrides a false If-Unmodified-Since; a false
+    // If-None-Match overrides a true If-Modified-Since.
+    match if_match {
+        Some(false) => return Some(StatusCode::PRECONDITION_FAILED),
+        Some(true) => {}
+        None => {
+            if since(http::header::IF_UNMODIFIED_SINCE).is_some_and(|(limit, m)| m > limit) {
+                return Some(StatusCode::PRECONDITION_FAILED);
+            }
+        }
+    }
+    match if_none_match {
+        Some(true) => Some(StatusCode::NOT_MODIFIED),
+        Some(false) => None,
+        None => {
+            since(http::header::IF_MODIFIED_SINCE).filter(|(limit, m)| m <= limit).map(|_| StatusCode::NOT_MODIFIED)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn follows_s3_precedence() {
+        let obj = h(&[("etag", "\"abc\""), ("last-modified", "Wed, 21 Oct 2026 07:28:00 GMT")]);
+        let before = "Tue, 20 Oct 2026 07:28:00 GMT";
+        let after = "Thu, 22 Oct 2026 07:28:00 GMT";
+        assert_eq!(evaluate(&h(&[("if-match", "\"abc\"")]), &obj), None);
+        assert_eq!(evaluate(&h(&[("if-match", "\"nope\"")]), &obj), Some(StatusCode::PRECONDITION_FAILED));
+        assert_eq!(evaluate(&h(&[("if-none-match", "\"abc\"")]), &obj), Some(StatusCode::NOT_MODIFIED));
+        assert_eq!(evaluate(&h(&[("if-none-match", "*")]), &obj), Some(StatusCode::NOT_MODIFIED));
+        assert_eq!(evaluate(&h(&[("if-modified-since", after)]), &obj), Some(StatusCode::NOT_MODIFIED));
+        assert_eq!(evaluate(&h(&[("if-modified-since", before)]), &obj), None);
+        assert_eq!(evaluate(&h(&[("if-unmodified-since", before)]), &obj), Some(StatusCode::PRECONDITION_FAILED));
+        assert_eq!(evaluate(&h(&[("if-match", "\"abc\""), ("if-unmodified-since", before)]), &obj), None);
+        assert_eq!(evaluate(&h(&[("if-none-match", "\"x\""), ("if-modified-since", after)]), &obj), None);
+    }
+}
