@@ -114,10 +114,10 @@ impl ProxyError {
         if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert("x-amz-request-id", v);
         }
-        if let ProxyError::InvalidRange { object_len } = self {
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{object_len}")) {
-                h.insert(http::header::CONTENT_RANGE, v);
-            }
+        if let ProxyError::InvalidRange { object_len } = self
+            && let Ok(v) = HeaderValue::from_str(&format!("bytes */{object_len}"))
+        {
+            h.insert(http::header::CONTENT_RANGE, v);
         }
         resp
     }

@@ -1,7 +1,7 @@
 //! The proxy's sealer reproduces docs/FORMAT.md's test vectors exactly, and
 //! its opener reads them back.
 
-use cloudtaser_s3proxy::format::{Opener, ciphertext_len};
+use cloudtaser_s3proxy::format::{ObjectLayout, Opener, ciphertext_len};
 use cloudtaser_tests::{pattern, seal};
 
 const DEK: [u8; 32] = [
@@ -31,7 +31,7 @@ fn vectors() -> Vec<std::collections::HashMap<String, String>> {
 }
 
 fn open(ciphertext: &[u8], len: u64) -> Vec<u8> {
-    let mut opener = Opener::new(&DEK, Some(len), 0, 0, len);
+    let mut opener = Opener::whole(&DEK, ObjectLayout::single(len));
     let mut out = Vec::new();
     opener.update(ciphertext, &mut out).unwrap();
     opener.finish(&mut out).unwrap();

@@ -60,7 +60,7 @@ impl ObjectLayout {
     }
 
     fn locate(&self, offset: u64) -> (u64, u64) {
-        let index = if self.part_len == 0 { 0 } else { (offset / self.part_len).min(self.parts - 1) };
+        let index = offset.checked_div(self.part_len).unwrap_or(0).min(self.parts - 1);
         (index, offset - index * self.part_len)
     }
 

@@ -7,7 +7,7 @@ use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
 use http::{HeaderMap, StatusCode};
 
-fn header<'a>(headers: &'a HeaderMap, name: http::header::HeaderName) -> Option<&'a str> {
+fn header(headers: &HeaderMap, name: http::header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 

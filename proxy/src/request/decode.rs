@@ -212,7 +212,7 @@ impl ChecksumAlgorithm {
 }
 
 enum Hasher {
-    Crc(crc_fast::Digest, usize),
+    Crc(Box<crc_fast::Digest>, usize),
     Md5(Box<md5::Md5>),
     Aws(aws_lc_rs::digest::Context),
 }
@@ -221,9 +221,9 @@ impl Hasher {
     fn new(alg: ChecksumAlgorithm) -> Self {
         use crc_fast::CrcAlgorithm::*;
         match alg {
-            ChecksumAlgorithm::Crc32 => Hasher::Crc(crc_fast::Digest::new(Crc32IsoHdlc), 4),
-            ChecksumAlgorithm::Crc32c => Hasher::Crc(crc_fast::Digest::new(Crc32Iscsi), 4),
-            ChecksumAlgorithm::Crc64Nvme => Hasher::Crc(crc_fast::Digest::new(Crc64Nvme), 8),
+            ChecksumAlgorithm::Crc32 => Hasher::Crc(Box::new(crc_fast::Digest::new(Crc32IsoHdlc)), 4),
+            ChecksumAlgorithm::Crc32c => Hasher::Crc(Box::new(crc_fast::Digest::new(Crc32Iscsi)), 4),
+            ChecksumAlgorithm::Crc64Nvme => Hasher::Crc(Box::new(crc_fast::Digest::new(Crc64Nvme)), 8),
             ChecksumAlgorithm::Md5 => Hasher::Md5(Box::default()),
             ChecksumAlgorithm::Sha1 => {
                 Hasher::Aws(aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY))
@@ -377,7 +377,9 @@ fn decode_digest(alg: ChecksumAlgorithm, value: &str) -> Result<Vec<u8>, ProxyEr
 mod tests {
     use super::*;
 
-    fn decode_all(body: &[u8], split: usize) -> Result<(Vec<u8>, Vec<(String, String)>), ProxyError> {
+    type Decoded = (Vec<u8>, Vec<(String, String)>);
+
+    fn decode_all(body: &[u8], split: usize) -> Result<Decoded, ProxyError> {
         let mut d = ChunkedDecoder::default();
         let mut out = Vec::new();
         for part in body.chunks(split) {

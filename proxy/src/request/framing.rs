@@ -15,13 +15,13 @@ const TRAILER_LINE_LEN: u64 = TRAILER_NAME.len() as u64 + 1 + 8 + 2;
 
 pub enum UploadFraming {
     Raw,
-    Crc32cTrailer(Crc32c),
+    Crc32cTrailer(Box<Crc32c>),
 }
 
 impl UploadFraming {
     pub fn new(integrity: UploadIntegrity) -> Self {
         match integrity {
-            UploadIntegrity::Crc32cTrailer | UploadIntegrity::Auto => UploadFraming::Crc32cTrailer(Crc32c::default()),
+            UploadIntegrity::Crc32cTrailer | UploadIntegrity::Auto => UploadFraming::Crc32cTrailer(Box::default()),
             UploadIntegrity::Unsigned => UploadFraming::Raw,
         }
     }

@@ -196,10 +196,10 @@ fn set_content_encoding(headers: &mut HeaderMap, chunked: bool) {
         .collect();
     let all: Vec<String> = chunked.then(|| "aws-chunked".to_owned()).into_iter().chain(others).collect();
     headers.remove(http::header::CONTENT_ENCODING);
-    if !all.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&all.join(",")) {
-            headers.insert(http::header::CONTENT_ENCODING, v);
-        }
+    if !all.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&all.join(","))
+    {
+        headers.insert(http::header::CONTENT_ENCODING, v);
     }
 }
 
@@ -236,10 +236,10 @@ async fn read_small_body(headers: &mut HeaderMap, body: Incoming) -> Result<Byte
     }
     set_content_encoding(headers, false);
     for (name, value) in decoder.trailers() {
-        if name.starts_with("x-amz-checksum-") {
-            if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-                headers.insert(n, v);
-            }
+        if name.starts_with("x-amz-checksum-")
+            && let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value))
+        {
+            headers.insert(n, v);
         }
     }
     Ok(Bytes::from(out.concat()))

@@ -53,12 +53,12 @@ fn check_part_layout(numbers: &[u32], sizes: &[u64]) -> Result<(), ProxyError> {
         }
     }
     let Some((last, rest)) = sizes.split_last() else { return Ok(()) };
-    if let Some(first) = rest.first() {
-        if first % SEGMENT_LEN != 0 || rest.iter().any(|s| s != first) || last > first {
-            return Err(invalid(format!(
-                "every part but the last must have the same size, a multiple of {SEGMENT_LEN} bytes (part sizes: {sizes:?})."
-            )));
-        }
+    if let Some(first) = rest.first()
+        && (first % SEGMENT_LEN != 0 || rest.iter().any(|s| s != first) || last > first)
+    {
+        return Err(invalid(format!(
+            "every part but the last must have the same size, a multiple of {SEGMENT_LEN} bytes (part sizes: {sizes:?})."
+        )));
     }
     Ok(())
 }

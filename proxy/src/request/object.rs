@@ -348,11 +348,9 @@ impl RequestPath {
         reject_reserved_metadata(&headers)?;
         let replace =
             headers.get("x-amz-metadata-directive").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"REPLACE"));
-        if replace {
-            if let Some(envelope) = self.copy_source_envelope(&headers).await? {
-                for (name, value) in envelope.to_headers() {
-                    headers.insert(name, header_value(&value)?);
-                }
+        if replace && let Some(envelope) = self.copy_source_envelope(&headers).await? {
+            for (name, value) in envelope.to_headers() {
+                headers.insert(name, header_value(&value)?);
             }
         }
         let resp = self.send_buffered(Method::PUT, s3, headers, Bytes::new()).await?;

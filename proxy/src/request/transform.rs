@@ -143,10 +143,10 @@ where
             }
             match ready!(Pin::new(&mut this.source).poll_frame(cx)) {
                 Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        if let Err(e) = this.absorb(data) {
-                            return this.fail(e);
-                        }
+                    if let Ok(data) = frame.into_data()
+                        && let Err(e) = this.absorb(data)
+                    {
+                        return this.fail(e);
                     }
                 }
                 Some(Err(e)) => {
