@@ -80,6 +80,12 @@ pub struct ProxyConfig {
     #[arg(long, env = "CLOUDTASER_S3PROXY_KEY_CACHE_TTL_SECS", default_value_t = 300)]
     pub key_cache_ttl_secs: u64,
 
+    /// Where objects written without the proxy may be read as plaintext:
+    /// comma-separated `bucket` or `bucket/prefix`. Everywhere else they are
+    /// refused. Writes are always encrypted.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_PLAINTEXT_READS", value_delimiter = ',')]
+    pub plaintext_reads: Vec<String>,
+
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "CLOUDTASER_S3PROXY_LOG", default_value = "info")]
     pub log: String,
@@ -103,6 +109,31 @@ pub enum UploadIntegrity {
     Crc32cTrailer,
     /// `UNSIGNED-PAYLOAD`: the upstream relies on TLS alone.
     Unsigned,
+}
+
+/// Which unencrypted (pre-proxy) objects may be served as they are.
+#[derive(Debug, Clone, Default)]
+pub struct PlaintextReadPolicy {
+    /// (bucket, key prefix); an empty prefix covers the whole bucket.
+    allowed: Vec<(String, String)>,
+}
+
+impl PlaintextReadPolicy {
+    pub fn new(entries: &[String]) -> Result<Self, ConfigError> {
+        let mut allowed = Vec::new();
+        for entry in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+            let (bucket, prefix) = entry.split_once('/').unwrap_or((entry, ""));
+            if bucket.is_empty() {
+                return Err(invalid("CLOUDTASER_S3PROXY_PLAINTEXT_READS", format!("`{entry}` names no bucket")));
+            }
+            allowed.push((bucket.to_owned(), prefix.to_owned()));
+        }
+        Ok(Self { allowed })
+    }
+
+    pub fn allows(&self, bucket: &str, key: &str) -> bool {
+        self.allowed.iter().any(|(b, p)| b == bucket && key.starts_with(p.as_str()))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,10 +203,15 @@ impl ProxyConfig {
         if self.transit_mount.trim_matches('/').is_empty() {
             return Err(invalid("CLOUDTASER_S3PROXY_TRANSIT_MOUNT", "must not be empty"));
         }
+        self.plaintext_read_policy()?;
         if self.vault_timeout_secs == 0 {
             return Err(invalid("CLOUDTASER_S3PROXY_VAULT_TIMEOUT_SECS", "must be at least 1"));
         }
         Ok(())
+    }
+
+    pub fn plaintext_read_policy(&self) -> Result<PlaintextReadPolicy, ConfigError> {
+        PlaintextReadPolicy::new(&self.plaintext_reads)
     }
 
     pub fn vault_timeout(&self) -> Duration {
@@ -213,6 +249,18 @@ mod tests {
         let u = c.upstream().unwrap();
         assert!(u.is_gcs);
         assert_eq!(u.integrity, UploadIntegrity::Unsigned);
+    }
+
+    #[test]
+    fn plaintext_read_policy_by_bucket_and_prefix() {
+        let c = parse(&["--plaintext-reads", "legacy,mixed/old/"]).unwrap();
+        let p = c.plaintext_read_policy().unwrap();
+        assert!(p.allows("legacy", "any/key"));
+        assert!(p.allows("mixed", "old/file"));
+        assert!(!p.allows("mixed", "new/file"));
+        assert!(!p.allows("other", "old/file"));
+        assert!(!PlaintextReadPolicy::default().allows("legacy", "x"));
+        assert!(parse(&["--plaintext-reads", "/x"]).unwrap().validate().is_err());
     }
 
     #[test]

@@ -61,7 +61,8 @@ async fn run(config: ProxyConfig) -> Result<(), String> {
     let credentials = Arc::new(CredentialSource::from_default_chain(&upstream.region).await);
     let signer = Signer::new(credentials, upstream.region.clone());
     let forwarder = Forwarder::new(upstream.clone()).map_err(|e| e.to_string())?;
-    let path = Arc::new(RequestPath::new(keys.clone(), signer, forwarder, "localhost".to_owned()));
+    let plaintext_reads = config.plaintext_read_policy().map_err(|e| e.to_string())?;
+    let path = Arc::new(RequestPath::new(keys.clone(), signer, forwarder, plaintext_reads, "localhost".to_owned()));
 
     let s3 =
         server::bind(config.listen).await.map_err(|e| format!("CLOUDTASER_S3PROXY_LISTEN {}: {e}", config.listen))?;

@@ -25,6 +25,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::body::{ProxyBody, full};
+use crate::config::PlaintextReadPolicy;
 use crate::error::ProxyError;
 use crate::format::{EnvelopeMetadata, FormatError, META_PREFIX, VERSION};
 use crate::keys::KeyService;
@@ -41,12 +42,26 @@ pub struct RequestPath {
     keys: Arc<KeyService>,
     signer: Signer,
     forwarder: Forwarder,
+    plaintext_reads: PlaintextReadPolicy,
     virtual_host_suffix: String,
 }
 
 impl RequestPath {
-    pub fn new(keys: Arc<KeyService>, signer: Signer, forwarder: Forwarder, virtual_host_suffix: String) -> Self {
-        Self { keys, signer, forwarder, virtual_host_suffix }
+    pub fn new(
+        keys: Arc<KeyService>,
+        signer: Signer,
+        forwarder: Forwarder,
+        plaintext_reads: PlaintextReadPolicy,
+        virtual_host_suffix: String,
+    ) -> Self {
+        Self { keys, signer, forwarder, plaintext_reads, virtual_host_suffix }
+    }
+
+    /// Whether an object the upstream returned without an envelope may be
+    /// served as it is (written before the proxy, in an allowed prefix).
+    fn serves_plaintext(&self, s3: &S3Request, upstream: &HeaderMap) -> bool {
+        matches!(EnvelopeMetadata::from_headers(upstream), Ok(None))
+            && self.plaintext_reads.allows(s3.bucket.as_deref().unwrap_or(""), s3.key.as_deref().unwrap_or(""))
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {

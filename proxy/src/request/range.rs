@@ -37,6 +37,15 @@ impl RangeRequest {
         }
     }
 
+    /// The header value that asks for this range.
+    pub fn to_header(self) -> String {
+        match self {
+            RangeRequest::From { first, last: Some(last) } => format!("bytes={first}-{last}"),
+            RangeRequest::From { first, last: None } => format!("bytes={first}-"),
+            RangeRequest::Suffix(n) => format!("bytes=-{n}"),
+        }
+    }
+
     /// `None` when unsatisfiable for an object of `len` bytes (S3: 416).
     pub fn resolve(self, len: u64) -> Option<ByteRange> {
         match self {
@@ -63,6 +72,9 @@ mod tests {
         assert_eq!(RangeRequest::parse("bytes=9-2"), None);
         assert_eq!(RangeRequest::parse("bytes=0-1,4-5"), None);
         assert_eq!(RangeRequest::parse("items=0-1"), None);
+        for h in ["bytes=0-9", "bytes=5-", "bytes=-3"] {
+            assert_eq!(RangeRequest::parse(h).unwrap().to_header(), h);
+        }
     }
 
     #[test]

@@ -1,0 +1,83 @@
+"""The rest of the S3 surface: objects written before the proxy, virtual-hosted
+requests, pass-through operations."""
+
+from __future__ import annotations
+
+import http.client
+import urllib.parse
+
+import botocore.exceptions
+import pytest
+
+from conftest import s3_client
+from test_core import body_of
+
+
+@pytest.fixture(scope="module")
+def legacy(stack, upstream):
+    """A proxy that may read pre-proxy objects under legacy/old/ only."""
+    upstream.create_bucket(Bucket="legacy")
+    proc, endpoint, _ = stack.start_proxy("proxy-legacy", CLOUDTASER_S3PROXY_PLAINTEXT_READS="legacy/old/")
+    yield s3_client(endpoint, "w", "w")
+    proc.stop()
+
+
+def test_pre_proxy_objects_read_where_allowed(legacy, upstream):
+    data = body_of(200_000, 40)
+    upstream.put_object(Bucket="legacy", Key="old/plain.bin", Body=data)
+    assert legacy.get_object(Bucket="legacy", Key="old/plain.bin")["Body"].read() == data
+    assert legacy.head_object(Bucket="legacy", Key="old/plain.bin")["ContentLength"] == len(data)
+    ranged = legacy.get_object(Bucket="legacy", Key="old/plain.bin", Range="bytes=100-199")
+    assert ranged["Body"].read() == data[100:200]
+    assert ranged["ContentRange"] == f"bytes 100-199/{len(data)}"
+    assert legacy.get_object(Bucket="legacy", Key="old/plain.bin", Range="bytes=-10")["Body"].read() == data[-10:]
+
+
+def test_pre_proxy_objects_refused_elsewhere(legacy, upstream):
+    upstream.put_object(Bucket="legacy", Key="new/plain.txt", Body=b"plaintext")
+    for call in (
+        lambda: legacy.get_object(Bucket="legacy", Key="new/plain.txt"),
+        lambda: legacy.get_object(Bucket="legacy", Key="new/plain.txt", Range="bytes=0-1"),
+    ):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            call()
+        assert e.value.response["Error"]["Code"] == "AccessDenied"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        legacy.head_object(Bucket="legacy", Key="new/plain.txt")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_writes_in_plaintext_prefixes_are_still_encrypted(legacy, stack):
+    legacy.put_object(Bucket="legacy", Key="old/written-now.txt", Body=b"fresh secret")
+    assert b"fresh secret" not in (stack.s3_data / "legacy" / "old" / "written-now.txt").read_bytes()
+    assert legacy.get_object(Bucket="legacy", Key="old/written-now.txt")["Body"].read() == b"fresh secret"
+
+
+def test_virtual_hosted_style_requests(stack, client, bucket):
+    client.put_object(Bucket=bucket, Key="vhost/obj.txt", Body=b"virtual host")
+    u = urllib.parse.urlparse(stack.proxy_endpoint)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    conn.request("GET", "/vhost/obj.txt", headers={"Host": f"{bucket}.localhost:{u.port}"})
+    r = conn.getresponse()
+    assert (r.status, r.read()) == (200, b"virtual host")
+
+
+def test_body_less_operations_pass_through_resigned(client, bucket):
+    client.put_object(Bucket=bucket, Key="batch/a", Body=b"a")
+    client.put_object(Bucket=bucket, Key="batch/b", Body=b"b")
+    deleted = client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "batch/a"}, {"Key": "batch/b"}]})
+    assert sorted(d["Key"] for d in deleted["Deleted"]) == ["batch/a", "batch/b"]
+    assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix="batch/")
+    assert bucket in [b["Name"] for b in client.list_buckets()["Buckets"]]
+    client.head_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="v1list/one", Body=b"12345")
+    v1 = client.list_objects(Bucket=bucket, Prefix="v1list/")
+    assert [(o["Key"], o["Size"]) for o in v1["Contents"]] == [("v1list/one", 5)]
+
+
+def test_unencryptable_body_operations_are_refused(stack, bucket):
+    u = urllib.parse.urlparse(stack.proxy_endpoint)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    conn.request("POST", f"/{bucket}", body=b"--x--", headers={"Content-Type": "multipart/form-data; boundary=x"})
+    r = conn.getresponse()
+    assert r.status == 501 and b"<Code>NotImplemented</Code>" in r.read()
