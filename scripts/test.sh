@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cargo build --locked -p cloudtaser-s3proxy
+cargo build --locked -p cloudtaser-s3proxy -p cloudtaser-tests --bins
 cargo test --workspace --locked
 python3 -m pytest tests/e2e -q -p no:cacheprovider

@@ -1,7 +1,9 @@
 //! Conditional reads (If-Match, If-None-Match, If-Modified-Since,
 //! If-Unmodified-Since), evaluated against the upstream's ETag and
-//! Last-Modified with S3's precedence. The upstream is asked too; this makes
-//! the answer right even where an upstream ignores the headers.
+//! Last-Modified with S3's precedence. ETag conditions are evaluated only
+//! here (workloads hold the ETags the proxy shows, see `respond::client_etag`);
+//! date conditions go upstream too, and are re-checked for upstreams that
+//! ignore them.
 
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
@@ -20,13 +22,22 @@ fn date(value: &str) -> Option<i64> {
     DateTime::from_str(value.trim(), Format::HttpDate).ok().map(|d| d.secs())
 }
 
+/// Removes the ETag conditions before a request goes upstream.
+pub fn strip_etag_conditions(headers: &mut HeaderMap) {
+    headers.remove(http::header::IF_MATCH);
+    headers.remove(http::header::IF_NONE_MATCH);
+}
+
 /// `Some(304 or 412)` when the request's conditions fail for an object with
 /// this ETag and Last-Modified (both taken from the upstream's response).
 pub fn evaluate(request: &HeaderMap, response: &HeaderMap) -> Option<StatusCode> {
     let etag = header(response, http::header::ETAG).unwrap_or("");
+    // Workloads know the ETag in the form the proxy shows them.
+    let shown = super::respond::client_etag(etag);
     let modified = header(response, http::header::LAST_MODIFIED).and_then(date);
-    let if_match = header(request, http::header::IF_MATCH).map(|c| etag_matches(c, etag));
-    let if_none_match = header(request, http::header::IF_NONE_MATCH).map(|c| etag_matches(c, etag));
+    let matches = |c: &str| etag_matches(c, etag) || etag_matches(c, &shown);
+    let if_match = header(request, http::header::IF_MATCH).map(matches);
+    let if_none_match = header(request, http::header::IF_NONE_MATCH).map(matches);
     let since = |name| header(request, name).and_then(date).zip(modified);
     // S3: a true If-Match overrides a false If-Unmodified-Since; a false
     // If-None-Match overrides a true If-Modified-Since.
@@ -66,6 +77,7 @@ mod tests {
         let before = "Tue, 20 Oct 2026 07:28:00 GMT";
         let after = "Thu, 22 Oct 2026 07:28:00 GMT";
         assert_eq!(evaluate(&h(&[("if-match", "\"abc\"")]), &obj), None);
+        assert_eq!(evaluate(&h(&[("if-match", "\"abc-1\"")]), &obj), None);
         assert_eq!(evaluate(&h(&[("if-match", "\"nope\"")]), &obj), Some(StatusCode::PRECONDITION_FAILED));
         assert_eq!(evaluate(&h(&[("if-none-match", "\"abc\"")]), &obj), Some(StatusCode::NOT_MODIFIED));
         assert_eq!(evaluate(&h(&[("if-none-match", "*")]), &obj), Some(StatusCode::NOT_MODIFIED));

@@ -130,6 +130,7 @@ impl RequestPath {
             if let Some(v) = parts.headers.get(copy_name) {
                 read_headers.insert(name, v.clone());
             }
+            // The read below evaluates these against the ETags workloads see.
         }
         let read = self.get_object(&source, read_headers).await?;
         if !read.status().is_success() {

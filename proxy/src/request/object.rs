@@ -133,7 +133,7 @@ impl RequestPath {
             return Err(failure);
         }
         let resp = sent.map_err(|e| ProxyError::UpstreamUnreachable(super::error_chain(&e)))?;
-        Ok(respond::write_response(resp, &outcome.verified, self.keys.key_name()))
+        Ok(respond::write_response(resp, &outcome.verified, self.keys.key_name(), envelope.is_some()))
     }
 
     pub(super) async fn head_object(&self, s3: &S3Request, parts: Parts) -> Result<Response<ProxyBody>, ProxyError> {
@@ -144,7 +144,9 @@ impl RequestPath {
         let part = s3.query_value("partNumber").map(|n| n.parse::<u64>().ok().filter(|n| *n >= 1));
         let mut whole = s3.clone();
         whole.query.retain(|(k, _)| k != "partNumber");
-        let resp = self.send_buffered(Method::HEAD, &whole, headers.clone(), Bytes::new()).await?;
+        let mut upstream_headers = headers.clone();
+        conditional::strip_etag_conditions(&mut upstream_headers);
+        let resp = self.send_buffered(Method::HEAD, &whole, upstream_headers, Bytes::new()).await?;
         if !resp.status().is_success() {
             return Ok(respond::pass_through(resp));
         }
@@ -225,6 +227,8 @@ impl RequestPath {
 
     async fn get_whole(&self, s3: &S3Request, headers: HeaderMap) -> Result<Response<ProxyBody>, ProxyError> {
         let request_headers = headers.clone();
+        let mut headers = headers;
+        conditional::strip_etag_conditions(&mut headers);
         let resp = self.send_buffered(Method::GET, s3, headers, Bytes::new()).await?;
         if resp.status() != StatusCode::OK {
             return Ok(respond::pass_through(resp));
@@ -266,6 +270,7 @@ impl RequestPath {
         spec: ReadSpec,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let mut first = headers.clone();
+        conditional::strip_etag_conditions(&mut first);
         first.insert(http::header::RANGE, HeaderValue::from_static(HEADER_RANGE));
         let resp = self.send_buffered(Method::GET, s3, first, Bytes::new()).await?;
         if !resp.status().is_success() {
@@ -360,42 +365,43 @@ impl RequestPath {
 
     /// A server-side copy moves ciphertext and metadata together, so the copy
     /// stays readable. REPLACE would drop the envelope: it is carried over
-    /// from the source explicitly.
+    /// from the source explicitly. ETag conditions on the source are
+    /// evaluated here, against the ETags workloads see.
     pub(super) async fn copy_object(&self, s3: &S3Request, parts: Parts) -> Result<Response<ProxyBody>, ProxyError> {
         let mut headers = parts.headers;
         reject_reserved_metadata(&headers)?;
         let replace =
             headers.get("x-amz-metadata-directive").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"REPLACE"));
-        if replace && let Some(envelope) = self.copy_source_envelope(&headers).await? {
-            for (name, value) in envelope.to_headers() {
-                headers.insert(name, header_value(&value)?);
-            }
-        }
-        let resp = self.send_buffered(Method::PUT, s3, headers, Bytes::new()).await?;
-        Ok(respond::pass_through(resp))
-    }
-
-    /// The envelope of a copy's source; `None` when the source cannot be
-    /// read (the copy itself then reports why).
-    pub(super) async fn copy_source_envelope(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<Option<EnvelopeMetadata>, ProxyError> {
-        let source = super::classify::copy_source(headers)?;
-        let mut head_headers = HeaderMap::new();
+        let mut conditions = HeaderMap::new();
         for (copy_name, name) in [
             ("x-amz-copy-source-if-match", http::header::IF_MATCH),
             ("x-amz-copy-source-if-none-match", http::header::IF_NONE_MATCH),
         ] {
-            if let Some(v) = headers.get(copy_name) {
-                head_headers.insert(name, v.clone());
+            if let Some(v) = headers.remove(copy_name) {
+                conditions.insert(name, v);
             }
         }
-        let head = self.send_buffered(Method::HEAD, &source, head_headers, Bytes::new()).await?;
-        if !head.status().is_success() {
-            return Ok(None);
+        if replace || !conditions.is_empty() {
+            let source = super::classify::copy_source(&headers)?;
+            let head = self.send_buffered(Method::HEAD, &source, HeaderMap::new(), Bytes::new()).await?;
+            // A missing source is reported by the copy itself.
+            if head.status().is_success() {
+                if conditional::evaluate(&conditions, head.headers()).is_some() {
+                    return Err(ProxyError::PreconditionFailed);
+                }
+                if replace && !self.serves_plaintext(&source, head.headers()) {
+                    for (name, value) in envelope_of(head.headers())?.to_headers() {
+                        headers.insert(name, header_value(&value)?);
+                    }
+                }
+            }
         }
-        envelope_of(head.headers()).map(Some)
+        let resp = self.send_buffered(Method::PUT, s3, headers, Bytes::new()).await?;
+        let (parts, body) = resp.into_parts();
+        let map = |name: &[u8], text: &str| (name == b"ETag").then(|| respond::client_etag(text));
+        let doc = super::collect_small(body).await?;
+        let doc = if parts.status.is_success() { super::xml::rewrite(&doc, &map)? } else { doc };
+        Ok(respond::buffered(parts.headers, parts.status, doc))
     }
 }
 
@@ -415,10 +421,12 @@ fn not_modified_or_failed(status: StatusCode, upstream: HeaderMap) -> Result<Res
     }
     let mut resp = Response::new(empty());
     *resp.status_mut() = status;
-    for name in [http::header::ETAG, http::header::LAST_MODIFIED] {
-        if let Some(v) = upstream.get(&name) {
-            resp.headers_mut().insert(name, v.clone());
-        }
+    if let Some(v) = upstream.get(http::header::LAST_MODIFIED) {
+        resp.headers_mut().insert(http::header::LAST_MODIFIED, v.clone());
+    }
+    let etag = upstream.get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(respond::client_etag);
+    if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        resp.headers_mut().insert(http::header::ETAG, v);
     }
     Ok(resp)
 }

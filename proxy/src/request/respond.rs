@@ -68,10 +68,28 @@ pub fn object_response(mut headers: HeaderMap, view: PlaintextView, body: ProxyB
         headers.insert(http::header::CONTENT_RANGE, range);
     }
     mark_encrypted(&mut headers, &view.transit_key);
+    mark_etag(&mut headers);
     let mut resp = Response::new(body);
     *resp.status_mut() = view.status;
     *resp.headers_mut() = headers;
     resp
+}
+
+/// The ETag a workload sees. The upstream's ETag of a single-stream object
+/// is the MD5 of its ciphertext; S3 clients that compare ETags with the MD5
+/// of what they sent or read (rclone, the Java SDK, s3cmd) skip objects whose
+/// ETag has a part count. So such objects carry `-1`: one encrypted stream,
+/// as S3 writes a one-part multipart ETag. Multipart ETags pass unchanged.
+pub fn client_etag(upstream: &str) -> String {
+    let inner = upstream.trim().trim_matches('"');
+    if inner.is_empty() || inner.contains('-') { upstream.to_owned() } else { format!("\"{inner}-1\"") }
+}
+
+fn mark_etag(headers: &mut HeaderMap) {
+    let marked = headers.get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(client_etag);
+    if let Some(v) = marked.and_then(|m| HeaderValue::from_str(&m).ok()) {
+        headers.insert(http::header::ETAG, v);
+    }
 }
 
 fn mark_encrypted(headers: &mut HeaderMap, transit_key: &str) {
@@ -83,10 +101,12 @@ fn mark_encrypted(headers: &mut HeaderMap, transit_key: &str) {
 
 /// The response to an encrypted write: the upstream's, with the client's own
 /// (verified) checksums in place of the ciphertext's.
+/// `whole_object` is false for UploadPart, whose ETag the client only echoes back.
 pub fn write_response(
     resp: Response<Incoming>,
     verified: &[VerifiedChecksum],
     transit_key: &str,
+    whole_object: bool,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     remove_hop_by_hop(&mut parts.headers);
@@ -99,6 +119,9 @@ pub fn write_response(
             }
         }
         mark_encrypted(&mut parts.headers, transit_key);
+        if whole_object {
+            mark_etag(&mut parts.headers);
+        }
     }
     Response::from_parts(parts, boxed(body))
 }
@@ -162,6 +185,9 @@ fn plaintext_sizes(mut events: Vec<Event<'static>>) -> Vec<Event<'static>> {
     let parts: u64 = text_of(&events, b"ETag")
         .and_then(|(_, etag)| etag.trim_matches('"').rsplit_once('-').and_then(|(_, n)| n.parse().ok()))
         .unwrap_or(1);
+    if let Some((i, etag)) = text_of(&events, b"ETag") {
+        events[i] = Event::Text(BytesText::new(&client_etag(&etag)).into_owned());
+    }
     if let Some((i, size)) = text_of(&events, b"Size") {
         let extra_headers = (parts.max(1) - 1) * HEADER_LEN as u64;
         let plain = size.trim().parse::<u64>().ok().and_then(|s| s.checked_sub(extra_headers)).and_then(plaintext_len);
@@ -178,6 +204,13 @@ mod tests {
     use crate::format::ciphertext_len;
 
     #[test]
+    fn etags_carry_a_part_count() {
+        assert_eq!(client_etag("\"9dd4e461268c8034f5c8564e155c67a6\""), "\"9dd4e461268c8034f5c8564e155c67a6-1\"");
+        assert_eq!(client_etag("\"9dd4e461268c8034f5c8564e155c67a6-4\""), "\"9dd4e461268c8034f5c8564e155c67a6-4\"");
+        assert_eq!(client_etag(""), "");
+    }
+
+    #[test]
     fn listing_sizes_become_plaintext() {
         let xml = format!(
             r#"<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Contents><Key>a&amp;b</Key><ETag>&quot;abc&quot;</ETag><Size>{}</Size></Contents><Contents><Key>mp</Key><ETag>&quot;abc-3&quot;</ETag><Size>{}</Size></Contents><Contents><Key>odd</Key><Size>3</Size></Contents></ListBucketResult>"#,
@@ -186,7 +219,8 @@ mod tests {
             2 * ciphertext_len(1 << 20) + ciphertext_len(10)
         );
         let out = String::from_utf8(rewrite_listing_sizes(xml.as_bytes()).unwrap().to_vec()).unwrap();
-        assert!(out.contains("<Key>a&amp;b</Key><ETag>&quot;abc&quot;</ETag><Size>1000</Size>"), "{out}");
+        assert!(out.contains("<Key>a&amp;b</Key><ETag>&quot;abc-1&quot;</ETag><Size>1000</Size>"), "{out}");
+        assert!(out.contains("<ETag>&quot;abc-3&quot;</ETag>"), "{out}");
         assert!(out.contains(&format!("<Size>{}</Size>", (2 << 20) + 10)), "{out}");
         assert!(out.contains("<Size>3</Size>"));
         assert!(out.contains("<Name>b</Name>"));
