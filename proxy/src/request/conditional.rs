@@ -28,6 +28,28 @@ pub fn strip_etag_conditions(headers: &mut HeaderMap) {
     headers.remove(http::header::IF_NONE_MATCH);
 }
 
+/// Conditional writes (If-Match / If-None-Match on PutObject and
+/// CompleteMultipartUpload) must be decided by the upstream atomically, so
+/// the ETags workloads hold are turned back into the upstream's form.
+pub fn to_upstream_etags(headers: &mut HeaderMap) {
+    for name in [http::header::IF_MATCH, http::header::IF_NONE_MATCH] {
+        let Some(value) = headers.get(&name).and_then(|v| v.to_str().ok()) else { continue };
+        let upstream: Vec<String> = value
+            .split(',')
+            .map(|tag| {
+                let inner = tag.trim().trim_matches('"');
+                match inner.strip_suffix("-1") {
+                    Some(hex) if !hex.contains('-') => format!("\"{hex}\""),
+                    _ => tag.trim().to_owned(),
+                }
+            })
+            .collect();
+        if let Ok(v) = http::HeaderValue::from_str(&upstream.join(", ")) {
+            headers.insert(name, v);
+        }
+    }
+}
+
 /// `Some(304 or 412)` when the request's conditions fail for an object with
 /// this ETag and Last-Modified (both taken from the upstream's response).
 pub fn evaluate(request: &HeaderMap, response: &HeaderMap) -> Option<StatusCode> {
@@ -69,6 +91,17 @@ mod tests {
             m.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
         m
+    }
+
+    #[test]
+    fn write_conditions_use_upstream_etags() {
+        let mut req = h(&[("if-match", "\"abc-1\""), ("if-none-match", "*")]);
+        to_upstream_etags(&mut req);
+        assert_eq!(req["if-match"], "\"abc\"");
+        assert_eq!(req["if-none-match"], "*");
+        let mut multipart = h(&[("if-match", "\"abc-3\"")]);
+        to_upstream_etags(&mut multipart);
+        assert_eq!(multipart["if-match"], "\"abc-3\"");
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::error::ProxyError;
 use crate::format::{EnvelopeMetadata, SEGMENT_LEN, StoredLayout, VERSION, plaintext_len};
 
 const MAX_PARTS: u32 = 10_000;
+/// S3's minimum size of every part but the last.
+const MIN_PART_LEN: u64 = 5 << 20;
 
 fn no_such_upload() -> ProxyError {
     ProxyError::InvalidArgument(
@@ -53,6 +55,9 @@ fn check_part_layout(numbers: &[u32], sizes: &[u64]) -> Result<(), ProxyError> {
         }
     }
     let Some((last, rest)) = sizes.split_last() else { return Ok(()) };
+    if rest.iter().any(|s| *s < MIN_PART_LEN) {
+        return Err(ProxyError::EntityTooSmall);
+    }
     if let Some(first) = rest.first()
         && (first % SEGMENT_LEN != 0 || rest.iter().any(|s| s != first) || last > first)
     {
@@ -132,9 +137,32 @@ impl RequestPath {
             }
             // The read below evaluates these against the ETags workloads see.
         }
+        let requested_end = parts
+            .headers
+            .get("x-amz-copy-source-range")
+            .map(|v| {
+                let bad = || ProxyError::InvalidArgument("The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy".into());
+                let spec = v.to_str().ok().and_then(|v| v.trim().strip_prefix("bytes=")).ok_or_else(bad)?;
+                let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+                let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b { Err(bad()) } else { Ok(b) }
+            })
+            .transpose()?;
         let read = self.get_object(&source, read_headers).await?;
         if !read.status().is_success() {
             return Ok(read);
+        }
+        // S3 refuses a copy range that runs past the source instead of clamping it.
+        let total = read
+            .headers()
+            .get(http::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit_once('/'))
+            .and_then(|(_, t)| t.parse::<u64>().ok());
+        if let (Some(end), Some(total)) = (requested_end, total)
+            && end >= total
+        {
+            return Err(ProxyError::InvalidRange { object_len: total });
         }
         let len = read
             .headers()
@@ -175,9 +203,7 @@ impl RequestPath {
             .collect::<Result<_, _>>()?;
         let etags = xml::texts_of(&request, b"ETag")?;
         if numbers.is_empty() || numbers.len() != etags.len() {
-            return Err(ProxyError::InvalidRequest(
-                "The XML you provided was not well-formed or did not validate against our published schema".into(),
-            ));
+            return Err(ProxyError::MalformedXml);
         }
         let stored = self.stored_part_sizes(&s3).await?;
         let sizes = numbers
@@ -200,6 +226,7 @@ impl RequestPath {
         doc.push_str("</CompleteMultipartUpload>");
         remove_checksum_headers(&mut headers);
         headers.remove("content-md5");
+        super::conditional::to_upstream_etags(&mut headers);
         let resp = self.send_buffered(Method::POST, &s3, headers, Bytes::from(doc)).await?;
         let (parts, body) = resp.into_parts();
         let xml = xml::rewrite(&collect_small(body).await?, &|_, _| None)?;
@@ -276,13 +303,14 @@ mod tests {
 
     #[test]
     fn part_layout_rules() {
-        let m = 8 * SEGMENT_LEN;
+        let m = 80 * SEGMENT_LEN;
         assert!(check_part_layout(&[1, 2, 3], &[m, m, 5]).is_ok());
         assert!(check_part_layout(&[1], &[12345]).is_ok());
         assert!(check_part_layout(&[1, 2], &[m, m]).is_ok());
         assert!(check_part_layout(&[1, 3], &[m, 5]).is_err());
         assert!(check_part_layout(&[1, 2, 3], &[m, m + SEGMENT_LEN, 5]).is_err());
-        assert!(check_part_layout(&[1, 2], &[5_000_000, 10]).is_err());
+        assert_eq!(check_part_layout(&[1, 2], &[5_000_000, 10]).unwrap_err().code(), "EntityTooSmall");
+        assert!(check_part_layout(&[1, 2], &[m + 1000, 10]).is_err());
         assert!(check_part_layout(&[1, 2], &[m, m + 1]).is_err());
     }
 }

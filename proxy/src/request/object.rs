@@ -87,7 +87,9 @@ impl RequestPath {
             transit_key: self.keys.key_name().to_owned(),
             layout: StoredLayout::Single(plaintext_len),
         };
-        self.seal_and_send(s3, parts.headers, body, &data_key.key, 0, Some(&envelope)).await
+        let mut headers = parts.headers;
+        conditional::to_upstream_etags(&mut headers);
+        self.seal_and_send(s3, headers, body, &data_key.key, 0, Some(&envelope)).await
     }
 
     /// Encrypts a client body into one stream and sends it upstream (PutObject, UploadPart).
