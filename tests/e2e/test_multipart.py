@@ -13,7 +13,7 @@ import pytest
 
 import stack as stack_mod
 from conftest import s3_client
-from test_core import MiB, SEG, aws, body_of, read_fails
+from test_core import MiB, SEG, aws, body_of, read_fails  # noqa: F401
 
 PART = 5 * MiB
 
@@ -148,13 +148,17 @@ def test_abort_and_list_uploads(client, mp_bucket):
 
 
 def test_part_sizes_the_format_cannot_index_are_refused_at_complete(client, upstream, mp_bucket):
-    data = body_of(5_000_000 * 2 + 10, 26)
+    odd = PART + 1000  # above S3's minimum, but not whole 64 KiB segments
+    data = body_of(odd * 2 + 10, 26)
     with pytest.raises(botocore.exceptions.ClientError) as e:
-        upload_parts(client, mp_bucket, "mp/odd-sizes", data, part=5_000_000)
+        upload_parts(client, mp_bucket, "mp/odd-sizes", data, part=odd)
     assert e.value.response["Error"]["Code"] == "InvalidRequest"
     assert "multiple of 65536" in e.value.response["Error"]["Message"]
     with pytest.raises(botocore.exceptions.ClientError):
         upstream.head_object(Bucket=mp_bucket, Key="mp/odd-sizes")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        upload_parts(client, mp_bucket, "mp/too-small", body_of(2 * MiB + 5, 31), part=MiB)
+    assert e.value.response["Error"]["Code"] == "EntityTooSmall"
 
 
 def test_upload_part_copy_with_and_without_range(client, mp_bucket):
