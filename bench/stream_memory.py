@@ -34,6 +34,20 @@ def chunks():
         sent += n
 
 
+class ChunkReader:
+    """A file-like SIZE-byte source that holds one chunk at a time."""
+
+    def __init__(self):
+        self.chunks = chunks()
+        self.pending = b""
+
+    def read(self, n=-1):
+        while (n < 0 or len(self.pending) < n) and (nxt := next(self.chunks, None)) is not None:
+            self.pending += nxt
+        out, self.pending = (self.pending, b"") if n < 0 else (self.pending[:n], self.pending[n:])
+        return out
+
+
 def main():
     s = stack_mod.start_stack()
     try:
@@ -57,11 +71,35 @@ def main():
             got += len(buf)
         assert got == SIZE, got
         get_s = time.monotonic() - t0
+        get_hwm = vm_hwm_kib(pid)
+        # A multipart object of the same size (8 MiB parts, 4 in flight), then
+        # one ranged read across most of it.
+        import boto3  # noqa: PLC0415
+        from boto3.s3.transfer import TransferConfig  # noqa: PLC0415
+        from botocore.config import Config  # noqa: PLC0415
+
+        s3 = boto3.client("s3", endpoint_url=s.proxy_endpoint, aws_access_key_id="w", aws_secret_access_key="w",
+                          region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
+        t0 = time.monotonic()
+        s3.upload_fileobj(ChunkReader(), "bench", "multipart.bin",
+                          Config=TransferConfig(multipart_chunksize=8 << 20, max_concurrency=4))
+        mp_put_s = time.monotonic() - t0
+        first, last = 100 << 20, SIZE - (100 << 20) - 1
+        t0 = time.monotonic()
+        body = s3.get_object(Bucket="bench", Key="multipart.bin", Range=f"bytes={first}-{last}")["Body"]
+        got = 0
+        while buf := body.read(CHUNK):
+            got += len(buf)
+        assert got == last - first + 1, got
+        mp_range_s = time.monotonic() - t0
         print(json.dumps({
             "bytes": SIZE,
             "put_seconds": round(put_s, 2),
             "get_seconds": round(get_s, 2),
+            "multipart_put_seconds": round(mp_put_s, 2),
+            "multipart_ranged_get_seconds": round(mp_range_s, 2),
             "peak_rss_after_put_mib": round(put_hwm / 1024, 1),
+            "peak_rss_after_get_mib": round(get_hwm / 1024, 1),
             "peak_rss_mib": round(vm_hwm_kib(pid) / 1024, 1),
         }))
     finally:
