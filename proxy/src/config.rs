@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use crate::keys::{AuthMethod, Secret};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,6 +28,47 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy (the default).
     Serve,
+    /// Re-wrap the data keys of every object under a bucket or prefix to
+    /// the newest Transit key version (metadata-only self-copies).
+    Rewrap(RewrapArgs),
+    /// Decrypt a downloaded ciphertext file with its metadata and Vault
+    /// access: the recovery path when the proxy is not in the way.
+    Decrypt(DecryptArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RewrapArgs {
+    #[arg(long)]
+    pub bucket: String,
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Report what would change without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Progress file: the last finished key is recorded here, and a rerun
+    /// continues after it.
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
+    /// Show no progress bar (the summary is still printed).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DecryptArgs {
+    /// The stored ciphertext, as downloaded from the bucket.
+    #[arg(long = "in")]
+    pub input: PathBuf,
+    /// Where the plaintext goes.
+    #[arg(long = "out")]
+    pub output: PathBuf,
+    /// The object's `x-amz-meta-cloudtaser-key` (`vault:vN:…`).
+    #[arg(long)]
+    pub wrapped_key: String,
+    /// The object's `x-amz-meta-cloudtaser-transit-key`; defaults to
+    /// CLOUDTASER_S3PROXY_TRANSIT_KEY.
+    #[arg(long)]
+    pub key_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -52,8 +96,40 @@ pub struct ProxyConfig {
     #[arg(long = "vault-addr", env = "VAULT_ADDR")]
     pub vault_addr: String,
 
+    /// How the proxy logs in to Vault.
+    #[arg(long, env = "VAULT_AUTH_METHOD", value_enum, default_value = "token")]
+    pub vault_auth_method: VaultAuthMethod,
+
     #[arg(long = "vault-token", env = "VAULT_TOKEN", hide_env_values = true)]
-    pub vault_token: String,
+    pub vault_token: Option<String>,
+
+    /// A file holding the Vault token, re-read whenever the token is refused.
+    #[arg(long, env = "VAULT_TOKEN_FILE")]
+    pub vault_token_file: Option<PathBuf>,
+
+    /// Mount path of the auth method (default: `kubernetes` or `approle`).
+    #[arg(long, env = "VAULT_AUTH_MOUNT")]
+    pub vault_auth_mount: Option<String>,
+
+    /// Vault role for Kubernetes auth.
+    #[arg(long, env = "VAULT_ROLE")]
+    pub vault_role: Option<String>,
+
+    /// The service account token presented to Kubernetes auth.
+    #[arg(long, env = "VAULT_K8S_TOKEN_PATH", default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token")]
+    pub vault_k8s_token_path: PathBuf,
+
+    /// AppRole role id.
+    #[arg(long, env = "VAULT_ROLE_ID")]
+    pub vault_role_id: Option<String>,
+
+    /// AppRole secret id.
+    #[arg(long, env = "VAULT_SECRET_ID", hide_env_values = true)]
+    pub vault_secret_id: Option<String>,
+
+    /// A file holding the AppRole secret id.
+    #[arg(long, env = "VAULT_SECRET_ID_FILE")]
+    pub vault_secret_id_file: Option<PathBuf>,
 
     /// PEM bundle trusted for Vault's TLS certificate.
     #[arg(long = "vault-cacert", env = "VAULT_CACERT")]
@@ -65,7 +141,8 @@ pub struct ProxyConfig {
     #[arg(long, env = "CLOUDTASER_S3PROXY_TRANSIT_MOUNT", default_value = "transit")]
     pub transit_mount: String,
 
-    #[arg(long, env = "CLOUDTASER_S3PROXY_TRANSIT_KEY")]
+    /// Transit key that wraps new data keys (required to serve).
+    #[arg(long, env = "CLOUDTASER_S3PROXY_TRANSIT_KEY", default_value = "")]
     pub transit_key: String,
 
     /// Per-call timeout for Vault requests, in seconds.
@@ -93,6 +170,13 @@ pub struct ProxyConfig {
     /// Log format.
     #[arg(long, env = "CLOUDTASER_S3PROXY_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VaultAuthMethod {
+    Token,
+    Kubernetes,
+    Approle,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -188,26 +272,62 @@ impl ProxyConfig {
         Ok(Upstream { endpoint, region: self.s3_region.clone(), is_gcs, integrity })
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.upstream()?;
+    /// What every command needs: Vault and how to log in.
+    pub fn validate_vault(&self) -> Result<(), ConfigError> {
         let addr: http::Uri = self.vault_addr.parse().map_err(|e| invalid("VAULT_ADDR", format!("{e}")))?;
         if !matches!(addr.scheme_str(), Some("http" | "https")) || addr.host().is_none() {
             return Err(invalid("VAULT_ADDR", "expected an http:// or https:// URL"));
         }
-        if self.vault_token.trim().is_empty() {
-            return Err(invalid("VAULT_TOKEN", "must not be empty"));
-        }
-        if self.transit_key.is_empty() || self.transit_key.contains('/') {
-            return Err(invalid("CLOUDTASER_S3PROXY_TRANSIT_KEY", "expected a Transit key name"));
-        }
+        self.vault_auth()?;
         if self.transit_mount.trim_matches('/').is_empty() {
             return Err(invalid("CLOUDTASER_S3PROXY_TRANSIT_MOUNT", "must not be empty"));
         }
-        self.plaintext_read_policy()?;
         if self.vault_timeout_secs == 0 {
             return Err(invalid("CLOUDTASER_S3PROXY_VAULT_TIMEOUT_SECS", "must be at least 1"));
         }
         Ok(())
+    }
+
+    /// Everything serving (and rewrapping) needs.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_vault()?;
+        self.upstream()?;
+        if self.transit_key.is_empty() || self.transit_key.contains('/') {
+            return Err(invalid("CLOUDTASER_S3PROXY_TRANSIT_KEY", "expected a Transit key name"));
+        }
+        self.plaintext_read_policy()?;
+        Ok(())
+    }
+
+    /// The Vault login method, with what it needs present.
+    pub fn vault_auth(&self) -> Result<AuthMethod, ConfigError> {
+        let secret = |value: &Option<String>, file: &Option<PathBuf>, name: &'static str| match (value, file) {
+            (Some(v), _) if !v.trim().is_empty() => Ok(Secret::Value(Zeroizing::new(v.trim().to_owned()))),
+            (_, Some(path)) => Ok(Secret::File(path.clone())),
+            _ => Err(invalid(name, "must be set (or its _FILE variant)")),
+        };
+        let mount = |default: &str| self.vault_auth_mount.clone().unwrap_or_else(|| default.to_owned());
+        Ok(match self.vault_auth_method {
+            VaultAuthMethod::Token => {
+                AuthMethod::Token(secret(&self.vault_token, &self.vault_token_file, "VAULT_TOKEN")?)
+            }
+            VaultAuthMethod::Kubernetes => AuthMethod::Kubernetes {
+                mount: mount("kubernetes"),
+                role: self
+                    .vault_role
+                    .clone()
+                    .ok_or_else(|| invalid("VAULT_ROLE", "is required for Kubernetes auth"))?,
+                jwt: Secret::File(self.vault_k8s_token_path.clone()),
+            },
+            VaultAuthMethod::Approle => AuthMethod::AppRole {
+                mount: mount("approle"),
+                role_id: self
+                    .vault_role_id
+                    .clone()
+                    .ok_or_else(|| invalid("VAULT_ROLE_ID", "is required for AppRole auth"))?,
+                secret_id: secret(&self.vault_secret_id, &self.vault_secret_id_file, "VAULT_SECRET_ID")?,
+            },
+        })
     }
 
     pub fn plaintext_read_policy(&self) -> Result<PlaintextReadPolicy, ConfigError> {
@@ -271,5 +391,15 @@ mod tests {
         assert!(e.to_string().contains("explicit endpoint"));
         let e = parse(&["--transit-key", "a/b"]).unwrap().validate().unwrap_err();
         assert!(e.to_string().starts_with("CLOUDTASER_S3PROXY_TRANSIT_KEY"));
+        let e = parse(&["--vault-auth-method", "kubernetes"]).unwrap().validate().unwrap_err();
+        assert!(e.to_string().starts_with("VAULT_ROLE"));
+        let e = parse(&["--vault-auth-method", "approle", "--vault-role-id", "r"]).unwrap().validate().unwrap_err();
+        assert!(e.to_string().starts_with("VAULT_SECRET_ID"));
+        assert!(
+            parse(&["--vault-auth-method", "approle", "--vault-role-id", "r", "--vault-secret-id-file", "/x"])
+                .unwrap()
+                .validate()
+                .is_ok()
+        );
     }
 }

@@ -6,7 +6,7 @@ use http::{HeaderValue, Response, StatusCode};
 use crate::body::{ProxyBody, full};
 use crate::credentials::CredentialsError;
 use crate::format::FormatError;
-use crate::keys::TransitError;
+use crate::keys::VaultError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -35,9 +35,11 @@ pub enum ProxyError {
     #[error("The object was not written through CloudTaser and plaintext reads are disabled for it.")]
     NotEncrypted,
     #[error("The key service refused the object's data key: {0}")]
-    KeyRefused(TransitError),
+    KeyRefused(VaultError),
     #[error("The key service is unavailable: {0}")]
-    KeyServiceUnavailable(TransitError),
+    KeyServiceUnavailable(VaultError),
+    #[error("The key service is rate-limiting requests: {0}")]
+    KeyServiceSlowDown(VaultError),
     #[error("The proxy has no usable upstream credentials: {0}")]
     Credentials(#[from] CredentialsError),
     #[error("The upstream storage service could not be reached: {0}")]
@@ -54,9 +56,15 @@ pub enum ProxyError {
     Internal(String),
 }
 
-impl From<TransitError> for ProxyError {
-    fn from(e: TransitError) -> Self {
-        if e.is_permanent() { ProxyError::KeyRefused(e) } else { ProxyError::KeyServiceUnavailable(e) }
+impl From<VaultError> for ProxyError {
+    fn from(e: VaultError) -> Self {
+        if e.is_permanent() {
+            ProxyError::KeyRefused(e)
+        } else if e.is_rate_limit() {
+            ProxyError::KeyServiceSlowDown(e)
+        } else {
+            ProxyError::KeyServiceUnavailable(e)
+        }
     }
 }
 
@@ -75,7 +83,9 @@ impl ProxyError {
             PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             InvalidPartNumber => StatusCode::RANGE_NOT_SATISFIABLE,
             NotEncrypted | KeyRefused(_) => StatusCode::FORBIDDEN,
-            KeyServiceUnavailable(_) | Credentials(_) | Retry(_) => StatusCode::SERVICE_UNAVAILABLE,
+            KeyServiceUnavailable(_) | KeyServiceSlowDown(_) | Credentials(_) | Retry(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             Ciphertext(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -100,6 +110,7 @@ impl ProxyError {
             NotEncrypted => "AccessDenied",
             KeyRefused(_) => "KMS.AccessDeniedException",
             KeyServiceUnavailable(_) => "ServiceUnavailable",
+            KeyServiceSlowDown(_) => "SlowDown",
             Credentials(_) | Retry(_) => "ServiceUnavailable",
             UpstreamUnreachable(_) => "BadGateway",
             Ciphertext(_) => "InternalError",

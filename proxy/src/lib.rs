@@ -4,7 +4,9 @@
 //! `credentials` the proxy's upstream identity, `request` the request path
 //! and `server` the listeners. See docs/ARCHITECTURE.md.
 
+pub mod app;
 pub mod body;
+pub mod commands;
 pub mod config;
 pub mod credentials;
 pub mod error;

@@ -2,30 +2,38 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use zeroize::Zeroizing;
 
-use cloudtaser_s3proxy::config::{Cli, LogFormat, ProxyConfig};
-use cloudtaser_s3proxy::credentials::CredentialSource;
-use cloudtaser_s3proxy::keys::{KeyService, TransitClient, TransitConfig};
+use cloudtaser_s3proxy::app;
+use cloudtaser_s3proxy::commands;
+use cloudtaser_s3proxy::config::{Cli, Command, LogFormat, ProxyConfig};
 use cloudtaser_s3proxy::request::RequestPath;
-use cloudtaser_s3proxy::request::forward::Forwarder;
-use cloudtaser_s3proxy::request::sign::Signer;
 use cloudtaser_s3proxy::server;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = cli.proxy;
-    if let Err(e) = config.validate() {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let checked = match &command {
+        Command::Decrypt(_) => config.validate_vault(),
+        _ => config.validate(),
+    };
+    if let Err(e) = checked {
         eprintln!("cloudtaser-s3proxy: {e}");
         return ExitCode::from(2);
     }
     init_tracing(&config);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(run(config)) {
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Serve => serve(config).await,
+            Command::Rewrap(args) => commands::rewrap::run(&config, &args).await,
+            Command::Decrypt(args) => commands::decrypt::run(&config, &args).await,
+        }
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "cloudtaser-s3proxy stopped");
             eprintln!("cloudtaser-s3proxy: {e}");
             ExitCode::FAILURE
         }
@@ -41,28 +49,13 @@ fn init_tracing(config: &ProxyConfig) {
     }
 }
 
-async fn run(config: ProxyConfig) -> Result<(), String> {
+async fn serve(config: ProxyConfig) -> Result<(), String> {
     let upstream = config.upstream().map_err(|e| e.to_string())?;
-    let ca_cert_pem = match &config.vault_cacert {
-        Some(path) => Some(std::fs::read(path).map_err(|e| format!("VAULT_CACERT {}: {e}", path.display()))?),
-        None => None,
-    };
-    let transit = TransitClient::new(TransitConfig {
-        address: config.vault_addr.clone(),
-        token: Zeroizing::new(config.vault_token.clone()),
-        namespace: config.vault_namespace.clone(),
-        ca_cert_pem,
-        mount: config.transit_mount.clone(),
-        key_name: config.transit_key.clone(),
-        timeout: config.vault_timeout(),
-    })
-    .map_err(|e| e.to_string())?;
-    let keys = Arc::new(KeyService::new(transit, config.key_cache_size, config.key_cache_ttl()));
-    let credentials = Arc::new(CredentialSource::from_default_chain(&upstream.region).await);
-    let signer = Signer::new(credentials, upstream.region.clone());
-    let forwarder = Forwarder::new(upstream.clone()).map_err(|e| e.to_string())?;
+    let session = app::vault_session(&config)?;
+    let keys = app::key_service(&config, session, &config.transit_key);
+    let client = app::upstream_client(&config).await?;
     let plaintext_reads = config.plaintext_read_policy().map_err(|e| e.to_string())?;
-    let path = Arc::new(RequestPath::new(keys.clone(), signer, forwarder, plaintext_reads, "localhost".to_owned()));
+    let path = Arc::new(RequestPath::new(keys.clone(), client, plaintext_reads, "localhost".to_owned()));
 
     let s3 =
         server::bind(config.listen).await.map_err(|e| format!("CLOUDTASER_S3PROXY_LISTEN {}: {e}", config.listen))?;

@@ -1,11 +1,15 @@
 //! Envelope key management: data keys from Vault/OpenBao Transit and a
 //! bounded cache of unwrapped keys for reads. No HTTP server in here.
 
+mod auth;
 mod cache;
 mod transit;
+mod vault;
 
+pub use auth::{AuthMethod, Secret, Session};
 pub use cache::KeyCache;
-pub use transit::{TransitClient, TransitConfig, TransitError};
+pub use transit::{TransitClient, key_version};
+pub use vault::{VaultEndpoint, VaultError, VaultHttp};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,8 +57,12 @@ impl KeyService {
         self.transit.key_name()
     }
 
+    pub fn transit(&self) -> &TransitClient {
+        &self.transit
+    }
+
     /// A new data key for writing one object.
-    pub async fn generate(&self) -> Result<NewDataKey, TransitError> {
+    pub async fn generate(&self) -> Result<NewDataKey, VaultError> {
         let (key, wrapped) = self.transit.generate_data_key().await?;
         let key = Arc::new(key);
         self.cache.insert(&wrapped, key.clone());
@@ -62,7 +70,7 @@ impl KeyService {
     }
 
     /// The data key inside a wrapped key, from the cache or Transit.
-    pub async fn unwrap(&self, key_name: &str, wrapped: &str) -> Result<Arc<DataKey>, TransitError> {
+    pub async fn unwrap(&self, key_name: &str, wrapped: &str) -> Result<Arc<DataKey>, VaultError> {
         if let Some(key) = self.cache.get(wrapped) {
             return Ok(key);
         }
@@ -72,7 +80,7 @@ impl KeyService {
     }
 
     /// Readiness: Vault answers and accepts our token.
-    pub async fn check_ready(&self) -> Result<(), TransitError> {
+    pub async fn check_ready(&self) -> Result<(), VaultError> {
         self.transit.lookup_self().await
     }
 }

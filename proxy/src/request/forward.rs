@@ -13,6 +13,11 @@ use crate::error::ProxyError;
 /// Everything but RFC 3986 unreserved characters, as SigV4 requires.
 const S3_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
+/// A key percent-encoded as S3 expects it in a path or `x-amz-copy-source`.
+pub fn encode_key(key: &str) -> String {
+    key.split('/').map(|seg| utf8_percent_encode(seg, S3_ENCODE).to_string()).collect::<Vec<_>>().join("/")
+}
+
 pub struct Forwarder {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>,
     upstream: Upstream,
@@ -52,9 +57,7 @@ impl Forwarder {
             path.push_str(&utf8_percent_encode(b, S3_ENCODE).to_string());
             if let Some(k) = key {
                 path.push('/');
-                let encoded: Vec<String> =
-                    k.split('/').map(|seg| utf8_percent_encode(seg, S3_ENCODE).to_string()).collect();
-                path.push_str(&encoded.join("/"));
+                path.push_str(&encode_key(k));
             }
         }
         if !query.is_empty() {

@@ -14,7 +14,8 @@ pub mod respond;
 pub mod sign;
 pub mod transform;
 mod upload_id;
-mod xml;
+pub mod upstream;
+pub(crate) mod xml;
 
 use std::sync::Arc;
 
@@ -24,15 +25,14 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use crate::body::{ProxyBody, full};
+use crate::body::ProxyBody;
 use crate::config::PlaintextReadPolicy;
 use crate::error::ProxyError;
 use crate::format::{EnvelopeMetadata, FormatError, META_PREFIX, VERSION};
 use crate::keys::KeyService;
 use classify::{Operation, S3Request, classify};
 use decode::{BodyEncoding, ChunkedDecoder};
-use forward::Forwarder;
-use sign::{Payload, Signer, strip_workload_auth};
+use upstream::UpstreamClient;
 
 /// Largest body the proxy holds in memory: control requests (DeleteObjects,
 /// tagging, CompleteMultipartUpload) and XML responses. Objects always stream.
@@ -40,8 +40,7 @@ const MAX_BUFFERED_BODY: usize = 16 << 20;
 
 pub struct RequestPath {
     keys: Arc<KeyService>,
-    signer: Signer,
-    forwarder: Forwarder,
+    upstream: UpstreamClient,
     plaintext_reads: PlaintextReadPolicy,
     virtual_host_suffix: String,
 }
@@ -49,12 +48,11 @@ pub struct RequestPath {
 impl RequestPath {
     pub fn new(
         keys: Arc<KeyService>,
-        signer: Signer,
-        forwarder: Forwarder,
+        upstream: UpstreamClient,
         plaintext_reads: PlaintextReadPolicy,
         virtual_host_suffix: String,
     ) -> Self {
-        Self { keys, signer, forwarder, plaintext_reads, virtual_host_suffix }
+        Self { keys, upstream, plaintext_reads, virtual_host_suffix }
     }
 
     /// Whether an object the upstream returned without an envelope may be
@@ -103,47 +101,14 @@ impl RequestPath {
         }
     }
 
-    /// Builds and signs the upstream request for `s3` with the given headers.
-    async fn upstream_request(
-        &self,
-        method: Method,
-        s3: &S3Request,
-        mut headers: HeaderMap,
-        body: ProxyBody,
-        payload: Payload,
-    ) -> Result<Request<ProxyBody>, ProxyError> {
-        strip_workload_auth(&mut headers);
-        headers.insert(http::header::HOST, header_value(self.forwarder.host_header())?);
-        let mut req = Request::new(body);
-        *req.method_mut() = method;
-        *req.uri_mut() = self.forwarder.uri(s3.bucket.as_deref(), s3.key.as_deref(), &s3.query)?;
-        *req.headers_mut() = headers;
-        self.signer.sign(&mut req, payload).await?;
-        Ok(req)
-    }
-
-    async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, ProxyError> {
-        self.forwarder.send(req).await.map_err(|e| ProxyError::UpstreamUnreachable(error_chain(&e)))
-    }
-
-    /// Sends a request whose body the proxy holds in full.
     async fn send_buffered(
         &self,
         method: Method,
         s3: &S3Request,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         body: Bytes,
     ) -> Result<Response<Incoming>, ProxyError> {
-        if !body.is_empty()
-            || headers.contains_key(http::header::CONTENT_LENGTH)
-            || method == Method::POST
-            || method == Method::PUT
-        {
-            headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        }
-        let payload = if body.is_empty() { Payload::empty() } else { Payload::of_bytes(&body) };
-        let req = self.upstream_request(method, s3, headers, full(body), payload).await?;
-        self.send(req).await
+        self.upstream.send_buffered(method, s3, headers, body).await
     }
 
     async fn pass_through(
@@ -264,15 +229,4 @@ fn request_id() -> String {
     let mut id = [0u8; 8];
     let _ = aws_lc_rs::rand::fill(&mut id);
     hex::encode_upper(id)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }

@@ -113,7 +113,7 @@ impl RequestPath {
         let header =
             Header::random(part_number, plaintext_len).map_err(|e| ProxyError::InvalidArgument(e.to_string()))?;
         let sealer = Sealer::new(data_key.bytes(), header);
-        let framing = UploadFraming::new(self.forwarder.upstream().integrity);
+        let framing = UploadFraming::new(self.upstream.integrity());
 
         for name in PLAINTEXT_BODY_HEADERS {
             headers.remove(*name);
@@ -127,14 +127,14 @@ impl RequestPath {
         let payload = if framing.is_chunked() { Payload::StreamingTrailer } else { Payload::Unsigned };
         let wire_len = framing.framed_len(plaintext_len);
         let (sealed, outcome) = SealedUpload::new(body, decoder, verifier, sealer, framing, wire_len);
-        let req = self.upstream_request(Method::PUT, s3, headers, boxed(sealed), payload).await?;
-        let sent = self.forwarder.send(req).await;
+        let req = self.upstream.request(Method::PUT, s3, headers, boxed(sealed), payload).await?;
+        let sent = self.upstream.send_raw(req).await;
         // A failure inside the body (bad digest, short body) explains an upstream error.
         let mut outcome = outcome.lock().expect("outcome lock");
         if let Some(failure) = outcome.failure.take() {
             return Err(failure);
         }
-        let resp = sent.map_err(|e| ProxyError::UpstreamUnreachable(super::error_chain(&e)))?;
+        let resp = sent.map_err(|e| ProxyError::UpstreamUnreachable(super::upstream::error_chain(&e)))?;
         Ok(respond::write_response(resp, &outcome.verified, self.keys.key_name(), envelope.is_some()))
     }
 

@@ -89,13 +89,13 @@ pub struct Signer {
 }
 
 impl Signer {
-    pub fn new(credentials: Arc<CredentialSource>, region: String) -> Self {
-        let unsigned_headers =
-            ["authorization", "user-agent", "x-amzn-trace-id", "transfer-encoding", "accept-encoding"]
-                .into_iter()
-                .map(Cow::Borrowed)
-                .collect();
-        Self { credentials, region, unsigned_headers }
+    /// `gcs`: GCS rewrites a signed Accept-Encoding, so it is never signed there.
+    pub fn new(credentials: Arc<CredentialSource>, region: String, gcs: bool) -> Self {
+        let mut unsigned = vec!["authorization", "user-agent", "x-amzn-trace-id", "transfer-encoding"];
+        if gcs {
+            unsigned.push("accept-encoding");
+        }
+        Self { credentials, region, unsigned_headers: unsigned.into_iter().map(Cow::Borrowed).collect() }
     }
 
     /// Signs `req` in place. The URI must already be the exact upstream URI.

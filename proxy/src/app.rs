@@ -1,0 +1,43 @@
+//! Assembles the units from the configuration: the Vault session, the key
+//! service and the signed upstream client. Used by `serve` and the admin commands.
+
+use std::sync::Arc;
+
+use crate::config::ProxyConfig;
+use crate::credentials::CredentialSource;
+use crate::keys::{KeyService, Session, TransitClient, VaultEndpoint, VaultHttp};
+use crate::request::forward::Forwarder;
+use crate::request::sign::Signer;
+use crate::request::upstream::UpstreamClient;
+
+/// A Vault session whose token is kept alive in the background.
+pub fn vault_session(config: &ProxyConfig) -> Result<Arc<Session>, String> {
+    let ca_cert_pem = match &config.vault_cacert {
+        Some(path) => Some(std::fs::read(path).map_err(|e| format!("VAULT_CACERT {}: {e}", path.display()))?),
+        None => None,
+    };
+    let endpoint = VaultEndpoint {
+        address: config.vault_addr.clone(),
+        namespace: config.vault_namespace.clone(),
+        ca_cert_pem,
+        timeout: config.vault_timeout(),
+    };
+    let http = VaultHttp::new(&endpoint).map_err(|e| e.to_string())?;
+    let auth = config.vault_auth().map_err(|e| e.to_string())?;
+    let session = Session::new(http, auth);
+    tokio::spawn(session.clone().maintain());
+    Ok(session)
+}
+
+pub fn key_service(config: &ProxyConfig, session: Arc<Session>, key_name: &str) -> Arc<KeyService> {
+    let transit = TransitClient::new(session, &config.transit_mount, key_name);
+    Arc::new(KeyService::new(transit, config.key_cache_size, config.key_cache_ttl()))
+}
+
+pub async fn upstream_client(config: &ProxyConfig) -> Result<UpstreamClient, String> {
+    let upstream = config.upstream().map_err(|e| e.to_string())?;
+    let credentials = Arc::new(CredentialSource::from_default_chain(&upstream.region).await);
+    let signer = Signer::new(credentials, upstream.region.clone(), upstream.is_gcs);
+    let forwarder = Forwarder::new(upstream).map_err(|e| e.to_string())?;
+    Ok(UpstreamClient::new(signer, forwarder))
+}

@@ -1,0 +1,4 @@
+//! Admin commands that run instead of the proxy.
+
+pub mod decrypt;
+pub mod rewrap;

@@ -1,0 +1,348 @@
+//! `cloudtaser-s3proxy rewrap`: moves the data keys of every object under a
+//! bucket or prefix to the newest Transit key version. Transit `rewrap` never
+//! returns a plaintext key, and the object body never moves through the proxy:
+//! a metadata-only self-copy replaces the envelope (stream-aligned
+//! UploadPartCopy for multipart objects, which also covers objects above the
+//! 5 GiB single-copy limit). Progress is recorded after every object, so an
+//! interrupted run continues where it stopped.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::app;
+use crate::config::{ProxyConfig, RewrapArgs};
+use crate::format::{EnvelopeMetadata, HEADER_LEN, Header, ObjectLayout, StoredLayout, ciphertext_len};
+use crate::keys::{TransitClient, key_version};
+use crate::request::classify::{Operation, S3Request};
+use crate::request::forward::encode_key;
+use crate::request::upstream::UpstreamClient;
+use crate::request::xml;
+
+/// Headers that describe the object (not the request) and must survive a
+/// metadata-replacing copy.
+const KEPT_HEADERS: &[&str] = &[
+    "content-type",
+    "content-encoding",
+    "content-disposition",
+    "content-language",
+    "cache-control",
+    "expires",
+    "x-amz-website-redirect-location",
+    "x-amz-storage-class",
+];
+
+#[derive(Default, Debug)]
+pub struct Summary {
+    pub rewrapped: u64,
+    pub would_rewrap: u64,
+    pub current: u64,
+    pub not_encrypted: u64,
+    pub failed: Vec<(String, String)>,
+}
+
+enum Outcome {
+    Rewrapped,
+    WouldRewrap,
+    Current,
+    NotEncrypted,
+}
+
+struct Rewrapper<'a> {
+    upstream: &'a UpstreamClient,
+    transit: &'a TransitClient,
+    bucket: String,
+    dry_run: bool,
+    latest: HashMap<String, u32>,
+}
+
+fn request(bucket: &str, key: Option<&str>, query: Vec<(String, String)>) -> S3Request {
+    S3Request { operation: Operation::PassThrough, bucket: Some(bucket.to_owned()), key: key.map(str::to_owned), query }
+}
+
+async fn body_of(resp: http::Response<hyper::body::Incoming>) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((parts.status, parts.headers, bytes))
+}
+
+fn s3_error(what: &str, status: StatusCode, body: &[u8]) -> String {
+    let code = xml::texts_of(body, b"Code").ok().and_then(|mut c| c.pop()).unwrap_or_default();
+    format!("{what}: {status} {code}")
+}
+
+impl Rewrapper<'_> {
+    async fn send(
+        &self,
+        method: Method,
+        s3: &S3Request,
+        headers: HeaderMap,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+        self.send_body(method, s3, headers, Bytes::new()).await
+    }
+
+    async fn send_body(
+        &self,
+        method: Method,
+        s3: &S3Request,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+        let resp = self.upstream.send_buffered(method, s3, headers, body).await.map_err(|e| e.to_string())?;
+        body_of(resp).await
+    }
+
+    /// One page of keys after `start_after`; `None` as the token when done.
+    async fn list(
+        &self,
+        prefix: &str,
+        token: Option<&str>,
+        start_after: Option<&str>,
+    ) -> Result<(Vec<String>, Option<String>), String> {
+        let mut query = vec![("list-type".into(), "2".into()), ("prefix".into(), prefix.to_owned())];
+        if let Some(t) = token {
+            query.push(("continuation-token".into(), t.to_owned()));
+        } else if let Some(s) = start_after {
+            query.push(("start-after".into(), s.to_owned()));
+        }
+        let (status, _, body) = self.send(Method::GET, &request(&self.bucket, None, query), HeaderMap::new()).await?;
+        if !status.is_success() {
+            return Err(s3_error("listing the bucket", status, &body));
+        }
+        let keys = xml::texts_of(&body, b"Key").map_err(|e| e.to_string())?;
+        let truncated =
+            xml::texts_of(&body, b"IsTruncated").map_err(|e| e.to_string())?.first().is_some_and(|t| t == "true");
+        let next = xml::texts_of(&body, b"NextContinuationToken").map_err(|e| e.to_string())?.pop();
+        Ok((keys, if truncated { next } else { None }))
+    }
+
+    async fn latest_version(&mut self, key_name: &str) -> Result<u32, String> {
+        if let Some(v) = self.latest.get(key_name) {
+            return Ok(*v);
+        }
+        let v = self.transit.latest_version(key_name).await.map_err(|e| e.to_string())?;
+        self.latest.insert(key_name.to_owned(), v);
+        Ok(v)
+    }
+
+    async fn rewrap_one(&mut self, key: &str) -> Result<Outcome, String> {
+        let object = request(&self.bucket, Some(key), vec![]);
+        let (status, head, body) = self.send(Method::HEAD, &object, HeaderMap::new()).await?;
+        if !status.is_success() {
+            return Err(s3_error("HEAD", status, &body));
+        }
+        let Some(envelope) = EnvelopeMetadata::from_headers(&head).map_err(|e| e.to_string())? else {
+            return Ok(Outcome::NotEncrypted);
+        };
+        let version = key_version(&envelope.wrapped_key).ok_or("the wrapped key has no version")?;
+        if version >= self.latest_version(&envelope.transit_key).await? {
+            return Ok(Outcome::Current);
+        }
+        if self.dry_run {
+            return Ok(Outcome::WouldRewrap);
+        }
+        let wrapped_key =
+            self.transit.rewrap(&envelope.transit_key, &envelope.wrapped_key).await.map_err(|e| e.to_string())?;
+        let renewed = EnvelopeMetadata { wrapped_key, ..envelope.clone() };
+        let etag = head.get(http::header::ETAG).cloned().ok_or("the object has no ETag")?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in &head {
+            if KEPT_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("x-amz-meta-") {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        for (name, value) in renewed.to_headers() {
+            headers.insert(name, HeaderValue::from_str(&value).map_err(|e| e.to_string())?);
+        }
+        let source =
+            HeaderValue::from_str(&format!("/{}/{}", self.bucket, encode_key(key))).map_err(|e| e.to_string())?;
+        match envelope.layout {
+            StoredLayout::Single(_) => self.copy_single(&object, headers, source, etag).await?,
+            StoredLayout::Multipart => self.copy_multipart(&object, headers, source, etag).await?,
+        }
+        Ok(Outcome::Rewrapped)
+    }
+
+    /// CopyObject onto itself with the new metadata, only if the object is unchanged.
+    async fn copy_single(
+        &self,
+        object: &S3Request,
+        mut headers: HeaderMap,
+        source: HeaderValue,
+        etag: HeaderValue,
+    ) -> Result<(), String> {
+        headers.insert("x-amz-copy-source", source);
+        headers.insert("x-amz-copy-source-if-match", etag);
+        headers.insert("x-amz-metadata-directive", HeaderValue::from_static("REPLACE"));
+        let (status, _, body) = self.send(Method::PUT, object, headers).await?;
+        // S3 can report a failed copy with 200 and an error document.
+        if !status.is_success() || !xml::texts_of(&body, b"Code").map_err(|e| e.to_string())?.is_empty() {
+            return Err(s3_error("self-copy", status, &body));
+        }
+        Ok(())
+    }
+
+    /// A multipart copy whose parts are exactly the object's streams, so the
+    /// layout (and the `-N` ETag listings rely on) is kept.
+    async fn copy_multipart(
+        &self,
+        object: &S3Request,
+        headers: HeaderMap,
+        source: HeaderValue,
+        etag: HeaderValue,
+    ) -> Result<(), String> {
+        let mut range = HeaderMap::new();
+        range.insert(http::header::RANGE, HeaderValue::from_static("bytes=0-51"));
+        range.insert(http::header::IF_MATCH, etag.clone());
+        let (status, got, first) = self.send(Method::GET, object, range).await?;
+        if status != StatusCode::PARTIAL_CONTENT || first.len() < HEADER_LEN {
+            return Err(s3_error("reading the first stream header", status, &first));
+        }
+        let stored: u64 = got
+            .get(http::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit_once('/'))
+            .and_then(|(_, t)| t.parse().ok())
+            .ok_or("no stored length")?;
+        let part_len = Header::decode(&first[..HEADER_LEN]).map_err(|e| e.to_string())?.plaintext_len;
+        let layout =
+            ObjectLayout::multipart(part_len, stored).ok_or("the stored length does not match a part layout")?;
+
+        let create = request(&self.bucket, object.key.as_deref(), vec![("uploads".into(), String::new())]);
+        let (status, _, body) = self.send(Method::POST, &create, headers).await?;
+        let upload_id =
+            xml::texts_of(&body, b"UploadId").map_err(|e| e.to_string())?.pop().filter(|_| status.is_success());
+        let upload_id = upload_id.ok_or_else(|| s3_error("starting the multipart copy", status, &body))?;
+        let result = self.copy_parts(object, &upload_id, &layout, stored, &source, &etag).await;
+        if result.is_err() {
+            let abort = request(&self.bucket, object.key.as_deref(), vec![("uploadId".into(), upload_id)]);
+            let _ = self.send(Method::DELETE, &abort, HeaderMap::new()).await;
+        }
+        result
+    }
+
+    async fn copy_parts(
+        &self,
+        object: &S3Request,
+        upload_id: &str,
+        layout: &ObjectLayout,
+        stored: u64,
+        source: &HeaderValue,
+        etag: &HeaderValue,
+    ) -> Result<(), String> {
+        let part_ct = ciphertext_len(layout.part_len);
+        let mut complete = String::from("<CompleteMultipartUpload>");
+        for i in 0..layout.parts {
+            let (first, last) = (i * part_ct, ((i + 1) * part_ct).min(stored) - 1);
+            let number = (i + 1).to_string();
+            let part = request(
+                &self.bucket,
+                object.key.as_deref(),
+                vec![("partNumber".into(), number.clone()), ("uploadId".into(), upload_id.to_owned())],
+            );
+            let mut headers = HeaderMap::new();
+            headers.insert("x-amz-copy-source", source.clone());
+            headers.insert("x-amz-copy-source-if-match", etag.clone());
+            let range = HeaderValue::from_str(&format!("bytes={first}-{last}")).map_err(|e| e.to_string())?;
+            headers.insert("x-amz-copy-source-range", range);
+            let (status, _, body) = self.send(Method::PUT, &part, headers).await?;
+            let part_etag =
+                xml::texts_of(&body, b"ETag").map_err(|e| e.to_string())?.pop().filter(|_| status.is_success());
+            let part_etag = part_etag.ok_or_else(|| s3_error("copying a part", status, &body))?;
+            complete.push_str(&format!(
+                "<Part><PartNumber>{number}</PartNumber><ETag>{}</ETag></Part>",
+                quick_xml::escape::escape(&part_etag)
+            ));
+        }
+        complete.push_str("</CompleteMultipartUpload>");
+        let done = request(&self.bucket, object.key.as_deref(), vec![("uploadId".into(), upload_id.to_owned())]);
+        let (status, _, body) = self.send_body(Method::POST, &done, HeaderMap::new(), Bytes::from(complete)).await?;
+        if !status.is_success() || !xml::texts_of(&body, b"Code").map_err(|e| e.to_string())?.is_empty() {
+            return Err(s3_error("completing the multipart copy", status, &body));
+        }
+        Ok(())
+    }
+}
+
+fn read_state(path: &Option<PathBuf>) -> Option<String> {
+    let text = std::fs::read_to_string(path.as_ref()?).ok()?;
+    let key = text.trim_end_matches('\n').to_owned();
+    (!key.is_empty()).then_some(key)
+}
+
+fn write_state(path: &Option<PathBuf>, key: &str) -> Result<(), String> {
+    let Some(path) = path else { return Ok(()) };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{key}\n"))
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub async fn run(config: &ProxyConfig, args: &RewrapArgs) -> Result<(), String> {
+    let session = app::vault_session(config)?;
+    let keys = app::key_service(config, session, &config.transit_key);
+    let upstream = app::upstream_client(config).await?;
+    let mut rewrapper = Rewrapper {
+        upstream: &upstream,
+        transit: keys.transit(),
+        bucket: args.bucket.clone(),
+        dry_run: args.dry_run,
+        latest: HashMap::new(),
+    };
+    let progress = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
+    progress
+        .set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));
+    let resume = read_state(&args.state_file);
+    if let Some(after) = &resume {
+        progress.println(format!("resuming after {after}"));
+    }
+    let mut summary = Summary::default();
+    let mut token: Option<String> = None;
+    loop {
+        let (keys_page, next) = rewrapper.list(&args.prefix, token.as_deref(), resume.as_deref()).await?;
+        for key in keys_page {
+            match rewrapper.rewrap_one(&key).await {
+                Ok(Outcome::Rewrapped) => summary.rewrapped += 1,
+                Ok(Outcome::WouldRewrap) => summary.would_rewrap += 1,
+                Ok(Outcome::Current) => summary.current += 1,
+                Ok(Outcome::NotEncrypted) => summary.not_encrypted += 1,
+                Err(e) => {
+                    progress.println(format!("failed: {key}: {e}"));
+                    summary.failed.push((key.clone(), e));
+                }
+            }
+            // The recorded point never passes a failure, so a rerun retries it.
+            if !args.dry_run && summary.failed.is_empty() {
+                write_state(&args.state_file, &key)?;
+            }
+            progress.inc(1);
+            progress.set_message(format!(
+                "{} rewrapped, {} current, {} failed",
+                summary.rewrapped + summary.would_rewrap,
+                summary.current,
+                summary.failed.len()
+            ));
+        }
+        match next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    progress.finish_and_clear();
+    let verb = if args.dry_run { "would rewrap" } else { "rewrapped" };
+    println!(
+        "{verb}: {}, already current: {}, not encrypted: {}, failed: {}",
+        summary.rewrapped + summary.would_rewrap,
+        summary.current,
+        summary.not_encrypted,
+        summary.failed.len()
+    );
+    if !summary.failed.is_empty() {
+        return Err(format!("{} object(s) could not be rewrapped; rerun to retry them", summary.failed.len()));
+    }
+    Ok(())
+}

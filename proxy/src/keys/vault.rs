@@ -1,0 +1,118 @@
+//! The Vault/OpenBao HTTP API: one JSON call with a token, errors mapped.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("Vault is unreachable: {0}")]
+    Unreachable(String),
+    #[error("Vault answered {status}: {message}")]
+    Refused { status: u16, message: String },
+    #[error("Vault returned an unusable response: {0}")]
+    BadResponse(&'static str),
+    #[error("Vault login failed: {0}")]
+    Login(String),
+}
+
+impl VaultError {
+    /// Refusals that retrying will not fix (a key version below
+    /// `min_decryption_version`, a tampered wrapped key, a missing key).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, VaultError::Refused { status: 400 | 404, .. })
+    }
+
+    /// The token was rejected: log in again and retry once.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, VaultError::Refused { status: 401 | 403, .. })
+    }
+
+    pub fn is_rate_limit(&self) -> bool {
+        matches!(self, VaultError::Refused { status: 429, .. })
+    }
+}
+
+/// Where Vault is and how to reach it.
+#[derive(Clone)]
+pub struct VaultEndpoint {
+    pub address: String,
+    pub namespace: Option<String>,
+    pub ca_cert_pem: Option<Vec<u8>>,
+    pub timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct VaultHttp {
+    http: reqwest::Client,
+    base: String,
+    namespace: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    errors: Vec<String>,
+}
+
+impl VaultHttp {
+    pub fn new(endpoint: &VaultEndpoint) -> Result<Self, VaultError> {
+        let mut builder = reqwest::Client::builder().timeout(endpoint.timeout).connect_timeout(endpoint.timeout);
+        if let Some(pem) = &endpoint.ca_cert_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|_| VaultError::BadResponse("VAULT_CACERT is not a PEM certificate bundle"))?;
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder.build().map_err(|e| VaultError::Unreachable(e.to_string()))?;
+        Ok(Self {
+            http,
+            base: endpoint.address.trim_end_matches('/').to_owned(),
+            namespace: endpoint.namespace.clone(),
+        })
+    }
+
+    /// One API call. The response body is held in a zeroizing buffer: it
+    /// may carry a data key or a token.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, VaultError> {
+        let mut req = self.http.request(method, format!("{}/v1/{}", self.base, path)).header("X-Vault-Request", "true");
+        if let Some(token) = token {
+            req = req.header("X-Vault-Token", token);
+        }
+        if let Some(ns) = &self.namespace {
+            req = req.header("X-Vault-Namespace", ns);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.map_err(|e| VaultError::Unreachable(error_chain(&e)))?;
+        let status = resp.status();
+        let bytes = Zeroizing::new(resp.bytes().await.map_err(|e| VaultError::Unreachable(error_chain(&e)))?.to_vec());
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .ok()
+                .and_then(|b| (!b.errors.is_empty()).then(|| b.errors.join("; ")))
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+            return Err(VaultError::Refused { status: status.as_u16(), message });
+        }
+        serde_json::from_slice(&bytes).map_err(|_| VaultError::BadResponse("unexpected JSON shape"))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}

@@ -1,0 +1,93 @@
+//! The signed path to the upstream (sign, then forward), for the request
+//! path and for the admin commands alike.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use hyper::body::Incoming;
+
+use super::classify::S3Request;
+use super::forward::Forwarder;
+use super::sign::{Payload, Signer, strip_workload_auth};
+use crate::body::{ProxyBody, full};
+use crate::config::UploadIntegrity;
+use crate::error::ProxyError;
+
+pub struct UpstreamClient {
+    signer: Signer,
+    forwarder: Forwarder,
+}
+
+impl UpstreamClient {
+    pub fn new(signer: Signer, forwarder: Forwarder) -> Self {
+        Self { signer, forwarder }
+    }
+
+    pub fn integrity(&self) -> UploadIntegrity {
+        self.forwarder.upstream().integrity
+    }
+
+    /// Builds and signs the upstream request for `s3` with the given headers.
+    pub async fn request(
+        &self,
+        method: Method,
+        s3: &S3Request,
+        mut headers: HeaderMap,
+        body: ProxyBody,
+        payload: Payload,
+    ) -> Result<Request<ProxyBody>, ProxyError> {
+        strip_workload_auth(&mut headers);
+        let host =
+            HeaderValue::from_str(self.forwarder.host_header()).map_err(|e| ProxyError::Internal(e.to_string()))?;
+        headers.insert(http::header::HOST, host);
+        let mut req = Request::new(body);
+        *req.method_mut() = method;
+        *req.uri_mut() = self.forwarder.uri(s3.bucket.as_deref(), s3.key.as_deref(), &s3.query)?;
+        *req.headers_mut() = headers;
+        self.signer.sign(&mut req, payload).await?;
+        Ok(req)
+    }
+
+    /// Sends a signed request; the raw client error lets the caller look for
+    /// a failure its own request body recorded.
+    pub async fn send_raw(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        self.forwarder.send(req).await
+    }
+
+    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, ProxyError> {
+        self.send_raw(req).await.map_err(|e| ProxyError::UpstreamUnreachable(error_chain(&e)))
+    }
+
+    /// Sends a request whose body is held in full, signed with its SHA-256.
+    pub async fn send_buffered(
+        &self,
+        method: Method,
+        s3: &S3Request,
+        mut headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        if !body.is_empty()
+            || headers.contains_key(http::header::CONTENT_LENGTH)
+            || method == Method::POST
+            || method == Method::PUT
+        {
+            headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        let payload = if body.is_empty() { Payload::empty() } else { Payload::of_bytes(&body) };
+        let req = self.request(method, s3, headers, full(body), payload).await?;
+        self.send(req).await
+    }
+}
+
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
