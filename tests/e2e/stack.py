@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -62,13 +63,19 @@ def wait_for(check, what: str, timeout: float = 20.0) -> None:
     raise RuntimeError(f"{what} did not become ready: {last}")
 
 
-def http_json(method: str, url: str, body: dict | None = None, token: str | None = VAULT_TOKEN) -> tuple[int, dict]:
+def http_json(
+    method: str, url: str, body: dict | None = None, token: str | None = VAULT_TOKEN,
+    namespace: str | None = None, cafile: str | None = None,
+) -> tuple[int, dict]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     if token:
         req.add_header("X-Vault-Token", token)
+    if namespace:
+        req.add_header("X-Vault-Namespace", namespace)
+    context = ssl.create_default_context(cafile=cafile) if cafile else None
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10, context=context) as r:
             raw = r.read()
             return r.status, json.loads(raw) if raw else {}
     except urllib.error.HTTPError as e:
@@ -99,9 +106,16 @@ class Process:
 class Vault:
     addr: str
     process: Process
+    cacert: str | None = None
 
-    def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        return http_json(method, f"{self.addr}/v1/{path}", body)
+    def api(self, method: str, path: str, body: dict | None = None, token: str | None = VAULT_TOKEN,
+            namespace: str | None = None) -> tuple[int, dict]:
+        return http_json(method, f"{self.addr}/v1/{path}", body, token=token, namespace=namespace, cafile=self.cacert)
+
+    def ok(self, method: str, path: str, body: dict | None = None, **kw) -> dict:
+        status, out = self.api(method, path, body, **kw)
+        assert status in (200, 204), (path, status, out)
+        return out
 
     def seal(self) -> None:
         status, _ = self.api("PUT", "sys/seal")
@@ -170,18 +184,22 @@ class Stack:
             p.stop()
 
 
-def start_vault(workdir: Path) -> Vault:
+def start_vault(workdir: Path, tls: bool = False) -> Vault:
     port = free_port()
-    addr = f"http://127.0.0.1:{port}"
-    log = workdir / "openbao.log"
+    addr = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    log = workdir / f"openbao-{port}.log"
     fh = open(log, "wb")  # noqa: SIM115
-    popen = subprocess.Popen(
-        [bao_binary(), "server", "-dev", f"-dev-root-token-id={VAULT_TOKEN}", f"-dev-listen-address=127.0.0.1:{port}"],
-        stdout=fh,
-        stderr=subprocess.STDOUT,
-        cwd=workdir,
-    )
-    vault = Vault(addr, Process("openbao", popen, log))
+    args = [bao_binary(), "server", "-dev", f"-dev-root-token-id={VAULT_TOKEN}", f"-dev-listen-address=127.0.0.1:{port}"]
+    cacert = None
+    if tls:
+        certs = workdir / f"tls-{port}"
+        certs.mkdir()
+        args += ["-dev-tls", f"-dev-tls-cert-dir={certs}"]
+        cacert = str(certs / "vault-ca.pem")
+    popen = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, cwd=workdir)
+    vault = Vault(addr, Process("openbao", popen, log), cacert)
+    if tls:
+        wait_for(lambda: Path(cacert).exists(), "OpenBao TLS certificates")
     wait_for(lambda: vault.api("GET", "sys/health")[0] == 200, "OpenBao")
     status, body = vault.api("POST", "sys/mounts/transit", {"type": "transit"})
     assert status in (200, 204), body
