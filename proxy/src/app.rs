@@ -36,7 +36,12 @@ pub fn key_service(config: &ProxyConfig, session: Arc<Session>, key_name: &str) 
 
 pub async fn upstream_client(config: &ProxyConfig) -> Result<UpstreamClient, String> {
     let upstream = config.upstream().map_err(|e| e.to_string())?;
-    let credentials = Arc::new(CredentialSource::from_default_chain(&upstream.region).await);
+    let credentials = match &config.credentials_dir {
+        Some(dir) => CredentialSource::from_directory(dir.clone()),
+        None => CredentialSource::from_default_chain(&upstream.region).await,
+    };
+    let refresh = std::time::Duration::from_secs(config.credentials_refresh_secs);
+    let credentials = Arc::new(credentials.with_refresh_margin(refresh));
     let signer = Signer::new(credentials, upstream.region.clone(), upstream.is_gcs);
     let forwarder = Forwarder::new(upstream).map_err(|e| e.to_string())?;
     Ok(UpstreamClient::new(signer, forwarder))

@@ -89,6 +89,22 @@ pub struct ProxyConfig {
     #[arg(long, env = "CLOUDTASER_S3PROXY_S3_REGION", default_value = "us-east-1")]
     pub s3_region: String,
 
+    /// Which S3 dialect the upstream speaks; `auto` recognises GCS by its host.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_S3_FLAVOR", value_enum, default_value = "auto")]
+    pub s3_flavor: S3Flavor,
+
+    /// Mounted files holding the proxy's static upstream keys (a Secret
+    /// volume with `access-key-id`, `secret-access-key` and optionally
+    /// `session-token`). Re-read when they change; takes precedence over the
+    /// AWS default chain.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_CREDENTIALS_DIR")]
+    pub credentials_dir: Option<PathBuf>,
+
+    /// Renew expiring upstream credentials (IRSA, Pod Identity) this many
+    /// seconds before they expire.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_CREDENTIALS_REFRESH_SECS", default_value_t = 300)]
+    pub credentials_refresh_secs: u64,
+
     /// How the ciphertext's integrity is proven to the upstream.
     #[arg(long, env = "CLOUDTASER_S3PROXY_UPLOAD_INTEGRITY", value_enum, default_value = "auto")]
     pub upload_integrity: UploadIntegrity,
@@ -170,6 +186,14 @@ pub struct ProxyConfig {
     /// Log format.
     #[arg(long, env = "CLOUDTASER_S3PROXY_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum S3Flavor {
+    Auto,
+    Aws,
+    /// Google Cloud Storage's XML API with HMAC keys.
+    Gcs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -263,7 +287,11 @@ impl ProxyConfig {
         if endpoint.query().is_some() || !matches!(endpoint.path(), "" | "/") {
             return Err(invalid(NAME, "expected scheme://host[:port] with no path or query"));
         }
-        let is_gcs = endpoint.host().is_some_and(|h| h.eq_ignore_ascii_case("storage.googleapis.com"));
+        let is_gcs = match self.s3_flavor {
+            S3Flavor::Gcs => true,
+            S3Flavor::Aws => false,
+            S3Flavor::Auto => endpoint.host().is_some_and(|h| h.eq_ignore_ascii_case("storage.googleapis.com")),
+        };
         let integrity = match self.upload_integrity {
             UploadIntegrity::Auto if is_gcs => UploadIntegrity::Unsigned,
             UploadIntegrity::Auto => UploadIntegrity::Crc32cTrailer,
@@ -368,6 +396,8 @@ mod tests {
         let c = parse(&["--s3-endpoint", "https://storage.googleapis.com", "--s3-region", "auto"]).unwrap();
         let u = c.upstream().unwrap();
         assert!(u.is_gcs);
+        let forced = parse(&["--s3-endpoint", "http://127.0.0.1:9", "--s3-flavor", "gcs"]).unwrap().upstream().unwrap();
+        assert!(forced.is_gcs && forced.integrity == UploadIntegrity::Unsigned);
         assert_eq!(u.integrity, UploadIntegrity::Unsigned);
     }
 

@@ -36,6 +36,17 @@ impl UpstreamClient {
         payload: Payload,
     ) -> Result<Request<ProxyBody>, ProxyError> {
         strip_workload_auth(&mut headers);
+        if self.forwarder.upstream().is_gcs {
+            // GCS rejects the checksum headers of newer SDKs on passed-through requests.
+            let names: Vec<_> = headers
+                .keys()
+                .filter(|k| k.as_str().starts_with("x-amz-checksum-") || k.as_str() == "x-amz-sdk-checksum-algorithm")
+                .cloned()
+                .collect();
+            for name in names {
+                headers.remove(name);
+            }
+        }
         let host =
             HeaderValue::from_str(self.forwarder.host_header()).map_err(|e| ProxyError::Internal(e.to_string()))?;
         headers.insert(http::header::HOST, host);

@@ -1,0 +1,54 @@
+"""Records what the proxy sends upstream, answering like a minimal S3 for
+writes. Used to check request shapes that need a real cloud to verify
+(GCS), where only the shape can be checked here."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+
+
+class Recorder:
+    def __init__(self):
+        self.requests: list[dict] = []
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                recorder.requests.append({"method": self.command, "path": self.path,
+                                          "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                if self.command == "POST" and "uploads" in self.path:
+                    out = b"<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><UploadId>up-1</UploadId></InitiateMultipartUploadResult>"
+                elif self.command == "GET" and "uploadId" in self.path:
+                    out = (b"<ListPartsResult><IsTruncated>false</IsTruncated>"
+                           b"<Part><PartNumber>1</PartNumber><ETag>\"p1\"</ETag><Size>%d</Size></Part></ListPartsResult>"
+                           % recorder.last_part_size)
+                elif self.command == "POST" and "uploadId" in self.path:
+                    out = b"<CompleteMultipartUploadResult><ETag>\"mp-1\"</ETag></CompleteMultipartUploadResult>"
+                else:
+                    out = b""
+                if self.command == "PUT" and "partNumber" in self.path:
+                    recorder.last_part_size = len(body)
+                self.send_response(200)
+                self.send_header("ETag", '"0123456789abcdef0123456789abcdef"')
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+            def log_message(self, *args):
+                pass
+
+        self.last_part_size = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
