@@ -2,6 +2,7 @@
 //! (environment, profile, web identity/IRSA, container/Pod Identity, IMDS),
 //! cached until shortly before they expire.
 
+use crate::error::error_chain;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,7 +43,12 @@ impl CredentialSource {
     /// Static keys from a mounted Secret directory, re-read when they change.
     pub fn from_directory(dir: PathBuf) -> Self {
         let provider = SharedCredentialsProvider::new(DirectoryCredentials { dir });
-        Self { provider, cached: RwLock::new(None), recheck: Some(FILE_RECHECK), refresh_margin: DEFAULT_REFRESH_MARGIN }
+        Self {
+            provider,
+            cached: RwLock::new(None),
+            recheck: Some(FILE_RECHECK),
+            refresh_margin: DEFAULT_REFRESH_MARGIN,
+        }
     }
 
     pub fn new(provider: SharedCredentialsProvider) -> Self {
@@ -93,7 +99,8 @@ impl DirectoryCredentials {
     fn load(&self) -> Result<Credentials, CredentialsError> {
         let missing = |name: &str| CredentialsError(format!("{} is missing", self.dir.join(name).display()));
         let key = self.read("access-key-id")?.ok_or_else(|| missing("access-key-id"))?;
-        let secret = zeroize::Zeroizing::new(self.read("secret-access-key")?.ok_or_else(|| missing("secret-access-key"))?);
+        let secret =
+            zeroize::Zeroizing::new(self.read("secret-access-key")?.ok_or_else(|| missing("secret-access-key"))?);
         let token = self.read("session-token")?;
         Ok(Credentials::new(key, secret.as_str(), token, None, "cloudtaser-mounted-secret"))
     }
@@ -108,15 +115,4 @@ impl ProvideCredentials for DirectoryCredentials {
             self.load().map_err(|e| aws_credential_types::provider::error::CredentialsError::not_loaded(e.0)),
         )
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }

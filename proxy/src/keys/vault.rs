@@ -1,5 +1,6 @@
 //! The Vault/OpenBao HTTP API: one JSON call with a token, errors mapped.
 
+use crate::error::error_chain;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -104,15 +105,4 @@ impl VaultHttp {
         }
         serde_json::from_slice(&bytes).map_err(|_| VaultError::BadResponse("unexpected JSON shape"))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }

@@ -134,7 +134,7 @@ impl RequestPath {
         if let Some(failure) = outcome.failure.take() {
             return Err(failure);
         }
-        let resp = sent.map_err(|e| ProxyError::UpstreamUnreachable(super::upstream::error_chain(&e)))?;
+        let resp = sent.map_err(|e| ProxyError::UpstreamUnreachable(crate::error::error_chain(&e)))?;
         Ok(respond::write_response(resp, &outcome.verified, self.keys.key_name(), envelope.is_some()))
     }
 

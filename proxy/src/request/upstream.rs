@@ -1,6 +1,7 @@
 //! The signed path to the upstream (sign, then forward), for the request
 //! path and for the admin commands alike.
 
+use crate::error::error_chain;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
@@ -38,14 +39,7 @@ impl UpstreamClient {
         strip_workload_auth(&mut headers);
         if self.forwarder.upstream().is_gcs {
             // GCS rejects the checksum headers of newer SDKs on passed-through requests.
-            let names: Vec<_> = headers
-                .keys()
-                .filter(|k| k.as_str().starts_with("x-amz-checksum-") || k.as_str() == "x-amz-sdk-checksum-algorithm")
-                .cloned()
-                .collect();
-            for name in names {
-                headers.remove(name);
-            }
+            super::remove_checksum_headers(&mut headers);
         }
         let host =
             HeaderValue::from_str(self.forwarder.host_header()).map_err(|e| ProxyError::Internal(e.to_string()))?;
@@ -90,15 +84,4 @@ impl UpstreamClient {
         let req = self.request(method, s3, headers, full(body), payload).await?;
         self.send(req).await
     }
-}
-
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }
