@@ -1,0 +1,9 @@
+//! CloudTaser operator: injects the S3 proxy into annotated pods and keeps
+//! `S3ProxyConfig` resources reconciled. See docs/OPERATOR.md.
+
+pub mod config_cache;
+pub mod controller;
+pub mod crd;
+pub mod metrics;
+pub mod tls;
+pub mod webhook;

@@ -1,0 +1,60 @@
+//! Prometheus metrics, served on `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    admissions: Family<ResultLabel, Counter>,
+    injections: Counter,
+    pub unprotected_pods: Gauge,
+    pub cert_expiry_seconds: Gauge<f64, AtomicU64>,
+    pub reconcile_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("cloudtaser_operator");
+        let admissions = Family::<ResultLabel, Counter>::default();
+        let injections = Counter::default();
+        let unprotected_pods = Gauge::default();
+        let cert_expiry_seconds = Gauge::<f64, AtomicU64>::default();
+        let reconcile_errors = Counter::default();
+        registry.register("admissions", "Admission reviews by result", admissions.clone());
+        registry.register("injections", "Pods the proxy was injected into", injections.clone());
+        registry.register("unprotected_pods", "Annotated pods running without the proxy", unprotected_pods.clone());
+        registry.register(
+            "webhook_cert_expiry_timestamp_seconds",
+            "When the webhook serving certificate expires (Unix time)",
+            cert_expiry_seconds.clone(),
+        );
+        registry.register("reconcile_errors", "Failed S3ProxyConfig reconciliations", reconcile_errors.clone());
+        Self { registry, admissions, injections, unprotected_pods, cert_expiry_seconds, reconcile_errors }
+    }
+}
+
+impl Metrics {
+    pub fn admission(&self, result: &str) {
+        self.admissions.get_or_create(&ResultLabel { result: result.to_owned() }).inc();
+    }
+
+    pub fn injection(&self) {
+        self.injections.inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}

@@ -1,0 +1,6 @@
+//! The mutating admission webhook: `inject` decides, `admission` speaks
+//! AdmissionReview, `server` serves it over HTTPS.
+
+pub mod admission;
+pub mod inject;
+pub mod server;
