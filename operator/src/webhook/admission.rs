@@ -42,6 +42,20 @@ fn resolve(configs: &dyn ConfigLookup, namespace: &str, value: &str) -> Result<(
         .ok_or_else(|| format!("{ANNOTATION}={value}: no S3ProxyConfig {name} in namespace {ns}; create it or fix the annotation"))
 }
 
+/// The review as the API server reads it. kube serialises `response.patch`
+/// as an array of numbers; Go's `[]byte` is a base64 string.
+pub fn to_wire(review: &AdmissionReview<DynamicObject>) -> serde_json::Value {
+    use base64::Engine;
+    let mut value = serde_json::to_value(review).expect("reviews serialise");
+    if let Some(patch) = value.pointer_mut("/response/patch") {
+        if let Some(bytes) = patch.as_array() {
+            let raw: Vec<u8> = bytes.iter().filter_map(|b| b.as_u64().map(|b| b as u8)).collect();
+            *patch = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(raw));
+        }
+    }
+    value
+}
+
 impl Admission {
     pub fn review(&self, review: AdmissionReview<DynamicObject>) -> AdmissionReview<DynamicObject> {
         let request: AdmissionRequest<DynamicObject> = match review.try_into() {

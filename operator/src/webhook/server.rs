@@ -14,14 +14,14 @@ use kube::core::DynamicObject;
 use kube::core::admission::AdmissionReview;
 use tokio::net::TcpListener;
 
-use super::admission::Admission;
+use super::admission::{Admission, to_wire};
 use crate::metrics::Metrics;
 
 async fn mutate(
     State(admission): State<Arc<Admission>>,
     Json(review): Json<AdmissionReview<DynamicObject>>,
-) -> Json<AdmissionReview<DynamicObject>> {
-    Json(admission.review(review))
+) -> Json<serde_json::Value> {
+    Json(to_wire(&admission.review(review)))
 }
 
 pub fn webhook_router(admission: Arc<Admission>) -> Router {

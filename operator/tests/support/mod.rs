@@ -1,0 +1,78 @@
+//! Shared by the webhook tests: AdmissionReview bodies shaped exactly as the
+//! API server sends them, and an in-memory configuration source.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cloudtaser_operator::crd::S3ProxyConfigSpec;
+use cloudtaser_operator::metrics::Metrics;
+use cloudtaser_operator::webhook::admission::{Admission, ConfigLookup};
+use cloudtaser_operator::webhook::inject::InjectOptions;
+use serde_json::{Value, json};
+
+#[derive(Default)]
+pub struct Configs(pub HashMap<(String, String), S3ProxyConfigSpec>);
+
+impl ConfigLookup for Configs {
+    fn get(&self, namespace: &str, name: &str) -> Option<S3ProxyConfigSpec> {
+        self.0.get(&(namespace.to_owned(), name.to_owned())).cloned()
+    }
+
+    fn cluster_default(&self) -> Option<S3ProxyConfigSpec> {
+        None
+    }
+}
+
+pub fn admission(configs: Configs, options: InjectOptions) -> Admission {
+    Admission { configs: Arc::new(configs), options, metrics: Arc::new(Metrics::default()) }
+}
+
+/// A v1 AdmissionReview for creating `pod` in `namespace`, as kube-apiserver
+/// sends it (the pod itself has no namespace when a controller made it).
+pub fn review(pod: &Value, namespace: &str, dry_run: bool) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "uid": "a1b2", "groups": ["system:serviceaccounts"]},
+            "object": pod,
+            "oldObject": null,
+            "dryRun": dry_run,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    })
+}
+
+/// The JSON patch in a response, however the `patch` field is encoded.
+pub fn patch_of(response: &Value) -> Option<json_patch::Patch> {
+    let raw = match &response["response"]["patch"] {
+        Value::Null => return None,
+        Value::String(b64) => base64_decode(b64),
+        Value::Array(bytes) => bytes.iter().map(|b| b.as_u64().expect("byte") as u8).collect(),
+        other => panic!("unexpected patch encoding {other}"),
+    };
+    Some(serde_json::from_slice(&raw).expect("patch is JSON"))
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let mut buf = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|c| *c != b'=') {
+        buf = (buf << 6) | ALPHABET.iter().position(|a| *a == c).expect("base64") as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+        }
+    }
+    out
+}
