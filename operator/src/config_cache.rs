@@ -28,9 +28,14 @@ impl ConfigLookup for ConfigCache {
 }
 
 /// Starts the watch; `ready` turns true once the first full list arrived.
-pub fn start(api: Api<S3ProxyConfig>, cluster_default: Option<S3ProxyConfigSpec>, ready: Arc<AtomicBool>) -> Arc<ConfigCache> {
+pub fn start(
+    api: Api<S3ProxyConfig>,
+    cluster_default: Option<S3ProxyConfigSpec>,
+    ready: Arc<AtomicBool>,
+) -> Arc<ConfigCache> {
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().touched_objects();
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().touched_objects();
     let waiter = store.clone();
     tokio::spawn(async move {
         if waiter.wait_until_ready().await.is_ok() {

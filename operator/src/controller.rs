@@ -59,9 +59,9 @@ pub fn selects(value: &str, namespace: &str, config_ns: &str, name: &str) -> boo
 }
 
 pub fn has_proxy(pod: &Pod) -> bool {
-    pod.spec.as_ref().is_some_and(|s| {
-        s.containers.iter().chain(s.init_containers.iter().flatten()).any(|c| c.name == SIDECAR)
-    })
+    pod.spec
+        .as_ref()
+        .is_some_and(|s| s.containers.iter().chain(s.init_containers.iter().flatten()).any(|c| c.name == SIDECAR))
 }
 
 fn condition(ready: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {

@@ -90,7 +90,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
         None => None,
     };
     let metrics = Arc::new(Metrics::default());
-    let cert = tls::ReloadingCert::new(args.tls_cert.clone(), args.tls_key.clone(), &metrics).map_err(|e| e.to_string())?;
+    let cert =
+        tls::ReloadingCert::new(args.tls_cert.clone(), args.tls_key.clone(), &metrics).map_err(|e| e.to_string())?;
     tokio::spawn(cert.clone().watch(Duration::from_secs(10), metrics.clone()));
 
     let client = kube::Client::try_default().await.map_err(|e| format!("Kubernetes client: {e}"))?;
@@ -109,7 +110,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
 
     let listener = tokio::net::TcpListener::bind(args.webhook_listen).await.map_err(|e| e.to_string())?;
     tokio::spawn(server::serve_https(listener, cert.server_config(), server::webhook_router(admission)));
-    tokio::spawn(server::serve_http(args.probe_listen, server::probes_router(Probes { metrics: metrics.clone(), ready })));
+    tokio::spawn(server::serve_http(
+        args.probe_listen,
+        server::probes_router(Probes { metrics: metrics.clone(), ready }),
+    ));
     let reporter = Reporter { controller: "cloudtaser-operator".into(), instance: std::env::var("POD_NAME").ok() };
     controller::run(Arc::new(controller::Context { client, metrics, reporter })).await;
     Ok(())

@@ -42,7 +42,8 @@ fn load(cert_path: &std::path::Path, key_path: &std::path::Path) -> Result<(Cert
     if certs.is_empty() {
         return Err(load_error(cert_path, "no certificate found"));
     }
-    let not_after = x509_parser::parse_x509_certificate(&certs[0]).ok().map(|(_, c)| c.validity().not_after.timestamp());
+    let not_after =
+        x509_parser::parse_x509_certificate(&certs[0]).ok().map(|(_, c)| c.validity().not_after.timestamp());
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| load_error(key_path, e))?
         .ok_or_else(|| load_error(key_path, "no private key found"))?;

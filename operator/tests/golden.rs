@@ -69,16 +69,23 @@ fn check_case(dir: &Path) {
         response["warnings"].as_array().into_iter().flatten().map(|w| w.as_str().unwrap().to_owned()).collect();
     if update {
         std::fs::write(dir.join("expected.yaml"), serde_yaml::to_string(&pod).unwrap()).unwrap();
-        std::fs::write(dir.join("warnings.txt"), warnings.iter().map(|w| format!("{w}\n")).collect::<String>()).unwrap();
+        std::fs::write(dir.join("warnings.txt"), warnings.iter().map(|w| format!("{w}\n")).collect::<String>())
+            .unwrap();
     }
-    let expected: Value = serde_yaml::from_str(&read("expected.yaml").expect("expected.yaml (run with UPDATE_GOLDEN=1)")).unwrap();
+    let expected: Value =
+        serde_yaml::from_str(&read("expected.yaml").expect("expected.yaml (run with UPDATE_GOLDEN=1)")).unwrap();
     assert_eq!(pod, expected, "{}: injected pod differs from expected.yaml", dir.display());
     let expected_warnings: Vec<String> = read("warnings.txt").unwrap_or_default().lines().map(str::to_owned).collect();
     assert_eq!(warnings, expected_warnings, "{}", dir.display());
 
     // Reinvocation (reinvocationPolicy: IfNeeded) must change nothing.
     let again = run_review(configs(), options, &pod, &config.namespace);
-    assert!(patch_of(&again).is_none_or(|p| p.0.is_empty()), "{}: second pass patched {:?}", dir.display(), patch_of(&again));
+    assert!(
+        patch_of(&again).is_none_or(|p| p.0.is_empty()),
+        "{}: second pass patched {:?}",
+        dir.display(),
+        patch_of(&again)
+    );
     // For kubernetes-validate (tests/e2e/test_operator_manifests.py).
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("injected-pods");
     std::fs::create_dir_all(&out_dir).unwrap();
@@ -89,7 +96,8 @@ fn check_case(dir: &Path) {
 #[test]
 fn golden_cases() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let mut cases: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut cases: Vec<_> =
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     cases.sort();
     assert!(cases.len() >= 9);
     for case in cases {

@@ -118,7 +118,8 @@ async fn serves_admission_reviews_over_https() {
     // Unannotated pods pass untouched.
     let mut plain = pod();
     plain["metadata"]["annotations"] = json!({});
-    let body: Value = client.post(&url).json(&review(&plain, "shop", false)).send().await.unwrap().json().await.unwrap();
+    let body: Value =
+        client.post(&url).json(&review(&plain, "shop", false)).send().await.unwrap().json().await.unwrap();
     assert_eq!(body["response"]["allowed"], true);
     assert!(body["response"].get("patch").is_none_or(Value::is_null));
     std::fs::remove_dir_all(&dir).unwrap();

@@ -34,6 +34,12 @@ pub enum Command {
     /// Decrypt a downloaded ciphertext file with its metadata and Vault
     /// access: the recovery path when the proxy is not in the way.
     Decrypt(DecryptArgs),
+    /// Wait until the proxy next to this process is ready (a classic
+    /// sidecar's postStart hook, so the workload starts after the proxy).
+    WaitReady {
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     let checked = match &command {
         Command::Decrypt(_) => config.validate_vault(),
+        Command::WaitReady { .. } => Ok(()),
         _ => config.validate(),
     };
     if let Err(e) = checked {
@@ -29,6 +30,9 @@ fn main() -> ExitCode {
             Command::Serve => serve(config).await,
             Command::Rewrap(args) => commands::rewrap::run(&config, &args).await,
             Command::Decrypt(args) => commands::decrypt::run(&config, &args).await,
+            Command::WaitReady { timeout_secs } => {
+                commands::wait_ready::run(config.health_listen, std::time::Duration::from_secs(timeout_secs)).await
+            }
         }
     });
     match result {

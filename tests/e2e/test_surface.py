@@ -81,3 +81,19 @@ def test_unencryptable_body_operations_are_refused(stack, bucket):
     conn.request("POST", f"/{bucket}", body=b"--x--", headers={"Content-Type": "multipart/form-data; boundary=x"})
     r = conn.getresponse()
     assert r.status == 501 and b"<Code>NotImplemented</Code>" in r.read()
+
+
+def test_wait_ready_for_classic_sidecars(stack):
+    """A classic sidecar's postStart runs `wait-ready`, so the workload starts after the proxy."""
+    import subprocess
+
+    import stack as stack_mod
+
+    health = stack.health_endpoint.removeprefix("http://")
+    ok = subprocess.run([stack_mod.proxy_binary(), "wait-ready", "--timeout-secs", "5"], capture_output=True, text=True,
+                        env={"CLOUDTASER_S3PROXY_HEALTH_LISTEN": health}, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    closed = f"127.0.0.1:{stack_mod.free_port()}"
+    late = subprocess.run([stack_mod.proxy_binary(), "wait-ready", "--timeout-secs", "1"], capture_output=True, text=True,
+                          env={"CLOUDTASER_S3PROXY_HEALTH_LISTEN": closed}, timeout=30)
+    assert late.returncode != 0 and "not ready" in late.stderr

@@ -36,10 +36,9 @@ fn resolve(configs: &dyn ConfigLookup, namespace: &str, value: &str) -> Result<(
             .ok_or_else(|| format!("{ANNOTATION}=true needs an S3ProxyConfig named `default` in namespace {namespace} (or a cluster default in the chart values)"));
     }
     let (ns, name) = value.split_once('/').unwrap_or((namespace, value));
-    configs
-        .get(ns, name)
-        .map(|c| (format!("{ns}/{name}"), c))
-        .ok_or_else(|| format!("{ANNOTATION}={value}: no S3ProxyConfig {name} in namespace {ns}; create it or fix the annotation"))
+    configs.get(ns, name).map(|c| (format!("{ns}/{name}"), c)).ok_or_else(|| {
+        format!("{ANNOTATION}={value}: no S3ProxyConfig {name} in namespace {ns}; create it or fix the annotation")
+    })
 }
 
 /// The review as the API server reads it. kube serialises `response.patch`
@@ -47,11 +46,11 @@ fn resolve(configs: &dyn ConfigLookup, namespace: &str, value: &str) -> Result<(
 pub fn to_wire(review: &AdmissionReview<DynamicObject>) -> serde_json::Value {
     use base64::Engine;
     let mut value = serde_json::to_value(review).expect("reviews serialise");
-    if let Some(patch) = value.pointer_mut("/response/patch") {
-        if let Some(bytes) = patch.as_array() {
-            let raw: Vec<u8> = bytes.iter().filter_map(|b| b.as_u64().map(|b| b as u8)).collect();
-            *patch = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(raw));
-        }
+    if let Some(patch) = value.pointer_mut("/response/patch")
+        && let Some(bytes) = patch.as_array()
+    {
+        let raw: Vec<u8> = bytes.iter().filter_map(|b| b.as_u64().map(|b| b as u8)).collect();
+        *patch = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(raw));
     }
     value
 }
@@ -96,7 +95,8 @@ impl Admission {
             return allowed;
         }
         // Controller-created pods carry no namespace in metadata yet.
-        let namespace = request.namespace.clone().or(pod.metadata.namespace.clone()).unwrap_or_else(|| "default".to_owned());
+        let namespace =
+            request.namespace.clone().or(pod.metadata.namespace.clone()).unwrap_or_else(|| "default".to_owned());
         let (config_name, config) = match resolve(self.configs.as_ref(), &namespace, value) {
             Ok(c) => c,
             Err(message) => {

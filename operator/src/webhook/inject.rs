@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, HostAlias, Lifecycle, LifecycleHandler,
-    ExecAction, Pod, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, HostAlias, Lifecycle,
+    LifecycleHandler, Pod, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretKeySelector,
     SecretVolumeSource, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -100,7 +100,11 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
         name: name.to_owned(),
         value: None,
         value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector { name: secret.to_owned(), key: key.to_owned(), optional: Some(false) }),
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: Some(false),
+            }),
             ..Default::default()
         }),
     }
@@ -344,7 +348,8 @@ pub fn inject(
     if spec.host_network == Some(true) {
         return Err(Denial::HostNetwork);
     }
-    let (container, volumes) = sidecar(&Pod { spec: Some(spec.clone()), ..Default::default() }, config_name, config, options, &annotations)?;
+    let (container, volumes) =
+        sidecar(&Pod { spec: Some(spec.clone()), ..Default::default() }, config_name, config, options, &annotations)?;
     let mut warnings = Vec::new();
 
     // The sidecar: replaced in place on reinvocation, otherwise added first.
@@ -378,17 +383,20 @@ pub fn inject(
 
     // Every workload container talks to the proxy.
     let sidecar_first_init = options.native_sidecar;
-    let all = spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten().skip(usize::from(sidecar_first_init)));
+    let all = spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten().skip(usize::from(sidecar_first_init)));
     for c in all.filter(|c| c.name != SIDECAR) {
         let list = c.env.get_or_insert_with(Vec::new);
-        if let Some(existing) = list.iter().find(|e| e.name == ENDPOINT_ENV) {
-            if existing.value.as_deref() != Some(ENDPOINT) {
-                let was = existing.value.clone().unwrap_or_else(|| "a valueFrom reference".to_owned());
-                warnings.push(format!(
+        if let Some(existing) = list.iter().find(|e| e.name == ENDPOINT_ENV)
+            && existing.value.as_deref() != Some(ENDPOINT)
+        {
+            let was = existing.value.clone().unwrap_or_else(|| "a valueFrom reference".to_owned());
+            warnings.push(format!(
                     "container {}: {ENDPOINT_ENV} was {was}; replaced with {ENDPOINT} so S3 traffic goes through the CloudTaser proxy",
                     c.name
                 ));
-            }
         }
         set_env(list, env(ENDPOINT_ENV, ENDPOINT));
     }

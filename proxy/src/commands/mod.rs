@@ -2,3 +2,4 @@
 
 pub mod decrypt;
 pub mod rewrap;
+pub mod wait_ready;
