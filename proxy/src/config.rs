@@ -115,7 +115,8 @@ pub struct ProxyConfig {
     #[arg(long, env = "CLOUDTASER_S3PROXY_UPLOAD_INTEGRITY", value_enum, default_value = "auto")]
     pub upload_integrity: UploadIntegrity,
 
-    #[arg(long = "vault-addr", env = "VAULT_ADDR")]
+    /// Vault or OpenBao address (required to serve).
+    #[arg(long = "vault-addr", env = "VAULT_ADDR", default_value = "")]
     pub vault_addr: String,
 
     /// How the proxy logs in to Vault.
@@ -308,6 +309,9 @@ impl ProxyConfig {
 
     /// What every command needs: Vault and how to log in.
     pub fn validate_vault(&self) -> Result<(), ConfigError> {
+        if self.vault_addr.is_empty() {
+            return Err(invalid("VAULT_ADDR", "must be set"));
+        }
         let addr: http::Uri = self.vault_addr.parse().map_err(|e| invalid("VAULT_ADDR", format!("{e}")))?;
         if !matches!(addr.scheme_str(), Some("http" | "https")) || addr.host().is_none() {
             return Err(invalid("VAULT_ADDR", "expected an http:// or https:// URL"));
