@@ -80,8 +80,13 @@ pub async fn reconcile(config: Arc<S3ProxyConfig>, ctx: Arc<Context>) -> Result<
     let name = config.name_any();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let mut problem = None;
+    let mut fetched: std::collections::BTreeMap<String, Option<Secret>> = Default::default();
     for (secret, key) in referenced_secrets(&config.spec) {
-        match secrets.get_opt(&secret).await? {
+        if !fetched.contains_key(&secret) {
+            let got = secrets.get_opt(&secret).await?;
+            fetched.insert(secret.clone(), got);
+        }
+        match &fetched[&secret] {
             None => {
                 problem = Some(("SecretMissing", format!("Secret {secret} does not exist in namespace {ns}")));
                 break;
