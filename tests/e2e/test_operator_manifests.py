@@ -1,0 +1,104 @@
+"""The operator without a cluster: the Helm chart renders, lints and
+validates for Kubernetes 1.30 and 1.37 under several values; every pod the
+webhook produced in the golden tests validates too; the example configs
+validate against the CRD's schema, and broken ones do not."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "cloudtaser-operator"
+TOOLS = Path(os.environ.get("CLOUDTASER_TOOLS", Path.home() / ".cache" / "cloudtaser"))
+HELM = str(TOOLS / "bin" / "helm")
+VERSIONS = ["1.30", "1.37"]
+# Custom resources of other operators; kubernetes-validate knows only core kinds.
+FOREIGN = {"Certificate", "Issuer", "ServiceMonitor"}
+
+VALUES = {
+    "defaults": [],
+    "existing-secret": ["--set", "tls.mode=existingSecret", "--set", "tls.existingSecret=my-tls", "--set", "tls.caBundle=Zm9v"],
+    "helm-ca-classic-sidecar": ["--set", "tls.mode=helm", "--set", "proxy.nativeSidecar=false", "--set", "replicaCount=1"],
+    "everything-on": ["--set", "networkPolicy.enabled=true", "--set", "serviceMonitor.enabled=true", "--set", "crds.keep=false",
+                      "--set-json", 'clusterDefault={"upstream":{"region":"eu-central-1"},"vault":{"address":"https://v:8200",'
+                                    '"transit":{"key":"k"},"auth":{"method":"kubernetes","role":"r"}},"credentials":{"source":"serviceAccount"}}'],
+}
+
+
+def validate(path: Path, version: str) -> None:
+    r = subprocess.run(["kubernetes-validate", "--strict", "--quiet", "-k", version, str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, f"{path} against {version}:\n{r.stdout}{r.stderr}"
+
+
+def test_helm_lint_strict():
+    r = subprocess.run([HELM, "lint", "--strict", str(CHART)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("case", sorted(VALUES))
+def test_rendered_chart_validates(case, tmp_path):
+    out = subprocess.run([HELM, "template", "ct", str(CHART), "-n", "cloudtaser", *VALUES[case]], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "Service", "MutatingWebhookConfiguration", "ClusterRole", "CustomResourceDefinition"} <= kinds
+    core = tmp_path / "core.yaml"
+    core.write_text(yaml.safe_dump_all([d for d in docs if d["kind"] not in FOREIGN]))
+    for version in VERSIONS:
+        validate(core, version)
+    webhook = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")["webhooks"][0]
+    assert webhook["failurePolicy"] == "Fail" and webhook["reinvocationPolicy"] == "IfNeeded"
+    assert "cloudtaser.io/s3-proxy" in webhook["matchConditions"][0]["expression"]
+    assert {"cloudtaser", "kube-system"} <= set(webhook["namespaceSelector"]["matchExpressions"][0]["values"])
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    if deployment["spec"]["replicas"] > 1:
+        assert "PodDisruptionBudget" in kinds
+    if case == "everything-on":
+        assert {"NetworkPolicy", "ServiceMonitor", "ConfigMap"} <= kinds
+        crd = next(d for d in docs if d["kind"] == "CustomResourceDefinition")
+        assert "helm.sh/resource-policy" not in (crd["metadata"].get("annotations") or {})
+
+
+def test_injected_pods_validate(tmp_path):
+    pods = sorted((ROOT / "target" / "tmp" / "injected-pods").glob("*.json"))
+    assert len(pods) >= 6, "run the operator's golden tests first (cargo test)"
+    for pod in pods:
+        as_yaml = tmp_path / f"{pod.stem}.yaml"
+        as_yaml.write_text(yaml.safe_dump(json.loads(pod.read_text())))
+        for version in VERSIONS:
+            validate(as_yaml, version)
+
+
+def crd_schema() -> dict:
+    crd = yaml.safe_load((ROOT / "crds" / "s3proxyconfigs.cloudtaser.io.yaml").read_text())
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "docs" / "examples").glob("*.yaml")), ids=lambda p: p.stem)
+def test_example_configs_validate_against_the_crd(example):
+    jsonschema.validate(yaml.safe_load(example.read_text()), crd_schema())
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    (("spec", "upstream", "region"), "Not A Region"),
+    (("spec", "vault", "address"), "vault.example:8200"),
+    (("spec", "credentials", "source"), "instanceProfile"),
+    (("spec", "vault", "auth", "method"), "userpass"),
+])
+def test_bad_configs_are_rejected_by_the_schema(path, value):
+    doc = yaml.safe_load((ROOT / "docs" / "examples" / "static.yaml").read_text())
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, crd_schema())
