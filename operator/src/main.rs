@@ -33,6 +33,12 @@ enum Command {
     Crd,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TlsMode {
+    Files,
+    SelfManaged,
+}
+
 #[derive(clap::Args)]
 struct RunArgs {
     #[arg(long, env = "CLOUDTASER_WEBHOOK_LISTEN", default_value = "0.0.0.0:8443")]
@@ -40,6 +46,21 @@ struct RunArgs {
     /// `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, env = "CLOUDTASER_PROBE_LISTEN", default_value = "0.0.0.0:8080")]
     probe_listen: SocketAddr,
+    /// `files`: a mounted Secret (existing or cert-manager's), reloaded when
+    /// it changes. `self-managed`: the operator issues and rotates its own.
+    #[arg(long, env = "CLOUDTASER_TLS_MODE", value_enum, default_value = "files")]
+    tls_mode: TlsMode,
+    /// Self-managed: the Secret holding the CA and serving certificate.
+    #[arg(long, env = "CLOUDTASER_TLS_SECRET", default_value = "cloudtaser-operator-tls")]
+    tls_secret: String,
+    /// Self-managed: the MutatingWebhookConfiguration whose caBundle is kept current.
+    #[arg(long, env = "CLOUDTASER_WEBHOOK_CONFIG", default_value = "cloudtaser-operator")]
+    webhook_config: String,
+    /// Self-managed: the webhook Service (names on the certificate).
+    #[arg(long, env = "CLOUDTASER_SERVICE_NAME", default_value = "cloudtaser-operator")]
+    service_name: String,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "cloudtaser")]
+    namespace: String,
     #[arg(long, env = "CLOUDTASER_TLS_CERT", default_value = "/etc/cloudtaser/tls/tls.crt")]
     tls_cert: PathBuf,
     #[arg(long, env = "CLOUDTASER_TLS_KEY", default_value = "/etc/cloudtaser/tls/tls.key")]
@@ -81,6 +102,47 @@ fn main() -> ExitCode {
     }
 }
 
+/// Waits for the first certificate (the leader issues it), then keeps it current.
+async fn self_managed_tls(
+    args: &RunArgs,
+    client: kube::Client,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<tls::ReloadingCert>, String> {
+    let ns = &args.namespace;
+    let manager = tls::self_managed::SelfManaged {
+        secrets: Api::namespaced(client.clone(), ns),
+        webhooks: Api::all(client.clone()),
+        secret_name: args.tls_secret.clone(),
+        webhook_name: args.webhook_config.clone(),
+        dns_names: vec![
+            format!("{}.{ns}.svc", args.service_name),
+            format!("{}.{ns}.svc.cluster.local", args.service_name),
+        ],
+    };
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("cloudtaser-operator-{}", std::process::id()));
+    let lease = tls::leader::LeaderLease::new(
+        Api::namespaced(client, ns),
+        "cloudtaser-operator-tls",
+        &identity,
+        Duration::from_secs(15),
+    );
+    let first = loop {
+        if lease.try_acquire().await.unwrap_or(false)
+            && let Err(e) = manager.reconcile(k8s_openapi::jiff::Timestamp::now().as_second()).await
+        {
+            tracing::warn!(error = %e, "issuing the webhook certificate");
+        }
+        if let Ok(Some(m)) = manager.load().await {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let cert = tls::ReloadingCert::from_pem(first.cert.as_bytes(), first.key.as_bytes(), &metrics)
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(manager.run(lease, cert.clone(), metrics, Duration::from_secs(5)));
+    Ok(cert)
+}
+
 async fn run(args: RunArgs) -> Result<(), String> {
     let cluster_default: Option<S3ProxyConfigSpec> = match &args.cluster_default {
         Some(path) => {
@@ -90,11 +152,16 @@ async fn run(args: RunArgs) -> Result<(), String> {
         None => None,
     };
     let metrics = Arc::new(Metrics::default());
-    let cert =
-        tls::ReloadingCert::new(args.tls_cert.clone(), args.tls_key.clone(), &metrics).map_err(|e| e.to_string())?;
-    tokio::spawn(cert.clone().watch(Duration::from_secs(10), metrics.clone()));
-
     let client = kube::Client::try_default().await.map_err(|e| format!("Kubernetes client: {e}"))?;
+    let cert = match args.tls_mode {
+        TlsMode::Files => {
+            let cert = tls::ReloadingCert::new(args.tls_cert.clone(), args.tls_key.clone(), &metrics)
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(cert.clone().watch(Duration::from_secs(10), metrics.clone()));
+            cert
+        }
+        TlsMode::SelfManaged => self_managed_tls(&args, client.clone(), metrics.clone()).await?,
+    };
     let ready = Arc::new(AtomicBool::new(false));
     let configs = config_cache::start(Api::<S3ProxyConfig>::all(client.clone()), cluster_default, ready.clone());
     let options = InjectOptions {

@@ -1,4 +1,4 @@
-//! The webhook's serving certificate, from files (an existing Secret or a
+//! Serving certificate from files (an existing Secret or a
 //! cert-manager Certificate mounted as a volume). Rotated files are picked up
 //! without a restart (linkerd2 #5888 is the failure this avoids).
 
@@ -36,15 +36,24 @@ fn modified(path: &std::path::Path) -> Option<SystemTime> {
 fn load(cert_path: &std::path::Path, key_path: &std::path::Path) -> Result<(CertifiedKey, Option<i64>), TlsError> {
     let cert_pem = std::fs::read(cert_path).map_err(|e| load_error(cert_path, e))?;
     let key_pem = std::fs::read(key_path).map_err(|e| load_error(key_path, e))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| load_error(cert_path, e))?;
+    parse(&cert_pem, &key_pem, cert_path, key_path)
+}
+
+/// A certified key from PEM, and when its leaf expires (Unix seconds).
+pub fn parse(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert_path: &std::path::Path,
+    key_path: &std::path::Path,
+) -> Result<(CertifiedKey, Option<i64>), TlsError> {
+    let certs: Vec<_> =
+        rustls_pemfile::certs(&mut &cert_pem[..]).collect::<Result<_, _>>().map_err(|e| load_error(cert_path, e))?;
     if certs.is_empty() {
         return Err(load_error(cert_path, "no certificate found"));
     }
     let not_after =
         x509_parser::parse_x509_certificate(&certs[0]).ok().map(|(_, c)| c.validity().not_after.timestamp());
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
         .map_err(|e| load_error(key_path, e))?
         .ok_or_else(|| load_error(key_path, "no private key found"))?;
     let signer = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).map_err(|e| load_error(key_path, e))?;
@@ -81,6 +90,30 @@ impl ReloadingCert {
                 Err(e) => tracing::warn!(error = %e, "new webhook certificate not loaded yet"),
             }
         }
+    }
+
+    /// Starts from PEM held in memory (self-managed mode); `replace` updates it.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8], metrics: &Metrics) -> Result<Arc<Self>, TlsError> {
+        let here = std::path::Path::new("<memory>");
+        let (key, not_after) = parse(cert_pem, key_pem, here, here)?;
+        if let Some(t) = not_after {
+            metrics.cert_expiry_seconds.set(t as f64);
+        }
+        Ok(Arc::new(Self {
+            cert_path: here.into(),
+            key_path: here.into(),
+            current: RwLock::new((Arc::new(key), None)),
+        }))
+    }
+
+    pub fn replace(&self, cert_pem: &[u8], key_pem: &[u8], metrics: &Metrics) -> Result<(), TlsError> {
+        let here = std::path::Path::new("<memory>");
+        let (key, not_after) = parse(cert_pem, key_pem, here, here)?;
+        *self.current.write().expect("cert lock") = (Arc::new(key), None);
+        if let Some(t) = not_after {
+            metrics.cert_expiry_seconds.set(t as f64);
+        }
+        Ok(())
     }
 
     pub fn server_config(self: &Arc<Self>) -> Arc<rustls::ServerConfig> {
