@@ -24,6 +24,7 @@ FOREIGN = {"Certificate", "Issuer", "ServiceMonitor"}
 
 VALUES = {
     "defaults": [],
+    "cert-manager": ["--set", "tls.mode=certManager"],
     "existing-secret": ["--set", "tls.mode=existingSecret", "--set", "tls.existingSecret=my-tls", "--set", "tls.caBundle=Zm9v"],
     "helm-ca-classic-sidecar": ["--set", "tls.mode=helm", "--set", "proxy.nativeSidecar=false", "--set", "replicaCount=1"],
     "everything-on": ["--set", "networkPolicy.enabled=true", "--set", "serviceMonitor.enabled=true", "--set", "crds.keep=false",
@@ -62,6 +63,11 @@ def test_rendered_chart_validates(case, tmp_path):
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     if deployment["spec"]["replicas"] > 1:
         assert "PodDisruptionBudget" in kinds
+    if case == "defaults":
+        assert {"Role", "RoleBinding"} <= kinds, "self-managed TLS needs its Secret and Lease"
+        assert "caBundle" not in webhook["clientConfig"], "the operator publishes it"
+    if case == "cert-manager":
+        assert {"Certificate", "Issuer"} <= kinds
     if case == "everything-on":
         assert {"NetworkPolicy", "ServiceMonitor", "ConfigMap"} <= kinds
         crd = next(d for d in docs if d["kind"] == "CustomResourceDefinition")
