@@ -6,12 +6,12 @@ use std::sync::Arc;
 use cloudtaser_operator::controller::{Context, reconcile};
 use cloudtaser_operator::crd::S3ProxyConfig;
 use cloudtaser_operator::metrics::Metrics;
-use http::{Method, Request, Response};
-use kube::client::Body;
+use http::Method;
 use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+mod mock;
+use mock::{Handle, expect, not_found};
 
 fn config() -> S3ProxyConfig {
     serde_json::from_value(json!({
@@ -41,24 +41,8 @@ fn pod(name: &str, injected: bool) -> Value {
                         "annotations": {"cloudtaser.io/s3-proxy": "true"}}, "spec": spec})
 }
 
-async fn expect(handle: &mut Handle, method: Method, path: &str, status: u16, body: Value) -> Value {
-    let (request, send) = handle.next_request().await.expect("the controller made a request");
-    assert_eq!(request.method(), method, "{}", request.uri());
-    assert!(request.uri().path().starts_with(path), "expected {path}, got {}", request.uri());
-    let sent = request.into_body().collect_bytes().await.unwrap();
-    send.send_response(
-        Response::builder().status(status).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap(),
-    );
-    if sent.is_empty() { Value::Null } else { serde_json::from_slice(&sent).unwrap() }
-}
-
-fn not_found() -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
-}
-
 async fn run(scenario: impl FnOnce(Handle) -> tokio::task::JoinHandle<Value>) -> (Value, Arc<Metrics>) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, "default");
+    let (client, handle) = mock::client("default");
     let metrics = Arc::new(Metrics::default());
     let ctx = Arc::new(Context {
         client,
@@ -118,6 +102,26 @@ async fn ready_config_counts_pods_and_warns_about_unprotected_ones() {
     assert!(metrics.encode().contains("cloudtaser_operator_unprotected_pods 1"));
 }
 
+/// The rest of a reconcile after the Secret checks: no pods, then the status write.
+async fn no_pods_then_status(h: &mut Handle) -> Value {
+    expect(
+        h,
+        Method::GET,
+        "/api/v1/namespaces/shop/pods",
+        200,
+        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+    )
+    .await;
+    expect(
+        h,
+        Method::PATCH,
+        "/apis/cloudtaser.io/v1alpha1/namespaces/shop/s3proxyconfigs/default/status",
+        200,
+        serde_json::to_value(config()).unwrap(),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn missing_secret_key_makes_the_config_not_ready() {
     let (patch, _) = run(|mut h| {
@@ -130,22 +134,7 @@ async fn missing_secret_key_makes_the_config_not_ready() {
                 secret("s3-proxy-credentials", &["access-key-id"]),
             )
             .await;
-            expect(
-                &mut h,
-                Method::GET,
-                "/api/v1/namespaces/shop/pods",
-                200,
-                json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
-            )
-            .await;
-            expect(
-                &mut h,
-                Method::PATCH,
-                "/apis/cloudtaser.io/v1alpha1/namespaces/shop/s3proxyconfigs/default/status",
-                200,
-                serde_json::to_value(config()).unwrap(),
-            )
-            .await
+            no_pods_then_status(&mut h).await
         })
     })
     .await;
@@ -160,22 +149,7 @@ async fn missing_secret_is_reported_by_name() {
     let (patch, _) = run(|mut h| {
         tokio::spawn(async move {
             expect(&mut h, Method::GET, "/api/v1/namespaces/shop/secrets/s3-proxy-credentials", 404, not_found()).await;
-            expect(
-                &mut h,
-                Method::GET,
-                "/api/v1/namespaces/shop/pods",
-                200,
-                json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
-            )
-            .await;
-            expect(
-                &mut h,
-                Method::PATCH,
-                "/apis/cloudtaser.io/v1alpha1/namespaces/shop/s3proxyconfigs/default/status",
-                200,
-                serde_json::to_value(config()).unwrap(),
-            )
-            .await
+            no_pods_then_status(&mut h).await
         })
     })
     .await;

@@ -6,32 +6,16 @@ use std::time::Duration;
 use base64::Engine;
 use cloudtaser_operator::tls::leader::LeaderLease;
 use cloudtaser_operator::tls::self_managed::{SelfManaged, due};
-use http::{Method, Request, Response};
+use http::Method;
 use kube::Api;
-use kube::client::Body;
 use serde_json::{Value, json};
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-async fn expect(handle: &mut Handle, method: Method, path: &str, status: u16, body: Value) -> Value {
-    let (request, send) = handle.next_request().await.expect("a request");
-    assert_eq!(request.method(), method, "{}", request.uri());
-    assert!(request.uri().path().starts_with(path), "expected {path}, got {}", request.uri());
-    let sent = request.into_body().collect_bytes().await.unwrap();
-    send.send_response(
-        Response::builder().status(status).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap(),
-    );
-    if sent.is_empty() { Value::Null } else { serde_json::from_slice(&sent).unwrap() }
-}
-
-fn not_found() -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "nope"})
-}
+mod mock;
+use mock::{Handle, expect, not_found};
 
 #[tokio::test]
 async fn the_leader_issues_a_certificate_and_publishes_its_ca() {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, "cloudtaser");
+    let (client, mut handle) = mock::client("cloudtaser");
     let manager = SelfManaged {
         secrets: Api::namespaced(client.clone(), "cloudtaser"),
         webhooks: Api::all(client),
@@ -76,8 +60,7 @@ async fn the_leader_issues_a_certificate_and_publishes_its_ca() {
 
 #[tokio::test]
 async fn only_one_replica_leads() {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, "cloudtaser");
+    let (client, mut handle) = mock::client("cloudtaser");
     let lease = LeaderLease::new(Api::namespaced(client, "cloudtaser"), "op-tls", "replica-a", Duration::from_secs(15));
     let server = tokio::spawn(async move {
         let path = "/apis/coordination.k8s.io/v1/namespaces/cloudtaser/leases";
