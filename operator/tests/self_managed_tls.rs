@@ -8,10 +8,10 @@ use cloudtaser_operator::tls::leader::LeaderLease;
 use cloudtaser_operator::tls::self_managed::{SelfManaged, due};
 use http::Method;
 use kube::Api;
-use serde_json::{Value, json};
+use serde_json::json;
 
 mod mock;
-use mock::{Handle, expect, not_found};
+use mock::{expect, not_found};
 
 #[tokio::test]
 async fn the_leader_issues_a_certificate_and_publishes_its_ca() {
