@@ -1,0 +1,163 @@
+"""The benchmark: the same workloads sent directly to an in-memory S3 upstream
+and through the proxy, interleaved, repeated, reported as medians and
+proxy/direct ratios, with the proxy's CPU-seconds per GB and peak RSS.
+Run with scripts/bench.sh; writes bench/results/latest.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+import stack as stack_mod  # noqa: E402
+from vault_faults import VaultFaults  # noqa: E402
+
+RELEASE = ROOT / "target" / "release"
+GiB, MiB, KiB = 1 << 30, 1 << 20, 1 << 10
+REPS = int(os.environ.get("REPS", "3"))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def load(endpoint: str, case: str, **kw) -> dict:
+    args = [str(RELEASE / "s3-load"), "--endpoint", endpoint, "--case", case]
+    for k, v in kw.items():
+        args += [f"--{k.replace('_', '-')}"] + ([] if v == "" else [str(v)])
+    out = subprocess.run(args, capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+CASES = [
+    # name, case, kwargs, prepare (a case that must have run first on the same target)
+    ("1GiB PUT", "put", {"size": GiB, "key": "big"}),
+    ("1GiB GET", "get", {"size": GiB, "key": "big"}),
+    ("1GiB multipart PUT (8 MiB x4)", "mp-put", {"size": GiB, "key": "mp", "part": 8 * MiB, "concurrency": 4}),
+    ("1GiB ranged GET (8 MiB x4)", "ranged-get", {"size": GiB, "key": "mp", "part": 8 * MiB, "concurrency": 4}),
+    ("4KiB PUT c1", "put", {"size": 4 * KiB, "count": 300, "key": "s4k"}),
+    ("4KiB GET c1", "get", {"size": 4 * KiB, "count": 300, "key": "s4k"}),
+    ("4KiB PUT c32", "put", {"size": 4 * KiB, "count": 3000, "concurrency": 32, "key": "s4k"}),
+    ("4KiB GET c32", "get", {"size": 4 * KiB, "count": 3000, "concurrency": 32, "key": "s4k"}),
+    ("256KiB PUT c1", "put", {"size": 256 * KiB, "count": 200, "key": "s256k"}),
+    ("256KiB GET c1", "get", {"size": 256 * KiB, "count": 200, "key": "s256k"}),
+    ("256KiB PUT c32", "put", {"size": 256 * KiB, "count": 2000, "concurrency": 32, "key": "s256k"}),
+    ("256KiB GET c32", "get", {"size": 256 * KiB, "count": 2000, "concurrency": 32, "key": "s256k"}),
+]
+
+
+def main() -> None:
+    work = Path(os.environ.get("BENCH_DIR", "/tmp/cloudtaser-bench"))
+    work.mkdir(parents=True, exist_ok=True)
+    vault = stack_mod.start_vault(work)
+    port = stack_mod.free_port()
+    s = stack_mod.Stack(workdir=work, vault=vault, s3_endpoint=f"http://127.0.0.1:{port}", s3_data=work)
+    s.processes.append(vault.process)
+    upstream = s.start_process("s3-memory", [str(RELEASE / "s3-memory"), str(port)])
+    stack_mod.wait_for(lambda: urllib.request.urlopen(f"{s.s3_endpoint}/__served", timeout=1).status == 200, "s3-memory")
+    os.environ["CLOUDTASER_PROXY_BIN"] = str(RELEASE / "cloudtaser-s3proxy")
+    proxy, proxy_endpoint, _ = s.start_proxy("proxy-bench", CLOUDTASER_S3PROXY_LOG="warn")
+    pid = proxy.popen.pid
+    results: dict[str, dict] = {}
+    try:
+        for name, case, kw in CASES:
+            direct, through, cpu = [], [], []
+            for rep in range(REPS):
+                order = [("direct", s.s3_endpoint), ("proxy", proxy_endpoint)]
+                if rep % 2:
+                    order.reverse()
+                for target, endpoint in order:
+                    args = dict(kw, key=f"{target}-{kw['key']}")
+                    before = cpu_seconds(pid)
+                    r = load(endpoint, case, **args)
+                    if target == "proxy":
+                        cpu.append((cpu_seconds(pid) - before) / max(r["bytes"], 1) * 1e9)
+                        through.append(r)
+                    else:
+                        direct.append(r)
+            rate = lambda rs: statistics.median(x["bytes"] / x["seconds"] for x in rs)  # noqa: E731
+            ops = lambda rs: statistics.median(x["ops"] / x["seconds"] for x in rs)  # noqa: E731
+            entry = {
+                "direct_MBps": rate(direct) / 1e6, "proxy_MBps": rate(through) / 1e6,
+                "ratio": rate(through) / rate(direct), "proxy_cpu_s_per_GB": statistics.median(cpu),
+                "direct_ops_s": ops(direct), "proxy_ops_s": ops(through),
+            }
+            if direct[0].get("p50_ms") is not None:
+                entry.update({
+                    "direct_p50_ms": statistics.median(x["p50_ms"] for x in direct),
+                    "proxy_p50_ms": statistics.median(x["p50_ms"] for x in through),
+                    "direct_p99_ms": statistics.median(x["p99_ms"] for x in direct),
+                    "proxy_p99_ms": statistics.median(x["p99_ms"] for x in through),
+                })
+            results[name] = entry
+            print(f"{name:34} ratio {entry['ratio']:.2f}  proxy {entry['proxy_MBps']:8.1f} MB/s  direct {entry['direct_MBps']:8.1f} MB/s  "
+                  f"proxy CPU {entry['proxy_cpu_s_per_GB']:.2f} s/GB", flush=True)
+
+        # A 1 MiB range from the middle of a 1 GiB object: upstream bytes fetched.
+        served = lambda: int(urllib.request.urlopen(f"{s.s3_endpoint}/__served", timeout=5).read())  # noqa: E731
+        before = served()
+        load(proxy_endpoint, "range", key="proxy-big-0", part=MiB, offset=GiB // 2 + 12345)
+        results["1MiB range of 1GiB"] = {"upstream_bytes": served() - before, "segments_needed": 17}
+        print(f"1 MiB range from the middle of 1 GiB: {served() - before} upstream bytes", flush=True)
+
+        # 64 concurrent 1 GiB GETs through the proxy: memory under load.
+        t = time.monotonic()
+        load(proxy_endpoint, "get", size=GiB, count=64, concurrency=64, key="proxy-big-0", same="")
+        results["64 concurrent 1GiB GETs"] = {"seconds": time.monotonic() - t}
+    except AssertionError:
+        raise
+    finally:
+        results["proxy_peak_rss_MiB"] = peak_rss_mib(pid)
+        print(f"proxy peak RSS: {results['proxy_peak_rss_MiB']:.1f} MiB", flush=True)
+        s.stop()
+    vault_calls(results, work)
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=2))
+    print(f"wrote {out / 'latest.json'}")
+
+
+def vault_calls(results: dict, work: Path) -> None:
+    """Transit calls per operation, counted in front of OpenBao."""
+    vault = stack_mod.start_vault(work)
+    faults = VaultFaults(vault.addr)
+    port = stack_mod.free_port()
+    s = stack_mod.Stack(workdir=work, vault=vault, s3_endpoint=f"http://127.0.0.1:{port}", s3_data=work)
+    s.processes.append(vault.process)
+    s.start_process("s3-memory-calls", [str(RELEASE / "s3-memory"), str(port)])
+    stack_mod.wait_for(lambda: urllib.request.urlopen(f"{s.s3_endpoint}/__served", timeout=1).status == 200, "s3-memory")
+    proxy, endpoint, _ = s.start_proxy("proxy-calls", VAULT_ADDR=faults.addr, CLOUDTASER_S3PROXY_LOG="warn")
+    try:
+        transit = lambda: sum("/transit/" in c for c in faults.calls)  # noqa: E731
+        base = transit()
+        load(endpoint, "put", size=4 * KiB, count=100, key="calls")
+        after_put = transit()
+        load(endpoint, "get", size=4 * KiB, count=100, key="calls")
+        after_get = transit()
+        results["vault_calls_per_put"] = (after_put - base) / 100
+        results["vault_calls_per_recent_get"] = (after_get - after_put) / 100
+        print(f"Vault calls: {results['vault_calls_per_put']:.2f} per PUT, {results['vault_calls_per_recent_get']:.2f} per GET of a recent object")
+    finally:
+        s.stop()
+        faults.close()
+
+
+if __name__ == "__main__":
+    main()
