@@ -3,7 +3,7 @@
 //! before storing), or the bare ciphertext where aws-chunked is not accepted
 //! (GCS). Lengths are exact, so Content-Length is known before the first byte.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::decode::Crc32c;
 use crate::config::UploadIntegrity;
@@ -66,9 +66,13 @@ impl UploadFraming {
             UploadFraming::Raw => out.push(ciphertext),
             UploadFraming::Crc32cTrailer(crc) => {
                 crc.update(&ciphertext);
-                out.push(Bytes::from(format!("{:x}\r\n", ciphertext.len())));
-                out.push(ciphertext);
-                out.push(Bytes::from_static(b"\r\n"));
+                // One buffer per chunk: a write per tiny frame costs more than the copy.
+                let prefix = format!("{:x}\r\n", ciphertext.len());
+                let mut chunk = BytesMut::with_capacity(prefix.len() + ciphertext.len() + 2);
+                chunk.extend_from_slice(prefix.as_bytes());
+                chunk.extend_from_slice(&ciphertext);
+                chunk.extend_from_slice(b"\r\n");
+                out.push(chunk.freeze());
             }
         }
     }
