@@ -7,23 +7,49 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use cloudtaser_s3proxy::request::decode::ChunkedDecoder;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
+/// A body as the chunks it arrived in: nothing is copied into one buffer.
+#[derive(Clone, Default)]
+struct Chunks(Arc<Vec<Bytes>>);
+
+impl Chunks {
+    fn len(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+
+    /// The bytes `first..=last`, as slices of the stored chunks.
+    fn range(&self, first: usize, last: usize) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        for c in self.0.iter() {
+            let (start, end) = (offset, offset + c.len());
+            offset = end;
+            if end <= first || start > last {
+                continue;
+            }
+            out.push(c.slice(first.max(start) - start..(last + 1).min(end) - start));
+        }
+        out
+    }
+}
+
 #[derive(Clone)]
 struct Object {
-    body: Bytes,
+    body: Chunks,
     meta: Vec<(String, String)>,
     etag: String,
 }
 
 /// An upload in progress: the object's metadata and its parts by number.
-type Upload = (Vec<(String, String)>, HashMap<u32, Bytes>);
+type Upload = (Vec<(String, String)>, HashMap<u32, Chunks>);
 
 #[derive(Default)]
 struct Store {
@@ -34,8 +60,10 @@ struct Store {
     served: AtomicU64,
 }
 
-fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
+type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed_unsync());
     *r.status_mut() = status;
     r
 }
@@ -57,19 +85,19 @@ fn is_chunked(h: &HeaderMap) -> bool {
     h.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("STREAMING-"))
 }
 
-async fn read_body(headers: &HeaderMap, body: Incoming) -> Bytes {
-    let raw = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-    if !is_chunked(headers) {
-        return raw;
-    }
-    let mut decoder = ChunkedDecoder::default();
+/// The body's frames as they arrive, aws-chunked framing removed on the fly.
+async fn read_body(headers: &HeaderMap, mut body: Incoming) -> Chunks {
+    let mut decoder = is_chunked(headers).then(ChunkedDecoder::default);
     let mut out = Vec::new();
-    decoder.feed(raw, &mut out).expect("valid aws-chunked body");
-    let mut joined = BytesMut::new();
-    for b in out {
-        joined.extend_from_slice(&b);
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            match &mut decoder {
+                Some(d) => d.feed(data, &mut out).expect("valid aws-chunked body"),
+                None => out.push(data),
+            }
+        }
     }
-    joined.freeze()
+    Chunks(Arc::new(out))
 }
 
 fn meta_of(headers: &HeaderMap) -> Vec<(String, String)> {
@@ -80,7 +108,7 @@ fn meta_of(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn handle(store: Arc<Store>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(store: Arc<Store>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let q = query(&req);
     let method = req.method().clone();
@@ -135,12 +163,9 @@ async fn handle(store: Arc<Store>, req: Request<Incoming>) -> Result<Response<Fu
             };
             let mut numbers: Vec<_> = parts.keys().copied().collect();
             numbers.sort();
-            let mut body = BytesMut::new();
-            for n in &numbers {
-                body.extend_from_slice(&parts[n]);
-            }
+            let body = Chunks(Arc::new(numbers.iter().flat_map(|n| parts[n].0.iter().cloned()).collect()));
             let etag = format!("\"{:032x}-{}\"", body.len(), numbers.len());
-            store.objects.lock().unwrap().insert(path, Object { body: body.freeze(), meta, etag: etag.clone() });
+            store.objects.lock().unwrap().insert(path, Object { body, meta, etag: etag.clone() });
             reply(
                 StatusCode::OK,
                 format!("<CompleteMultipartUploadResult><ETag>{etag}</ETag></CompleteMultipartUploadResult>"),
@@ -157,22 +182,25 @@ async fn handle(store: Arc<Store>, req: Request<Incoming>) -> Result<Response<Fu
                 let b: u64 = if b.is_empty() { len - 1 } else { b.parse::<u64>().ok()?.min(len - 1) };
                 Some((a, b))
             });
-            let (status, body, content_range) = match range {
-                Some((a, b)) if a < len => (
-                    StatusCode::PARTIAL_CONTENT,
-                    obj.body.slice(a as usize..=b as usize),
-                    Some(format!("bytes {a}-{b}/{len}")),
-                ),
+            let (status, first, last, content_range) = match range {
+                Some((a, b)) if a < len => (StatusCode::PARTIAL_CONTENT, a, b, Some(format!("bytes {a}-{b}/{len}"))),
                 Some(_) => {
                     return Ok(reply(StatusCode::RANGE_NOT_SATISFIABLE, "<Error><Code>InvalidRange</Code></Error>"));
                 }
-                None => (StatusCode::OK, obj.body.clone(), None),
+                None => (StatusCode::OK, 0, len.saturating_sub(1), None),
             };
-            let size = body.len();
+            let size = if len == 0 { 0 } else { (last - first + 1) as usize };
+            let chunks = if method == Method::HEAD || size == 0 {
+                Vec::new()
+            } else {
+                obj.body.range(first as usize, last as usize)
+            };
             if method == Method::GET {
                 store.served.fetch_add(size as u64, Ordering::Relaxed);
             }
-            let mut r = reply(status, if method == Method::HEAD { Bytes::new() } else { body });
+            let frames = futures_util::stream::iter(chunks.into_iter().map(|c| Ok::<_, Infallible>(Frame::data(c))));
+            let mut r = Response::new(StreamBody::new(frames).boxed_unsync());
+            *r.status_mut() = status;
             let h = r.headers_mut();
             h.insert("content-length", HeaderValue::from(size));
             h.insert("etag", HeaderValue::from_str(&obj.etag).unwrap());
