@@ -180,6 +180,15 @@ pub struct ProxyConfig {
     #[arg(long, env = "CLOUDTASER_S3PROXY_KEY_CACHE_TTL_SECS", default_value_t = 300)]
     pub key_cache_ttl_secs: u64,
 
+    /// How many new objects one Transit data key may encrypt (1: a fresh key
+    /// per object). Every object still gets its own salt and derived key.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_DATA_KEY_REUSE_OBJECTS", default_value_t = 1)]
+    pub data_key_reuse_objects: u32,
+
+    /// How long, in seconds, one data key may serve new objects.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_DATA_KEY_REUSE_SECS", default_value_t = 60)]
+    pub data_key_reuse_secs: u64,
+
     /// Where objects written without the proxy may be read as plaintext:
     /// comma-separated `bucket` or `bucket/prefix`. Everywhere else they are
     /// refused. Writes are always encrypted.
@@ -370,6 +379,13 @@ impl ProxyConfig {
 
     pub fn plaintext_read_policy(&self) -> Result<PlaintextReadPolicy, ConfigError> {
         PlaintextReadPolicy::new(&self.plaintext_reads)
+    }
+
+    pub fn data_key_reuse(&self) -> Option<crate::keys::ReuseWindow> {
+        (self.data_key_reuse_objects > 1).then(|| crate::keys::ReuseWindow {
+            max_objects: self.data_key_reuse_objects,
+            max_age: Duration::from_secs(self.data_key_reuse_secs),
+        })
     }
 
     pub fn vault_timeout(&self) -> Duration {

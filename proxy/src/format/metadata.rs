@@ -8,6 +8,7 @@ pub const META_WRAPPED_KEY: &str = "x-amz-meta-cloudtaser-key";
 pub const META_TRANSIT_KEY: &str = "x-amz-meta-cloudtaser-transit-key";
 pub const META_SIZE: &str = "x-amz-meta-cloudtaser-size";
 pub const META_LAYOUT: &str = "x-amz-meta-cloudtaser-layout";
+pub const META_SALT: &str = "x-amz-meta-cloudtaser-salt";
 
 /// How the body is laid out, as far as metadata written up front can say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,10 @@ pub struct EnvelopeMetadata {
     /// Transit key name the data key is wrapped under.
     pub transit_key: String,
     pub layout: StoredLayout,
+    /// The stream salt of a single-PUT object: binds the body to this
+    /// metadata, so bodies cannot be swapped between objects that share a
+    /// data key (docs/SECURITY.md, data key reuse).
+    pub salt: Option<[u8; 32]>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -33,17 +38,21 @@ pub struct EnvelopeMetadata {
 pub struct MetadataError(pub &'static str);
 
 impl EnvelopeMetadata {
-    pub fn to_headers(&self) -> [(&'static str, String); 4] {
+    pub fn to_headers(&self) -> Vec<(&'static str, String)> {
         let layout = match self.layout {
             StoredLayout::Single(len) => (META_SIZE, len.to_string()),
             StoredLayout::Multipart => (META_LAYOUT, "multipart".to_owned()),
         };
-        [
+        let mut out = vec![
             (META_FORMAT, self.format.to_string()),
             (META_WRAPPED_KEY, self.wrapped_key.clone()),
             (META_TRANSIT_KEY, self.transit_key.clone()),
             layout,
-        ]
+        ];
+        if let Some(salt) = &self.salt {
+            out.push((META_SALT, hex::encode(salt)));
+        }
+        out
     }
 
     /// `Ok(None)` when the object carries no envelope at all (written
@@ -70,7 +79,13 @@ impl EnvelopeMetadata {
         if !wrapped_key.starts_with("vault:v") {
             return Err(MetadataError(META_WRAPPED_KEY));
         }
-        Ok(Some(Self { format, wrapped_key, transit_key, layout }))
+        let salt = match get(META_SALT) {
+            Some(h) => {
+                Some(hex::decode(h).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or(MetadataError(META_SALT))?)
+            }
+            None => None,
+        };
+        Ok(Some(Self { format, wrapped_key, transit_key, layout, salt }))
     }
 }
 
@@ -85,6 +100,7 @@ mod tests {
             wrapped_key: "vault:v1:abc".into(),
             transit_key: "k".into(),
             layout: StoredLayout::Single(42),
+            salt: Some([7; 32]),
         };
         let mut h = HeaderMap::new();
         for (k, v) in m.to_headers() {

@@ -104,6 +104,8 @@ pub struct Opener {
     /// A whole read must also verify the final segment of the last stream.
     to_end: bool,
     final_seen: bool,
+    /// The salt the object's metadata records for its (single) stream.
+    expected_salt: Option<[u8; 32]>,
 }
 
 struct OpenStream {
@@ -149,7 +151,15 @@ impl Opener {
             take,
             to_end,
             final_seen: false,
+            expected_salt: None,
         }
+    }
+
+    /// Requires the stream's salt to be the one the object's metadata
+    /// records, so a body moved from another object under the same data key fails.
+    pub fn expect_salt(mut self, salt: Option<[u8; 32]>) -> Self {
+        self.expected_salt = salt;
+        self
     }
 
     /// Accepts a stream header; ranged reads fetch it separately.
@@ -157,6 +167,9 @@ impl Opener {
         let header = Header::decode(bytes)?;
         if header.part_number != self.next_part {
             return Err(FormatError::MalformedHeader("stream is not the expected part"));
+        }
+        if self.expected_salt.is_some_and(|salt| salt != header.salt) {
+            return Err(FormatError::MalformedHeader("stream belongs to another object"));
         }
         let plaintext_len = header.plaintext_len;
         match self.layout {

@@ -11,8 +11,8 @@ pub use cache::KeyCache;
 pub use transit::{TransitClient, key_version};
 pub use vault::{VaultEndpoint, VaultError, VaultHttp};
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
@@ -36,21 +36,44 @@ impl std::fmt::Debug for DataKey {
     }
 }
 
-/// A fresh data key and its Vault-wrapped form (`vault:vN:…`), safe to store.
+/// A data key for writing and its Vault-wrapped form (`vault:vN:…`), safe to store.
+#[derive(Clone)]
 pub struct NewDataKey {
     pub key: Arc<DataKey>,
     pub wrapped: String,
+}
+
+/// How long one data key may serve new objects. Each object still gets its
+/// own random salt and so its own derived key (docs/SECURITY.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReuseWindow {
+    pub max_objects: u32,
+    pub max_age: Duration,
+}
+
+struct SharedKey {
+    key: NewDataKey,
+    issued: Instant,
+    uses: u32,
 }
 
 /// The key service the request path talks to: Transit plus the read cache.
 pub struct KeyService {
     transit: TransitClient,
     cache: KeyCache,
+    reuse: Option<ReuseWindow>,
+    shared: Mutex<Option<SharedKey>>,
 }
 
 impl KeyService {
     pub fn new(transit: TransitClient, cache_capacity: usize, cache_ttl: Duration) -> Self {
-        Self { transit, cache: KeyCache::new(cache_capacity, cache_ttl) }
+        Self { transit, cache: KeyCache::new(cache_capacity, cache_ttl), reuse: None, shared: Mutex::new(None) }
+    }
+
+    /// Lets one data key serve up to `window` objects (`None`: one per object).
+    pub fn with_reuse(mut self, window: Option<ReuseWindow>) -> Self {
+        self.reuse = window.filter(|w| w.max_objects > 1 && !w.max_age.is_zero());
+        self
     }
 
     pub fn key_name(&self) -> &str {
@@ -61,8 +84,30 @@ impl KeyService {
         &self.transit
     }
 
-    /// A new data key for writing one object.
+    /// A data key for writing one object: a fresh one from Transit, or the
+    /// current shared one while it is inside the reuse window.
     pub async fn generate(&self) -> Result<NewDataKey, VaultError> {
+        if let Some(window) = self.reuse {
+            let mut shared = self.shared.lock().expect("shared key lock");
+            if let Some(s) =
+                shared.as_mut().filter(|s| s.uses < window.max_objects && s.issued.elapsed() < window.max_age)
+            {
+                s.uses += 1;
+                return Ok(s.key.clone());
+            }
+            *shared = None;
+        }
+        let fresh = self.generate_fresh().await?;
+        if self.reuse.is_some() {
+            *self.shared.lock().expect("shared key lock") =
+                Some(SharedKey { key: fresh.clone(), issued: Instant::now(), uses: 1 });
+        }
+        Ok(fresh)
+    }
+
+    /// A data key no other object will use (multipart uploads: their part
+    /// streams are only told apart by part number and salt).
+    pub async fn generate_fresh(&self) -> Result<NewDataKey, VaultError> {
         let (key, wrapped) = self.transit.generate_data_key().await?;
         let key = Arc::new(key);
         self.cache.insert(&wrapped, key.clone());

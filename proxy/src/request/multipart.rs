@@ -76,13 +76,15 @@ impl RequestPath {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let mut headers = parts.headers;
         reject_reserved_metadata(&headers)?;
-        let data_key = self.keys.generate().await?;
+        let data_key = self.keys.generate_fresh().await?;
         let key = UploadKey { transit_key: self.keys.key_name().to_owned(), wrapped_key: data_key.wrapped.clone() };
         let envelope = EnvelopeMetadata {
             format: VERSION,
             wrapped_key: key.wrapped_key.clone(),
             transit_key: key.transit_key.clone(),
             layout: StoredLayout::Multipart,
+            // Each part stream has its own salt; the upload's key is never shared.
+            salt: None,
         };
         // Parts carry checksums of ciphertext the client never declared.
         remove_checksum_headers(&mut headers);

@@ -86,10 +86,12 @@ impl RequestPath {
             wrapped_key: data_key.wrapped.clone(),
             transit_key: self.keys.key_name().to_owned(),
             layout: StoredLayout::Single(plaintext_len),
+            // Filled in with the stream's salt once it is drawn.
+            salt: None,
         };
         let mut headers = parts.headers;
         conditional::to_upstream_etags(&mut headers);
-        self.seal_and_send(s3, headers, body, &data_key.key, 0, Some(&envelope)).await
+        self.seal_and_send(s3, headers, body, &data_key.key, 0, Some(envelope)).await
     }
 
     /// Encrypts a client body into one stream and sends it upstream (PutObject, UploadPart).
@@ -100,7 +102,7 @@ impl RequestPath {
         body: B,
         data_key: &DataKey,
         part_number: u32,
-        envelope: Option<&EnvelopeMetadata>,
+        envelope: Option<EnvelopeMetadata>,
     ) -> Result<Response<ProxyBody>, ProxyError>
     where
         B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
@@ -112,6 +114,7 @@ impl RequestPath {
         let decoder = (encoding == BodyEncoding::AwsChunked).then(ChunkedDecoder::default);
         let header =
             Header::random(part_number, plaintext_len).map_err(|e| ProxyError::InvalidArgument(e.to_string()))?;
+        let envelope = envelope.map(|e| EnvelopeMetadata { salt: Some(header.salt), ..e });
         let sealer = Sealer::new(data_key.bytes(), header);
         let framing = UploadFraming::new(self.upstream.integrity());
 
@@ -120,7 +123,7 @@ impl RequestPath {
         }
         remove_checksum_headers(&mut headers);
         set_content_encoding(&mut headers, framing.is_chunked());
-        let envelope_headers = envelope.map(|e| e.to_headers()).into_iter().flatten();
+        let envelope_headers = envelope.as_ref().map(|e| e.to_headers()).into_iter().flatten();
         for (name, value) in envelope_headers.chain(framing.headers(plaintext_len)) {
             headers.insert(name, header_value(&value)?);
         }
@@ -251,7 +254,8 @@ impl RequestPath {
         };
         let layout = layout_of(&envelope, stored_len, prefix.get(..HEADER_LEN))?;
         let mut download =
-            OpenedDownload::new(body, Opener::whole(key.bytes(), layout), layout.total).with_prefix(&prefix)?;
+            OpenedDownload::new(body, Opener::whole(key.bytes(), layout).expect_salt(envelope.salt), layout.total)
+                .with_prefix(&prefix)?;
         download.verify_start().await?;
         let view = PlaintextView {
             status: StatusCode::OK,
@@ -312,7 +316,7 @@ impl RequestPath {
         };
         let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
         let span = layout.span(a, b);
-        let mut opener = Opener::range(key.bytes(), layout, &span, b - a + 1);
+        let mut opener = Opener::range(key.bytes(), layout, &span, b - a + 1).expect_salt(envelope.salt);
         // The stream header comes from the first read, a small read of its
         // own, or inline when the range starts at a stream's first segment.
         let fetch_from = if span.header_start == 0 {
