@@ -20,6 +20,7 @@ use crate::format::{EnvelopeMetadata, HEADER_LEN, Header, ObjectLayout, StoredLa
 use crate::keys::{TransitClient, key_version};
 use crate::request::classify::{Operation, S3Request};
 use crate::request::forward::encode_key;
+use crate::request::range::content_range;
 use crate::request::upstream::UpstreamClient;
 use crate::request::xml;
 
@@ -202,12 +203,7 @@ impl Rewrapper<'_> {
         if status != StatusCode::PARTIAL_CONTENT || first.len() < HEADER_LEN {
             return Err(s3_error("reading the first stream header", status, &first));
         }
-        let stored: u64 = got
-            .get(http::header::CONTENT_RANGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit_once('/'))
-            .and_then(|(_, t)| t.parse().ok())
-            .ok_or("no stored length")?;
+        let (_, stored) = content_range(&got).ok_or("no stored length")?;
         let part_len = Header::decode(&first[..HEADER_LEN]).map_err(|e| e.to_string())?.plaintext_len;
         let layout =
             ObjectLayout::multipart(part_len, stored).ok_or("the stored length does not match a part layout")?;

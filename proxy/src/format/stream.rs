@@ -190,11 +190,6 @@ impl Opener {
         Ok(())
     }
 
-    /// Plaintext length of the current stream, once its header was read.
-    pub fn stream_len(&self) -> Option<u64> {
-        self.stream.as_ref().map(|s| s.plaintext_len)
-    }
-
     fn done(&self) -> bool {
         self.take == 0 && (!self.to_end || self.final_seen)
     }

@@ -167,6 +167,14 @@ fn is_form_upload(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"))
 }
 
+/// A copy's conditions on its source, and the read conditions they mean.
+pub const COPY_SOURCE_CONDITIONS: &[(&str, http::HeaderName)] = &[
+    ("x-amz-copy-source-if-match", http::header::IF_MATCH),
+    ("x-amz-copy-source-if-none-match", http::header::IF_NONE_MATCH),
+    ("x-amz-copy-source-if-modified-since", http::header::IF_MODIFIED_SINCE),
+    ("x-amz-copy-source-if-unmodified-since", http::header::IF_UNMODIFIED_SINCE),
+];
+
 /// The source of a copy, from `x-amz-copy-source` (`[/]bucket/key[?versionId=v]`).
 pub fn copy_source(headers: &HeaderMap) -> Result<S3Request, ProxyError> {
     let invalid = || {

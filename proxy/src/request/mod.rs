@@ -9,7 +9,7 @@ pub mod forward;
 pub mod framing;
 mod multipart;
 mod object;
-mod range;
+pub mod range;
 pub mod respond;
 pub mod sign;
 pub mod transform;

@@ -128,16 +128,11 @@ impl RequestPath {
         if let Some(range) = parts.headers.get("x-amz-copy-source-range") {
             read_headers.insert(http::header::RANGE, range.clone());
         }
-        for (copy_name, name) in [
-            ("x-amz-copy-source-if-match", http::header::IF_MATCH),
-            ("x-amz-copy-source-if-none-match", http::header::IF_NONE_MATCH),
-            ("x-amz-copy-source-if-modified-since", http::header::IF_MODIFIED_SINCE),
-            ("x-amz-copy-source-if-unmodified-since", http::header::IF_UNMODIFIED_SINCE),
-        ] {
-            if let Some(v) = parts.headers.get(copy_name) {
-                read_headers.insert(name, v.clone());
+        // The read below evaluates these against the ETags workloads see.
+        for (copy_name, name) in super::classify::COPY_SOURCE_CONDITIONS {
+            if let Some(v) = parts.headers.get(*copy_name) {
+                read_headers.insert(name.clone(), v.clone());
             }
-            // The read below evaluates these against the ETags workloads see.
         }
         let requested_end = parts
             .headers
@@ -155,12 +150,7 @@ impl RequestPath {
             return Ok(read);
         }
         // S3 refuses a copy range that runs past the source instead of clamping it.
-        let total = read
-            .headers()
-            .get(http::header::CONTENT_RANGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit_once('/'))
-            .and_then(|(_, t)| t.parse::<u64>().ok());
+        let total = super::range::content_range(read.headers()).map(|(_, total)| total);
         if let (Some(end), Some(total)) = (requested_end, total)
             && end >= total
         {

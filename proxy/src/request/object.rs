@@ -10,7 +10,7 @@ use super::classify::S3Request;
 use super::conditional;
 use super::decode::{self, BodyEncoding, ChecksumVerifier, ChunkedDecoder};
 use super::framing::UploadFraming;
-use super::range::{ByteRange, RangeRequest};
+use super::range::{ByteRange, RangeRequest, content_range};
 use super::respond::{self, PlaintextView};
 use super::sign::Payload;
 use super::transform::{OpenedDownload, SealedUpload, read_prefix};
@@ -35,13 +35,6 @@ fn malformed(what: &'static str) -> ProxyError {
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
-/// `bytes a-b/total` from a Content-Range header.
-fn content_range(headers: &HeaderMap) -> Option<(u64, u64)> {
-    let v = headers.get(http::header::CONTENT_RANGE)?.to_str().ok()?;
-    let (range, total) = v.strip_prefix("bytes ")?.split_once('/')?;
-    Some((range.split_once('-')?.0.parse().ok()?, total.parse().ok()?))
 }
 
 /// The layout of a stored object, given its stored length and, for
@@ -191,13 +184,7 @@ impl RequestPath {
 
     /// The first stream header of an object, and the object's stored length.
     async fn first_header(&self, s3: &S3Request, etag: Option<HeaderValue>) -> Result<(Bytes, u64), ProxyError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(http::header::RANGE, HeaderValue::from_static(HEADER_RANGE));
-        if let Some(etag) = etag {
-            headers.insert(http::header::IF_MATCH, etag);
-        }
-        let resp = self.send_buffered(Method::GET, s3, headers, Bytes::new()).await?;
-        changed_if_precondition_failed(resp.status())?;
+        let resp = self.read_stored(s3, etag, 0, HEADER_LEN as u64 - 1).await?;
         let (_, stored_len) = content_range(resp.headers()).ok_or(malformed("no stored length"))?;
         Ok((super::collect_small(resp.into_body()).await?, stored_len))
     }
@@ -379,12 +366,9 @@ impl RequestPath {
         let replace =
             headers.get("x-amz-metadata-directive").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"REPLACE"));
         let mut conditions = HeaderMap::new();
-        for (copy_name, name) in [
-            ("x-amz-copy-source-if-match", http::header::IF_MATCH),
-            ("x-amz-copy-source-if-none-match", http::header::IF_NONE_MATCH),
-        ] {
-            if let Some(v) = headers.remove(copy_name) {
-                conditions.insert(name, v);
+        for (copy_name, name) in super::classify::COPY_SOURCE_CONDITIONS {
+            if let Some(v) = headers.remove(*copy_name) {
+                conditions.insert(name.clone(), v);
             }
         }
         if replace || !conditions.is_empty() {

@@ -1,5 +1,12 @@
 //! The client's `Range` header, in plaintext coordinates.
 
+/// `bytes a-b/total` from a Content-Range header, as (a, total).
+pub fn content_range(headers: &http::HeaderMap) -> Option<(u64, u64)> {
+    let v = headers.get(http::header::CONTENT_RANGE)?.to_str().ok()?;
+    let (range, total) = v.strip_prefix("bytes ")?.split_once('/')?;
+    Some((range.split_once('-')?.0.parse().ok()?, total.parse().ok()?))
+}
+
 /// One byte range as S3 accepts it (a single range; others are ignored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeRequest {
