@@ -1,7 +1,9 @@
-"""The benchmark: the same workloads sent directly to an in-memory S3 upstream
-and through the proxy, interleaved, repeated, reported as medians and
+"""The benchmark: the same workloads sent directly to an S3 upstream and
+through the proxy, interleaved, repeated, reported as medians and
 proxy/direct ratios, with the proxy's CPU-seconds per GB and peak RSS.
-Run with scripts/bench.sh; writes bench/results/latest.json."""
+The upstream is the in-memory one (BENCH_UPSTREAM=memory, the default) or
+Garage (BENCH_UPSTREAM=garage). Run with scripts/bench.sh; writes
+bench/results/latest.json (latest-garage.json for Garage)."""
 
 from __future__ import annotations
 
@@ -19,9 +21,15 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 import stack as stack_mod  # noqa: E402
 from vault_faults import VaultFaults  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+import garage  # noqa: E402
+
 RELEASE = ROOT / "target" / "release"
 GiB, MiB, KiB = 1 << 30, 1 << 20, 1 << 10
 REPS = int(os.environ.get("REPS", "3"))
+UPSTREAM = os.environ.get("BENCH_UPSTREAM", "memory")
+# Signing keys for requests sent directly to the upstream.
+DIRECT_KEYS: dict = {}
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -39,6 +47,7 @@ def peak_rss_mib(pid: int) -> float:
 
 def load(endpoint: str, case: str, **kw) -> dict:
     args = [str(RELEASE / "s3-load"), "--endpoint", endpoint, "--case", case]
+    kw = {**DIRECT_KEYS, **kw}
     for k, v in kw.items():
         args += [f"--{k.replace('_', '-')}"] + ([] if v == "" else [str(v)])
     out = subprocess.run(args, capture_output=True, text=True, timeout=1800)
@@ -70,10 +79,17 @@ def main() -> None:
     port = stack_mod.free_port()
     s = stack_mod.Stack(workdir=work, vault=vault, s3_endpoint=f"http://127.0.0.1:{port}", s3_data=work)
     s.processes.append(vault.process)
-    upstream = s.start_process("s3-memory", [str(RELEASE / "s3-memory"), str(port)])
-    stack_mod.wait_for(lambda: urllib.request.urlopen(f"{s.s3_endpoint}/__served", timeout=1).status == 200, "s3-memory")
+    proxy_env = {"CLOUDTASER_S3PROXY_LOG": "warn"}
+    if UPSTREAM == "garage":
+        s.s3_endpoint = garage.start(work, s).endpoint
+        proxy_env.update(AWS_ACCESS_KEY_ID=garage.ACCESS_KEY, AWS_SECRET_ACCESS_KEY=garage.SECRET_KEY)
+        DIRECT_KEYS.update(access_key=garage.ACCESS_KEY, secret_key=garage.SECRET_KEY)
+        load(s.s3_endpoint, "create-bucket")
+    else:
+        s.start_process("s3-memory", [str(RELEASE / "s3-memory"), str(port)])
+        stack_mod.wait_for(lambda: urllib.request.urlopen(f"{s.s3_endpoint}/__served", timeout=1).status == 200, "s3-memory")
     os.environ["CLOUDTASER_PROXY_BIN"] = str(RELEASE / "cloudtaser-s3proxy")
-    proxy, proxy_endpoint, _ = s.start_proxy("proxy-bench", CLOUDTASER_S3PROXY_LOG="warn")
+    proxy, proxy_endpoint, _ = s.start_proxy("proxy-bench", **proxy_env)
     pid = proxy.popen.pid
     results: dict[str, dict] = {}
     try:
@@ -110,12 +126,24 @@ def main() -> None:
             print(f"{name:34} ratio {entry['ratio']:.2f}  proxy {entry['proxy_MBps']:8.1f} MB/s  direct {entry['direct_MBps']:8.1f} MB/s  "
                   f"proxy CPU {entry['proxy_cpu_s_per_GB']:.2f} s/GB", flush=True)
 
-        # A 1 MiB range from the middle of a 1 GiB object: upstream bytes fetched.
-        served = lambda: int(urllib.request.urlopen(f"{s.s3_endpoint}/__served", timeout=5).read())  # noqa: E731
-        before = served()
-        load(proxy_endpoint, "range", key="proxy-big-0", part=MiB, offset=GiB // 2 + 12345)
-        results["1MiB range of 1GiB"] = {"upstream_bytes": served() - before, "segments_needed": 17}
-        print(f"1 MiB range from the middle of 1 GiB: {served() - before} upstream bytes", flush=True)
+        if UPSTREAM == "memory":
+            # A 1 MiB range from the middle of a 1 GiB object: upstream bytes fetched.
+            served = lambda: int(urllib.request.urlopen(f"{s.s3_endpoint}/__served", timeout=5).read())  # noqa: E731
+            before = served()
+            load(proxy_endpoint, "range", key="proxy-big-0", part=MiB, offset=GiB // 2 + 12345)
+            results["1MiB range of 1GiB"] = {"upstream_bytes": served() - before, "segments_needed": 17}
+            print(f"1 MiB range from the middle of 1 GiB: {served() - before} upstream bytes", flush=True)
+
+        # Small GETs whose data key is not cached: a Transit decrypt each.
+        cold, cold_endpoint, _ = s.start_proxy("proxy-cold", CLOUDTASER_S3PROXY_KEY_CACHE_SIZE="0", **proxy_env)
+        runs = [load(cold_endpoint, "get", size=4 * KiB, count=1000, concurrency=32, key="proxy-s4k") for _ in range(REPS)]
+        cold.stop()
+        results["4KiB GET c32, key not cached"] = {
+            "proxy_ops_s": statistics.median(r["ops"] / r["seconds"] for r in runs),
+            "proxy_p50_ms": statistics.median(r["p50_ms"] for r in runs),
+            "proxy_p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        }
+        print(f"4KiB GET c32, key not cached: {results['4KiB GET c32, key not cached']['proxy_ops_s']:.0f} ops/s", flush=True)
 
         # 64 concurrent 1 GiB GETs through the proxy: memory under load.
         t = time.monotonic()
@@ -127,11 +155,30 @@ def main() -> None:
         results["proxy_peak_rss_MiB"] = peak_rss_mib(pid)
         print(f"proxy peak RSS: {results['proxy_peak_rss_MiB']:.1f} MiB", flush=True)
         s.stop()
-    vault_calls(results, work)
+    if UPSTREAM == "memory":
+        vault_calls(results, work)
+        webhook(results)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    (out / "latest.json").write_text(json.dumps(results, indent=2))
-    print(f"wrote {out / 'latest.json'}")
+    name = "latest.json" if UPSTREAM == "memory" else f"latest-{UPSTREAM}.json"
+    (out / name).write_text(json.dumps(results, indent=2))
+    print(f"wrote {out / name}")
+
+
+def webhook(results: dict) -> None:
+    """The admission webhook at 200 admissions/s, kept-alive and fresh TLS connections."""
+    for fresh in (False, True):
+        runs = []
+        for _ in range(REPS):
+            args = [str(RELEASE / "webhook-load"), "--rate", "200", "--seconds", "15"]
+            out = subprocess.run(args + (["--fresh-connections"] if fresh else []), capture_output=True, text=True,
+                                 timeout=300)
+            assert out.returncode == 0, out.stderr
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        name = "webhook 200/s, " + ("a new TLS connection each" if fresh else "kept-alive connections")
+        entry = {k: statistics.median(r[k] for r in runs) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "achieved_per_s")}
+        results[name] = entry
+        print(f"{name:50} p50 {entry['p50_ms']:.2f} ms  p99 {entry['p99_ms']:.2f} ms  max {entry['max_ms']:.2f} ms", flush=True)
 
 
 def vault_calls(results: dict, work: Path) -> None:

@@ -173,7 +173,7 @@ pub struct ProxyConfig {
     pub vault_timeout_secs: u64,
 
     /// Unwrapped data keys kept in memory for reads (0 disables the cache).
-    #[arg(long, env = "CLOUDTASER_S3PROXY_KEY_CACHE_SIZE", default_value_t = 1024)]
+    #[arg(long, env = "CLOUDTASER_S3PROXY_KEY_CACHE_SIZE", default_value_t = 16384)]
     pub key_cache_size: usize,
 
     /// Seconds an unwrapped data key stays cached.

@@ -28,9 +28,14 @@ type Body = UnsyncBoxBody<Bytes, std::convert::Infallible>;
 struct Args {
     #[arg(long)]
     endpoint: String,
-    /// put | get | mp-put | ranged-get | range
+    /// put | get | mp-put | ranged-get | range | create-bucket
     #[arg(long)]
     case: String,
+    /// The upstream's key when sent directly (the proxy ignores the workload's).
+    #[arg(long, default_value = "benchkey")]
+    access_key: String,
+    #[arg(long, default_value = "benchsecret")]
+    secret_key: String,
     #[arg(long, default_value = "bench")]
     bucket: String,
     #[arg(long, default_value = "obj")]
@@ -81,7 +86,7 @@ impl Bench {
             req = req.header(*k, v);
         }
         let mut req = req.body(body).expect("request");
-        let identity: Identity = Credentials::new("benchkey", "benchsecret", None, None, "bench").into();
+        let identity: Identity = Credentials::new(&self.args.access_key, &self.args.secret_key, None, None, "bench").into();
         let mut settings = SigningSettings::default();
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
@@ -249,6 +254,13 @@ async fn main() {
             sizes.iter().sum()
         }
         "range" => bench.range(args.offset, args.offset + args.part - 1).await,
+        "create-bucket" => {
+            let path = format!("/{}", args.bucket);
+            let (status, _, body) =
+                bench.send(Method::PUT, &path, &[("content-length", "0".into())], Empty::new().boxed_unsync()).await;
+            assert!(status == 200 || status == 409, "{status}: {}", String::from_utf8_lossy(&body));
+            0
+        }
         other => panic!("unknown case {other}"),
     };
     let seconds = started.elapsed().as_secs_f64();
