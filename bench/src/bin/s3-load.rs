@@ -86,7 +86,8 @@ impl Bench {
             req = req.header(*k, v);
         }
         let mut req = req.body(body).expect("request");
-        let identity: Identity = Credentials::new(&self.args.access_key, &self.args.secret_key, None, None, "bench").into();
+        let identity: Identity =
+            Credentials::new(&self.args.access_key, &self.args.secret_key, None, None, "bench").into();
         let mut settings = SigningSettings::default();
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;

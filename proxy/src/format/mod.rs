@@ -13,7 +13,7 @@ pub use layout::{LayoutSpan, ObjectLayout};
 pub use metadata::{EnvelopeMetadata, META_PREFIX, MetadataError, StoredLayout};
 pub use segment::{SegmentCipher, TAG_LEN};
 pub use size::{SEGMENT_LEN, ciphertext_len, plaintext_len, segment_count};
-pub use stream::{Opener, Sealer};
+pub use stream::{Opener, Room, Sealer};
 
 /// Everything that can go wrong while reading or writing the format.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -30,13 +30,13 @@ impl SegmentCipher {
         &self.header
     }
 
-    /// Encrypts `buf` in place and appends the tag.
-    pub fn seal(&self, index: u32, last: bool, buf: &mut Vec<u8>) {
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(nonce(index, last), Aad::from(&self.header[..]), buf)
-            .expect("AES-GCM seal of a bounded segment");
-        buf.extend_from_slice(tag.as_ref());
+    /// Encrypts `plain` into `sealed`: the ciphertext, then the tag
+    /// (`plain.len() + TAG_LEN` bytes).
+    pub fn seal_into(&self, index: u32, last: bool, plain: &[u8], sealed: &mut [u8]) {
+        let (ciphertext, tag) = sealed.split_at_mut(plain.len());
+        self.key
+            .seal_out_of_place_scatter(nonce(index, last), Aad::from(&self.header[..]), plain, ciphertext, &[], tag)
+            .expect("AES-GCM seal of a bounded segment into a buffer of its sealed length");
     }
 
     /// Decrypts a sealed segment in place, returning the plaintext length.
@@ -44,6 +44,15 @@ impl SegmentCipher {
         self.key
             .open_in_place(nonce(index, last), Aad::from(&self.header[..]), buf)
             .map(|plain| plain.len())
+            .map_err(|_| FormatError::Authentication(u64::from(index)))
+    }
+
+    /// Decrypts a sealed segment into `plain` (`sealed.len() - TAG_LEN`
+    /// bytes), leaving the ciphertext where it is.
+    pub fn open_into(&self, index: u32, last: bool, sealed: &[u8], plain: &mut [u8]) -> Result<(), FormatError> {
+        let (ciphertext, tag) = sealed.split_at(sealed.len() - TAG_LEN);
+        self.key
+            .open_separate_gather(nonce(index, last), Aad::from(&self.header[..]), ciphertext, tag, plain)
             .map_err(|_| FormatError::Authentication(u64::from(index)))
     }
 }

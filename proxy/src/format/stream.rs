@@ -8,14 +8,26 @@ use super::layout::{LayoutSpan, ObjectLayout};
 use super::segment::{SegmentCipher, TAG_LEN};
 use super::size::{SEGMENT_LEN, segment_count};
 
+/// Bytes left free before and after every buffer the sealer emits, so a
+/// transport framing can wrap each one in place instead of copying it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Room {
+    pub front: usize,
+    pub back: usize,
+}
+
 /// Turns plaintext chunks into the header followed by sealed segments.
+/// Each emitted buffer is `room.front` zero bytes, the sealed bytes, then
+/// `room.back` zero bytes.
 pub struct Sealer {
     cipher: SegmentCipher,
     segments: u64,
     next_index: u64,
     remaining: u64,
+    /// Plaintext of a segment that arrived split across input chunks.
     pending: Vec<u8>,
     header_sent: bool,
+    room: Room,
 }
 
 impl Sealer {
@@ -25,13 +37,19 @@ impl Sealer {
             segments: segment_count(header.plaintext_len),
             next_index: 0,
             remaining: header.plaintext_len,
-            pending: Vec::with_capacity(SEGMENT_LEN as usize + TAG_LEN),
+            pending: Vec::with_capacity(SEGMENT_LEN as usize),
             header_sent: false,
+            room: Room::default(),
         }
     }
 
+    pub fn with_room(mut self, room: Room) -> Self {
+        self.room = room;
+        self
+    }
+
     /// Feeds plaintext; sealed output (the header first) is pushed to `out`.
-    pub fn update(&mut self, mut input: &[u8], out: &mut Vec<Bytes>) -> Result<(), FormatError> {
+    pub fn update(&mut self, mut input: &[u8], out: &mut Vec<BytesMut>) -> Result<(), FormatError> {
         self.emit_header(out);
         if input.len() as u64 > self.remaining {
             return Err(FormatError::LengthMismatch {
@@ -39,14 +57,21 @@ impl Sealer {
                 actual: self.declared() - self.remaining + input.len() as u64,
             });
         }
+        let segment = SEGMENT_LEN as usize;
         while !input.is_empty() {
-            let want = (SEGMENT_LEN as usize - self.pending.len()).min(input.len());
+            // The last segment is sealed in finish(), once the end is confirmed.
+            if self.pending.is_empty() && input.len() >= segment && self.remaining > segment as u64 {
+                let (plain, rest) = input.split_at(segment);
+                input = rest;
+                self.remaining -= segment as u64;
+                out.push(self.seal(plain, false));
+                continue;
+            }
+            let want = (segment - self.pending.len()).min(input.len());
             self.pending.extend_from_slice(&input[..want]);
             input = &input[want..];
             self.remaining -= want as u64;
-            let segment_full = self.pending.len() == SEGMENT_LEN as usize;
-            // The last segment is sealed in finish(), once the end is confirmed.
-            if segment_full && self.remaining > 0 {
+            if self.pending.len() == segment && self.remaining > 0 {
                 out.push(self.seal_pending(false));
             }
         }
@@ -54,7 +79,7 @@ impl Sealer {
     }
 
     /// Ends the stream; fails unless exactly the declared length was fed.
-    pub fn finish(&mut self, out: &mut Vec<Bytes>) -> Result<(), FormatError> {
+    pub fn finish(&mut self, out: &mut Vec<BytesMut>) -> Result<(), FormatError> {
         self.emit_header(out);
         if self.remaining != 0 {
             return Err(FormatError::LengthMismatch {
@@ -72,19 +97,35 @@ impl Sealer {
         u64::from_be_bytes(self.cipher.header_bytes()[12..20].try_into().expect("8 bytes"))
     }
 
-    fn emit_header(&mut self, out: &mut Vec<Bytes>) {
+    fn framed_buffer(&self, len: usize) -> BytesMut {
+        BytesMut::zeroed(self.room.front + len + self.room.back)
+    }
+
+    fn emit_header(&mut self, out: &mut Vec<BytesMut>) {
         if !self.header_sent {
             self.header_sent = true;
-            out.push(Bytes::copy_from_slice(self.cipher.header_bytes()));
+            let mut buf = self.framed_buffer(HEADER_LEN);
+            buf[self.room.front..self.room.front + HEADER_LEN].copy_from_slice(self.cipher.header_bytes());
+            out.push(buf);
         }
     }
 
-    fn seal_pending(&mut self, last: bool) -> Bytes {
-        let mut buf = std::mem::replace(&mut self.pending, Vec::with_capacity(SEGMENT_LEN as usize + TAG_LEN));
+    fn seal(&mut self, plain: &[u8], last: bool) -> BytesMut {
         let index = u32::try_from(self.next_index).expect("segment count checked by Header::new");
-        self.cipher.seal(index, last, &mut buf);
+        let sealed_len = plain.len() + TAG_LEN;
+        let mut buf = self.framed_buffer(sealed_len);
+        let front = self.room.front;
+        self.cipher.seal_into(index, last, plain, &mut buf[front..front + sealed_len]);
         self.next_index += 1;
-        Bytes::from(buf)
+        buf
+    }
+
+    fn seal_pending(&mut self, last: bool) -> BytesMut {
+        let plain = std::mem::take(&mut self.pending);
+        let sealed = self.seal(&plain, last);
+        self.pending = plain;
+        self.pending.clear();
+        sealed
     }
 }
 
@@ -194,29 +235,42 @@ impl Opener {
         self.take == 0 && (!self.to_end || self.final_seen)
     }
 
-    /// Feeds ciphertext; verified plaintext is pushed to `out`.
-    pub fn update(&mut self, input: &[u8], out: &mut Vec<Bytes>) -> Result<(), FormatError> {
-        self.buf.extend_from_slice(input);
+    /// Feeds ciphertext; verified plaintext is pushed to `out`. Segments
+    /// whole inside `input` are decrypted straight out of it; only a
+    /// segment split across inputs is gathered first.
+    pub fn update(&mut self, mut input: &[u8], out: &mut Vec<Bytes>) -> Result<(), FormatError> {
         loop {
             if self.done() {
-                return if self.buf.is_empty() { Ok(()) } else { Err(FormatError::TrailingData) };
+                return if self.buf.is_empty() && input.is_empty() { Ok(()) } else { Err(FormatError::TrailingData) };
             }
             let Some(s) = self.stream.as_ref() else {
-                if self.buf.len() < HEADER_LEN {
+                if !gather(&mut self.buf, &mut input, HEADER_LEN) {
                     return Ok(());
                 }
                 let header = self.buf.split_to(HEADER_LEN);
                 self.set_header(&header)?;
                 continue;
             };
+            let index = u32::try_from(self.next_index).map_err(|_| FormatError::TrailingData)?;
             let last = self.next_index + 1 == s.segments;
-            let plain_len = if last { s.plaintext_len - self.next_index * SEGMENT_LEN } else { SEGMENT_LEN };
-            let sealed_len = plain_len as usize + TAG_LEN;
-            if self.buf.len() < sealed_len {
-                return Ok(());
-            }
-            let segment = self.buf.split_to(sealed_len);
-            self.open_segment(segment, last, out)?;
+            let plain_len = if last { s.plaintext_len - self.next_index * SEGMENT_LEN } else { SEGMENT_LEN } as usize;
+            let sealed_len = plain_len + TAG_LEN;
+            let plain = if self.buf.is_empty() && input.len() >= sealed_len {
+                let (sealed, rest) = input.split_at(sealed_len);
+                input = rest;
+                let mut plain = BytesMut::zeroed(plain_len);
+                s.cipher.open_into(index, last, sealed, &mut plain)?;
+                plain
+            } else {
+                if !gather(&mut self.buf, &mut input, sealed_len) {
+                    return Ok(());
+                }
+                let mut segment = self.buf.split_to(sealed_len);
+                let len = s.cipher.open(index, last, &mut segment)?;
+                segment.truncate(len);
+                segment
+            };
+            self.emit(plain.freeze(), last, out);
         }
     }
 
@@ -231,10 +285,8 @@ impl Opener {
         Ok(())
     }
 
-    fn open_segment(&mut self, mut segment: BytesMut, last: bool, out: &mut Vec<Bytes>) -> Result<(), FormatError> {
-        let s = self.stream.as_ref().expect("header set");
-        let index = u32::try_from(self.next_index).map_err(|_| FormatError::TrailingData)?;
-        let len = s.cipher.open(index, last, &mut segment)?;
+    /// Hands on the wanted part of a verified segment's plaintext.
+    fn emit(&mut self, mut plain: Bytes, last: bool, out: &mut Vec<Bytes>) {
         self.next_index += 1;
         self.final_seen = last;
         if last {
@@ -243,8 +295,6 @@ impl Opener {
             self.next_index = 0;
             self.next_part += 1;
         }
-        segment.truncate(len);
-        let mut plain = segment.freeze();
         let skip = self.skip.min(plain.len() as u64) as usize;
         self.skip -= skip as u64;
         let _ = plain.split_to(skip);
@@ -254,8 +304,15 @@ impl Opener {
         if !plain.is_empty() {
             out.push(plain);
         }
-        Ok(())
     }
+}
+
+/// Moves bytes from `input` into `buf` until it holds `want`; whether it does.
+fn gather(buf: &mut BytesMut, input: &mut &[u8], want: usize) -> bool {
+    let n = want.saturating_sub(buf.len()).min(input.len());
+    buf.extend_from_slice(&input[..n]);
+    *input = &input[n..];
+    buf.len() >= want
 }
 
 #[cfg(test)]

@@ -35,7 +35,8 @@ impl Forwarder {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new()).build(https);
+        let client =
+            Client::builder(TokioExecutor::new()).http1_max_buf_size(crate::server::CONNECTION_BUFFER).build(https);
         let authority = upstream.endpoint.authority().map(|a| a.to_string()).unwrap_or_default();
         Ok(Self { client, upstream, authority })
     }

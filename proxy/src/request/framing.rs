@@ -7,11 +7,15 @@ use bytes::{Bytes, BytesMut};
 
 use super::decode::Crc32c;
 use crate::config::UploadIntegrity;
-use crate::format::{HEADER_LEN, SEGMENT_LEN, TAG_LEN, ciphertext_len, segment_count};
+use crate::format::{HEADER_LEN, Room, SEGMENT_LEN, TAG_LEN, ciphertext_len, segment_count};
 
 const TRAILER_NAME: &str = "x-amz-checksum-crc32c";
 /// `x-amz-checksum-crc32c:` + 8 base64 characters + CRLF.
 const TRAILER_LINE_LEN: u64 = TRAILER_NAME.len() as u64 + 1 + 8 + 2;
+
+/// A chunk-size line for any sealed buffer: up to 6 hex digits and CRLF
+/// (a segment is 65,552 bytes, 5 digits).
+const CHUNK_LINE_ROOM: usize = 8;
 
 pub enum UploadFraming {
     Raw,
@@ -60,20 +64,30 @@ impl UploadFraming {
             + 2
     }
 
-    /// Frames one ciphertext buffer.
-    pub fn frame(&mut self, ciphertext: Bytes, out: &mut Vec<Bytes>) {
+    /// The room the sealer leaves around each buffer for [`Self::frame`]:
+    /// a chunk-size line in front, CRLF behind.
+    pub fn room(&self) -> Room {
         match self {
-            UploadFraming::Raw => out.push(ciphertext),
-            UploadFraming::Crc32cTrailer(crc) => {
-                crc.update(&ciphertext);
-                // One buffer per chunk: a write per tiny frame costs more than the copy.
-                let prefix = format!("{:x}\r\n", ciphertext.len());
-                let mut chunk = BytesMut::with_capacity(prefix.len() + ciphertext.len() + 2);
-                chunk.extend_from_slice(prefix.as_bytes());
-                chunk.extend_from_slice(&ciphertext);
-                chunk.extend_from_slice(b"\r\n");
-                out.push(chunk.freeze());
-            }
+            UploadFraming::Raw => Room::default(),
+            UploadFraming::Crc32cTrailer(_) => Room { front: CHUNK_LINE_ROOM, back: 2 },
+        }
+    }
+
+    /// Frames one sealed buffer laid out as [`Self::room`] says, in place:
+    /// one buffer per chunk, since a write per tiny frame costs more than a
+    /// copy, and a copy is not needed.
+    pub fn frame(&mut self, mut buf: BytesMut, out: &mut Vec<Bytes>) {
+        let Room { front, back } = self.room();
+        let len = buf.len() - front - back;
+        if let UploadFraming::Crc32cTrailer(crc) = self {
+            crc.update(&buf[front..front + len]);
+            let line = format!("{len:x}\r\n");
+            let start = front - line.len();
+            buf[start..front].copy_from_slice(line.as_bytes());
+            buf[front + len..].copy_from_slice(b"\r\n");
+            out.push(buf.freeze().slice(start..));
+        } else {
+            out.push(buf.freeze());
         }
     }
 
@@ -94,21 +108,35 @@ mod tests {
     use super::*;
     use crate::format::{Header, Sealer};
 
+    fn sealed(len: u64, room: Room) -> Vec<BytesMut> {
+        let mut sealer = Sealer::new(&[1; 32], Header::new(0, len, [2; 32]).unwrap()).with_room(room);
+        let mut sealed = Vec::new();
+        sealer.update(&vec![7u8; len as usize], &mut sealed).unwrap();
+        sealer.finish(&mut sealed).unwrap();
+        sealed
+    }
+
     #[test]
-    fn framed_length_is_exact() {
+    fn frames_in_place_to_exact_length_and_decodable_chunks() {
         for len in [0u64, 1, SEGMENT_LEN - 1, SEGMENT_LEN, SEGMENT_LEN + 1, 5 * SEGMENT_LEN + 77] {
-            let mut sealer = Sealer::new(&[1; 32], Header::new(0, len, [2; 32]).unwrap());
-            let mut sealed = Vec::new();
-            sealer.update(&vec![0u8; len as usize], &mut sealed).unwrap();
-            sealer.finish(&mut sealed).unwrap();
             let mut framing = UploadFraming::new(UploadIntegrity::Crc32cTrailer);
             let mut wire = Vec::new();
-            for c in sealed {
+            for c in sealed(len, framing.room()) {
                 framing.frame(c, &mut wire);
             }
             framing.finish(&mut wire);
             let total: usize = wire.iter().map(Bytes::len).sum();
             assert_eq!(total as u64, framing.framed_len(len), "len={len}");
+
+            let mut decoder = crate::request::decode::ChunkedDecoder::default();
+            let mut decoded = Vec::new();
+            decoder.feed(Bytes::from(wire.concat()), &mut decoded).unwrap();
+            decoder.finish().unwrap();
+            let ciphertext = sealed(len, Room::default()).concat();
+            assert_eq!(decoded.concat(), ciphertext, "len={len}");
+            let mut crc = Crc32c::default();
+            crc.update(&ciphertext);
+            assert_eq!(decoder.trailers(), [(TRAILER_NAME.to_owned(), crc.base64())], "len={len}");
         }
     }
 }

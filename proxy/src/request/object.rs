@@ -108,8 +108,8 @@ impl RequestPath {
         let header =
             Header::random(part_number, plaintext_len).map_err(|e| ProxyError::InvalidArgument(e.to_string()))?;
         let envelope = envelope.map(|e| EnvelopeMetadata { salt: Some(header.salt), ..e });
-        let sealer = Sealer::new(data_key.bytes(), header);
         let framing = UploadFraming::new(self.upstream.integrity());
+        let sealer = Sealer::new(data_key.bytes(), header).with_room(framing.room());
 
         for name in PLAINTEXT_BODY_HEADERS {
             headers.remove(*name);

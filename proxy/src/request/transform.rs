@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
 use super::decode::{ChecksumVerifier, ChunkedDecoder, VerifiedChecksum};
@@ -96,8 +96,8 @@ impl<B> SealedUpload<B> {
         Ok(())
     }
 
-    fn frame_all(&mut self, sealed: Vec<Bytes>) {
-        let mut wire = Vec::with_capacity(sealed.len() * 3);
+    fn frame_all(&mut self, sealed: Vec<BytesMut>) {
+        let mut wire = Vec::with_capacity(sealed.len());
         for c in sealed {
             self.framing.frame(c, &mut wire);
         }
@@ -174,7 +174,7 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let mut buf = bytes::BytesMut::new();
+    let mut buf = BytesMut::new();
     while buf.len() < n {
         match std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
             Some(Ok(frame)) => {
