@@ -56,6 +56,13 @@ struct Args {
     same: bool,
 }
 
+struct Reply {
+    status: u16,
+    len: u64,
+    body: Bytes,
+    etag: String,
+}
+
 struct Bench {
     client: Client<HttpConnector, Body>,
     args: Args,
@@ -73,13 +80,7 @@ fn body_of(len: u64, chunk: &Bytes) -> Body {
 }
 
 impl Bench {
-    async fn send(
-        &self,
-        method: Method,
-        path_query: &str,
-        headers: &[(&str, String)],
-        body: Body,
-    ) -> (u16, u64, Bytes) {
+    async fn send(&self, method: Method, path_query: &str, headers: &[(&str, String)], body: Body) -> Reply {
         let uri = format!("{}{}", self.args.endpoint, path_query);
         let mut req = Request::builder().method(method).uri(&uri);
         for (k, v) in headers {
@@ -113,6 +114,7 @@ impl Bench {
         instructions.apply_to_request_http1x(&mut req);
         let resp = self.client.request(req).await.expect("request sent");
         let status = resp.status().as_u16();
+        let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
         let keep = matches!(self.args.case.as_str(), "mp-put") || status >= 300;
         let mut body = resp.into_body();
         let mut n = 0u64;
@@ -125,7 +127,7 @@ impl Bench {
                 }
             }
         }
-        (status, n, Bytes::from(kept))
+        Reply { status, len: n, body: Bytes::from(kept), etag }
     }
 
     fn path(&self, suffix: &str) -> String {
@@ -134,7 +136,7 @@ impl Bench {
 
     async fn put(&self, i: usize) -> u64 {
         let len = self.args.size;
-        let (status, _, body) = self
+        let Reply { status, len: _, body, .. } = self
             .send(
                 Method::PUT,
                 &self.path(&format!("-{i}")),
@@ -148,13 +150,14 @@ impl Bench {
 
     async fn get(&self, i: usize) -> u64 {
         let path = if self.args.same { self.path("") } else { self.path(&format!("-{i}")) };
-        let (status, n, _) = self.send(Method::GET, &path, &[], Empty::new().boxed_unsync()).await;
+        let Reply { status, len: n, body: _, .. } =
+            self.send(Method::GET, &path, &[], Empty::new().boxed_unsync()).await;
         assert_eq!(status, 200);
         n
     }
 
     async fn range(&self, first: u64, last: u64) -> u64 {
-        let (status, n, _) = self
+        let Reply { status, len: n, body: _, .. } = self
             .send(
                 Method::GET,
                 &self.path(""),
@@ -167,7 +170,7 @@ impl Bench {
     }
 
     async fn multipart_put(self: &Arc<Self>) -> u64 {
-        let (status, _, xml) = self
+        let Reply { status, len: _, body: xml, .. } = self
             .send(
                 Method::POST,
                 &format!("{}?uploads", self.path("")),
@@ -180,28 +183,30 @@ impl Bench {
         let id =
             xml.split("<UploadId>").nth(1).and_then(|r| r.split("</UploadId>").next()).expect("upload id").to_owned();
         let parts = self.args.size.div_ceil(self.args.part);
-        let mut numbers: Vec<u64> = stream::iter(0..parts)
+        let mut numbers: Vec<(u64, String)> = stream::iter(0..parts)
             .map(|p| {
                 let me = self.clone();
                 let id = id.clone();
                 async move {
                     let len = (me.args.size - p * me.args.part).min(me.args.part);
                     let q = format!("{}?partNumber={}&uploadId={}", me.path(""), p + 1, id);
-                    let (status, _, _) =
+                    let reply =
                         me.send(Method::PUT, &q, &[("content-length", len.to_string())], body_of(len, &me.chunk)).await;
-                    assert_eq!(status, 200);
-                    p + 1
+                    assert_eq!(reply.status, 200);
+                    (p + 1, reply.etag)
                 }
             })
             .buffer_unordered(self.args.concurrency)
             .collect()
             .await;
         numbers.sort();
-        let doc: String =
-            numbers.iter().map(|n| format!("<Part><PartNumber>{n}</PartNumber><ETag>\"x\"</ETag></Part>")).collect();
+        let doc: String = numbers
+            .iter()
+            .map(|(n, etag)| format!("<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag></Part>"))
+            .collect();
         let doc = format!("<CompleteMultipartUpload>{doc}</CompleteMultipartUpload>");
         let len = doc.len();
-        let (status, _, body) = self
+        let Reply { status, len: _, body, .. } = self
             .send(
                 Method::POST,
                 &format!("{}?uploadId={id}", self.path("")),
@@ -257,7 +262,7 @@ async fn main() {
         "range" => bench.range(args.offset, args.offset + args.part - 1).await,
         "create-bucket" => {
             let path = format!("/{}", args.bucket);
-            let (status, _, body) =
+            let Reply { status, len: _, body, .. } =
                 bench.send(Method::PUT, &path, &[("content-length", "0".into())], Empty::new().boxed_unsync()).await;
             assert!(status == 200 || status == 409, "{status}: {}", String::from_utf8_lossy(&body));
             0
