@@ -1,4 +1,4 @@
-"""Garage as the benchmark's real upstream: one node, SQLite metadata, data
+"""Garage as the benchmark's real upstream: one node, LMDB metadata (SQLite answers 503 "database is locked" under 32 concurrent PUTs), data
 in the work directory, one key allowed to create buckets. The binary comes
 from `cargo install garage` (scripts/bench.sh garage installs it once into
 ~/.cache/cloudtaser/garage)."""
@@ -37,7 +37,7 @@ def start(work: Path, s: stack_mod.Stack) -> Garage:
     config.write_text(f"""
 metadata_dir = "{root}/meta"
 data_dir = "{root}/data"
-db_engine = "sqlite"
+db_engine = "lmdb"
 replication_factor = 1
 rpc_bind_addr = "127.0.0.1:{rpc_port}"
 rpc_public_addr = "127.0.0.1:{rpc_port}"

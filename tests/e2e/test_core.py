@@ -107,6 +107,41 @@ def test_range_reads_are_plaintext_coordinates(client, bucket, spec, start, end)
     assert got["ContentRange"] == f"bytes {first}-{first + len(want) - 1}/{len(data)}"
 
 
+def upstream_ranged_reads(stack) -> int:
+    return sum('"upstream request"' in line and '"range":"bytes=' in line for line in stack.proxy.log_text().splitlines())
+
+
+def test_ranged_reads_remember_the_layout_until_the_object_changes(client, stack, bucket):
+    key = "layout/remembered.bin"
+    first = body_of(3 * SEG + 100, 7)
+    client.put_object(Bucket=bucket, Key=key, Body=first)
+    assert client.get_object(Bucket=bucket, Key=key, Range="bytes=10-20")["Body"].read() == first[10:21]
+    before = upstream_ranged_reads(stack)
+    got = client.get_object(Bucket=bucket, Key=key, Range=f"bytes={SEG}-{SEG + 99}")
+    assert got["Body"].read() == first[SEG : SEG + 100]
+    assert upstream_ranged_reads(stack) - before == 1, "the second range reads its segments only"
+
+    # Overwritten with another size: the remembered layout no longer applies.
+    second = body_of(5 * SEG + 7, 8)
+    client.put_object(Bucket=bucket, Key=key, Body=second)
+    got = client.get_object(Bucket=bucket, Key=key, Range="bytes=-10")
+    assert got["Body"].read() == second[-10:]
+    assert got["ContentRange"] == f"bytes {len(second) - 10}-{len(second) - 1}/{len(second)}"
+
+    # Overwritten as a multipart object: another layout kind.
+    mp = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    part = body_of(5 << 20, 9)
+    etag = client.upload_part(Bucket=bucket, Key=key, UploadId=mp, PartNumber=1, Body=part)["ETag"]
+    client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=mp,
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    assert client.get_object(Bucket=bucket, Key=key, Range="bytes=100-199")["Body"].read() == part[100:200]
+
+    client.delete_object(Bucket=bucket, Key=key)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        client.get_object(Bucket=bucket, Key=key, Range="bytes=0-9")
+    assert e.value.response["Error"]["Code"] == "NoSuchKey"
+
+
 def test_unsatisfiable_range_is_416(client, bucket):
     client.put_object(Bucket=bucket, Key="short.txt", Body=b"12345")
     with pytest.raises(botocore.exceptions.ClientError) as e:

@@ -22,6 +22,18 @@ fn date(value: &str) -> Option<i64> {
     DateTime::from_str(value.trim(), Format::HttpDate).ok().map(|d| d.secs())
 }
 
+/// Whether the request carries any condition on the object's version.
+pub fn any(headers: &HeaderMap) -> bool {
+    [
+        http::header::IF_MATCH,
+        http::header::IF_NONE_MATCH,
+        http::header::IF_MODIFIED_SINCE,
+        http::header::IF_UNMODIFIED_SINCE,
+    ]
+    .iter()
+    .any(|name| headers.contains_key(name))
+}
+
 /// Removes the ETag conditions before a request goes upstream.
 pub fn strip_etag_conditions(headers: &mut HeaderMap) {
     headers.remove(http::header::IF_MATCH);

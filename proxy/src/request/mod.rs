@@ -7,6 +7,7 @@ mod conditional;
 pub mod decode;
 pub mod forward;
 pub mod framing;
+mod layout_cache;
 mod multipart;
 mod object;
 pub mod range;
@@ -38,8 +39,12 @@ use upstream::UpstreamClient;
 /// tagging, CompleteMultipartUpload) and XML responses. Objects always stream.
 const MAX_BUFFERED_BODY: usize = 16 << 20;
 
+/// Objects whose layout ranged reads remember (about 200 bytes each).
+const LAYOUT_CACHE_SIZE: usize = 4096;
+
 pub struct RequestPath {
     keys: Arc<KeyService>,
+    layouts: layout_cache::LayoutCache,
     upstream: UpstreamClient,
     plaintext_reads: PlaintextReadPolicy,
     virtual_host_suffix: String,
@@ -52,7 +57,13 @@ impl RequestPath {
         plaintext_reads: PlaintextReadPolicy,
         virtual_host_suffix: String,
     ) -> Self {
-        Self { keys, upstream, plaintext_reads, virtual_host_suffix }
+        Self {
+            keys,
+            layouts: layout_cache::LayoutCache::new(LAYOUT_CACHE_SIZE),
+            upstream,
+            plaintext_reads,
+            virtual_host_suffix,
+        }
     }
 
     /// Whether an object the upstream returned without an envelope may be

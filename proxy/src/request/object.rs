@@ -1,6 +1,8 @@
 //! Single-object operations: PutObject, GetObject (whole, ranged, by part),
 //! HeadObject and CopyObject.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -10,6 +12,7 @@ use super::classify::S3Request;
 use super::conditional;
 use super::decode::{self, BodyEncoding, ChecksumVerifier, ChunkedDecoder};
 use super::framing::UploadFraming;
+use super::layout_cache::{KnownLayout, LayoutCache};
 use super::range::{ByteRange, RangeRequest, content_range};
 use super::respond::{self, PlaintextView};
 use super::sign::Payload;
@@ -253,15 +256,28 @@ impl RequestPath {
         Ok(respond::object_response(parts.headers, view, boxed(download)))
     }
 
-    /// Reads the stream header first (which also yields the metadata, the
-    /// stored size and the part size), then only the covering segments,
-    /// pinned to the same object version with If-Match.
+    /// Reads only the covering segments of the range, pinned to one object
+    /// version with If-Match. Which segments those are depends on the
+    /// object's layout: known from an earlier read of the same version, or
+    /// learned by reading the stream header first (which also yields the
+    /// metadata, the stored size and the part size).
     async fn get_range(
         &self,
         s3: &S3Request,
         headers: HeaderMap,
         spec: ReadSpec,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let id = LayoutCache::id(s3);
+        if !conditional::any(&headers)
+            && let Some(known) = self.layouts.get(&id)
+        {
+            match self.read_covering(s3, &headers, spec, &known).await {
+                Ok(resp) => return Ok(resp),
+                // Changed (412), deleted or unreadable since: nothing has
+                // reached the client yet, so learn the layout again.
+                Err(_) => self.layouts.remove(&id),
+            }
+        }
         let mut first = headers.clone();
         conditional::strip_etag_conditions(&mut first);
         first.insert(http::header::RANGE, HeaderValue::from_static(HEADER_RANGE));
@@ -289,36 +305,59 @@ impl RequestPath {
         let (_, stored_len) = content_range(resp.headers()).ok_or(malformed("no stored length"))?;
         let first_header = super::collect_small(resp.into_body()).await?;
         let layout = layout_of(&envelope, stored_len, Some(&first_header))?;
+        let known = Arc::new(KnownLayout { etag, layout, first_header });
+        self.layouts.insert(id, known.clone());
+        self.read_covering(s3, &headers, spec, &known).await
+    }
+
+    /// The ranged read proper, once the layout is known.
+    async fn read_covering(
+        &self,
+        s3: &S3Request,
+        headers: &HeaderMap,
+        spec: ReadSpec,
+        known: &KnownLayout,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let layout = known.layout;
         let ByteRange { first: a, last: b } = match spec {
             ReadSpec::Range(range) => {
                 range.resolve(layout.total).ok_or(ProxyError::InvalidRange { object_len: layout.total })?
             }
             ReadSpec::Part(n) if u64::from(n) > layout.parts => return Err(ProxyError::InvalidPartNumber),
             // The one part of an empty object is the empty object.
-            ReadSpec::Part(_) if layout.total == 0 => return self.get_whole(s3, headers).await,
+            ReadSpec::Part(_) if layout.total == 0 => return self.get_whole(s3, headers.clone()).await,
             ReadSpec::Part(n) => {
                 let first = u64::from(n - 1) * layout.part_len;
                 ByteRange { first, last: first + layout.stream_len(u64::from(n - 1)) - 1 }
             }
         };
-        let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
         let span = layout.span(a, b);
-        let mut opener = Opener::range(key.bytes(), layout, &span, b - a + 1).expect_salt(envelope.salt);
-        // The stream header comes from the first read, a small read of its
-        // own, or inline when the range starts at a stream's first segment.
-        let fetch_from = if span.header_start == 0 {
-            opener.set_header(&first_header).map_err(ProxyError::Ciphertext)?;
-            span.ciphertext_start
+        let etag = &known.etag;
+        // The stream header is the first stream's, a small read of its own,
+        // or inline when the range starts at a stream's first segment.
+        let (fetch_from, header) = if span.header_start == 0 {
+            (span.ciphertext_start, Some(known.first_header.clone()))
         } else if span.first_segment == 0 {
-            span.header_start
+            (span.header_start, None)
         } else {
-            let header = self
-                .read_stored(s3, etag.clone(), span.header_start, span.header_start + HEADER_LEN as u64 - 1)
-                .await?;
-            opener.set_header(&super::collect_small(header.into_body()).await?).map_err(ProxyError::Ciphertext)?;
-            span.ciphertext_start
+            let last = span.header_start + HEADER_LEN as u64 - 1;
+            let header = self.read_stored(s3, etag.clone(), span.header_start, last).await?;
+            (span.ciphertext_start, Some(super::collect_small(header.into_body()).await?))
         };
-        let resp = self.read_stored(s3, etag, fetch_from, span.ciphertext_end).await?;
+        let resp = self.read_stored(s3, etag.clone(), fetch_from, span.ciphertext_end).await?;
+        let envelope = envelope_of(resp.headers())?;
+        let (_, stored_len) = content_range(resp.headers()).ok_or(malformed("no stored length"))?;
+        if stored_len != layout.stored_len() {
+            return Err(ProxyError::Ciphertext(FormatError::LengthMismatch {
+                declared: layout.stored_len(),
+                actual: stored_len,
+            }));
+        }
+        let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
+        let mut opener = Opener::range(key.bytes(), layout, &span, b - a + 1).expect_salt(envelope.salt);
+        if let Some(header) = header {
+            opener.set_header(&header).map_err(ProxyError::Ciphertext)?;
+        }
         let (parts, body) = resp.into_parts();
         let mut download = OpenedDownload::new(body, opener, b - a + 1);
         download.verify_start().await?;

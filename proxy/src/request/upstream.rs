@@ -58,6 +58,9 @@ impl UpstreamClient {
         &self,
         req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        // The method and any Range only: keys and bodies stay out of logs.
+        let range = req.headers().get(http::header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        tracing::debug!(method = %req.method(), range, "upstream request");
         self.forwarder.send(req).await
     }
 

@@ -1,0 +1,109 @@
+//! Layouts of recently read encrypted objects, so that every ranged read
+//! after the first goes straight to its covering segments instead of first
+//! reading the stream header. Each use is pinned with If-Match to the ETag
+//! the layout was learned with: a changed object answers 412, and its
+//! layout is learned again.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::HeaderValue;
+
+use super::classify::S3Request;
+use crate::format::ObjectLayout;
+
+/// Bucket, key and version.
+type ObjectId = (String, String, Option<String>);
+
+/// What a ranged read needs before it can pick the ciphertext to fetch.
+#[derive(Debug)]
+pub struct KnownLayout {
+    /// The upstream ETag of the version this describes.
+    pub etag: Option<HeaderValue>,
+    pub layout: ObjectLayout,
+    /// The first stream's header.
+    pub first_header: Bytes,
+}
+
+/// Bounded by count; entries need no age limit, as If-Match guards each use.
+pub struct LayoutCache {
+    capacity: usize,
+    inner: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_object: HashMap<ObjectId, Arc<KnownLayout>>,
+    /// Insertion order, oldest first, for eviction.
+    order: VecDeque<ObjectId>,
+}
+
+impl LayoutCache {
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity, inner: Mutex::new(Entries::default()) }
+    }
+
+    pub fn id(s3: &S3Request) -> ObjectId {
+        (
+            s3.bucket.clone().unwrap_or_default(),
+            s3.key.clone().unwrap_or_default(),
+            s3.query_value("versionId").map(str::to_owned),
+        )
+    }
+
+    pub fn get(&self, id: &ObjectId) -> Option<Arc<KnownLayout>> {
+        self.inner.lock().expect("layout cache lock").by_object.get(id).cloned()
+    }
+
+    /// Keeps `known` unless it has no ETag to pin later reads to.
+    pub fn insert(&self, id: ObjectId, known: Arc<KnownLayout>) {
+        if self.capacity == 0 || known.etag.is_none() {
+            return;
+        }
+        let mut e = self.inner.lock().expect("layout cache lock");
+        if e.by_object.insert(id.clone(), known).is_none() {
+            e.order.push_back(id);
+        }
+        while e.by_object.len() > self.capacity || e.order.len() > 2 * self.capacity {
+            let Some(oldest) = e.order.pop_front() else { break };
+            e.by_object.remove(&oldest);
+        }
+    }
+
+    pub fn remove(&self, id: &ObjectId) {
+        self.inner.lock().expect("layout cache lock").by_object.remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known(etag: Option<&'static str>) -> Arc<KnownLayout> {
+        Arc::new(KnownLayout {
+            etag: etag.map(HeaderValue::from_static),
+            layout: ObjectLayout::single(10),
+            first_header: Bytes::new(),
+        })
+    }
+
+    fn id(key: &str) -> ObjectId {
+        ("b".into(), key.into(), None)
+    }
+
+    #[test]
+    fn keeps_the_newest_and_skips_entries_without_an_etag() {
+        let c = LayoutCache::new(2);
+        c.insert(id("a"), known(Some("\"1\"")));
+        c.insert(id("b"), known(Some("\"2\"")));
+        c.insert(id("c"), known(Some("\"3\"")));
+        assert!(c.get(&id("a")).is_none());
+        assert_eq!(c.get(&id("c")).unwrap().etag.as_ref().unwrap(), "\"3\"");
+        c.insert(id("d"), known(None));
+        assert!(c.get(&id("d")).is_none());
+        c.remove(&id("c"));
+        assert!(c.get(&id("c")).is_none());
+        assert!(c.get(&id("b")).is_some());
+    }
+}
