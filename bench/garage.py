@@ -1,7 +1,8 @@
-"""Garage as the benchmark's real upstream: one node, LMDB metadata (SQLite answers 503 "database is locked" under 32 concurrent PUTs), data
-in the work directory, one key allowed to create buckets. The binary comes
-from `cargo install garage` (scripts/bench.sh garage installs it once into
-~/.cache/cloudtaser/garage)."""
+"""Garage as the benchmark's real upstream: one node, LMDB metadata (with
+SQLite, 32 concurrent PUTs get 503 "database is locked"), data in the work
+directory, and one key allowed to create buckets. The binary comes from
+`cargo install garage`; `scripts/bench.sh garage` installs it once into
+~/.cache/cloudtaser/garage."""
 
 from __future__ import annotations
 
