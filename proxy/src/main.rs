@@ -28,7 +28,11 @@ fn main() -> ExitCode {
     }
     init_tracing(&config);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(config.worker_threads))
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let result = runtime.block_on(async move {
         match command {
             Command::Serve => serve(config).await,
