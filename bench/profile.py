@@ -13,12 +13,11 @@ import argparse
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-import stack as stack_mod  # noqa: E402
+sys.path.insert(0, str(ROOT / "bench"))
+import harness  # noqa: E402
 
 BIN = ROOT / "target" / "profiling"
 
@@ -41,15 +40,8 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the proxy")
     args = parser.parse_args()
 
-    work = Path(os.environ.get("BENCH_DIR", "/tmp/cloudtaser-profile"))
-    work.mkdir(parents=True, exist_ok=True)
-    vault = stack_mod.start_vault(work)
-    port = stack_mod.free_port()
-    s = stack_mod.Stack(workdir=work, vault=vault, s3_endpoint=f"http://127.0.0.1:{port}", s3_data=work)
-    s.processes.append(vault.process)
-    s.start_process("s3-memory", [str(BIN / "s3-memory"), str(port)])
-    stack_mod.wait_for(lambda: urllib.request.urlopen(f"{s.s3_endpoint}/__served", timeout=1).status == 200, "s3-memory")
-    os.environ["CLOUDTASER_PROXY_BIN"] = str(BIN / "cloudtaser-s3proxy")
+    s = harness.vault_stack(Path(os.environ.get("BENCH_DIR", "/tmp/cloudtaser-profile")), BIN)
+    harness.start_memory_upstream(s, BIN)
     extra = dict(e.split("=", 1) for e in args.env)
     proxy, endpoint, _ = s.start_proxy("proxy-profile", CLOUDTASER_S3PROXY_LOG="warn", **extra)
     try:

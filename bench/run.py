@@ -18,11 +18,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-import stack as stack_mod  # noqa: E402
 from vault_faults import VaultFaults  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 import garage  # noqa: E402
+import harness  # noqa: E402
 
 RELEASE = ROOT / "target" / "release"
 GiB, MiB, KiB = 1 << 30, 1 << 20, 1 << 10
@@ -74,11 +74,7 @@ CASES = [
 
 def main() -> None:
     work = Path(os.environ.get("BENCH_DIR", "/tmp/cloudtaser-bench"))
-    work.mkdir(parents=True, exist_ok=True)
-    vault = stack_mod.start_vault(work)
-    port = stack_mod.free_port()
-    s = stack_mod.Stack(workdir=work, vault=vault, s3_endpoint=f"http://127.0.0.1:{port}", s3_data=work)
-    s.processes.append(vault.process)
+    s = harness.vault_stack(work, RELEASE)
     proxy_env = {"CLOUDTASER_S3PROXY_LOG": "warn"}
     if UPSTREAM == "garage":
         s.s3_endpoint = garage.start(work, s).endpoint
@@ -86,9 +82,7 @@ def main() -> None:
         DIRECT_KEYS.update(access_key=garage.ACCESS_KEY, secret_key=garage.SECRET_KEY)
         load(s.s3_endpoint, "create-bucket")
     else:
-        s.start_process("s3-memory", [str(RELEASE / "s3-memory"), str(port)])
-        stack_mod.wait_for(lambda: urllib.request.urlopen(f"{s.s3_endpoint}/__served", timeout=1).status == 200, "s3-memory")
-    os.environ["CLOUDTASER_PROXY_BIN"] = str(RELEASE / "cloudtaser-s3proxy")
+        harness.start_memory_upstream(s, RELEASE)
     proxy, proxy_endpoint, _ = s.start_proxy("proxy-bench", **proxy_env)
     pid = proxy.popen.pid
     results: dict[str, dict] = {}
@@ -183,13 +177,9 @@ def webhook(results: dict) -> None:
 
 def vault_calls(results: dict, work: Path) -> None:
     """Transit calls per operation, counted in front of OpenBao."""
-    vault = stack_mod.start_vault(work)
-    faults = VaultFaults(vault.addr)
-    port = stack_mod.free_port()
-    s = stack_mod.Stack(workdir=work, vault=vault, s3_endpoint=f"http://127.0.0.1:{port}", s3_data=work)
-    s.processes.append(vault.process)
-    s.start_process("s3-memory-calls", [str(RELEASE / "s3-memory"), str(port)])
-    stack_mod.wait_for(lambda: urllib.request.urlopen(f"{s.s3_endpoint}/__served", timeout=1).status == 200, "s3-memory")
+    s = harness.vault_stack(work, RELEASE)
+    faults = VaultFaults(s.vault.addr)
+    harness.start_memory_upstream(s, RELEASE, "s3-memory-calls")
     proxy, endpoint, _ = s.start_proxy("proxy-calls", VAULT_ADDR=faults.addr, CLOUDTASER_S3PROXY_LOG="warn")
     try:
         transit = lambda: sum("/transit/" in c for c in faults.calls)  # noqa: E731

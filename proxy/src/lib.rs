@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod body;
+pub mod bounded_map;
 pub mod commands;
 pub mod config;
 pub mod credentials;

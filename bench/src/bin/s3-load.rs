@@ -136,7 +136,7 @@ impl Bench {
 
     async fn put(&self, i: usize) -> u64 {
         let len = self.args.size;
-        let Reply { status, len: _, body, .. } = self
+        let Reply { status, body, .. } = self
             .send(
                 Method::PUT,
                 &self.path(&format!("-{i}")),
@@ -150,14 +150,13 @@ impl Bench {
 
     async fn get(&self, i: usize) -> u64 {
         let path = if self.args.same { self.path("") } else { self.path(&format!("-{i}")) };
-        let Reply { status, len: n, body: _, .. } =
-            self.send(Method::GET, &path, &[], Empty::new().boxed_unsync()).await;
+        let Reply { status, len: n, .. } = self.send(Method::GET, &path, &[], Empty::new().boxed_unsync()).await;
         assert_eq!(status, 200);
         n
     }
 
     async fn range(&self, first: u64, last: u64) -> u64 {
-        let Reply { status, len: n, body: _, .. } = self
+        let Reply { status, len: n, .. } = self
             .send(
                 Method::GET,
                 &self.path(""),
@@ -170,7 +169,7 @@ impl Bench {
     }
 
     async fn multipart_put(self: &Arc<Self>) -> u64 {
-        let Reply { status, len: _, body: xml, .. } = self
+        let Reply { status, body: xml, .. } = self
             .send(
                 Method::POST,
                 &format!("{}?uploads", self.path("")),
@@ -206,7 +205,7 @@ impl Bench {
             .collect();
         let doc = format!("<CompleteMultipartUpload>{doc}</CompleteMultipartUpload>");
         let len = doc.len();
-        let Reply { status, len: _, body, .. } = self
+        let Reply { status, body, .. } = self
             .send(
                 Method::POST,
                 &format!("{}?uploadId={id}", self.path("")),
@@ -262,7 +261,7 @@ async fn main() {
         "range" => bench.range(args.offset, args.offset + args.part - 1).await,
         "create-bucket" => {
             let path = format!("/{}", args.bucket);
-            let Reply { status, len: _, body, .. } =
+            let Reply { status, body, .. } =
                 bench.send(Method::PUT, &path, &[("content-length", "0".into())], Empty::new().boxed_unsync()).await;
             assert!(status == 200 || status == 409, "{status}: {}", String::from_utf8_lossy(&body));
             0

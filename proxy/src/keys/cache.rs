@@ -1,61 +1,41 @@
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::DataKey;
+use crate::bounded_map::BoundedMap;
 
 /// Unwrapped data keys by wrapped key, bounded in count and age. Evicted
 /// keys are zeroized when their last user drops them (see [`DataKey`]).
 pub struct KeyCache {
-    capacity: usize,
     ttl: Duration,
-    inner: Mutex<Entries>,
-}
-
-#[derive(Default)]
-struct Entries {
-    by_wrapped: HashMap<String, (Arc<DataKey>, Instant)>,
-    /// Insertion order, oldest first, for eviction.
-    order: VecDeque<String>,
+    by_wrapped: BoundedMap<String, (Arc<DataKey>, Instant)>,
 }
 
 impl KeyCache {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
-        Self { capacity, ttl, inner: Mutex::new(Entries::default()) }
+        let capacity = if ttl.is_zero() { 0 } else { capacity };
+        Self { ttl, by_wrapped: BoundedMap::new(capacity) }
     }
 
     pub fn get(&self, wrapped: &str) -> Option<Arc<DataKey>> {
-        let mut e = self.inner.lock().expect("key cache lock");
-        let (key, inserted) = e.by_wrapped.get(wrapped)?;
+        let (key, inserted) = self.by_wrapped.get(wrapped)?;
         if inserted.elapsed() < self.ttl {
-            return Some(key.clone());
+            return Some(key);
         }
-        e.by_wrapped.remove(wrapped);
+        self.by_wrapped.remove(wrapped);
         None
     }
 
     pub fn insert(&self, wrapped: &str, key: Arc<DataKey>) {
-        if self.capacity == 0 || self.ttl.is_zero() {
-            return;
-        }
-        let mut e = self.inner.lock().expect("key cache lock");
-        if e.by_wrapped.insert(wrapped.to_owned(), (key, Instant::now())).is_none() {
-            e.order.push_back(wrapped.to_owned());
-        }
-        while e.by_wrapped.len() > self.capacity || e.order.len() > 2 * self.capacity {
-            let Some(oldest) = e.order.pop_front() else {
-                break;
-            };
-            e.by_wrapped.remove(&oldest);
-        }
+        self.by_wrapped.insert(wrapped.to_owned(), (key, Instant::now()));
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().expect("key cache lock").by_wrapped.len()
+        self.by_wrapped.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.by_wrapped.is_empty()
     }
 }
 

@@ -4,13 +4,13 @@
 //! the layout was learned with: a changed object answers 412, and its
 //! layout is learned again.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::HeaderValue;
 
 use super::classify::S3Request;
+use crate::bounded_map::BoundedMap;
 use crate::format::ObjectLayout;
 
 /// Bucket, key and version.
@@ -28,20 +28,12 @@ pub struct KnownLayout {
 
 /// Bounded by count; entries need no age limit, as If-Match guards each use.
 pub struct LayoutCache {
-    capacity: usize,
-    inner: Mutex<Entries>,
-}
-
-#[derive(Default)]
-struct Entries {
-    by_object: HashMap<ObjectId, Arc<KnownLayout>>,
-    /// Insertion order, oldest first, for eviction.
-    order: VecDeque<ObjectId>,
+    by_object: BoundedMap<ObjectId, Arc<KnownLayout>>,
 }
 
 impl LayoutCache {
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, inner: Mutex::new(Entries::default()) }
+        Self { by_object: BoundedMap::new(capacity) }
     }
 
     pub fn id(s3: &S3Request) -> ObjectId {
@@ -53,26 +45,18 @@ impl LayoutCache {
     }
 
     pub fn get(&self, id: &ObjectId) -> Option<Arc<KnownLayout>> {
-        self.inner.lock().expect("layout cache lock").by_object.get(id).cloned()
+        self.by_object.get(id)
     }
 
     /// Keeps `known` unless it has no ETag to pin later reads to.
     pub fn insert(&self, id: ObjectId, known: Arc<KnownLayout>) {
-        if self.capacity == 0 || known.etag.is_none() {
-            return;
-        }
-        let mut e = self.inner.lock().expect("layout cache lock");
-        if e.by_object.insert(id.clone(), known).is_none() {
-            e.order.push_back(id);
-        }
-        while e.by_object.len() > self.capacity || e.order.len() > 2 * self.capacity {
-            let Some(oldest) = e.order.pop_front() else { break };
-            e.by_object.remove(&oldest);
+        if known.etag.is_some() {
+            self.by_object.insert(id, known);
         }
     }
 
     pub fn remove(&self, id: &ObjectId) {
-        self.inner.lock().expect("layout cache lock").by_object.remove(id);
+        self.by_object.remove(id);
     }
 }
 

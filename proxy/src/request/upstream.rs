@@ -59,8 +59,12 @@ impl UpstreamClient {
         req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
         // The method and any Range only: keys and bodies stay out of logs.
-        let range = req.headers().get(http::header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        tracing::debug!(method = %req.method(), range, "upstream request");
+        // Field values are only computed when debug is on.
+        tracing::debug!(
+            method = %req.method(),
+            range = req.headers().get(http::header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or(""),
+            "upstream request"
+        );
         self.forwarder.send(req).await
     }
 
