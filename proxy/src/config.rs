@@ -202,6 +202,43 @@ pub struct ProxyConfig {
     #[arg(long, env = "CLOUDTASER_S3PROXY_PLAINTEXT_READS", value_delimiter = ',')]
     pub plaintext_reads: Vec<String>,
 
+    /// S3 operations the workload may use, by their AWS API names
+    /// (`GetObject,PutObject,…`), with `default` (object reads and writes,
+    /// multipart, listing, HEAD, object tags, deletes), `all`, and `-Name` to
+    /// take one away. Anything else gets 403 AccessDenied.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_ALLOWED_OPERATIONS", value_delimiter = ',')]
+    pub allowed_operations: Vec<String>,
+
+    /// Buckets the workload may use: comma-separated `bucket` or
+    /// `bucket/prefix`. Unset: any bucket the proxy's identity can reach.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_BUCKETS", value_delimiter = ',')]
+    pub buckets: Vec<String>,
+
+    /// Transit keys, besides CLOUDTASER_S3PROXY_TRANSIT_KEY, whose data keys
+    /// the proxy may unwrap for reads (objects written under an earlier key
+    /// name). An object or upload id naming any other key is refused.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_TRANSIT_READ_KEYS", value_delimiter = ',')]
+    pub transit_read_keys: Vec<String>,
+
+    /// Most connections the S3 listener holds open at once; more wait in the
+    /// kernel's accept queue.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Most connections the health listener holds open at once (it is on the
+    /// pod network in injected pods).
+    #[arg(long, env = "CLOUDTASER_S3PROXY_HEALTH_MAX_CONNECTIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub health_max_connections: u32,
+
+    /// Seconds between background checks that Vault answers with the
+    /// proxy's token; skipped while real calls show it does. `/readyz`
+    /// reads the result.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_VAULT_PROBE_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub vault_probe_secs: u64,
+
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "CLOUDTASER_S3PROXY_LOG", default_value = "info")]
     pub log: String,
@@ -273,7 +310,7 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
-fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { name, reason: reason.into() }
 }
 
@@ -333,8 +370,12 @@ impl ProxyConfig {
             return Err(invalid("VAULT_ADDR", "expected an http:// or https:// URL"));
         }
         self.vault_auth()?;
-        if self.transit_mount.trim_matches('/').is_empty() {
-            return Err(invalid("CLOUDTASER_S3PROXY_TRANSIT_MOUNT", "must not be empty"));
+        let mount = self.transit_mount.trim_matches('/');
+        if mount.is_empty() || !mount.split('/').all(crate::keys::is_valid_key_name) {
+            return Err(invalid(
+                "CLOUDTASER_S3PROXY_TRANSIT_MOUNT",
+                "expected a mount path of segments made of letters, digits, `-`, `_` and `.`",
+            ));
         }
         if self.vault_timeout_secs == 0 {
             return Err(invalid("CLOUDTASER_S3PROXY_VAULT_TIMEOUT_SECS", "must be at least 1"));
@@ -346,11 +387,28 @@ impl ProxyConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_vault()?;
         self.upstream()?;
-        if self.transit_key.is_empty() || self.transit_key.contains('/') {
+        if !crate::keys::is_valid_key_name(&self.transit_key) {
             return Err(invalid("CLOUDTASER_S3PROXY_TRANSIT_KEY", "expected a Transit key name"));
         }
         self.plaintext_read_policy()?;
+        self.access_policy()?;
+        for key in &self.transit_read_keys {
+            if !crate::keys::is_valid_key_name(key.trim()) {
+                return Err(invalid("CLOUDTASER_S3PROXY_TRANSIT_READ_KEYS", format!("`{key}` is not a Transit key name")));
+            }
+        }
         Ok(())
+    }
+
+    pub fn access_policy(&self) -> Result<crate::request::policy::AccessPolicy, ConfigError> {
+        crate::request::policy::AccessPolicy::new(&self.allowed_operations, &self.buckets)
+    }
+
+    /// Every Transit key name the proxy may unwrap with: the write key first.
+    pub fn readable_keys(&self) -> Vec<String> {
+        std::iter::once(self.transit_key.clone())
+            .chain(self.transit_read_keys.iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()))
+            .collect()
     }
 
     /// The Vault login method, with what it needs present.

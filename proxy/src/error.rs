@@ -28,19 +28,24 @@ pub enum ProxyError {
     InvalidRange { object_len: u64 },
     #[error("{0}")]
     AccessDenied(String),
+    #[error("The specified bucket is not valid.")]
+    InvalidBucketName,
     #[error("The XML you provided was not well-formed or did not validate against our published schema")]
     MalformedXml,
     #[error("Your proposed upload is smaller than the minimum allowed object size.")]
     EntityTooSmall,
     #[error("The object was not written through CloudTaser and plaintext reads are disabled for it.")]
     NotEncrypted,
-    #[error("The key service refused the object's data key: {0}")]
+    // Key service and credential errors carry their cause for the log only
+    // (`Debug`); the client gets a fixed message, so a workload cannot use
+    // the proxy to probe Vault.
+    #[error("The key service refused the object's data key.")]
     KeyRefused(VaultError),
-    #[error("The key service is unavailable: {0}")]
+    #[error("The key service is unavailable.")]
     KeyServiceUnavailable(VaultError),
-    #[error("The key service is rate-limiting requests: {0}")]
+    #[error("The key service is rate-limiting requests.")]
     KeyServiceSlowDown(VaultError),
-    #[error("The proxy has no usable upstream credentials: {0}")]
+    #[error("The proxy has no usable upstream credentials.")]
     Credentials(#[from] CredentialsError),
     #[error("The upstream storage service could not be reached: {0}")]
     UpstreamUnreachable(String),
@@ -52,6 +57,8 @@ pub enum ProxyError {
     InvalidPartNumber,
     #[error("{0}")]
     Retry(String),
+    #[error("The upstream answered a request without object data with an object; it was not passed on.")]
+    UnexpectedObject,
     #[error("{0}")]
     Internal(String),
 }
@@ -74,7 +81,7 @@ impl ProxyError {
         match self {
             MissingContentLength => StatusCode::LENGTH_REQUIRED,
             AccessDenied(_) => StatusCode::FORBIDDEN,
-            MalformedXml | EntityTooSmall => StatusCode::BAD_REQUEST,
+            MalformedXml | EntityTooSmall | InvalidBucketName => StatusCode::BAD_REQUEST,
             InvalidArgument(_) | InvalidRequest(_) | BadDigest(_) | InvalidDigest | IncompleteBody(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -86,7 +93,7 @@ impl ProxyError {
             KeyServiceUnavailable(_) | KeyServiceSlowDown(_) | Credentials(_) | Retry(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
+            UpstreamUnreachable(_) | UnexpectedObject => StatusCode::BAD_GATEWAY,
             Ciphertext(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,6 +103,7 @@ impl ProxyError {
         match self {
             MissingContentLength => "MissingContentLength",
             AccessDenied(_) => "AccessDenied",
+            InvalidBucketName => "InvalidBucketName",
             MalformedXml => "MalformedXML",
             EntityTooSmall => "EntityTooSmall",
             InvalidArgument(_) => "InvalidArgument",
@@ -112,7 +120,7 @@ impl ProxyError {
             KeyServiceUnavailable(_) => "ServiceUnavailable",
             KeyServiceSlowDown(_) => "SlowDown",
             Credentials(_) | Retry(_) => "ServiceUnavailable",
-            UpstreamUnreachable(_) => "BadGateway",
+            UpstreamUnreachable(_) | UnexpectedObject => "BadGateway",
             Ciphertext(_) => "InternalError",
             Internal(_) => "InternalError",
         }

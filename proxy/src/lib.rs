@@ -13,5 +13,6 @@ pub mod credentials;
 pub mod error;
 pub mod format;
 pub mod keys;
+pub mod logging;
 pub mod request;
 pub mod server;

@@ -5,6 +5,7 @@ use clap::Parser;
 
 use cloudtaser_s3proxy::app;
 use cloudtaser_s3proxy::commands;
+use cloudtaser_s3proxy::logging;
 use cloudtaser_s3proxy::config::{Cli, Command, LogFormat, ProxyConfig};
 use cloudtaser_s3proxy::request::RequestPath;
 use cloudtaser_s3proxy::server;
@@ -53,12 +54,19 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(config: &ProxyConfig) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, filter::FilterExt};
+
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    // Whatever the filter says, these never reach the log (docs/SECURITY.md).
+    let filter = filter.and(tracing_subscriber::filter::filter_fn(|meta| logging::may_log(meta.target(), meta.level())));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match config.log_format {
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+    };
+    tracing_subscriber::registry().with(layer).init();
 }
 
 async fn serve(config: ProxyConfig) -> Result<(), String> {
@@ -67,7 +75,9 @@ async fn serve(config: ProxyConfig) -> Result<(), String> {
     let keys = app::key_service(&config, session, &config.transit_key);
     let client = app::upstream_client(&config).await?;
     let plaintext_reads = config.plaintext_read_policy().map_err(|e| e.to_string())?;
-    let path = Arc::new(RequestPath::new(keys.clone(), client, plaintext_reads, "localhost".to_owned()));
+    let policy = config.access_policy().map_err(|e| e.to_string())?;
+    let path =
+        Arc::new(RequestPath::new(keys.clone(), client, plaintext_reads, "localhost".to_owned()).with_policy(policy));
 
     let s3 =
         server::bind(config.listen).await.map_err(|e| format!("CLOUDTASER_S3PROXY_LISTEN {}: {e}", config.listen))?;
@@ -75,8 +85,17 @@ async fn serve(config: ProxyConfig) -> Result<(), String> {
         .await
         .map_err(|e| format!("CLOUDTASER_S3PROXY_HEALTH_LISTEN {}: {e}", config.health_listen))?;
     tracing::info!(listen = %config.listen, health = %config.health_listen, upstream = %upstream.endpoint, region = %upstream.region, "cloudtaser-s3proxy started");
-    tokio::spawn(server::serve_health(health, keys));
-    server::serve_s3(s3, path, shutdown_signal()).await.map_err(|e| e.to_string())
+    tokio::spawn(keys.clone().watch_vault(std::time::Duration::from_secs(config.vault_probe_secs)));
+    let health_limits = server::ListenerLimits {
+        max_connections: config.health_max_connections as usize,
+        header_read_timeout: server::HEALTH_HEADER_READ_TIMEOUT,
+    };
+    tokio::spawn(server::serve_health(health, keys, health_limits));
+    let s3_limits = server::ListenerLimits {
+        max_connections: config.max_connections as usize,
+        header_read_timeout: server::S3_HEADER_READ_TIMEOUT,
+    };
+    server::serve_s3(s3, path, s3_limits, shutdown_signal()).await.map_err(|e| e.to_string())
 }
 
 async fn shutdown_signal() {

@@ -4,15 +4,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::{ProxyBody, full};
 use crate::keys::KeyService;
+use crate::keys::health::VaultHealth;
 use crate::request::RequestPath;
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -23,16 +26,60 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 /// segments' worth keeps throughput and bounds memory per transfer.
 pub const CONNECTION_BUFFER: usize = 256 << 10;
 
+/// How many connections a listener holds at once, and how long a client
+/// may take to send its request headers.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerLimits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+}
+
+/// A client slow to send its headers is dropped after this long.
+pub const S3_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Probes are tiny and local: a client slower than this is not a kubelet.
+pub const HEALTH_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest pause between accept retries after a resource error.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The next connection, once the listener has a free slot. A failed accept
+/// never ends the listener: errors about one connection are skipped, and
+/// resource errors (EMFILE, ENFILE, ENOBUFS, ENOMEM) back off and retry, so
+/// a descriptor shortage passes instead of killing the process.
+async fn accept(listener: &TcpListener, slots: &Arc<Semaphore>) -> (TcpStream, SocketAddr, OwnedSemaphorePermit) {
+    let permit = slots.clone().acquire_owned().await.expect("the connection semaphore is never closed");
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => return (stream, peer, permit),
+            Err(e) if is_per_connection(&e) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "accept failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Errors that concern only the connection being accepted.
+fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock)
+}
+
 pub async fn serve_s3(
     listener: TcpListener,
     path: Arc<RequestPath>,
+    limits: ListenerLimits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+        let (stream, peer, permit) = tokio::select! {
+            accepted = accept(&listener, &slots) => accepted,
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
@@ -43,7 +90,7 @@ pub async fn serve_s3(
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
+            .header_read_timeout(limits.header_read_timeout)
             .max_buf_size(CONNECTION_BUFFER)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
@@ -51,6 +98,7 @@ pub async fn serve_s3(
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(permit);
         });
     }
     tracing::info!("draining in-flight requests");
@@ -61,35 +109,88 @@ pub async fn serve_s3(
     Ok(())
 }
 
-/// `/healthz`: the process serves. `/readyz`: Vault answers with a valid token.
-pub async fn serve_health(listener: TcpListener, keys: Arc<KeyService>) -> std::io::Result<()> {
+/// `/healthz`: the process serves. `/readyz`: see `readiness`.
+pub async fn serve_health(listener: TcpListener, keys: Arc<KeyService>, limits: ListenerLimits) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, _, permit) = accept(&listener, &slots).await;
         let keys = keys.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             let keys = keys.clone();
-            async move { Ok::<_, std::convert::Infallible>(health(req.uri().path(), &keys).await) }
+            async move { Ok::<_, std::convert::Infallible>(health(req.method(), req.uri().path(), keys.health())) }
         });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .keep_alive(false)
+            .serve_connection(TokioIo::new(stream), service);
         tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = conn.await;
+            drop(permit);
         });
     }
 }
 
-async fn health(path: &str, keys: &KeyService) -> Response<ProxyBody> {
-    let (status, text) = match path {
-        "/healthz" => (StatusCode::OK, "ok".to_owned()),
-        "/readyz" => match keys.check_ready().await {
-            Ok(()) => (StatusCode::OK, "ready".to_owned()),
-            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")),
-        },
-        _ => (StatusCode::NOT_FOUND, "not found".to_owned()),
+/// Readiness reads the cached Vault state and never calls Vault.
+///
+/// Not ready until Vault has answered once since start: the native sidecar's
+/// startup probe holds the workload back until the proxy can encrypt. After
+/// that the proxy stays ready through Vault outages and reports them in the
+/// body (and in its log): readiness gates a pod's Service endpoints, and a
+/// short Vault blip must not take every injected application out of its
+/// Services, including the requests that never touch S3 (docs/OPERATIONS.md).
+fn readiness(health: &VaultHealth) -> (StatusCode, &'static str) {
+    match (health.ever_reached(), health.is_reachable()) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: vault unreachable"),
+        (true, true) => (StatusCode::OK, "ready"),
+        (true, false) => (StatusCode::OK, "ready (degraded: vault unreachable)"),
+    }
+}
+
+fn health(method: &Method, path: &str, vault: &VaultHealth) -> Response<ProxyBody> {
+    let (status, text) = match (method, path) {
+        (&Method::GET | &Method::HEAD, "/healthz") => (StatusCode::OK, "ok"),
+        (&Method::GET | &Method::HEAD, "/readyz") => readiness(vault),
+        (_, "/healthz" | "/readyz") => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        _ => (StatusCode::NOT_FOUND, "not found"),
     };
-    let mut resp = Response::new(full(text.into()));
+    let body = if method == Method::HEAD { Bytes::new() } else { Bytes::from_static(text.as_bytes()) };
+    let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        resp.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+    }
     resp
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_is_cached_and_survives_outages_after_start() {
+        let h = VaultHealth::default();
+        assert_eq!(readiness(&h).0, StatusCode::SERVICE_UNAVAILABLE);
+        let _ = h.observe(Ok::<_, crate::keys::VaultError>(()));
+        assert_eq!(readiness(&h), (StatusCode::OK, "ready"));
+        let _ = h.observe::<()>(Err(crate::keys::VaultError::Unreachable("Vault's own text".into())));
+        let (status, text) = readiness(&h);
+        assert_eq!(status, StatusCode::OK);
+        assert!(text.contains("vault unreachable") && !text.contains("own text"));
+    }
+
+    #[test]
+    fn probes_answer_get_and_head_only() {
+        let h = VaultHealth::default();
+        assert_eq!(health(&Method::GET, "/healthz", &h).status(), StatusCode::OK);
+        assert_eq!(health(&Method::HEAD, "/healthz", &h).status(), StatusCode::OK);
+        let post = health(&Method::POST, "/readyz", &h);
+        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(post.headers()[http::header::ALLOW], "GET, HEAD");
+        assert_eq!(health(&Method::GET, "/other", &h).status(), StatusCode::NOT_FOUND);
+    }
 }

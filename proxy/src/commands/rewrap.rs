@@ -18,7 +18,7 @@ use crate::app;
 use crate::config::{ProxyConfig, RewrapArgs};
 use crate::format::{EnvelopeMetadata, HEADER_LEN, Header, ObjectLayout, StoredLayout, ciphertext_len};
 use crate::keys::{TransitClient, key_version};
-use crate::request::classify::{Operation, S3Request};
+use crate::request::classify::S3Request;
 use crate::request::forward::encode_key;
 use crate::request::range::content_range;
 use crate::request::upstream::UpstreamClient;
@@ -62,7 +62,7 @@ struct Rewrapper<'a> {
 }
 
 fn request(bucket: &str, key: Option<&str>, query: Vec<(String, String)>) -> S3Request {
-    S3Request { operation: Operation::PassThrough, bucket: Some(bucket.to_owned()), key: key.map(str::to_owned), query }
+    S3Request::internal(bucket, key, query)
 }
 
 async fn body_of(resp: http::Response<hyper::body::Incoming>) -> Result<(StatusCode, HeaderMap, Bytes), String> {

@@ -83,6 +83,10 @@ impl EnvelopeMetadata {
             Some(h) => {
                 Some(hex::decode(h).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or(MetadataError(META_SALT))?)
             }
+            // Required of every single-PUT object: without it a reader could
+            // not tell this object's body from another one under a shared
+            // data key, and deleting it would switch the check off.
+            None if matches!(layout, StoredLayout::Single(_)) => return Err(MetadataError(META_SALT)),
             None => None,
         };
         Ok(Some(Self { format, wrapped_key, transit_key, layout, salt }))
@@ -110,5 +114,24 @@ mod tests {
         h.remove(META_SIZE);
         assert_eq!(EnvelopeMetadata::from_headers(&h), Err(MetadataError(META_SIZE)));
         assert_eq!(EnvelopeMetadata::from_headers(&HeaderMap::new()), Ok(None));
+    }
+
+    #[test]
+    fn single_put_objects_must_carry_their_salt() {
+        let m = EnvelopeMetadata {
+            format: 1,
+            wrapped_key: "vault:v1:abc".into(),
+            transit_key: "k".into(),
+            layout: StoredLayout::Single(42),
+            salt: Some([7; 32]),
+        };
+        let mut h = HeaderMap::new();
+        for (k, v) in m.to_headers() {
+            h.insert(k, v.parse().unwrap());
+        }
+        h.remove(META_SALT);
+        assert_eq!(EnvelopeMetadata::from_headers(&h), Err(MetadataError(META_SALT)));
+        h.insert(META_SALT, "00".parse().unwrap());
+        assert_eq!(EnvelopeMetadata::from_headers(&h), Err(MetadataError(META_SALT)));
     }
 }

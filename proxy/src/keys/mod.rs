@@ -3,6 +3,7 @@
 
 mod auth;
 mod cache;
+pub mod health;
 mod transit;
 mod vault;
 
@@ -57,9 +58,33 @@ struct SharedKey {
     uses: u32,
 }
 
+/// Whether `name` can be a Transit key name: one path segment of safe
+/// characters, so no name read from an object or an upload id can steer a
+/// Vault call to another path (`../keys/x` would create a key).
+pub fn is_valid_key_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !matches!(name, "." | "..")
+}
+
+/// Whether `wrapped` has the shape of a Transit ciphertext (`vault:vN:base64`).
+pub fn is_valid_wrapped_key(wrapped: &str) -> bool {
+    let Some(rest) = wrapped.strip_prefix("vault:v") else { return false };
+    let Some((version, body)) = rest.split_once(':') else { return false };
+    !version.is_empty()
+        && version.len() <= 10
+        && version.bytes().all(|b| b.is_ascii_digit())
+        && !body.is_empty()
+        && body.len() <= 4096
+        && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+}
+
 /// The key service the request path talks to: Transit plus the read cache.
 pub struct KeyService {
     transit: TransitClient,
+    /// Transit keys the proxy may unwrap with (the write key first).
+    readable: Vec<String>,
+    health: health::VaultHealth,
     cache: KeyCache,
     reuse: Option<ReuseWindow>,
     shared: Mutex<Option<SharedKey>>,
@@ -67,7 +92,29 @@ pub struct KeyService {
 
 impl KeyService {
     pub fn new(transit: TransitClient, cache_capacity: usize, cache_ttl: Duration) -> Self {
-        Self { transit, cache: KeyCache::new(cache_capacity, cache_ttl), reuse: None, shared: Mutex::new(None) }
+        let readable = vec![transit.key_name().to_owned()];
+        Self {
+            transit,
+            readable,
+            health: health::VaultHealth::default(),
+            cache: KeyCache::new(cache_capacity, cache_ttl),
+            reuse: None,
+            shared: Mutex::new(None),
+        }
+    }
+
+    /// Further Transit keys whose data keys may be unwrapped for reads.
+    pub fn with_read_keys(mut self, keys: &[String]) -> Self {
+        for k in keys {
+            if !self.readable.contains(k) {
+                self.readable.push(k.clone());
+            }
+        }
+        self
+    }
+
+    pub fn health(&self) -> &health::VaultHealth {
+        &self.health
     }
 
     /// Lets one data key serve up to `window` objects (`None`: one per object).
@@ -108,24 +155,46 @@ impl KeyService {
     /// A data key no other object will use (multipart uploads: their part
     /// streams are only told apart by part number and salt).
     pub async fn generate_fresh(&self) -> Result<NewDataKey, VaultError> {
-        let (key, wrapped) = self.transit.generate_data_key().await?;
+        let (key, wrapped) = self.health.observe(self.transit.generate_data_key().await)?;
         let key = Arc::new(key);
         self.cache.insert(&wrapped, key.clone());
         Ok(NewDataKey { key, wrapped })
     }
 
     /// The data key inside a wrapped key, from the cache or Transit.
+    /// Only keys the proxy is configured for are used, whatever the object's
+    /// metadata or the upload id says.
     pub async fn unwrap(&self, key_name: &str, wrapped: &str) -> Result<Arc<DataKey>, VaultError> {
+        if !self.readable.iter().any(|k| k == key_name) {
+            return Err(VaultError::KeyNotAllowed);
+        }
+        if !is_valid_wrapped_key(wrapped) {
+            return Err(VaultError::MalformedWrappedKey);
+        }
         if let Some(key) = self.cache.get(wrapped) {
             return Ok(key);
         }
-        let key = Arc::new(self.transit.decrypt_data_key(key_name, wrapped).await?);
+        let key = Arc::new(self.health.observe(self.transit.decrypt_data_key(key_name, wrapped).await)?);
         self.cache.insert(wrapped, key.clone());
         Ok(key)
     }
 
-    /// Readiness: Vault answers and accepts our token.
-    pub async fn check_ready(&self) -> Result<(), VaultError> {
-        self.transit.lookup_self().await
+    /// One probe of Vault (token lookup), recorded in the health state.
+    pub async fn probe(&self) -> Result<(), VaultError> {
+        self.health.observe(self.transit.lookup_self().await)
+    }
+
+    /// Keeps the health state fresh: probes Vault every `interval` unless a
+    /// real call already told us within it. Runs until the process ends.
+    pub async fn watch_vault(self: Arc<Self>, interval: Duration) {
+        loop {
+            if self.health.last_answer_age().is_none_or(|age| age >= interval) {
+                if let Err(e) = self.probe().await {
+                    tracing::warn!(error = %e, "Vault health probe failed");
+                }
+            }
+            let wait = if self.health.ever_reached() { interval } else { Duration::from_secs(1) };
+            tokio::time::sleep(wait).await;
+        }
     }
 }

@@ -59,8 +59,17 @@ impl TransitClient {
         &self.session
     }
 
+    /// `<mount>/<endpoint>/<key>`, with the key name checked to be one
+    /// path segment: names can come from stored metadata.
+    fn path(&self, endpoint: &str, key_name: &str) -> Result<String, VaultError> {
+        if !super::is_valid_key_name(key_name) {
+            return Err(VaultError::KeyNotAllowed);
+        }
+        Ok(format!("{}/{endpoint}/{key_name}", self.mount))
+    }
+
     pub async fn generate_data_key(&self) -> Result<(DataKey, String), VaultError> {
-        let path = format!("{}/datakey/plaintext/{}", self.mount, self.key_name);
+        let path = self.path("datakey/plaintext", &self.key_name)?;
         let resp: DataKeyResponse = self.call(reqwest::Method::POST, &path, Some(json!({"bits": 256}))).await?;
         if !resp.ciphertext.starts_with("vault:v") {
             return Err(VaultError::BadResponse("wrapped key is not in vault:vN: form"));
@@ -69,7 +78,7 @@ impl TransitClient {
     }
 
     pub async fn decrypt_data_key(&self, key_name: &str, wrapped: &str) -> Result<DataKey, VaultError> {
-        let path = format!("{}/decrypt/{}", self.mount, key_name);
+        let path = self.path("decrypt", key_name)?;
         let resp: DecryptResponse =
             self.call(reqwest::Method::POST, &path, Some(json!({"ciphertext": wrapped}))).await?;
         decode_key(&resp.plaintext)
@@ -78,14 +87,14 @@ impl TransitClient {
     /// Re-wraps a wrapped key under the newest key version; the plaintext
     /// key never leaves Vault.
     pub async fn rewrap(&self, key_name: &str, wrapped: &str) -> Result<String, VaultError> {
-        let path = format!("{}/rewrap/{}", self.mount, key_name);
+        let path = self.path("rewrap", key_name)?;
         let resp: RewrapResponse =
             self.call(reqwest::Method::POST, &path, Some(json!({"ciphertext": wrapped}))).await?;
         Ok(resp.ciphertext)
     }
 
     pub async fn latest_version(&self, key_name: &str) -> Result<u32, VaultError> {
-        let info: KeyInfo = self.call(reqwest::Method::GET, &format!("{}/keys/{}", self.mount, key_name), None).await?;
+        let info: KeyInfo = self.call(reqwest::Method::GET, &self.path("keys", key_name)?, None).await?;
         Ok(info.latest_version)
     }
 

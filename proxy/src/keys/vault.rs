@@ -17,13 +17,23 @@ pub enum VaultError {
     BadResponse(&'static str),
     #[error("Vault login failed: {0}")]
     Login(String),
+    #[error("the object names a Transit key this proxy is not configured to use")]
+    KeyNotAllowed,
+    #[error("the object's wrapped data key is malformed")]
+    MalformedWrappedKey,
 }
 
 impl VaultError {
     /// Refusals that retrying will not fix (a key version below
     /// `min_decryption_version`, a tampered wrapped key, a missing key).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, VaultError::Refused { status: 400 | 404, .. })
+        matches!(self, VaultError::Refused { status: 400 | 404, .. } | VaultError::KeyNotAllowed | VaultError::MalformedWrappedKey)
+    }
+
+    /// Whether Vault itself could not be reached or failed (not a refusal
+    /// of one request): what the health state tracks.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, VaultError::Unreachable(_) | VaultError::Refused { status: 500..=599, .. })
     }
 
     /// The token was rejected: log in again and retry once.
@@ -99,10 +109,36 @@ impl VaultHttp {
         if !status.is_success() {
             let message = serde_json::from_slice::<ErrorBody>(&bytes)
                 .ok()
-                .and_then(|b| (!b.errors.is_empty()).then(|| b.errors.join("; ")))
+                .and_then(|b| (!b.errors.is_empty()).then(|| redact(&b.errors.join("; "))))
                 .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
             return Err(VaultError::Refused { status: status.as_u16(), message });
         }
         serde_json::from_slice(&bytes).map_err(|_| VaultError::BadResponse("unexpected JSON shape"))
+    }
+}
+
+/// Vault's error text with anything that looks like a wrapped key or a
+/// token cut out: the text goes to the log, and those must not.
+pub fn redact(message: &str) -> String {
+    message
+        .split_inclusive(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == '"' || c == '\'')
+        .map(|word| {
+            let core = word.trim_end_matches(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == '"' || c == '\'');
+            let secret = core.starts_with("vault:v") || core.starts_with("hvs.") || core.starts_with("s.") && core.len() > 20
+                || core.starts_with("hvb.") || core.starts_with("b.") && core.len() > 20;
+            if secret { word.replacen(core, "<redacted>", 1) } else { word.to_owned() }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_wrapped_keys_and_tokens() {
+        assert_eq!(redact("invalid ciphertext vault:v1:abc+/= here"), "invalid ciphertext <redacted> here");
+        assert_eq!(redact("token hvs.CAESIabcdef, bad"), "token <redacted>, bad");
+        assert_eq!(redact("permission denied"), "permission denied");
     }
 }

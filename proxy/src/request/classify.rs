@@ -1,35 +1,20 @@
 //! Step 1: work out which S3 operation a request is, and on what.
 
-use http::{HeaderMap, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use percent_encoding::percent_decode_str;
 
 use crate::error::ProxyError;
+use crate::format::META_PREFIX;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    PutObject,
-    GetObject,
-    HeadObject,
-    CopyObject,
-    ListObjects,
-    ListObjectsV2,
-    CreateMultipartUpload,
-    UploadPart,
-    UploadPartCopy,
-    CompleteMultipartUpload,
-    AbortMultipartUpload,
-    ListParts,
-    /// Object bodies the proxy cannot encrypt (browser POST uploads,
-    /// S3 Select over ciphertext, appends); refused so nothing leaks.
-    Unsupported(&'static str),
-    /// Everything without an object body: forwarded as is, re-signed.
-    PassThrough,
-}
+pub use super::operations::{Operation, Target};
+use super::operations::find;
 
 /// A request's operation and target, with the query decoded.
 #[derive(Debug, Clone)]
 pub struct S3Request {
     pub operation: Operation,
+    /// The AWS API name of the operation (`PutObject`, `GetBucketPolicy`, …).
+    pub name: &'static str,
     pub bucket: Option<String>,
     pub key: Option<String>,
     /// Decoded query parameters in their original order, presign ones removed.
@@ -37,6 +22,11 @@ pub struct S3Request {
 }
 
 impl S3Request {
+    /// A request the proxy makes on its own behalf (admin commands, probes).
+    pub fn internal(bucket: &str, key: Option<&str>, query: Vec<(String, String)>) -> Self {
+        Self { operation: Operation::Forward, name: "Internal", bucket: Some(bucket.to_owned()), key: key.map(str::to_owned), query }
+    }
+
     pub fn query_value(&self, name: &str) -> Option<&str> {
         self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
@@ -46,10 +36,6 @@ impl S3Request {
         if let Some((_, v)) = self.query.iter_mut().find(|(k, _)| k == name) {
             *v = value;
         }
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.query.iter().any(|(k, _)| k == name)
     }
 
     /// `/bucket/key` as S3 names the resource in error documents.
@@ -76,12 +62,17 @@ const PRESIGN_PARAMS: &[&str] = &[
     "expires",
 ];
 
-/// Object subresources whose GET/PUT/HEAD carry no object data.
-const OBJECT_SUBRESOURCES: &[&str] =
-    &["acl", "tagging", "attributes", "legal-hold", "retention", "torrent", "restore", "uploadId", "uploads"];
+/// Headers that change what an object write means in a way the proxy cannot
+/// encrypt: S3 Express appends write at an offset into an existing object.
+const REFUSED_WRITE_HEADERS: &[&str] = &["x-amz-write-offset-bytes"];
 
 /// `virtual_host_suffix` is the domain under which `<bucket>.<suffix>` hosts
 /// address buckets (e.g. `localhost`).
+///
+/// Fails closed: a request that matches no row of the allow-list
+/// (`operations.rs`), repeats a query parameter, names a reserved metadata
+/// field, or addresses a malformed bucket or key is refused, and nothing is
+/// forwarded.
 pub fn classify(
     method: &Method,
     uri: &http::Uri,
@@ -98,73 +89,122 @@ pub fn classify(
             None => ((!path.is_empty()).then(|| path.to_owned()), None),
         },
     };
-    let mut req = S3Request { operation: Operation::PassThrough, bucket, key, query };
-    req.operation = operation_of(method, headers, &req);
-    Ok(req)
-}
-
-fn operation_of(method: &Method, headers: &HeaderMap, req: &S3Request) -> Operation {
-    let has_key = req.key.is_some();
-    let copy = headers.contains_key("x-amz-copy-source");
-    let subresource = OBJECT_SUBRESOURCES.iter().any(|s| req.has(s));
-    match *method {
-        Method::PUT if has_key && req.has("partNumber") && req.has("uploadId") => {
-            if copy {
-                Operation::UploadPartCopy
-            } else {
-                Operation::UploadPart
-            }
-        }
-        Method::PUT if has_key && !subresource => {
-            if copy {
-                Operation::CopyObject
-            } else {
-                Operation::PutObject
-            }
-        }
-        Method::POST if has_key && req.has("uploadId") => Operation::CompleteMultipartUpload,
-        Method::DELETE if has_key && req.has("uploadId") => Operation::AbortMultipartUpload,
-        Method::GET if has_key && req.has("uploadId") => Operation::ListParts,
-        Method::GET if has_key && !subresource => Operation::GetObject,
-        Method::HEAD if has_key && !subresource => Operation::HeadObject,
-        Method::GET if !has_key && req.bucket.is_some() && is_object_listing(req) => {
-            if req.query_value("list-type") == Some("2") { Operation::ListObjectsV2 } else { Operation::ListObjects }
-        }
-        Method::POST if has_key && req.has("uploads") => Operation::CreateMultipartUpload,
-        Method::POST if has_key && req.has("select") => {
-            Operation::Unsupported("SelectObjectContent cannot read client-side encrypted objects")
-        }
-        Method::POST if !has_key && is_form_upload(headers) => {
-            Operation::Unsupported("browser-form POST uploads are not encrypted by the proxy")
-        }
-        Method::PUT if has_key && req.has("append") => {
-            Operation::Unsupported("appends to encrypted objects are not supported")
-        }
-        _ => Operation::PassThrough,
+    if let Some(b) = &bucket {
+        check_bucket(b)?;
     }
+    if let Some(k) = &key {
+        check_key(k)?;
+    }
+    if let Some(k) = headers.keys().find(|k| k.as_str().starts_with(META_PREFIX)) {
+        return Err(reserved(k.as_str()));
+    }
+    let target = match (&bucket, &key) {
+        (None, _) => Target::Service,
+        (Some(_), None) => Target::Bucket,
+        (Some(_), Some(_)) => Target::Object,
+    };
+    let names = query.iter().map(|(k, _)| k.as_str());
+    let spec = find(method.as_str(), target, names).ok_or_else(|| unrecognised(method, target, &query))?;
+    let copy = headers.contains_key("x-amz-copy-source");
+    let (operation, name) = match spec.operation {
+        Operation::PutObject if copy => (Operation::CopyObject, "CopyObject"),
+        Operation::UploadPart if copy => (Operation::UploadPartCopy, "UploadPartCopy"),
+        Operation::ListObjectsV2 if query.iter().any(|(k, v)| k == "list-type" && v != "2") => {
+            return Err(ProxyError::InvalidArgument("list-type must be 2.".into()));
+        }
+        op => (op, spec.name),
+    };
+    if matches!(operation, Operation::PutObject | Operation::UploadPart)
+        && let Some(h) = REFUSED_WRITE_HEADERS.iter().find(|h| headers.contains_key(**h))
+    {
+        return Err(ProxyError::NotImplemented(format!(
+            "The {h} header (appending to an object) is not supported through the encryption proxy."
+        )));
+    }
+    Ok(S3Request { operation, name, bucket, key, query })
 }
 
-/// A bucket GET with no subresource other than listing parameters.
-fn is_object_listing(req: &S3Request) -> bool {
-    const LISTING: &[&str] = &[
-        "list-type",
-        "prefix",
-        "delimiter",
-        "marker",
-        "max-keys",
-        "encoding-type",
-        "continuation-token",
-        "fetch-owner",
-        "start-after",
-    ];
-    req.query.iter().all(|(k, _)| LISTING.contains(&k.as_str()))
+fn reserved(name: &str) -> ProxyError {
+    ProxyError::InvalidArgument(format!("The metadata name {name} is reserved for the encryption envelope."))
 }
 
-fn is_form_upload(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"))
+fn unrecognised(method: &Method, target: Target, query: &[(String, String)]) -> ProxyError {
+    let what = match target {
+        Target::Service => "the service",
+        Target::Bucket => "a bucket",
+        Target::Object => "an object",
+    };
+    let names: Vec<&str> = query.iter().map(|(k, _)| k.as_str()).collect();
+    let params = if names.is_empty() { "no query parameters".to_owned() } else { format!("the query parameters {}", names.join(", ")) };
+    ProxyError::NotImplemented(format!(
+        "The encryption proxy does not support {method} on {what} with {params}; nothing was forwarded."
+    ))
+}
+
+/// Bucket names as S3 and its compatibles accept them (legacy names may
+/// have upper case and underscores). A name like `..` would let a path
+/// normalising hop reach another bucket, past `CLOUDTASER_S3PROXY_BUCKETS`.
+fn check_bucket(bucket: &str) -> Result<(), ProxyError> {
+    let ok = (1..=255).contains(&bucket.len())
+        && bucket.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && !matches!(bucket, "." | "..");
+    if ok { Ok(()) } else { Err(ProxyError::InvalidBucketName) }
+}
+
+/// Keys with NUL or `.`/`..` segments: a path-normalising hop (or a
+/// file-system backed upstream) could take them to another key or bucket.
+fn check_key(key: &str) -> Result<(), ProxyError> {
+    if key.contains('\0') {
+        return Err(ProxyError::InvalidArgument("Object keys may not contain NUL characters.".into()));
+    }
+    if key.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(ProxyError::InvalidArgument(
+            "Object keys with `.` or `..` path segments are not accepted by the encryption proxy.".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Moves `x-amz-*` parameters of a presigned URL (SDKs hoist signed headers
+/// into the query) into headers, so they get the same checks as headers do
+/// and the upstream sees them where it expects them. Reserved envelope
+/// names are refused wherever they appear.
+pub fn hoist_query_headers(uri: &http::Uri, headers: &mut HeaderMap) -> Result<Option<http::Uri>, ProxyError> {
+    let Some(raw) = uri.query() else { return Ok(None) };
+    let mut kept = Vec::new();
+    let mut hoisted = false;
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = decode(k)?.to_ascii_lowercase();
+        if name.starts_with(META_PREFIX) {
+            return Err(reserved(&name));
+        }
+        if !name.starts_with("x-amz-") || PRESIGN_PARAMS.contains(&name.as_str()) {
+            kept.push(pair);
+            continue;
+        }
+        let invalid = || ProxyError::InvalidArgument(format!("The query parameter {name} is not a valid header."));
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
+        let value = HeaderValue::from_str(&decode(v)?).map_err(|_| invalid())?;
+        match headers.get(&header) {
+            Some(existing) if existing != value => {
+                return Err(ProxyError::InvalidArgument(format!(
+                    "{name} is given both as a header and as a query parameter, with different values."
+                )));
+            }
+            Some(_) => {}
+            None => {
+                headers.insert(header, value);
+            }
+        }
+        hoisted = true;
+    }
+    if !hoisted {
+        return Ok(None);
+    }
+    let path = uri.path();
+    let rebuilt = if kept.is_empty() { path.to_owned() } else { format!("{path}?{}", kept.join("&")) };
+    rebuilt.parse().map(Some).map_err(|_| ProxyError::InvalidArgument("The request URI is not valid.".into()))
 }
 
 /// A copy's conditions on its source, and the read conditions they mean.
@@ -189,8 +229,11 @@ pub fn copy_source(headers: &HeaderMap) -> Result<S3Request, ProxyError> {
     if bucket.is_empty() || key.is_empty() {
         return Err(invalid());
     }
+    check_bucket(bucket)?;
+    check_key(key)?;
     Ok(S3Request {
         operation: Operation::HeadObject,
+        name: "HeadObject",
         bucket: Some(bucket.to_owned()),
         key: Some(key.to_owned()),
         query: parse_query(query)?.into_iter().filter(|(k, _)| k == "versionId").collect(),
@@ -205,6 +248,13 @@ fn virtual_host_bucket(headers: &HeaderMap, suffix: &str) -> Option<String> {
 }
 
 fn decode(s: &str) -> Result<String, ProxyError> {
+    let bytes = s.as_bytes();
+    let well_formed = bytes.iter().enumerate().filter(|(_, b)| **b == b'%').all(|(i, _)| {
+        bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return Err(ProxyError::InvalidArgument("The request URI has a malformed percent-encoding.".into()));
+    }
     percent_decode_str(s)
         .decode_utf8()
         .map(|c| c.into_owned())
@@ -230,6 +280,9 @@ fn parse_query(raw: &str) -> Result<Vec<(String, String)>, ProxyError> {
                 _ => {}
             }
             continue;
+        }
+        if out.iter().any(|(seen, _)| *seen == k) {
+            return Err(ProxyError::InvalidArgument(format!("The query parameter {k} is given more than once.")));
         }
         out.push((k, decode(v)?));
     }
@@ -306,24 +359,97 @@ mod tests {
         classify(&method, &uri.parse().unwrap(), &h, "localhost").unwrap()
     }
 
+    fn refused(method: Method, uri: &str, headers: &[(&str, &str)]) -> ProxyError {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        classify(&method, &uri.parse().unwrap(), &h, "localhost").unwrap_err()
+    }
+
     #[test]
     fn object_operations() {
+        let name = |m: Method, uri: &str, h: &[(&str, &str)]| op(m, uri, h).name;
         assert_eq!(op(Method::PUT, "/b/k", &[]).operation, Operation::PutObject);
+        assert_eq!(op(Method::PUT, "/b/k?x-id=PutObject", &[]).operation, Operation::PutObject);
         assert_eq!(op(Method::PUT, "/b/k", &[("x-amz-copy-source", "/a/b")]).operation, Operation::CopyObject);
         assert_eq!(op(Method::PUT, "/b/k?partNumber=1&uploadId=x", &[]).operation, Operation::UploadPart);
         assert_eq!(op(Method::GET, "/b/k", &[]).operation, Operation::GetObject);
-        assert_eq!(op(Method::GET, "/b/k?tagging", &[]).operation, Operation::PassThrough);
-        assert_eq!(op(Method::PUT, "/b/k?acl", &[]).operation, Operation::PassThrough);
+        assert_eq!(name(Method::GET, "/b/k?tagging", &[]), "GetObjectTagging");
+        assert_eq!(name(Method::PUT, "/b/k?acl", &[]), "PutObjectAcl");
         assert_eq!(op(Method::HEAD, "/b/k", &[]).operation, Operation::HeadObject);
         assert_eq!(op(Method::GET, "/b?list-type=2&prefix=a", &[]).operation, Operation::ListObjectsV2);
         assert_eq!(op(Method::GET, "/b", &[]).operation, Operation::ListObjects);
-        assert_eq!(op(Method::GET, "/b?uploads", &[]).operation, Operation::PassThrough);
+        assert_eq!(name(Method::GET, "/b?uploads", &[]), "ListMultipartUploads");
+        assert_eq!(name(Method::GET, "/", &[]), "ListBuckets");
+        assert_eq!(name(Method::PUT, "/b", &[]), "CreateBucket");
+        assert_eq!(name(Method::POST, "/b?delete", &[]), "DeleteObjects");
         assert_eq!(op(Method::POST, "/b/k?uploads", &[]).operation, Operation::CreateMultipartUpload);
-        assert!(matches!(op(Method::POST, "/b/k?select&select-type=2", &[]).operation, Operation::Unsupported(_)));
+        assert!(matches!(op(Method::POST, "/b/k?select&select-type=2", &[]).operation, Operation::Refused(_)));
+        assert!(matches!(op(Method::GET, "/b/k?attributes", &[]).operation, Operation::Refused(_)));
         assert!(matches!(
             op(Method::POST, "/b", &[("content-type", "multipart/form-data; boundary=x")]).operation,
-            Operation::Unsupported(_)
+            Operation::Refused(_)
         ));
+    }
+
+    /// The shapes adversarial testing stored plaintext or returned ciphertext with.
+    #[test]
+    fn unknown_shapes_are_refused_before_forwarding() {
+        for uri in [
+            "/b/k?attributes",
+            "/b/k?uploadId=zzz",
+            "/b/k?uploadId=zzz&partnumber=1",
+            "/b/k?torrent",
+            "/b/k?restore",
+            "/b/k?uploads",
+            "/b/k?append",
+            "/b/k?anything-new",
+        ] {
+            assert_eq!(refused(Method::PUT, uri, &[]).code(), "NotImplemented", "PUT {uri}");
+        }
+        for uri in ["/b/k?restore", "/b/k?uploads", "/b/k?partNumber=1&uploadId=x", "/b/k?foo=bar"] {
+            assert_eq!(refused(Method::GET, uri, &[]).code(), "NotImplemented", "GET {uri}");
+        }
+        assert_eq!(refused(Method::POST, "/b/k", &[]).code(), "NotImplemented");
+        assert_eq!(refused(Method::POST, "/b/k?uploads&x=1", &[]).code(), "NotImplemented");
+        assert_eq!(refused(Method::PATCH, "/b/k", &[]).code(), "NotImplemented");
+        assert_eq!(refused(Method::PUT, "/b/k?uploadId=a&uploadId=b&partNumber=1", &[]).code(), "InvalidArgument");
+        assert_eq!(refused(Method::GET, "/b?list-type=1", &[]).code(), "InvalidArgument");
+        assert_eq!(refused(Method::PUT, "/b/k", &[("x-amz-write-offset-bytes", "5")]).code(), "NotImplemented");
+        assert_eq!(
+            refused(Method::GET, "/b/k", &[("x-amz-meta-cloudtaser-layout", "multipart")]).code(),
+            "InvalidArgument"
+        );
+    }
+
+    #[test]
+    fn malformed_names_are_refused() {
+        assert_eq!(refused(Method::GET, "/b/a/../c", &[]).code(), "InvalidArgument");
+        assert_eq!(refused(Method::GET, "/b/./c", &[]).code(), "InvalidArgument");
+        assert_eq!(refused(Method::PUT, "/b/a%00b", &[]).code(), "InvalidArgument");
+        assert_eq!(refused(Method::GET, "/..%2Fother/k", &[]).code(), "InvalidBucketName");
+        assert_eq!(refused(Method::GET, "/b%20c/k", &[]).code(), "InvalidBucketName");
+        assert_eq!(refused(Method::GET, "/b/%zz", &[]).code(), "InvalidArgument");
+        assert_eq!(refused(Method::GET, "/b/%C3%28", &[]).code(), "InvalidArgument");
+        assert_eq!(op(Method::GET, "/b/a..b/.hidden/c.", &[]).key.as_deref(), Some("a..b/.hidden/c."));
+    }
+
+    #[test]
+    fn query_headers_are_hoisted_and_reserved_names_refused() {
+        let mut h = HeaderMap::new();
+        let uri: http::Uri = "/b/k?X-Amz-Meta-Colour=red&x-id=PutObject&X-Amz-Signature=s".parse().unwrap();
+        let rebuilt = hoist_query_headers(&uri, &mut h).unwrap().unwrap();
+        assert_eq!(rebuilt.query(), Some("x-id=PutObject&X-Amz-Signature=s"));
+        assert_eq!(h.get("x-amz-meta-colour").unwrap(), "red");
+        let uri: http::Uri = "/b/k?x-amz-meta-cloudtaser-layout=multipart".parse().unwrap();
+        assert_eq!(hoist_query_headers(&uri, &mut h).unwrap_err().code(), "InvalidArgument");
+        let uri: http::Uri = "/b/k?X-AMZ-META-CLOUDTASER-SALT=00".parse().unwrap();
+        assert_eq!(hoist_query_headers(&uri, &mut h).unwrap_err().code(), "InvalidArgument");
+        let uri: http::Uri = "/b/k?x-amz-meta-colour=blue".parse().unwrap();
+        assert_eq!(hoist_query_headers(&uri, &mut h).unwrap_err().code(), "InvalidArgument");
+        let uri: http::Uri = "/b/k?versionId=1".parse().unwrap();
+        assert!(hoist_query_headers(&uri, &mut h).unwrap().is_none());
     }
 
     #[test]

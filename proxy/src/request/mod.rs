@@ -3,10 +3,12 @@
 //! `object.rs` and `multipart.rs` hold the per-operation handlers.
 
 pub mod classify;
-mod conditional;
+pub mod conditional;
 pub mod decode;
 pub mod forward;
 pub mod framing;
+pub mod operations;
+pub mod policy;
 mod layout_cache;
 mod multipart;
 mod object;
@@ -14,9 +16,9 @@ pub mod range;
 pub mod respond;
 pub mod sign;
 pub mod transform;
-mod upload_id;
+pub mod upload_id;
 pub mod upstream;
-pub(crate) mod xml;
+pub mod xml;
 
 use std::sync::Arc;
 
@@ -47,6 +49,7 @@ pub struct RequestPath {
     layouts: layout_cache::LayoutCache,
     upstream: UpstreamClient,
     plaintext_reads: PlaintextReadPolicy,
+    policy: policy::AccessPolicy,
     virtual_host_suffix: String,
 }
 
@@ -62,8 +65,15 @@ impl RequestPath {
             layouts: layout_cache::LayoutCache::new(LAYOUT_CACHE_SIZE),
             upstream,
             plaintext_reads,
+            policy: policy::AccessPolicy::default(),
             virtual_host_suffix,
         }
+    }
+
+    /// Which operations and buckets the workload may use (default: `AccessPolicy::default()`).
+    pub fn with_policy(mut self, policy: policy::AccessPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Whether an object the upstream returned without an envelope may be
@@ -75,11 +85,14 @@ impl RequestPath {
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let request_id = request_id();
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let head = parts.method == Method::HEAD;
-        let s3 = match classify(&parts.method, &parts.uri, &parts.headers, &self.virtual_host_suffix) {
+        let s3 = match self.admit(&mut parts) {
             Ok(s3) => s3,
-            Err(e) => return e.to_response(parts.uri.path(), &request_id, head),
+            Err(e) => {
+                tracing::warn!(method = %parts.method, status = e.status().as_u16(), code = e.code(), error = %e, request_id, "request refused");
+                return e.to_response(parts.uri.path(), &request_id, head);
+            }
         };
         let result = match s3.operation {
             Operation::PutObject => self.put_object(&s3, parts, body).await,
@@ -93,20 +106,20 @@ impl RequestPath {
             Operation::CompleteMultipartUpload => self.complete_multipart_upload(s3.clone(), parts, body).await,
             Operation::ListParts => self.list_parts(s3.clone(), parts).await,
             Operation::AbortMultipartUpload => self.abort_multipart_upload(s3.clone(), parts, body).await,
-            Operation::Unsupported(why) => Err(ProxyError::NotImplemented(format!("{why}."))),
-            Operation::PassThrough => self.pass_through(&s3, parts, body).await,
+            Operation::Refused(why) => Err(ProxyError::NotImplemented(format!("{why}."))),
+            Operation::Forward => self.forward(&s3, parts, body).await,
         };
         let bucket = s3.bucket.as_deref().unwrap_or("");
         match result {
             Ok(mut resp) => {
-                tracing::info!(operation = ?s3.operation, bucket, status = resp.status().as_u16(), request_id, "request");
+                tracing::info!(operation = s3.name, bucket, status = resp.status().as_u16(), request_id, "request");
                 if let Ok(v) = HeaderValue::from_str(&request_id) {
                     resp.headers_mut().entry("x-amz-request-id").or_insert(v);
                 }
                 resp
             }
             Err(e) => {
-                tracing::warn!(operation = ?s3.operation, bucket, status = e.status().as_u16(), code = e.code(), error = %e, request_id, "request failed");
+                tracing::warn!(operation = s3.name, bucket, status = e.status().as_u16(), code = e.code(), error = ?e, request_id, "request failed");
                 e.to_response(&s3.resource(), &request_id, head)
             }
         }
@@ -122,15 +135,43 @@ impl RequestPath {
         self.upstream.send_buffered(method, s3, headers, body).await
     }
 
-    async fn pass_through(
-        &self,
-        s3: &S3Request,
-        parts: Parts,
-        body: Incoming,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    /// Everything that decides whether a request may be forwarded, before
+    /// its body is read: query headers hoisted, the operation recognised,
+    /// the access policy applied.
+    fn admit(&self, parts: &mut Parts) -> Result<S3Request, ProxyError> {
+        if let Some(uri) = classify::hoist_query_headers(&parts.uri, &mut parts.headers)? {
+            parts.uri = uri;
+        }
+        let s3 = classify(&parts.method, &parts.uri, &parts.headers, &self.virtual_host_suffix)?;
+        let source = match s3.operation {
+            Operation::CopyObject | Operation::UploadPartCopy => Some(classify::copy_source(&parts.headers)?),
+            _ => None,
+        };
+        self.policy.check(&s3, source.as_ref())?;
+        Ok(s3)
+    }
+
+    /// Operations with no object data (tags, deletes, configuration),
+    /// forwarded re-signed. The response is checked, too: an upstream that
+    /// answered with an object (it read the request as a GetObject) would
+    /// hand the workload ciphertext.
+    async fn forward(&self, s3: &S3Request, parts: Parts, body: Incoming) -> Result<Response<ProxyBody>, ProxyError> {
         let mut headers = parts.headers;
         let bytes = read_small_body(&mut headers, body).await?;
-        Ok(respond::pass_through(self.send_buffered(parts.method, s3, headers, bytes).await?))
+        if s3.name == "DeleteObjects" && self.policy.scopes_keys() {
+            let keys = xml::texts_of(&bytes, b"Key").map_err(|_| ProxyError::MalformedXml)?;
+            self.policy.check_keys(s3.bucket.as_deref().unwrap_or(""), keys.iter().map(String::as_str))?;
+        }
+        let resp = self.send_buffered(parts.method, s3, headers, bytes).await?;
+        if resp.headers().keys().any(|k| k.as_str().starts_with(META_PREFIX)) {
+            return Err(ProxyError::UnexpectedObject);
+        }
+        let (parts, body) = resp.into_parts();
+        let body = collect_small(body).await?;
+        if body.starts_with(&crate::format::MAGIC) {
+            return Err(ProxyError::UnexpectedObject);
+        }
+        Ok(respond::pass_through(Response::from_parts(parts, http_body_util::Full::new(body))))
     }
 
     async fn list_objects(&self, s3: &S3Request, parts: Parts) -> Result<Response<ProxyBody>, ProxyError> {

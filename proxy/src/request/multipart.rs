@@ -285,7 +285,7 @@ impl RequestPath {
         body: Incoming,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         upstream_upload(&mut s3)?;
-        self.pass_through(&s3, parts, body).await
+        self.forward(&s3, parts, body).await
     }
 }
 

@@ -43,7 +43,11 @@ fn remove_envelope_metadata(headers: &mut HeaderMap) {
 }
 
 /// Any response relayed as the upstream sent it.
-pub fn pass_through(resp: Response<Incoming>) -> Response<ProxyBody> {
+pub fn pass_through<B>(resp: Response<B>) -> Response<ProxyBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<crate::body::BoxError>,
+{
     let (mut parts, body) = resp.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, boxed(body))
