@@ -20,9 +20,12 @@ def aws(s, *args):
         AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null",
     )
     print("$ aws " + " ".join(args))
-    out = subprocess.run(["aws", *args], env=env, check=True, capture_output=True, text=True).stdout
-    if out.strip():
-        print(out.rstrip())
+    r = subprocess.run(["aws", *args], env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"  refused: {r.stderr.strip()}")
+        return
+    if r.stdout.strip():
+        print(r.stdout.rstrip())
 
 
 def main():
@@ -34,7 +37,10 @@ def main():
         work = Path(tempfile.mkdtemp())
         src = work / "report.csv"
         src.write_text("".join(f"{i},patient-{i},EU-resident,{i * 7 % 97}\n" for i in range(20000)))
-        aws(s, "s3", "mb", "s3://demo")
+        # Buckets belong to the platform team: the proxy refuses CreateBucket
+        # by default (CLOUDTASER_S3PROXY_ALLOWED_OPERATIONS), so make it upstream.
+        (s.s3_data / "demo").mkdir()
+        aws(s, "s3", "mb", "s3://refused")
         aws(s, "s3", "cp", "--only-show-errors", str(src), "s3://demo/report.csv")
         aws(s, "s3", "ls", "s3://demo/")
         at_rest = (s.s3_data / "demo" / "report.csv").read_bytes()

@@ -79,9 +79,11 @@ pub async fn reconcile(config: Arc<S3ProxyConfig>, ctx: Arc<Context>) -> Result<
     let ns = config.namespace().ok_or(Error::NoNamespace)?;
     let name = config.name_any();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut problem = None;
+    // A value the proxy would refuse; the Secrets are checked once it is fixed.
+    let mut problem = config.spec.validate().err().map(|e| ("InvalidSpec", e.to_string()));
     let mut fetched: std::collections::BTreeMap<String, Option<Secret>> = Default::default();
-    for (secret, key) in referenced_secrets(&config.spec) {
+    let secrets_to_check = if problem.is_none() { referenced_secrets(&config.spec) } else { Vec::new() };
+    for (secret, key) in secrets_to_check {
         if !fetched.contains_key(&secret) {
             let got = secrets.get_opt(&secret).await?;
             fetched.insert(secret.clone(), got);

@@ -38,8 +38,80 @@ pub struct S3ProxyConfigSpec {
     /// proxy may be read as plaintext.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plaintext_reads: Vec<String>,
+    /// S3 operations the proxy serves, named as in the AWS S3 API reference
+    /// (`GetObject`, `CreateBucket`), plus `default` (the proxy's safe set)
+    /// and `all`. Any other operation is refused. Empty: `default`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^-?[A-Za-z]+$")))]
+    pub allowed_operations: Vec<String>,
+    /// `bucket` or `bucket/prefix` entries the workload may use; requests for
+    /// any other bucket or prefix are refused. Empty: any bucket.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^[A-Za-z0-9._-]{1,255}(/[^,\s]*)?$")))]
+    pub buckets: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<ProxySpec>,
+}
+
+/// A value in a spec the proxy would refuse, with the field and entry it is in.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("spec.{field}[{index}] has an invalid entry {value:?}: {reason}")]
+pub struct InvalidSpec {
+    pub field: &'static str,
+    pub index: usize,
+    pub value: String,
+    pub reason: &'static str,
+}
+
+impl S3ProxyConfigSpec {
+    /// Refuses list entries the proxy would refuse, including what the
+    /// schema's patterns cannot say (`..` segments). Also the check for the
+    /// chart's cluster default, which never passes the API server.
+    pub fn validate(&self) -> Result<(), InvalidSpec> {
+        let invalid = |field, index, value: &str, reason| InvalidSpec { field, index, value: value.to_owned(), reason };
+        for (i, op) in self.allowed_operations.iter().enumerate() {
+            if let Some(reason) = operation_problem(op) {
+                return Err(invalid("allowedOperations", i, op, reason));
+            }
+        }
+        for (i, entry) in self.buckets.iter().enumerate() {
+            if let Some(reason) = bucket_problem(entry) {
+                return Err(invalid("buckets", i, entry, reason));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn operation_problem(op: &str) -> Option<&'static str> {
+    if op.is_empty() {
+        Some("it is empty; expected an S3 operation name such as GetObject, or `default` or `all`")
+    } else if op.contains(',') {
+        Some("it holds a comma; give one operation per entry")
+    } else if !op.strip_prefix('-').unwrap_or(op).chars().all(|c| c.is_ascii_alphabetic()) || op == "-" {
+        Some(
+            "expected an S3 operation name as the AWS API reference spells it (letters only, e.g. GetObject), `-Name` to take one away, or `default` or `all`",
+        )
+    } else {
+        None
+    }
+}
+
+fn bucket_problem(entry: &str) -> Option<&'static str> {
+    let (bucket, _) = entry.split_once('/').unwrap_or((entry, ""));
+    if entry.contains(',') || entry.chars().any(char::is_whitespace) {
+        Some("it holds a comma or whitespace; give one `bucket` or `bucket/prefix` per entry")
+    } else if bucket.is_empty() {
+        Some("it names no bucket; expected `bucket` or `bucket/prefix`")
+    } else if bucket.len() > 255 || !bucket.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) {
+        Some("the bucket name must be 1-255 letters, digits, `.`, `-` or `_`")
+    } else if bucket == "." {
+        Some("`.` is not a bucket name")
+    } else if entry.split('/').any(|segment| segment == "..") {
+        Some("it has a `..` path segment")
+    } else {
+        None
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -190,4 +262,76 @@ pub struct S3ProxyConfigStatus {
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
     serde_yaml::to_string(&S3ProxyConfig::crd()).expect("CRD serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(allowed_operations: &[&str], buckets: &[&str]) -> S3ProxyConfigSpec {
+        let mut spec: S3ProxyConfigSpec = serde_json::from_value(serde_json::json!({
+            "upstream": {"region": "eu-central-1"},
+            "vault": {"address": "https://vault:8200", "transit": {"key": "k"}, "auth": {"method": "kubernetes", "role": "r"}},
+            "credentials": {"source": "serviceAccount"}
+        }))
+        .unwrap();
+        spec.allowed_operations = allowed_operations.iter().map(|s| s.to_string()).collect();
+        spec.buckets = buckets.iter().map(|s| s.to_string()).collect();
+        spec
+    }
+
+    #[test]
+    fn unset_and_good_lists_are_valid() {
+        assert_eq!(spec(&[], &[]).validate(), Ok(()));
+        let good = spec(
+            &["default", "all", "GetObject", "CreateBucket", "deleteobjects"],
+            &["orders", "orders/2024/", "Legacy_Bucket.v1", "a", "logs/a..b/c", "data/", &"b".repeat(255)],
+        );
+        assert_eq!(good.validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_operations_are_refused_by_field_and_entry() {
+        for (bad, reason) in [
+            ("", "it is empty"),
+            ("GetObject,PutObject", "it holds a comma"),
+            ("Get Object", "letters only"),
+            ("s3:GetObject", "letters only"),
+            ("GetObject2", "letters only"),
+        ] {
+            let err = spec(&["default", bad], &[]).validate().unwrap_err();
+            assert_eq!((err.field, err.index, err.value.as_str()), ("allowedOperations", 1, bad));
+            assert!(err.reason.contains(reason), "{bad:?}: {err}");
+            assert!(err.to_string().starts_with(&format!("spec.allowedOperations[1] has an invalid entry {bad:?}: ")));
+        }
+    }
+
+    #[test]
+    fn bad_buckets_are_refused_by_field_and_entry() {
+        let too_long = "b".repeat(256);
+        for (bad, reason) in [
+            ("", "names no bucket"),
+            ("/prefix", "names no bucket"),
+            ("a,b", "comma or whitespace"),
+            ("orders/2024,other", "comma or whitespace"),
+            ("orders /x", "comma or whitespace"),
+            ("orders/a b", "comma or whitespace"),
+            ("orders\t", "comma or whitespace"),
+            ("orders/x\ny", "comma or whitespace"),
+            ("orders\u{a0}", "comma or whitespace"),
+            ("bad:bucket", "bucket name"),
+            ("bucket*/x", "bucket name"),
+            (too_long.as_str(), "1-255"),
+            (".", "not a bucket name"),
+            ("./x", "not a bucket name"),
+            ("..", "`..` path segment"),
+            ("orders/../other", "`..` path segment"),
+            ("orders/..", "`..` path segment"),
+        ] {
+            let err = spec(&[], &["orders", bad]).validate().unwrap_err();
+            assert_eq!((err.field, err.index, err.value.as_str()), ("buckets", 1, bad));
+            assert!(err.reason.contains(reason), "{bad:?}: {err}");
+            assert!(err.to_string().starts_with(&format!("spec.buckets[1] has an invalid entry {bad:?}: ")));
+        }
+    }
 }

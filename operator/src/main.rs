@@ -147,7 +147,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let cluster_default: Option<S3ProxyConfigSpec> = match &args.cluster_default {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            Some(serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+            let spec: S3ProxyConfigSpec =
+                serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            spec.validate().map_err(|e| format!("{} (the chart's clusterDefault): {e}", path.display()))?;
+            Some(spec)
         }
         None => None,
     };

@@ -42,6 +42,13 @@ fn pod(name: &str, injected: bool) -> Value {
 }
 
 async fn run(scenario: impl FnOnce(Handle) -> tokio::task::JoinHandle<Value>) -> (Value, Arc<Metrics>) {
+    run_with(config(), scenario).await
+}
+
+async fn run_with(
+    config: S3ProxyConfig,
+    scenario: impl FnOnce(Handle) -> tokio::task::JoinHandle<Value>,
+) -> (Value, Arc<Metrics>) {
     let (client, handle) = mock::client("default");
     let metrics = Arc::new(Metrics::default());
     let ctx = Arc::new(Context {
@@ -50,7 +57,7 @@ async fn run(scenario: impl FnOnce(Handle) -> tokio::task::JoinHandle<Value>) ->
         reporter: Reporter { controller: "test".into(), instance: None },
     });
     let server = scenario(handle);
-    reconcile(Arc::new(config()), ctx).await.expect("reconcile succeeds");
+    reconcile(Arc::new(config), ctx).await.expect("reconcile succeeds");
     (server.await.unwrap(), metrics)
 }
 
@@ -154,4 +161,32 @@ async fn missing_secret_is_reported_by_name() {
     })
     .await;
     assert_eq!(patch["status"]["conditions"][0]["reason"], "SecretMissing");
+}
+
+#[tokio::test]
+async fn invalid_operation_and_bucket_lists_make_the_config_not_ready() {
+    for (field, value, message) in [
+        (
+            "allowedOperations",
+            json!(["default", "Get Object"]),
+            "spec.allowedOperations[1] has an invalid entry \"Get Object\": expected an S3 operation name as the AWS API reference spells it (letters only, e.g. GetObject), or `default` or `all`",
+        ),
+        (
+            "buckets",
+            json!(["orders", "orders/../payroll"]),
+            "spec.buckets[1] has an invalid entry \"orders/../payroll\": it has a `..` path segment",
+        ),
+    ] {
+        let mut invalid = config();
+        let mut spec = serde_json::to_value(&invalid.spec).unwrap();
+        spec[field] = value;
+        invalid.spec = serde_json::from_value(spec).unwrap();
+        // No Secret lookups: the spec itself is the problem.
+        let (patch, _) =
+            run_with(invalid, |mut h| tokio::spawn(async move { no_pods_then_status(&mut h).await })).await;
+        let ready = &patch["status"]["conditions"][0];
+        assert_eq!(ready["status"], "False");
+        assert_eq!(ready["reason"], "InvalidSpec");
+        assert_eq!(ready["message"], message);
+    }
 }

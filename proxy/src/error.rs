@@ -39,7 +39,7 @@ pub enum ProxyError {
     // Key service and credential errors carry their cause for the log only
     // (`Debug`); the client gets a fixed message, so a workload cannot use
     // the proxy to probe Vault.
-    #[error("The key service refused the object's data key.")]
+    #[error("{}", .0.client_message())]
     KeyRefused(VaultError),
     #[error("The key service is unavailable.")]
     KeyServiceUnavailable(VaultError),

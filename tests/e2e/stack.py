@@ -208,7 +208,7 @@ def start_vault(workdir: Path, tls: bool = False) -> Vault:
     return vault
 
 
-def start_stack(workdir: Path | None = None) -> Stack:
+def start_stack(workdir: Path | None = None, **proxy_overrides: str) -> Stack:
     workdir = workdir or Path(tempfile.mkdtemp(prefix="cloudtaser-"))
     vault = start_vault(workdir)
     data = workdir / "s3-data"
@@ -229,7 +229,7 @@ def start_stack(workdir: Path | None = None) -> Stack:
             return True
 
     wait_for(s3_up, "s3s-fs")
-    stack.proxy, stack.proxy_endpoint, stack.health_endpoint = stack.start_proxy()
+    stack.proxy, stack.proxy_endpoint, stack.health_endpoint = stack.start_proxy(**proxy_overrides)
     return stack
 
 

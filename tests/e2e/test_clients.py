@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def clients_bucket(client):
-    client.create_bucket(Bucket="e2e-clients")
+def clients_bucket(upstream):
+    upstream.create_bucket(Bucket="e2e-clients")
     return "e2e-clients"
 
 

@@ -284,7 +284,9 @@ def test_vault_unreachable_put_fails_and_stores_nothing(stack, upstream, bucket)
         with pytest.raises(botocore.exceptions.ClientError) as e:
             c.put_object(Bucket=bucket, Key="vault-down.txt", Body=b"secret")
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
-        assert "Vault" in e.value.response["Error"]["Message"]
+        # A fixed message: the workload learns nothing about Vault from it.
+        assert e.value.response["Error"]["Message"] == "The key service is unavailable."
+        assert "Vault" in proc.log_text()  # the cause is in the proxy's log
         with pytest.raises(botocore.exceptions.ClientError):
             upstream.head_object(Bucket=bucket, Key="vault-down.txt")
         import urllib.error

@@ -15,12 +15,17 @@ from conftest import s3_client
 from vault_faults import VaultFaults
 
 
-def ready(health: str) -> int:
+def readyz(health: str, method: str = "GET") -> tuple[int, str]:
+    req = urllib.request.Request(f"{health}/readyz", method=method)
     try:
-        with urllib.request.urlopen(f"{health}/readyz", timeout=10) as r:
-            return r.status
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
-        return e.code
+        return e.code, e.read().decode()
+
+
+def ready(health: str) -> int:
+    return readyz(health)[0]
 
 
 @pytest.fixture()
@@ -28,6 +33,7 @@ def faulty(stack):
     faults = VaultFaults(stack.vault.addr)
     proc, endpoint, health = stack.start_proxy(
         "proxy-faults", VAULT_ADDR=faults.addr, CLOUDTASER_S3PROXY_VAULT_TIMEOUT_SECS="2",
+        CLOUDTASER_S3PROXY_VAULT_PROBE_SECS="1",
     )
     yield faults, s3_client(endpoint, "w", "w"), health, proc
     proc.stop()
@@ -49,10 +55,16 @@ def test_vault_faults_fail_puts_cleanly(faulty, upstream, bucket, mode, code):
     # The data key of a recent write is cached: reads go on without Vault.
     got = client.get_object(Bucket=bucket, Key=f"faults/{mode}/cached")
     assert got["Body"].read() == b"written while Vault was fine"
-    assert ready(health) == 503
+    # Once started, the proxy stays ready through a Vault outage (readiness
+    # gates the pod's Service endpoints) and says it is degraded, without
+    # Vault's own text. A rate limit is not an outage.
+    status, text = readyz(health)
+    assert status == 200
+    assert text == ("ready" if mode == "429" else "ready (degraded: vault unreachable)")
+    assert "injected fault" not in text
     faults.mode = "pass"
-    assert ready(health) == 200
     client.put_object(Bucket=bucket, Key=f"faults/{mode}/after", Body=b"recovered")
+    assert readyz(health) == (200, "ready")
 
 
 def test_uncached_get_during_an_outage_is_an_error_not_ciphertext(faulty, upstream, bucket, stack):
@@ -75,3 +87,34 @@ def test_token_refused_mid_flight_is_replaced(faulty, bucket):
     assert faults.reject_next == 0, "the refusal was injected"
     time.sleep(0.2)
     assert proc.log_text().count("logged in to Vault") >= 2
+
+
+def test_readyz_reads_cached_state_and_never_calls_vault(faulty):
+    faults, _, health, _ = faulty
+    wait_ready = time.monotonic() + 10
+    while ready(health) != 200 and time.monotonic() < wait_ready:
+        time.sleep(0.1)
+    before = len(faults.calls)
+    for _ in range(200):
+        assert ready(health) == 200
+    # The background probe runs once a second here; 200 probes made at most a few calls.
+    assert len(faults.calls) - before <= 3, faults.calls[before:]
+    assert readyz(health, "POST")[0] == 405
+    assert readyz(health, "DELETE")[0] == 405
+    assert readyz(health, "HEAD")[0] == 200
+
+
+def test_a_proxy_that_never_reached_vault_is_not_ready(stack):
+    faults = VaultFaults(stack.vault.addr)
+    faults.mode = "503"
+    proc, _, health = stack.start_proxy("proxy-never-ready", VAULT_ADDR=faults.addr, CLOUDTASER_S3PROXY_VAULT_PROBE_SECS="1")
+    try:
+        assert readyz(health) == (503, "not ready: vault unreachable")
+        faults.mode = "pass"
+        deadline = time.monotonic() + 10
+        while ready(health) != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert readyz(health) == (200, "ready")
+    finally:
+        proc.stop()
+        faults.close()

@@ -19,8 +19,8 @@ PART = 5 * MiB
 
 
 @pytest.fixture(scope="module")
-def mp_bucket(client):
-    client.create_bucket(Bucket="e2e-multipart")
+def mp_bucket(upstream):
+    upstream.create_bucket(Bucket="e2e-multipart")
     return "e2e-multipart"
 
 

@@ -68,7 +68,6 @@ def test_body_less_operations_pass_through_resigned(client, bucket):
     deleted = client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "batch/a"}, {"Key": "batch/b"}]})
     assert sorted(d["Key"] for d in deleted["Deleted"]) == ["batch/a", "batch/b"]
     assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix="batch/")
-    assert bucket in [b["Name"] for b in client.list_buckets()["Buckets"]]
     client.head_bucket(Bucket=bucket)
     client.put_object(Bucket=bucket, Key="v1list/one", Body=b"12345")
     v1 = client.list_objects(Bucket=bucket, Prefix="v1list/")

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::crd::{CredentialsSource, S3ProxyConfigSpec, VaultAuthMethod};
+use crate::crd::{CredentialsSource, InvalidSpec, S3ProxyConfigSpec, VaultAuthMethod};
 
 pub const ANNOTATION: &str = "cloudtaser.io/s3-proxy";
 pub const STATUS_ANNOTATION: &str = "cloudtaser.io/s3-proxy-status";
@@ -89,6 +89,8 @@ pub enum Denial {
     HostNetwork,
     #[error("annotation {annotation} has an invalid quantity {value:?}: {reason}")]
     BadQuantity { annotation: &'static str, value: String, reason: String },
+    #[error("S3ProxyConfig {config} is invalid: {error}")]
+    InvalidConfig { config: String, error: InvalidSpec },
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
@@ -186,6 +188,12 @@ fn sidecar(
     }
     if !config.plaintext_reads.is_empty() {
         vars.push(env("CLOUDTASER_S3PROXY_PLAINTEXT_READS", config.plaintext_reads.join(",")));
+    }
+    if !config.allowed_operations.is_empty() {
+        vars.push(env("CLOUDTASER_S3PROXY_ALLOWED_OPERATIONS", config.allowed_operations.join(",")));
+    }
+    if !config.buckets.is_empty() {
+        vars.push(env("CLOUDTASER_S3PROXY_BUCKETS", config.buckets.join(",")));
     }
     let log_level = annotations
         .get(LOG_LEVEL_ANNOTATION)
@@ -348,6 +356,7 @@ pub fn inject(
     if spec.host_network == Some(true) {
         return Err(Denial::HostNetwork);
     }
+    config.validate().map_err(|error| Denial::InvalidConfig { config: config_name.to_owned(), error })?;
     let (container, volumes) =
         sidecar(&Pod { spec: Some(spec.clone()), ..Default::default() }, config_name, config, options, &annotations)?;
     let mut warnings = Vec::new();

@@ -36,6 +36,20 @@ impl VaultError {
         matches!(self, VaultError::Unreachable(_) | VaultError::Refused { status: 500..=599, .. })
     }
 
+    /// What a workload is told about a refused data key: one of a few fixed
+    /// sentences, never Vault's own text.
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            VaultError::KeyNotAllowed => "The object names a Transit key this proxy is not configured to use.",
+            VaultError::MalformedWrappedKey => "The object's wrapped data key is malformed.",
+            // Transit's words for a key version below min_decryption_version.
+            VaultError::Refused { message, .. } if message.contains("too old") => {
+                "The object's data key is wrapped under a Transit key version that is too old to decrypt (min_decryption_version)."
+            }
+            _ => "The key service refused the object's data key.",
+        }
+    }
+
     /// The token was rejected: log in again and retry once.
     pub fn is_auth(&self) -> bool {
         matches!(self, VaultError::Refused { status: 401 | 403, .. })

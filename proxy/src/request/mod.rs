@@ -143,6 +143,9 @@ impl RequestPath {
             parts.uri = uri;
         }
         let s3 = classify(&parts.method, &parts.uri, &parts.headers, &self.virtual_host_suffix)?;
+        if let Operation::Refused(why) = s3.operation {
+            return Err(ProxyError::NotImplemented(format!("{why}.")));
+        }
         let source = match s3.operation {
             Operation::CopyObject | Operation::UploadPartCopy => Some(classify::copy_source(&parts.headers)?),
             _ => None,
