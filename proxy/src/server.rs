@@ -163,8 +163,16 @@ fn health(method: &Method, path: &str, vault: &VaultHealth) -> Response<ProxyBod
     resp
 }
 
+/// Connections the kernel completes and queues while the proxy is at its
+/// connection cap or out of descriptors. std's default of 128 turned a
+/// burst of 600 connections into client-side connect timeouts here.
+const ACCEPT_BACKLOG: u32 = 1024;
+
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
 
 #[cfg(test)]
