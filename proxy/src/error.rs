@@ -28,8 +28,15 @@ pub enum ProxyError {
     InvalidRange { object_len: u64 },
     #[error("{0}")]
     AccessDenied(String),
+    /// Refused by `CLOUDTASER_S3PROXY_ALLOWED_OPERATIONS` or `_BUCKETS`.
+    #[error("{0}")]
+    Denied(String),
+    #[error("The metadata name {0} is reserved for the encryption envelope.")]
+    ReservedMetadata(String),
     #[error("The specified bucket is not valid.")]
     InvalidBucketName,
+    #[error("Your request header section exceeds the maximum allowed size.")]
+    RequestHeaderSectionTooLarge,
     #[error("The XML you provided was not well-formed or did not validate against our published schema")]
     MalformedXml,
     #[error("Your proposed upload is smaller than the minimum allowed object size.")]
@@ -80,8 +87,11 @@ impl ProxyError {
         use ProxyError::*;
         match self {
             MissingContentLength => StatusCode::LENGTH_REQUIRED,
-            AccessDenied(_) => StatusCode::FORBIDDEN,
-            MalformedXml | EntityTooSmall | InvalidBucketName => StatusCode::BAD_REQUEST,
+            AccessDenied(_) | Denied(_) => StatusCode::FORBIDDEN,
+            ReservedMetadata(_) => StatusCode::BAD_REQUEST,
+            MalformedXml | EntityTooSmall | InvalidBucketName | RequestHeaderSectionTooLarge => {
+                StatusCode::BAD_REQUEST
+            }
             InvalidArgument(_) | InvalidRequest(_) | BadDigest(_) | InvalidDigest | IncompleteBody(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -102,8 +112,10 @@ impl ProxyError {
         use ProxyError::*;
         match self {
             MissingContentLength => "MissingContentLength",
-            AccessDenied(_) => "AccessDenied",
+            AccessDenied(_) | Denied(_) => "AccessDenied",
+            ReservedMetadata(_) => "InvalidArgument",
             InvalidBucketName => "InvalidBucketName",
+            RequestHeaderSectionTooLarge => "RequestHeaderSectionTooLarge",
             MalformedXml => "MalformedXML",
             EntityTooSmall => "EntityTooSmall",
             InvalidArgument(_) => "InvalidArgument",

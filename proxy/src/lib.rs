@@ -14,5 +14,6 @@ pub mod error;
 pub mod format;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
 pub mod request;
 pub mod server;

@@ -16,6 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::body::{ProxyBody, full};
 use crate::keys::KeyService;
 use crate::keys::health::VaultHealth;
+use crate::metrics::Metrics;
 use crate::request::RequestPath;
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -110,14 +111,21 @@ pub async fn serve_s3(
 }
 
 /// `/healthz`: the process serves. `/readyz`: see `readiness`.
-pub async fn serve_health(listener: TcpListener, keys: Arc<KeyService>, limits: ListenerLimits) {
+pub async fn serve_health(listener: TcpListener, keys: Arc<KeyService>, metrics: Arc<Metrics>, limits: ListenerLimits) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let (stream, _, permit) = accept(&listener, &slots).await;
-        let keys = keys.clone();
+        let (keys, metrics) = (keys.clone(), metrics.clone());
         let service = service_fn(move |req: Request<Incoming>| {
-            let keys = keys.clone();
-            async move { Ok::<_, std::convert::Infallible>(health(req.method(), req.uri().path(), keys.health())) }
+            let (keys, metrics) = (keys.clone(), metrics.clone());
+            async move {
+                let resp = if req.uri().path() == "/metrics" && matches!(*req.method(), Method::GET | Method::HEAD) {
+                    metrics_response(&metrics, keys.health())
+                } else {
+                    health(req.method(), req.uri().path(), keys.health())
+                };
+                Ok::<_, std::convert::Infallible>(resp)
+            }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -145,6 +153,15 @@ fn readiness(health: &VaultHealth) -> (StatusCode, &'static str) {
         (true, true) => (StatusCode::OK, "ready"),
         (true, false) => (StatusCode::OK, "ready (degraded: vault unreachable)"),
     }
+}
+
+fn metrics_response(metrics: &Metrics, vault: &VaultHealth) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(Bytes::from(metrics.encode(vault))));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
 }
 
 fn health(method: &Method, path: &str, vault: &VaultHealth) -> Response<ProxyBody> {

@@ -54,21 +54,18 @@ def sentinel() -> bytes:
     return f"PLAINTEXT-SENTINEL-{uuid.uuid4()}".encode()
 
 
-def assert_nothing_plain_at_rest(stack, upstream, needle: bytes) -> None:
-    """The sentinel is in no file the upstream keeps, and every object it
-    lists is an envelope."""
+def assert_nothing_plain_at_rest(stack, upstream, needle: bytes, prefix: str = "attacks/") -> None:
+    """The sentinel is in no file the upstream keeps, and every object these
+    tests wrote (under `prefix` of the session bucket) is an envelope. Other
+    tests deliberately keep tampered or pre-proxy objects elsewhere."""
     for path in Path(stack.s3_data).rglob("*"):
         if path.is_file():
             assert needle not in path.read_bytes(), f"plaintext at rest in {path}"
-    for b in upstream.list_buckets()["Buckets"]:
-        for page in upstream.get_paginator("list_objects_v2").paginate(Bucket=b["Name"]):
-            for o in page.get("Contents", []):
-                got = upstream.get_object(Bucket=b["Name"], Key=o["Key"])
-                body = got["Body"].read()
-                if b["Name"] in ("legacy",):  # pre-proxy objects written directly by test_surface
-                    continue
-                assert body[:4] == b"CTS3", f"{b['Name']}/{o['Key']} is not an envelope"
-                assert "cloudtaser-key" in got["Metadata"], f"{b['Name']}/{o['Key']} has no wrapped key"
+    for page in upstream.get_paginator("list_objects_v2").paginate(Bucket="e2e-core", Prefix=prefix):
+        for o in page.get("Contents", []):
+            got = upstream.get_object(Bucket="e2e-core", Key=o["Key"])
+            assert got["Body"].read()[:4] == b"CTS3", f"{o['Key']} is not an envelope"
+            assert "cloudtaser-key" in got["Metadata"], f"{o['Key']} has no wrapped key"
 
 
 def upstream_requests(proc) -> int:
@@ -257,6 +254,23 @@ def test_default_policy_refuses_account_management(stack, upstream, bucket, vict
     assert upstream_requests(stack.proxy) == before, f"{name} was forwarded"
     assert bucket in [b["Name"] for b in upstream.list_buckets()["Buckets"]]
     assert "attacker-bucket" not in [b["Name"] for b in upstream.list_buckets()["Buckets"]]
+
+
+def test_refusals_are_counted_by_reason(stack, bucket):
+    from test_failures import scrape  # noqa: PLC0415
+
+    proc, endpoint, health = stack.start_proxy("proxy-refusals")
+    try:
+        for method, path in (("GET", "/"), ("PUT", f"/{bucket}?policy"), ("PUT", f"/{bucket}/k?attributes"),
+                             ("PUT", f"/{bucket}/k?x-amz-meta-cloudtaser-size=1"), ("GET", f"/{bucket}/a/../b")):
+            assert raw(endpoint, method, path, b"x" if method == "PUT" else None)[0] in (400, 403, 501)
+        m = scrape(health)
+        refused = {labels[0][1]: v for (name, labels), v in m.items() if name == "cloudtaser_s3proxy_refused_requests_total"}
+        assert refused == {"refused_operation": 2, "unsupported_operation": 1, "reserved_metadata": 1,
+                           "malformed_request": 1}, refused
+        assert m[("cloudtaser_s3proxy_requests_total", (("code", "403"), ("operation", "ListBuckets")))] == 1
+    finally:
+        proc.stop()
 
 
 def test_default_policy_keeps_the_data_path(stack, client, bucket):

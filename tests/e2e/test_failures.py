@@ -28,6 +28,17 @@ def ready(health: str) -> int:
     return readyz(health)[0]
 
 
+def scrape(health: str) -> dict[tuple[str, tuple], float]:
+    """The proxy's /metrics, parsed by Prometheus's own OpenMetrics parser."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    with urllib.request.urlopen(f"{health}/metrics", timeout=10) as r:
+        assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = r.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 @pytest.fixture()
 def faulty(stack):
     faults = VaultFaults(stack.vault.addr)
@@ -43,7 +54,7 @@ def faulty(stack):
 @pytest.mark.parametrize(("mode", "code"), [("503", "ServiceUnavailable"), ("500", "ServiceUnavailable"),
                                              ("429", "SlowDown"), ("hang", "ServiceUnavailable")])
 def test_vault_faults_fail_puts_cleanly(faulty, upstream, bucket, mode, code):
-    faults, client, health, _ = faulty
+    faults, client, health, proc = faulty
     client.put_object(Bucket=bucket, Key=f"faults/{mode}/cached", Body=b"written while Vault was fine")
     faults.mode = mode
     with pytest.raises(botocore.exceptions.ClientError) as e:
@@ -62,9 +73,18 @@ def test_vault_faults_fail_puts_cleanly(faulty, upstream, bucket, mode, code):
     assert status == 200
     assert text == ("ready" if mode == "429" else "ready (degraded: vault unreachable)")
     assert "injected fault" not in text
+    # The degraded state shows in the metrics.
+    assert scrape(health)[("cloudtaser_s3proxy_vault_reachable", ())] == (1 if mode == "429" else 0)
     faults.mode = "pass"
     client.put_object(Bucket=bucket, Key=f"faults/{mode}/after", Body=b"recovered")
     assert readyz(health) == (200, "ready")
+    metrics = scrape(health)
+    assert metrics[("cloudtaser_s3proxy_vault_reachable", ())] == 1
+    # One count per failed request the proxy logged (the SDK may retry).
+    failed = proc.log_text().count('"request failed","operation":"PutObject"')
+    assert failed >= 1
+    assert metrics[("cloudtaser_s3proxy_requests_total", (("code", "503"), ("operation", "PutObject")))] == failed
+    assert metrics[("cloudtaser_s3proxy_requests_total", (("code", "200"), ("operation", "PutObject")))] == 2
 
 
 def test_uncached_get_during_an_outage_is_an_error_not_ciphertext(faulty, upstream, bucket, stack):

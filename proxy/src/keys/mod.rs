@@ -188,10 +188,10 @@ impl KeyService {
     /// real call already told us within it. Runs until the process ends.
     pub async fn watch_vault(self: Arc<Self>, interval: Duration) {
         loop {
-            if self.health.last_answer_age().is_none_or(|age| age >= interval) {
-                if let Err(e) = self.probe().await {
-                    tracing::warn!(error = %e, "Vault health probe failed");
-                }
+            if self.health.last_answer_age().is_none_or(|age| age >= interval)
+                && let Err(e) = self.probe().await
+            {
+                tracing::warn!(error = %e, "Vault health probe failed");
             }
             let wait = if self.health.ever_reached() { interval } else { Duration::from_secs(1) };
             tokio::time::sleep(wait).await;

@@ -125,7 +125,7 @@ pub fn classify(
 }
 
 fn reserved(name: &str) -> ProxyError {
-    ProxyError::InvalidArgument(format!("The metadata name {name} is reserved for the encryption envelope."))
+    ProxyError::ReservedMetadata(name.to_owned())
 }
 
 fn unrecognised(method: &Method, target: Target, query: &[(String, String)]) -> ProxyError {

@@ -33,6 +33,7 @@ use crate::config::PlaintextReadPolicy;
 use crate::error::ProxyError;
 use crate::format::{EnvelopeMetadata, FormatError, META_PREFIX, VERSION};
 use crate::keys::KeyService;
+use crate::metrics::{Metrics, RefusalReason};
 use classify::{Operation, S3Request, classify};
 use decode::{BodyEncoding, ChunkedDecoder};
 use upstream::UpstreamClient;
@@ -40,6 +41,13 @@ use upstream::UpstreamClient;
 /// Largest body the proxy holds in memory: control requests (DeleteObjects,
 /// tagging, CompleteMultipartUpload) and XML responses. Objects always stream.
 const MAX_BUFFERED_BODY: usize = 16 << 20;
+
+/// S3's limit on a request's header section (names, values and separators):
+/// larger requests get `400 RequestHeaderSectionTooLarge`, as from S3.
+const MAX_HEADER_SECTION: usize = 8 << 10;
+
+/// The operation label of requests refused before they were recognised.
+const UNRECOGNISED: &str = "Unrecognised";
 
 /// Objects whose layout ranged reads remember (about 200 bytes each).
 const LAYOUT_CACHE_SIZE: usize = 4096;
@@ -50,6 +58,7 @@ pub struct RequestPath {
     upstream: UpstreamClient,
     plaintext_reads: PlaintextReadPolicy,
     policy: policy::AccessPolicy,
+    metrics: Arc<Metrics>,
     virtual_host_suffix: String,
 }
 
@@ -66,8 +75,15 @@ impl RequestPath {
             upstream,
             plaintext_reads,
             policy: policy::AccessPolicy::default(),
+            metrics: Arc::new(Metrics::default()),
             virtual_host_suffix,
         }
+    }
+
+    /// Where request metrics go (default: a registry of its own).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Which operations and buckets the workload may use (default: `AccessPolicy::default()`).
@@ -84,13 +100,15 @@ impl RequestPath {
     }
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let started = std::time::Instant::now();
         let request_id = request_id();
         let (mut parts, body) = req.into_parts();
         let head = parts.method == Method::HEAD;
         let s3 = match self.admit(&mut parts) {
             Ok(s3) => s3,
-            Err(e) => {
-                tracing::warn!(method = %parts.method, status = e.status().as_u16(), code = e.code(), error = %e, request_id, "request refused");
+            Err((operation, e)) => {
+                tracing::warn!(operation, method = %parts.method, status = e.status().as_u16(), code = e.code(), error = %e, request_id, "request refused");
+                self.count(operation, &e, started, false);
                 return e.to_response(parts.uri.path(), &request_id, head);
             }
         };
@@ -113,6 +131,7 @@ impl RequestPath {
         match result {
             Ok(mut resp) => {
                 tracing::info!(operation = s3.name, bucket, status = resp.status().as_u16(), request_id, "request");
+                self.metrics.request(s3.name, resp.status().as_u16(), started.elapsed());
                 if let Ok(v) = HeaderValue::from_str(&request_id) {
                     resp.headers_mut().entry("x-amz-request-id").or_insert(v);
                 }
@@ -120,8 +139,27 @@ impl RequestPath {
             }
             Err(e) => {
                 tracing::warn!(operation = s3.name, bucket, status = e.status().as_u16(), code = e.code(), error = ?e, request_id, "request failed");
+                self.count(s3.name, &e, started, true);
                 e.to_response(&s3.resource(), &request_id, head)
             }
+        }
+    }
+
+    /// Metrics for a failed request, with the reason when it was refused
+    /// before anything was forwarded.
+    fn count(&self, operation: &'static str, e: &ProxyError, started: std::time::Instant, admitted: bool) {
+        self.metrics.request(operation, e.status().as_u16(), started.elapsed());
+        let reason = match e {
+            ProxyError::Denied(_) => Some(RefusalReason::Policy),
+            ProxyError::ReservedMetadata(_) => Some(RefusalReason::ReservedMetadata),
+            ProxyError::NotImplemented(_) if !admitted => Some(RefusalReason::Unsupported),
+            ProxyError::InvalidArgument(_) | ProxyError::InvalidBucketName if !admitted => {
+                Some(RefusalReason::Malformed)
+            }
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            self.metrics.refused(reason);
         }
     }
 
@@ -138,19 +176,29 @@ impl RequestPath {
     /// Everything that decides whether a request may be forwarded, before
     /// its body is read: query headers hoisted, the operation recognised,
     /// the access policy applied.
-    fn admit(&self, parts: &mut Parts) -> Result<S3Request, ProxyError> {
-        if let Some(uri) = classify::hoist_query_headers(&parts.uri, &mut parts.headers)? {
+    /// A refusal carries the operation's name once it is known.
+    fn admit(&self, parts: &mut Parts) -> Result<S3Request, (&'static str, ProxyError)> {
+        let unrecognised = |e| (UNRECOGNISED, e);
+        let header_bytes: usize = parts.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+        if header_bytes > MAX_HEADER_SECTION {
+            return Err(unrecognised(ProxyError::RequestHeaderSectionTooLarge));
+        }
+        if let Some(uri) = classify::hoist_query_headers(&parts.uri, &mut parts.headers).map_err(unrecognised)? {
             parts.uri = uri;
         }
-        let s3 = classify(&parts.method, &parts.uri, &parts.headers, &self.virtual_host_suffix)?;
+        let s3 =
+            classify(&parts.method, &parts.uri, &parts.headers, &self.virtual_host_suffix).map_err(unrecognised)?;
+        let named = |e| (s3.name, e);
         if let Operation::Refused(why) = s3.operation {
-            return Err(ProxyError::NotImplemented(format!("{why}.")));
+            return Err(named(ProxyError::NotImplemented(format!("{why}."))));
         }
         let source = match s3.operation {
-            Operation::CopyObject | Operation::UploadPartCopy => Some(classify::copy_source(&parts.headers)?),
+            Operation::CopyObject | Operation::UploadPartCopy => {
+                Some(classify::copy_source(&parts.headers).map_err(named)?)
+            }
             _ => None,
         };
-        self.policy.check(&s3, source.as_ref())?;
+        self.policy.check(&s3, source.as_ref()).map_err(named)?;
         Ok(s3)
     }
 
@@ -200,9 +248,7 @@ fn envelope_of(headers: &HeaderMap) -> Result<EnvelopeMetadata, ProxyError> {
 
 fn reject_reserved_metadata(headers: &HeaderMap) -> Result<(), ProxyError> {
     match headers.keys().find(|k| k.as_str().starts_with(META_PREFIX)) {
-        Some(k) => {
-            Err(ProxyError::InvalidArgument(format!("The metadata name {k} is reserved for the encryption envelope.")))
-        }
+        Some(k) => Err(ProxyError::ReservedMetadata(k.to_string())),
         None => Ok(()),
     }
 }

@@ -100,14 +100,14 @@ impl AccessPolicy {
     /// it must be inside the allowed buckets too.
     pub fn check(&self, s3: &S3Request, copy_source: Option<&S3Request>) -> Result<(), ProxyError> {
         if !self.operations.contains(s3.name) {
-            return Err(ProxyError::AccessDenied(format!(
+            return Err(ProxyError::Denied(format!(
                 "{} is not allowed through this proxy ({OPERATIONS_SETTING}).",
                 s3.name
             )));
         }
         let Some(scopes) = &self.buckets else { return Ok(()) };
         let denied = || {
-            ProxyError::AccessDenied(format!("{} on {} is outside {BUCKETS_SETTING}.", s3.name, s3.resource()))
+            ProxyError::Denied(format!("{} on {} is outside {BUCKETS_SETTING}.", s3.name, s3.resource()))
         };
         let Some(bucket) = s3.bucket.as_deref() else { return Err(denied()) };
         let allowed = match s3.key.as_deref() {
@@ -125,7 +125,7 @@ impl AccessPolicy {
         if let Some(source) = copy_source {
             let (b, k) = (source.bucket.as_deref().unwrap_or(""), source.key.as_deref().unwrap_or(""));
             if !self.covers(b, k) {
-                return Err(ProxyError::AccessDenied(format!(
+                return Err(ProxyError::Denied(format!(
                     "The copy source {} is outside {BUCKETS_SETTING}.",
                     source.resource()
                 )));
@@ -137,7 +137,7 @@ impl AccessPolicy {
     /// Whether a DeleteObjects body may name these keys.
     pub fn check_keys<'a>(&self, bucket: &str, mut keys: impl Iterator<Item = &'a str>) -> Result<(), ProxyError> {
         match keys.find(|k| !self.covers(bucket, k)) {
-            Some(k) => Err(ProxyError::AccessDenied(format!("Deleting /{bucket}/{k} is outside {BUCKETS_SETTING}."))),
+            Some(k) => Err(ProxyError::Denied(format!("Deleting /{bucket}/{k} is outside {BUCKETS_SETTING}."))),
             None => Ok(()),
         }
     }
