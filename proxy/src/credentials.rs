@@ -66,6 +66,7 @@ impl CredentialSource {
         // The provider's own error text names the source but never the secret.
         let fresh = self.provider.provide_credentials().await.map_err(|e| CredentialsError(error_chain(&e)))?;
         tracing::info!(expires = ?fresh.expiry(), "loaded upstream credentials");
+        crate::metrics::metrics().credentials_expire_at(fresh.expiry());
         *slot = Some((fresh.clone(), Instant::now()));
         Ok(fresh)
     }

@@ -58,6 +58,8 @@ pub enum ProxyError {
     UpstreamUnreachable(String),
     #[error("The stored ciphertext failed verification: {0}")]
     Ciphertext(FormatError),
+    #[error("The object's encryption metadata is missing or malformed ({0}).")]
+    Envelope(#[from] crate::format::MetadataError),
     #[error("At least one of the pre-conditions you specified did not hold")]
     PreconditionFailed,
     #[error("The requested partnumber is not satisfiable")]
@@ -104,7 +106,7 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             UpstreamUnreachable(_) | UnexpectedObject => StatusCode::BAD_GATEWAY,
-            Ciphertext(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Ciphertext(_) | Envelope(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -133,9 +135,14 @@ impl ProxyError {
             KeyServiceSlowDown(_) => "SlowDown",
             Credentials(_) | Retry(_) => "ServiceUnavailable",
             UpstreamUnreachable(_) | UnexpectedObject => "BadGateway",
-            Ciphertext(_) => "InternalError",
+            Ciphertext(_) | Envelope(_) => "InternalError",
             Internal(_) => "InternalError",
         }
+    }
+
+    /// A stored object failed verification (counted as an integrity failure).
+    pub fn is_integrity_failure(&self) -> bool {
+        matches!(self, ProxyError::Ciphertext(_) | ProxyError::Envelope(_))
     }
 
     /// The S3 error document; HEAD responses carry no body.

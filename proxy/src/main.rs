@@ -76,12 +76,8 @@ async fn serve(config: ProxyConfig) -> Result<(), String> {
     let client = app::upstream_client(&config).await?;
     let plaintext_reads = config.plaintext_read_policy().map_err(|e| e.to_string())?;
     let policy = config.access_policy().map_err(|e| e.to_string())?;
-    let metrics = Arc::new(cloudtaser_s3proxy::metrics::Metrics::default());
-    let path = Arc::new(
-        RequestPath::new(keys.clone(), client, plaintext_reads, "localhost".to_owned())
-            .with_policy(policy)
-            .with_metrics(metrics.clone()),
-    );
+    let path =
+        Arc::new(RequestPath::new(keys.clone(), client, plaintext_reads, "localhost".to_owned()).with_policy(policy));
 
     let s3 =
         server::bind(config.listen).await.map_err(|e| format!("CLOUDTASER_S3PROXY_LISTEN {}: {e}", config.listen))?;
@@ -94,7 +90,7 @@ async fn serve(config: ProxyConfig) -> Result<(), String> {
         max_connections: config.health_max_connections as usize,
         header_read_timeout: server::HEALTH_HEADER_READ_TIMEOUT,
     };
-    tokio::spawn(server::serve_health(health, keys, metrics, health_limits));
+    tokio::spawn(server::serve_health(health, keys, health_limits));
     let s3_limits = server::ListenerLimits {
         max_connections: config.max_connections as usize,
         header_read_timeout: server::S3_HEADER_READ_TIMEOUT,

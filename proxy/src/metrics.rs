@@ -1,8 +1,12 @@
-//! Prometheus metrics, served on `/metrics` of the health listener. Labels
-//! stay low-cardinality: operation names, status codes and fixed reasons,
-//! never buckets or keys.
+//! Prometheus metrics, served on `/metrics` of the health listener, in the
+//! OpenMetrics text format `prometheus-client` writes. Labels stay
+//! low-cardinality: operation names, status codes and fixed reasons, never
+//! buckets or keys. One registry per process (`metrics()`), as a sidecar
+//! has one of everything; units record into it where the event happens.
 
-use std::time::Duration;
+use std::sync::LazyLock;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -10,8 +14,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::keys::health::VaultHealth;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -29,6 +31,45 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BytesLabels {
+    direction: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// From the workload (plaintext) or from the upstream (ciphertext).
+    In,
+    /// To the workload (plaintext) or to the upstream (ciphertext).
+    Out,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BytesKind {
+    Plaintext,
+    Ciphertext,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    method: &'static str,
+    class: &'static str,
+}
+
+/// Present only once credentials with an expiry are loaded, so static keys
+/// never look like keys about to expire.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialsLabel {
+    credentials: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VaultLabels {
+    operation: &'static str,
+    result: &'static str,
+}
+
 /// Why a request was refused before anything was forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefusalReason {
@@ -39,8 +80,10 @@ pub enum RefusalReason {
     Policy,
     /// A reserved `x-amz-meta-cloudtaser-*` name in a header or the query.
     ReservedMetadata,
-    /// A malformed URI, bucket, key or query.
+    /// A malformed URI, bucket, key, query or body framing.
     Malformed,
+    /// A body whose Content-MD5 or checksum did not match.
+    BadChecksum,
 }
 
 impl RefusalReason {
@@ -50,8 +93,14 @@ impl RefusalReason {
             RefusalReason::Policy => "refused_operation",
             RefusalReason::ReservedMetadata => "reserved_metadata",
             RefusalReason::Malformed => "malformed_request",
+            RefusalReason::BadChecksum => "bad_checksum",
         }
     }
+}
+
+/// Histogram buckets from 1 ms to about 65 s.
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
 pub struct Metrics {
@@ -59,28 +108,99 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     durations: Family<OperationLabel, Histogram>,
     refused: Family<ReasonLabel, Counter>,
+    bytes: Family<BytesLabels, Counter>,
+    upstream_requests: Family<UpstreamLabels, Counter>,
+    upstream_durations: Family<OperationLabel, Histogram>,
+    vault_calls: Family<VaultLabels, Counter>,
+    vault_durations: Family<OperationLabel, Histogram>,
     vault_reachable: Gauge,
+    key_cache_hits: Counter,
+    key_cache_misses: Counter,
+    key_cache_size: Gauge,
+    integrity_failures: Counter,
+    open_connections: Gauge,
+    in_flight: Gauge,
+    credentials_expiry: Family<CredentialsLabel, Gauge<f64, AtomicU64>>,
+    credentials_expire_at: std::sync::Mutex<Option<SystemTime>>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("cloudtaser_s3proxy");
-        let requests = Family::<RequestLabels, Counter>::default();
-        let durations = Family::<OperationLabel, Histogram>::new_with_constructor(|| {
-            // 1 ms to about 65 s.
-            Histogram::new(exponential_buckets(0.001, 2.0, 17))
-        });
-        let refused = Family::<ReasonLabel, Counter>::default();
-        let vault_reachable = Gauge::default();
-        registry.register("requests", "S3 requests by operation and HTTP status", requests.clone());
-        registry.register("request_duration_seconds", "Time to the response head, by operation", durations.clone());
-        registry.register("refused_requests", "Requests refused before anything was forwarded", refused.clone());
-        registry.register(
+        let mut r = Registry::with_prefix("cloudtaser_s3proxy");
+        let m = Self {
+            requests: Family::default(),
+            durations: Family::new_with_constructor(latency),
+            refused: Family::default(),
+            bytes: Family::default(),
+            upstream_requests: Family::default(),
+            upstream_durations: Family::new_with_constructor(latency),
+            vault_calls: Family::default(),
+            vault_durations: Family::new_with_constructor(latency),
+            vault_reachable: Gauge::default(),
+            key_cache_hits: Counter::default(),
+            key_cache_misses: Counter::default(),
+            key_cache_size: Gauge::default(),
+            integrity_failures: Counter::default(),
+            open_connections: Gauge::default(),
+            in_flight: Gauge::default(),
+            credentials_expiry: Family::default(),
+            credentials_expire_at: std::sync::Mutex::new(None),
+            registry: Registry::default(),
+        };
+        r.register("requests", "S3 requests by operation and HTTP status", m.requests.clone());
+        r.register("request_duration_seconds", "Time to the response head, by operation", m.durations.clone());
+        r.register("refused_requests", "Requests refused before anything was forwarded, by reason", m.refused.clone());
+        r.register("bytes", "Object bytes by direction and kind (declared lengths)", m.bytes.clone());
+        r.register(
+            "upstream_requests",
+            "Requests to the upstream by method and status class (2xx, 3xx, 4xx, 5xx, error)",
+            m.upstream_requests.clone(),
+        );
+        r.register(
+            "upstream_request_duration_seconds",
+            "Time to the upstream's response head, by method",
+            m.upstream_durations.clone(),
+        );
+        r.register("vault_calls", "Vault calls by operation and result", m.vault_calls.clone());
+        r.register("vault_call_duration_seconds", "Vault call time by operation", m.vault_durations.clone());
+        r.register(
             "vault_reachable",
             "1 while Vault answers the proxy's calls and probes, 0 while it does not (the proxy stays ready)",
-            vault_reachable.clone(),
+            m.vault_reachable.clone(),
         );
-        Self { registry, requests, durations, refused, vault_reachable }
+        r.register("key_cache_hits", "Reads whose data key was cached", m.key_cache_hits.clone());
+        r.register("key_cache_misses", "Reads that needed a Transit decrypt", m.key_cache_misses.clone());
+        r.register("key_cache_size", "Unwrapped data keys held for reads", m.key_cache_size.clone());
+        r.register(
+            "integrity_failures",
+            "Stored objects that failed verification on read (tampered, truncated, swapped)",
+            m.integrity_failures.clone(),
+        );
+        r.register("open_connections", "Connections open on the S3 listener", m.open_connections.clone());
+        r.register("in_flight_requests", "S3 requests being handled", m.in_flight.clone());
+        r.register(
+            "upstream_credentials_expiry_seconds",
+            "Seconds until the upstream credentials expire (absent for credentials that do not)",
+            m.credentials_expiry.clone(),
+        );
+        Self { registry: r, ..m }
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+fn status_class(status: Option<u16>) -> &'static str {
+    match status {
+        Some(200..=299) => "2xx",
+        Some(300..=399) => "3xx",
+        Some(400..=499) => "4xx",
+        Some(500..=599) => "5xx",
+        _ => "error",
     }
 }
 
@@ -94,12 +214,77 @@ impl Metrics {
         self.refused.get_or_create(&ReasonLabel { reason: reason.label() }).inc();
     }
 
-    /// The exposition, with the gauges that mirror other state brought up to date.
-    pub fn encode(&self, vault: &VaultHealth) -> String {
-        self.vault_reachable.set(i64::from(vault.is_reachable()));
+    pub fn bytes(&self, direction: Direction, kind: BytesKind, n: u64) {
+        let direction = if direction == Direction::In { "in" } else { "out" };
+        let kind = if kind == BytesKind::Plaintext { "plaintext" } else { "ciphertext" };
+        self.bytes.get_or_create(&BytesLabels { direction, kind }).inc_by(n);
+    }
+
+    /// `status` is `None` when no response came (connect or I/O error).
+    pub fn upstream(&self, method: &'static str, status: Option<u16>, elapsed: Duration) {
+        self.upstream_requests.get_or_create(&UpstreamLabels { method, class: status_class(status) }).inc();
+        self.upstream_durations.get_or_create(&OperationLabel { operation: method }).observe(elapsed.as_secs_f64());
+    }
+
+    /// `operation`: `datakey`, `decrypt`, `rewrap`, `keys`, `lookup`, `login`, `renew`.
+    pub fn vault(&self, operation: &'static str, ok: bool, elapsed: Duration) {
+        let result = if ok { "ok" } else { "error" };
+        self.vault_calls.get_or_create(&VaultLabels { operation, result }).inc();
+        self.vault_durations.get_or_create(&OperationLabel { operation }).observe(elapsed.as_secs_f64());
+    }
+
+    pub fn vault_reachable(&self, reachable: bool) {
+        self.vault_reachable.set(i64::from(reachable));
+    }
+
+    pub fn key_cache(&self, hit: bool, size: usize) {
+        if hit { self.key_cache_hits.inc() } else { self.key_cache_misses.inc() };
+        self.key_cache_size.set(i64::try_from(size).unwrap_or(i64::MAX));
+    }
+
+    pub fn integrity_failure(&self) {
+        self.integrity_failures.inc();
+    }
+
+    pub fn connection_opened(&self) {
+        self.open_connections.inc();
+    }
+
+    pub fn connection_closed(&self) {
+        self.open_connections.dec();
+    }
+
+    /// Counts a request as in flight until the guard drops.
+    pub fn in_flight(&'static self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self)
+    }
+
+    /// When the credentials in use expire (`None`: they do not).
+    pub fn credentials_expire_at(&self, at: Option<SystemTime>) {
+        *self.credentials_expire_at.lock().expect("metrics lock") = at;
+    }
+
+    /// The exposition, with time-derived gauges brought up to date.
+    pub fn encode(&self) -> String {
+        if let Some(at) = *self.credentials_expire_at.lock().expect("metrics lock") {
+            let secs = match at.duration_since(SystemTime::now()) {
+                Ok(left) => left.as_secs_f64(),
+                Err(past) => -past.duration().as_secs_f64(),
+            };
+            self.credentials_expiry.get_or_create(&CredentialsLabel { credentials: "upstream" }).set(secs);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out
+    }
+}
+
+pub struct InFlight(&'static Metrics);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
     }
 }
 
@@ -112,11 +297,26 @@ mod tests {
         let m = Metrics::default();
         m.request("PutObject", 200, Duration::from_millis(3));
         m.refused(RefusalReason::Policy);
-        let text = m.encode(&VaultHealth::default());
-        assert!(text.contains("cloudtaser_s3proxy_requests_total{operation=\"PutObject\",code=\"200\"} 1"), "{text}");
-        assert!(text.contains("cloudtaser_s3proxy_refused_requests_total{reason=\"refused_operation\"} 1"));
-        assert!(text.contains("cloudtaser_s3proxy_vault_reachable 0"));
-        assert!(text.contains("cloudtaser_s3proxy_request_duration_seconds_bucket"));
+        m.bytes(Direction::In, BytesKind::Plaintext, 10);
+        m.upstream("PUT", Some(503), Duration::from_millis(1));
+        m.upstream("GET", None, Duration::from_millis(1));
+        m.vault("datakey", true, Duration::from_millis(2));
+        m.key_cache(false, 1);
+        let text = m.encode();
+        for line in [
+            "cloudtaser_s3proxy_requests_total{operation=\"PutObject\",code=\"200\"} 1",
+            "cloudtaser_s3proxy_refused_requests_total{reason=\"refused_operation\"} 1",
+            "cloudtaser_s3proxy_bytes_total{direction=\"in\",kind=\"plaintext\"} 10",
+            "cloudtaser_s3proxy_upstream_requests_total{method=\"PUT\",class=\"5xx\"} 1",
+            "cloudtaser_s3proxy_upstream_requests_total{method=\"GET\",class=\"error\"} 1",
+            "cloudtaser_s3proxy_vault_calls_total{operation=\"datakey\",result=\"ok\"} 1",
+            "cloudtaser_s3proxy_key_cache_misses_total 1",
+            "cloudtaser_s3proxy_key_cache_size 1",
+            "cloudtaser_s3proxy_vault_reachable 0",
+            "cloudtaser_s3proxy_integrity_failures_total 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::body::{ProxyBody, full};
 use crate::keys::KeyService;
 use crate::keys::health::VaultHealth;
-use crate::metrics::Metrics;
+use crate::metrics::metrics;
 use crate::request::RequestPath;
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -84,6 +84,7 @@ pub async fn serve_s3(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        metrics().connection_opened();
         let path = path.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             let path = path.clone();
@@ -99,6 +100,7 @@ pub async fn serve_s3(
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            metrics().connection_closed();
             drop(permit);
         });
     }
@@ -111,16 +113,16 @@ pub async fn serve_s3(
 }
 
 /// `/healthz`: the process serves. `/readyz`: see `readiness`.
-pub async fn serve_health(listener: TcpListener, keys: Arc<KeyService>, metrics: Arc<Metrics>, limits: ListenerLimits) {
+pub async fn serve_health(listener: TcpListener, keys: Arc<KeyService>, limits: ListenerLimits) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let (stream, _, permit) = accept(&listener, &slots).await;
-        let (keys, metrics) = (keys.clone(), metrics.clone());
+        let keys = keys.clone();
         let service = service_fn(move |req: Request<Incoming>| {
-            let (keys, metrics) = (keys.clone(), metrics.clone());
+            let keys = keys.clone();
             async move {
                 let resp = if req.uri().path() == "/metrics" && matches!(*req.method(), Method::GET | Method::HEAD) {
-                    metrics_response(&metrics, keys.health())
+                    metrics_response()
                 } else {
                     health(req.method(), req.uri().path(), keys.health())
                 };
@@ -155,8 +157,8 @@ fn readiness(health: &VaultHealth) -> (StatusCode, &'static str) {
     }
 }
 
-fn metrics_response(metrics: &Metrics, vault: &VaultHealth) -> Response<ProxyBody> {
-    let mut resp = Response::new(full(Bytes::from(metrics.encode(vault))));
+fn metrics_response() -> Response<ProxyBody> {
+    let mut resp = Response::new(full(Bytes::from(metrics().encode())));
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

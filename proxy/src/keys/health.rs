@@ -31,6 +31,7 @@ impl VaultHealth {
 
     fn record(&self, reachable: bool) {
         self.reachable.store(reachable, Ordering::Relaxed);
+        crate::metrics::metrics().vault_reachable(reachable);
         if reachable {
             self.ever_reached.store(true, Ordering::Relaxed);
         }

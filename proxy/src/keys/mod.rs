@@ -171,7 +171,9 @@ impl KeyService {
         if !is_valid_wrapped_key(wrapped) {
             return Err(VaultError::MalformedWrappedKey);
         }
-        if let Some(key) = self.cache.get(wrapped) {
+        let cached = self.cache.get(wrapped);
+        crate::metrics::metrics().key_cache(cached.is_some(), self.cache.len());
+        if let Some(key) = cached {
             return Ok(key);
         }
         let key = Arc::new(self.health.observe(self.transit.decrypt_data_key(key_name, wrapped).await)?);

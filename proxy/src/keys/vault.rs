@@ -98,9 +98,23 @@ impl VaultHttp {
         })
     }
 
-    /// One API call. The response body is held in a zeroizing buffer: it
-    /// may carry a data key or a token.
+    /// One API call, timed into the metrics under its operation's name.
     pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, VaultError> {
+        let started = std::time::Instant::now();
+        let result = self.call_once(method, path, token, body).await;
+        crate::metrics::metrics().vault(operation_of(path), result.is_ok(), started.elapsed());
+        result
+    }
+
+    /// The response body is held in a zeroizing buffer: it may carry a data
+    /// key or a token.
+    async fn call_once<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -131,6 +145,22 @@ impl VaultHttp {
     }
 }
 
+/// The metrics label of a Vault API path.
+fn operation_of(path: &str) -> &'static str {
+    let segments: Vec<&str> = path.split('/').collect();
+    match segments.as_slice() {
+        [.., "datakey", "plaintext", _] => "datakey",
+        [.., "decrypt", _] => "decrypt",
+        [.., "encrypt", _] => "encrypt",
+        [.., "rewrap", _] => "rewrap",
+        [.., "keys", _] => "keys",
+        ["auth", "token", "lookup-self"] => "lookup",
+        ["auth", "token", "renew-self"] => "renew",
+        ["auth", .., "login"] => "login",
+        _ => "other",
+    }
+}
+
 /// Vault's error text with anything that looks like a wrapped key or a
 /// token cut out: the text goes to the log, and those must not.
 pub fn redact(message: &str) -> String {
@@ -148,6 +178,16 @@ pub fn redact(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::redact;
+
+    #[test]
+    fn names_operations_for_metrics() {
+        assert_eq!(super::operation_of("transit/datakey/plaintext/k"), "datakey");
+        assert_eq!(super::operation_of("eu/transit/decrypt/k"), "decrypt");
+        assert_eq!(super::operation_of("auth/token/lookup-self"), "lookup");
+        assert_eq!(super::operation_of("auth/kubernetes/login"), "login");
+        assert_eq!(super::operation_of("auth/token/renew-self"), "renew");
+        assert_eq!(super::operation_of("sys/health"), "other");
+    }
 
     #[test]
     fn redacts_wrapped_keys_and_tokens() {

@@ -33,7 +33,7 @@ use crate::config::PlaintextReadPolicy;
 use crate::error::ProxyError;
 use crate::format::{EnvelopeMetadata, FormatError, META_PREFIX, VERSION};
 use crate::keys::KeyService;
-use crate::metrics::{Metrics, RefusalReason};
+use crate::metrics::{RefusalReason, metrics};
 use classify::{Operation, S3Request, classify};
 use decode::{BodyEncoding, ChunkedDecoder};
 use upstream::UpstreamClient;
@@ -58,7 +58,6 @@ pub struct RequestPath {
     upstream: UpstreamClient,
     plaintext_reads: PlaintextReadPolicy,
     policy: policy::AccessPolicy,
-    metrics: Arc<Metrics>,
     virtual_host_suffix: String,
 }
 
@@ -75,15 +74,8 @@ impl RequestPath {
             upstream,
             plaintext_reads,
             policy: policy::AccessPolicy::default(),
-            metrics: Arc::new(Metrics::default()),
             virtual_host_suffix,
         }
-    }
-
-    /// Where request metrics go (default: a registry of its own).
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = metrics;
-        self
     }
 
     /// Which operations and buckets the workload may use (default: `AccessPolicy::default()`).
@@ -101,6 +93,7 @@ impl RequestPath {
 
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let started = std::time::Instant::now();
+        let _in_flight = metrics().in_flight();
         let request_id = request_id();
         let (mut parts, body) = req.into_parts();
         let head = parts.method == Method::HEAD;
@@ -131,7 +124,7 @@ impl RequestPath {
         match result {
             Ok(mut resp) => {
                 tracing::info!(operation = s3.name, bucket, status = resp.status().as_u16(), request_id, "request");
-                self.metrics.request(s3.name, resp.status().as_u16(), started.elapsed());
+                metrics().request(s3.name, resp.status().as_u16(), started.elapsed());
                 if let Ok(v) = HeaderValue::from_str(&request_id) {
                     resp.headers_mut().entry("x-amz-request-id").or_insert(v);
                 }
@@ -148,18 +141,23 @@ impl RequestPath {
     /// Metrics for a failed request, with the reason when it was refused
     /// before anything was forwarded.
     fn count(&self, operation: &'static str, e: &ProxyError, started: std::time::Instant, admitted: bool) {
-        self.metrics.request(operation, e.status().as_u16(), started.elapsed());
+        metrics().request(operation, e.status().as_u16(), started.elapsed());
+        if e.is_integrity_failure() {
+            metrics().integrity_failure();
+        }
         let reason = match e {
             ProxyError::Denied(_) => Some(RefusalReason::Policy),
             ProxyError::ReservedMetadata(_) => Some(RefusalReason::ReservedMetadata),
             ProxyError::NotImplemented(_) if !admitted => Some(RefusalReason::Unsupported),
+            ProxyError::BadDigest(_) | ProxyError::InvalidDigest => Some(RefusalReason::BadChecksum),
+            ProxyError::IncompleteBody(_) => Some(RefusalReason::Malformed),
             ProxyError::InvalidArgument(_) | ProxyError::InvalidBucketName if !admitted => {
                 Some(RefusalReason::Malformed)
             }
             _ => None,
         };
         if let Some(reason) = reason {
-            self.metrics.refused(reason);
+            metrics().refused(reason);
         }
     }
 
@@ -242,7 +240,7 @@ fn envelope_of(headers: &HeaderMap) -> Result<EnvelopeMetadata, ProxyError> {
         Ok(Some(e)) if e.format == VERSION => Ok(e),
         Ok(Some(e)) => Err(ProxyError::Ciphertext(FormatError::UnsupportedVersion(e.format))),
         Ok(None) => Err(ProxyError::NotEncrypted),
-        Err(e) => Err(ProxyError::Internal(e.to_string())),
+        Err(e) => Err(ProxyError::Envelope(e)),
     }
 }
 

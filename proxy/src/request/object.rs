@@ -24,8 +24,10 @@ use crate::body::{ProxyBody, boxed, empty};
 use crate::error::ProxyError;
 use crate::format::{
     EnvelopeMetadata, FormatError, HEADER_LEN, Header, ObjectLayout, Opener, Sealer, StoredLayout, VERSION,
+    ciphertext_len,
 };
 use crate::keys::DataKey;
+use crate::metrics::{BytesKind, Direction, metrics};
 
 /// Headers that describe the plaintext body the client sent; the upstream
 /// gets the ciphertext's instead.
@@ -134,6 +136,10 @@ impl RequestPath {
             return Err(failure);
         }
         let resp = sent.map_err(|e| ProxyError::UpstreamUnreachable(crate::error::error_chain(&e)))?;
+        if resp.status().is_success() {
+            metrics().bytes(Direction::In, BytesKind::Plaintext, plaintext_len);
+            metrics().bytes(Direction::Out, BytesKind::Ciphertext, ciphertext_len(plaintext_len));
+        }
         Ok(respond::write_response(resp, &outcome.verified, self.keys.key_name(), envelope.is_some()))
     }
 
@@ -247,6 +253,8 @@ impl RequestPath {
             OpenedDownload::new(body, Opener::whole(key.bytes(), layout).expect_salt(envelope.salt), layout.total)
                 .with_prefix(&prefix)?;
         download.verify_start().await?;
+        metrics().bytes(Direction::In, BytesKind::Ciphertext, stored_len);
+        metrics().bytes(Direction::Out, BytesKind::Plaintext, layout.total);
         let view = PlaintextView {
             status: StatusCode::OK,
             content_length: layout.total,
@@ -361,6 +369,8 @@ impl RequestPath {
         let (parts, body) = resp.into_parts();
         let mut download = OpenedDownload::new(body, opener, b - a + 1);
         download.verify_start().await?;
+        metrics().bytes(Direction::In, BytesKind::Ciphertext, span.ciphertext_end + 1 - fetch_from);
+        metrics().bytes(Direction::Out, BytesKind::Plaintext, b - a + 1);
         let view = PlaintextView {
             status: StatusCode::PARTIAL_CONTENT,
             content_length: b - a + 1,

@@ -280,6 +280,9 @@ where
             };
             if let Err(e) = step {
                 this.finished = true;
+                if matches!(e, ProxyError::Ciphertext(_)) {
+                    crate::metrics::metrics().integrity_failure();
+                }
                 tracing::error!(error = %e, "aborting a download: the stored ciphertext did not verify");
                 return Poll::Ready(Some(Err(e.to_string().into())));
             }

@@ -65,7 +65,19 @@ impl UpstreamClient {
             range = req.headers().get(http::header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or(""),
             "upstream request"
         );
-        self.forwarder.send(req).await
+        let method = match *req.method() {
+            Method::GET => "GET",
+            Method::PUT => "PUT",
+            Method::POST => "POST",
+            Method::HEAD => "HEAD",
+            Method::DELETE => "DELETE",
+            _ => "OTHER",
+        };
+        let started = std::time::Instant::now();
+        let result = self.forwarder.send(req).await;
+        let status = result.as_ref().ok().map(|r| r.status().as_u16());
+        crate::metrics::metrics().upstream(method, status, started.elapsed());
+        result
     }
 
     pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, ProxyError> {
