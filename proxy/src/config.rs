@@ -239,6 +239,11 @@ pub struct ProxyConfig {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub vault_probe_secs: u64,
 
+    /// Name object keys in request log lines. Off by default: keys can hold
+    /// personal data, and logs often leave the EU.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_LOG_KEYS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub log_keys: bool,
+
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "CLOUDTASER_S3PROXY_LOG", default_value = "info")]
     pub log: String,

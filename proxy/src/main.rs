@@ -77,7 +77,11 @@ async fn serve(config: ProxyConfig) -> Result<(), String> {
     let plaintext_reads = config.plaintext_read_policy().map_err(|e| e.to_string())?;
     let policy = config.access_policy().map_err(|e| e.to_string())?;
     let path =
-        Arc::new(RequestPath::new(keys.clone(), client, plaintext_reads, "localhost".to_owned()).with_policy(policy));
+        Arc::new(
+            RequestPath::new(keys.clone(), client, plaintext_reads, "localhost".to_owned())
+                .with_policy(policy)
+                .with_key_logging(config.log_keys),
+        );
 
     let s3 =
         server::bind(config.listen).await.map_err(|e| format!("CLOUDTASER_S3PROXY_LISTEN {}: {e}", config.listen))?;

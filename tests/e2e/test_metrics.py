@@ -77,3 +77,36 @@ def test_bad_checksums_are_counted_as_refusals(measured, bucket):
     with pytest.raises(Exception):  # noqa: B017
         client.put_object(Bucket=bucket, Key="metrics/bad-md5", Body=b"abc", ContentMD5="AAAAAAAAAAAAAAAAAAAAAA==")
     assert value(scrape(health), "cloudtaser_s3proxy_refused_requests_total", reason="bad_checksum") >= before + 1
+
+
+def request_lines(proc) -> list[dict]:
+    import json  # noqa: PLC0415
+
+    lines = [json.loads(line) for line in proc.log_text().splitlines() if line.startswith("{")]
+    return [line["fields"] for line in lines if line["fields"].get("message") in ("request", "request failed")]
+
+
+@pytest.mark.parametrize("log_keys", [False, True])
+def test_one_correlating_log_line_per_request(stack, bucket, log_keys):
+    env = {"CLOUDTASER_S3PROXY_LOG_KEYS": "true"} if log_keys else {}
+    proc, endpoint, _ = stack.start_proxy(f"proxy-logs-{log_keys}", **env)
+    try:
+        client = s3_client(endpoint, "w", "w")
+        client.put_object(Bucket=bucket, Key="logs/personal-data-key", Body=b"x" * 1234)
+        got = client.get_object(Bucket=bucket, Key="logs/personal-data-key")
+        assert got["Body"].read() == b"x" * 1234
+        lines = request_lines(proc)
+        assert [(line["operation"], line["status"]) for line in lines] == [("PutObject", 200), ("GetObject", 200)]
+        get = lines[1]
+        assert get["bucket"] == bucket and get["bytes"] == "1234" and get["duration_ms"] > 0
+        assert len(get["request_id"]) == 16
+        # The id the client sees correlates with the line: the upstream's when it sent one, else the proxy's.
+        client_id = got["ResponseMetadata"]["HTTPHeaders"]["x-amz-request-id"]
+        assert client_id == (get["upstream_request_id"] or get["request_id"])
+        if log_keys:
+            assert get["key"] == "logs/personal-data-key"
+        else:
+            assert "key" not in get
+            assert "personal-data-key" not in proc.log_text()
+    finally:
+        proc.stop()

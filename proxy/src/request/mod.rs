@@ -58,6 +58,8 @@ pub struct RequestPath {
     upstream: UpstreamClient,
     plaintext_reads: PlaintextReadPolicy,
     policy: policy::AccessPolicy,
+    /// Whether request log lines name the object key (`CLOUDTASER_S3PROXY_LOG_KEYS`).
+    log_keys: bool,
     virtual_host_suffix: String,
 }
 
@@ -74,8 +76,15 @@ impl RequestPath {
             upstream,
             plaintext_reads,
             policy: policy::AccessPolicy::default(),
+            log_keys: false,
             virtual_host_suffix,
         }
+    }
+
+    /// Names object keys in request log lines (off by default: keys can be personal data).
+    pub fn with_key_logging(mut self, on: bool) -> Self {
+        self.log_keys = on;
+        self
     }
 
     /// Which operations and buckets the workload may use (default: `AccessPolicy::default()`).
@@ -123,7 +132,19 @@ impl RequestPath {
         let bucket = s3.bucket.as_deref().unwrap_or("");
         match result {
             Ok(mut resp) => {
-                tracing::info!(operation = s3.name, bucket, status = resp.status().as_u16(), request_id, "request");
+                let upstream_id = resp.headers().get("x-amz-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                let bytes = resp.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info!(
+                    operation = s3.name,
+                    bucket,
+                    key = self.log_keys.then(|| s3.key.as_deref()).flatten(),
+                    status = resp.status().as_u16(),
+                    duration_ms = started.elapsed().as_secs_f64() * 1e3,
+                    bytes,
+                    request_id,
+                    upstream_request_id = upstream_id,
+                    "request"
+                );
                 metrics().request(s3.name, resp.status().as_u16(), started.elapsed());
                 if let Ok(v) = HeaderValue::from_str(&request_id) {
                     resp.headers_mut().entry("x-amz-request-id").or_insert(v);
@@ -131,7 +152,17 @@ impl RequestPath {
                 resp
             }
             Err(e) => {
-                tracing::warn!(operation = s3.name, bucket, status = e.status().as_u16(), code = e.code(), error = ?e, request_id, "request failed");
+                tracing::warn!(
+                    operation = s3.name,
+                    bucket,
+                    key = self.log_keys.then(|| s3.key.as_deref()).flatten(),
+                    status = e.status().as_u16(),
+                    code = e.code(),
+                    duration_ms = started.elapsed().as_secs_f64() * 1e3,
+                    error = ?e,
+                    request_id,
+                    "request failed"
+                );
                 self.count(s3.name, &e, started, true);
                 e.to_response(&s3.resource(), &request_id, head)
             }
