@@ -31,6 +31,11 @@ pub enum Command {
     /// Re-wrap the data keys of every object under a bucket or prefix to
     /// the newest Transit key version (metadata-only self-copies).
     Rewrap(RewrapArgs),
+    /// Classify every object under a bucket or prefix as encrypted,
+    /// plaintext or unreadable (`--verify` also decrypts and authenticates
+    /// each one). Exit status 0: all encrypted and readable; 1: plaintext or
+    /// damaged objects found; 2: the scan failed.
+    Scan(ScanArgs),
     /// Decrypt a downloaded ciphertext file with its metadata and Vault
     /// access: the recovery path when the proxy is not in the way.
     Decrypt(DecryptArgs),
@@ -56,6 +61,27 @@ pub struct RewrapArgs {
     #[arg(long)]
     pub state_file: Option<PathBuf>,
     /// Show no progress bar (the summary is still printed).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScanArgs {
+    #[arg(long)]
+    pub bucket: String,
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Also read every encrypted object through the proxy's read path and
+    /// verify every segment (reads the whole bucket's data).
+    #[arg(long)]
+    pub verify: bool,
+    /// Write the report as JSON on standard output (compliance evidence).
+    #[arg(long)]
+    pub json: bool,
+    /// Objects examined at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Show no progress bar.
     #[arg(long)]
     pub quiet: bool,
 }

@@ -34,21 +34,27 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // `scan` tells findings (1) from a failed scan (2); the others fail with 1.
+    let failure = if matches!(command, Command::Scan(_)) { ExitCode::from(2) } else { ExitCode::FAILURE };
     let result = runtime.block_on(async move {
+        let done = |r: Result<(), String>| r.map(|()| ExitCode::SUCCESS);
         match command {
-            Command::Serve => serve(config).await,
-            Command::Rewrap(args) => commands::rewrap::run(&config, &args).await,
-            Command::Decrypt(args) => commands::decrypt::run(&config, &args).await,
-            Command::WaitReady { timeout_secs } => {
-                commands::wait_ready::run(config.health_listen, std::time::Duration::from_secs(timeout_secs)).await
-            }
+            Command::Serve => done(serve(config).await),
+            Command::Rewrap(args) => done(commands::rewrap::run(&config, &args).await),
+            Command::Scan(args) => commands::scan::run(&config, &args)
+                .await
+                .map(|report| if report.clean() { ExitCode::SUCCESS } else { ExitCode::from(1) }),
+            Command::Decrypt(args) => done(commands::decrypt::run(&config, &args).await),
+            Command::WaitReady { timeout_secs } => done(
+                commands::wait_ready::run(config.health_listen, std::time::Duration::from_secs(timeout_secs)).await,
+            ),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("cloudtaser-s3proxy: {e}");
-            ExitCode::FAILURE
+            failure
         }
     }
 }

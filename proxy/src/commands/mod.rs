@@ -1,5 +1,7 @@
 //! Admin commands that run instead of the proxy.
 
 pub mod decrypt;
+pub mod listing;
+pub mod scan;
 pub mod rewrap;
 pub mod wait_ready;

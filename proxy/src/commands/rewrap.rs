@@ -11,7 +11,6 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use http_body_util::BodyExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::app;
@@ -23,6 +22,8 @@ use crate::request::forward::encode_key;
 use crate::request::range::content_range;
 use crate::request::upstream::UpstreamClient;
 use crate::request::xml;
+
+use super::listing::{body_of, list_page, s3_error};
 
 /// Headers that describe the object (not the request) and must survive a
 /// metadata-replacing copy.
@@ -65,17 +66,6 @@ fn request(bucket: &str, key: Option<&str>, query: Vec<(String, String)>) -> S3R
     S3Request::internal(bucket, key, query)
 }
 
-async fn body_of(resp: http::Response<hyper::body::Incoming>) -> Result<(StatusCode, HeaderMap, Bytes), String> {
-    let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok((parts.status, parts.headers, bytes))
-}
-
-fn s3_error(what: &str, status: StatusCode, body: &[u8]) -> String {
-    let code = xml::texts_of(body, b"Code").ok().and_then(|mut c| c.pop()).unwrap_or_default();
-    format!("{what}: {status} {code}")
-}
-
 impl Rewrapper<'_> {
     async fn send(
         &self,
@@ -97,28 +87,13 @@ impl Rewrapper<'_> {
         body_of(resp).await
     }
 
-    /// One page of keys after `start_after`; `None` as the token when done.
     async fn list(
         &self,
         prefix: &str,
         token: Option<&str>,
         start_after: Option<&str>,
     ) -> Result<(Vec<String>, Option<String>), String> {
-        let mut query = vec![("list-type".into(), "2".into()), ("prefix".into(), prefix.to_owned())];
-        if let Some(t) = token {
-            query.push(("continuation-token".into(), t.to_owned()));
-        } else if let Some(s) = start_after {
-            query.push(("start-after".into(), s.to_owned()));
-        }
-        let (status, _, body) = self.send(Method::GET, &request(&self.bucket, None, query), HeaderMap::new()).await?;
-        if !status.is_success() {
-            return Err(s3_error("listing the bucket", status, &body));
-        }
-        let keys = xml::texts_of(&body, b"Key").map_err(|e| e.to_string())?;
-        let truncated =
-            xml::texts_of(&body, b"IsTruncated").map_err(|e| e.to_string())?.first().is_some_and(|t| t == "true");
-        let next = xml::texts_of(&body, b"NextContinuationToken").map_err(|e| e.to_string())?.pop();
-        Ok((keys, if truncated { next } else { None }))
+        list_page(self.upstream, &self.bucket, prefix, token, start_after).await
     }
 
     async fn latest_version(&mut self, key_name: &str) -> Result<u32, String> {

@@ -192,6 +192,33 @@ impl RequestPath {
         }
     }
 
+    /// Reads a whole object through the read path and checks every byte,
+    /// discarding the plaintext: `scan --verify`. The plaintext length on success.
+    pub async fn verify_object(&self, bucket: &str, key: &str) -> Result<u64, ProxyError> {
+        let s3 = S3Request { operation: Operation::GetObject, name: "GetObject", ..S3Request::internal(bucket, Some(key), vec![]) };
+        let resp = self.get_object(&s3, HeaderMap::new()).await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = collect_small(resp.into_body()).await.unwrap_or_default();
+            let code = xml::texts_of(&body, b"Code").ok().and_then(|mut c| c.pop()).unwrap_or_default();
+            return Err(ProxyError::UpstreamUnreachable(format!("GET answered {status} {code}")));
+        }
+        let mut body = resp.into_body();
+        let mut len = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ProxyError::Ciphertext(crate::format::FormatError::MalformedHeader(
+                if e.to_string().contains("verif") { "failed verification" } else { "read failed" },
+            )))?;
+            len += frame.data_ref().map_or(0, |d| d.len() as u64);
+        }
+        Ok(len)
+    }
+
+    /// The signed client for the upstream (admin commands list with it).
+    pub fn upstream(&self) -> &UpstreamClient {
+        &self.upstream
+    }
+
     async fn send_buffered(
         &self,
         method: Method,
