@@ -36,6 +36,10 @@ pub enum Command {
     /// each one). Exit status 0: all encrypted and readable; 1: plaintext or
     /// damaged objects found; 2: the scan failed.
     Scan(ScanArgs),
+    /// Encrypt objects written before the proxy, in place (content headers,
+    /// user metadata, tags and storage class kept; an object changed
+    /// meanwhile is skipped, never clobbered).
+    Migrate(MigrateArgs),
     /// Decrypt a downloaded ciphertext file with its metadata and Vault
     /// access: the recovery path when the proxy is not in the way.
     Decrypt(DecryptArgs),
@@ -49,6 +53,24 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct RewrapArgs {
+    #[arg(long)]
+    pub bucket: String,
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Report what would change without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Progress file: the last finished key is recorded here, and a rerun
+    /// continues after it.
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
+    /// Show no progress bar (the summary is still printed).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
     #[arg(long)]
     pub bucket: String,
     #[arg(long, default_value = "")]

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         match command {
             Command::Serve => done(serve(config).await),
             Command::Rewrap(args) => done(commands::rewrap::run(&config, &args).await),
+            Command::Migrate(args) => done(commands::migrate::run(&config, &args).await),
             Command::Scan(args) => commands::scan::run(&config, &args)
                 .await
                 .map(|report| if report.clean() { ExitCode::SUCCESS } else { ExitCode::from(1) }),

@@ -49,3 +49,19 @@ pub async fn list_page(
     let next = xml::texts_of(&body, b"NextContinuationToken").map_err(|e| e.to_string())?.pop();
     Ok((keys, if truncated { next } else { None }))
 }
+
+/// The last finished key recorded in a state file, to continue after it.
+pub fn read_state(path: &Option<std::path::PathBuf>) -> Option<String> {
+    let text = std::fs::read_to_string(path.as_ref()?).ok()?;
+    let key = text.trim_end_matches('\n').to_owned();
+    (!key.is_empty()).then_some(key)
+}
+
+/// Records `key` as finished, atomically (write, then rename).
+pub fn write_state(path: &Option<std::path::PathBuf>, key: &str) -> Result<(), String> {
+    let Some(path) = path else { return Ok(()) };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{key}\n"))
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}

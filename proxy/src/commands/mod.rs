@@ -2,6 +2,7 @@
 
 pub mod decrypt;
 pub mod listing;
+pub mod migrate;
 pub mod scan;
 pub mod rewrap;
 pub mod wait_ready;

@@ -7,7 +7,6 @@
 //! interrupted run continues where it stopped.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -23,7 +22,7 @@ use crate::request::range::content_range;
 use crate::request::upstream::UpstreamClient;
 use crate::request::xml;
 
-use super::listing::{body_of, list_page, s3_error};
+use super::listing::{body_of, list_page, read_state, s3_error, write_state};
 
 /// Headers that describe the object (not the request) and must survive a
 /// metadata-replacing copy.
@@ -237,20 +236,6 @@ impl Rewrapper<'_> {
         }
         Ok(())
     }
-}
-
-fn read_state(path: &Option<PathBuf>) -> Option<String> {
-    let text = std::fs::read_to_string(path.as_ref()?).ok()?;
-    let key = text.trim_end_matches('\n').to_owned();
-    (!key.is_empty()).then_some(key)
-}
-
-fn write_state(path: &Option<PathBuf>, key: &str) -> Result<(), String> {
-    let Some(path) = path else { return Ok(()) };
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{key}\n"))
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 pub async fn run(config: &ProxyConfig, args: &RewrapArgs) -> Result<(), String> {

@@ -67,6 +67,34 @@ fn layout_of(
 }
 
 impl RequestPath {
+    /// Encrypts `body` (`headers` carry its Content-Length and the object's
+    /// metadata) into `bucket/key` as one stream, exactly as a PutObject
+    /// would; `migrate` brings pre-proxy objects under encryption with it.
+    pub async fn put_encrypted<B>(
+        &self,
+        bucket: &str,
+        key: &str,
+        headers: HeaderMap,
+        body: B,
+    ) -> Result<Response<ProxyBody>, ProxyError>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+        B::Error: std::fmt::Display,
+    {
+        reject_reserved_metadata(&headers)?;
+        let plaintext_len = decode::plaintext_length(&headers, BodyEncoding::Raw)?;
+        let data_key = self.keys.generate_fresh().await?;
+        let envelope = EnvelopeMetadata {
+            format: VERSION,
+            wrapped_key: data_key.wrapped.clone(),
+            transit_key: self.keys.key_name().to_owned(),
+            layout: StoredLayout::Single(plaintext_len),
+            salt: None,
+        };
+        let s3 = S3Request { operation: super::classify::Operation::PutObject, name: "PutObject", ..S3Request::internal(bucket, Some(key), vec![]) };
+        self.seal_and_send(&s3, headers, body, &data_key.key, 0, Some(envelope)).await
+    }
+
     pub(super) async fn put_object(
         &self,
         s3: &S3Request,

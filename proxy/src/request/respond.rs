@@ -63,6 +63,9 @@ pub struct PlaintextView {
 /// Headers of a GET or HEAD on an encrypted object, in plaintext terms.
 pub fn object_response(mut headers: HeaderMap, view: PlaintextView, body: ProxyBody) -> Response<ProxyBody> {
     remove_hop_by_hop(&mut headers);
+    // Some upstreams (s3s-fs) store the proxy's aws-chunked upload framing
+    // as the object's Content-Encoding; S3 never returns it.
+    super::set_content_encoding(&mut headers, false);
     remove_ciphertext_checksums(&mut headers);
     remove_envelope_metadata(&mut headers);
     headers.remove("x-amz-checksum-type");
