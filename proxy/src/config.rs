@@ -447,7 +447,10 @@ impl ProxyConfig {
         self.access_policy()?;
         for key in &self.transit_read_keys {
             if !crate::keys::is_valid_key_name(key.trim()) {
-                return Err(invalid("CLOUDTASER_S3PROXY_TRANSIT_READ_KEYS", format!("`{key}` is not a Transit key name")));
+                return Err(invalid(
+                    "CLOUDTASER_S3PROXY_TRANSIT_READ_KEYS",
+                    format!("`{key}` is not a Transit key name"),
+                ));
             }
         }
         Ok(())

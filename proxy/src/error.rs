@@ -91,9 +91,7 @@ impl ProxyError {
             MissingContentLength => StatusCode::LENGTH_REQUIRED,
             AccessDenied(_) | Denied(_) => StatusCode::FORBIDDEN,
             ReservedMetadata(_) => StatusCode::BAD_REQUEST,
-            MalformedXml | EntityTooSmall | InvalidBucketName | RequestHeaderSectionTooLarge => {
-                StatusCode::BAD_REQUEST
-            }
+            MalformedXml | EntityTooSmall | InvalidBucketName | RequestHeaderSectionTooLarge => StatusCode::BAD_REQUEST,
             InvalidArgument(_) | InvalidRequest(_) | BadDigest(_) | InvalidDigest | IncompleteBody(_) => {
                 StatusCode::BAD_REQUEST
             }

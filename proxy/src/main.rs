@@ -5,8 +5,8 @@ use clap::Parser;
 
 use cloudtaser_s3proxy::app;
 use cloudtaser_s3proxy::commands;
-use cloudtaser_s3proxy::logging;
 use cloudtaser_s3proxy::config::{Cli, Command, LogFormat, ProxyConfig};
+use cloudtaser_s3proxy::logging;
 use cloudtaser_s3proxy::request::RequestPath;
 use cloudtaser_s3proxy::server;
 
@@ -67,7 +67,8 @@ fn init_tracing(config: &ProxyConfig) {
 
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| "info".into());
     // Whatever the filter says, these never reach the log (docs/SECURITY.md).
-    let filter = filter.and(tracing_subscriber::filter::filter_fn(|meta| logging::may_log(meta.target(), meta.level())));
+    let filter =
+        filter.and(tracing_subscriber::filter::filter_fn(|meta| logging::may_log(meta.target(), meta.level())));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let layer = match config.log_format {
         LogFormat::Json => fmt.json().with_filter(filter).boxed(),
@@ -83,12 +84,11 @@ async fn serve(config: ProxyConfig) -> Result<(), String> {
     let client = app::upstream_client(&config).await?;
     let plaintext_reads = config.plaintext_read_policy().map_err(|e| e.to_string())?;
     let policy = config.access_policy().map_err(|e| e.to_string())?;
-    let path =
-        Arc::new(
-            RequestPath::new(keys.clone(), client, plaintext_reads, "localhost".to_owned())
-                .with_policy(policy)
-                .with_key_logging(config.log_keys),
-        );
+    let path = Arc::new(
+        RequestPath::new(keys.clone(), client, plaintext_reads, "localhost".to_owned())
+            .with_policy(policy)
+            .with_key_logging(config.log_keys),
+    );
 
     let s3 =
         server::bind(config.listen).await.map_err(|e| format!("CLOUDTASER_S3PROXY_LISTEN {}: {e}", config.listen))?;

@@ -238,7 +238,11 @@ impl Metrics {
     }
 
     pub fn key_cache(&self, hit: bool, size: usize) {
-        if hit { self.key_cache_hits.inc() } else { self.key_cache_misses.inc() };
+        if hit {
+            self.key_cache_hits.inc()
+        } else {
+            self.key_cache_misses.inc()
+        };
         self.key_cache_size.set(i64::try_from(size).unwrap_or(i64::MAX));
     }
 

@@ -68,10 +68,10 @@ fn kept_headers(head: &HeaderMap, tagging: Option<String>) -> HeaderMap {
                 .map(str::trim)
                 .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked"))
                 .collect();
-            if let Ok(v) = HeaderValue::from_str(&codings.join(",")) {
-                if !codings.is_empty() {
-                    out.insert(name.clone(), v);
-                }
+            if !codings.is_empty()
+                && let Ok(v) = HeaderValue::from_str(&codings.join(","))
+            {
+                out.insert(name.clone(), v);
             }
             continue;
         }
@@ -87,7 +87,11 @@ fn kept_headers(head: &HeaderMap, tagging: Option<String>) -> HeaderMap {
 /// or the upstream keeps no tags.
 async fn tagging(path: &RequestPath, bucket: &str, key: &str) -> Result<Option<String>, String> {
     let s3 = S3Request::internal(bucket, Some(key), vec![("tagging".into(), String::new())]);
-    let resp = path.upstream().send_buffered(Method::GET, &s3, HeaderMap::new(), Bytes::new()).await.map_err(|e| e.to_string())?;
+    let resp = path
+        .upstream()
+        .send_buffered(Method::GET, &s3, HeaderMap::new(), Bytes::new())
+        .await
+        .map_err(|e| e.to_string())?;
     let (status, _, body) = body_of(resp).await?;
     if matches!(status, StatusCode::NOT_IMPLEMENTED | StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED) {
         return Ok(None);
@@ -101,12 +105,18 @@ async fn tagging(path: &RequestPath, bucket: &str, key: &str) -> Result<Option<S
         return Ok(None);
     }
     let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
-    Ok(Some(keys.iter().zip(values.iter()).map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")))
+    Ok(Some(
+        keys.iter().zip(values.iter()).map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&"),
+    ))
 }
 
 async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, dry_run: bool) -> Result<Outcome, String> {
     let object = S3Request::internal(bucket, Some(key), vec![]);
-    let resp = path.upstream().send_buffered(Method::HEAD, &object, HeaderMap::new(), Bytes::new()).await.map_err(|e| e.to_string())?;
+    let resp = path
+        .upstream()
+        .send_buffered(Method::HEAD, &object, HeaderMap::new(), Bytes::new())
+        .await
+        .map_err(|e| e.to_string())?;
     let (status, head, body) = body_of(resp).await?;
     if !status.is_success() {
         return Err(s3_error("HEAD", status, &body));
@@ -117,7 +127,10 @@ async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, dry_run: bool)
         // A broken envelope is not plaintext: rewriting it would bury the evidence.
         Err(e) => return Err(format!("malformed encryption metadata ({e}); not touched")),
     }
-    let len: u64 = head.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).ok_or("HEAD gave no length")?;
+    let len: u64 = head
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .ok_or("HEAD gave no length")?;
     if len > MAX_SINGLE_PUT {
         return Ok(Outcome::Skipped(format!("{len} bytes is over the 5 GiB single-PUT limit")));
     }
@@ -131,7 +144,11 @@ async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, dry_run: bool)
     // Read exactly what was examined: a change since the HEAD fails here.
     let mut read_headers = HeaderMap::new();
     read_headers.insert(http::header::IF_MATCH, etag);
-    let source = path.upstream().send_buffered(Method::GET, &object, read_headers, Bytes::new()).await.map_err(|e| e.to_string())?;
+    let source = path
+        .upstream()
+        .send_buffered(Method::GET, &object, read_headers, Bytes::new())
+        .await
+        .map_err(|e| e.to_string())?;
     if source.status() == StatusCode::PRECONDITION_FAILED {
         return Ok(Outcome::Skipped("changed since it was listed".to_owned()));
     }
@@ -153,7 +170,8 @@ pub async fn run(config: &ProxyConfig, args: &MigrateArgs) -> Result<(), String>
     let upstream = app::upstream_client(config).await?;
     let path = RequestPath::new(keys, upstream, Default::default(), String::new());
     let progress = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
-    progress.set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));
+    progress
+        .set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));
     let resume = read_state(&args.state_file);
     if let Some(after) = &resume {
         progress.println(format!("resuming after {after}"));
@@ -161,7 +179,8 @@ pub async fn run(config: &ProxyConfig, args: &MigrateArgs) -> Result<(), String>
     let mut summary = Summary::default();
     let mut token: Option<String> = None;
     loop {
-        let (page, next) = list_page(path.upstream(), &args.bucket, &args.prefix, token.as_deref(), resume.as_deref()).await?;
+        let (page, next) =
+            list_page(path.upstream(), &args.bucket, &args.prefix, token.as_deref(), resume.as_deref()).await?;
         for key in page {
             match migrate_one(&path, &args.bucket, &key, args.dry_run).await {
                 Ok(Outcome::Encrypted) => summary.encrypted += 1,

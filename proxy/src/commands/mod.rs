@@ -3,6 +3,6 @@
 pub mod decrypt;
 pub mod listing;
 pub mod migrate;
-pub mod scan;
 pub mod rewrap;
+pub mod scan;
 pub mod wait_ready;

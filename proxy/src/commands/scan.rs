@@ -113,8 +113,14 @@ pub async fn run(config: &ProxyConfig, args: &ScanArgs) -> Result<Report, String
     // Plaintext reads stay off: a scan must see plaintext as plaintext.
     let path = RequestPath::new(keys, upstream, Default::default(), String::new());
     let progress = if args.quiet || args.json { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
-    progress.set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));
-    let mut report = Report { bucket: args.bucket.clone(), prefix: args.prefix.clone(), verified: args.verify, ..Default::default() };
+    progress
+        .set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));
+    let mut report = Report {
+        bucket: args.bucket.clone(),
+        prefix: args.prefix.clone(),
+        verified: args.verify,
+        ..Default::default()
+    };
     let mut token: Option<String> = None;
     loop {
         let (page, next) = list_page(path.upstream(), &args.bucket, &args.prefix, token.as_deref(), None).await?;
@@ -131,7 +137,10 @@ pub async fn run(config: &ProxyConfig, args: &ScanArgs) -> Result<Report, String
             .await;
         for (key, class, version, reason) in results {
             if matches!(class, Class::Plaintext | Class::Unreadable) {
-                progress.println(format!("{}: {key}: {reason}", if class == Class::Plaintext { "plaintext" } else { "unreadable" }));
+                progress.println(format!(
+                    "{}: {key}: {reason}",
+                    if class == Class::Plaintext { "plaintext" } else { "unreadable" }
+                ));
             }
             report.add(key, class, version, reason);
             progress.inc(1);

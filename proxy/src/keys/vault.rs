@@ -27,7 +27,10 @@ impl VaultError {
     /// Refusals that retrying will not fix (a key version below
     /// `min_decryption_version`, a tampered wrapped key, a missing key).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, VaultError::Refused { status: 400 | 404, .. } | VaultError::KeyNotAllowed | VaultError::MalformedWrappedKey)
+        matches!(
+            self,
+            VaultError::Refused { status: 400 | 404, .. } | VaultError::KeyNotAllowed | VaultError::MalformedWrappedKey
+        )
     }
 
     /// Whether Vault itself could not be reached or failed (not a refusal
@@ -167,9 +170,13 @@ pub fn redact(message: &str) -> String {
     message
         .split_inclusive(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == '"' || c == '\'')
         .map(|word| {
-            let core = word.trim_end_matches(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == '"' || c == '\'');
-            let secret = core.starts_with("vault:v") || core.starts_with("hvs.") || core.starts_with("s.") && core.len() > 20
-                || core.starts_with("hvb.") || core.starts_with("b.") && core.len() > 20;
+            let core =
+                word.trim_end_matches(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == '"' || c == '\'');
+            let secret = core.starts_with("vault:v")
+                || core.starts_with("hvs.")
+                || core.starts_with("s.") && core.len() > 20
+                || core.starts_with("hvb.")
+                || core.starts_with("b.") && core.len() > 20;
             if secret { word.replacen(core, "<redacted>", 1) } else { word.to_owned() }
         })
         .collect()

@@ -6,8 +6,8 @@ use percent_encoding::percent_decode_str;
 use crate::error::ProxyError;
 use crate::format::META_PREFIX;
 
-pub use super::operations::{Operation, Target};
 use super::operations::find;
+pub use super::operations::{Operation, Target};
 
 /// A request's operation and target, with the query decoded.
 #[derive(Debug, Clone)]
@@ -24,7 +24,13 @@ pub struct S3Request {
 impl S3Request {
     /// A request the proxy makes on its own behalf (admin commands, probes).
     pub fn internal(bucket: &str, key: Option<&str>, query: Vec<(String, String)>) -> Self {
-        Self { operation: Operation::Forward, name: "Internal", bucket: Some(bucket.to_owned()), key: key.map(str::to_owned), query }
+        Self {
+            operation: Operation::Forward,
+            name: "Internal",
+            bucket: Some(bucket.to_owned()),
+            key: key.map(str::to_owned),
+            query,
+        }
     }
 
     pub fn query_value(&self, name: &str) -> Option<&str> {
@@ -135,7 +141,11 @@ fn unrecognised(method: &Method, target: Target, query: &[(String, String)]) -> 
         Target::Object => "an object",
     };
     let names: Vec<&str> = query.iter().map(|(k, _)| k.as_str()).collect();
-    let params = if names.is_empty() { "no query parameters".to_owned() } else { format!("the query parameters {}", names.join(", ")) };
+    let params = if names.is_empty() {
+        "no query parameters".to_owned()
+    } else {
+        format!("the query parameters {}", names.join(", "))
+    };
     ProxyError::NotImplemented(format!(
         "The encryption proxy does not support {method} on {what} with {params}; nothing was forwarded."
     ))
@@ -249,9 +259,11 @@ fn virtual_host_bucket(headers: &HeaderMap, suffix: &str) -> Option<String> {
 
 fn decode(s: &str) -> Result<String, ProxyError> {
     let bytes = s.as_bytes();
-    let well_formed = bytes.iter().enumerate().filter(|(_, b)| **b == b'%').all(|(i, _)| {
-        bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
-    });
+    let well_formed = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'%')
+        .all(|(i, _)| bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)));
     if !well_formed {
         return Err(ProxyError::InvalidArgument("The request URI has a malformed percent-encoding.".into()));
     }

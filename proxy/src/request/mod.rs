@@ -7,11 +7,11 @@ pub mod conditional;
 pub mod decode;
 pub mod forward;
 pub mod framing;
-pub mod operations;
-pub mod policy;
 mod layout_cache;
 mod multipart;
 mod object;
+pub mod operations;
+pub mod policy;
 pub mod range;
 pub mod respond;
 pub mod sign;
@@ -133,11 +133,12 @@ impl RequestPath {
         match result {
             Ok(mut resp) => {
                 let upstream_id = resp.headers().get("x-amz-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-                let bytes = resp.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("");
+                let bytes =
+                    resp.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("");
                 tracing::info!(
                     operation = s3.name,
                     bucket,
-                    key = self.log_keys.then(|| s3.key.as_deref()).flatten(),
+                    key = self.log_keys.then_some(s3.key.as_deref()).flatten(),
                     status = resp.status().as_u16(),
                     duration_ms = started.elapsed().as_secs_f64() * 1e3,
                     bytes,
@@ -155,7 +156,7 @@ impl RequestPath {
                 tracing::warn!(
                     operation = s3.name,
                     bucket,
-                    key = self.log_keys.then(|| s3.key.as_deref()).flatten(),
+                    key = self.log_keys.then_some(s3.key.as_deref()).flatten(),
                     status = e.status().as_u16(),
                     code = e.code(),
                     duration_ms = started.elapsed().as_secs_f64() * 1e3,
@@ -195,7 +196,11 @@ impl RequestPath {
     /// Reads a whole object through the read path and checks every byte,
     /// discarding the plaintext: `scan --verify`. The plaintext length on success.
     pub async fn verify_object(&self, bucket: &str, key: &str) -> Result<u64, ProxyError> {
-        let s3 = S3Request { operation: Operation::GetObject, name: "GetObject", ..S3Request::internal(bucket, Some(key), vec![]) };
+        let s3 = S3Request {
+            operation: Operation::GetObject,
+            name: "GetObject",
+            ..S3Request::internal(bucket, Some(key), vec![])
+        };
         let resp = self.get_object(&s3, HeaderMap::new()).await?;
         if !resp.status().is_success() {
             let status = resp.status();
@@ -206,9 +211,11 @@ impl RequestPath {
         let mut body = resp.into_body();
         let mut len = 0u64;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| ProxyError::Ciphertext(crate::format::FormatError::MalformedHeader(
-                if e.to_string().contains("verif") { "failed verification" } else { "read failed" },
-            )))?;
+            let frame = frame.map_err(|e| {
+                ProxyError::Ciphertext(crate::format::FormatError::MalformedHeader(
+                    if e.to_string().contains("verif") { "failed verification" } else { "read failed" },
+                ))
+            })?;
             len += frame.data_ref().map_or(0, |d| d.len() as u64);
         }
         Ok(len)

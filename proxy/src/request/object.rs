@@ -91,7 +91,11 @@ impl RequestPath {
             layout: StoredLayout::Single(plaintext_len),
             salt: None,
         };
-        let s3 = S3Request { operation: super::classify::Operation::PutObject, name: "PutObject", ..S3Request::internal(bucket, Some(key), vec![]) };
+        let s3 = S3Request {
+            operation: super::classify::Operation::PutObject,
+            name: "PutObject",
+            ..S3Request::internal(bucket, Some(key), vec![])
+        };
         self.seal_and_send(&s3, headers, body, &data_key.key, 0, Some(envelope)).await
     }
 

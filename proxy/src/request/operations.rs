@@ -71,8 +71,7 @@ const READ_OBJECT: &[&str] = &[
 const LIST_V1: &[&str] = &["prefix", "delimiter", "marker", "max-keys", "encoding-type"];
 const LIST_V2: &[&str] =
     &["prefix", "delimiter", "max-keys", "encoding-type", "continuation-token", "fetch-owner", "start-after"];
-const LIST_VERSIONS: &[&str] =
-    &["prefix", "delimiter", "key-marker", "version-id-marker", "max-keys", "encoding-type"];
+const LIST_VERSIONS: &[&str] = &["prefix", "delimiter", "key-marker", "version-id-marker", "max-keys", "encoding-type"];
 const LIST_UPLOADS: &[&str] =
     &["prefix", "delimiter", "key-marker", "upload-id-marker", "max-uploads", "encoding-type"];
 const LIST_PARTS: &[&str] = &["max-parts", "part-number-marker", "encoding-type"];
@@ -181,7 +180,14 @@ pub const OPERATIONS: &[OperationSpec] = &[
     bucket_config("GetBucketIntelligentTieringConfiguration", "GET", &["intelligent-tiering", "id"]),
     bucket_config("PutBucketIntelligentTieringConfiguration", "PUT", &["intelligent-tiering", "id"]),
     bucket_config("DeleteBucketIntelligentTieringConfiguration", "DELETE", &["intelligent-tiering", "id"]),
-    spec("ListBucketIntelligentTieringConfigurations", "GET", Bucket, &["intelligent-tiering"], CONTINUATION, O::Forward),
+    spec(
+        "ListBucketIntelligentTieringConfigurations",
+        "GET",
+        Bucket,
+        &["intelligent-tiering"],
+        CONTINUATION,
+        O::Forward,
+    ),
     bucket_config("GetBucketInventoryConfiguration", "GET", &["inventory", "id"]),
     bucket_config("PutBucketInventoryConfiguration", "PUT", &["inventory", "id"]),
     bucket_config("DeleteBucketInventoryConfiguration", "DELETE", &["inventory", "id"]),
@@ -274,7 +280,11 @@ pub fn is_known(name: &str) -> bool {
 }
 
 /// The row a request matches, given its method, target and query names.
-pub fn find<'a>(method: &str, target: Target, names: impl Iterator<Item = &'a str> + Clone) -> Option<&'static OperationSpec> {
+pub fn find<'a>(
+    method: &str,
+    target: Target,
+    names: impl Iterator<Item = &'a str> + Clone,
+) -> Option<&'static OperationSpec> {
     OPERATIONS.iter().find(|s| {
         s.method == method
             && s.target == target

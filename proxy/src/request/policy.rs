@@ -106,9 +106,7 @@ impl AccessPolicy {
             )));
         }
         let Some(scopes) = &self.buckets else { return Ok(()) };
-        let denied = || {
-            ProxyError::Denied(format!("{} on {} is outside {BUCKETS_SETTING}.", s3.name, s3.resource()))
-        };
+        let denied = || ProxyError::Denied(format!("{} on {} is outside {BUCKETS_SETTING}.", s3.name, s3.resource()));
         let Some(bucket) = s3.bucket.as_deref() else { return Err(denied()) };
         let allowed = match s3.key.as_deref() {
             Some(key) => self.covers(bucket, key),
@@ -172,7 +170,14 @@ mod tests {
     #[test]
     fn default_refuses_account_and_bucket_management() {
         let p = AccessPolicy::new(&[], &[]).unwrap();
-        for (m, uri) in [(Method::PUT, "/b/k"), (Method::GET, "/b/k"), (Method::DELETE, "/b/k"), (Method::GET, "/b?list-type=2"), (Method::POST, "/b?delete"), (Method::PUT, "/b/k?tagging")] {
+        for (m, uri) in [
+            (Method::PUT, "/b/k"),
+            (Method::GET, "/b/k"),
+            (Method::DELETE, "/b/k"),
+            (Method::GET, "/b?list-type=2"),
+            (Method::POST, "/b?delete"),
+            (Method::PUT, "/b/k?tagging"),
+        ] {
             assert!(p.check(&req(m.clone(), uri), None).is_ok(), "{m} {uri}");
         }
         for (m, uri) in [
