@@ -8,12 +8,13 @@ mkdir -p "$TOOLS"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-# Debian: the rclone and s3cmd clients.
-if ! command -v rclone >/dev/null || ! command -v s3cmd >/dev/null; then
-  log "installing rclone and s3cmd (Debian)"
+# Debian: the rclone and s3cmd clients, and promtool (in the prometheus
+# package) for checking and unit-testing the chart's alerting rules.
+if ! command -v rclone >/dev/null || ! command -v s3cmd >/dev/null || ! command -v promtool >/dev/null; then
+  log "installing rclone, s3cmd and promtool (Debian)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq rclone s3cmd >/dev/null
+  apt-get install -y -qq --no-install-recommends rclone s3cmd prometheus >/dev/null
 fi
 
 # Python: OpenBao (a real Vault-API server), boto3, the AWS CLI, pytest, and
