@@ -85,6 +85,10 @@ pub struct MigrateArgs {
     /// Show no progress bar (the summary is still printed).
     #[arg(long)]
     pub quiet: bool,
+    /// Objects larger than this are rewritten as multipart uploads with
+    /// parts of this size (MiB; at least 5, as S3 requires).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(5..=5120))]
+    pub part_size_mib: u32,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -9,6 +9,7 @@ pub mod body;
 pub mod bounded_map;
 pub mod commands;
 pub mod config;
+pub mod env_names;
 pub mod credentials;
 pub mod error;
 pub mod format;

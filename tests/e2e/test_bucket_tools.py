@@ -108,3 +108,22 @@ def test_migrate_encrypts_pre_proxy_objects_in_place(stack, upstream, client, to
     again = admin(stack, "migrate", "--bucket", tools_bucket, "--prefix", "legacy/", "--state-file", str(state),
                   "--quiet").stdout
     assert "encrypted: 0" in again and "failed: 0" in again
+
+
+def test_migrate_rewrites_large_objects_as_multipart(stack, upstream, client, tools_bucket):
+    body = bytes(range(251)) * (11 * 1024 * 1024 // 251)  # about 11 MiB: three 5 MiB parts
+    upstream.put_object(Bucket=tools_bucket, Key="large/video.bin", Body=body, ContentType="video/mp4",
+                        Metadata={"camera": "a"})
+    out = admin(stack, "migrate", "--bucket", tools_bucket, "--prefix", "large/", "--part-size-mib", "5",
+                "--quiet").stdout
+    assert "encrypted: 1, already encrypted: 0, skipped: 0, failed: 0" in out
+    head = upstream.head_object(Bucket=tools_bucket, Key="large/video.bin")
+    assert head["Metadata"]["cloudtaser-layout"] == "multipart"
+    got = client.get_object(Bucket=tools_bucket, Key="large/video.bin")
+    assert got["Body"].read() == body
+    assert (got["ContentType"], got["Metadata"]) == ("video/mp4", {"camera": "a"})
+    ranged = client.get_object(Bucket=tools_bucket, Key="large/video.bin", Range="bytes=5242870-5242889")
+    assert ranged["Body"].read() == body[5242870:5242890]
+    report = json.loads(admin(stack, "scan", "--bucket", tools_bucket, "--prefix", "large/", "--json",
+                              "--verify").stdout)
+    assert (report["encrypted_multipart"], report["plaintext"], report["unreadable"]) == (1, 0, 0)

@@ -4,7 +4,9 @@
 //! written back through the proxy's own PutObject path with `If-Match` on
 //! the same ETag, so an object changed meanwhile is skipped and reported,
 //! never clobbered (where the upstream honours conditional writes, as S3
-//! does). Content headers, user metadata, tags and storage class are kept.
+//! does). Objects larger than the part size are rewritten as multipart
+//! uploads, one pinned ranged read per part. Content headers, user
+//! metadata, tags and storage class are kept.
 //! Progress is recorded after every object, so a rerun continues.
 
 use bytes::Bytes;
@@ -18,9 +20,6 @@ use crate::format::EnvelopeMetadata;
 use crate::request::RequestPath;
 use crate::request::classify::S3Request;
 use crate::request::xml;
-
-/// S3's single-PUT limit: larger plaintext objects are reported, not migrated.
-const MAX_SINGLE_PUT: u64 = 5 << 30;
 
 /// What describes the object rather than the request, kept across the rewrite.
 const KEPT_HEADERS: &[&str] = &[
@@ -110,7 +109,84 @@ async fn tagging(path: &RequestPath, bucket: &str, key: &str) -> Result<Option<S
     ))
 }
 
-async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, dry_run: bool) -> Result<Outcome, String> {
+/// Rewrites a large object as an encrypted multipart upload, one ranged,
+/// ETag-pinned read per part; `Complete` carries `If-Match` too.
+async fn migrate_multipart(
+    path: &RequestPath,
+    bucket: &str,
+    key: &str,
+    headers: HeaderMap,
+    etag: &HeaderValue,
+    len: u64,
+    part_len: u64,
+) -> Result<Outcome, String> {
+    let object = S3Request::internal(bucket, Some(key), vec![]);
+    let (upload_id, data_key) = path.create_encrypted_upload(bucket, key, headers).await.map_err(|e| e.to_string())?;
+    let abort = || async {
+        let s3 = S3Request::internal(bucket, Some(key), vec![("uploadId".into(), upload_id.clone())]);
+        let _ = path.upstream().send_buffered(Method::DELETE, &s3, HeaderMap::new(), Bytes::new()).await;
+    };
+    let mut completed = String::from("<CompleteMultipartUpload>");
+    for (index, start) in (0..len).step_by(part_len as usize).enumerate() {
+        let end = (start + part_len).min(len) - 1;
+        let mut read = HeaderMap::new();
+        read.insert(http::header::IF_MATCH, etag.clone());
+        read.insert(
+            http::header::RANGE,
+            HeaderValue::from_str(&format!("bytes={start}-{end}")).map_err(|e| e.to_string())?,
+        );
+        let source =
+            path.upstream().send_buffered(Method::GET, &object, read, Bytes::new()).await.map_err(|e| e.to_string())?;
+        if source.status() == StatusCode::PRECONDITION_FAILED {
+            abort().await;
+            return Ok(Outcome::Skipped("changed since it was listed".to_owned()));
+        }
+        if source.status() != StatusCode::PARTIAL_CONTENT {
+            abort().await;
+            let (status, _, body) = body_of(source).await?;
+            return Err(s3_error("ranged GET", status, &body));
+        }
+        let mut part_headers = HeaderMap::new();
+        part_headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(end + 1 - start));
+        let number = index as u32 + 1;
+        match path
+            .put_encrypted_part(bucket, key, &upload_id, number, &data_key.key, part_headers, source.into_body())
+            .await
+        {
+            Ok(part_etag) => completed.push_str(&format!(
+                "<Part><PartNumber>{number}</PartNumber><ETag>{}</ETag></Part>",
+                quick_xml::escape::escape(&part_etag)
+            )),
+            Err(e) => {
+                abort().await;
+                return Err(e.to_string());
+            }
+        }
+    }
+    completed.push_str("</CompleteMultipartUpload>");
+    let s3 = S3Request::internal(bucket, Some(key), vec![("uploadId".into(), upload_id.clone())]);
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::IF_MATCH, etag.clone());
+    let resp = path
+        .upstream()
+        .send_buffered(Method::POST, &s3, headers, Bytes::from(completed))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (status, _, body) = body_of(resp).await?;
+    // A failed Complete can still answer 200 with an <Error> document.
+    let failed = !status.is_success() || !xml::texts_of(&body, b"Code").map_err(|e| e.to_string())?.is_empty();
+    if failed {
+        abort().await;
+        if status == StatusCode::PRECONDITION_FAILED {
+            return Ok(Outcome::Skipped("changed while it was being encrypted".to_owned()));
+        }
+        return Err(s3_error("CompleteMultipartUpload", status, &body));
+    }
+    Ok(Outcome::Encrypted)
+}
+
+async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, args: &MigrateArgs) -> Result<Outcome, String> {
+    let dry_run = args.dry_run;
     let object = S3Request::internal(bucket, Some(key), vec![]);
     let resp = path
         .upstream()
@@ -131,14 +207,15 @@ async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, dry_run: bool)
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .ok_or("HEAD gave no length")?;
-    if len > MAX_SINGLE_PUT {
-        return Ok(Outcome::Skipped(format!("{len} bytes is over the 5 GiB single-PUT limit")));
-    }
     let etag = head.get(http::header::ETAG).cloned().ok_or("HEAD gave no ETag")?;
     if dry_run {
         return Ok(Outcome::WouldEncrypt);
     }
     let mut headers = kept_headers(&head, tagging(path, bucket, key).await?);
+    let part_len = u64::from(args.part_size_mib) << 20;
+    if len > part_len {
+        return migrate_multipart(path, bucket, key, headers, &etag, len, part_len).await;
+    }
     headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
     headers.insert(http::header::IF_MATCH, etag.clone());
     // Read exactly what was examined: a change since the HEAD fails here.
@@ -182,7 +259,7 @@ pub async fn run(config: &ProxyConfig, args: &MigrateArgs) -> Result<(), String>
         let (page, next) =
             list_page(path.upstream(), &args.bucket, &args.prefix, token.as_deref(), resume.as_deref()).await?;
         for key in page {
-            match migrate_one(&path, &args.bucket, &key, args.dry_run).await {
+            match migrate_one(&path, &args.bucket, &key, args).await {
                 Ok(Outcome::Encrypted) => summary.encrypted += 1,
                 Ok(Outcome::WouldEncrypt) => summary.would_encrypt += 1,
                 Ok(Outcome::AlreadyEncrypted) => summary.already_encrypted += 1,

@@ -101,6 +101,66 @@ impl RequestPath {
         Ok(respond::buffered(parts.headers, parts.status, xml))
     }
 
+    /// Starts an encrypted multipart upload for `migrate`: the upstream's
+    /// upload id and the upload's data key.
+    pub async fn create_encrypted_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut headers: HeaderMap,
+    ) -> Result<(String, crate::keys::NewDataKey), ProxyError> {
+        reject_reserved_metadata(&headers)?;
+        let data_key = self.keys.generate_fresh().await?;
+        let envelope = EnvelopeMetadata {
+            format: VERSION,
+            wrapped_key: data_key.wrapped.clone(),
+            transit_key: self.keys.key_name().to_owned(),
+            layout: StoredLayout::Multipart,
+            salt: None,
+        };
+        for (name, value) in envelope.to_headers() {
+            headers.insert(name, header_value(&value)?);
+        }
+        let s3 = S3Request::internal(bucket, Some(key), vec![("uploads".into(), String::new())]);
+        let resp = self.send_buffered(Method::POST, &s3, headers, Bytes::new()).await?;
+        let status = resp.status();
+        let body = collect_small(resp.into_body()).await?;
+        let id = xml::texts_of(&body, b"UploadId")?.pop().filter(|_| status.is_success());
+        let id =
+            id.ok_or_else(|| ProxyError::UpstreamUnreachable(format!("CreateMultipartUpload answered {status}")))?;
+        Ok((id, data_key))
+    }
+
+    /// Encrypts one part of an upload made by `create_encrypted_upload`; its
+    /// upstream ETag on success. `headers` carry the part's Content-Length.
+    pub async fn put_encrypted_part<B>(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        data_key: &crate::keys::DataKey,
+        headers: HeaderMap,
+        body: B,
+    ) -> Result<String, ProxyError>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+        B::Error: std::fmt::Display,
+    {
+        let query = vec![("partNumber".into(), number.to_string()), ("uploadId".into(), upload_id.to_owned())];
+        let s3 = S3Request {
+            operation: super::classify::Operation::UploadPart,
+            name: "UploadPart",
+            ..S3Request::internal(bucket, Some(key), query)
+        };
+        let resp = self.seal_and_send(&s3, headers, body, data_key, number, None).await?;
+        let status = resp.status();
+        match resp.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok()) {
+            Some(etag) if status.is_success() => Ok(etag.to_owned()),
+            _ => Err(ProxyError::UpstreamUnreachable(format!("UploadPart answered {status}"))),
+        }
+    }
+
     pub(super) async fn upload_part(
         &self,
         mut s3: S3Request,
