@@ -121,7 +121,8 @@ async fn migrate_multipart(
     part_len: u64,
 ) -> Result<Outcome, String> {
     let object = S3Request::internal(bucket, Some(key), vec![]);
-    let (upload_id, data_key) = path.create_encrypted_upload(bucket, key, headers).await.map_err(|e| e.to_string())?;
+    let upload = path.create_encrypted_upload(bucket, key, headers).await.map_err(|e| e.to_string())?;
+    let upload_id = upload.upload_id.clone();
     let abort = || async {
         let s3 = S3Request::internal(bucket, Some(key), vec![("uploadId".into(), upload_id.clone())]);
         let _ = path.upstream().send_buffered(Method::DELETE, &s3, HeaderMap::new(), Bytes::new()).await;
@@ -149,10 +150,7 @@ async fn migrate_multipart(
         let mut part_headers = HeaderMap::new();
         part_headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(end + 1 - start));
         let number = index as u32 + 1;
-        match path
-            .put_encrypted_part(bucket, key, &upload_id, number, &data_key.key, part_headers, source.into_body())
-            .await
-        {
+        match path.put_encrypted_part(&upload, number, part_headers, source.into_body()).await {
             Ok(part_etag) => completed.push_str(&format!(
                 "<Part><PartNumber>{number}</PartNumber><ETag>{}</ETag></Part>",
                 quick_xml::escape::escape(&part_etag)

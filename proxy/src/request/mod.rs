@@ -9,6 +9,7 @@ pub mod forward;
 pub mod framing;
 mod layout_cache;
 mod multipart;
+pub use multipart::EncryptedUpload;
 mod object;
 pub mod operations;
 pub mod policy;

@@ -68,6 +68,15 @@ fn check_part_layout(numbers: &[u32], sizes: &[u64]) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// A multipart upload the proxy started on its own behalf (`migrate`).
+pub struct EncryptedUpload {
+    pub bucket: String,
+    pub key: String,
+    /// The upstream's upload id.
+    pub upload_id: String,
+    pub data_key: crate::keys::NewDataKey,
+}
+
 impl RequestPath {
     pub(super) async fn create_multipart_upload(
         &self,
@@ -108,7 +117,7 @@ impl RequestPath {
         bucket: &str,
         key: &str,
         mut headers: HeaderMap,
-    ) -> Result<(String, crate::keys::NewDataKey), ProxyError> {
+    ) -> Result<EncryptedUpload, ProxyError> {
         reject_reserved_metadata(&headers)?;
         let data_key = self.keys.generate_fresh().await?;
         let envelope = EnvelopeMetadata {
@@ -126,20 +135,17 @@ impl RequestPath {
         let status = resp.status();
         let body = collect_small(resp.into_body()).await?;
         let id = xml::texts_of(&body, b"UploadId")?.pop().filter(|_| status.is_success());
-        let id =
+        let upload_id =
             id.ok_or_else(|| ProxyError::UpstreamUnreachable(format!("CreateMultipartUpload answered {status}")))?;
-        Ok((id, data_key))
+        Ok(EncryptedUpload { bucket: bucket.to_owned(), key: key.to_owned(), upload_id, data_key })
     }
 
     /// Encrypts one part of an upload made by `create_encrypted_upload`; its
     /// upstream ETag on success. `headers` carry the part's Content-Length.
     pub async fn put_encrypted_part<B>(
         &self,
-        bucket: &str,
-        key: &str,
-        upload_id: &str,
+        upload: &EncryptedUpload,
         number: u32,
-        data_key: &crate::keys::DataKey,
         headers: HeaderMap,
         body: B,
     ) -> Result<String, ProxyError>
@@ -147,13 +153,13 @@ impl RequestPath {
         B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: std::fmt::Display,
     {
-        let query = vec![("partNumber".into(), number.to_string()), ("uploadId".into(), upload_id.to_owned())];
+        let query = vec![("partNumber".into(), number.to_string()), ("uploadId".into(), upload.upload_id.clone())];
         let s3 = S3Request {
             operation: super::classify::Operation::UploadPart,
             name: "UploadPart",
-            ..S3Request::internal(bucket, Some(key), query)
+            ..S3Request::internal(&upload.bucket, Some(&upload.key), query)
         };
-        let resp = self.seal_and_send(&s3, headers, body, data_key, number, None).await?;
+        let resp = self.seal_and_send(&s3, headers, body, &upload.data_key.key, number, None).await?;
         let status = resp.status();
         match resp.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok()) {
             Some(etag) if status.is_success() => Ok(etag.to_owned()),
