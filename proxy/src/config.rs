@@ -51,8 +51,9 @@ pub enum Command {
     },
 }
 
+/// What the commands that rewrite a bucket's objects share.
 #[derive(Debug, Clone, Args)]
-pub struct RewrapArgs {
+pub struct RewriteArgs {
     #[arg(long)]
     pub bucket: String,
     #[arg(long, default_value = "")]
@@ -69,22 +70,13 @@ pub struct RewrapArgs {
     pub quiet: bool,
 }
 
+/// `rewrap` takes exactly the shared arguments.
+pub type RewrapArgs = RewriteArgs;
+
 #[derive(Debug, Clone, Args)]
 pub struct MigrateArgs {
-    #[arg(long)]
-    pub bucket: String,
-    #[arg(long, default_value = "")]
-    pub prefix: String,
-    /// Report what would change without changing anything.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Progress file: the last finished key is recorded here, and a rerun
-    /// continues after it.
-    #[arg(long)]
-    pub state_file: Option<PathBuf>,
-    /// Show no progress bar (the summary is still printed).
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub walk: RewriteArgs,
     /// Objects larger than this are rewritten as multipart uploads with
     /// parts of this size (MiB; at least 5, as S3 requires).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(5..=5120))]

@@ -57,11 +57,8 @@ mod tests {
     #[test]
     fn every_name_is_read_by_the_config_parser() {
         let command = crate::config::Cli::command();
-        let envs: Vec<String> = command
-            .get_arguments()
-            .filter_map(|a| a.get_env())
-            .map(|e| e.to_string_lossy().into_owned())
-            .collect();
+        let envs: Vec<String> =
+            command.get_arguments().filter_map(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()).collect();
         for name in super::ALL {
             assert!(envs.iter().any(|e| e == name), "{name} is not the env of any setting in config.rs");
         }

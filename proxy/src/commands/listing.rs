@@ -21,9 +21,39 @@ pub fn s3_error(what: &str, status: StatusCode, body: &[u8]) -> String {
     format!("{what}: {status} {code}")
 }
 
+/// A bucket's keys under a prefix, page by page, optionally continuing
+/// after a key (a state file's resume point).
+pub struct KeyPages<'a> {
+    upstream: &'a UpstreamClient,
+    bucket: &'a str,
+    prefix: &'a str,
+    start_after: Option<String>,
+    token: Option<String>,
+    done: bool,
+}
+
+impl<'a> KeyPages<'a> {
+    pub fn new(upstream: &'a UpstreamClient, bucket: &'a str, prefix: &'a str, start_after: Option<String>) -> Self {
+        Self { upstream, bucket, prefix, start_after, token: None, done: false }
+    }
+
+    /// The next page, or `None` once the listing is done.
+    pub async fn next(&mut self) -> Result<Option<Vec<String>>, String> {
+        if self.done {
+            return Ok(None);
+        }
+        let (keys, next) =
+            list_page(self.upstream, self.bucket, self.prefix, self.token.as_deref(), self.start_after.as_deref())
+                .await?;
+        self.done = next.is_none();
+        self.token = next;
+        Ok(Some(keys))
+    }
+}
+
 /// One page of keys under `prefix`, after `start_after` on the first page;
 /// the continuation token is `None` when the listing is done.
-pub async fn list_page(
+async fn list_page(
     upstream: &UpstreamClient,
     bucket: &str,
     prefix: &str,

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::listing::{body_of, list_page, read_state, s3_error, write_state};
+use super::listing::{KeyPages, body_of, read_state, s3_error, write_state};
 use crate::app;
 use crate::config::{MigrateArgs, ProxyConfig};
 use crate::format::EnvelopeMetadata;
@@ -184,7 +184,7 @@ async fn migrate_multipart(
 }
 
 async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, args: &MigrateArgs) -> Result<Outcome, String> {
-    let dry_run = args.dry_run;
+    let dry_run = args.walk.dry_run;
     let object = S3Request::internal(bucket, Some(key), vec![]);
     let resp = path
         .upstream()
@@ -244,20 +244,18 @@ pub async fn run(config: &ProxyConfig, args: &MigrateArgs) -> Result<(), String>
     let keys = app::key_service(config, session, &config.transit_key);
     let upstream = app::upstream_client(config).await?;
     let path = RequestPath::new(keys, upstream, Default::default(), String::new());
-    let progress = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
+    let progress = if args.walk.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
     progress
         .set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));
-    let resume = read_state(&args.state_file);
+    let resume = read_state(&args.walk.state_file);
     if let Some(after) = &resume {
         progress.println(format!("resuming after {after}"));
     }
     let mut summary = Summary::default();
-    let mut token: Option<String> = None;
-    loop {
-        let (page, next) =
-            list_page(path.upstream(), &args.bucket, &args.prefix, token.as_deref(), resume.as_deref()).await?;
+    let mut pages = KeyPages::new(path.upstream(), &args.walk.bucket, &args.walk.prefix, resume.clone());
+    while let Some(page) = pages.next().await? {
         for key in page {
-            match migrate_one(&path, &args.bucket, &key, args).await {
+            match migrate_one(&path, &args.walk.bucket, &key, args).await {
                 Ok(Outcome::Encrypted) => summary.encrypted += 1,
                 Ok(Outcome::WouldEncrypt) => summary.would_encrypt += 1,
                 Ok(Outcome::AlreadyEncrypted) => summary.already_encrypted += 1,
@@ -271,8 +269,8 @@ pub async fn run(config: &ProxyConfig, args: &MigrateArgs) -> Result<(), String>
                 }
             }
             // The recorded point never passes a failure, so a rerun retries it.
-            if !args.dry_run && summary.failed.is_empty() {
-                write_state(&args.state_file, &key)?;
+            if !args.walk.dry_run && summary.failed.is_empty() {
+                write_state(&args.walk.state_file, &key)?;
             }
             progress.inc(1);
             progress.set_message(format!(
@@ -283,13 +281,9 @@ pub async fn run(config: &ProxyConfig, args: &MigrateArgs) -> Result<(), String>
                 summary.failed.len()
             ));
         }
-        match next {
-            Some(t) => token = Some(t),
-            None => break,
-        }
     }
     progress.finish_and_clear();
-    let verb = if args.dry_run { "would encrypt" } else { "encrypted" };
+    let verb = if args.walk.dry_run { "would encrypt" } else { "encrypted" };
     println!(
         "{verb}: {}, already encrypted: {}, skipped: {}, failed: {}",
         summary.encrypted + summary.would_encrypt,

@@ -22,7 +22,7 @@ use crate::request::range::content_range;
 use crate::request::upstream::UpstreamClient;
 use crate::request::xml;
 
-use super::listing::{body_of, list_page, read_state, s3_error, write_state};
+use super::listing::{KeyPages, body_of, read_state, s3_error, write_state};
 
 /// Headers that describe the object (not the request) and must survive a
 /// metadata-replacing copy.
@@ -84,15 +84,6 @@ impl Rewrapper<'_> {
     ) -> Result<(StatusCode, HeaderMap, Bytes), String> {
         let resp = self.upstream.send_buffered(method, s3, headers, body).await.map_err(|e| e.to_string())?;
         body_of(resp).await
-    }
-
-    async fn list(
-        &self,
-        prefix: &str,
-        token: Option<&str>,
-        start_after: Option<&str>,
-    ) -> Result<(Vec<String>, Option<String>), String> {
-        list_page(self.upstream, &self.bucket, prefix, token, start_after).await
     }
 
     async fn latest_version(&mut self, key_name: &str) -> Result<u32, String> {
@@ -257,9 +248,8 @@ pub async fn run(config: &ProxyConfig, args: &RewrapArgs) -> Result<(), String> 
         progress.println(format!("resuming after {after}"));
     }
     let mut summary = Summary::default();
-    let mut token: Option<String> = None;
-    loop {
-        let (keys_page, next) = rewrapper.list(&args.prefix, token.as_deref(), resume.as_deref()).await?;
+    let mut pages = KeyPages::new(&upstream, &args.bucket, &args.prefix, resume.clone());
+    while let Some(keys_page) = pages.next().await? {
         for key in keys_page {
             match rewrapper.rewrap_one(&key).await {
                 Ok(Outcome::Rewrapped) => summary.rewrapped += 1,
@@ -282,10 +272,6 @@ pub async fn run(config: &ProxyConfig, args: &RewrapArgs) -> Result<(), String> 
                 summary.current,
                 summary.failed.len()
             ));
-        }
-        match next {
-            Some(t) => token = Some(t),
-            None => break,
         }
     }
     progress.finish_and_clear();

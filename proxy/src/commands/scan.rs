@@ -14,7 +14,7 @@ use http::{HeaderMap, Method};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use super::listing::{body_of, list_page, s3_error};
+use super::listing::{KeyPages, body_of, s3_error};
 use crate::app;
 use crate::config::{ProxyConfig, ScanArgs};
 use crate::format::{EnvelopeMetadata, StoredLayout};
@@ -121,9 +121,8 @@ pub async fn run(config: &ProxyConfig, args: &ScanArgs) -> Result<Report, String
         verified: args.verify,
         ..Default::default()
     };
-    let mut token: Option<String> = None;
-    loop {
-        let (page, next) = list_page(path.upstream(), &args.bucket, &args.prefix, token.as_deref(), None).await?;
+    let mut pages = KeyPages::new(path.upstream(), &args.bucket, &args.prefix, None);
+    while let Some(page) = pages.next().await? {
         let results: Vec<_> = futures_util::stream::iter(page)
             .map(|key| {
                 let path = &path;
@@ -146,10 +145,6 @@ pub async fn run(config: &ProxyConfig, args: &ScanArgs) -> Result<Report, String
             progress.inc(1);
         }
         progress.set_message(format!("{} plaintext, {} unreadable", report.plaintext, report.unreadable));
-        match next {
-            Some(t) => token = Some(t),
-            None => break,
-        }
     }
     progress.finish_and_clear();
     if args.json {

@@ -120,13 +120,7 @@ impl RequestPath {
     ) -> Result<EncryptedUpload, ProxyError> {
         reject_reserved_metadata(&headers)?;
         let data_key = self.keys.generate_fresh().await?;
-        let envelope = EnvelopeMetadata {
-            format: VERSION,
-            wrapped_key: data_key.wrapped.clone(),
-            transit_key: self.keys.key_name().to_owned(),
-            layout: StoredLayout::Multipart,
-            salt: None,
-        };
+        let envelope = self.envelope(&data_key.wrapped, StoredLayout::Multipart);
         for (name, value) in envelope.to_headers() {
             headers.insert(name, header_value(&value)?);
         }

@@ -67,6 +67,18 @@ fn layout_of(
 }
 
 impl RequestPath {
+    /// The envelope of a new object under the configured Transit key. A
+    /// single stream's salt is filled in once the stream draws it.
+    pub(super) fn envelope(&self, wrapped_key: &str, layout: StoredLayout) -> EnvelopeMetadata {
+        EnvelopeMetadata {
+            format: VERSION,
+            wrapped_key: wrapped_key.to_owned(),
+            transit_key: self.keys.key_name().to_owned(),
+            layout,
+            salt: None,
+        }
+    }
+
     /// Encrypts `body` (`headers` carry its Content-Length and the object's
     /// metadata) into `bucket/key` as one stream, exactly as a PutObject
     /// would; `migrate` brings pre-proxy objects under encryption with it.
@@ -84,13 +96,7 @@ impl RequestPath {
         reject_reserved_metadata(&headers)?;
         let plaintext_len = decode::plaintext_length(&headers, BodyEncoding::Raw)?;
         let data_key = self.keys.generate_fresh().await?;
-        let envelope = EnvelopeMetadata {
-            format: VERSION,
-            wrapped_key: data_key.wrapped.clone(),
-            transit_key: self.keys.key_name().to_owned(),
-            layout: StoredLayout::Single(plaintext_len),
-            salt: None,
-        };
+        let envelope = self.envelope(&data_key.wrapped, StoredLayout::Single(plaintext_len));
         let s3 = S3Request {
             operation: super::classify::Operation::PutObject,
             name: "PutObject",
@@ -111,14 +117,7 @@ impl RequestPath {
         ChecksumVerifier::from_headers(&parts.headers)?;
         // Nothing is sent upstream unless a data key was issued.
         let data_key = self.keys.generate().await?;
-        let envelope = EnvelopeMetadata {
-            format: VERSION,
-            wrapped_key: data_key.wrapped.clone(),
-            transit_key: self.keys.key_name().to_owned(),
-            layout: StoredLayout::Single(plaintext_len),
-            // Filled in with the stream's salt once it is drawn.
-            salt: None,
-        };
+        let envelope = self.envelope(&data_key.wrapped, StoredLayout::Single(plaintext_len));
         let mut headers = parts.headers;
         conditional::to_upstream_etags(&mut headers);
         self.seal_and_send(s3, headers, body, &data_key.key, 0, Some(envelope)).await
