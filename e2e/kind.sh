@@ -6,7 +6,14 @@
 # 2. installs the chart with tls.mode=helm (no cert-manager needed);
 # 3. runs OpenBao (dev) and MinIO in the cluster;
 # 4. applies an S3ProxyConfig, runs an AWS CLI Job through the injected proxy;
-# 5. checks the stored object is ciphertext (CTS3 header) and the Job completed.
+# 5. checks the stored object is ciphertext (CTS3 header) and the Job completed;
+# 6. token files (docs/OPERATOR.md): a Job with Vault Kubernetes auth, the app
+#    at UID 1000 and no fsGroup, must complete;
+# 7. namespaces: a pod naming another namespace's config is denied;
+# 8. classic sidecars: a Job is denied (upgrading the release with
+#    proxy.nativeSidecar=false), and init containers keep their endpoint;
+# 9. `cloudtaser-operator inject`: its output applies and the Job completes.
+# Written without a cluster to run it on: it has not been run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLUSTER=${CLUSTER:-cloudtaser-e2e}
@@ -29,4 +36,43 @@ kubectl -n e2e wait --for=condition=Complete job/aws-cli-roundtrip --timeout=300
 kubectl -n e2e get pod -l job-name=aws-cli-roundtrip -o jsonpath='{.items[0].spec.initContainers[0].name}' | grep -qx cloudtaser-s3proxy
 kubectl -n e2e logs job/aws-cli-roundtrip -c app | tee /dev/stderr | grep -q "ROUNDTRIP OK"
 kubectl -n e2e logs job/aws-cli-roundtrip -c app | grep -q "AT REST CTS3"
+
+# 6. Token files: Vault Kubernetes auth with different UIDs and no fsGroup.
+kubectl -n e2e exec deploy/openbao -- sh -c 'export BAO_ADDR=http://127.0.0.1:8200 BAO_TOKEN=root
+  bao auth enable kubernetes
+  bao write auth/kubernetes/config kubernetes_host=https://kubernetes.default.svc
+  printf "path \"transit/*\" { capabilities = [\"create\", \"update\", \"read\"] }\n" | bao policy write e2e -
+  bao write auth/kubernetes/role/orders bound_service_account_names=orders bound_service_account_namespaces=e2e policies=e2e audience=vault ttl=1h'
+kubectl apply -f e2e/manifests/k8s-auth.yaml
+kubectl -n e2e wait --for=condition=Complete job/k8s-auth-different-uids --timeout=300s
+kubectl -n e2e logs job/k8s-auth-different-uids -c app | grep -q "K8S AUTH OK"
+kubectl -n e2e get pod -l job-name=k8s-auth-different-uids -o jsonpath='{.items[0].spec.volumes[?(@.name=="cloudtaser-vault-token")].projected.defaultMode}' | grep -qx 420
+
+# 7. Namespaces: another namespace's config is denied with a message.
+if out=$(kubectl apply -f e2e/manifests/other-namespace.yaml 2>&1); then
+  echo "a pod using another namespace's config was admitted" >&2; exit 1
+fi
+grep -q "can only use an S3ProxyConfig of its own namespace" <<<"$out"
+
+# 9. Offline inject, into a namespace that opts out of the webhook.
+docker run --rm -i -v "$PWD/e2e/manifests:/m:ro" --entrypoint /cloudtaser-operator cloudtaser/operator:e2e \
+  inject --config /m/offline-config.yaml -f - < e2e/manifests/offline.yaml > /tmp/cloudtaser-offline.yaml
+grep -q cloudtaser-s3proxy /tmp/cloudtaser-offline.yaml
+kubectl apply -f /tmp/cloudtaser-offline.yaml
+kubectl -n e2e-offline wait --for=condition=Complete job/offline-injected --timeout=300s
+
+# 8. Classic sidecars: Jobs are denied.
+helm upgrade cloudtaser charts/cloudtaser-operator -n cloudtaser --reuse-values --wait --set proxy.nativeSidecar=false
+kubectl -n e2e delete job aws-cli-roundtrip --wait
+# The Job is created; the Job controller's pod creation is denied (FailedCreate).
+kubectl apply -f e2e/manifests/workload.yaml
+denied=""
+for _ in $(seq 60); do
+  if kubectl -n e2e get events --field-selector involvedObject.name=aws-cli-roundtrip,reason=FailedCreate \
+      -o jsonpath='{.items[*].message}' | grep -q "would never complete"; then denied=yes; break; fi
+  sleep 2
+done
+[ -n "$denied" ] || { echo "a classic-mode Job pod was admitted" >&2; exit 1; }
+kubectl -n e2e delete job aws-cli-roundtrip --wait
+helm upgrade cloudtaser charts/cloudtaser-operator -n cloudtaser --reuse-values --wait --set proxy.nativeSidecar=true
 echo "kind e2e passed"

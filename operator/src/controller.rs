@@ -1,13 +1,14 @@
-//! Reconciles `S3ProxyConfig`: checks that the Secrets it references exist
-//! with the keys it names, counts the pods it protects, and warns about
-//! annotated pods that run without the proxy (created while the webhook was
-//! bypassed).
+//! Reconciles `S3ProxyConfig`: checks the spec, counts the pods it protects,
+//! and warns about annotated pods that run without the proxy (created while
+//! the webhook was bypassed) or with a proxy image other than the configured
+//! one (created before an upgrade). It reads no Secrets: the operator has no
+//! access to them (docs/OPERATOR.md, "Permissions").
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -17,8 +18,8 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::crd::{S3ProxyConfig, S3ProxyConfigSpec, S3ProxyConfigStatus};
-use crate::metrics::Metrics;
+use crate::crd::{S3ProxyConfig, S3ProxyConfigStatus};
+use crate::metrics::{ConfigLabel, Metrics};
 use crate::webhook::inject::{ANNOTATION, SIDECAR};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,35 +34,38 @@ pub struct Context {
     pub client: Client,
     pub metrics: Arc<Metrics>,
     pub reporter: Reporter,
-}
-
-/// The Secret keys a configuration needs, as (secret, key).
-fn referenced_secrets(spec: &S3ProxyConfigSpec) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    if let Some(s) = &spec.credentials.secret_ref {
-        out.push((s.name.clone(), s.access_key_id_key.clone()));
-        out.push((s.name.clone(), s.secret_access_key_key.clone()));
-    }
-    for sel in [&spec.vault.auth.token, &spec.vault.auth.secret_id, &spec.vault.ca_cert].into_iter().flatten() {
-        out.push((sel.name.clone(), sel.key.clone()));
-    }
-    out
+    /// The operator's default proxy image (a config's `proxy.image` wins).
+    pub proxy_image: String,
 }
 
 /// Whether an annotation value in `namespace` selects the configuration `name`.
 pub fn selects(value: &str, namespace: &str, config_ns: &str, name: &str) -> bool {
+    selected(value, namespace).is_some_and(|(ns, n)| ns == config_ns && n == name)
+}
+
+/// The config an annotation value selects in `namespace`: its own namespace
+/// only (the webhook denies any other).
+pub fn selected(value: &str, namespace: &str) -> Option<(String, String)> {
     let value = value.trim();
+    if value.eq_ignore_ascii_case("false") {
+        return None;
+    }
     if value.eq_ignore_ascii_case("true") {
-        return namespace == config_ns && name == "default";
+        return Some((namespace.to_owned(), "default".to_owned()));
     }
     let (ns, n) = value.split_once('/').unwrap_or((namespace, value));
-    ns == config_ns && n == name
+    (ns == namespace).then(|| (ns.to_owned(), n.to_owned()))
 }
 
 pub fn has_proxy(pod: &Pod) -> bool {
-    pod.spec
-        .as_ref()
-        .is_some_and(|s| s.containers.iter().chain(s.init_containers.iter().flatten()).any(|c| c.name == SIDECAR))
+    proxy_image(pod).is_some()
+}
+
+/// The image of the pod's proxy container, if it has one.
+pub fn proxy_image(pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let proxy = spec.containers.iter().chain(spec.init_containers.iter().flatten()).find(|c| c.name == SIDECAR)?;
+    Some(proxy.image.clone().unwrap_or_default())
 }
 
 fn condition(ready: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
@@ -78,39 +82,35 @@ fn condition(ready: bool, reason: &str, message: String, generation: Option<i64>
 pub async fn reconcile(config: Arc<S3ProxyConfig>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = config.namespace().ok_or(Error::NoNamespace)?;
     let name = config.name_any();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    // A value the proxy would refuse; the Secrets are checked once it is fixed.
-    let mut problem = config.spec.validate().err().map(|e| ("InvalidSpec", e.to_string()));
-    let mut fetched: std::collections::BTreeMap<String, Option<Secret>> = Default::default();
-    let secrets_to_check = if problem.is_none() { referenced_secrets(&config.spec) } else { Vec::new() };
-    for (secret, key) in secrets_to_check {
-        if !fetched.contains_key(&secret) {
-            let got = secrets.get_opt(&secret).await?;
-            fetched.insert(secret.clone(), got);
-        }
-        match &fetched[&secret] {
-            None => {
-                problem = Some(("SecretMissing", format!("Secret {secret} does not exist in namespace {ns}")));
-                break;
-            }
-            Some(s) if !s.data.as_ref().is_some_and(|d| d.contains_key(&key)) => {
-                problem = Some(("SecretKeyMissing", format!("Secret {secret} has no key {key}")));
-                break;
-            }
-            Some(_) => {}
-        }
-    }
+    // A value the proxy would refuse.
+    let problem = config.spec.validate().err().map(|e| ("InvalidSpec", e.to_string()));
+    let wanted_image = config.spec.proxy.as_ref().and_then(|p| p.image.clone()).unwrap_or(ctx.proxy_image.clone());
 
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
-    let (mut injected, mut unprotected) = (0i64, 0i64);
+    let (mut injected, mut unprotected, mut stale) = (0i64, 0i64, 0i64);
     for pod in pods.list(&ListParams::default()).await? {
         let Some(value) = pod.annotations().get(ANNOTATION) else { continue };
         if !selects(value, &ns, &ns, &name) {
             continue;
         }
-        if has_proxy(&pod) {
+        if let Some(image) = proxy_image(&pod) {
             injected += 1;
+            if image != wanted_image && pod.metadata.deletion_timestamp.is_none() {
+                stale += 1;
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: "ProxyImageStale".into(),
+                    note: Some(format!(
+                        "pod runs CloudTaser proxy image {image}, but {wanted_image} is configured (the pod was created before an upgrade); restart its workload (kubectl rollout restart) to get the configured image"
+                    )),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                };
+                if let Err(e) = recorder.publish(&event, &pod.object_ref(&())).await {
+                    tracing::warn!(error = %e, pod = %pod.name_any(), "could not publish the ProxyImageStale event");
+                }
+            }
         } else if pod.metadata.deletion_timestamp.is_none() {
             unprotected += 1;
             let event = Event {
@@ -127,12 +127,14 @@ pub async fn reconcile(config: Arc<S3ProxyConfig>, ctx: Arc<Context>) -> Result<
             }
         }
     }
-    ctx.metrics.unprotected_pods.set(unprotected);
+    let label = ConfigLabel { namespace: ns.clone(), config: name.clone() };
+    ctx.metrics.unprotected_pods.get_or_create(&label).set(unprotected);
+    ctx.metrics.stale_proxy_pods.get_or_create(&label).set(stale);
 
     let generation = config.metadata.generation;
     let ready = match problem {
         Some((reason, message)) => condition(false, reason, message, generation),
-        None => condition(true, "Valid", "configuration and its Secrets are in place".to_owned(), generation),
+        None => condition(true, "Valid", "the configuration is valid".to_owned(), generation),
     };
     // Keep the transition time when the status does not change.
     let ready = match config.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready")) {
@@ -146,6 +148,7 @@ pub async fn reconcile(config: Arc<S3ProxyConfig>, ctx: Arc<Context>) -> Result<
         observed_generation: generation,
         injected_pods: injected,
         unprotected_pods: unprotected,
+        stale_proxy_pods: stale,
     };
     let api: Api<S3ProxyConfig> = Api::namespaced(ctx.client.clone(), &ns);
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
@@ -164,13 +167,8 @@ pub async fn run(ctx: Arc<Context>) {
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     Controller::new(configs, watcher::Config::default())
         .watches(pods, watcher::Config::default(), |pod: Pod| {
-            let value = pod.annotations().get(ANNOTATION)?.trim().to_owned();
             let namespace = pod.namespace()?;
-            let (ns, name) = match value.split_once('/') {
-                Some((ns, name)) => (ns.to_owned(), name.to_owned()),
-                None if value.eq_ignore_ascii_case("true") => (namespace, "default".to_owned()),
-                None => (namespace, value),
-            };
+            let (ns, name) = selected(pod.annotations().get(ANNOTATION)?, &namespace)?;
             Some(ObjectRef::<S3ProxyConfig>::new(&name).within(&ns))
         })
         .shutdown_on_signal()

@@ -22,6 +22,7 @@ pub const GROUP: &str = "cloudtaser.io";
     printcolumn = r#"{"name":"Credentials","type":"string","jsonPath":".spec.credentials.source"}"#,
     printcolumn = r#"{"name":"Injected","type":"integer","jsonPath":".status.injectedPods"}"#,
     printcolumn = r#"{"name":"Unprotected","type":"integer","jsonPath":".status.unprotectedPods"}"#,
+    printcolumn = r#"{"name":"Stale","type":"integer","jsonPath":".status.staleProxyPods","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -241,8 +242,22 @@ pub struct SecretKeySelector {
 pub struct ProxySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// One of trace, debug, info, warn, error, off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(trace|debug|info|warn|error|off)$"))]
     pub log_level: Option<String>,
+    /// The proxy's UID (default 65532).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub run_as_user: Option<i64>,
+    /// The proxy's GID (default 65532).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub run_as_group: Option<i64>,
+    /// Leave the proxy's runAsUser and runAsGroup unset, so that the
+    /// platform assigns them (OpenShift's restricted SCCs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub platform_assigns_user: bool,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -256,6 +271,9 @@ pub struct S3ProxyConfigStatus {
     pub injected_pods: i64,
     #[serde(default)]
     pub unprotected_pods: i64,
+    /// Injected pods whose proxy image is not the configured one.
+    #[serde(default)]
+    pub stale_proxy_pods: i64,
 }
 
 /// The CRD as YAML, as `crds/` and the chart carry it.

@@ -5,5 +5,7 @@ pub mod config_cache;
 pub mod controller;
 pub mod crd;
 pub mod metrics;
+pub mod offline;
+pub mod quantity;
 pub mod tls;
 pub mod webhook;

@@ -31,6 +31,31 @@ enum Command {
     Run,
     /// Print the S3ProxyConfig CRD as YAML.
     Crd,
+    /// Inject the proxy into manifests offline (Pods, Deployments,
+    /// StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs), as the
+    /// webhook would; the result goes to stdout, denials to stderr.
+    Inject(InjectArgs),
+}
+
+#[derive(clap::Args)]
+struct InjectArgs {
+    /// S3ProxyConfig manifests (multi-document YAML); repeat for several files.
+    #[arg(long = "config", required = true)]
+    configs: Vec<PathBuf>,
+    /// Manifests to inject; `-` reads stdin.
+    #[arg(short = 'f', long = "filename")]
+    file: PathBuf,
+    /// Native sidecar (init container, Kubernetes >= 1.29) or classic.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    native_sidecar: bool,
+    /// The namespace of objects (and configs) that name none.
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// An S3ProxyConfig spec (YAML) used as the cluster default.
+    #[arg(long)]
+    cluster_default: Option<PathBuf>,
+    #[arg(long, default_value = "ghcr.io/cloudtaser/s3proxy:0.1.0")]
+    proxy_image: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -76,6 +101,8 @@ struct RunArgs {
     proxy_memory_request: String,
     #[arg(long, env = "CLOUDTASER_PROXY_MEMORY_LIMIT", default_value = "128Mi")]
     proxy_memory_limit: String,
+    #[arg(long, env = "CLOUDTASER_PROXY_CPU_LIMIT")]
+    proxy_cpu_limit: Option<String>,
     #[arg(long, env = "CLOUDTASER_PROXY_LOG_LEVEL", default_value = "info")]
     proxy_log_level: String,
     /// YAML of an S3ProxyConfig spec used for `cloudtaser.io/s3-proxy: "true"`
@@ -86,9 +113,13 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Crd) = cli.command {
-        print!("{}", crd_yaml());
-        return ExitCode::SUCCESS;
+    match &cli.command {
+        Some(Command::Crd) => {
+            print!("{}", crd_yaml());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Inject(args)) => return offline_inject(args),
+        Some(Command::Run) | None => {}
     }
     tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -98,6 +129,57 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("cloudtaser-operator: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_cluster_default(path: &std::path::Path) -> Result<S3ProxyConfigSpec, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let spec: S3ProxyConfigSpec = serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    spec.validate().map_err(|e| format!("{} (the chart's clusterDefault): {e}", path.display()))?;
+    Ok(spec)
+}
+
+fn offline_inject(args: &InjectArgs) -> ExitCode {
+    let run = || -> Result<cloudtaser_operator::offline::Output, String> {
+        let mut configs = cloudtaser_operator::offline::OfflineConfigs::default();
+        for path in &args.configs {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            configs.add_yaml(&text, &args.namespace).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        if let Some(path) = &args.cluster_default {
+            configs.set_cluster_default(read_cluster_default(path)?);
+        }
+        let manifests = if args.file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?
+        } else {
+            std::fs::read_to_string(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?
+        };
+        let options = InjectOptions {
+            image: args.proxy_image.clone(),
+            native_sidecar: args.native_sidecar,
+            ..InjectOptions::default()
+        };
+        options.validate().map_err(|e| e.to_string())?;
+        cloudtaser_operator::offline::inject_manifests(&configs, &options, &manifests, &args.namespace)
+    };
+    match run() {
+        Ok(out) => {
+            for w in &out.warnings {
+                eprintln!("warning: {w}");
+            }
+            if !out.denials.is_empty() {
+                for d in &out.denials {
+                    eprintln!("denied: {d}");
+                }
+                return ExitCode::FAILURE;
+            }
+            print!("{}", out.yaml);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cloudtaser-operator inject: {e}");
+            ExitCode::from(2)
         }
     }
 }
@@ -144,16 +226,18 @@ async fn self_managed_tls(
 }
 
 async fn run(args: RunArgs) -> Result<(), String> {
-    let cluster_default: Option<S3ProxyConfigSpec> = match &args.cluster_default {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let spec: S3ProxyConfigSpec =
-                serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            spec.validate().map_err(|e| format!("{} (the chart's clusterDefault): {e}", path.display()))?;
-            Some(spec)
-        }
-        None => None,
+    // Bad defaults stop the operator here, instead of being blamed on pods.
+    let cluster_default = args.cluster_default.as_deref().map(read_cluster_default).transpose()?;
+    let options = InjectOptions {
+        image: args.proxy_image.clone(),
+        native_sidecar: args.native_sidecar,
+        cpu_request: args.proxy_cpu_request.clone(),
+        memory_request: args.proxy_memory_request.clone(),
+        memory_limit: args.proxy_memory_limit.clone(),
+        cpu_limit: args.proxy_cpu_limit.clone(),
+        log_level: args.proxy_log_level.clone(),
     };
+    options.validate().map_err(|e| format!("{e} (check the chart's proxy values)"))?;
     let metrics = Arc::new(Metrics::default());
     let client = kube::Client::try_default().await.map_err(|e| format!("Kubernetes client: {e}"))?;
     let cert = match args.tls_mode {
@@ -167,15 +251,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     };
     let ready = Arc::new(AtomicBool::new(false));
     let configs = config_cache::start(Api::<S3ProxyConfig>::all(client.clone()), cluster_default, ready.clone());
-    let options = InjectOptions {
-        image: args.proxy_image,
-        native_sidecar: args.native_sidecar,
-        cpu_request: args.proxy_cpu_request,
-        memory_request: args.proxy_memory_request,
-        memory_limit: args.proxy_memory_limit,
-        cpu_limit: None,
-        log_level: args.proxy_log_level,
-    };
+    let proxy_image = options.image.clone();
     let admission = Arc::new(Admission { configs, options, metrics: metrics.clone() });
 
     let listener = tokio::net::TcpListener::bind(args.webhook_listen).await.map_err(|e| e.to_string())?;
@@ -185,6 +261,6 @@ async fn run(args: RunArgs) -> Result<(), String> {
         server::probes_router(Probes { metrics: metrics.clone(), ready }),
     ));
     let reporter = Reporter { controller: "cloudtaser-operator".into(), instance: std::env::var("POD_NAME").ok() };
-    controller::run(Arc::new(controller::Context { client, metrics, reporter })).await;
+    controller::run(Arc::new(controller::Context { client, metrics, reporter, proxy_image })).await;
     Ok(())
 }

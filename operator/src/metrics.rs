@@ -13,11 +13,19 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+/// Per-config gauges: one series per S3ProxyConfig.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfigLabel {
+    pub namespace: String,
+    pub config: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     admissions: Family<ResultLabel, Counter>,
     injections: Counter,
-    pub unprotected_pods: Gauge,
+    pub unprotected_pods: Family<ConfigLabel, Gauge>,
+    pub stale_proxy_pods: Family<ConfigLabel, Gauge>,
     pub cert_expiry_seconds: Gauge<f64, AtomicU64>,
     pub reconcile_errors: Counter,
 }
@@ -27,19 +35,37 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("cloudtaser_operator");
         let admissions = Family::<ResultLabel, Counter>::default();
         let injections = Counter::default();
-        let unprotected_pods = Gauge::default();
+        let unprotected_pods = Family::<ConfigLabel, Gauge>::default();
+        let stale_proxy_pods = Family::<ConfigLabel, Gauge>::default();
         let cert_expiry_seconds = Gauge::<f64, AtomicU64>::default();
         let reconcile_errors = Counter::default();
         registry.register("admissions", "Admission reviews by result", admissions.clone());
         registry.register("injections", "Pods the proxy was injected into", injections.clone());
-        registry.register("unprotected_pods", "Annotated pods running without the proxy", unprotected_pods.clone());
+        registry.register(
+            "unprotected_pods",
+            "Annotated pods running without the proxy, by S3ProxyConfig",
+            unprotected_pods.clone(),
+        );
+        registry.register(
+            "stale_proxy_pods",
+            "Injected pods running a proxy image other than the configured one, by S3ProxyConfig",
+            stale_proxy_pods.clone(),
+        );
         registry.register(
             "webhook_cert_expiry_timestamp_seconds",
             "When the webhook serving certificate expires (Unix time)",
             cert_expiry_seconds.clone(),
         );
         registry.register("reconcile_errors", "Failed S3ProxyConfig reconciliations", reconcile_errors.clone());
-        Self { registry, admissions, injections, unprotected_pods, cert_expiry_seconds, reconcile_errors }
+        Self {
+            registry,
+            admissions,
+            injections,
+            unprotected_pods,
+            stale_proxy_pods,
+            cert_expiry_seconds,
+            reconcile_errors,
+        }
     }
 }
 

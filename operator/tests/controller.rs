@@ -11,7 +11,7 @@ use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 
 mod mock;
-use mock::{Handle, expect, not_found};
+use mock::{Handle, expect};
 
 fn config() -> S3ProxyConfig {
     serde_json::from_value(json!({
@@ -27,15 +27,19 @@ fn config() -> S3ProxyConfig {
     .unwrap()
 }
 
-fn secret(name: &str, keys: &[&str]) -> Value {
-    let data: serde_json::Map<String, Value> = keys.iter().map(|k| (k.to_string(), json!("c2VjcmV0"))).collect();
-    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "shop"}, "data": data})
+fn pod(name: &str, injected: bool) -> Value {
+    pod_with(name, injected.then_some("proxy:2"))
 }
 
-fn pod(name: &str, injected: bool) -> Value {
+/// Injected before an upgrade: the proxy image is not the configured one.
+fn stale_pod(name: &str) -> Value {
+    pod_with(name, Some("proxy:1"))
+}
+
+fn pod_with(name: &str, proxy_image: Option<&str>) -> Value {
     let mut spec = json!({"containers": [{"name": "app", "image": "app:1"}]});
-    if injected {
-        spec["initContainers"] = json!([{"name": "cloudtaser-s3proxy", "image": "proxy:1", "restartPolicy": "Always"}]);
+    if let Some(image) = proxy_image {
+        spec["initContainers"] = json!([{"name": "cloudtaser-s3proxy", "image": image, "restartPolicy": "Always"}]);
     }
     json!({"metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}"),
                         "annotations": {"cloudtaser.io/s3-proxy": "true"}}, "spec": spec})
@@ -55,6 +59,7 @@ async fn run_with(
         client,
         metrics: metrics.clone(),
         reporter: Reporter { controller: "test".into(), instance: None },
+        proxy_image: "proxy:2".into(),
     });
     let server = scenario(handle);
     reconcile(Arc::new(config), ctx).await.expect("reconcile succeeds");
@@ -65,30 +70,19 @@ async fn run_with(
 async fn ready_config_counts_pods_and_warns_about_unprotected_ones() {
     let (patch, metrics) = run(|mut h| {
         tokio::spawn(async move {
-            expect(
-                &mut h,
-                Method::GET,
-                "/api/v1/namespaces/shop/secrets/s3-proxy-credentials",
-                200,
-                secret("s3-proxy-credentials", &["access-key-id", "secret-access-key"]),
-            )
-            .await;
-            expect(
-                &mut h,
-                Method::GET,
-                "/api/v1/namespaces/shop/secrets/vault-token",
-                200,
-                secret("vault-token", &["token"]),
-            )
-            .await;
             let list = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
-                              "items": [pod("web-1", true), pod("web-2", false), pod("other", true)]});
+                              "items": [pod("web-1", true), pod("web-2", false), pod("other", true), stale_pod("web-3")]});
             expect(&mut h, Method::GET, "/api/v1/namespaces/shop/pods", 200, list).await;
             let event =
                 expect(&mut h, Method::POST, "/apis/events.k8s.io/v1/namespaces/shop/events", 201, json!({})).await;
             assert_eq!(event["type"], "Warning");
             assert_eq!(event["reason"], "ProxyMissing");
             assert_eq!(event["regarding"]["name"], "web-2");
+            let event =
+                expect(&mut h, Method::POST, "/apis/events.k8s.io/v1/namespaces/shop/events", 201, json!({})).await;
+            assert_eq!(event["reason"], "ProxyImageStale");
+            assert_eq!(event["regarding"]["name"], "web-3");
+            assert!(event["note"].as_str().unwrap().contains("image proxy:1, but proxy:2 is configured"), "{event}");
             expect(
                 &mut h,
                 Method::PATCH,
@@ -101,12 +95,15 @@ async fn ready_config_counts_pods_and_warns_about_unprotected_ones() {
     })
     .await;
     let status = &patch["status"];
-    assert_eq!(status["injectedPods"], 2);
+    assert_eq!(status["injectedPods"], 3);
     assert_eq!(status["unprotectedPods"], 1);
+    assert_eq!(status["staleProxyPods"], 1);
     assert_eq!(status["observedGeneration"], 3);
     assert_eq!(status["conditions"][0]["type"], "Ready");
     assert_eq!(status["conditions"][0]["status"], "True");
-    assert!(metrics.encode().contains("cloudtaser_operator_unprotected_pods 1"));
+    let text = metrics.encode();
+    assert!(text.contains(r#"cloudtaser_operator_unprotected_pods{namespace="shop",config="default"} 1"#), "{text}");
+    assert!(text.contains(r#"cloudtaser_operator_stale_proxy_pods{namespace="shop",config="default"} 1"#), "{text}");
 }
 
 /// The rest of a reconcile after the Secret checks: no pods, then the status write.
@@ -129,38 +126,73 @@ async fn no_pods_then_status(h: &mut Handle) -> Value {
     .await
 }
 
+/// Least privilege: the controller has no access to Secrets and asks for
+/// none; the first request of a reconcile is the pod list, even for a config
+/// that references Secrets (the mock fails the test on any other request).
 #[tokio::test]
-async fn missing_secret_key_makes_the_config_not_ready() {
-    let (patch, _) = run(|mut h| {
-        tokio::spawn(async move {
-            expect(
-                &mut h,
-                Method::GET,
-                "/api/v1/namespaces/shop/secrets/s3-proxy-credentials",
-                200,
-                secret("s3-proxy-credentials", &["access-key-id"]),
-            )
-            .await;
-            no_pods_then_status(&mut h).await
-        })
-    })
-    .await;
-    let ready = &patch["status"]["conditions"][0];
-    assert_eq!(ready["status"], "False");
-    assert_eq!(ready["reason"], "SecretKeyMissing");
-    assert_eq!(ready["message"], "Secret s3-proxy-credentials has no key secret-access-key");
+async fn reconcile_reads_no_secrets() {
+    let (patch, _) = run(|mut h| tokio::spawn(async move { no_pods_then_status(&mut h).await })).await;
+    assert_eq!(patch["status"]["conditions"][0]["reason"], "Valid");
+    assert!(config().spec.credentials.secret_ref.is_some() && config().spec.vault.auth.token.is_some());
 }
 
+/// Two configs each keep their own unprotected-pods series.
 #[tokio::test]
-async fn missing_secret_is_reported_by_name() {
-    let (patch, _) = run(|mut h| {
-        tokio::spawn(async move {
-            expect(&mut h, Method::GET, "/api/v1/namespaces/shop/secrets/s3-proxy-credentials", 404, not_found()).await;
-            no_pods_then_status(&mut h).await
-        })
-    })
-    .await;
-    assert_eq!(patch["status"]["conditions"][0]["reason"], "SecretMissing");
+async fn unprotected_pods_are_counted_per_config() {
+    let (client, mut handle) = mock::client("default");
+    let metrics = Arc::new(Metrics::default());
+    let ctx = Arc::new(Context {
+        client,
+        metrics: metrics.clone(),
+        reporter: Reporter { controller: "test".into(), instance: None },
+        proxy_image: "proxy:2".into(),
+    });
+    let mut other = config();
+    other.metadata.name = Some("archive".into());
+    let server = tokio::spawn(async move {
+        for name in ["default", "archive"] {
+            let mut unprotected = pod("web-2", false);
+            unprotected["metadata"]["annotations"]["cloudtaser.io/s3-proxy"] = json!(name);
+            let items = if name == "default" {
+                vec![unprotected.clone(), pod_as("web-4", "default")]
+            } else {
+                vec![unprotected]
+            };
+            expect(
+                &mut handle,
+                Method::GET,
+                "/api/v1/namespaces/shop/pods",
+                200,
+                json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}),
+            )
+            .await;
+            let posts = if name == "default" { 2 } else { 1 };
+            for _ in 0..posts {
+                expect(&mut handle, Method::POST, "/apis/events.k8s.io/v1/namespaces/shop/events", 201, json!({}))
+                    .await;
+            }
+            expect(
+                &mut handle,
+                Method::PATCH,
+                &format!("/apis/cloudtaser.io/v1alpha1/namespaces/shop/s3proxyconfigs/{name}/status"),
+                200,
+                serde_json::to_value(config()).unwrap(),
+            )
+            .await;
+        }
+    });
+    reconcile(Arc::new(config()), ctx.clone()).await.unwrap();
+    reconcile(Arc::new(other), ctx).await.unwrap();
+    server.await.unwrap();
+    let text = metrics.encode();
+    assert!(text.contains(r#"cloudtaser_operator_unprotected_pods{namespace="shop",config="default"} 2"#), "{text}");
+    assert!(text.contains(r#"cloudtaser_operator_unprotected_pods{namespace="shop",config="archive"} 1"#), "{text}");
+}
+
+fn pod_as(name: &str, annotation: &str) -> Value {
+    let mut p = pod(name, false);
+    p["metadata"]["annotations"]["cloudtaser.io/s3-proxy"] = json!(annotation);
+    p
 }
 
 #[tokio::test]
@@ -169,7 +201,7 @@ async fn invalid_operation_and_bucket_lists_make_the_config_not_ready() {
         (
             "allowedOperations",
             json!(["default", "Get Object"]),
-            "spec.allowedOperations[1] has an invalid entry \"Get Object\": expected an S3 operation name as the AWS API reference spells it (letters only, e.g. GetObject), or `default` or `all`",
+            "spec.allowedOperations[1] has an invalid entry \"Get Object\": expected an S3 operation name as the AWS API reference spells it (letters only, e.g. GetObject), `-Name` to take one away, or `default` or `all`",
         ),
         (
             "buckets",

@@ -31,7 +31,7 @@ fn schema_rejects_bad_configs_at_apply_time() {
     }
     // Entries of the comma-joined env lists; `..` segments are refused by
     // `S3ProxyConfigSpec::validate` (controller and webhook).
-    for pattern in ["^[A-Za-z]+$", r"^[A-Za-z0-9._-]{1,255}(/[^,\s]*)?$"] {
+    for pattern in ["^-?[A-Za-z]+$", r"^[A-Za-z0-9._-]{1,255}(/[^,\s]*)?$"] {
         assert!(crd.contains(&format!("pattern: {pattern}\n")), "missing item pattern {pattern}");
     }
     assert!(crd.contains("subresources:") && crd.contains("status: {}"), "status subresource");

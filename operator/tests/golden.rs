@@ -3,12 +3,14 @@
 //! with `expected.yaml` (or `denied.txt`), then applied again to prove that
 //! a second pass changes nothing. `UPDATE_GOLDEN=1` rewrites the expectations.
 
+mod contract;
+mod kubelet;
 mod support;
 
 use std::path::Path;
 
 use cloudtaser_operator::crd::S3ProxyConfigSpec;
-use cloudtaser_operator::webhook::inject::InjectOptions;
+use cloudtaser_operator::webhook::inject::{InjectOptions, SIDECAR};
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionReview;
 use serde::Deserialize;
@@ -25,6 +27,15 @@ struct CaseConfig {
 #[derive(Deserialize, Default)]
 struct CaseOptions {
     native_sidecar: Option<bool>,
+    /// The namespace the pod is created in, when not the config's.
+    pod_namespace: Option<String>,
+}
+
+/// What a case that injected checked beyond the expected YAML.
+#[derive(Default)]
+struct Checked {
+    token_files: usize,
+    proxies: usize,
 }
 
 fn run_review(configs: Configs, options: InjectOptions, pod: &Value, namespace: &str) -> Value {
@@ -33,7 +44,30 @@ fn run_review(configs: Configs, options: InjectOptions, pod: &Value, namespace: 
     cloudtaser_operator::webhook::admission::to_wire(&admission.review(review))
 }
 
-fn check_case(dir: &Path) {
+/// Every token file the proxy reads is readable by its UID (per the kubelet's
+/// rules in `kubelet`), and the proxy's own parser accepts its env and args.
+fn check_injected(dir: &Path, pod: &Value, checked: &mut Checked) {
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod.clone()).unwrap();
+    let spec = pod.spec.as_ref().unwrap();
+    let Some(proxy) = spec.init_containers.iter().flatten().chain(&spec.containers).find(|c| c.name == SIDECAR) else {
+        return;
+    };
+    checked.proxies += 1;
+    if let Err(e) = contract::proxy_accepts(proxy) {
+        panic!("{}: the proxy refuses the configuration the operator injected: {e}", dir.display());
+    }
+    for (var, volume) in kubelet::proxy_token_files(proxy) {
+        let file = kubelet::token_file(&pod, &volume);
+        assert!(
+            kubelet::can_read(&pod, proxy, &file),
+            "{}: the proxy cannot read {var} in volume {volume}: {file:?}",
+            dir.display()
+        );
+        checked.token_files += 1;
+    }
+}
+
+fn check_case(dir: &Path, checked: &mut Checked) {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
     let config: CaseConfig = serde_yaml::from_str(&read("config.yaml").unwrap()).unwrap();
@@ -48,7 +82,8 @@ fn check_case(dir: &Path) {
         c
     };
     let input: Value = serde_yaml::from_str(&read("input.yaml").unwrap()).unwrap();
-    let out = run_review(configs(), options.clone(), &input, &config.namespace);
+    let namespace = case_options.pod_namespace.clone().unwrap_or(config.namespace.clone());
+    let out = run_review(configs(), options.clone(), &input, &namespace);
     let response = &out["response"];
     assert_eq!(response["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002", "{}", dir.display());
 
@@ -77,9 +112,10 @@ fn check_case(dir: &Path) {
     assert_eq!(pod, expected, "{}: injected pod differs from expected.yaml", dir.display());
     let expected_warnings: Vec<String> = read("warnings.txt").unwrap_or_default().lines().map(str::to_owned).collect();
     assert_eq!(warnings, expected_warnings, "{}", dir.display());
+    check_injected(dir, &pod, checked);
 
     // Reinvocation (reinvocationPolicy: IfNeeded) must change nothing.
-    let again = run_review(configs(), options, &pod, &config.namespace);
+    let again = run_review(configs(), options, &pod, &namespace);
     assert!(
         patch_of(&again).is_none_or(|p| p.0.is_empty()),
         "{}: second pass patched {:?}",
@@ -99,8 +135,69 @@ fn golden_cases() {
     let mut cases: Vec<_> =
         std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     cases.sort();
-    assert!(cases.len() >= 9);
+    assert!(cases.len() >= 30, "{} cases", cases.len());
+    let mut checked = Checked::default();
     for case in cases {
-        check_case(&case);
+        check_case(&case, &mut checked);
+    }
+    // Every injected pod went through the proxy's parser; the token cases
+    // (two tokens each in the token-* cases) went through the kubelet's rules.
+    assert!(checked.proxies >= 20, "{} proxies checked", checked.proxies);
+    assert!(checked.token_files >= 28, "{} token files checked", checked.token_files);
+}
+
+/// The readability check can fail: the mode the operator used to give the
+/// Vault token (0440), in a pod whose app runs as another UID without
+/// fsGroup, leaves a root-owned file the proxy cannot read.
+#[test]
+fn the_old_vault_token_mode_is_unreadable_with_different_uids() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/token-irsa-different-uids");
+    let text = std::fs::read_to_string(root.join("expected.yaml")).unwrap();
+    let mut pod: k8s_openapi::api::core::v1::Pod = serde_yaml::from_str(&text).unwrap();
+    let proxy = pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0].clone();
+    let volume = |pod: &mut k8s_openapi::api::core::v1::Pod| {
+        pod.spec
+            .as_mut()
+            .unwrap()
+            .volumes
+            .as_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|v| v.name == "cloudtaser-vault-token")
+            .unwrap()
+            .projected
+            .as_mut()
+            .unwrap()
+            .default_mode = Some(0o440);
+    };
+    assert!(kubelet::can_read(&pod, &proxy, &kubelet::token_file(&pod, "cloudtaser-vault-token")));
+    volume(&mut pod);
+    let file = kubelet::token_file(&pod, "cloudtaser-vault-token");
+    assert_eq!(file, kubelet::TokenFile { mode: 0o440, uid: 0, gid: 0 });
+    assert!(!kubelet::can_read(&pod, &proxy, &file));
+    // With a shared UID the kubelet chowns it to that UID instead (0600).
+    let shared = std::fs::read_to_string(root.with_file_name("token-irsa-shared-uid").join("expected.yaml")).unwrap();
+    let mut shared: k8s_openapi::api::core::v1::Pod = serde_yaml::from_str(&shared).unwrap();
+    volume(&mut shared);
+    assert_eq!(
+        kubelet::token_file(&shared, "cloudtaser-vault-token"),
+        kubelet::TokenFile { mode: 0o600, uid: 65532, gid: 0 }
+    );
+}
+
+#[test]
+#[ignore = "prints the token-file table of docs/OPERATOR.md"]
+fn print_token_table() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut cases: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    cases.sort();
+    for case in cases.iter().filter(|c| c.file_name().unwrap().to_string_lossy().starts_with("token-")) {
+        let pod: k8s_openapi::api::core::v1::Pod =
+            serde_yaml::from_str(&std::fs::read_to_string(case.join("expected.yaml")).unwrap()).unwrap();
+        let proxy = pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0].clone();
+        for (var, volume) in kubelet::proxy_token_files(&proxy) {
+            let f = kubelet::token_file(&pod, &volume);
+            println!("{} {var} {volume} {:o} {}:{}", case.file_name().unwrap().to_string_lossy(), f.mode, f.uid, f.gid);
+        }
     }
 }

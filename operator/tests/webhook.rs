@@ -68,7 +68,14 @@ fn reinvocation_after_the_eks_webhook_adds_the_role_to_the_sidecar() {
     let sidecar = second["spec"]["initContainers"].as_array().unwrap().iter().find(|c| c["name"] == SIDECAR).unwrap();
     let env: Vec<&str> = sidecar["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert!(env.contains(&"AWS_ROLE_ARN") && env.contains(&"AWS_WEB_IDENTITY_TOKEN_FILE"), "{env:?}");
-    assert!(sidecar["volumeMounts"].as_array().unwrap().iter().any(|m| m["name"] == "aws-iam-token"));
+    assert!(sidecar["volumeMounts"].as_array().unwrap().iter().any(|m| m["name"] == "cloudtaser-aws-iam-token"));
+    assert!(
+        second["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "cloudtaser-aws-iam-token" && v["projected"]["defaultMode"] == 0o644)
+    );
     assert_eq!(second["spec"]["initContainers"].as_array().unwrap().len(), 1, "one sidecar, not two");
     // And a third pass is a no-op.
     assert!(patch_of(&run(&second, false)).is_none_or(|p| p.0.is_empty()));

@@ -20,13 +20,20 @@ TOOLS = Path(os.environ.get("CLOUDTASER_TOOLS", Path.home() / ".cache" / "cloudt
 HELM = str(TOOLS / "bin" / "helm")
 VERSIONS = ["1.30", "1.37"]
 # Custom resources of other operators; kubernetes-validate knows only core kinds.
-FOREIGN = {"Certificate", "Issuer", "ServiceMonitor"}
+FOREIGN = {"Certificate", "Issuer", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 VALUES = {
     "defaults": [],
     "cert-manager": ["--set", "tls.mode=certManager"],
     "existing-secret": ["--set", "tls.mode=existingSecret", "--set", "tls.existingSecret=my-tls", "--set", "tls.caBundle=Zm9v"],
     "helm-ca-classic-sidecar": ["--set", "tls.mode=helm", "--set", "proxy.nativeSidecar=false", "--set", "replicaCount=1"],
+    "production": ["--set", "tls.mode=helm", "--set", "hostNetwork=true", "--set", "webhook.containerPort=10260",
+                   "--set", "requiredAntiAffinity=true", "--set", "priorityClassName=system-cluster-critical",
+                   "--set", "imagePullSecrets[0].name=regcred", "--set", "podAnnotations.team=platform",
+                   "--set", "podLabels.tier=control", "--set", "serviceAccount.annotations.owner=platform",
+                   "--set", "logLevel=debug", "--set", "proxy.logLevel=warn", "--set-string", "proxy.resources.cpuLimit=500m",
+                   "--set", "terminationGracePeriodSeconds=45",
+                   "--set", "podMonitor.enabled=true", "--set", "prometheusRule.enabled=true", "--set", "grafanaDashboard.enabled=true"],
     "everything-on": ["--set", "networkPolicy.enabled=true", "--set", "serviceMonitor.enabled=true", "--set", "crds.keep=false",
                       "--set-json", 'clusterDefault={"upstream":{"region":"eu-central-1"},"vault":{"address":"https://v:8200",'
                                     '"transit":{"key":"k"},"auth":{"method":"kubernetes","role":"r"}},"credentials":{"source":"serviceAccount"}}'],
@@ -57,7 +64,22 @@ def test_rendered_chart_validates(case, tmp_path):
     webhook = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")["webhooks"][0]
     assert webhook["failurePolicy"] == "Fail" and webhook["reinvocationPolicy"] == "IfNeeded"
     assert "cloudtaser.io/s3-proxy" in webhook["matchConditions"][0]["expression"]
+    # Pods annotated "false" never reach the Fail-policy webhook.
+    assert webhook["matchConditions"][1]["expression"] == \
+        "object.metadata.annotations['cloudtaser.io/s3-proxy'].trim().lowerAscii() != 'false'"
     assert {"cloudtaser", "kube-system"} <= set(webhook["namespaceSelector"]["matchExpressions"][0]["values"])
+    # Namespace opt-out label.
+    assert {"key": "cloudtaser.io/admission-webhooks", "operator": "NotIn", "values": ["disabled"]} in \
+        webhook["namespaceSelector"]["matchExpressions"]
+    # Least privilege: no access to Secrets anywhere in the cluster; only the
+    # release namespace's TLS Secret (selfManaged) by name, and create.
+    cluster_role = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert not any("secrets" in r["resources"] for r in cluster_role["rules"]), cluster_role["rules"]
+    for role in (d for d in docs if d["kind"] == "Role"):
+        for rule in role["rules"]:
+            if "secrets" in rule["resources"]:
+                assert rule.get("resourceNames") or rule["verbs"] == ["create"], rule
+                assert role["metadata"]["namespace"] == "cloudtaser"
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -68,15 +90,54 @@ def test_rendered_chart_validates(case, tmp_path):
         assert "caBundle" not in webhook["clientConfig"], "the operator publishes it"
     if case == "cert-manager":
         assert {"Certificate", "Issuer"} <= kinds
+    if case == "production":
+        pod = deployment["spec"]["template"]
+        spec = pod["spec"]
+        assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+        assert container["ports"][0]["containerPort"] == 10260
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["CLOUDTASER_WEBHOOK_LISTEN"] == "0.0.0.0:10260" and env["RUST_LOG"] == "debug"
+        assert env["CLOUDTASER_PROXY_LOG_LEVEL"] == "warn" and env["CLOUDTASER_PROXY_CPU_LIMIT"] == "500m"
+        assert spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"] == "kubernetes.io/hostname"
+        assert spec["priorityClassName"] == "system-cluster-critical"
+        assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+        assert spec["terminationGracePeriodSeconds"] == 45
+        assert container["lifecycle"]["preStop"]["sleep"]["seconds"] == 5
+        assert pod["metadata"]["annotations"]["team"] == "platform" and pod["metadata"]["labels"]["tier"] == "control"
+        sa = next(d for d in docs if d["kind"] == "ServiceAccount")
+        assert sa["metadata"]["annotations"] == {"owner": "platform"}
+        assert {"PodMonitor", "PrometheusRule", "Secret"} <= kinds
     if case == "everything-on":
         assert {"NetworkPolicy", "ServiceMonitor", "ConfigMap"} <= kinds
         crd = next(d for d in docs if d["kind"] == "CustomResourceDefinition")
         assert "helm.sh/resource-policy" not in (crd["metadata"].get("annotations") or {})
 
 
+@pytest.mark.parametrize(("values", "error"), [
+    (["--set", "replicaCount=two"], "/replicaCount"),
+    (["--set", "webhook.failurePolicy=Ignor"], "/webhook/failurePolicy"),
+    (["--set", "proxy.nativeSidecar=no"], "/proxy/nativeSidecar"),
+    (["--set", "tls.mode=vault"], "/tls/mode"),
+    (["--set", "proxy.logLevel=verbose"], "/proxy/logLevel"),
+    (["--set", "proxy.resources.memoryLimit=lots"], "/proxy/resources/memoryLimit"),
+    (["--set", "replicaCont=2"], "replicaCont"),
+])
+def test_values_schema_rejects_bad_values(values, error):
+    r = subprocess.run([HELM, "template", "ct", str(CHART), *values], capture_output=True, text=True)
+    assert r.returncode != 0, r.stdout[:300]
+    assert "don't meet the specifications of the schema" in r.stderr and error in r.stderr, r.stderr
+
+
+def test_offline_injected_manifests_validate():
+    path = ROOT / "target" / "tmp" / "injected-manifests" / "inject.yaml"
+    assert path.exists(), "run the operator's tests first (cargo test)"
+    for version in VERSIONS:
+        validate(path, version)
+
+
 def test_injected_pods_validate(tmp_path):
     pods = sorted((ROOT / "target" / "tmp" / "injected-pods").glob("*.json"))
-    assert len(pods) >= 6, "run the operator's golden tests first (cargo test)"
+    assert len(pods) >= 29, "run the operator's golden tests first (cargo test)"
     for pod in pods:
         as_yaml = tmp_path / f"{pod.stem}.yaml"
         as_yaml.write_text(yaml.safe_dump(json.loads(pod.read_text())))

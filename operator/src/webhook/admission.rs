@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
-use super::inject::{ANNOTATION, InjectOptions, inject};
+use super::inject::{ANNOTATION, InjectOptions, Injected, inject};
 use crate::crd::S3ProxyConfigSpec;
 use crate::metrics::Metrics;
 
@@ -25,8 +25,16 @@ pub struct Admission {
     pub metrics: Arc<Metrics>,
 }
 
-/// Which configuration an annotation value names: `true`, `name` or `ns/name`.
-fn resolve(configs: &dyn ConfigLookup, namespace: &str, value: &str) -> Result<(String, S3ProxyConfigSpec), String> {
+/// Which configuration an annotation value names: `true`, `name` or
+/// `<own namespace>/name`. A pod can only use configs of its own namespace
+/// (or the cluster default): the proxy's `secretKeyRef`s and Secret volumes
+/// resolve in the pod's namespace only, so a config from another namespace
+/// would give a pod that fails with `CreateContainerConfigError`.
+pub fn resolve(
+    configs: &dyn ConfigLookup,
+    namespace: &str,
+    value: &str,
+) -> Result<(String, S3ProxyConfigSpec), String> {
     let value = value.trim();
     if value.eq_ignore_ascii_case("true") {
         return configs
@@ -36,9 +44,42 @@ fn resolve(configs: &dyn ConfigLookup, namespace: &str, value: &str) -> Result<(
             .ok_or_else(|| format!("{ANNOTATION}=true needs an S3ProxyConfig named `default` in namespace {namespace} (or a cluster default in the chart values)"));
     }
     let (ns, name) = value.split_once('/').unwrap_or((namespace, value));
-    configs.get(ns, name).map(|c| (format!("{ns}/{name}"), c)).ok_or_else(|| {
+    if ns != namespace {
+        return Err(format!(
+            "{ANNOTATION}={value}: a pod can only use an S3ProxyConfig of its own namespace ({namespace}), because the Secrets the proxy reads must be in the pod's namespace; create the config in {namespace} and annotate the pod with its name"
+        ));
+    }
+    configs.get(ns, name).map(|c| (name.to_owned(), c)).ok_or_else(|| {
         format!("{ANNOTATION}={value}: no S3ProxyConfig {name} in namespace {ns}; create it or fix the annotation")
     })
+}
+
+/// What the webhook (and `cloudtaser-operator inject`) does with a pod.
+#[derive(Debug)]
+pub enum Decision {
+    /// Unannotated, or annotated `false`: left as it is.
+    Skip,
+    /// The message says what to fix.
+    Deny(String),
+    Inject(Box<Injected>),
+}
+
+/// The one decision both the webhook and the offline `inject` command make.
+pub fn decide(configs: &dyn ConfigLookup, options: &InjectOptions, namespace: &str, pod: &Pod) -> Decision {
+    let Some(value) = pod.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION)) else {
+        return Decision::Skip;
+    };
+    if value.trim().eq_ignore_ascii_case("false") {
+        return Decision::Skip;
+    }
+    let (config_name, config) = match resolve(configs, namespace, value) {
+        Ok(c) => c,
+        Err(message) => return Decision::Deny(message),
+    };
+    match inject(pod, &config_name, &config, options) {
+        Ok(i) => Decision::Inject(Box::new(i)),
+        Err(denial) => Decision::Deny(denial.to_string()),
+    }
 }
 
 /// The review as the API server reads it. kube serialises `response.patch`
@@ -53,6 +94,25 @@ pub fn to_wire(review: &AdmissionReview<DynamicObject>) -> serde_json::Value {
         *patch = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(raw));
     }
     value
+}
+
+/// The JSON patch from the pod as the API server sent it to the injected pod.
+///
+/// The difference of the typed pods leaves alone every field the typed `Pod`
+/// does not know (fields of newer Kubernetes versions), so it is the patch
+/// whenever it applies to the object received. It does not when that object
+/// lacks a field the typed form fills in (a container without a `name`, a
+/// spec without `containers`: invalid pods, which still reach mutating
+/// webhooks before validation); the API server would then fail the request
+/// on a patch that does not apply. Such pods are patched from what was
+/// received to the injected pod instead.
+fn patch_for(received: &DynamicObject, before: &serde_json::Value, after: &serde_json::Value) -> json_patch::Patch {
+    let patch = json_patch::diff(before, after);
+    let Ok(received) = serde_json::to_value(received) else { return patch };
+    if patch.0.is_empty() || json_patch::patch(&mut received.clone(), &patch).is_ok() {
+        return patch;
+    }
+    json_patch::diff(&received, after)
 }
 
 impl Admission {
@@ -85,35 +145,23 @@ impl Admission {
                 return allowed.deny(format!("the object is not a Pod: {e}"));
             }
         };
-        let Some(value) = pod.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION)) else {
-            // Unannotated pods are never touched.
-            self.metrics.admission("skipped");
-            return allowed;
-        };
-        if value.eq_ignore_ascii_case("false") {
-            self.metrics.admission("skipped");
-            return allowed;
-        }
         // Controller-created pods carry no namespace in metadata yet.
         let namespace =
             request.namespace.clone().or(pod.metadata.namespace.clone()).unwrap_or_else(|| "default".to_owned());
-        let (config_name, config) = match resolve(self.configs.as_ref(), &namespace, value) {
-            Ok(c) => c,
-            Err(message) => {
+        let injected = match decide(self.configs.as_ref(), &self.options, &namespace, &pod) {
+            Decision::Skip => {
+                self.metrics.admission("skipped");
+                return allowed;
+            }
+            Decision::Deny(message) => {
                 self.metrics.admission("denied");
                 return allowed.deny(message);
             }
-        };
-        let injected = match inject(&pod, &config_name, &config, &self.options) {
-            Ok(i) => i,
-            Err(denial) => {
-                self.metrics.admission("denied");
-                return allowed.deny(denial.to_string());
-            }
+            Decision::Inject(injected) => injected,
         };
         let before = serde_json::to_value(&pod).expect("pods serialise");
         let after = serde_json::to_value(&injected.pod).expect("pods serialise");
-        let patch = json_patch::diff(&before, &after);
+        let patch = patch_for(object, &before, &after);
         let mut response = allowed;
         if !patch.0.is_empty() {
             response = match response.with_patch(patch) {
@@ -132,5 +180,115 @@ impl Admission {
             response.warnings = Some(injected.warnings);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    struct One(S3ProxyConfigSpec);
+
+    impl ConfigLookup for One {
+        fn get(&self, _namespace: &str, name: &str) -> Option<S3ProxyConfigSpec> {
+            (name == "default").then(|| self.0.clone())
+        }
+
+        fn cluster_default(&self) -> Option<S3ProxyConfigSpec> {
+            None
+        }
+    }
+
+    fn admission() -> Admission {
+        let spec = serde_json::from_value(json!({
+            "upstream": {"endpoint": "https://s3.eu-central-1.amazonaws.com", "region": "eu-central-1"},
+            "vault": {
+                "address": "https://vault.eu.example:8200",
+                "transit": {"key": "orders"},
+                "auth": {"method": "token", "token": {"name": "vault-token", "key": "token"}}
+            },
+            "credentials": {"source": "secret", "secretRef": {"name": "s3-proxy-credentials"}}
+        }))
+        .unwrap();
+        Admission {
+            configs: Arc::new(One(spec)),
+            options: InjectOptions::default(),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    fn review_of(pod: &Value) -> AdmissionReview<DynamicObject> {
+        serde_json::from_value(json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "shop",
+                "operation": "CREATE",
+                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+                "object": pod,
+                "dryRun": false
+            }
+        }))
+        .unwrap()
+    }
+
+    /// Reviews `pod`, applies the patch to it and reviews the result again.
+    fn patched(admission: &Admission, pod: &Value) -> Value {
+        let response = admission.review(review_of(pod)).response.unwrap();
+        assert!(response.allowed, "{:?}", response.result);
+        let patch: json_patch::Patch = serde_json::from_slice(&response.patch.unwrap()).unwrap();
+        let mut out = pod.clone();
+        json_patch::patch(&mut out, &patch).expect("the patch applies to the pod that was sent");
+        let again = admission.review(review_of(&out)).response.unwrap();
+        let again: Option<json_patch::Patch> = again.patch.map(|p| serde_json::from_slice(&p).unwrap());
+        assert!(again.as_ref().is_none_or(|p| p.0.is_empty()), "second pass patched again: {again:?}");
+        out
+    }
+
+    /// Found by fuzz/fuzz_targets/admission.rs (fuzz/regressions/admission/):
+    /// an init container without a name. The typed pod gives it `name: ""`,
+    /// so the typed difference replaced a field the pod sent does not have
+    /// and the API server could not apply the patch.
+    #[test]
+    fn patch_applies_to_a_pod_missing_required_fields() {
+        let admission = admission();
+        let pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"generateName": "orders-", "annotations": {"cloudtaser.io/s3-proxy": "true"}},
+            "spec": {
+                "containers": [{"name": "app", "image": "app:1"}],
+                "initContainers": [{"mean": "x", "image": "old"}, {"name": "setup", "image": "busybox"}]
+            }
+        });
+        let out = patched(&admission, &pod);
+        assert_eq!(out["spec"]["initContainers"][0]["name"], "cloudtaser-s3proxy");
+        // A spec without containers (classic sidecars go there) patches too.
+        let pod = json!({
+            "metadata": {"annotations": {"cloudtaser.io/s3-proxy": "true"}},
+            "spec": {}
+        });
+        let classic =
+            Admission { options: InjectOptions { native_sidecar: false, ..InjectOptions::default() }, ..admission };
+        let out = patched(&classic, &pod);
+        assert_eq!(out["spec"]["containers"][0]["name"], "cloudtaser-s3proxy");
+    }
+
+    /// Well-formed pods keep the typed difference: fields the typed pod
+    /// does not know (newer Kubernetes) are left as they are.
+    #[test]
+    fn unknown_fields_survive_the_patch() {
+        let pod = json!({
+            "metadata": {"annotations": {"cloudtaser.io/s3-proxy": "true"}},
+            "spec": {"containers": [{"name": "app", "image": "app:1", "futureField": {"a": 1}}], "futurePodField": true}
+        });
+        let out = patched(&admission(), &pod);
+        assert_eq!(out["spec"]["futurePodField"], true);
+        assert_eq!(out["spec"]["containers"][0]["futureField"], json!({"a": 1}));
     }
 }

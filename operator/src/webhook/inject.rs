@@ -12,7 +12,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use cloudtaser_s3proxy::env_names as proxy_env;
+
 use crate::crd::{CredentialsSource, InvalidSpec, S3ProxyConfigSpec, VaultAuthMethod};
+use crate::quantity::Quantity as ParsedQuantity;
 
 pub const ANNOTATION: &str = "cloudtaser.io/s3-proxy";
 pub const STATUS_ANNOTATION: &str = "cloudtaser.io/s3-proxy-status";
@@ -22,6 +25,13 @@ pub const CPU_REQUEST_ANNOTATION: &str = "cloudtaser.io/s3-proxy-cpu-request";
 pub const MEMORY_REQUEST_ANNOTATION: &str = "cloudtaser.io/s3-proxy-memory-request";
 pub const CPU_LIMIT_ANNOTATION: &str = "cloudtaser.io/s3-proxy-cpu-limit";
 pub const MEMORY_LIMIT_ANNOTATION: &str = "cloudtaser.io/s3-proxy-memory-limit";
+/// On injected pods: the proxy image they got (the controller compares it
+/// with the configured one to find pods left on an old image).
+pub const INJECTED_IMAGE_ANNOTATION: &str = "cloudtaser.io/s3-proxy-injected-image";
+/// On injected pods, so `kubectl get pods -l cloudtaser.io/s3-proxy-injected=true` finds them.
+pub const INJECTED_LABEL: &str = "cloudtaser.io/s3-proxy-injected";
+/// The log levels an override or the chart may set (`CLOUDTASER_S3PROXY_LOG`).
+pub const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
 
 pub const SIDECAR: &str = "cloudtaser-s3proxy";
 pub const ENDPOINT_ENV: &str = "AWS_ENDPOINT_URL_S3";
@@ -31,6 +41,14 @@ const VAULT_TOKEN_VOLUME: &str = "cloudtaser-vault-token";
 const VAULT_TOKEN_DIR: &str = "/var/run/secrets/cloudtaser/vault";
 const VAULT_CA_VOLUME: &str = "cloudtaser-vault-ca";
 const VAULT_CA_DIR: &str = "/etc/cloudtaser/vault-ca";
+/// Mode of the proxy's own projected token volumes. The kubelet uses it only
+/// when the pod has no `fsGroup` and its containers do not all share one
+/// `runAsUser`; the file is then root-owned, so it must be world-readable
+/// for the proxy's UID (docs/OPERATOR.md, "Token files").
+const TOKEN_MODE: i32 = 0o644;
+/// The UID and GID the proxy runs as unless the config says otherwise
+/// (distroless `nonroot`).
+pub const PROXY_UID: i64 = 65532;
 
 /// The env variables and volumes the EKS webhooks give workload containers
 /// (IRSA and Pod Identity); the sidecar needs the same to assume the role.
@@ -91,6 +109,23 @@ pub enum Denial {
     BadQuantity { annotation: &'static str, value: String, reason: String },
     #[error("S3ProxyConfig {config} is invalid: {error}")]
     InvalidConfig { config: String, error: InvalidSpec },
+    #[error("{0}")]
+    BadOverride(#[from] BadSetting),
+    #[error(
+        "pod has restartPolicy {0}: with classic (non-native) sidecars the proxy keeps running after the workload exits, so the pod would never complete; the operator must run with proxy.nativeSidecar=true (Kubernetes >= 1.29) to proxy Jobs and other run-to-completion pods"
+    )]
+    ClassicRunToCompletion(String),
+}
+
+/// A proxy setting (chart default, config or annotation) the API server or
+/// the proxy would refuse; `source` names where it came from.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{origin}: invalid {what} {value:?}: {reason}")]
+pub struct BadSetting {
+    pub origin: String,
+    pub what: &'static str,
+    pub value: String,
+    pub reason: String,
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
@@ -112,20 +147,203 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
-fn quantity(annotations: &BTreeMap<String, String>, name: &'static str, default: &str) -> Result<Quantity, Denial> {
-    let value = annotations.get(name).map_or(default, String::as_str);
-    let ok = !value.is_empty()
-        && value.trim_end_matches(|c: char| c.is_ascii_alphabetic()).parse::<f64>().is_ok_and(|v| v >= 0.0)
-        && ["", "m", "k", "M", "G", "T", "Ki", "Mi", "Gi", "Ti"]
-            .contains(&value.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.'));
-    if !ok {
-        return Err(Denial::BadQuantity {
-            annotation: name,
-            value: value.to_owned(),
-            reason: "expected a Kubernetes quantity such as 100m or 64Mi".to_owned(),
-        });
+/// A setting: the annotation if present, else the config's, else the chart's.
+fn pick<'a>(
+    annotations: &'a BTreeMap<String, String>,
+    annotation: &'static str,
+    from_config: Option<&'a String>,
+    default: &'a str,
+) -> (String, &'a str) {
+    match (annotations.get(annotation), from_config) {
+        (Some(v), _) => (format!("annotation {annotation}"), v.as_str()),
+        (None, Some(v)) => ("the S3ProxyConfig's proxy settings".to_owned(), v.as_str()),
+        (None, None) => ("the operator's default (chart values)".to_owned(), default),
     }
-    Ok(Quantity(value.to_owned()))
+}
+
+/// Parses a quantity as the API server would, and refuses negative ones
+/// (`ValidateNonnegativeQuantity` for container resources).
+fn quantity(source: String, what: &'static str, value: &str) -> Result<(Quantity, ParsedQuantity), BadSetting> {
+    let bad = |reason: String| BadSetting { origin: source.clone(), what, value: value.to_owned(), reason };
+    let parsed = ParsedQuantity::parse(value)
+        .map_err(|e| bad(format!("{e}; expected a Kubernetes quantity such as 100m, 1E9 or 64Mi")))?;
+    if parsed.is_negative() {
+        return Err(bad("must be greater than or equal to 0".to_owned()));
+    }
+    Ok((Quantity(value.to_owned()), parsed))
+}
+
+/// The proxy's resources, checked as the API server checks a container's
+/// (`ValidateResourceRequirements`: each request at most its limit).
+fn resources(
+    annotations: &BTreeMap<String, String>,
+    options: &InjectOptions,
+) -> Result<ResourceRequirements, BadSetting> {
+    let q = |annotation, what, default: &str| {
+        let (source, value) = pick(annotations, annotation, None, default);
+        quantity(source, what, value)
+    };
+    let cpu_request = q(CPU_REQUEST_ANNOTATION, "CPU request", &options.cpu_request)?;
+    let memory_request = q(MEMORY_REQUEST_ANNOTATION, "memory request", &options.memory_request)?;
+    let memory_limit = q(MEMORY_LIMIT_ANNOTATION, "memory limit", &options.memory_limit)?;
+    let cpu_limit = match annotations.get(CPU_LIMIT_ANNOTATION).or(options.cpu_limit.as_ref()) {
+        Some(default) => Some(q(CPU_LIMIT_ANNOTATION, "CPU limit", default)?),
+        None => None,
+    };
+    let check = |what: &'static str, request: &(Quantity, ParsedQuantity), limit: &(Quantity, ParsedQuantity)| {
+        if request.1.cmp_value(&limit.1) == std::cmp::Ordering::Greater {
+            return Err(BadSetting {
+                origin: "the proxy's resources (override annotations and chart defaults)".to_owned(),
+                what,
+                value: request.0.0.clone(),
+                reason: format!(
+                    "must be less than or equal to the {} limit {}",
+                    what.trim_end_matches(" request"),
+                    limit.0.0
+                ),
+            });
+        }
+        Ok(())
+    };
+    check("memory request", &memory_request, &memory_limit)?;
+    if let Some(limit) = &cpu_limit {
+        check("CPU request", &cpu_request, limit)?;
+    }
+    let mut requests = BTreeMap::new();
+    requests.insert("cpu".to_owned(), cpu_request.0);
+    requests.insert("memory".to_owned(), memory_request.0);
+    let mut limits = BTreeMap::new();
+    limits.insert("memory".to_owned(), memory_limit.0);
+    if let Some(cpu) = cpu_limit {
+        limits.insert("cpu".to_owned(), cpu.0);
+    }
+    Ok(ResourceRequirements { requests: Some(requests), limits: Some(limits), ..Default::default() })
+}
+
+fn log_level(source: String, value: &str) -> Result<String, BadSetting> {
+    if LOG_LEVELS.contains(&value) {
+        return Ok(value.to_owned());
+    }
+    Err(BadSetting {
+        origin: source,
+        what: "log level",
+        value: value.to_owned(),
+        reason: format!("expected one of {}", LOG_LEVELS.join(", ")),
+    })
+}
+
+/// Checks an image reference against the grammar of
+/// `github.com/distribution/reference` (`reference.go`):
+/// `[domain[:port]/]path[:tag][@algorithm:hex]`, path components lowercase.
+pub fn image_problem(image: &str) -> Option<&'static str> {
+    if image.is_empty() {
+        return Some("it is empty");
+    }
+    if image.trim() != image || image.chars().any(char::is_whitespace) {
+        return Some("it has whitespace");
+    }
+    let (rest, digest) = match image.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (image, None),
+    };
+    if let Some(d) = digest {
+        let Some((alg, hex)) = d.split_once(':') else { return Some("the digest must be algorithm:hex") };
+        let alg_ok = alg.split(['+', '.', '-', '_']).all(|c| {
+            c.chars().next().is_some_and(|f| f.is_ascii_alphabetic()) && c.chars().all(|x| x.is_ascii_alphanumeric())
+        });
+        if !alg_ok || hex.len() < 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Some("the digest must be algorithm:hex with at least 32 hex digits");
+        }
+    }
+    // A tag follows the last `:` after the last `/` (a `:` before it is a registry port).
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    if let Some(tag) = tag {
+        let ok = tag.len() <= 128
+            && tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !ok {
+            return Some("the tag must be 1-128 letters, digits, `_`, `.` or `-`, not starting with `.` or `-`");
+        }
+    }
+    if name.is_empty() || name.len() > 255 {
+        return Some("the name must be 1-255 characters");
+    }
+    let mut components: Vec<&str> = name.split('/').collect();
+    let first = components[0];
+    if components.len() > 1
+        && (first.contains(['.', ':']) || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase()))
+    {
+        let (host, port) = first.split_once(':').unwrap_or((first, ""));
+        let host_ok = !host.is_empty()
+            && host.split('.').all(|c| {
+                !c.is_empty()
+                    && c.chars().all(|x| x.is_ascii_alphanumeric() || x == '-')
+                    && !c.starts_with('-')
+                    && !c.ends_with('-')
+            });
+        if !host_ok || (first.contains(':') && (port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()))) {
+            return Some("the registry must be host[:port]");
+        }
+        components.remove(0);
+    }
+    let component_ok = |c: &str| {
+        // alpha-numeric (separator alpha-numeric)*, separator = [_.] | __ | -+
+        let bytes = c.as_bytes();
+        if bytes.is_empty() || !bytes[0].is_ascii_alphanumeric() || !bytes[bytes.len() - 1].is_ascii_alphanumeric() {
+            return false;
+        }
+        if !c.chars().all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || matches!(x, '.' | '_' | '-')) {
+            return false;
+        }
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i].is_ascii_alphanumeric() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && !bytes[i].is_ascii_alphanumeric() {
+                i += 1;
+            }
+            let sep = &c[start..i];
+            if !(sep == "." || sep == "_" || sep == "__" || sep.chars().all(|x| x == '-')) {
+                return false;
+            }
+        }
+        true
+    };
+    if !components.iter().all(|c| component_ok(c)) {
+        return Some("each path component must be lowercase letters and digits, separated by `.`, `_`, `__` or dashes");
+    }
+    None
+}
+
+fn image(source: String, value: &str) -> Result<String, BadSetting> {
+    match image_problem(value) {
+        None => Ok(value.to_owned()),
+        Some(reason) => Err(BadSetting {
+            origin: source,
+            what: "image",
+            value: value.to_owned(),
+            reason: format!("{reason}; expected a reference such as ghcr.io/cloudtaser/s3proxy:0.1.0"),
+        }),
+    }
+}
+
+impl InjectOptions {
+    /// The operator's own defaults (chart values), checked at start-up so a
+    /// bad one stops the operator instead of being blamed on a pod.
+    pub fn validate(&self) -> Result<(), BadSetting> {
+        let none = BTreeMap::new();
+        resources(&none, self)?;
+        log_level("the operator's default (chart values)".to_owned(), &self.log_level)?;
+        image("the operator's default (chart values)".to_owned(), &self.image)?;
+        Ok(())
+    }
 }
 
 fn probe(path: &str, period: i32, failures: i32) -> Probe {
@@ -145,8 +363,6 @@ fn probe(path: &str, period: i32, failures: i32) -> Probe {
 fn hardened() -> SecurityContext {
     SecurityContext {
         run_as_non_root: Some(true),
-        run_as_user: Some(65532),
-        run_as_group: Some(65532),
         read_only_root_filesystem: Some(true),
         allow_privilege_escalation: Some(false),
         privileged: Some(false),
@@ -163,60 +379,78 @@ fn set_env(list: &mut Vec<EnvVar>, var: EnvVar) {
     }
 }
 
+/// A copy of the pod's projected service-account-token volume `name` (made
+/// by the EKS webhooks), as `own`, with the proxy's explicit mode.
+fn own_token_volume(spec: &k8s_openapi::api::core::v1::PodSpec, name: &str, own: &str) -> Option<Volume> {
+    let source = spec.volumes.iter().flatten().find(|v| v.name == name)?.projected.as_ref()?;
+    let tokens: Vec<VolumeProjection> = source
+        .sources
+        .iter()
+        .flatten()
+        .filter(|p| p.service_account_token.is_some())
+        .map(|p| VolumeProjection { service_account_token: p.service_account_token.clone(), ..Default::default() })
+        .collect();
+    if tokens.is_empty() {
+        return None;
+    }
+    Some(Volume {
+        name: own.to_owned(),
+        projected: Some(ProjectedVolumeSource { sources: Some(tokens), default_mode: Some(TOKEN_MODE) }),
+        ..Default::default()
+    })
+}
+
 /// The container and volumes of the proxy for this pod.
 fn sidecar(
     pod: &Pod,
-    config_name: &str,
     config: &S3ProxyConfigSpec,
     options: &InjectOptions,
     annotations: &BTreeMap<String, String>,
 ) -> Result<(Container, Vec<Volume>), Denial> {
     let mut vars = vec![
-        env("CLOUDTASER_S3PROXY_LISTEN", "127.0.0.1:8190"),
-        env("CLOUDTASER_S3PROXY_HEALTH_LISTEN", format!("0.0.0.0:{HEALTH_PORT}")),
-        env("CLOUDTASER_S3PROXY_S3_REGION", &config.upstream.region),
-        env("CLOUDTASER_S3PROXY_TRANSIT_MOUNT", &config.vault.transit.mount),
-        env("CLOUDTASER_S3PROXY_TRANSIT_KEY", &config.vault.transit.key),
-        env("VAULT_ADDR", &config.vault.address),
-        env("CLOUDTASER_S3PROXY_LOG_FORMAT", "json"),
+        env(proxy_env::LISTEN, "127.0.0.1:8190"),
+        env(proxy_env::HEALTH_LISTEN, format!("0.0.0.0:{HEALTH_PORT}")),
+        env(proxy_env::S3_REGION, &config.upstream.region),
+        env(proxy_env::TRANSIT_MOUNT, &config.vault.transit.mount),
+        env(proxy_env::TRANSIT_KEY, &config.vault.transit.key),
+        env(proxy_env::VAULT_ADDR, &config.vault.address),
+        env(proxy_env::LOG_FORMAT, "json"),
     ];
     if let Some(endpoint) = &config.upstream.endpoint {
-        vars.push(env("CLOUDTASER_S3PROXY_S3_ENDPOINT", endpoint.trim_end_matches('/')));
+        vars.push(env(proxy_env::S3_ENDPOINT, endpoint.trim_end_matches('/')));
     }
     if let Some(ns) = &config.vault.namespace {
-        vars.push(env("VAULT_NAMESPACE", ns));
+        vars.push(env(proxy_env::VAULT_NAMESPACE, ns));
     }
     if !config.plaintext_reads.is_empty() {
-        vars.push(env("CLOUDTASER_S3PROXY_PLAINTEXT_READS", config.plaintext_reads.join(",")));
+        vars.push(env(proxy_env::PLAINTEXT_READS, config.plaintext_reads.join(",")));
     }
     if !config.allowed_operations.is_empty() {
-        vars.push(env("CLOUDTASER_S3PROXY_ALLOWED_OPERATIONS", config.allowed_operations.join(",")));
+        vars.push(env(proxy_env::ALLOWED_OPERATIONS, config.allowed_operations.join(",")));
     }
     if !config.buckets.is_empty() {
-        vars.push(env("CLOUDTASER_S3PROXY_BUCKETS", config.buckets.join(",")));
+        vars.push(env(proxy_env::BUCKETS, config.buckets.join(",")));
     }
-    let log_level = annotations
-        .get(LOG_LEVEL_ANNOTATION)
-        .or(config.proxy.as_ref().and_then(|p| p.log_level.as_ref()))
-        .unwrap_or(&options.log_level);
-    vars.push(env("CLOUDTASER_S3PROXY_LOG", log_level));
+    let proxy_spec = config.proxy.clone().unwrap_or_default();
+    let (source, value) = pick(annotations, LOG_LEVEL_ANNOTATION, proxy_spec.log_level.as_ref(), &options.log_level);
+    vars.push(env(proxy_env::LOG, log_level(source, value)?));
 
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
     let auth = &config.vault.auth;
     match auth.method {
         VaultAuthMethod::Token => {
-            vars.push(env("VAULT_AUTH_METHOD", "token"));
+            vars.push(env(proxy_env::VAULT_AUTH_METHOD, "token"));
             if let Some(t) = &auth.token {
-                vars.push(secret_env("VAULT_TOKEN", &t.name, &t.key));
+                vars.push(secret_env(proxy_env::VAULT_TOKEN, &t.name, &t.key));
             }
         }
         VaultAuthMethod::Kubernetes => {
-            vars.push(env("VAULT_AUTH_METHOD", "kubernetes"));
-            vars.push(env("VAULT_ROLE", auth.role.clone().unwrap_or_default()));
-            vars.push(env("VAULT_K8S_TOKEN_PATH", format!("{VAULT_TOKEN_DIR}/token")));
+            vars.push(env(proxy_env::VAULT_AUTH_METHOD, "kubernetes"));
+            vars.push(env(proxy_env::VAULT_ROLE, auth.role.clone().unwrap_or_default()));
+            vars.push(env(proxy_env::VAULT_K8S_TOKEN_PATH, format!("{VAULT_TOKEN_DIR}/token")));
             if let Some(mount) = &auth.mount {
-                vars.push(env("VAULT_AUTH_MOUNT", mount));
+                vars.push(env(proxy_env::VAULT_AUTH_MOUNT, mount));
             }
             // A token of its own, for Vault only, rotated by the kubelet.
             volumes.push(Volume {
@@ -230,7 +464,7 @@ fn sidecar(
                         }),
                         ..Default::default()
                     }]),
-                    default_mode: Some(0o440),
+                    default_mode: Some(TOKEN_MODE),
                 }),
                 ..Default::default()
             });
@@ -242,18 +476,18 @@ fn sidecar(
             });
         }
         VaultAuthMethod::Approle => {
-            vars.push(env("VAULT_AUTH_METHOD", "approle"));
-            vars.push(env("VAULT_ROLE_ID", auth.role_id.clone().unwrap_or_default()));
+            vars.push(env(proxy_env::VAULT_AUTH_METHOD, "approle"));
+            vars.push(env(proxy_env::VAULT_ROLE_ID, auth.role_id.clone().unwrap_or_default()));
             if let Some(s) = &auth.secret_id {
-                vars.push(secret_env("VAULT_SECRET_ID", &s.name, &s.key));
+                vars.push(secret_env(proxy_env::VAULT_SECRET_ID, &s.name, &s.key));
             }
             if let Some(mount) = &auth.mount {
-                vars.push(env("VAULT_AUTH_MOUNT", mount));
+                vars.push(env(proxy_env::VAULT_AUTH_MOUNT, mount));
             }
         }
     }
     if let Some(ca) = &config.vault.ca_cert {
-        vars.push(env("VAULT_CACERT", format!("{VAULT_CA_DIR}/{}", ca.key)));
+        vars.push(env(proxy_env::VAULT_CACERT, format!("{VAULT_CA_DIR}/{}", ca.key)));
         volumes.push(Volume {
             name: VAULT_CA_VOLUME.to_owned(),
             secret: Some(SecretVolumeSource { secret_name: Some(ca.name.clone()), ..Default::default() }),
@@ -284,26 +518,41 @@ fn sidecar(
                     }
                 }
                 for m in c.volume_mounts.iter().flatten().filter(|m| ROLE_VOLUMES.contains(&m.name.as_str())) {
-                    if !mounts.iter().any(|x| x.name == m.name) {
-                        mounts.push(m.clone());
+                    let own = format!("cloudtaser-{}", m.name);
+                    if mounts.iter().any(|x| x.name == m.name || x.name == own) {
+                        continue;
+                    }
+                    // The same token, in a volume of the proxy's own with an
+                    // explicit mode: the workload's volume may have a mode
+                    // the proxy's UID cannot read.
+                    match spec.and_then(|s| own_token_volume(s, &m.name, &own)) {
+                        Some(volume) => {
+                            volumes.push(volume);
+                            mounts.push(VolumeMount {
+                                name: own,
+                                mount_path: m.mount_path.clone(),
+                                read_only: Some(true),
+                                ..Default::default()
+                            });
+                        }
+                        None => mounts.push(m.clone()),
                     }
                 }
             }
         }
     }
 
-    let image = annotations
-        .get(IMAGE_ANNOTATION)
-        .or(config.proxy.as_ref().and_then(|p| p.image.as_ref()))
-        .unwrap_or(&options.image)
-        .clone();
-    let mut requests = BTreeMap::new();
-    requests.insert("cpu".to_owned(), quantity(annotations, CPU_REQUEST_ANNOTATION, &options.cpu_request)?);
-    requests.insert("memory".to_owned(), quantity(annotations, MEMORY_REQUEST_ANNOTATION, &options.memory_request)?);
-    let mut limits = BTreeMap::new();
-    limits.insert("memory".to_owned(), quantity(annotations, MEMORY_LIMIT_ANNOTATION, &options.memory_limit)?);
-    if let Some(cpu) = annotations.get(CPU_LIMIT_ANNOTATION).or(options.cpu_limit.as_ref()) {
-        limits.insert("cpu".to_owned(), quantity(annotations, CPU_LIMIT_ANNOTATION, cpu)?);
+    let (source, value) = pick(annotations, IMAGE_ANNOTATION, proxy_spec.image.as_ref(), &options.image);
+    let image = image(source, value)?;
+    let resources = resources(annotations, options)?;
+    let mut security = hardened();
+    if proxy_spec.platform_assigns_user {
+        // OpenShift's restricted SCC assigns a UID from the namespace's range.
+        security.run_as_user = None;
+        security.run_as_group = None;
+    } else {
+        security.run_as_user = Some(proxy_spec.run_as_user.unwrap_or(PROXY_UID));
+        security.run_as_group = Some(proxy_spec.run_as_group.unwrap_or(PROXY_UID));
     }
 
     let mut container = Container {
@@ -317,8 +566,8 @@ fn sidecar(
             protocol: Some("TCP".to_owned()),
             ..Default::default()
         }]),
-        resources: Some(ResourceRequirements { requests: Some(requests), limits: Some(limits), ..Default::default() }),
-        security_context: Some(hardened()),
+        resources: Some(resources),
+        security_context: Some(security),
         startup_probe: Some(probe("/readyz", 1, 120)),
         readiness_probe: Some(probe("/readyz", 5, 3)),
         liveness_probe: Some(probe("/healthz", 10, 3)),
@@ -339,8 +588,18 @@ fn sidecar(
             ..Default::default()
         });
     }
-    let _ = config_name;
     Ok((container, volumes))
+}
+
+/// The image of the proxy container in an injected pod spec.
+fn container_image(spec: &k8s_openapi::api::core::v1::PodSpec) -> String {
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .find(|c| c.name == SIDECAR)
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
 }
 
 /// Injects (or re-applies, idempotently) the proxy into `pod`.
@@ -357,8 +616,12 @@ pub fn inject(
         return Err(Denial::HostNetwork);
     }
     config.validate().map_err(|error| Denial::InvalidConfig { config: config_name.to_owned(), error })?;
+    let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".to_owned());
+    if !options.native_sidecar && restart_policy != "Always" {
+        return Err(Denial::ClassicRunToCompletion(restart_policy));
+    }
     let (container, volumes) =
-        sidecar(&Pod { spec: Some(spec.clone()), ..Default::default() }, config_name, config, options, &annotations)?;
+        sidecar(&Pod { spec: Some(spec.clone()), ..Default::default() }, config, options, &annotations)?;
     let mut warnings = Vec::new();
 
     // The sidecar: replaced in place on reinvocation, otherwise added first.
@@ -390,13 +653,22 @@ pub fn inject(
         spec.volumes = None;
     }
 
-    // Every workload container talks to the proxy.
-    let sidecar_first_init = options.native_sidecar;
-    let all = spec
-        .containers
-        .iter_mut()
-        .chain(spec.init_containers.iter_mut().flatten().skip(usize::from(sidecar_first_init)));
-    for c in all.filter(|c| c.name != SIDECAR) {
+    // Every workload container talks to the proxy. In classic mode the
+    // proxy starts after every init container has finished, so theirs are
+    // left alone.
+    let image = container_image(spec);
+    let inits: Vec<&mut Container> = if options.native_sidecar {
+        spec.init_containers.iter_mut().flatten().skip(1).collect()
+    } else {
+        for c in spec.init_containers.iter().flatten() {
+            warnings.push(format!(
+                "init container {}: runs before the CloudTaser proxy starts (classic sidecar mode), so its {ENDPOINT_ENV} is left as it is and any S3 traffic it sends is not encrypted by the proxy",
+                c.name
+            ));
+        }
+        Vec::new()
+    };
+    for c in spec.containers.iter_mut().chain(inits).filter(|c| c.name != SIDECAR) {
         let list = c.env.get_or_insert_with(Vec::new);
         if let Some(existing) = list.iter().find(|e| e.name == ENDPOINT_ENV)
             && existing.value.as_deref() != Some(ENDPOINT)
@@ -427,9 +699,64 @@ pub fn inject(
         }
     }
 
-    pod.metadata
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(STATUS_ANNOTATION.to_owned(), format!("injected;config={config_name}"));
+    let annotations = pod.metadata.annotations.get_or_insert_with(Default::default);
+    annotations.insert(STATUS_ANNOTATION.to_owned(), format!("injected;config={config_name}"));
+    annotations.insert(INJECTED_IMAGE_ANNOTATION.to_owned(), image);
+    pod.metadata.labels.get_or_insert_with(Default::default).insert(INJECTED_LABEL.to_owned(), "true".to_owned());
     Ok(Injected { pod, warnings })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_chart_defaults_are_reported_at_start() {
+        assert_eq!(InjectOptions::default().validate(), Ok(()));
+        let bad = |o: InjectOptions| o.validate().unwrap_err().to_string();
+        let e = bad(InjectOptions { memory_request: "256Mi".into(), ..Default::default() });
+        assert!(e.starts_with("the proxy's resources") && e.contains("memory limit 128Mi"), "{e}");
+        let e = bad(InjectOptions { cpu_limit: Some("10m".into()), ..Default::default() });
+        assert!(e.contains("CPU request \"50m\": must be less than or equal to the CPU limit 10m"), "{e}");
+        let e = bad(InjectOptions { log_level: "verbose".into(), ..Default::default() });
+        assert!(e.starts_with("the operator's default (chart values): invalid log level"), "{e}");
+        assert!(bad(InjectOptions { image: "".into(), ..Default::default() }).contains("invalid image"));
+        assert!(
+            bad(InjectOptions { memory_limit: "1KB".into(), ..Default::default() }).contains("invalid memory limit")
+        );
+    }
+
+    #[test]
+    fn image_references() {
+        for good in [
+            "ghcr.io/cloudtaser/s3proxy:0.1.0",
+            "s3proxy",
+            "library/s3proxy:latest",
+            "localhost:5000/s3proxy",
+            "registry.example:5000/a/b-c/d__e.f:v1.2_3",
+            "Registry.Example/team/proxy",
+            "ghcr.io/cloudtaser/s3proxy@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(image_problem(good), None, "{good}");
+        }
+        for bad in [
+            "",
+            " s3proxy",
+            "s3proxy ",
+            "S3Proxy",
+            "ghcr.io/Cloudtaser/s3proxy",
+            "s3proxy:",
+            "s3proxy:.x",
+            "s3proxy:a!",
+            "a//b",
+            "-a/b",
+            "a-/b",
+            "a..b",
+            "s3proxy@sha256:abc",
+            "s3proxy@sha256",
+            "host:port/a",
+        ] {
+            assert!(image_problem(bad).is_some(), "{bad:?} accepted");
+        }
+    }
 }

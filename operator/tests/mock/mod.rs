@@ -24,6 +24,7 @@ pub async fn expect(handle: &mut Handle, method: Method, path: &str, status: u16
     if sent.is_empty() { Value::Null } else { serde_json::from_slice(&sent).unwrap() }
 }
 
+#[allow(dead_code)] // used by self_managed_tls.rs, not controller.rs
 pub fn not_found() -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
 }

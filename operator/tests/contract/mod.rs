@@ -1,0 +1,50 @@
+//! The contract between operator and proxy: the env and args the webhook
+//! gives the proxy container must make a configuration the proxy's own
+//! parser (`cloudtaser_s3proxy::config::Cli`) accepts and `validate()`s.
+
+use clap::CommandFactory;
+use clap::Parser;
+use k8s_openapi::api::core::v1::Container;
+
+/// Env the proxy does not parse itself but the AWS SDK's default chain reads
+/// (copied from the workload's IRSA / Pod Identity env).
+const AWS_SDK_ENV: &[&str] = &[
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_STS_REGIONAL_ENDPOINTS",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+];
+
+/// Parses the proxy container's env and args as the proxy would; Err says why not.
+pub fn proxy_accepts(container: &Container) -> Result<(), String> {
+    let command = cloudtaser_s3proxy::config::Cli::command();
+    // The settings are the top-level command's, so their flags come before
+    // the subcommand in the args (as env, they apply wherever it is).
+    let mut argv = vec!["cloudtaser-s3proxy".to_owned()];
+    for var in container.env.iter().flatten() {
+        // A secretKeyRef: the kubelet puts the Secret's value there.
+        let value = match (&var.value, &var.value_from) {
+            (Some(v), _) => v.clone(),
+            (None, Some(_)) => "value-from-a-secret".to_owned(),
+            (None, None) => String::new(),
+        };
+        let arg = command.get_arguments().find(|a| a.get_env().is_some_and(|e| e == var.name.as_str()));
+        match arg.and_then(|a| a.get_long()) {
+            Some(long) => argv.push(format!("--{long}={value}")),
+            None if AWS_SDK_ENV.contains(&var.name.as_str()) => {}
+            None => return Err(format!("{} is not a setting of the proxy", var.name)),
+        }
+    }
+    argv.extend(container.args.iter().flatten().cloned());
+    let cli = cloudtaser_s3proxy::config::Cli::try_parse_from(&argv).map_err(|e| format!("{argv:?}: {e}"))?;
+    if !matches!(cli.command, None | Some(cloudtaser_s3proxy::config::Command::Serve)) {
+        return Err(format!("args {:?} do not run the proxy", container.args));
+    }
+    cli.proxy.validate().map_err(|e| format!("{argv:?}: {e}"))
+}
