@@ -272,9 +272,16 @@ pub struct ProxyConfig {
 
     /// Most connections the health listener holds open at once (it is on the
     /// pod network in injected pods).
-    #[arg(long, env = "CLOUDTASER_S3PROXY_HEALTH_MAX_CONNECTIONS", default_value_t = 16,
+    #[arg(long, env = "CLOUDTASER_S3PROXY_HEALTH_MAX_CONNECTIONS", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub health_max_connections: u32,
+
+    /// Seconds a control request (DeleteObjects, tagging, Complete) may
+    /// take to send its body (at most 16 MiB); a client that never sends it
+    /// would otherwise hold a connection slot and its buffer.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_BODY_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout_secs: u64,
 
     /// Seconds between background checks that Vault answers with the
     /// proxy's token; skipped while real calls show it does. `/readyz`

@@ -35,6 +35,8 @@ pub enum ProxyError {
     ReservedMetadata(String),
     #[error("The specified bucket is not valid.")]
     InvalidBucketName,
+    #[error("Your socket connection to the server was not read from or written to within the timeout period.")]
+    RequestTimeout,
     #[error("Your request header section exceeds the maximum allowed size.")]
     RequestHeaderSectionTooLarge,
     #[error("The XML you provided was not well-formed or did not validate against our published schema")]
@@ -43,6 +45,10 @@ pub enum ProxyError {
     EntityTooSmall,
     #[error("The object was not written through CloudTaser and plaintext reads are disabled for it.")]
     NotEncrypted,
+    #[error(
+        "The copy source was not written through CloudTaser; a copy would store it unencrypted. Encrypt it first (cloudtaser-s3proxy migrate)."
+    )]
+    NotEncryptedSource,
     // Key service and credential errors carry their cause for the log only
     // (`Debug`); the client gets a fixed message, so a workload cannot use
     // the proxy to probe Vault.
@@ -91,7 +97,9 @@ impl ProxyError {
             MissingContentLength => StatusCode::LENGTH_REQUIRED,
             AccessDenied(_) | Denied(_) => StatusCode::FORBIDDEN,
             ReservedMetadata(_) => StatusCode::BAD_REQUEST,
-            MalformedXml | EntityTooSmall | InvalidBucketName | RequestHeaderSectionTooLarge => StatusCode::BAD_REQUEST,
+            MalformedXml | EntityTooSmall | InvalidBucketName | RequestHeaderSectionTooLarge | RequestTimeout => {
+                StatusCode::BAD_REQUEST
+            }
             InvalidArgument(_) | InvalidRequest(_) | BadDigest(_) | InvalidDigest | IncompleteBody(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -99,7 +107,7 @@ impl ProxyError {
             InvalidRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             InvalidPartNumber => StatusCode::RANGE_NOT_SATISFIABLE,
-            NotEncrypted | KeyRefused(_) => StatusCode::FORBIDDEN,
+            NotEncrypted | NotEncryptedSource | KeyRefused(_) => StatusCode::FORBIDDEN,
             KeyServiceUnavailable(_) | KeyServiceSlowDown(_) | Credentials(_) | Retry(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -115,6 +123,7 @@ impl ProxyError {
             AccessDenied(_) | Denied(_) => "AccessDenied",
             ReservedMetadata(_) => "InvalidArgument",
             InvalidBucketName => "InvalidBucketName",
+            RequestTimeout => "RequestTimeout",
             RequestHeaderSectionTooLarge => "RequestHeaderSectionTooLarge",
             MalformedXml => "MalformedXML",
             EntityTooSmall => "EntityTooSmall",
@@ -127,7 +136,7 @@ impl ProxyError {
             InvalidRange { .. } => "InvalidRange",
             PreconditionFailed => "PreconditionFailed",
             InvalidPartNumber => "InvalidPartNumber",
-            NotEncrypted => "AccessDenied",
+            NotEncrypted | NotEncryptedSource => "AccessDenied",
             KeyRefused(_) => "KMS.AccessDeniedException",
             KeyServiceUnavailable(_) => "ServiceUnavailable",
             KeyServiceSlowDown(_) => "SlowDown",

@@ -87,7 +87,8 @@ async fn serve(config: ProxyConfig) -> Result<(), String> {
     let path = Arc::new(
         RequestPath::new(keys.clone(), client, plaintext_reads, "localhost".to_owned())
             .with_policy(policy)
-            .with_key_logging(config.log_keys),
+            .with_key_logging(config.log_keys)
+            .with_body_deadline(std::time::Duration::from_secs(config.body_timeout_secs)),
     );
 
     let s3 =

@@ -37,8 +37,10 @@ pub struct ListenerLimits {
 
 /// A client slow to send its headers is dropped after this long.
 pub const S3_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Probes are tiny and local: a client slower than this is not a kubelet.
-pub const HEALTH_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Probes are tiny and sent at once: a client slower than this is not a
+/// kubelet. Short, because the health port is on the pod network: with 5 s,
+/// 24 idle connections against 16 slots failed most liveness probes.
+pub const HEALTH_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Longest pause between accept retries after a resource error.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);

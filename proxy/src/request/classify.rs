@@ -104,6 +104,17 @@ pub fn classify(
     if let Some(k) = headers.keys().find(|k| k.as_str().starts_with(META_PREFIX)) {
         return Err(reserved(k.as_str()));
     }
+    // A form body is a browser upload wherever it is sent (s3s reads one on
+    // `POST /b?delete` as PostObject); the proxy never needs one.
+    let form = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
+    if form {
+        return Err(ProxyError::NotImplemented(
+            "browser-form POST uploads are not encrypted by the proxy; nothing was forwarded.".into(),
+        ));
+    }
     let target = match (&bucket, &key) {
         (None, _) => Target::Service,
         (Some(_), None) => Target::Bucket,
@@ -120,6 +131,17 @@ pub fn classify(
         }
         op => (op, spec.name),
     };
+    // The SDKs' routing hint must agree with the classification: s3s-based
+    // upstreams route by it, so a mismatch would run another operation than
+    // the one checked (`?tagging&x-id=PutObject` stored plaintext).
+    if let Some((_, hint)) = query.iter().find(|(k, _)| k == "x-id")
+        && hint != name
+    {
+        return Err(ProxyError::InvalidArgument(format!(
+            "x-id={hint} does not name this request's operation ({name})."
+        )));
+    }
+    let query: Vec<(String, String)> = query.into_iter().filter(|(k, _)| k != "x-id").collect();
     if matches!(operation, Operation::PutObject | Operation::UploadPart)
         && let Some(h) = REFUSED_WRITE_HEADERS.iter().find(|h| headers.contains_key(**h))
     {
@@ -163,7 +185,7 @@ fn check_bucket(bucket: &str) -> Result<(), ProxyError> {
 
 /// Keys with NUL or `.`/`..` segments: a path-normalising hop (or a
 /// file-system backed upstream) could take them to another key or bucket.
-fn check_key(key: &str) -> Result<(), ProxyError> {
+pub fn check_key(key: &str) -> Result<(), ProxyError> {
     if key.contains('\0') {
         return Err(ProxyError::InvalidArgument("Object keys may not contain NUL characters.".into()));
     }
@@ -234,6 +256,13 @@ pub fn copy_source(headers: &HeaderMap) -> Result<S3Request, ProxyError> {
     };
     let raw = headers.get("x-amz-copy-source").and_then(|v| v.to_str().ok()).ok_or_else(invalid)?;
     let (path, query) = raw.split_once('?').unwrap_or((raw, ""));
+    // S3 reads `?versionId=` and nothing else here; s3s takes everything
+    // before `?versionId=` as the key. Anything else would let the proxy and
+    // the upstream pick different sources.
+    let version_only = query.strip_prefix("versionId=").is_some_and(|v| !v.contains(['&', '?', '/']));
+    if !query.is_empty() && !version_only {
+        return Err(invalid());
+    }
     let path = decode(path)?;
     let (bucket, key) = path.trim_start_matches('/').split_once('/').ok_or_else(invalid)?;
     if bucket.is_empty() || key.is_empty() {
@@ -246,7 +275,7 @@ pub fn copy_source(headers: &HeaderMap) -> Result<S3Request, ProxyError> {
         name: "HeadObject",
         bucket: Some(bucket.to_owned()),
         key: Some(key.to_owned()),
-        query: parse_query(query)?.into_iter().filter(|(k, _)| k == "versionId").collect(),
+        query: parse_query(query)?,
     })
 }
 
@@ -399,10 +428,12 @@ mod tests {
         assert_eq!(op(Method::POST, "/b/k?uploads", &[]).operation, Operation::CreateMultipartUpload);
         assert!(matches!(op(Method::POST, "/b/k?select&select-type=2", &[]).operation, Operation::Refused(_)));
         assert!(matches!(op(Method::GET, "/b/k?attributes", &[]).operation, Operation::Refused(_)));
-        assert!(matches!(
-            op(Method::POST, "/b", &[("content-type", "multipart/form-data; boundary=x")]).operation,
-            Operation::Refused(_)
-        ));
+        assert!(matches!(op(Method::POST, "/b", &[]).operation, Operation::Refused(_)));
+        // A form body is refused wherever it is sent (s3s reads one on `?delete` as PostObject).
+        for uri in ["/b", "/b?delete"] {
+            let e = refused(Method::POST, uri, &[("content-type", "multipart/form-data; boundary=x")]);
+            assert_eq!(e.code(), "NotImplemented", "{uri}");
+        }
     }
 
     /// The shapes adversarial testing stored plaintext or returned ciphertext with.
@@ -433,6 +464,36 @@ mod tests {
             refused(Method::GET, "/b/k", &[("x-amz-meta-cloudtaser-layout", "multipart")]).code(),
             "InvalidArgument"
         );
+    }
+
+    /// `x-id` is the SDKs' routing hint; s3s routes by it, so it must name
+    /// the operation that was checked, and it is never forwarded.
+    #[test]
+    fn x_id_must_agree_and_is_not_forwarded() {
+        let r = op(Method::PUT, "/b/k?x-id=PutObject", &[]);
+        assert!(r.query.is_empty());
+        assert_eq!(op(Method::PUT, "/b/k?x-id=CopyObject", &[("x-amz-copy-source", "/a/b")]).name, "CopyObject");
+        for (m, uri) in [
+            (Method::PUT, "/b/k?tagging&x-id=PutObject"),
+            (Method::PUT, "/b/k?tagging&x-id=CopyObject"),
+            (Method::GET, "/b?location&x-id=ListObjects"),
+            (Method::GET, "/b/k?uploadId=u&x-id=GetObject"),
+            (Method::PUT, "/b/k?tagging&x-id=PutObjectAcl"),
+        ] {
+            assert_eq!(refused(m.clone(), uri, &[]).code(), "InvalidArgument", "{m} {uri}");
+        }
+    }
+
+    #[test]
+    fn copy_sources_take_only_a_version() {
+        let mut h = HeaderMap::new();
+        for bad in ["/allowed/x?/../../secret/top.txt", "/b/k?x=/../../c", "/b/k?versionId=1&x=2", "/b/k?versionId=a/b"]
+        {
+            h.insert("x-amz-copy-source", bad.parse().unwrap());
+            assert!(copy_source(&h).is_err(), "{bad}");
+        }
+        h.insert("x-amz-copy-source", "/b/k?versionId=3HL4kqtJlcpXroDTDmJ".parse().unwrap());
+        assert_eq!(copy_source(&h).unwrap().query_value("versionId"), Some("3HL4kqtJlcpXroDTDmJ"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod upstream;
 pub mod xml;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -61,6 +62,9 @@ pub struct RequestPath {
     policy: policy::AccessPolicy,
     /// Whether request log lines name the object key (`CLOUDTASER_S3PROXY_LOG_KEYS`).
     log_keys: bool,
+    /// How long a control request (DeleteObjects, tagging, Complete) may
+    /// take to send its body of at most 16 MiB.
+    body_deadline: Duration,
     virtual_host_suffix: String,
 }
 
@@ -78,8 +82,15 @@ impl RequestPath {
             plaintext_reads,
             policy: policy::AccessPolicy::default(),
             log_keys: false,
+            body_deadline: Duration::from_secs(60),
             virtual_host_suffix,
         }
+    }
+
+    /// How long a control request may take to send its body.
+    pub fn with_body_deadline(mut self, deadline: Duration) -> Self {
+        self.body_deadline = deadline;
+        self
     }
 
     /// Names object keys in request log lines (off by default: keys can be personal data).
@@ -263,6 +274,7 @@ impl RequestPath {
             _ => None,
         };
         self.policy.check(&s3, source.as_ref()).map_err(named)?;
+        self.policy.check_implied(&s3, &parts.headers).map_err(named)?;
         Ok(s3)
     }
 
@@ -272,27 +284,29 @@ impl RequestPath {
     /// hand the workload ciphertext.
     async fn forward(&self, s3: &S3Request, parts: Parts, body: Incoming) -> Result<Response<ProxyBody>, ProxyError> {
         let mut headers = parts.headers;
-        let bytes = read_small_body(&mut headers, body).await?;
-        if s3.name == "DeleteObjects" && self.policy.scopes_keys() {
+        let bytes = read_small_body(&mut headers, body, self.body_deadline).await?;
+        if s3.name == "DeleteObjects" {
+            // The keys a DeleteObjects names get the checks a key in the path
+            // gets: `team-a/../team-b/x` would delete outside the bucket scope
+            // on an upstream that normalises dot segments.
             let keys = xml::texts_of(&bytes, b"Key").map_err(|_| ProxyError::MalformedXml)?;
-            self.policy.check_keys(s3.bucket.as_deref().unwrap_or(""), keys.iter().map(String::as_str))?;
+            for key in &keys {
+                classify::check_key(key)?;
+            }
+            if self.policy.scopes_keys() || self.policy.scopes_buckets() {
+                self.policy.check_keys(s3.bucket.as_deref().unwrap_or(""), keys.iter().map(String::as_str))?;
+            }
         }
         let resp = self.send_buffered(parts.method, s3, headers, bytes).await?;
-        if resp.headers().keys().any(|k| k.as_str().starts_with(META_PREFIX)) {
-            return Err(ProxyError::UnexpectedObject);
-        }
         let (parts, body) = resp.into_parts();
-        let body = collect_small(body).await?;
-        if body.starts_with(&crate::format::MAGIC) {
-            return Err(ProxyError::UnexpectedObject);
-        }
+        let body = collect_control(&parts.headers, body).await?;
         Ok(respond::pass_through(Response::from_parts(parts, http_body_util::Full::new(body))))
     }
 
     async fn list_objects(&self, s3: &S3Request, parts: Parts) -> Result<Response<ProxyBody>, ProxyError> {
         let resp = self.send_buffered(Method::GET, s3, parts.headers, Bytes::new()).await?;
         let (parts, body) = resp.into_parts();
-        let xml = collect_small(body).await?;
+        let xml = collect_control(&parts.headers, body).await?;
         respond::listing_response(parts.headers, parts.status, xml)
     }
 }
@@ -348,6 +362,26 @@ fn set_content_encoding(headers: &mut HeaderMap, chunked: bool) {
     }
 }
 
+/// A response body that must not be object data (listings, upload and
+/// copy results, configuration): an upstream that answered with an object
+/// (it ran another operation than the one checked) is caught here, before
+/// ciphertext or its envelope could reach the workload.
+async fn collect_control<B>(headers: &HeaderMap, body: B) -> Result<Bytes, ProxyError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display + Send + Sync + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if headers.keys().any(|k| k.as_str().starts_with(META_PREFIX)) {
+        return Err(ProxyError::UnexpectedObject);
+    }
+    let body = collect_small(body).await?;
+    if body.starts_with(&crate::format::MAGIC) {
+        return Err(ProxyError::UnexpectedObject);
+    }
+    Ok(body)
+}
+
 async fn collect_small<B>(body: B) -> Result<Bytes, ProxyError>
 where
     B: http_body::Body<Data = Bytes>,
@@ -363,10 +397,12 @@ where
 
 /// Reads a non-object body in full, undoing aws-chunked framing; a checksum
 /// the client sent in a trailer moves into a header for the upstream.
-async fn read_small_body(headers: &mut HeaderMap, body: Incoming) -> Result<Bytes, ProxyError> {
-    let raw = Limited::new(body, MAX_BUFFERED_BODY)
-        .collect()
+async fn read_small_body(headers: &mut HeaderMap, body: Incoming, deadline: Duration) -> Result<Bytes, ProxyError> {
+    // A client that sends headers and then never its body would otherwise
+    // hold a connection slot, and up to 16 MiB, for ever.
+    let raw = tokio::time::timeout(deadline, Limited::new(body, MAX_BUFFERED_BODY).collect())
         .await
+        .map_err(|_| ProxyError::RequestTimeout)?
         .map_err(|e| ProxyError::IncompleteBody(format!("The request body could not be read: {e}")))?
         .to_bytes();
     if BodyEncoding::of(headers) == BodyEncoding::Raw {

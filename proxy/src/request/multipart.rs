@@ -11,7 +11,8 @@ use super::classify::{S3Request, copy_source};
 use super::respond;
 use super::upload_id::{self, UploadId, UploadKey};
 use super::{
-    RequestPath, collect_small, header_value, read_small_body, reject_reserved_metadata, remove_checksum_headers, xml,
+    RequestPath, collect_control, collect_small, header_value, read_small_body, reject_reserved_metadata,
+    remove_checksum_headers, xml,
 };
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
@@ -106,7 +107,7 @@ impl RequestPath {
         }
         let (parts, body) = resp.into_parts();
         let map = |name: &[u8], text: &str| (name == b"UploadId").then(|| upload_id::encode(text, &key));
-        let xml = xml::rewrite(&collect_small(body).await?, &map)?;
+        let xml = xml::rewrite(&collect_control(&parts.headers, body).await?, &map)?;
         Ok(respond::buffered(parts.headers, parts.status, xml))
     }
 
@@ -248,7 +249,7 @@ impl RequestPath {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         upstream_upload(&mut s3)?;
         let mut headers = parts.headers;
-        let request = read_small_body(&mut headers, body).await?;
+        let request = read_small_body(&mut headers, body, self.body_deadline).await?;
         let numbers: Vec<u32> = xml::texts_of(&request, b"PartNumber")?
             .iter()
             .map(|n| n.trim().parse().map_err(|_| ProxyError::InvalidArgument("PartNumber is not a number".into())))
@@ -281,7 +282,7 @@ impl RequestPath {
         super::conditional::to_upstream_etags(&mut headers);
         let resp = self.send_buffered(Method::POST, &s3, headers, Bytes::from(doc)).await?;
         let (parts, body) = resp.into_parts();
-        let xml = xml::rewrite(&collect_small(body).await?, &|_, _| None)?;
+        let xml = xml::rewrite(&collect_control(&parts.headers, body).await?, &|_, _| None)?;
         Ok(respond::buffered(parts.headers, parts.status, xml))
     }
 
@@ -325,7 +326,7 @@ impl RequestPath {
         upstream_upload(&mut s3)?;
         let resp = self.send_buffered(Method::GET, &s3, parts.headers, Bytes::new()).await?;
         let (parts, body) = resp.into_parts();
-        let doc = collect_small(body).await?;
+        let doc = collect_control(&parts.headers, body).await?;
         if !parts.status.is_success() {
             return Ok(respond::buffered(parts.headers, parts.status, doc));
         }

@@ -451,25 +451,35 @@ impl RequestPath {
                 conditions.insert(name.clone(), v);
             }
         }
-        if replace || !conditions.is_empty() {
-            let source = super::classify::copy_source(&headers)?;
-            let head = self.send_buffered(Method::HEAD, &source, HeaderMap::new(), Bytes::new()).await?;
-            // A missing source is reported by the copy itself.
-            if head.status().is_success() {
-                if conditional::evaluate(&conditions, head.headers()).is_some() {
-                    return Err(ProxyError::PreconditionFailed);
+        // The source is always examined: a copy of an object without an
+        // envelope would store plaintext under a new name (and read it past
+        // CLOUDTASER_S3PROXY_PLAINTEXT_READS), so it is refused.
+        let source = super::classify::copy_source(&headers)?;
+        let head = self.send_buffered(Method::HEAD, &source, HeaderMap::new(), Bytes::new()).await?;
+        // A missing source is reported by the copy itself.
+        if head.status().is_success() {
+            if conditional::evaluate(&conditions, head.headers()).is_some() {
+                return Err(ProxyError::PreconditionFailed);
+            }
+            let envelope = match EnvelopeMetadata::from_headers(head.headers()) {
+                Ok(Some(e)) => e,
+                Ok(None) => return Err(ProxyError::NotEncryptedSource),
+                Err(e) => return Err(ProxyError::Envelope(e)),
+            };
+            if replace {
+                for (name, value) in envelope.to_headers() {
+                    headers.insert(name, header_value(&value)?);
                 }
-                if replace && !self.serves_plaintext(&source, head.headers()) {
-                    for (name, value) in envelope_of(head.headers())?.to_headers() {
-                        headers.insert(name, header_value(&value)?);
-                    }
-                }
+            }
+            // Copy exactly what was examined.
+            if let Some(etag) = head.headers().get(http::header::ETAG) {
+                headers.insert("x-amz-copy-source-if-match", etag.clone());
             }
         }
         let resp = self.send_buffered(Method::PUT, s3, headers, Bytes::new()).await?;
         let (parts, body) = resp.into_parts();
         let map = |name: &[u8], text: &str| (name == b"ETag").then(|| respond::client_etag(text));
-        let doc = super::collect_small(body).await?;
+        let doc = super::collect_control(&parts.headers, body).await?;
         let doc = if parts.status.is_success() { super::xml::rewrite(&doc, &map)? } else { doc };
         Ok(respond::buffered(parts.headers, parts.status, doc))
     }

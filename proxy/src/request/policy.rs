@@ -132,12 +132,47 @@ impl AccessPolicy {
         Ok(())
     }
 
+    /// Operations a write's headers perform besides the write itself: an
+    /// ACL or an object lock set on PutObject, CopyObject or
+    /// CreateMultipartUpload must be allowed as PutObjectAcl,
+    /// PutObjectRetention or PutObjectLegalHold would be, or the headers
+    /// would do what the policy refuses.
+    pub fn check_implied(&self, s3: &S3Request, headers: &http::HeaderMap) -> Result<(), ProxyError> {
+        const PRIVATE_ACLS: &[&str] = &["private", "bucket-owner-full-control"];
+        let grants = headers.keys().any(|k| k.as_str().starts_with("x-amz-grant-"));
+        let public_acl = headers
+            .get("x-amz-acl")
+            .is_some_and(|v| !PRIVATE_ACLS.iter().any(|p| v.as_bytes().eq_ignore_ascii_case(p.as_bytes())));
+        let acl = if s3.name == "CreateBucket" { "PutBucketAcl" } else { "PutObjectAcl" };
+        let implied = [
+            (grants || public_acl, acl),
+            (
+                headers.contains_key("x-amz-object-lock-mode")
+                    || headers.contains_key("x-amz-object-lock-retain-until-date"),
+                "PutObjectRetention",
+            ),
+            (headers.contains_key("x-amz-object-lock-legal-hold"), "PutObjectLegalHold"),
+        ];
+        match implied.iter().find(|(present, op)| *present && !self.operations.contains(op)) {
+            Some((_, op)) => Err(ProxyError::Denied(format!(
+                "{} with these headers is also {op}, which is not allowed through this proxy ({OPERATIONS_SETTING}).",
+                s3.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Whether a DeleteObjects body may name these keys.
     pub fn check_keys<'a>(&self, bucket: &str, mut keys: impl Iterator<Item = &'a str>) -> Result<(), ProxyError> {
         match keys.find(|k| !self.covers(bucket, k)) {
             Some(k) => Err(ProxyError::Denied(format!("Deleting /{bucket}/{k} is outside {BUCKETS_SETTING}."))),
             None => Ok(()),
         }
+    }
+
+    /// Whether a bucket list is set at all.
+    pub fn scopes_buckets(&self) -> bool {
+        self.buckets.is_some()
     }
 
     /// Whether DeleteObjects bodies must be inspected (some entry is a prefix).
@@ -198,6 +233,25 @@ mod tests {
             assert_eq!(e.code(), "AccessDenied", "{m} {uri}");
             assert!(e.to_string().contains(OPERATIONS_SETTING));
         }
+    }
+
+    #[test]
+    fn headers_that_set_acls_or_locks_need_those_operations() {
+        let p = AccessPolicy::new(&[], &[]).unwrap();
+        let put = req(Method::PUT, "/b/k");
+        let with = |name: &str, value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+            h
+        };
+        assert!(p.check_implied(&put, &with("x-amz-acl", "private")).is_ok());
+        assert!(p.check_implied(&put, &with("x-amz-acl", "bucket-owner-full-control")).is_ok());
+        assert!(p.check_implied(&put, &with("x-amz-acl", "public-read-write")).is_err());
+        assert!(p.check_implied(&put, &with("x-amz-grant-full-control", "id=x")).is_err());
+        assert!(p.check_implied(&put, &with("x-amz-object-lock-mode", "COMPLIANCE")).is_err());
+        assert!(p.check_implied(&put, &with("x-amz-object-lock-legal-hold", "ON")).is_err());
+        let all = AccessPolicy::new(&strings(&["all"]), &[]).unwrap();
+        assert!(all.check_implied(&put, &with("x-amz-object-lock-mode", "COMPLIANCE")).is_ok());
     }
 
     #[test]

@@ -52,6 +52,8 @@ const STRIPPED: &[&str] = &[
     "authorization",
     "x-amz-date",
     "x-amz-security-token",
+    // S3 Express session credentials are the workload's too.
+    "x-amz-s3session-token",
     "x-amz-content-sha256",
     "connection",
     "keep-alive",
@@ -147,6 +149,7 @@ mod tests {
             ("authorization", "AWS4-HMAC-SHA256 Credential=workload/..."),
             ("x-amz-date", "20260101T000000Z"),
             ("x-amz-security-token", "tok"),
+            ("x-amz-s3session-token", "express-session"),
             ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
             ("connection", "keep-alive, x-custom-hop"),
             ("x-custom-hop", "1"),
