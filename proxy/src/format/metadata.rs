@@ -97,8 +97,8 @@ impl EnvelopeMetadata {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trips_through_headers() {
+    /// A single-PUT envelope and its headers.
+    fn single_put() -> (EnvelopeMetadata, HeaderMap) {
         let m = EnvelopeMetadata {
             format: 1,
             wrapped_key: "vault:v1:abc".into(),
@@ -110,6 +110,12 @@ mod tests {
         for (k, v) in m.to_headers() {
             h.insert(k, v.parse().unwrap());
         }
+        (m, h)
+    }
+
+    #[test]
+    fn round_trips_through_headers() {
+        let (m, mut h) = single_put();
         assert_eq!(EnvelopeMetadata::from_headers(&h).unwrap(), Some(m));
         h.remove(META_SIZE);
         assert_eq!(EnvelopeMetadata::from_headers(&h), Err(MetadataError(META_SIZE)));
@@ -118,17 +124,7 @@ mod tests {
 
     #[test]
     fn single_put_objects_must_carry_their_salt() {
-        let m = EnvelopeMetadata {
-            format: 1,
-            wrapped_key: "vault:v1:abc".into(),
-            transit_key: "k".into(),
-            layout: StoredLayout::Single(42),
-            salt: Some([7; 32]),
-        };
-        let mut h = HeaderMap::new();
-        for (k, v) in m.to_headers() {
-            h.insert(k, v.parse().unwrap());
-        }
+        let (_, mut h) = single_put();
         h.remove(META_SALT);
         assert_eq!(EnvelopeMetadata::from_headers(&h), Err(MetadataError(META_SALT)));
         h.insert(META_SALT, "00".parse().unwrap());
