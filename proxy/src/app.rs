@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::config::ProxyConfig;
 use crate::credentials::CredentialSource;
 use crate::keys::{KeyService, Session, TransitClient, VaultEndpoint, VaultHttp};
+use crate::request::RequestPath;
 use crate::request::forward::Forwarder;
 use crate::request::sign::Signer;
 use crate::request::upstream::UpstreamClient;
@@ -49,4 +50,15 @@ pub async fn upstream_client(config: &ProxyConfig) -> Result<UpstreamClient, Str
     let signer = Signer::new(credentials, upstream.region.clone(), upstream.is_gcs);
     let forwarder = Forwarder::new(upstream).map_err(|e| e.to_string())?;
     Ok(UpstreamClient::new(signer, forwarder))
+}
+
+/// The request path the admin commands (`migrate`, `scan`, `rewrap`,
+/// `seal`) drive: the proxy's own keys and upstream, plaintext reads off
+/// (a tool must see plaintext as plaintext), and the configured sealing.
+pub async fn tool_request_path(config: &ProxyConfig) -> Result<(Arc<KeyService>, RequestPath), String> {
+    let is_gcs = config.upstream().map_err(|e| e.to_string())?.is_gcs;
+    let keys = key_service(config, vault_session(config)?, &config.transit_key);
+    let path = RequestPath::new(keys.clone(), upstream_client(config).await?, Default::default(), String::new())
+        .with_seal_method(config.multipart_seal, is_gcs);
+    Ok((keys, path))
 }

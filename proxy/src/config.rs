@@ -40,6 +40,11 @@ pub enum Command {
     /// user metadata, tags and storage class kept; an object changed
     /// meanwhile is skipped, never clobbered).
     Migrate(MigrateArgs),
+    /// Write the manifest of multipart objects that have none: objects an
+    /// interrupted CompleteMultipartUpload left pending (never served until
+    /// sealed) and format-1 multipart objects. Trusts the part table stored
+    /// at that moment.
+    Seal(SealArgs),
     /// Decrypt a downloaded ciphertext file with its metadata and Vault
     /// access: the recovery path when the proxy is not in the way.
     Decrypt(DecryptArgs),
@@ -72,6 +77,8 @@ pub struct RewriteArgs {
 
 /// `rewrap` takes exactly the shared arguments.
 pub type RewrapArgs = RewriteArgs;
+/// So does `seal`.
+pub type SealArgs = RewriteArgs;
 
 #[derive(Debug, Clone, Args)]
 pub struct MigrateArgs {
@@ -119,6 +126,11 @@ pub struct DecryptArgs {
     /// CLOUDTASER_S3PROXY_TRANSIT_KEY.
     #[arg(long)]
     pub key_name: Option<String>,
+    /// The object's `x-amz-meta-cloudtaser-manifest`, required for a
+    /// format-2 multipart object: the part table read from the file is
+    /// checked against it, so a file cut short at a part boundary fails.
+    #[arg(long)]
+    pub manifest: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -282,6 +294,15 @@ pub struct ProxyConfig {
     #[arg(long, env = "CLOUDTASER_S3PROXY_BODY_TIMEOUT_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_timeout_secs: u64,
+
+    /// How a completed multipart upload's part table and manifest are
+    /// written into its metadata: `part-copy` (UploadPartCopy on the
+    /// streams' boundaries, keeps the `-N` ETag, no size limit), or
+    /// `object-copy` (CopyObject onto itself, for upstreams without
+    /// UploadPartCopy; the ETag loses its `-N`). `auto`: `object-copy` on
+    /// GCS, `part-copy` elsewhere.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_MULTIPART_SEAL", value_enum, default_value_t = crate::request::seal::SealMethod::Auto)]
+    pub multipart_seal: crate::request::seal::SealMethod,
 
     /// Seconds between background checks that Vault answers with the
     /// proxy's token; skipped while real calls show it does. `/readyz`

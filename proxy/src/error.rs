@@ -72,6 +72,16 @@ pub enum ProxyError {
     InvalidPartNumber,
     #[error("{0}")]
     Retry(String),
+    #[error(
+        "The multipart object was completed but its part table was not sealed, so it cannot be verified; run cloudtaser-s3proxy seal for it."
+    )]
+    SealPending,
+    #[error("The specified multipart upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.")]
+    NoSuchUpload,
+    #[error("{0}")]
+    InvalidPart(String),
+    #[error("The list of parts was not in ascending order. Parts must be ordered by part number.")]
+    InvalidPartOrder,
     #[error("The upstream answered a request without object data with an object; it was not passed on.")]
     UnexpectedObject,
     #[error("{0}")]
@@ -108,7 +118,9 @@ impl ProxyError {
             PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             InvalidPartNumber => StatusCode::RANGE_NOT_SATISFIABLE,
             NotEncrypted | NotEncryptedSource | KeyRefused(_) => StatusCode::FORBIDDEN,
-            KeyServiceUnavailable(_) | KeyServiceSlowDown(_) | Credentials(_) | Retry(_) => {
+            NoSuchUpload => StatusCode::NOT_FOUND,
+            InvalidPart(_) | InvalidPartOrder => StatusCode::BAD_REQUEST,
+            KeyServiceUnavailable(_) | KeyServiceSlowDown(_) | Credentials(_) | Retry(_) | SealPending => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             UpstreamUnreachable(_) | UnexpectedObject => StatusCode::BAD_GATEWAY,
@@ -140,7 +152,10 @@ impl ProxyError {
             KeyRefused(_) => "KMS.AccessDeniedException",
             KeyServiceUnavailable(_) => "ServiceUnavailable",
             KeyServiceSlowDown(_) => "SlowDown",
-            Credentials(_) | Retry(_) => "ServiceUnavailable",
+            Credentials(_) | Retry(_) | SealPending => "ServiceUnavailable",
+            NoSuchUpload => "NoSuchUpload",
+            InvalidPart(_) => "InvalidPart",
+            InvalidPartOrder => "InvalidPartOrder",
             UpstreamUnreachable(_) | UnexpectedObject => "BadGateway",
             Ciphertext(_) | Envelope(_) => "InternalError",
             Internal(_) => "InternalError",

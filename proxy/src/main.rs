@@ -42,6 +42,7 @@ fn main() -> ExitCode {
             Command::Serve => done(serve(config).await),
             Command::Rewrap(args) => done(commands::rewrap::run(&config, &args).await),
             Command::Migrate(args) => done(commands::migrate::run(&config, &args).await),
+            Command::Seal(args) => done(commands::seal::run(&config, &args).await),
             Command::Scan(args) => commands::scan::run(&config, &args)
                 .await
                 .map(|report| if report.clean() { ExitCode::SUCCESS } else { ExitCode::from(1) }),
@@ -88,7 +89,8 @@ async fn serve(config: ProxyConfig) -> Result<(), String> {
         RequestPath::new(keys.clone(), client, plaintext_reads, "localhost".to_owned())
             .with_policy(policy)
             .with_key_logging(config.log_keys)
-            .with_body_deadline(std::time::Duration::from_secs(config.body_timeout_secs)),
+            .with_body_deadline(std::time::Duration::from_secs(config.body_timeout_secs))
+            .with_seal_method(config.multipart_seal, upstream.is_gcs),
     );
 
     let s3 =

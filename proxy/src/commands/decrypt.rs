@@ -8,7 +8,9 @@ use std::path::Path;
 
 use crate::app;
 use crate::config::{DecryptArgs, ProxyConfig};
-use crate::format::{HEADER_LEN, Header, Opener, ciphertext_len};
+use crate::format::{
+    HEADER_LEN, Header, MANIFEST_TAG_LEN, ObjectLayout, Opener, ciphertext_len, manifest_tag, verify_manifest,
+};
 
 const CHUNK: usize = 1 << 20;
 
@@ -21,7 +23,16 @@ pub async fn run(config: &ProxyConfig, args: &DecryptArgs) -> Result<(), String>
     let keys = app::key_service(config, session, &key_name);
     let key = keys.unwrap(&key_name, &args.wrapped_key).await.map_err(|e| e.to_string())?;
     let tmp = args.output.with_extension("cloudtaser-partial");
-    let result = decrypt_file(key.bytes(), &args.input, &tmp);
+    let manifest = match &args.manifest {
+        Some(h) => Some(
+            hex::decode(h)
+                .ok()
+                .and_then(|b| <[u8; MANIFEST_TAG_LEN]>::try_from(b).ok())
+                .ok_or("--manifest must be the 64 hex digits of x-amz-meta-cloudtaser-manifest")?,
+        ),
+        None => None,
+    };
+    let result = decrypt_file(key.bytes(), &args.input, &tmp, manifest.as_ref());
     match result {
         Ok(bytes) => {
             std::fs::rename(&tmp, &args.output).map_err(|e| format!("{}: {e}", args.output.display()))?;
@@ -36,14 +47,21 @@ pub async fn run(config: &ProxyConfig, args: &DecryptArgs) -> Result<(), String>
     }
 }
 
-/// Decrypts every stream in `input` into `output`; returns the plaintext length.
-pub fn decrypt_file(key: &[u8; 32], input: &Path, output: &Path) -> Result<u64, String> {
+/// Decrypts every stream in `input` into `output`; returns the plaintext
+/// length. With `manifest`, the part table found must match it (format 2);
+/// without, only format-1 streams are accepted.
+pub fn decrypt_file(
+    key: &[u8; 32],
+    input: &Path,
+    output: &Path,
+    manifest: Option<&[u8; MANIFEST_TAG_LEN]>,
+) -> Result<u64, String> {
     let mut reader =
         std::io::BufReader::new(std::fs::File::open(input).map_err(|e| format!("{}: {e}", input.display()))?);
     let mut writer =
         std::io::BufWriter::new(std::fs::File::create(output).map_err(|e| format!("{}: {e}", output.display()))?);
     let mut total = 0u64;
-    let mut part: Option<u32> = None;
+    let mut table: Vec<(u32, u64)> = Vec::new();
     let mut buf = vec![0u8; CHUNK];
     loop {
         let mut header = [0u8; HEADER_LEN];
@@ -53,9 +71,17 @@ pub fn decrypt_file(key: &[u8; 32], input: &Path, output: &Path) -> Result<u64, 
             _ => return Err("the file ends inside a stream header".into()),
         }
         let parsed = Header::decode(&header).map_err(|e| e.to_string())?;
-        // A single PUT is stream 0; multipart objects are streams 1, 2, 3, …
-        let expected = part.map_or(parsed.part_number, |p| p + 1);
-        let mut opener = Opener::single_stream(key, expected);
+        // A single PUT is stream 0 alone; multipart streams ascend from 1
+        // (format 1: 1, 2, 3, …; format 2: as the manifest's table says).
+        let expected = match (table.last(), manifest) {
+            (None, _) => parsed.part_number,
+            (Some((0, _)), _) => return Err("a single-PUT stream is followed by another stream".into()),
+            (Some((p, _)), None) => p + 1,
+            (Some((p, _)), Some(_)) if parsed.part_number > *p => parsed.part_number,
+            (Some(_), Some(_)) => return Err("the streams' part numbers do not ascend".into()),
+        };
+        let opener = Opener::single_stream(key, expected);
+        let mut opener = if manifest.is_some() { opener.manifest_checked() } else { opener };
         let mut out = Vec::new();
         opener.update(&header, &mut out).map_err(|e| e.to_string())?;
         let mut remaining = ciphertext_len(parsed.plaintext_len) - HEADER_LEN as u64;
@@ -74,10 +100,14 @@ pub fn decrypt_file(key: &[u8; 32], input: &Path, output: &Path) -> Result<u64, 
             }
         }
         opener.finish(&mut out).map_err(|e| e.to_string())?;
-        part = Some(expected);
+        table.push((expected, parsed.plaintext_len));
     }
-    if part.is_none() {
+    if table.is_empty() {
         return Err("the file holds no ciphertext".into());
+    }
+    if let Some(tag) = manifest {
+        let layout = ObjectLayout::from_parts(&table).map_err(|e| e.to_string())?;
+        verify_manifest(key, &layout, tag).map_err(|e| format!("{e}: the file is not the whole object"))?;
     }
     writer.flush().map_err(|e| e.to_string())?;
     Ok(total)
@@ -118,14 +148,44 @@ mod tests {
         for (name, blob) in [("single", &single), ("multi", &multi)] {
             let (input, output) = (dir.join(name), dir.join(format!("{name}.out")));
             std::fs::write(&input, blob).unwrap();
-            assert_eq!(decrypt_file(&key, &input, &output).unwrap(), data.len() as u64);
+            assert_eq!(decrypt_file(&key, &input, &output, None).unwrap(), data.len() as u64);
             assert_eq!(std::fs::read(&output).unwrap(), data);
         }
         let input = dir.join("cut");
         std::fs::write(&input, &multi[..multi.len() - 10]).unwrap();
-        assert!(decrypt_file(&key, &input, &dir.join("cut.out")).is_err());
+        assert!(decrypt_file(&key, &input, &dir.join("cut.out"), None).is_err());
         std::fs::write(&input, [&multi[..], &single[..]].concat()).unwrap();
-        assert!(decrypt_file(&key, &input, &dir.join("cut.out")).is_err(), "a stream from another object");
+        assert!(decrypt_file(&key, &input, &dir.join("cut.out"), None).is_err(), "a stream from another object");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn format_2_files_need_their_manifest_and_must_be_whole() {
+        let key = [5u8; 32];
+        let dir = std::env::temp_dir().join(format!("ct-decrypt-v2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let v2 = |part: u32, data: &[u8]| {
+            let header = Header::new(part, data.len() as u64, [part as u8; 32]).unwrap().multipart_v2();
+            let mut s = Sealer::new(&key, header);
+            let mut out = Vec::new();
+            s.update(data, &mut out).unwrap();
+            s.finish(&mut out).unwrap();
+            out.concat()
+        };
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        // Uneven parts with a gap in the numbering, as S3 allows.
+        let streams = [v2(2, &data[..70_001]), v2(5, &data[70_001..150_000]), v2(7, &data[150_000..])];
+        let table = [(2, 70_001), (5, 79_999), (7, 50_000)];
+        let tag = manifest_tag(&key, &ObjectLayout::from_parts(&table).unwrap());
+        let (input, output) = (dir.join("v2"), dir.join("v2.out"));
+        std::fs::write(&input, streams.concat()).unwrap();
+        assert_eq!(decrypt_file(&key, &input, &output, Some(&tag)).unwrap(), data.len() as u64);
+        assert_eq!(std::fs::read(&output).unwrap(), data);
+        assert!(decrypt_file(&key, &input, &output, None).is_err(), "format 2 without its manifest");
+        // Cut back to its first two parts: every stream verifies, the manifest does not.
+        std::fs::write(&input, streams[..2].concat()).unwrap();
+        let err = decrypt_file(&key, &input, &output, Some(&tag)).unwrap_err();
+        assert!(err.contains("not the whole object"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::listing::{KeyPages, body_of, read_state, s3_error, write_state};
 use crate::app;
 use crate::config::{MigrateArgs, ProxyConfig};
-use crate::format::EnvelopeMetadata;
+use crate::format::{EnvelopeMetadata, ObjectLayout};
 use crate::request::RequestPath;
 use crate::request::classify::S3Request;
 use crate::request::xml;
@@ -128,8 +128,10 @@ async fn migrate_multipart(
         let _ = path.upstream().send_buffered(Method::DELETE, &s3, HeaderMap::new(), Bytes::new()).await;
     };
     let mut completed = String::from("<CompleteMultipartUpload>");
+    let mut table = Vec::new();
     for (index, start) in (0..len).step_by(part_len as usize).enumerate() {
         let end = (start + part_len).min(len) - 1;
+        table.push((index as u32 + 1, end + 1 - start));
         let mut read = HeaderMap::new();
         read.insert(http::header::IF_MATCH, etag.clone());
         read.insert(
@@ -180,6 +182,14 @@ async fn migrate_multipart(
         }
         return Err(s3_error("CompleteMultipartUpload", status, &body));
     }
+    // Format 2: the part table is sealed into the metadata, as the proxy
+    // does at every CompleteMultipartUpload.
+    let completed = xml::texts_of(&body, b"ETag").map_err(|e| e.to_string())?.pop().ok_or("Complete gave no ETag")?;
+    let completed = HeaderValue::from_str(&completed).map_err(|e| e.to_string())?;
+    let layout = ObjectLayout::from_parts(&table).map_err(|e| e.to_string())?;
+    path.seal_completed(&object, &upload.pending(), &upload.data_key.key, &layout, &completed)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(Outcome::Encrypted)
 }
 
@@ -240,10 +250,7 @@ async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, args: &Migrate
 }
 
 pub async fn run(config: &ProxyConfig, args: &MigrateArgs) -> Result<(), String> {
-    let session = app::vault_session(config)?;
-    let keys = app::key_service(config, session, &config.transit_key);
-    let upstream = app::upstream_client(config).await?;
-    let path = RequestPath::new(keys, upstream, Default::default(), String::new());
+    let (_, path) = app::tool_request_path(config).await?;
     let progress = if args.walk.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
     progress
         .set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));

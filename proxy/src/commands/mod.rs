@@ -5,4 +5,5 @@ pub mod listing;
 pub mod migrate;
 pub mod rewrap;
 pub mod scan;
+pub mod seal;
 pub mod wait_ready;

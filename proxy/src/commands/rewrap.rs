@@ -14,28 +14,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::app;
 use crate::config::{ProxyConfig, RewrapArgs};
-use crate::format::{EnvelopeMetadata, HEADER_LEN, Header, ObjectLayout, StoredLayout, ciphertext_len};
+use crate::format::{EnvelopeMetadata, StoredLayout};
 use crate::keys::{TransitClient, key_version};
 use crate::request::classify::S3Request;
-use crate::request::forward::encode_key;
-use crate::request::range::content_range;
+use crate::request::RequestPath;
 use crate::request::upstream::UpstreamClient;
-use crate::request::xml;
 
 use super::listing::{KeyPages, body_of, read_state, s3_error, write_state};
-
-/// Headers that describe the object (not the request) and must survive a
-/// metadata-replacing copy.
-const KEPT_HEADERS: &[&str] = &[
-    "content-type",
-    "content-encoding",
-    "content-disposition",
-    "content-language",
-    "cache-control",
-    "expires",
-    "x-amz-website-redirect-location",
-    "x-amz-storage-class",
-];
 
 #[derive(Default, Debug)]
 pub struct Summary {
@@ -54,6 +39,7 @@ enum Outcome {
 }
 
 struct Rewrapper<'a> {
+    path: &'a RequestPath,
     upstream: &'a UpstreamClient,
     transit: &'a TransitClient,
     bucket: String,
@@ -113,128 +99,45 @@ impl Rewrapper<'_> {
         }
         let wrapped_key =
             self.transit.rewrap(&envelope.transit_key, &envelope.wrapped_key).await.map_err(|e| e.to_string())?;
+        // The manifest's key derives from the data key, which rewrap keeps:
+        // a sealed object's tag stays valid under the new wrapping.
         let renewed = EnvelopeMetadata { wrapped_key, ..envelope.clone() };
         let etag = head.get(http::header::ETAG).cloned().ok_or("the object has no ETag")?;
-        let mut headers = HeaderMap::new();
-        for (name, value) in &head {
-            if KEPT_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("x-amz-meta-") {
-                headers.append(name.clone(), value.clone());
-            }
-        }
+        let mut headers = RequestPath::kept_headers(&head);
         for (name, value) in renewed.to_headers() {
             headers.insert(name, HeaderValue::from_str(&value).map_err(|e| e.to_string())?);
         }
-        let source =
-            HeaderValue::from_str(&format!("/{}/{}", self.bucket, encode_key(key))).map_err(|e| e.to_string())?;
-        match envelope.layout {
-            StoredLayout::Single(_) => self.copy_single(&object, headers, source, etag).await?,
-            StoredLayout::Multipart => self.copy_multipart(&object, headers, source, etag).await?,
-        }
+        let stored_len = head
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .ok_or("the object has no length")?;
+        // Multipart objects are copied stream by stream, which keeps the
+        // layout (and the `-N` ETag listings rely on) and has no size limit.
+        let copied = match envelope.layout {
+            StoredLayout::Single(_) => self.path.self_copy_whole(&object, headers, &etag).await,
+            StoredLayout::MultipartPending => {
+                return Err("the upload was completed but never sealed; run cloudtaser-s3proxy seal first".into());
+            }
+            _ => {
+                let layout = self
+                    .path
+                    .claimed_layout(&object, &envelope, stored_len, Some(&etag))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.path.self_copy_by_parts(&object, headers, &etag, &layout).await
+            }
+        };
+        copied.map_err(|e| e.to_string())?;
         Ok(Outcome::Rewrapped)
-    }
-
-    /// CopyObject onto itself with the new metadata, only if the object is unchanged.
-    async fn copy_single(
-        &self,
-        object: &S3Request,
-        mut headers: HeaderMap,
-        source: HeaderValue,
-        etag: HeaderValue,
-    ) -> Result<(), String> {
-        headers.insert("x-amz-copy-source", source);
-        headers.insert("x-amz-copy-source-if-match", etag);
-        headers.insert("x-amz-metadata-directive", HeaderValue::from_static("REPLACE"));
-        let (status, _, body) = self.send(Method::PUT, object, headers).await?;
-        // S3 can report a failed copy with 200 and an error document.
-        if !status.is_success() || !xml::texts_of(&body, b"Code").map_err(|e| e.to_string())?.is_empty() {
-            return Err(s3_error("self-copy", status, &body));
-        }
-        Ok(())
-    }
-
-    /// A multipart copy whose parts are exactly the object's streams, so the
-    /// layout (and the `-N` ETag listings rely on) is kept.
-    async fn copy_multipart(
-        &self,
-        object: &S3Request,
-        headers: HeaderMap,
-        source: HeaderValue,
-        etag: HeaderValue,
-    ) -> Result<(), String> {
-        let mut range = HeaderMap::new();
-        range.insert(http::header::RANGE, HeaderValue::from_static("bytes=0-51"));
-        range.insert(http::header::IF_MATCH, etag.clone());
-        let (status, got, first) = self.send(Method::GET, object, range).await?;
-        if status != StatusCode::PARTIAL_CONTENT || first.len() < HEADER_LEN {
-            return Err(s3_error("reading the first stream header", status, &first));
-        }
-        let (_, stored) = content_range(&got).ok_or("no stored length")?;
-        let part_len = Header::decode(&first[..HEADER_LEN]).map_err(|e| e.to_string())?.plaintext_len;
-        let layout =
-            ObjectLayout::multipart(part_len, stored).ok_or("the stored length does not match a part layout")?;
-
-        let create = request(&self.bucket, object.key.as_deref(), vec![("uploads".into(), String::new())]);
-        let (status, _, body) = self.send(Method::POST, &create, headers).await?;
-        let upload_id =
-            xml::texts_of(&body, b"UploadId").map_err(|e| e.to_string())?.pop().filter(|_| status.is_success());
-        let upload_id = upload_id.ok_or_else(|| s3_error("starting the multipart copy", status, &body))?;
-        let result = self.copy_parts(object, &upload_id, &layout, stored, &source, &etag).await;
-        if result.is_err() {
-            let abort = request(&self.bucket, object.key.as_deref(), vec![("uploadId".into(), upload_id)]);
-            let _ = self.send(Method::DELETE, &abort, HeaderMap::new()).await;
-        }
-        result
-    }
-
-    async fn copy_parts(
-        &self,
-        object: &S3Request,
-        upload_id: &str,
-        layout: &ObjectLayout,
-        stored: u64,
-        source: &HeaderValue,
-        etag: &HeaderValue,
-    ) -> Result<(), String> {
-        let part_ct = ciphertext_len(layout.part_len);
-        let mut complete = String::from("<CompleteMultipartUpload>");
-        for i in 0..layout.parts {
-            let (first, last) = (i * part_ct, ((i + 1) * part_ct).min(stored) - 1);
-            let number = (i + 1).to_string();
-            let part = request(
-                &self.bucket,
-                object.key.as_deref(),
-                vec![("partNumber".into(), number.clone()), ("uploadId".into(), upload_id.to_owned())],
-            );
-            let mut headers = HeaderMap::new();
-            headers.insert("x-amz-copy-source", source.clone());
-            headers.insert("x-amz-copy-source-if-match", etag.clone());
-            let range = HeaderValue::from_str(&format!("bytes={first}-{last}")).map_err(|e| e.to_string())?;
-            headers.insert("x-amz-copy-source-range", range);
-            let (status, _, body) = self.send(Method::PUT, &part, headers).await?;
-            let part_etag =
-                xml::texts_of(&body, b"ETag").map_err(|e| e.to_string())?.pop().filter(|_| status.is_success());
-            let part_etag = part_etag.ok_or_else(|| s3_error("copying a part", status, &body))?;
-            complete.push_str(&format!(
-                "<Part><PartNumber>{number}</PartNumber><ETag>{}</ETag></Part>",
-                quick_xml::escape::escape(&part_etag)
-            ));
-        }
-        complete.push_str("</CompleteMultipartUpload>");
-        let done = request(&self.bucket, object.key.as_deref(), vec![("uploadId".into(), upload_id.to_owned())]);
-        let (status, _, body) = self.send_body(Method::POST, &done, HeaderMap::new(), Bytes::from(complete)).await?;
-        if !status.is_success() || !xml::texts_of(&body, b"Code").map_err(|e| e.to_string())?.is_empty() {
-            return Err(s3_error("completing the multipart copy", status, &body));
-        }
-        Ok(())
     }
 }
 
 pub async fn run(config: &ProxyConfig, args: &RewrapArgs) -> Result<(), String> {
-    let session = app::vault_session(config)?;
-    let keys = app::key_service(config, session, &config.transit_key);
-    let upstream = app::upstream_client(config).await?;
+    let (keys, path) = app::tool_request_path(config).await?;
+    let upstream = path.upstream();
     let mut rewrapper = Rewrapper {
-        upstream: &upstream,
+        path: &path,
+        upstream,
         transit: keys.transit(),
         bucket: args.bucket.clone(),
         dry_run: args.dry_run,
@@ -248,7 +151,7 @@ pub async fn run(config: &ProxyConfig, args: &RewrapArgs) -> Result<(), String> 
         progress.println(format!("resuming after {after}"));
     }
     let mut summary = Summary::default();
-    let mut pages = KeyPages::new(&upstream, &args.bucket, &args.prefix, resume.clone());
+    let mut pages = KeyPages::new(upstream, &args.bucket, &args.prefix, resume.clone());
     while let Some(keys_page) = pages.next().await? {
         for key in keys_page {
             match rewrapper.rewrap_one(&key).await {

@@ -98,7 +98,10 @@ async fn classify(path: &RequestPath, bucket: &str, key: &str, verify: bool) -> 
     let version = key_version(&envelope.wrapped_key).map(|v| format!("{}:v{v}", envelope.transit_key));
     let class = match envelope.layout {
         StoredLayout::Single(_) => Class::EncryptedSingle,
-        StoredLayout::Multipart => Class::EncryptedMultipart,
+        StoredLayout::Multipart | StoredLayout::MultipartSealed(_) => Class::EncryptedMultipart,
+        StoredLayout::MultipartPending => {
+            return (Class::Unreadable, version, "completed but never sealed: run cloudtaser-s3proxy seal".to_owned());
+        }
     };
     if verify && let Err(e) = path.verify_object(bucket, key).await {
         return (Class::Unreadable, version, format!("{}: {e}", e.code()));
@@ -107,11 +110,8 @@ async fn classify(path: &RequestPath, bucket: &str, key: &str, verify: bool) -> 
 }
 
 pub async fn run(config: &ProxyConfig, args: &ScanArgs) -> Result<Report, String> {
-    let session = app::vault_session(config)?;
-    let keys = app::key_service(config, session, &config.transit_key);
-    let upstream = app::upstream_client(config).await?;
     // Plaintext reads stay off: a scan must see plaintext as plaintext.
-    let path = RequestPath::new(keys, upstream, Default::default(), String::new());
+    let (_, path) = app::tool_request_path(config).await?;
     let progress = if args.quiet || args.json { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
     progress
         .set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));

@@ -1,8 +1,15 @@
 use super::FormatError;
-use super::size::{SEGMENT_LEN_LOG2, segment_count};
+use super::size::{MAX_STREAM_LEN, SEGMENT_LEN_LOG2};
 
 pub const MAGIC: [u8; 4] = *b"CTS3";
+/// The version of single-PUT streams, and of multipart parts written
+/// before format 2.
 pub const VERSION: u8 = 1;
+/// The version of the parts of a format-2 multipart upload, whose part table
+/// is sealed by a manifest (docs/FORMAT.md). The version is in the header,
+/// the associated data of every segment, so a part cannot be passed off as
+/// format 1, where no manifest is required.
+pub const MULTIPART_VERSION: u8 = 2;
 pub const SALT_LEN: usize = 32;
 /// magic(4) version(1) segment_log2(1) reserved(2) part(4) plaintext_len(8) salt(32)
 pub const HEADER_LEN: usize = 52;
@@ -11,6 +18,8 @@ pub const HEADER_LEN: usize = 52;
 /// stream and authenticated as associated data of every segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// [`VERSION`] or [`MULTIPART_VERSION`].
+    pub version: u8,
     /// Multipart part number, 0 for a single-PUT object.
     pub part_number: u32,
     pub plaintext_len: u64,
@@ -19,10 +28,15 @@ pub struct Header {
 
 impl Header {
     pub fn new(part_number: u32, plaintext_len: u64, salt: [u8; SALT_LEN]) -> Result<Self, FormatError> {
-        if segment_count(plaintext_len) > u64::from(u32::MAX) {
+        if plaintext_len > MAX_STREAM_LEN {
             return Err(FormatError::TooLarge(plaintext_len));
         }
-        Ok(Self { part_number, plaintext_len, salt })
+        Ok(Self { version: VERSION, part_number, plaintext_len, salt })
+    }
+
+    /// The same header marked as a part of a format-2 multipart upload.
+    pub fn multipart_v2(self) -> Self {
+        Self { version: MULTIPART_VERSION, ..self }
     }
 
     /// A header with a fresh random salt.
@@ -35,7 +49,7 @@ impl Header {
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut out = [0u8; HEADER_LEN];
         out[0..4].copy_from_slice(&MAGIC);
-        out[4] = VERSION;
+        out[4] = self.version;
         out[5] = SEGMENT_LEN_LOG2;
         // out[6..8] reserved, zero
         out[8..12].copy_from_slice(&self.part_number.to_be_bytes());
@@ -51,8 +65,9 @@ impl Header {
         if bytes[0..4] != MAGIC {
             return Err(FormatError::MalformedHeader("bad magic"));
         }
-        if bytes[4] != VERSION {
-            return Err(FormatError::UnsupportedVersion(bytes[4]));
+        let version = bytes[4];
+        if version != VERSION && version != MULTIPART_VERSION {
+            return Err(FormatError::UnsupportedVersion(version));
         }
         if bytes[5] != SEGMENT_LEN_LOG2 {
             return Err(FormatError::MalformedHeader("unsupported segment size"));
@@ -63,7 +78,7 @@ impl Header {
         let part_number = u32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes"));
         let plaintext_len = u64::from_be_bytes(bytes[12..20].try_into().expect("8 bytes"));
         let salt: [u8; SALT_LEN] = bytes[20..52].try_into().expect("32 bytes");
-        Self::new(part_number, plaintext_len, salt)
+        Ok(Self { version, ..Self::new(part_number, plaintext_len, salt)? })
     }
 }
 
@@ -84,8 +99,10 @@ mod tests {
         b[0] = b'X';
         assert_eq!(Header::decode(&b), Err(FormatError::MalformedHeader("bad magic")));
         let mut b = good;
-        b[4] = 2;
-        assert_eq!(Header::decode(&b), Err(FormatError::UnsupportedVersion(2)));
+        b[4] = 3;
+        assert_eq!(Header::decode(&b), Err(FormatError::UnsupportedVersion(3)));
+        let v2 = Header::new(4, 1, [0u8; SALT_LEN]).unwrap().multipart_v2();
+        assert_eq!(Header::decode(&v2.encode()).unwrap().version, MULTIPART_VERSION);
         let mut b = good;
         b[7] = 1;
         assert_eq!(Header::decode(&b), Err(FormatError::MalformedHeader("reserved bytes set")));

@@ -2,6 +2,9 @@
 
 use http::HeaderMap;
 
+use super::layout::ObjectLayout;
+use super::manifest::{MANIFEST_TAG_LEN, decode_part_table, encode_part_table};
+
 pub const META_PREFIX: &str = "x-amz-meta-cloudtaser-";
 pub const META_FORMAT: &str = "x-amz-meta-cloudtaser-format";
 pub const META_WRAPPED_KEY: &str = "x-amz-meta-cloudtaser-key";
@@ -10,18 +13,59 @@ pub const META_SIZE: &str = "x-amz-meta-cloudtaser-size";
 pub const META_LAYOUT: &str = "x-amz-meta-cloudtaser-layout";
 pub const META_SALT: &str = "x-amz-meta-cloudtaser-salt";
 
-/// How the body is laid out, as far as metadata written up front can say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub const META_PARTS: &str = "x-amz-meta-cloudtaser-parts";
+pub const META_MANIFEST: &str = "x-amz-meta-cloudtaser-manifest";
+
+/// Single-PUT objects and format-1 multipart objects.
+pub const FORMAT_1: u8 = 1;
+/// Multipart objects whose part table is sealed by a manifest.
+pub const FORMAT_2: u8 = 2;
+/// A longer part table is not stored: readers learn it from the stream
+/// headers instead, and the manifest still seals it. S3 allows 2 KiB of
+/// user metadata per object; the rest of the envelope takes about 200
+/// bytes, leaving room for the workload's own. Equal-sized parts take two
+/// runs whatever their number (`format::encode_part_table`).
+pub const MAX_PART_TABLE_LEN: usize = 1024;
+
+const LAYOUT_MULTIPART: &str = "multipart";
+const LAYOUT_PENDING: &str = "multipart-pending";
+
+/// How the body is laid out, as far as the metadata says.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoredLayout {
     /// One stream of this many plaintext bytes (single PUT).
     Single(u64),
-    /// One stream per part; the sizes are in the streams' headers.
+    /// Format 1: one stream per part, equal parts numbered 1..=N; the sizes
+    /// are in the streams' headers and nothing records the part count.
     Multipart,
+    /// Format 2, completed upstream but its manifest not yet written: a
+    /// crash (or failure) between CompleteMultipartUpload and sealing left
+    /// it so. Never served; `cloudtaser-s3proxy seal` finishes it.
+    MultipartPending,
+    /// Format 2, sealed.
+    MultipartSealed(SealedParts),
+}
+
+impl StoredLayout {
+    pub fn is_multipart(&self) -> bool {
+        !matches!(self, StoredLayout::Single(_))
+    }
+}
+
+/// What a sealed format-2 object's metadata records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedParts {
+    /// Plaintext length of the whole object.
+    pub total: u64,
+    /// (part number, plaintext length) of every stream, unless the table
+    /// was too long to store ([`MAX_PART_TABLE_LEN`]).
+    pub table: Option<Vec<(u32, u64)>>,
+    /// `format::manifest_tag` of the table.
+    pub tag: [u8; MANIFEST_TAG_LEN],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvelopeMetadata {
-    pub format: u8,
     /// The data key wrapped by Transit, `vault:vN:…`.
     pub wrapped_key: String,
     /// Transit key name the data key is wrapped under.
@@ -38,17 +82,35 @@ pub struct EnvelopeMetadata {
 pub struct MetadataError(pub &'static str);
 
 impl EnvelopeMetadata {
+    /// The format the layout belongs to.
+    pub fn format(&self) -> u8 {
+        match self.layout {
+            StoredLayout::Single(_) | StoredLayout::Multipart => FORMAT_1,
+            StoredLayout::MultipartPending | StoredLayout::MultipartSealed(_) => FORMAT_2,
+        }
+    }
+
     pub fn to_headers(&self) -> Vec<(&'static str, String)> {
-        let layout = match self.layout {
-            StoredLayout::Single(len) => (META_SIZE, len.to_string()),
-            StoredLayout::Multipart => (META_LAYOUT, "multipart".to_owned()),
-        };
         let mut out = vec![
-            (META_FORMAT, self.format.to_string()),
+            (META_FORMAT, self.format().to_string()),
             (META_WRAPPED_KEY, self.wrapped_key.clone()),
             (META_TRANSIT_KEY, self.transit_key.clone()),
-            layout,
         ];
+        match &self.layout {
+            StoredLayout::Single(len) => out.push((META_SIZE, len.to_string())),
+            StoredLayout::Multipart => out.push((META_LAYOUT, LAYOUT_MULTIPART.to_owned())),
+            StoredLayout::MultipartPending => out.push((META_LAYOUT, LAYOUT_PENDING.to_owned())),
+            StoredLayout::MultipartSealed(sealed) => {
+                out.push((META_LAYOUT, LAYOUT_MULTIPART.to_owned()));
+                out.push((META_SIZE, sealed.total.to_string()));
+                out.push((META_MANIFEST, hex::encode(sealed.tag)));
+                if let Some(table) = &sealed.table
+                    && let Ok(layout) = ObjectLayout::from_parts(table)
+                {
+                    out.push((META_PARTS, encode_part_table(&layout)));
+                }
+            }
+        }
         if let Some(salt) = &self.salt {
             out.push((META_SALT, hex::encode(salt)));
         }
@@ -66,31 +128,66 @@ impl EnvelopeMetadata {
                 Ok(None)
             };
         };
-        let format = get(META_FORMAT).and_then(|v| v.parse().ok()).ok_or(MetadataError(META_FORMAT))?;
+        let format: u8 = get(META_FORMAT).and_then(|v| v.parse().ok()).ok_or(MetadataError(META_FORMAT))?;
         let transit_key = get(META_TRANSIT_KEY)
             .filter(|k| !k.is_empty() && !k.contains('/'))
             .ok_or(MetadataError(META_TRANSIT_KEY))?;
-        let layout = match (get(META_SIZE), get(META_LAYOUT).as_deref()) {
-            (Some(size), None) => StoredLayout::Single(size.parse().map_err(|_| MetadataError(META_SIZE))?),
-            (None, Some("multipart")) => StoredLayout::Multipart,
-            (None, _) => return Err(MetadataError(META_SIZE)),
-            (Some(_), Some(_)) => return Err(MetadataError(META_LAYOUT)),
+        let size = || get(META_SIZE).and_then(|v| v.parse::<u64>().ok()).ok_or(MetadataError(META_SIZE));
+        let absent = |name: &'static str| if headers.contains_key(name) { Err(MetadataError(name)) } else { Ok(()) };
+        let layout = match (format, get(META_LAYOUT).as_deref()) {
+            (FORMAT_1, None) => StoredLayout::Single(size()?),
+            (FORMAT_1, Some(LAYOUT_MULTIPART)) => {
+                absent(META_SIZE)?;
+                StoredLayout::Multipart
+            }
+            (FORMAT_2, Some(LAYOUT_PENDING)) => {
+                absent(META_SIZE)?;
+                StoredLayout::MultipartPending
+            }
+            (FORMAT_2, Some(LAYOUT_MULTIPART)) => StoredLayout::MultipartSealed(sealed_parts(&get, size()?)?),
+            (FORMAT_1 | FORMAT_2, _) => return Err(MetadataError(META_LAYOUT)),
+            _ => return Err(MetadataError(META_FORMAT)),
         };
+        if !matches!(layout, StoredLayout::MultipartSealed(_)) {
+            absent(META_MANIFEST)?;
+            absent(META_PARTS)?;
+        }
         if !wrapped_key.starts_with("vault:v") {
             return Err(MetadataError(META_WRAPPED_KEY));
         }
         let salt = match get(META_SALT) {
-            Some(h) => {
+            Some(h) if format == FORMAT_1 => {
                 Some(hex::decode(h).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or(MetadataError(META_SALT))?)
             }
+            // Each part stream has its own salt; the upload's key is never shared.
+            Some(_) => return Err(MetadataError(META_SALT)),
             // Required of every single-PUT object: without it a reader could
             // not tell this object's body from another one under a shared
             // data key, and deleting it would switch the check off.
             None if matches!(layout, StoredLayout::Single(_)) => return Err(MetadataError(META_SALT)),
             None => None,
         };
-        Ok(Some(Self { format, wrapped_key, transit_key, layout, salt }))
+        Ok(Some(Self { wrapped_key, transit_key, layout, salt }))
     }
+}
+
+fn sealed_parts(get: &dyn Fn(&'static str) -> Option<String>, total: u64) -> Result<SealedParts, MetadataError> {
+    let tag = get(META_MANIFEST)
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| <[u8; MANIFEST_TAG_LEN]>::try_from(b).ok())
+        .ok_or(MetadataError(META_MANIFEST))?;
+    let table = match get(META_PARTS) {
+        Some(text) => {
+            let table = decode_part_table(&text).ok_or(MetadataError(META_PARTS))?;
+            let layout = ObjectLayout::from_parts(&table).map_err(|_| MetadataError(META_PARTS))?;
+            if layout.total != total {
+                return Err(MetadataError(META_PARTS));
+            }
+            Some(table)
+        }
+        None => None,
+    };
+    Ok(SealedParts { total, table, tag })
 }
 
 #[cfg(test)]
@@ -100,7 +197,6 @@ mod tests {
     /// A single-PUT envelope and its headers.
     fn single_put() -> (EnvelopeMetadata, HeaderMap) {
         let m = EnvelopeMetadata {
-            format: 1,
             wrapped_key: "vault:v1:abc".into(),
             transit_key: "k".into(),
             layout: StoredLayout::Single(42),
@@ -129,5 +225,65 @@ mod tests {
         assert_eq!(EnvelopeMetadata::from_headers(&h), Err(MetadataError(META_SALT)));
         h.insert(META_SALT, "00".parse().unwrap());
         assert_eq!(EnvelopeMetadata::from_headers(&h), Err(MetadataError(META_SALT)));
+    }
+
+    fn headers_of(m: &EnvelopeMetadata) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in m.to_headers() {
+            h.insert(k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn format_2_layouts_round_trip() {
+        let base = EnvelopeMetadata {
+            wrapped_key: "vault:v1:abc".into(),
+            transit_key: "k".into(),
+            layout: StoredLayout::MultipartPending,
+            salt: None,
+        };
+        let sealed = |table| EnvelopeMetadata {
+            layout: StoredLayout::MultipartSealed(SealedParts { total: 15, table, tag: [9; 32] }),
+            ..base.clone()
+        };
+        for m in [base.clone(), sealed(Some(vec![(1, 10), (3, 5)])), sealed(None)] {
+            let h = headers_of(&m);
+            assert_eq!(h.get(META_FORMAT).unwrap(), "2");
+            assert_eq!(EnvelopeMetadata::from_headers(&h).unwrap(), Some(m));
+        }
+        assert_eq!(headers_of(&sealed(Some(vec![(1, 10), (3, 5)]))).get(META_PARTS).unwrap(), "1:10,3:5");
+    }
+
+    #[test]
+    fn format_2_metadata_must_be_consistent() {
+        let sealed = EnvelopeMetadata {
+            wrapped_key: "vault:v1:abc".into(),
+            transit_key: "k".into(),
+            layout: StoredLayout::MultipartSealed(SealedParts { total: 15, table: Some(vec![(1, 15)]), tag: [9; 32] }),
+            salt: None,
+        };
+        let broken = |edit: &dyn Fn(&mut HeaderMap)| {
+            let mut h = headers_of(&sealed);
+            edit(&mut h);
+            EnvelopeMetadata::from_headers(&h)
+        };
+        assert_eq!(broken(&|h| drop(h.remove(META_MANIFEST))), Err(MetadataError(META_MANIFEST)));
+        assert_eq!(broken(&|h| drop(h.insert(META_MANIFEST, "00".parse().unwrap()))), Err(MetadataError(META_MANIFEST)));
+        assert_eq!(broken(&|h| drop(h.insert(META_SIZE, "14".parse().unwrap()))), Err(MetadataError(META_PARTS)));
+        assert_eq!(broken(&|h| drop(h.insert(META_PARTS, "2:15,1:0".parse().unwrap()))), Err(MetadataError(META_PARTS)));
+        assert_eq!(broken(&|h| drop(h.remove(META_SIZE))), Err(MetadataError(META_SIZE)));
+        // A format-1 label on format-2 facts, or the reverse, is refused.
+        assert_eq!(broken(&|h| drop(h.insert(META_FORMAT, "1".parse().unwrap()))), Err(MetadataError(META_SIZE)));
+        assert_eq!(
+            broken(&|h| {
+                h.insert(META_FORMAT, "1".parse().unwrap());
+                h.remove(META_SIZE);
+            }),
+            Err(MetadataError(META_MANIFEST))
+        );
+        assert_eq!(broken(&|h| drop(h.insert(META_LAYOUT, "other".parse().unwrap()))), Err(MetadataError(META_LAYOUT)));
+        assert_eq!(broken(&|h| drop(h.insert(META_FORMAT, "3".parse().unwrap()))), Err(MetadataError(META_FORMAT)));
+        assert_eq!(broken(&|h| drop(h.insert(META_SALT, hex::encode([1u8; 32]).parse().unwrap()))), Err(MetadataError(META_SALT)));
     }
 }

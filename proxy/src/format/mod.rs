@@ -1,18 +1,24 @@
-//! The CloudTaser ciphertext format (version 1). Pure data transformation:
+//! The CloudTaser ciphertext format (versions 1 and 2). Pure data transformation:
 //! no I/O, no HTTP. `docs/FORMAT.md` is the normative description.
 
 mod header;
 mod layout;
+mod manifest;
 mod metadata;
 mod segment;
 mod size;
 mod stream;
 
-pub use header::{HEADER_LEN, Header, MAGIC, SALT_LEN, VERSION};
-pub use layout::{LayoutSpan, ObjectLayout};
-pub use metadata::{EnvelopeMetadata, META_PREFIX, MetadataError, StoredLayout};
+pub use header::{HEADER_LEN, Header, MAGIC, MULTIPART_VERSION, SALT_LEN, VERSION};
+pub use layout::{LayoutSpan, MAX_PARTS, ObjectLayout, StreamExtent};
+pub use manifest::{
+    MANIFEST_TAG_LEN, decode_part_table, encode_part_table, manifest_bytes, manifest_tag, verify_manifest,
+};
+pub use metadata::{
+    EnvelopeMetadata, FORMAT_1, FORMAT_2, MAX_PART_TABLE_LEN, META_PREFIX, MetadataError, SealedParts, StoredLayout,
+};
 pub use segment::{SegmentCipher, TAG_LEN};
-pub use size::{SEGMENT_LEN, ciphertext_len, plaintext_len, segment_count};
+pub use size::{MAX_STREAM_LEN, SEGMENT_LEN, ciphertext_len, plaintext_len, segment_count};
 pub use stream::{Opener, Room, Sealer};
 
 /// Everything that can go wrong while reading or writing the format.
@@ -32,4 +38,10 @@ pub enum FormatError {
     LengthMismatch { declared: u64, actual: u64 },
     #[error("object of {0} bytes exceeds the format's limit")]
     TooLarge(u64),
+    #[error("part table is malformed: {0}")]
+    MalformedLayout(&'static str),
+    #[error("the part table does not match its manifest")]
+    Manifest,
+    #[error("stream version {0} is not allowed in this object")]
+    VersionMismatch(u8),
 }

@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::FormatError;
-use super::header::{HEADER_LEN, Header};
+use super::header::{HEADER_LEN, Header, VERSION};
 use super::layout::{LayoutSpan, ObjectLayout};
 use super::segment::{SegmentCipher, TAG_LEN};
 use super::size::{SEGMENT_LEN, segment_count};
@@ -136,7 +136,9 @@ pub struct Opener {
     /// `None` for one stream of a length only its header knows (GET ?partNumber).
     layout: Option<ObjectLayout>,
     stream: Option<OpenStream>,
-    /// Part number the next header must carry.
+    /// Index in `layout` of the stream the next header starts.
+    next_stream: u64,
+    /// Part number the next header must carry when there is no layout.
     next_part: u32,
     next_index: u64,
     buf: BytesMut,
@@ -147,6 +149,9 @@ pub struct Opener {
     final_seen: bool,
     /// The salt the object's metadata records for its (single) stream.
     expected_salt: Option<[u8; 32]>,
+    /// Whether format-2 streams are accepted: only where a manifest has
+    /// vouched for the layout.
+    manifest_checked: bool,
 }
 
 struct OpenStream {
@@ -158,23 +163,26 @@ struct OpenStream {
 impl Opener {
     /// Reads a whole object.
     pub fn whole(data_key: &[u8; 32], layout: ObjectLayout) -> Self {
-        Self::new(data_key, Some(layout), layout.first_part_number, 0, 0, layout.total, true)
+        let total = layout.total;
+        Self::new(data_key, Some(layout), 0, 0, 0, 0, total, true)
     }
 
     /// Reads `take` plaintext bytes starting at `span`; the ciphertext fed
     /// starts at `span.ciphertext_start`, after the header given to `set_header`.
     pub fn range(data_key: &[u8; 32], layout: ObjectLayout, span: &LayoutSpan, take: u64) -> Self {
-        Self::new(data_key, Some(layout), span.part_number, span.first_segment, span.skip, take, false)
+        Self::new(data_key, Some(layout), span.stream, span.part_number, span.first_segment, span.skip, take, false)
     }
 
     /// Reads one whole stream whose length its header declares.
     pub fn single_stream(data_key: &[u8; 32], part_number: u32) -> Self {
-        Self::new(data_key, None, part_number, 0, 0, 0, true)
+        Self::new(data_key, None, 0, part_number, 0, 0, 0, true)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn new(
         data_key: &[u8; 32],
         layout: Option<ObjectLayout>,
+        next_stream: u64,
         next_part: u32,
         next_index: u64,
         skip: u64,
@@ -185,6 +193,7 @@ impl Opener {
             data_key: zeroize::Zeroizing::new(*data_key),
             layout,
             stream: None,
+            next_stream,
             next_part,
             next_index,
             buf: BytesMut::new(),
@@ -193,7 +202,15 @@ impl Opener {
             to_end,
             final_seen: false,
             expected_salt: None,
+            manifest_checked: false,
         }
+    }
+
+    /// Accepts format-2 streams: the caller has verified the layout
+    /// against the object's manifest (`format::verify_manifest`).
+    pub fn manifest_checked(mut self) -> Self {
+        self.manifest_checked = true;
+        self
     }
 
     /// Requires the stream's salt to be the one the object's metadata
@@ -206,20 +223,28 @@ impl Opener {
     /// Accepts a stream header; ranged reads fetch it separately.
     pub fn set_header(&mut self, bytes: &[u8]) -> Result<(), FormatError> {
         let header = Header::decode(bytes)?;
-        if header.part_number != self.next_part {
-            return Err(FormatError::MalformedHeader("stream is not the expected part"));
+        if header.version != VERSION && !self.manifest_checked {
+            return Err(FormatError::VersionMismatch(header.version));
         }
         if self.expected_salt.is_some_and(|salt| salt != header.salt) {
             return Err(FormatError::MalformedHeader("stream belongs to another object"));
         }
         let plaintext_len = header.plaintext_len;
-        match self.layout {
+        match &self.layout {
             Some(layout) => {
-                let index = u64::from(header.part_number - layout.first_part_number);
-                let expected = layout.stream_len(index);
-                if expected != plaintext_len {
-                    return Err(FormatError::LengthMismatch { declared: expected, actual: plaintext_len });
+                if self.next_stream >= layout.parts {
+                    return Err(FormatError::TrailingData);
                 }
+                let expected = layout.stream(self.next_stream);
+                if header.part_number != expected.part_number {
+                    return Err(FormatError::MalformedHeader("stream is not the expected part"));
+                }
+                if expected.plaintext_len != plaintext_len {
+                    return Err(FormatError::LengthMismatch { declared: expected.plaintext_len, actual: plaintext_len });
+                }
+            }
+            None if header.part_number != self.next_part => {
+                return Err(FormatError::MalformedHeader("stream is not the expected part"));
             }
             None => self.take = plaintext_len,
         }
@@ -232,7 +257,14 @@ impl Opener {
     }
 
     fn done(&self) -> bool {
-        self.take == 0 && (!self.to_end || self.final_seen)
+        if self.take != 0 || !self.to_end {
+            return self.take == 0;
+        }
+        match &self.layout {
+            // Every stream, empty trailing ones included, has been verified.
+            Some(layout) => self.stream.is_none() && self.next_stream == layout.parts,
+            None => self.final_seen,
+        }
     }
 
     /// Feeds ciphertext; verified plaintext is pushed to `out`. Segments
@@ -294,6 +326,7 @@ impl Opener {
             self.stream = None;
             self.next_index = 0;
             self.next_part += 1;
+            self.next_stream += 1;
         }
         let skip = self.skip.min(plain.len() as u64) as usize;
         self.skip -= skip as u64;
@@ -435,7 +468,7 @@ mod tests {
         let ct = multipart(&data, p);
         let layout = ObjectLayout::multipart(p as u64, ct.len() as u64).unwrap();
         assert_eq!(layout.total, data.len() as u64);
-        let mut opener = Opener::whole(&KEY, layout);
+        let mut opener = Opener::whole(&KEY, layout.clone());
         let mut out = Vec::new();
         for c in ct.chunks(5000) {
             opener.update(c, &mut out).unwrap();
@@ -445,7 +478,7 @@ mod tests {
         let len = data.len() as u64;
         for (a, b) in [(0, 0), (p as u64 - 1, p as u64), (5, len - 1), (2 * p as u64 + 3, len - 2)] {
             let span = layout.span(a, b);
-            let mut opener = Opener::range(&KEY, layout, &span, b - a + 1);
+            let mut opener = Opener::range(&KEY, layout.clone(), &span, b - a + 1);
             let h = span.header_start as usize;
             opener.set_header(&ct[h..h + HEADER_LEN]).unwrap();
             let mut out = Vec::new();
@@ -462,12 +495,66 @@ mod tests {
         let parts: Vec<Vec<u8>> = data.chunks(p).enumerate().map(|(i, c)| seal_part(c, p, i as u32 + 1)).collect();
         let swapped = [parts[1].clone(), parts[0].clone(), parts[2].clone()].concat();
         let layout = ObjectLayout::multipart(p as u64, swapped.len() as u64).unwrap();
-        let mut opener = Opener::whole(&KEY, layout);
+        let mut opener = Opener::whole(&KEY, layout.clone());
         assert!(opener.update(&swapped, &mut Vec::new()).is_err());
         let dropped = [parts[0].clone(), parts[1].clone()].concat();
         let mut opener = Opener::whole(&KEY, layout);
         let mut out = Vec::new();
         let r = opener.update(&dropped, &mut out).and_then(|_| opener.finish(&mut out));
         assert_eq!(r, Err(FormatError::Truncated));
+    }
+
+    fn seal_v2(data: &[u8], part: u32) -> Vec<u8> {
+        let header = Header::new(part, data.len() as u64, [part as u8; 32]).unwrap().multipart_v2();
+        let mut sealer = Sealer::new(&KEY, header);
+        let mut out = Vec::new();
+        sealer.update(data, &mut out).unwrap();
+        sealer.finish(&mut out).unwrap();
+        out.concat()
+    }
+
+    fn open_layout(layout: &ObjectLayout, ct: &[u8], checked: bool) -> Result<Vec<u8>, FormatError> {
+        let opener = Opener::whole(&KEY, layout.clone());
+        let mut opener = if checked { opener.manifest_checked() } else { opener };
+        let mut out = Vec::new();
+        for c in ct.chunks(7001) {
+            opener.update(c, &mut out)?;
+        }
+        opener.finish(&mut out)?;
+        Ok(out.concat())
+    }
+
+    #[test]
+    fn format_2_uneven_parts_read_whole_and_by_range() {
+        let seg = SEGMENT_LEN as usize;
+        let data: Vec<u8> = (0..(5 * seg + 12_345)).map(|i| (i % 239) as u8).collect();
+        let cuts = [(3u32, 0, 2 * seg + 1), (4, 2 * seg + 1, 4 * seg + 7), (9, 4 * seg + 7, data.len())];
+        let ct: Vec<u8> = cuts.iter().flat_map(|(n, a, b)| seal_v2(&data[*a..*b], *n)).collect();
+        let table: Vec<(u32, u64)> = cuts.iter().map(|(n, a, b)| (*n, (b - a) as u64)).collect();
+        let layout = ObjectLayout::from_parts(&table).unwrap();
+        assert_eq!(layout.stored_len(), ct.len() as u64);
+        assert_eq!(open_layout(&layout, &ct, true).unwrap(), data);
+        // Format-2 streams are refused unless a manifest vouched for the layout.
+        assert_eq!(open_layout(&layout, &ct, false), Err(FormatError::VersionMismatch(2)));
+        let len = data.len() as u64;
+        for (a, b) in [(0, len - 1), (2 * seg as u64, 2 * seg as u64 + 1), (2 * seg as u64 + 1, len - 2), (len - 1, len - 1)] {
+            let span = layout.span(a, b);
+            let mut opener = Opener::range(&KEY, layout.clone(), &span, b - a + 1).manifest_checked();
+            let h = span.header_start as usize;
+            opener.set_header(&ct[h..h + HEADER_LEN]).unwrap();
+            let mut out = Vec::new();
+            opener.update(&ct[span.ciphertext_start as usize..=span.ciphertext_end as usize], &mut out).unwrap();
+            opener.finish(&mut out).unwrap();
+            assert_eq!(out.concat(), &data[a as usize..=b as usize], "range {a}-{b}");
+        }
+        // Cut back to a prefix of whole parts, read with the full table: never a clean end.
+        let prefix = &ct[..layout.stream(2).stored_start as usize];
+        assert_eq!(open_layout(&layout, prefix, true), Err(FormatError::Truncated));
+        // An empty last part is verified too.
+        let with_empty = [ct.clone(), seal_v2(&[], 10)].concat();
+        let table_empty: Vec<(u32, u64)> = table.iter().copied().chain([(10, 0)]).collect();
+        let layout_empty = ObjectLayout::from_parts(&table_empty).unwrap();
+        assert_eq!(open_layout(&layout_empty, &with_empty, true).unwrap(), data);
+        assert_eq!(open_layout(&layout_empty, &ct, true), Err(FormatError::Truncated));
     }
 }

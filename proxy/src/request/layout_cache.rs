@@ -11,7 +11,7 @@ use http::HeaderValue;
 
 use super::classify::S3Request;
 use crate::bounded_map::BoundedMap;
-use crate::format::ObjectLayout;
+use super::stored::CheckedLayout;
 
 /// Bucket, key and version.
 type ObjectId = (String, String, Option<String>);
@@ -21,7 +21,7 @@ type ObjectId = (String, String, Option<String>);
 pub struct KnownLayout {
     /// The upstream ETag of the version this describes.
     pub etag: Option<HeaderValue>,
-    pub layout: ObjectLayout,
+    pub checked: CheckedLayout,
     /// The first stream's header.
     pub first_header: Bytes,
 }
@@ -67,7 +67,7 @@ mod tests {
     fn known(etag: Option<&'static str>) -> Arc<KnownLayout> {
         Arc::new(KnownLayout {
             etag: etag.map(HeaderValue::from_static),
-            layout: ObjectLayout::single(10),
+            checked: CheckedLayout { layout: crate::format::ObjectLayout::single(10), sealed: false },
             first_header: Bytes::new(),
         })
     }

@@ -11,6 +11,8 @@ mod layout_cache;
 mod multipart;
 pub use multipart::EncryptedUpload;
 mod object;
+pub mod seal;
+mod stored;
 pub mod operations;
 pub mod policy;
 pub mod range;
@@ -33,7 +35,7 @@ use hyper::body::Incoming;
 use crate::body::ProxyBody;
 use crate::config::PlaintextReadPolicy;
 use crate::error::ProxyError;
-use crate::format::{EnvelopeMetadata, FormatError, META_PREFIX, VERSION};
+use crate::format::{EnvelopeMetadata, META_PREFIX};
 use crate::keys::KeyService;
 use crate::metrics::{RefusalReason, metrics};
 use classify::{Operation, S3Request, classify};
@@ -66,6 +68,8 @@ pub struct RequestPath {
     /// take to send its body of at most 16 MiB.
     body_deadline: Duration,
     virtual_host_suffix: String,
+    /// How completed multipart uploads are sealed (never `Auto` here).
+    seal_method: seal::SealMethod,
 }
 
 impl RequestPath {
@@ -84,7 +88,19 @@ impl RequestPath {
             log_keys: false,
             body_deadline: Duration::from_secs(60),
             virtual_host_suffix,
+            seal_method: seal::SealMethod::PartCopy,
         }
+    }
+
+    /// How completed multipart uploads are sealed; `Auto` picks a whole-object
+    /// copy on GCS, whose XML API has no UploadPartCopy.
+    pub fn with_seal_method(mut self, method: seal::SealMethod, is_gcs: bool) -> Self {
+        self.seal_method = match method {
+            seal::SealMethod::Auto if is_gcs => seal::SealMethod::ObjectCopy,
+            seal::SealMethod::Auto => seal::SealMethod::PartCopy,
+            other => other,
+        };
+        self
     }
 
     /// How long a control request may take to send its body.
@@ -317,8 +333,7 @@ fn header_value(s: &str) -> Result<HeaderValue, ProxyError> {
 
 fn envelope_of(headers: &HeaderMap) -> Result<EnvelopeMetadata, ProxyError> {
     match EnvelopeMetadata::from_headers(headers) {
-        Ok(Some(e)) if e.format == VERSION => Ok(e),
-        Ok(Some(e)) => Err(ProxyError::Ciphertext(FormatError::UnsupportedVersion(e.format))),
+        Ok(Some(e)) => Ok(e),
         Ok(None) => Err(ProxyError::NotEncrypted),
         Err(e) => Err(ProxyError::Envelope(e)),
     }

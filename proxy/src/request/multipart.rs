@@ -16,17 +16,17 @@ use super::{
 };
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
-use crate::format::{EnvelopeMetadata, SEGMENT_LEN, StoredLayout, VERSION, plaintext_len};
+use crate::format::{EnvelopeMetadata, ObjectLayout, StoredLayout, plaintext_len};
 
-const MAX_PARTS: u32 = 10_000;
+use crate::format::MAX_PARTS;
 /// S3's minimum size of every part but the last.
 const MIN_PART_LEN: u64 = 5 << 20;
 
+/// An upload id the proxy did not issue: its parts could not be encrypted
+/// under the upload's key, so it is treated as unknown, as S3 treats ids
+/// it never issued.
 fn no_such_upload() -> ProxyError {
-    ProxyError::InvalidArgument(
-        "The upload id was not issued by the CloudTaser proxy, so its parts cannot be encrypted; start a new upload."
-            .into(),
-    )
+    ProxyError::NoSuchUpload
 }
 
 /// Swaps the workload's upload id for the upstream's in the request.
@@ -42,31 +42,40 @@ fn part_number(s3: &S3Request) -> Result<u32, ProxyError> {
     })
 }
 
-/// Every part but the last must hold the same plaintext length, a multiple
-/// of the segment size, numbered 1..=N: then an object's layout follows from
-/// its first header and stored size alone (docs/FORMAT.md).
-fn check_part_layout(numbers: &[u32], sizes: &[u64]) -> Result<(), ProxyError> {
-    let invalid = |why: String| ProxyError::InvalidRequest(format!("CloudTaser cannot complete this upload: {why}"));
-    for (i, n) in numbers.iter().enumerate() {
-        if *n as usize != i + 1 {
-            return Err(invalid(format!(
-                "parts must be numbered 1, 2, 3, … without gaps (found part {n} in position {}).",
-                i + 1
-            )));
-        }
+/// The parts a CompleteMultipartUpload names, checked as S3 checks them:
+/// ascending (`InvalidPartOrder`), each uploaded with the ETag given
+/// (`InvalidPart`, before any size rule), and every part but the last at
+/// least 5 MiB of plaintext (`EntityTooSmall`). Any sizes and gaps S3
+/// accepts are accepted: the manifest records the table (format 2).
+fn checked_layout(named: &[(u32, String)], stored: &[StoredPart]) -> Result<ObjectLayout, ProxyError> {
+    if named.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Err(ProxyError::InvalidPartOrder);
     }
-    let Some((last, rest)) = sizes.split_last() else { return Ok(()) };
-    if rest.iter().any(|s| *s < MIN_PART_LEN) {
+    let unquoted = |e: &str| e.trim().trim_matches('"').to_owned();
+    let mut table = Vec::with_capacity(named.len());
+    for (number, etag) in named {
+        let found = stored.iter().find(|p| p.number == *number && unquoted(&p.etag) == unquoted(etag));
+        let len = found.and_then(|p| plaintext_len(p.size)).ok_or_else(|| {
+            ProxyError::InvalidPart(format!(
+                "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag (part {number})."
+            ))
+        })?;
+        table.push((*number, len));
+    }
+    if let Some((_, rest)) = table.split_last()
+        && rest.iter().any(|(_, len)| *len < MIN_PART_LEN)
+    {
         return Err(ProxyError::EntityTooSmall);
     }
-    if let Some(first) = rest.first()
-        && (first % SEGMENT_LEN != 0 || rest.iter().any(|s| s != first) || last > first)
-    {
-        return Err(invalid(format!(
-            "every part but the last must have the same size, a multiple of {SEGMENT_LEN} bytes (part sizes: {sizes:?})."
-        )));
-    }
-    Ok(())
+    ObjectLayout::from_parts(&table).map_err(|_| ProxyError::MalformedXml)
+}
+
+/// One uploaded part, as the upstream's ListParts reports it.
+#[derive(Debug, Clone)]
+struct StoredPart {
+    number: u32,
+    size: u64,
+    etag: String,
 }
 
 /// A multipart upload the proxy started on its own behalf (`migrate`).
@@ -76,6 +85,19 @@ pub struct EncryptedUpload {
     /// The upstream's upload id.
     pub upload_id: String,
     pub data_key: crate::keys::NewDataKey,
+    pub transit_key: String,
+}
+
+impl EncryptedUpload {
+    /// The envelope the completed object carries until it is sealed.
+    pub fn pending(&self) -> EnvelopeMetadata {
+        EnvelopeMetadata {
+            wrapped_key: self.data_key.wrapped.clone(),
+            transit_key: self.transit_key.clone(),
+            layout: StoredLayout::MultipartPending,
+            salt: None,
+        }
+    }
 }
 
 impl RequestPath {
@@ -88,12 +110,12 @@ impl RequestPath {
         reject_reserved_metadata(&headers)?;
         let data_key = self.keys.generate_fresh().await?;
         let key = UploadKey { transit_key: self.keys.key_name().to_owned(), wrapped_key: data_key.wrapped.clone() };
+        // Pending until CompleteMultipartUpload seals the part table. Each
+        // part stream has its own salt; the upload's key is never shared.
         let envelope = EnvelopeMetadata {
-            format: VERSION,
             wrapped_key: key.wrapped_key.clone(),
             transit_key: key.transit_key.clone(),
-            layout: StoredLayout::Multipart,
-            // Each part stream has its own salt; the upload's key is never shared.
+            layout: StoredLayout::MultipartPending,
             salt: None,
         };
         // Parts carry checksums of ciphertext the client never declared.
@@ -121,7 +143,7 @@ impl RequestPath {
     ) -> Result<EncryptedUpload, ProxyError> {
         reject_reserved_metadata(&headers)?;
         let data_key = self.keys.generate_fresh().await?;
-        let envelope = self.envelope(&data_key.wrapped, StoredLayout::Multipart);
+        let envelope = self.envelope(&data_key.wrapped, StoredLayout::MultipartPending);
         for (name, value) in envelope.to_headers() {
             headers.insert(name, header_value(&value)?);
         }
@@ -132,7 +154,8 @@ impl RequestPath {
         let id = xml::texts_of(&body, b"UploadId")?.pop().filter(|_| status.is_success());
         let upload_id =
             id.ok_or_else(|| ProxyError::UpstreamUnreachable(format!("CreateMultipartUpload answered {status}")))?;
-        Ok(EncryptedUpload { bucket: bucket.to_owned(), key: key.to_owned(), upload_id, data_key })
+        let transit_key = envelope.transit_key;
+        Ok(EncryptedUpload { bucket: bucket.to_owned(), key: key.to_owned(), upload_id, data_key, transit_key })
     }
 
     /// Encrypts one part of an upload made by `create_encrypted_upload`; its
@@ -241,13 +264,19 @@ impl RequestPath {
         Ok(respond::buffered(headers, http::StatusCode::OK, Bytes::from(doc)))
     }
 
+    /// Checks the named parts, completes the upload upstream, then seals
+    /// its part table (format 2). The data key is unwrapped first, so an
+    /// unreachable Vault fails the request before the object exists. Should
+    /// sealing fail after the upstream completed, the object stays
+    /// `multipart-pending` (never served) and the error says how to finish
+    /// it (`cloudtaser-s3proxy seal`).
     pub(super) async fn complete_multipart_upload(
         &self,
         mut s3: S3Request,
         parts: Parts,
         body: Incoming,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        upstream_upload(&mut s3)?;
+        let key = upstream_upload(&mut s3)?.key.ok_or_else(no_such_upload)?;
         let mut headers = parts.headers;
         let request = read_small_body(&mut headers, body, self.body_deadline).await?;
         let numbers: Vec<u32> = xml::texts_of(&request, b"PartNumber")?
@@ -258,19 +287,13 @@ impl RequestPath {
         if numbers.is_empty() || numbers.len() != etags.len() {
             return Err(ProxyError::MalformedXml);
         }
-        let stored = self.stored_part_sizes(&s3).await?;
-        let sizes = numbers
-            .iter()
-            .map(|n| stored.iter().find(|(p, _)| p == n).and_then(|(_, size)| plaintext_len(*size)))
-            .collect::<Option<Vec<u64>>>()
-            .ok_or_else(|| {
-                ProxyError::InvalidRequest("One or more of the specified parts could not be found.".into())
-            })?;
-        check_part_layout(&numbers, &sizes)?;
+        let named: Vec<(u32, String)> = numbers.into_iter().zip(etags).collect();
+        let layout = checked_layout(&named, &self.stored_parts(&s3).await?)?;
+        let data_key = self.keys.unwrap(&key.transit_key, &key.wrapped_key).await?;
         // Only part numbers and ETags go upstream: the client's part checksums
         // describe plaintext the upstream never saw.
         let mut doc = String::from("<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
-        for (n, etag) in numbers.iter().zip(&etags) {
+        for (n, etag) in &named {
             doc.push_str(&format!(
                 "<Part><PartNumber>{n}</PartNumber><ETag>{}</ETag></Part>",
                 quick_xml::escape::escape(etag)
@@ -281,13 +304,29 @@ impl RequestPath {
         headers.remove("content-md5");
         super::conditional::to_upstream_etags(&mut headers);
         let resp = self.send_buffered(Method::POST, &s3, headers, Bytes::from(doc)).await?;
-        let (parts, body) = resp.into_parts();
-        let xml = xml::rewrite(&collect_control(&parts.headers, body).await?, &|_, _| None)?;
-        Ok(respond::buffered(parts.headers, parts.status, xml))
+        let (mut parts, body) = resp.into_parts();
+        let doc = collect_control(&parts.headers, body).await?;
+        let completed = xml::texts_of(&doc, b"ETag")?.pop().filter(|_| !xml::texts_of(&doc, b"Code").is_ok_and(|c| !c.is_empty()));
+        let Some(completed) = completed.filter(|_| parts.status.is_success()) else {
+            return Ok(respond::buffered(parts.headers, parts.status, doc));
+        };
+        let pending = EnvelopeMetadata {
+            wrapped_key: key.wrapped_key,
+            transit_key: key.transit_key,
+            layout: StoredLayout::MultipartPending,
+            salt: None,
+        };
+        let sealed = self.seal_completed(&s3, &pending, &data_key, &layout, &header_value(&completed)?).await?;
+        let client_etag = respond::client_etag(&sealed.etag);
+        if let Some(version) = sealed.version_id {
+            parts.headers.insert("x-amz-version-id", version);
+        }
+        let map = |name: &[u8], _: &str| (name == b"ETag").then(|| client_etag.clone());
+        Ok(respond::buffered(parts.headers, parts.status, xml::rewrite(&doc, &map)?))
     }
 
-    /// (part number, stored size) of every uploaded part, from upstream ListParts.
-    async fn stored_part_sizes(&self, s3: &S3Request) -> Result<Vec<(u32, u64)>, ProxyError> {
+    /// Every uploaded part, from upstream ListParts.
+    async fn stored_parts(&self, s3: &S3Request) -> Result<Vec<StoredPart>, ProxyError> {
         let mut out = Vec::new();
         let mut marker = String::new();
         loop {
@@ -300,17 +339,24 @@ impl RequestPath {
             let resp = self.send_buffered(Method::GET, &page, HeaderMap::new(), Bytes::new()).await?;
             let status = resp.status();
             let doc = collect_small(resp.into_body()).await?;
+            let code = xml::texts_of(&doc, b"Code")?.pop().unwrap_or_default();
+            if status == http::StatusCode::NOT_FOUND || code == "NoSuchUpload" {
+                return Err(ProxyError::NoSuchUpload);
+            }
             if !status.is_success() {
-                let code = xml::texts_of(&doc, b"Code")?.pop().unwrap_or_default();
-                return Err(ProxyError::InvalidRequest(format!(
+                return Err(ProxyError::UpstreamUnreachable(format!(
                     "The upload's parts could not be listed ({status} {code})."
                 )));
             }
             let numbers = xml::texts_of(&doc, b"PartNumber")?;
             let sizes = xml::texts_of(&doc, b"Size")?;
-            for (n, size) in numbers.iter().zip(&sizes) {
-                if let (Ok(n), Ok(size)) = (n.trim().parse(), size.trim().parse()) {
-                    out.push((n, size));
+            let etags = xml::texts_of(&doc, b"ETag")?;
+            if numbers.len() != sizes.len() || numbers.len() != etags.len() {
+                return Err(ProxyError::UpstreamUnreachable("ListParts answered an incomplete part list.".into()));
+            }
+            for ((n, size), etag) in numbers.iter().zip(&sizes).zip(etags) {
+                if let (Ok(number), Ok(size)) = (n.trim().parse(), size.trim().parse()) {
+                    out.push(StoredPart { number, size, etag });
                 }
             }
             let truncated = xml::texts_of(&doc, b"IsTruncated")?.first().is_some_and(|t| t == "true");
@@ -353,17 +399,38 @@ impl RequestPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::ciphertext_len;
+
+    fn stored(parts: &[(u32, u64)]) -> Vec<StoredPart> {
+        parts.iter().map(|(n, len)| StoredPart { number: *n, size: ciphertext_len(*len), etag: format!("\"e{n}\"") }).collect()
+    }
+
+    fn named(numbers: &[u32]) -> Vec<(u32, String)> {
+        numbers.iter().map(|n| (*n, format!("e{n}"))).collect()
+    }
 
     #[test]
-    fn part_layout_rules() {
-        let m = 80 * SEGMENT_LEN;
-        assert!(check_part_layout(&[1, 2, 3], &[m, m, 5]).is_ok());
-        assert!(check_part_layout(&[1], &[12345]).is_ok());
-        assert!(check_part_layout(&[1, 2], &[m, m]).is_ok());
-        assert!(check_part_layout(&[1, 3], &[m, 5]).is_err());
-        assert!(check_part_layout(&[1, 2, 3], &[m, m + SEGMENT_LEN, 5]).is_err());
-        assert_eq!(check_part_layout(&[1, 2], &[5_000_000, 10]).unwrap_err().code(), "EntityTooSmall");
-        assert!(check_part_layout(&[1, 2], &[m + 1000, 10]).is_err());
-        assert!(check_part_layout(&[1, 2], &[m, m + 1]).is_err());
+    fn any_layout_s3_accepts_is_accepted() {
+        let m = 5 << 20;
+        let up = stored(&[(1, m + 1), (2, 3 * m), (3, m + 7), (5, 1), (6, 0)]);
+        let layout = checked_layout(&named(&[1, 2, 3, 5]), &up).unwrap();
+        assert_eq!(layout.total, 5 * m + 9);
+        assert_eq!(layout.streams().iter().map(|s| s.part_number).collect::<Vec<_>>(), vec![1, 2, 3, 5]);
+        assert_eq!(checked_layout(&named(&[6]), &up).unwrap().total, 0);
+    }
+
+    #[test]
+    fn parts_are_checked_before_sizes() {
+        let m = 5 << 20;
+        let up = stored(&[(1, 10), (2, m), (3, 5)]);
+        let code = |numbers: &[u32]| checked_layout(&named(numbers), &up).unwrap_err().code();
+        // A missing part is InvalidPart even where a size rule also fails.
+        assert_eq!(code(&[1, 4]), "InvalidPart");
+        assert_eq!(code(&[1, 3]), "EntityTooSmall");
+        assert_eq!(code(&[2, 1]), "InvalidPartOrder");
+        assert_eq!(code(&[2, 2]), "InvalidPartOrder");
+        let wrong_etag = vec![(2, "\"other\"".to_owned()), (3, "e3".to_owned())];
+        assert_eq!(checked_layout(&wrong_etag, &up).unwrap_err().code(), "InvalidPart");
+        assert!(checked_layout(&[(2, "\"e2\"".to_owned()), (3, "e3".to_owned())], &up).is_ok());
     }
 }

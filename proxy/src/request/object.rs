@@ -22,10 +22,8 @@ use super::{
 };
 use crate::body::{ProxyBody, boxed, empty};
 use crate::error::ProxyError;
-use crate::format::{
-    EnvelopeMetadata, FormatError, HEADER_LEN, Header, ObjectLayout, Opener, Sealer, StoredLayout, VERSION,
-    ciphertext_len,
-};
+use super::stored::malformed;
+use crate::format::{EnvelopeMetadata, FormatError, HEADER_LEN, Header, Sealer, StoredLayout, ciphertext_len};
 use crate::keys::DataKey;
 use crate::metrics::{BytesKind, Direction, metrics};
 
@@ -34,36 +32,8 @@ use crate::metrics::{BytesKind, Direction, metrics};
 const PLAINTEXT_BODY_HEADERS: &[&str] =
     &["content-length", "content-md5", "x-amz-decoded-content-length", "x-amz-trailer"];
 
-fn malformed(what: &'static str) -> ProxyError {
-    ProxyError::Ciphertext(FormatError::MalformedHeader(what))
-}
-
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
-/// The layout of a stored object, given its stored length and, for
-/// multipart objects, the first stream header (which holds the part size).
-fn layout_of(
-    envelope: &EnvelopeMetadata,
-    stored_len: u64,
-    first_header: Option<&[u8]>,
-) -> Result<ObjectLayout, ProxyError> {
-    let layout = match envelope.layout {
-        StoredLayout::Single(len) => ObjectLayout::single(len),
-        StoredLayout::Multipart => {
-            let header = Header::decode(first_header.ok_or(malformed("missing"))?).map_err(ProxyError::Ciphertext)?;
-            ObjectLayout::multipart(header.plaintext_len, stored_len)
-                .ok_or(malformed("part layout does not match the stored length"))?
-        }
-    };
-    if layout.stored_len() != stored_len {
-        return Err(ProxyError::Ciphertext(FormatError::LengthMismatch {
-            declared: layout.stored_len(),
-            actual: stored_len,
-        }));
-    }
-    Ok(layout)
 }
 
 impl RequestPath {
@@ -71,7 +41,6 @@ impl RequestPath {
     /// single stream's salt is filled in once the stream draws it.
     pub(super) fn envelope(&self, wrapped_key: &str, layout: StoredLayout) -> EnvelopeMetadata {
         EnvelopeMetadata {
-            format: VERSION,
             wrapped_key: wrapped_key.to_owned(),
             transit_key: self.keys.key_name().to_owned(),
             layout,
@@ -143,6 +112,8 @@ impl RequestPath {
         let decoder = (encoding == BodyEncoding::AwsChunked).then(ChunkedDecoder::default);
         let header =
             Header::random(part_number, plaintext_len).map_err(|e| ProxyError::InvalidArgument(e.to_string()))?;
+        // Parts are format 2: readable only once a manifest seals the table.
+        let header = if part_number > 0 { header.multipart_v2() } else { header };
         let envelope = envelope.map(|e| EnvelopeMetadata { salt: Some(header.salt), ..e });
         let framing = UploadFraming::new(self.upstream.integrity());
         let sealer = Sealer::new(data_key.bytes(), header).with_room(framing.room());
@@ -195,14 +166,9 @@ impl RequestPath {
             return Ok(respond::pass_through(resp));
         }
         let envelope = envelope_of(resp.headers())?;
-        let layout = match envelope.layout {
-            StoredLayout::Single(len) => ObjectLayout::single(len),
-            StoredLayout::Multipart => {
-                let etag = resp.headers().get(http::header::ETAG).cloned();
-                let (first, stored_len) = self.first_header(&whole, etag).await?;
-                layout_of(&envelope, stored_len, Some(&first))?
-            }
-        };
+        let stored_len = content_length(resp.headers()).ok_or(malformed("no stored length"))?;
+        let etag = resp.headers().get(http::header::ETAG).cloned();
+        let layout = self.stored_layout(&whole, &envelope, stored_len, etag.as_ref(), None).await?.layout;
         let content_length = match part {
             None => layout.total,
             Some(Some(n)) if n <= layout.parts => layout.stream_len(n - 1),
@@ -216,17 +182,10 @@ impl RequestPath {
             transit_key: envelope.transit_key,
         };
         let mut resp = respond::object_response(parts.headers, view, empty());
-        if let (Some(_), StoredLayout::Multipart) = (part, envelope.layout) {
+        if part.is_some() && envelope.layout.is_multipart() {
             resp.headers_mut().insert("x-amz-mp-parts-count", HeaderValue::from(layout.parts));
         }
         Ok(resp)
-    }
-
-    /// The first stream header of an object, and the object's stored length.
-    async fn first_header(&self, s3: &S3Request, etag: Option<HeaderValue>) -> Result<(Bytes, u64), ProxyError> {
-        let resp = self.read_stored(s3, etag, 0, HEADER_LEN as u64 - 1).await?;
-        let (_, stored_len) = content_range(resp.headers()).ok_or(malformed("no stored length"))?;
-        Ok((super::collect_small(resp.into_body()).await?, stored_len))
     }
 
     /// GetObject, also used to read a copy source as plaintext.
@@ -274,15 +233,17 @@ impl RequestPath {
         let envelope = envelope_of(resp.headers())?;
         let stored_len = content_length(resp.headers()).ok_or(malformed("no stored length"))?;
         let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
+        let etag = resp.headers().get(http::header::ETAG).cloned();
         let (parts, mut body) = resp.into_parts();
+        // A format-1 multipart object's part size is in its first header.
         let prefix = match envelope.layout {
-            StoredLayout::Single(_) => Bytes::new(),
             StoredLayout::Multipart => read_prefix(&mut body, HEADER_LEN).await?,
+            _ => Bytes::new(),
         };
-        let layout = layout_of(&envelope, stored_len, prefix.get(..HEADER_LEN))?;
+        let checked = self.stored_layout(s3, &envelope, stored_len, etag.as_ref(), prefix.get(..HEADER_LEN)).await?;
+        let layout = &checked.layout;
         let mut download =
-            OpenedDownload::new(body, Opener::whole(key.bytes(), layout).expect_salt(envelope.salt), layout.total)
-                .with_prefix(&prefix)?;
+            OpenedDownload::new(body, checked.whole(&key, &envelope), layout.total).with_prefix(&prefix)?;
         download.verify_start().await?;
         metrics().bytes(Direction::In, BytesKind::Ciphertext, stored_len);
         metrics().bytes(Direction::Out, BytesKind::Plaintext, layout.total);
@@ -343,8 +304,8 @@ impl RequestPath {
         let etag = resp.headers().get(http::header::ETAG).cloned();
         let (_, stored_len) = content_range(resp.headers()).ok_or(malformed("no stored length"))?;
         let first_header = super::collect_small(resp.into_body()).await?;
-        let layout = layout_of(&envelope, stored_len, Some(&first_header))?;
-        let known = Arc::new(KnownLayout { etag, layout, first_header });
+        let checked = self.stored_layout(s3, &envelope, stored_len, etag.as_ref(), Some(&first_header)).await?;
+        let known = Arc::new(KnownLayout { etag, checked, first_header });
         self.layouts.insert(id, known.clone());
         self.read_covering(s3, &headers, spec, &known).await
     }
@@ -357,7 +318,7 @@ impl RequestPath {
         spec: ReadSpec,
         known: &KnownLayout,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let layout = known.layout;
+        let layout = &known.checked.layout;
         let ByteRange { first: a, last: b } = match spec {
             ReadSpec::Range(range) => {
                 range.resolve(layout.total).ok_or(ProxyError::InvalidRange { object_len: layout.total })?
@@ -366,8 +327,12 @@ impl RequestPath {
             // The one part of an empty object is the empty object.
             ReadSpec::Part(_) if layout.total == 0 => return self.get_whole(s3, headers.clone()).await,
             ReadSpec::Part(n) => {
-                let first = u64::from(n - 1) * layout.part_len;
-                ByteRange { first, last: first + layout.stream_len(u64::from(n - 1)) - 1 }
+                let stream = layout.stream(u64::from(n - 1));
+                if stream.plaintext_len == 0 {
+                    // An empty last part has no bytes to range over.
+                    return Err(ProxyError::InvalidPartNumber);
+                }
+                ByteRange { first: stream.plaintext_start, last: stream.plaintext_start + stream.plaintext_len - 1 }
             }
         };
         let span = layout.span(a, b);
@@ -393,7 +358,7 @@ impl RequestPath {
             }));
         }
         let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
-        let mut opener = Opener::range(key.bytes(), layout, &span, b - a + 1).expect_salt(envelope.salt);
+        let mut opener = known.checked.range(&key, &envelope, &span, b - a + 1);
         if let Some(header) = header {
             opener.set_header(&header).map_err(ProxyError::Ciphertext)?;
         }
@@ -409,29 +374,8 @@ impl RequestPath {
             transit_key: envelope.transit_key,
         };
         let mut resp = respond::object_response(parts.headers, view, boxed(download));
-        if let (ReadSpec::Part(_), StoredLayout::Multipart) = (spec, envelope.layout) {
+        if matches!(spec, ReadSpec::Part(_)) && envelope.layout.is_multipart() {
             resp.headers_mut().insert("x-amz-mp-parts-count", HeaderValue::from(layout.parts));
-        }
-        Ok(resp)
-    }
-
-    /// An inclusive range of the stored ciphertext, of the version `etag` names.
-    async fn read_stored(
-        &self,
-        s3: &S3Request,
-        etag: Option<HeaderValue>,
-        first: u64,
-        last: u64,
-    ) -> Result<http::Response<Incoming>, ProxyError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(http::header::RANGE, header_value(&format!("bytes={first}-{last}"))?);
-        if let Some(etag) = etag {
-            headers.insert(http::header::IF_MATCH, etag);
-        }
-        let resp = self.send_buffered(Method::GET, s3, headers, Bytes::new()).await?;
-        changed_if_precondition_failed(resp.status())?;
-        if resp.status() != StatusCode::PARTIAL_CONTENT {
-            return Err(ProxyError::UpstreamUnreachable(format!("ranged read answered {}", resp.status())));
         }
         Ok(resp)
     }
@@ -511,13 +455,6 @@ fn not_modified_or_failed(status: StatusCode, upstream: HeaderMap) -> Result<Res
     Ok(resp)
 }
 const _: () = assert!(HEADER_LEN == 52);
-
-fn changed_if_precondition_failed(status: StatusCode) -> Result<(), ProxyError> {
-    if status == StatusCode::PRECONDITION_FAILED {
-        return Err(ProxyError::Retry("The object changed while it was being read; retry the request.".into()));
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {
