@@ -1,0 +1,116 @@
+"""Format 2's sealing step when it did not run: the `multipart-pending` state
+an interrupted CompleteMultipartUpload leaves is never served, and
+`cloudtaser-s3proxy seal` finishes it; format-1 multipart objects (written
+before format 2) stay readable and are upgraded by the same command."""
+
+from __future__ import annotations
+
+import os
+
+import botocore.exceptions
+import pytest
+
+import envelope
+from test_bucket_tools import admin
+from test_core import MiB, body_of
+
+PART = 5 * MiB
+BUCKET = "e2e-seal"
+
+
+@pytest.fixture(scope="module")
+def seal_bucket(upstream):
+    upstream.create_bucket(Bucket=BUCKET)
+    return BUCKET
+
+
+def upload(client, key: str, data: bytes, part: int = PART) -> str:
+    uid = client.create_multipart_upload(Bucket=BUCKET, Key=key, ContentType="text/x-sealed",
+                                         Metadata={"origin": "seal-test"})["UploadId"]
+    parts = []
+    for n, off in enumerate(range(0, len(data), part), start=1):
+        r = client.upload_part(Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=n, Body=data[off : off + part])
+        parts.append({"PartNumber": n, "ETag": r["ETag"]})
+    return client.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=uid,
+                                            MultipartUpload={"Parts": parts})["ETag"]
+
+
+def rewrite_metadata(upstream, key: str, meta: dict) -> None:
+    """What someone with the upstream's credentials, or a crash before
+    sealing, leaves: the same body under other metadata."""
+    upstream.copy_object(Bucket=BUCKET, Key=key, CopySource={"Bucket": BUCKET, "Key": key}, Metadata=meta,
+                         MetadataDirective="REPLACE", ContentType="text/x-sealed")
+
+
+def pending(meta: dict) -> dict:
+    keep = {k: v for k, v in meta.items() if k in ("cloudtaser-key", "cloudtaser-transit-key", "origin")}
+    return {**keep, "cloudtaser-format": "2", "cloudtaser-layout": "multipart-pending"}
+
+
+def error_of(call) -> tuple[int, str, str]:
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        call()
+    r = e.value.response
+    return r["ResponseMetadata"]["HTTPStatusCode"], r["Error"].get("Code", ""), r["Error"].get("Message", "")
+
+
+def test_pending_objects_are_refused_until_sealed(stack, client, upstream, seal_bucket):
+    data = body_of(2 * PART + 12_345, "pending")
+    upload(client, "pending/obj", data)
+    meta = upstream.head_object(Bucket=BUCKET, Key="pending/obj")["Metadata"]
+    rewrite_metadata(upstream, "pending/obj", pending(meta))
+    status, code, message = error_of(lambda: client.get_object(Bucket=BUCKET, Key="pending/obj"))
+    assert (status, code) == (503, "ServiceUnavailable") and "cloudtaser-s3proxy seal" in message
+    status, code, _ = error_of(lambda: client.get_object(Bucket=BUCKET, Key="pending/obj", Range="bytes=5-10"))
+    assert (status, code) == (503, "ServiceUnavailable")
+    assert error_of(lambda: client.head_object(Bucket=BUCKET, Key="pending/obj"))[0] == 503
+
+    r = admin(stack, "seal", "--bucket", BUCKET, "--prefix", "pending/", "--quiet")
+    assert "sealed: 1," in r.stdout, r.stdout
+    got = client.get_object(Bucket=BUCKET, Key="pending/obj")
+    assert got["Body"].read() == data and got["ContentType"] == "text/x-sealed"
+    assert got["Metadata"] == {"origin": "seal-test"}
+    resealed = upstream.head_object(Bucket=BUCKET, Key="pending/obj")["Metadata"]
+    assert resealed["cloudtaser-manifest"] == meta["cloudtaser-manifest"], "the same table, the same tag"
+    # A second run finds nothing to do.
+    assert "sealed: 0, already sealed: 1" in admin(stack, "seal", "--bucket", BUCKET, "--prefix", "pending/").stdout
+
+
+def test_format_1_objects_read_and_are_upgraded(stack, client, upstream, seal_bucket):
+    """A format-1 object (version-1 streams, no manifest), built with the
+    independent writer under a data key Vault wrapped for the proxy."""
+    client.put_object(Bucket=BUCKET, Key="v1/key-donor", Body=b"x")
+    donor = upstream.head_object(Bucket=BUCKET, Key="v1/key-donor")["Metadata"]
+    dek = envelope.unwrap(stack.vault, donor["cloudtaser-transit-key"], donor["cloudtaser-key"])
+    data = body_of(2 * PART + 999, "format-1")
+    chunks = [data[i : i + PART] for i in range(0, len(data), PART)]
+    body = b"".join(envelope.encrypt(dek, os.urandom(32), n, c) for n, c in enumerate(chunks, start=1))
+    meta = {"cloudtaser-format": "1", "cloudtaser-layout": "multipart", "cloudtaser-key": donor["cloudtaser-key"],
+            "cloudtaser-transit-key": donor["cloudtaser-transit-key"]}
+    upstream.put_object(Bucket=BUCKET, Key="v1/obj", Body=body, Metadata=meta)
+    assert client.get_object(Bucket=BUCKET, Key="v1/obj")["Body"].read() == data
+    r = admin(stack, "seal", "--bucket", BUCKET, "--prefix", "v1/", "--quiet")
+    assert "sealed: 1, already sealed: 0, not multipart or not encrypted: 1" in r.stdout, r.stdout
+    sealed = upstream.get_object(Bucket=BUCKET, Key="v1/obj")
+    assert sealed["Body"].read() == body, "sealing moves no body byte"
+    table = [(n, len(c)) for n, c in enumerate(chunks, start=1)]
+    assert sealed["Metadata"]["cloudtaser-manifest"] == envelope.manifest_tag(dek, table).hex()
+    assert client.get_object(Bucket=BUCKET, Key="v1/obj")["Body"].read() == data
+    assert client.get_object(Bucket=BUCKET, Key="v1/obj", Range=f"bytes={PART - 2}-{PART + 2}")["Body"].read() \
+        == data[PART - 2 : PART + 3]
+    # Once sealed, the format-1 streams can no longer be cut back to a prefix.
+    upstream.put_object(Bucket=BUCKET, Key="v1/cut", Body=body[: len(body) // 2 + 10], Metadata=sealed["Metadata"])
+    assert error_of(lambda: client.get_object(Bucket=BUCKET, Key="v1/cut"))[0] == 500
+
+
+def test_format_2_streams_without_a_manifest_are_refused(stack, client, upstream, seal_bucket):
+    """Relabelling a format-2 object as format 1 (where no manifest is
+    required) does not switch the check off: the version is in every
+    segment's associated data."""
+    data = body_of(PART + 10, "relabel")
+    upload(client, "relabel/obj", data)
+    meta = upstream.head_object(Bucket=BUCKET, Key="relabel/obj")["Metadata"]
+    keep = {k: v for k, v in meta.items() if k in ("cloudtaser-key", "cloudtaser-transit-key")}
+    rewrite_metadata(upstream, "relabel/obj", {**keep, "cloudtaser-format": "1", "cloudtaser-layout": "multipart"})
+    assert error_of(lambda: client.get_object(Bucket=BUCKET, Key="relabel/obj"))[:2] == (500, "InternalError")
+    assert error_of(lambda: client.get_object(Bucket=BUCKET, Key="relabel/obj", Range="bytes=0-9"))[0] == 500
