@@ -2,6 +2,7 @@
 //! classify → decode → transform → sign → forward → respond.
 //! `object.rs` and `multipart.rs` hold the per-operation handlers.
 
+mod attributes;
 pub mod classify;
 pub mod conditional;
 pub mod decode;
@@ -130,7 +131,10 @@ impl RequestPath {
             Operation::PutObject => self.put_object(&s3, parts, body).await,
             Operation::GetObject => self.get_object(&s3, parts.headers).await,
             Operation::HeadObject => self.head_object(&s3, parts).await,
-            Operation::ListObjects | Operation::ListObjectsV2 => self.list_objects(&s3, parts).await,
+            Operation::ListObjects | Operation::ListObjectsV2 | Operation::ListObjectVersions => {
+                self.list_objects(&s3, parts).await
+            }
+            Operation::GetObjectAttributes => self.get_object_attributes(&s3, parts.headers).await,
             Operation::CopyObject => self.copy_object(&s3, parts).await,
             Operation::CreateMultipartUpload => self.create_multipart_upload(&s3, parts).await,
             Operation::UploadPart => self.upload_part(s3.clone(), parts, body).await,
