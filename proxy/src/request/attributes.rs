@@ -10,8 +10,8 @@ use http::{HeaderMap, HeaderValue, Method, Response};
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 
 use super::classify::S3Request;
-use super::respond;
 use super::object::layout_of;
+use super::respond;
 use super::{RequestPath, collect_control, envelope_of};
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
@@ -239,9 +239,7 @@ fn attributes_xml(root: &[u8], facts: &Facts<'_>, wanted: &Wanted) -> Result<Byt
         write(Event::End(BytesEnd::new(name)))
     };
     write(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
-    write(Event::Start(
-        BytesStart::new(root).with_attributes([("xmlns", "http://s3.amazonaws.com/doc/2006-03-01/")]),
-    ))?;
+    write(Event::Start(BytesStart::new(root).with_attributes([("xmlns", "http://s3.amazonaws.com/doc/2006-03-01/")])))?;
     if let Some(etag) = &facts.etag {
         text(&mut write, "ETag", etag)?;
     }
@@ -307,14 +305,8 @@ mod tests {
         // Three parts of 5 MiB, 5 MiB and 10 bytes.
         let stored = 2 * crate::format::ciphertext_len(5 << 20) + crate::format::ciphertext_len(10);
         let layout = ObjectLayout::multipart(5 << 20, stored).unwrap();
-        let wanted = Wanted {
-            etag: true,
-            parts: true,
-            storage_class: true,
-            size: true,
-            max_parts: 2,
-            part_number_marker: 1,
-        };
+        let wanted =
+            Wanted { etag: true, parts: true, storage_class: true, size: true, max_parts: 2, part_number_marker: 1 };
         let facts = Facts {
             etag: Some("abc-3".into()),
             storage_class: Some("STANDARD".into()),

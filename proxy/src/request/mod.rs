@@ -210,12 +210,14 @@ impl RequestPath {
     }
 
     /// Reads a whole object through the read path and checks every byte,
-    /// discarding the plaintext: `scan --verify`. The plaintext length on success.
-    pub async fn verify_object(&self, bucket: &str, key: &str) -> Result<u64, ProxyError> {
+    /// discarding the plaintext: `scan --verify`. `version` names one
+    /// version of the object (`scan --all-versions`). The plaintext length on success.
+    pub async fn verify_object(&self, bucket: &str, key: &str, version: Option<&str>) -> Result<u64, ProxyError> {
+        let query = version.map(|v| vec![("versionId".to_owned(), v.to_owned())]).unwrap_or_default();
         let s3 = S3Request {
             operation: Operation::GetObject,
             name: "GetObject",
-            ..S3Request::internal(bucket, Some(key), vec![])
+            ..S3Request::internal(bucket, Some(key), query)
         };
         let resp = self.get_object(&s3, HeaderMap::new()).await?;
         if !resp.status().is_success() {

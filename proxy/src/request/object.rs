@@ -223,7 +223,11 @@ impl RequestPath {
     }
 
     /// The first stream header of an object, and the object's stored length.
-    pub(super) async fn first_header(&self, s3: &S3Request, etag: Option<HeaderValue>) -> Result<(Bytes, u64), ProxyError> {
+    pub(super) async fn first_header(
+        &self,
+        s3: &S3Request,
+        etag: Option<HeaderValue>,
+    ) -> Result<(Bytes, u64), ProxyError> {
         let resp = self.read_stored(s3, etag, 0, HEADER_LEN as u64 - 1).await?;
         let (_, stored_len) = content_range(resp.headers()).ok_or(malformed("no stored length"))?;
         Ok((super::collect_small(resp.into_body()).await?, stored_len))
