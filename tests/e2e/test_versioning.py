@@ -326,10 +326,9 @@ def test_lock_headers_need_the_lock_operations(moto_stack):
     assert c.get_object(Bucket=bucket, Key="k", VersionId=v)["Body"].read() == b"plain write"
 
 
-def lock_steps(client, bucket: str, key: str) -> list:
+def lock_steps(client, bucket: str, key: str, retain: datetime.datetime, later: datetime.datetime) -> list:
     seen = []
     data = body_of(80_000, 9)
-    retain = until(1)
     v = client.put_object(Bucket=bucket, Key=key, Body=data, ObjectLockRetainUntilDate=retain, **LOCK)["VersionId"]
     seen.append(("put", lock_state(client, bucket, key, v)))
     seen.append(("legal hold", client.get_object_legal_hold(Bucket=bucket, Key=key, VersionId=v)["LegalHold"]))
@@ -341,7 +340,6 @@ def lock_steps(client, bucket: str, key: str) -> list:
     seen.append(("overwrite", newer != v, client.get_object(Bucket=bucket, Key=key, VersionId=v)["Body"].read() == data))
     client.put_object_legal_hold(Bucket=bucket, Key=key, VersionId=v, LegalHold={"Status": "OFF"})
     seen.append(("hold off", client.get_object_legal_hold(Bucket=bucket, Key=key, VersionId=v)["LegalHold"]))
-    later = until(2)
     client.put_object_retention(Bucket=bucket, Key=key, VersionId=v,
                                 Retention={"Mode": "GOVERNANCE", "RetainUntilDate": later})
     seen.append(("retention extended", lock_state(client, bucket, key, v)[:2] == ("GOVERNANCE", later)))
@@ -368,8 +366,9 @@ def lock_steps(client, bucket: str, key: str) -> list:
 
 def test_object_lock_and_legal_hold_behave_as_direct(moto_stack):
     bucket = new_bucket(moto_stack, lock=True)
-    through_proxy = lock_steps(moto_stack.lock_client, bucket, "via-proxy")
-    direct = lock_steps(moto_stack.direct, bucket, "direct")
+    retain, later = until(1), until(2)
+    through_proxy = lock_steps(moto_stack.lock_client, bucket, "via-proxy", retain, later)
+    direct = lock_steps(moto_stack.direct, bucket, "direct", retain, later)
     assert through_proxy == direct
     assert ("delete locked", ("error", 403, "AccessDenied")) in through_proxy
     assert ("legal hold", {"Status": "ON"}) in through_proxy and ("copy", "ON") in through_proxy
