@@ -75,9 +75,19 @@ pub struct RewriteArgs {
     pub quiet: bool,
 }
 
-/// `rewrap` takes exactly the shared arguments.
-pub type RewrapArgs = RewriteArgs;
-/// So does `seal`.
+#[derive(Debug, Clone, Args)]
+pub struct RewrapArgs {
+    #[command(flatten)]
+    pub walk: RewriteArgs,
+    /// Also list the noncurrent versions (versioned buckets) whose data keys
+    /// are under an older Transit key version. They are reported, never
+    /// rewritten: a version cannot be changed in place, and copying one
+    /// would make it the current version.
+    #[arg(long)]
+    pub all_versions: bool,
+}
+
+/// `seal` takes exactly the shared arguments.
 pub type SealArgs = RewriteArgs;
 
 #[derive(Debug, Clone, Args)]
@@ -109,6 +119,11 @@ pub struct ScanArgs {
     /// Show no progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Examine every version of every object (versioned buckets), not only
+    /// the current ones: noncurrent versions written before the proxy are
+    /// plaintext at rest too.
+    #[arg(long)]
+    pub all_versions: bool,
 }
 
 #[derive(Debug, Clone, Args)]

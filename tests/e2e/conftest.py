@@ -4,6 +4,7 @@ break things start their own components."""
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -50,3 +51,40 @@ def bucket(upstream):
     name = "e2e-core"
     upstream.create_bucket(Bucket=name)
     return name
+
+
+@dataclass
+class MotoStack:
+    """moto's S3 as the upstream (it has versioning, object lock, tags and
+    GetObjectAttributes) behind two proxies sharing the session's OpenBao:
+    one with the default operations, one that may also set retention and
+    legal holds."""
+
+    endpoint: str
+    proxy_endpoint: str
+    lock_proxy_endpoint: str
+    direct: object
+    client: object
+    lock_client: object
+
+
+LOCK_OPERATIONS = "default,PutObjectRetention,PutObjectLegalHold"
+
+
+@pytest.fixture(scope="session")
+def moto_stack(stack):
+    moto, endpoint = stack_mod.start_moto(stack)
+    proxy, proxy_endpoint, _ = stack.start_proxy("proxy-moto", CLOUDTASER_S3PROXY_S3_ENDPOINT=endpoint)
+    lock, lock_endpoint, _ = stack.start_proxy(
+        "proxy-moto-lock", CLOUDTASER_S3PROXY_S3_ENDPOINT=endpoint, CLOUDTASER_S3PROXY_ALLOWED_OPERATIONS=LOCK_OPERATIONS
+    )
+    yield MotoStack(
+        endpoint=endpoint,
+        proxy_endpoint=proxy_endpoint,
+        lock_proxy_endpoint=lock_endpoint,
+        direct=s3_client(endpoint, stack_mod.UPSTREAM_ACCESS_KEY, stack_mod.UPSTREAM_SECRET_KEY),
+        client=s3_client(proxy_endpoint, stack_mod.WORKLOAD_ACCESS_KEY, stack_mod.WORKLOAD_SECRET_KEY),
+        lock_client=s3_client(lock_endpoint, stack_mod.WORKLOAD_ACCESS_KEY, stack_mod.WORKLOAD_SECRET_KEY),
+    )
+    for p in (lock, proxy, moto):
+        p.stop()

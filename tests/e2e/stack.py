@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import ssl
+import sys
 import subprocess
 import tempfile
 import time
@@ -231,6 +232,24 @@ def start_stack(workdir: Path | None = None, **proxy_overrides: str) -> Stack:
     wait_for(s3_up, "s3s-fs")
     stack.proxy, stack.proxy_endpoint, stack.health_endpoint = stack.start_proxy(**proxy_overrides)
     return stack
+
+
+def start_moto(stack: Stack, name: str = "moto-s3") -> tuple[Process, str]:
+    """moto's S3 (and STS) server: an upstream with versioning, object lock,
+    legal holds, tags and GetObjectAttributes, which s3s-fs lacks. It
+    accepts any credentials."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = stack.start_process(name, [sys.executable, "-m", "moto.server", "-p", str(port)])
+
+    def up() -> bool:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{name} exited: {proc.log_text()}")
+        with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=2) as r:
+            return r.status == 200
+
+    wait_for(up, name)
+    return proc, endpoint
 
 
 def cleanup(stack: Stack) -> None:

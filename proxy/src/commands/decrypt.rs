@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::app;
 use crate::config::{DecryptArgs, ProxyConfig};
 use crate::format::{
-    HEADER_LEN, Header, MANIFEST_TAG_LEN, ObjectLayout, Opener, ciphertext_len, manifest_tag, verify_manifest,
+    HEADER_LEN, Header, MANIFEST_TAG_LEN, ObjectLayout, Opener, ciphertext_len, verify_manifest,
 };
 
 const CHUNK: usize = 1 << 20;
@@ -127,7 +127,7 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::Sealer;
+    use crate::format::{Sealer, manifest_tag};
 
     fn seal(key: &[u8; 32], part: u32, data: &[u8]) -> Vec<u8> {
         let mut s = Sealer::new(key, Header::new(part, data.len() as u64, [part as u8; 32]).unwrap());

@@ -80,6 +80,100 @@ async fn list_page(
     Ok((keys, if truncated { next } else { None }))
 }
 
+/// One stored version of an object, from ListObjectVersions (delete markers
+/// are left out: they hold no data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion {
+    pub key: String,
+    pub version_id: String,
+    pub is_latest: bool,
+}
+
+/// Every version of every object under a prefix, page by page.
+pub struct VersionPages<'a> {
+    upstream: &'a UpstreamClient,
+    bucket: &'a str,
+    prefix: &'a str,
+    markers: Option<(String, String)>,
+    done: bool,
+}
+
+impl<'a> VersionPages<'a> {
+    pub fn new(upstream: &'a UpstreamClient, bucket: &'a str, prefix: &'a str) -> Self {
+        Self { upstream, bucket, prefix, markers: None, done: false }
+    }
+
+    /// The next page, or `None` once the listing is done.
+    pub async fn next(&mut self) -> Result<Option<Vec<ObjectVersion>>, String> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut query = vec![("versions".into(), String::new()), ("prefix".into(), self.prefix.to_owned())];
+        if let Some((key, version)) = &self.markers {
+            query.push(("key-marker".into(), key.clone()));
+            query.push(("version-id-marker".into(), version.clone()));
+        }
+        let s3 = S3Request::internal(self.bucket, None, query);
+        let resp = self
+            .upstream
+            .send_buffered(Method::GET, &s3, HeaderMap::new(), Bytes::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        let (status, _, body) = body_of(resp).await?;
+        if !status.is_success() {
+            return Err(s3_error("listing the bucket's versions", status, &body));
+        }
+        let page = parse_versions(&body)?;
+        self.done = page.next.is_none();
+        self.markers = page.next;
+        Ok(Some(page.versions))
+    }
+}
+
+struct VersionPage {
+    versions: Vec<ObjectVersion>,
+    /// (NextKeyMarker, NextVersionIdMarker) when the listing is truncated.
+    next: Option<(String, String)>,
+}
+
+fn parse_versions(xml: &[u8]) -> Result<VersionPage, String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(xml);
+    let mut versions = Vec::new();
+    let mut entry: Option<ObjectVersion> = None;
+    let mut current: Option<Vec<u8>> = None;
+    let (mut truncated, mut next_key, mut next_version) = (false, None, None);
+    loop {
+        match reader.read_event().map_err(|e| e.to_string())? {
+            Event::Eof => break,
+            Event::Start(s) if s.name().as_ref() == b"Version" => {
+                entry = Some(ObjectVersion { key: String::new(), version_id: String::new(), is_latest: false });
+            }
+            Event::End(e) if e.name().as_ref() == b"Version" => versions.extend(entry.take()),
+            Event::Start(s) => current = Some(s.name().as_ref().to_vec()),
+            Event::End(_) => current = None,
+            Event::Text(t) => {
+                let text = t.unescape().map_err(|e| e.to_string())?.into_owned();
+                match (current.as_deref(), entry.as_mut()) {
+                    (Some(b"Key"), Some(v)) => v.key = text,
+                    (Some(b"VersionId"), Some(v)) => v.version_id = text,
+                    (Some(b"IsLatest"), Some(v)) => v.is_latest = text == "true",
+                    (Some(b"IsTruncated"), None) => truncated = text == "true",
+                    (Some(b"NextKeyMarker"), None) => next_key = Some(text),
+                    (Some(b"NextVersionIdMarker"), None) => next_version = Some(text),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    let next = match (truncated, next_key) {
+        (true, Some(key)) => Some((key, next_version.unwrap_or_default())),
+        _ => None,
+    };
+    Ok(VersionPage { versions, next })
+}
+
 /// The last finished key recorded in a state file, to continue after it.
 pub fn read_state(path: &Option<std::path::PathBuf>) -> Option<String> {
     let text = std::fs::read_to_string(path.as_ref()?).ok()?;
@@ -94,4 +188,23 @@ pub fn write_state(path: &Option<std::path::PathBuf>, key: &str) -> Result<(), S
     std::fs::write(&tmp, format!("{key}\n"))
         .and_then(|_| std::fs::rename(&tmp, path))
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_without_delete_markers() {
+        let xml = br#"<ListVersionsResult><IsTruncated>true</IsTruncated><NextKeyMarker>b</NextKeyMarker><NextVersionIdMarker>v9</NextVersionIdMarker><Version><Key>a&amp;1</Key><VersionId>v2</VersionId><IsLatest>true</IsLatest><Size>1</Size></Version><DeleteMarker><Key>b</Key><VersionId>v8</VersionId><IsLatest>true</IsLatest></DeleteMarker><Version><Key>b</Key><VersionId>v9</VersionId><IsLatest>false</IsLatest></Version></ListVersionsResult>"#;
+        let page = parse_versions(xml).unwrap();
+        assert_eq!(
+            page.versions,
+            vec![
+                ObjectVersion { key: "a&1".into(), version_id: "v2".into(), is_latest: true },
+                ObjectVersion { key: "b".into(), version_id: "v9".into(), is_latest: false },
+            ]
+        );
+        assert_eq!(page.next, Some(("b".into(), "v9".into())));
+    }
 }

@@ -20,7 +20,7 @@ use crate::request::classify::S3Request;
 use crate::request::RequestPath;
 use crate::request::upstream::UpstreamClient;
 
-use super::listing::{KeyPages, body_of, read_state, s3_error, write_state};
+use super::listing::{KeyPages, ObjectVersion, VersionPages, body_of, read_state, s3_error, write_state};
 
 #[derive(Default, Debug)]
 pub struct Summary {
@@ -130,9 +130,27 @@ impl Rewrapper<'_> {
         copied.map_err(|e| e.to_string())?;
         Ok(Outcome::Rewrapped)
     }
+
+    /// For a noncurrent version: the Transit key version it uses, when that
+    /// is older than the newest. Such a version cannot be rewrapped: S3
+    /// versions are immutable, and a copy would become the current version.
+    async fn noncurrent_behind(&mut self, version: &ObjectVersion) -> Result<Option<String>, String> {
+        let object = request(&self.bucket, Some(&version.key), vec![("versionId".into(), version.version_id.clone())]);
+        let (status, head, body) = self.send(Method::HEAD, &object, HeaderMap::new()).await?;
+        if !status.is_success() {
+            return Err(s3_error("HEAD", status, &body));
+        }
+        let Some(envelope) = EnvelopeMetadata::from_headers(&head).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let used = key_version(&envelope.wrapped_key).ok_or("the wrapped key has no version")?;
+        let behind = used < self.latest_version(&envelope.transit_key).await?;
+        Ok(behind.then(|| format!("{}:v{used}", envelope.transit_key)))
+    }
 }
 
-pub async fn run(config: &ProxyConfig, args: &RewrapArgs) -> Result<(), String> {
+pub async fn run(config: &ProxyConfig, rewrap_args: &RewrapArgs) -> Result<(), String> {
+    let args = &rewrap_args.walk;
     let (keys, path) = app::tool_request_path(config).await?;
     let upstream = path.upstream();
     let mut rewrapper = Rewrapper {
@@ -177,7 +195,37 @@ pub async fn run(config: &ProxyConfig, args: &RewrapArgs) -> Result<(), String> 
             ));
         }
     }
+    // Printed after the progress bar, whether or not it is shown.
+    let mut behind = Vec::new();
+    if rewrap_args.all_versions {
+        let mut versions = VersionPages::new(upstream, &args.bucket, &args.prefix);
+        while let Some(page) = versions.next().await? {
+            for version in page.iter().filter(|v| !v.is_latest) {
+                match rewrapper.noncurrent_behind(version).await {
+                    Ok(Some(uses)) => {
+                        behind.push(format!("noncurrent: {} (version {}) uses {uses}", version.key, version.version_id))
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let what = format!("{} (version {})", version.key, version.version_id);
+                        progress.println(format!("failed: {what}: {e}"));
+                        summary.failed.push((what, e));
+                    }
+                }
+            }
+        }
+    }
     progress.finish_and_clear();
+    if rewrap_args.all_versions {
+        for line in &behind {
+            println!("{line}");
+        }
+        println!(
+            "noncurrent versions under an older key version: {} (not rewritten; they stay readable until \
+             min_decryption_version passes them)",
+            behind.len()
+        );
+    }
     let verb = if args.dry_run { "would rewrap" } else { "rewrapped" };
     println!(
         "{verb}: {}, already current: {}, not encrypted: {}, failed: {}",

@@ -14,7 +14,7 @@ use http::{HeaderMap, Method};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use super::listing::{KeyPages, body_of, s3_error};
+use super::listing::{KeyPages, VersionPages, body_of, s3_error};
 use crate::app;
 use crate::config::{ProxyConfig, ScanArgs};
 use crate::format::{EnvelopeMetadata, StoredLayout};
@@ -34,6 +34,9 @@ pub enum Class {
 #[derive(Debug, Serialize)]
 pub struct Finding {
     pub key: String,
+    /// The version, when the scan examined every version (`--all-versions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
     pub class: Class,
     pub reason: String,
 }
@@ -43,7 +46,12 @@ pub struct Report {
     pub bucket: String,
     pub prefix: String,
     pub verified: bool,
+    /// Every version was examined, noncurrent ones included.
+    pub all_versions: bool,
+    /// Objects, or with `all_versions` object versions, examined.
     pub objects: u64,
+    /// Of those, noncurrent versions.
+    pub noncurrent: u64,
     pub encrypted_single: u64,
     pub encrypted_multipart: u64,
     pub plaintext: u64,
@@ -59,8 +67,11 @@ impl Report {
         self.plaintext == 0 && self.unreadable == 0
     }
 
-    fn add(&mut self, key: String, class: Class, version: Option<String>, reason: String) {
+    fn add(&mut self, item: Item, class: Class, version: Option<String>, reason: String) {
         self.objects += 1;
+        if !item.is_latest {
+            self.noncurrent += 1;
+        }
         match class {
             Class::EncryptedSingle => self.encrypted_single += 1,
             Class::EncryptedMultipart => self.encrypted_multipart += 1,
@@ -71,14 +82,24 @@ impl Report {
             *self.key_versions.entry(v).or_default() += 1;
         }
         if matches!(class, Class::Plaintext | Class::Unreadable) {
-            self.findings.push(Finding { key, class, reason });
+            self.findings.push(Finding { key: item.key, version_id: item.version_id, class, reason });
         }
     }
 }
 
+/// What is examined: an object's current version, or one named version.
+#[derive(Debug, Clone)]
+struct Item {
+    key: String,
+    version_id: Option<String>,
+    is_latest: bool,
+}
+
 /// One object: its class, the key version it uses, and why it is a finding.
-async fn classify(path: &RequestPath, bucket: &str, key: &str, verify: bool) -> (Class, Option<String>, String) {
-    let head = S3Request::internal(bucket, Some(key), vec![]);
+async fn classify(path: &RequestPath, bucket: &str, item: &Item, verify: bool) -> (Class, Option<String>, String) {
+    let (key, version_id) = (item.key.as_str(), item.version_id.as_deref());
+    let query = version_id.map(|v| vec![("versionId".to_owned(), v.to_owned())]).unwrap_or_default();
+    let head = S3Request::internal(bucket, Some(key), query);
     let resp = match path.upstream().send_buffered(Method::HEAD, &head, HeaderMap::new(), Bytes::new()).await {
         Ok(resp) => resp,
         Err(e) => return (Class::Unreadable, None, format!("HEAD failed: {e}")),
@@ -103,7 +124,7 @@ async fn classify(path: &RequestPath, bucket: &str, key: &str, verify: bool) -> 
             return (Class::Unreadable, version, "completed but never sealed: run cloudtaser-s3proxy seal".to_owned());
         }
     };
-    if verify && let Err(e) = path.verify_object(bucket, key).await {
+    if verify && let Err(e) = path.verify_object(bucket, key, version_id).await {
         return (Class::Unreadable, version, format!("{}: {e}", e.code()));
     }
     (class, version, String::new())
@@ -119,29 +140,42 @@ pub async fn run(config: &ProxyConfig, args: &ScanArgs) -> Result<Report, String
         bucket: args.bucket.clone(),
         prefix: args.prefix.clone(),
         verified: args.verify,
+        all_versions: args.all_versions,
         ..Default::default()
     };
-    let mut pages = KeyPages::new(path.upstream(), &args.bucket, &args.prefix, None);
-    while let Some(page) = pages.next().await? {
+    let mut keys = KeyPages::new(path.upstream(), &args.bucket, &args.prefix, None);
+    let mut versions = VersionPages::new(path.upstream(), &args.bucket, &args.prefix);
+    loop {
+        let page: Vec<Item> = if args.all_versions {
+            let Some(page) = versions.next().await? else { break };
+            page.into_iter()
+                .map(|v| Item { key: v.key, version_id: Some(v.version_id), is_latest: v.is_latest })
+                .collect()
+        } else {
+            let Some(page) = keys.next().await? else { break };
+            page.into_iter().map(|key| Item { key, version_id: None, is_latest: true }).collect()
+        };
         let results: Vec<_> = futures_util::stream::iter(page)
-            .map(|key| {
+            .map(|item| {
                 let path = &path;
                 async move {
-                    let (class, version, reason) = classify(path, &args.bucket, &key, args.verify).await;
-                    (key, class, version, reason)
+                    let (class, version, reason) = classify(path, &args.bucket, &item, args.verify).await;
+                    (item, class, version, reason)
                 }
             })
             .buffered(usize::from(args.concurrency.max(1)))
             .collect()
             .await;
-        for (key, class, version, reason) in results {
+        for (item, class, version, reason) in results {
             if matches!(class, Class::Plaintext | Class::Unreadable) {
+                let which = item.version_id.as_deref().map(|v| format!(" (version {v})")).unwrap_or_default();
                 progress.println(format!(
-                    "{}: {key}: {reason}",
-                    if class == Class::Plaintext { "plaintext" } else { "unreadable" }
+                    "{}: {}{which}: {reason}",
+                    if class == Class::Plaintext { "plaintext" } else { "unreadable" },
+                    item.key
                 ));
             }
-            report.add(key, class, version, reason);
+            report.add(item, class, version, reason);
             progress.inc(1);
         }
         progress.set_message(format!("{} plaintext, {} unreadable", report.plaintext, report.unreadable));
@@ -151,8 +185,9 @@ pub async fn run(config: &ProxyConfig, args: &ScanArgs) -> Result<Report, String
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
     } else {
         println!(
-            "scanned {} objects in {}/{}: {} encrypted ({} single, {} multipart), {} plaintext, {} unreadable{}",
+            "scanned {} {} in {}/{}: {} encrypted ({} single, {} multipart), {} plaintext, {} unreadable{}",
             report.objects,
+            if report.all_versions { "object versions" } else { "objects" },
             report.bucket,
             report.prefix,
             report.encrypted_single + report.encrypted_multipart,

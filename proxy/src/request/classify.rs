@@ -427,7 +427,7 @@ mod tests {
         assert_eq!(name(Method::POST, "/b?delete", &[]), "DeleteObjects");
         assert_eq!(op(Method::POST, "/b/k?uploads", &[]).operation, Operation::CreateMultipartUpload);
         assert!(matches!(op(Method::POST, "/b/k?select&select-type=2", &[]).operation, Operation::Refused(_)));
-        assert!(matches!(op(Method::GET, "/b/k?attributes", &[]).operation, Operation::Refused(_)));
+        assert_eq!(op(Method::GET, "/b/k?attributes", &[]).operation, Operation::GetObjectAttributes);
         assert!(matches!(op(Method::POST, "/b", &[]).operation, Operation::Refused(_)));
         // A form body is refused wherever it is sent (s3s reads one on `?delete` as PostObject).
         for uri in ["/b", "/b?delete"] {

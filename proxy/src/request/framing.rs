@@ -40,6 +40,10 @@ impl UploadFraming {
                 ("content-length", self.framed_len(plaintext_len).to_string()),
                 ("x-amz-decoded-content-length", ciphertext_len(plaintext_len).to_string()),
                 ("x-amz-trailer", TRAILER_NAME.to_owned()),
+                // Declares the trailer's algorithm as the SDKs do. S3 requires
+                // it (or Content-MD5, impossible here without buffering) on
+                // writes that set or inherit an object-lock retention period.
+                ("x-amz-sdk-checksum-algorithm", "CRC32C".to_owned()),
             ],
         }
     }

@@ -2,6 +2,7 @@
 //! classify → decode → transform → sign → forward → respond.
 //! `object.rs` and `multipart.rs` hold the per-operation handlers.
 
+mod attributes;
 pub mod classify;
 pub mod conditional;
 pub mod decode;
@@ -146,7 +147,10 @@ impl RequestPath {
             Operation::PutObject => self.put_object(&s3, parts, body).await,
             Operation::GetObject => self.get_object(&s3, parts.headers).await,
             Operation::HeadObject => self.head_object(&s3, parts).await,
-            Operation::ListObjects | Operation::ListObjectsV2 => self.list_objects(&s3, parts).await,
+            Operation::ListObjects | Operation::ListObjectsV2 | Operation::ListObjectVersions => {
+                self.list_objects(&s3, parts).await
+            }
+            Operation::GetObjectAttributes => self.get_object_attributes(&s3, parts.headers).await,
             Operation::CopyObject => self.copy_object(&s3, parts).await,
             Operation::CreateMultipartUpload => self.create_multipart_upload(&s3, parts).await,
             Operation::UploadPart => self.upload_part(s3.clone(), parts, body).await,
@@ -222,12 +226,14 @@ impl RequestPath {
     }
 
     /// Reads a whole object through the read path and checks every byte,
-    /// discarding the plaintext: `scan --verify`. The plaintext length on success.
-    pub async fn verify_object(&self, bucket: &str, key: &str) -> Result<u64, ProxyError> {
+    /// discarding the plaintext: `scan --verify`. `version` names one
+    /// version of the object (`scan --all-versions`). The plaintext length on success.
+    pub async fn verify_object(&self, bucket: &str, key: &str, version: Option<&str>) -> Result<u64, ProxyError> {
+        let query = version.map(|v| vec![("versionId".to_owned(), v.to_owned())]).unwrap_or_default();
         let s3 = S3Request {
             operation: Operation::GetObject,
             name: "GetObject",
-            ..S3Request::internal(bucket, Some(key), vec![])
+            ..S3Request::internal(bucket, Some(key), query)
         };
         let resp = self.get_object(&s3, HeaderMap::new()).await?;
         if !resp.status().is_success() {

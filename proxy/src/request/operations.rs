@@ -31,6 +31,10 @@ pub enum Operation {
     CompleteMultipartUpload,
     AbortMultipartUpload,
     ListParts,
+    /// Listed like ListObjects: sizes in plaintext terms, ETags marked.
+    ListObjectVersions,
+    /// Answered in plaintext terms from the upstream's answer and the envelope.
+    GetObjectAttributes,
     /// No object data either way: forwarded re-signed, its small body (an XML
     /// configuration or nothing) read in full first.
     Forward,
@@ -121,14 +125,7 @@ pub const OPERATIONS: &[OperationSpec] = &[
     spec("PutObjectLegalHold", "PUT", Object, &["legal-hold"], VERSION, O::Forward),
     spec("RestoreObject", "POST", Object, &["restore"], VERSION, O::Forward),
     // Object sub-resources whose answers are about the ciphertext.
-    spec(
-        "GetObjectAttributes",
-        "GET",
-        Object,
-        &["attributes"],
-        VERSION,
-        O::Refused("GetObjectAttributes would report the ciphertext's size and checksums"),
-    ),
+    spec("GetObjectAttributes", "GET", Object, &["attributes"], VERSION, O::GetObjectAttributes),
     spec(
         "GetObjectTorrent",
         "GET",
@@ -148,7 +145,7 @@ pub const OPERATIONS: &[OperationSpec] = &[
     // Buckets.
     spec("ListObjects", "GET", Bucket, &[], LIST_V1, O::ListObjects),
     spec("ListObjectsV2", "GET", Bucket, &["list-type"], LIST_V2, O::ListObjectsV2),
-    spec("ListObjectVersions", "GET", Bucket, &["versions"], LIST_VERSIONS, O::Forward),
+    spec("ListObjectVersions", "GET", Bucket, &["versions"], LIST_VERSIONS, O::ListObjectVersions),
     spec("ListMultipartUploads", "GET", Bucket, &["uploads"], LIST_UPLOADS, O::Forward),
     spec("DeleteObjects", "POST", Bucket, &["delete"], &[], O::Forward),
     spec("HeadBucket", "HEAD", Bucket, &[], &[], O::Forward),
@@ -241,14 +238,16 @@ pub const OPERATIONS: &[OperationSpec] = &[
 
 /// What `CLOUDTASER_S3PROXY_ALLOWED_OPERATIONS` allows when unset (the word
 /// `default`): reading and writing objects, multipart uploads, listing,
-/// HEAD, object tags and deletes. Bucket creation and deletion, bucket
-/// configuration writes, ACLs, retention, legal holds and ListBuckets are
-/// refused: a workload's data path needs none of them, and the proxy's
+/// HEAD and GetObjectAttributes, object tags, deletes, and reading an
+/// object's retention and legal hold (HEAD shows both anyway). Bucket
+/// creation and deletion, bucket configuration writes, ACLs, setting
+/// retention or legal holds and ListBuckets are refused: a workload's data path needs none of them, and the proxy's
 /// identity must not become a way to manage the account (docs/SECURITY.md).
 pub const DEFAULT_ALLOWED: &[&str] = &[
     "PutObject",
     "GetObject",
     "HeadObject",
+    "GetObjectAttributes",
     "CopyObject",
     "DeleteObject",
     "DeleteObjects",
@@ -268,6 +267,8 @@ pub const DEFAULT_ALLOWED: &[&str] = &[
     "GetObjectTagging",
     "PutObjectTagging",
     "DeleteObjectTagging",
+    "GetObjectRetention",
+    "GetObjectLegalHold",
 ];
 
 /// Names that are not rows of the table because a header, not the query,

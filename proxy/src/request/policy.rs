@@ -136,7 +136,9 @@ impl AccessPolicy {
     /// ACL or an object lock set on PutObject, CopyObject or
     /// CreateMultipartUpload must be allowed as PutObjectAcl,
     /// PutObjectRetention or PutObjectLegalHold would be, or the headers
-    /// would do what the policy refuses.
+    /// would do what the policy refuses. Bypassing governance-mode retention
+    /// (`x-amz-bypass-governance-retention`, on deletes and retention
+    /// changes) is a retention change, so it needs PutObjectRetention too.
     pub fn check_implied(&self, s3: &S3Request, headers: &http::HeaderMap) -> Result<(), ProxyError> {
         const PRIVATE_ACLS: &[&str] = &["private", "bucket-owner-full-control"];
         let grants = headers.keys().any(|k| k.as_str().starts_with("x-amz-grant-"));
@@ -148,7 +150,8 @@ impl AccessPolicy {
             (grants || public_acl, acl),
             (
                 headers.contains_key("x-amz-object-lock-mode")
-                    || headers.contains_key("x-amz-object-lock-retain-until-date"),
+                    || headers.contains_key("x-amz-object-lock-retain-until-date")
+                    || headers.contains_key("x-amz-bypass-governance-retention"),
                 "PutObjectRetention",
             ),
             (headers.contains_key("x-amz-object-lock-legal-hold"), "PutObjectLegalHold"),
@@ -250,6 +253,12 @@ mod tests {
         assert!(p.check_implied(&put, &with("x-amz-grant-full-control", "id=x")).is_err());
         assert!(p.check_implied(&put, &with("x-amz-object-lock-mode", "COMPLIANCE")).is_err());
         assert!(p.check_implied(&put, &with("x-amz-object-lock-legal-hold", "ON")).is_err());
+        let delete = req(Method::DELETE, "/b/k?versionId=v");
+        assert!(p.check_implied(&delete, &with("x-amz-bypass-governance-retention", "true")).is_err());
+        assert!(p.check_implied(&delete, &HeaderMap::new()).is_ok());
+        let lock = AccessPolicy::new(&strings(&["default", "PutObjectRetention", "PutObjectLegalHold"]), &[]).unwrap();
+        assert!(lock.check_implied(&delete, &with("x-amz-bypass-governance-retention", "true")).is_ok());
+        assert!(lock.check_implied(&put, &with("x-amz-object-lock-legal-hold", "ON")).is_ok());
         let all = AccessPolicy::new(&strings(&["all"]), &[]).unwrap();
         assert!(all.check_implied(&put, &with("x-amz-object-lock-mode", "COMPLIANCE")).is_ok());
     }

@@ -146,8 +146,9 @@ pub fn buffered(mut headers: HeaderMap, status: StatusCode, body: Bytes) -> Resp
     resp
 }
 
-/// A listing with every encrypted object's size in plaintext bytes. Sizes are
-/// inverted from the ciphertext length, so no per-object request is needed.
+/// A listing (ListObjects, ListObjectsV2, ListObjectVersions) with every
+/// encrypted object's size in plaintext bytes. Sizes are inverted from the
+/// ciphertext length, so no per-object request is needed.
 pub fn listing_response(headers: HeaderMap, status: StatusCode, xml: Bytes) -> Result<Response<ProxyBody>, ProxyError> {
     let xml = if status.is_success() { rewrite_listing_sizes(&xml)? } else { xml };
     Ok(buffered(headers, status, xml))
@@ -157,14 +158,16 @@ fn rewrite_listing_sizes(xml: &[u8]) -> Result<Bytes, ProxyError> {
     let bad = |e: &dyn std::fmt::Display| ProxyError::Internal(format!("upstream listing is not valid XML: {e}"));
     let mut reader = quick_xml::Reader::from_reader(xml);
     let mut writer = quick_xml::Writer::new(Vec::with_capacity(xml.len()));
-    // Events of the current <Contents> entry, held until its ETag is known.
+    // Events of the current entry (`<Contents>`, or `<Version>` in
+    // ListObjectVersions), held until its ETag is known. Delete markers have
+    // neither size nor ETag and pass unchanged.
     let mut entry: Option<Vec<Event<'static>>> = None;
     loop {
         let event = reader.read_event().map_err(|e| bad(&e))?.into_owned();
         match (&event, entry.as_mut()) {
             (Event::Eof, _) => break,
-            (Event::Start(s), None) if s.name().as_ref() == b"Contents" => entry = Some(vec![event]),
-            (Event::End(e), Some(events)) if e.name().as_ref() == b"Contents" => {
+            (Event::Start(s), None) if is_entry(s.name().as_ref()) => entry = Some(vec![event]),
+            (Event::End(e), Some(events)) if is_entry(e.name().as_ref()) => {
                 events.push(event);
                 for ev in plaintext_sizes(std::mem::take(events)) {
                     writer.write_event(ev).map_err(|e| bad(&e))?;
@@ -178,10 +181,33 @@ fn rewrite_listing_sizes(xml: &[u8]) -> Result<Bytes, ProxyError> {
     Ok(Bytes::from(writer.into_inner()))
 }
 
+fn is_entry(name: &[u8]) -> bool {
+    matches!(name, b"Contents" | b"Version")
+}
+
+/// An entry without its `Checksum*` elements (`ChecksumAlgorithm`,
+/// `ChecksumType`): they describe the ciphertext's checksum, which GET and
+/// HEAD never return.
+fn without_checksums(events: Vec<Event<'static>>) -> Vec<Event<'static>> {
+    let mut depth = 0usize;
+    let mut kept = Vec::with_capacity(events.len());
+    for event in events {
+        match &event {
+            Event::Start(s) if depth > 0 || s.name().as_ref().starts_with(b"Checksum") => depth += 1,
+            Event::End(_) if depth > 0 => depth -= 1,
+            Event::Empty(s) if s.name().as_ref().starts_with(b"Checksum") => {}
+            _ if depth > 0 => {}
+            _ => kept.push(event),
+        }
+    }
+    kept
+}
+
 /// Rewrites `<Size>` in one entry. A multipart object (ETag `…-N`) is N
 /// streams whose non-final parts are whole segments (enforced at Complete),
 /// so its segments read like one stream with N−1 extra headers.
-fn plaintext_sizes(mut events: Vec<Event<'static>>) -> Vec<Event<'static>> {
+fn plaintext_sizes(events: Vec<Event<'static>>) -> Vec<Event<'static>> {
+    let mut events = without_checksums(events);
     let text_of = |events: &[Event<'static>], tag: &[u8]| -> Option<(usize, String)> {
         let start = events.iter().position(|e| matches!(e, Event::Start(s) if s.name().as_ref() == tag))?;
         match events.get(start + 1) {
@@ -231,5 +257,19 @@ mod tests {
         assert!(out.contains(&format!("<Size>{}</Size>", (2 << 20) + 10)), "{out}");
         assert!(out.contains("<Size>3</Size>"));
         assert!(out.contains("<Name>b</Name>"));
+    }
+
+    #[test]
+    fn version_listings_get_plaintext_sizes_and_lose_checksums() {
+        let xml = format!(
+            r#"<ListVersionsResult><Name>b</Name><Version><Key>k</Key><VersionId>2</VersionId><IsLatest>true</IsLatest><ETag>"e2"</ETag><Size>{}</Size><ChecksumAlgorithm>CRC32C</ChecksumAlgorithm><ChecksumType>FULL_OBJECT</ChecksumType></Version><DeleteMarker><Key>k</Key><VersionId>3</VersionId></DeleteMarker><Version><Key>k</Key><VersionId>1</VersionId><ETag>"e1-2"</ETag><Size>{}</Size></Version></ListVersionsResult>"#,
+            ciphertext_len(90_000),
+            ciphertext_len(5 << 20) + ciphertext_len(7)
+        );
+        let out = String::from_utf8(rewrite_listing_sizes(xml.as_bytes()).unwrap().to_vec()).unwrap();
+        assert!(out.contains("<ETag>&quot;e2-1&quot;</ETag><Size>90000</Size></Version>"), "{out}");
+        assert!(out.contains("<ETag>&quot;e1-2&quot;</ETag><Size>5242887</Size>"), "{out}");
+        assert!(out.contains("<DeleteMarker><Key>k</Key><VersionId>3</VersionId></DeleteMarker>"), "{out}");
+        assert!(!out.contains("Checksum"), "{out}");
     }
 }
