@@ -76,7 +76,9 @@ pub enum ProxyError {
         "The multipart object was completed but its part table was not sealed, so it cannot be verified; run cloudtaser-s3proxy seal for it."
     )]
     SealPending,
-    #[error("The specified multipart upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.")]
+    #[error(
+        "The specified multipart upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
+    )]
     NoSuchUpload,
     #[error("{0}")]
     InvalidPart(String),

@@ -8,9 +8,7 @@ use std::path::Path;
 
 use crate::app;
 use crate::config::{DecryptArgs, ProxyConfig};
-use crate::format::{
-    HEADER_LEN, Header, MANIFEST_TAG_LEN, ObjectLayout, Opener, ciphertext_len, verify_manifest,
-};
+use crate::format::{HEADER_LEN, Header, MANIFEST_TAG_LEN, ObjectLayout, Opener, ciphertext_len, verify_manifest};
 
 const CHUNK: usize = 1 << 20;
 

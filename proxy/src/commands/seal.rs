@@ -36,7 +36,13 @@ enum Outcome {
     NotMultipart,
 }
 
-async fn seal_one(path: &RequestPath, keys: &Arc<KeyService>, bucket: &str, key: &str, dry_run: bool) -> Result<Outcome, String> {
+async fn seal_one(
+    path: &RequestPath,
+    keys: &Arc<KeyService>,
+    bucket: &str,
+    key: &str,
+    dry_run: bool,
+) -> Result<Outcome, String> {
     let object = S3Request::internal(bucket, Some(key), vec![]);
     let resp = path.upstream().send_buffered(Method::HEAD, &object, HeaderMap::new(), Bytes::new()).await;
     let (status, head, body) = body_of(resp.map_err(|e| e.to_string())?).await?;

@@ -269,9 +269,15 @@ mod tests {
             EnvelopeMetadata::from_headers(&h)
         };
         assert_eq!(broken(&|h| drop(h.remove(META_MANIFEST))), Err(MetadataError(META_MANIFEST)));
-        assert_eq!(broken(&|h| drop(h.insert(META_MANIFEST, "00".parse().unwrap()))), Err(MetadataError(META_MANIFEST)));
+        assert_eq!(
+            broken(&|h| drop(h.insert(META_MANIFEST, "00".parse().unwrap()))),
+            Err(MetadataError(META_MANIFEST))
+        );
         assert_eq!(broken(&|h| drop(h.insert(META_SIZE, "14".parse().unwrap()))), Err(MetadataError(META_PARTS)));
-        assert_eq!(broken(&|h| drop(h.insert(META_PARTS, "2:15,1:0".parse().unwrap()))), Err(MetadataError(META_PARTS)));
+        assert_eq!(
+            broken(&|h| drop(h.insert(META_PARTS, "2:15,1:0".parse().unwrap()))),
+            Err(MetadataError(META_PARTS))
+        );
         assert_eq!(broken(&|h| drop(h.remove(META_SIZE))), Err(MetadataError(META_SIZE)));
         // A format-1 label on format-2 facts, or the reverse, is refused.
         assert_eq!(broken(&|h| drop(h.insert(META_FORMAT, "1".parse().unwrap()))), Err(MetadataError(META_SIZE)));
@@ -284,6 +290,9 @@ mod tests {
         );
         assert_eq!(broken(&|h| drop(h.insert(META_LAYOUT, "other".parse().unwrap()))), Err(MetadataError(META_LAYOUT)));
         assert_eq!(broken(&|h| drop(h.insert(META_FORMAT, "3".parse().unwrap()))), Err(MetadataError(META_FORMAT)));
-        assert_eq!(broken(&|h| drop(h.insert(META_SALT, hex::encode([1u8; 32]).parse().unwrap()))), Err(MetadataError(META_SALT)));
+        assert_eq!(
+            broken(&|h| drop(h.insert(META_SALT, hex::encode([1u8; 32]).parse().unwrap()))),
+            Err(MetadataError(META_SALT))
+        );
     }
 }

@@ -240,7 +240,10 @@ impl Opener {
                     return Err(FormatError::MalformedHeader("stream is not the expected part"));
                 }
                 if expected.plaintext_len != plaintext_len {
-                    return Err(FormatError::LengthMismatch { declared: expected.plaintext_len, actual: plaintext_len });
+                    return Err(FormatError::LengthMismatch {
+                        declared: expected.plaintext_len,
+                        actual: plaintext_len,
+                    });
                 }
             }
             None if header.part_number != self.next_part => {
@@ -537,7 +540,9 @@ mod tests {
         // Format-2 streams are refused unless a manifest vouched for the layout.
         assert_eq!(open_layout(&layout, &ct, false), Err(FormatError::VersionMismatch(2)));
         let len = data.len() as u64;
-        for (a, b) in [(0, len - 1), (2 * seg as u64, 2 * seg as u64 + 1), (2 * seg as u64 + 1, len - 2), (len - 1, len - 1)] {
+        for (a, b) in
+            [(0, len - 1), (2 * seg as u64, 2 * seg as u64 + 1), (2 * seg as u64 + 1, len - 2), (len - 1, len - 1)]
+        {
             let span = layout.span(a, b);
             let mut opener = Opener::range(&KEY, layout.clone(), &span, b - a + 1).manifest_checked();
             let h = span.header_start as usize;

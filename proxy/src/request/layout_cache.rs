@@ -10,8 +10,8 @@ use bytes::Bytes;
 use http::HeaderValue;
 
 use super::classify::S3Request;
-use crate::bounded_map::BoundedMap;
 use super::stored::CheckedLayout;
+use crate::bounded_map::BoundedMap;
 
 /// Bucket, key and version.
 type ObjectId = (String, String, Option<String>);

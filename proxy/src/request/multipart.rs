@@ -306,7 +306,8 @@ impl RequestPath {
         let resp = self.send_buffered(Method::POST, &s3, headers, Bytes::from(doc)).await?;
         let (mut parts, body) = resp.into_parts();
         let doc = collect_control(&parts.headers, body).await?;
-        let completed = xml::texts_of(&doc, b"ETag")?.pop().filter(|_| !xml::texts_of(&doc, b"Code").is_ok_and(|c| !c.is_empty()));
+        let completed =
+            xml::texts_of(&doc, b"ETag")?.pop().filter(|_| !xml::texts_of(&doc, b"Code").is_ok_and(|c| !c.is_empty()));
         let Some(completed) = completed.filter(|_| parts.status.is_success()) else {
             return Ok(respond::buffered(parts.headers, parts.status, doc));
         };
@@ -402,7 +403,10 @@ mod tests {
     use crate::format::ciphertext_len;
 
     fn stored(parts: &[(u32, u64)]) -> Vec<StoredPart> {
-        parts.iter().map(|(n, len)| StoredPart { number: *n, size: ciphertext_len(*len), etag: format!("\"e{n}\"") }).collect()
+        parts
+            .iter()
+            .map(|(n, len)| StoredPart { number: *n, size: ciphertext_len(*len), etag: format!("\"e{n}\"") })
+            .collect()
     }
 
     fn named(numbers: &[u32]) -> Vec<(u32, String)> {

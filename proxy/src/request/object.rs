@@ -16,13 +16,13 @@ use super::layout_cache::{KnownLayout, LayoutCache};
 use super::range::{ByteRange, RangeRequest, content_range};
 use super::respond::{self, PlaintextView};
 use super::sign::Payload;
+use super::stored::malformed;
 use super::transform::{OpenedDownload, SealedUpload, read_prefix};
 use super::{
     RequestPath, envelope_of, header_value, reject_reserved_metadata, remove_checksum_headers, set_content_encoding,
 };
 use crate::body::{ProxyBody, boxed, empty};
 use crate::error::ProxyError;
-use super::stored::malformed;
 use crate::format::{EnvelopeMetadata, FormatError, HEADER_LEN, Header, Sealer, StoredLayout, ciphertext_len};
 use crate::keys::DataKey;
 use crate::metrics::{BytesKind, Direction, metrics};

@@ -82,7 +82,12 @@ fn is_error(status: StatusCode, body: &[u8]) -> bool {
 
 impl RequestPath {
     /// The envelope a sealed object carries.
-    pub fn sealed_envelope(&self, pending: &EnvelopeMetadata, key: &DataKey, layout: &ObjectLayout) -> EnvelopeMetadata {
+    pub fn sealed_envelope(
+        &self,
+        pending: &EnvelopeMetadata,
+        key: &DataKey,
+        layout: &ObjectLayout,
+    ) -> EnvelopeMetadata {
         let table = layout.streams().iter().map(|s| (s.part_number, s.plaintext_len)).collect();
         // Too long a table is left for readers to learn from the headers.
         let table = (encode_part_table(layout).len() <= MAX_PART_TABLE_LEN).then_some(table);

@@ -106,7 +106,8 @@ impl RequestPath {
                 ObjectLayout::from_parts(table).map_err(ProxyError::Ciphertext)?
             }
             StoredLayout::MultipartSealed(_) | StoredLayout::MultipartPending => {
-                ObjectLayout::from_parts(&self.walk_streams(s3, etag, stored_len).await?).map_err(ProxyError::Ciphertext)?
+                ObjectLayout::from_parts(&self.walk_streams(s3, etag, stored_len).await?)
+                    .map_err(ProxyError::Ciphertext)?
             }
         };
         if layout.stored_len() != stored_len {
@@ -155,7 +156,8 @@ impl RequestPath {
             if table.len() >= MAX_PARTS as usize {
                 return Err(malformed("more streams than parts"));
             }
-            let header = Header::decode(&self.stored_header(s3, etag, offset).await?).map_err(ProxyError::Ciphertext)?;
+            let header =
+                Header::decode(&self.stored_header(s3, etag, offset).await?).map_err(ProxyError::Ciphertext)?;
             table.push((header.part_number, header.plaintext_len));
             offset += ciphertext_len(header.plaintext_len);
         }
@@ -166,7 +168,12 @@ impl RequestPath {
     }
 
     /// The 52 header bytes at `offset` of the stored object.
-    async fn stored_header(&self, s3: &S3Request, etag: Option<&HeaderValue>, offset: u64) -> Result<Bytes, ProxyError> {
+    async fn stored_header(
+        &self,
+        s3: &S3Request,
+        etag: Option<&HeaderValue>,
+        offset: u64,
+    ) -> Result<Bytes, ProxyError> {
         let resp = self.read_stored(s3, etag.cloned(), offset, offset + HEADER_LEN as u64 - 1).await?;
         let bytes = super::collect_small(resp.into_body()).await?;
         if bytes.len() != HEADER_LEN {
