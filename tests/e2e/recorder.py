@@ -21,20 +21,30 @@ class Recorder:
                 body = self.rfile.read(length) if length else b""
                 recorder.requests.append({"method": self.command, "path": self.path,
                                           "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                meta = []
                 if self.command == "POST" and "uploads" in self.path:
+                    # The completed object carries its upload's metadata (HEAD below).
+                    recorder.upload_meta = [(k, v) for k, v in self.headers.items()
+                                            if k.lower().startswith("x-amz-meta-")]
                     out = b"<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><UploadId>up-1</UploadId></InitiateMultipartUploadResult>"
                 elif self.command == "GET" and "uploadId" in self.path:
                     out = (b"<ListPartsResult><IsTruncated>false</IsTruncated>"
-                           b"<Part><PartNumber>1</PartNumber><ETag>\"p1\"</ETag><Size>%d</Size></Part></ListPartsResult>"
+                           b"<Part><PartNumber>1</PartNumber><ETag>\"0123456789abcdef0123456789abcdef\"</ETag><Size>%d</Size></Part></ListPartsResult>"
                            % recorder.last_part_size)
                 elif self.command == "POST" and "uploadId" in self.path:
                     out = b"<CompleteMultipartUploadResult><ETag>\"mp-1\"</ETag></CompleteMultipartUploadResult>"
+                elif self.command == "PUT" and "x-amz-copy-source" in self.headers:
+                    out = b"<CopyObjectResult><ETag>\"sealed-1\"</ETag></CopyObjectResult>"
+                elif self.command == "HEAD":
+                    meta, out = recorder.upload_meta, b""
                 else:
                     out = b""
                 if self.command == "PUT" and "partNumber" in self.path:
                     recorder.last_part_size = len(body)
                 self.send_response(200)
                 self.send_header("ETag", '"0123456789abcdef0123456789abcdef"')
+                for k, v in meta:
+                    self.send_header(k, v)
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()
                 self.wfile.write(out)
@@ -45,6 +55,7 @@ class Recorder:
                 pass
 
         self.last_part_size = 0
+        self.upload_meta: list[tuple[str, str]] = []
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"

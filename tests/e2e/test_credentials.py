@@ -212,6 +212,13 @@ def test_gcs_request_shapes(stack):
         assert put["body"][:4] == b"CTS3" and int(put["headers"]["content-length"]) == len(put["body"])
         create = next(r for r in rec.requests if r["method"] == "POST" and "uploads" in r["path"])
         assert create["headers"]["content-length"] == "0"
+        # GCS's XML API has no UploadPartCopy: the part table is sealed by
+        # one CopyObject onto the object itself, pinned to the completed ETag.
+        copies = [r for r in rec.requests if r["method"] == "PUT" and "x-amz-copy-source" in r["headers"]]
+        assert len(copies) == 1 and "partNumber" not in copies[0]["path"], copies
+        seal = copies[0]["headers"]
+        assert seal["x-amz-metadata-directive"] == "REPLACE" and seal["x-amz-copy-source-if-match"] == '"mp-1"'
+        assert seal["x-amz-meta-cloudtaser-format"] == "2" and len(seal["x-amz-meta-cloudtaser-manifest"]) == 64
     finally:
         proc.stop()
         rec.close()

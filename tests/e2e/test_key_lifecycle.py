@@ -116,15 +116,24 @@ def test_decrypt_command_recovers_objects_without_the_proxy(stack, rotating, ups
         raw.write_bytes(upstream.get_object(Bucket=bucket, Key=key)["Body"].read())
         meta = upstream.head_object(Bucket=bucket, Key=key)["Metadata"]
         out = tmp_path / "plain.bin"
+        # A format-2 multipart object is checked against its manifest.
+        manifest = ["--manifest", meta["cloudtaser-manifest"]] if "cloudtaser-manifest" in meta else []
         admin(stack, "", "decrypt", "--in", str(raw), "--out", str(out), "--wrapped-key", meta["cloudtaser-key"],
-              "--key-name", meta["cloudtaser-transit-key"])
+              "--key-name", meta["cloudtaser-transit-key"], *manifest)
         assert out.read_bytes() == want
-    # A damaged download is refused and leaves no output behind.
-    raw.write_bytes(raw.read_bytes()[:-100])
+    assert manifest, "the multipart object is format 2"
     bad = tmp_path / "bad.bin"
-    r = admin(stack, "", "decrypt", "--in", str(raw), "--out", str(bad), "--wrapped-key", meta["cloudtaser-key"],
-              "--key-name", meta["cloudtaser-transit-key"], check=False)
-    assert r.returncode != 0 and not bad.exists()
+    args = ["--wrapped-key", meta["cloudtaser-key"], "--key-name", meta["cloudtaser-transit-key"]]
+    whole = raw.read_bytes()
+    # Without its manifest a format-2 download is refused.
+    r = admin(stack, "", "decrypt", "--in", str(raw), "--out", str(bad), *args, check=False)
+    assert r.returncode != 0 and not bad.exists() and "version 2" in r.stderr
+    # A damaged download, or one cut back to its first two parts, is refused and leaves no output behind.
+    two_parts = 2 * (52 + PART + 16 * (PART // 65536))
+    for damaged in (whole[:-100], whole[:two_parts]):
+        raw.write_bytes(damaged)
+        r = admin(stack, "", "decrypt", "--in", str(raw), "--out", str(bad), *args, *manifest, check=False)
+        assert r.returncode != 0 and not bad.exists(), r.stderr
 
 
 def test_data_key_reuse_window(stack, upstream, bucket):

@@ -141,10 +141,28 @@ impl RequestPath {
         for (name, value) in self.sealed_envelope(pending, key, layout).to_headers() {
             headers.insert(name, super::header_value(&value)?);
         }
-        match self.seal_method {
-            SealMethod::ObjectCopy => self.self_copy_whole(&object, headers, etag).await,
-            SealMethod::PartCopy | SealMethod::Auto => self.self_copy_by_parts(&object, headers, etag, layout).await,
+        let unsealed_version = head.headers().get("x-amz-version-id").cloned();
+        let sealed = match self.seal_method {
+            SealMethod::ObjectCopy => self.self_copy_whole(&object, headers, etag).await?,
+            SealMethod::PartCopy | SealMethod::Auto => self.self_copy_by_parts(&object, headers, etag, layout).await?,
+        };
+        // In a versioned bucket the copy is a new version: the unsealed one
+        // (never readable) would linger as a noncurrent version next to it,
+        // so it is removed, by its exact id. Object lock may forbid that;
+        // it then stays until its retention ends (docs/COMPATIBILITY.md).
+        if let (Some(old), Some(new)) = (&unsealed_version, &sealed.version_id)
+            && old != new
+            && old != "null"
+        {
+            let mut version = object.clone();
+            version.query.push(("versionId".into(), old.to_str().unwrap_or_default().to_owned()));
+            match self.send_buffered(Method::DELETE, &version, HeaderMap::new(), Bytes::new()).await {
+                Ok(resp) if resp.status().is_success() => {}
+                Ok(resp) => tracing::warn!(status = resp.status().as_u16(), "the unsealed version could not be removed"),
+                Err(e) => tracing::warn!(error = %e, "the unsealed version could not be removed"),
+            }
         }
+        Ok(sealed)
     }
 
     /// The object's tags as an `x-amz-tagging` value.
