@@ -44,4 +44,12 @@ if [ ! -x "$S3S_FS" ]; then
   cargo install s3s-fs --version 0.17.0 --features binary --ignore-rust-version --locked \
     --root "$TOOLS/s3s-fs" --quiet
 fi
+# Garage: the upstream with S3's conditional reads, ListObjectVersions-free
+# but real multipart rules (part-number gaps, ETag checks); e2e runs the
+# conformance tests against it as well as against s3s-fs.
+GARAGE="$TOOLS/garage/bin/garage"
+if [ ! -x "$GARAGE" ]; then
+  log "building garage 2.5.0 (takes about 18 minutes once)"
+  cargo install garage --version 2.5.0 --locked --root "$TOOLS/garage" --quiet
+fi
 log "dependencies ready"

@@ -56,6 +56,13 @@ pub enum Command {
     },
 }
 
+/// `CLOUDTASER_S3PROXY_FORMAT1_MULTIPART`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format1Multipart {
+    Read,
+    Refuse,
+}
+
 /// What the commands that rewrite a bucket's objects share.
 #[derive(Debug, Clone, Args)]
 pub struct RewriteArgs {
@@ -318,6 +325,14 @@ pub struct ProxyConfig {
     /// GCS, `part-copy` elsewhere.
     #[arg(long, env = "CLOUDTASER_S3PROXY_MULTIPART_SEAL", value_enum, default_value_t = crate::request::seal::SealMethod::Auto)]
     pub multipart_seal: crate::request::seal::SealMethod,
+
+    /// Multipart objects without a manifest (format 1, written before
+    /// format 2): `read` them (truncation to a prefix of their parts is not
+    /// detected), or `refuse` them with 403. Set `refuse` once `seal` has
+    /// upgraded every bucket: it also stops a sealed object being relabelled
+    /// as format 1 and cut short.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_FORMAT1_MULTIPART", value_enum, default_value_t = Format1Multipart::Read)]
+    pub format1_multipart: Format1Multipart,
 
     /// Seconds between background checks that Vault answers with the
     /// proxy's token; skipped while real calls show it does. `/readyz`

@@ -73,9 +73,13 @@ pub enum ProxyError {
     #[error("{0}")]
     Retry(String),
     #[error(
-        "The multipart object was completed but its part table was not sealed, so it cannot be verified; run cloudtaser-s3proxy seal for it."
+        "The multipart object's part table was never sealed, so it cannot be verified. If a CompleteMultipartUpload for it was interrupted, cloudtaser-s3proxy seal finishes it; otherwise the object may have been tampered with."
     )]
     SealPending,
+    #[error(
+        "The object is a multipart object without a manifest (format 1), and CLOUDTASER_S3PROXY_FORMAT1_MULTIPART is refuse."
+    )]
+    Format1Refused,
     #[error(
         "The specified multipart upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
     )]
@@ -119,7 +123,7 @@ impl ProxyError {
             InvalidRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             InvalidPartNumber => StatusCode::RANGE_NOT_SATISFIABLE,
-            NotEncrypted | NotEncryptedSource | KeyRefused(_) => StatusCode::FORBIDDEN,
+            NotEncrypted | NotEncryptedSource | KeyRefused(_) | Format1Refused => StatusCode::FORBIDDEN,
             NoSuchUpload => StatusCode::NOT_FOUND,
             InvalidPart(_) | InvalidPartOrder => StatusCode::BAD_REQUEST,
             KeyServiceUnavailable(_) | KeyServiceSlowDown(_) | Credentials(_) | Retry(_) | SealPending => {
@@ -150,7 +154,7 @@ impl ProxyError {
             InvalidRange { .. } => "InvalidRange",
             PreconditionFailed => "PreconditionFailed",
             InvalidPartNumber => "InvalidPartNumber",
-            NotEncrypted | NotEncryptedSource => "AccessDenied",
+            NotEncrypted | NotEncryptedSource | Format1Refused => "AccessDenied",
             KeyRefused(_) => "KMS.AccessDeniedException",
             KeyServiceUnavailable(_) => "ServiceUnavailable",
             KeyServiceSlowDown(_) => "SlowDown",

@@ -5,7 +5,7 @@ use clap::Parser;
 
 use cloudtaser_s3proxy::app;
 use cloudtaser_s3proxy::commands;
-use cloudtaser_s3proxy::config::{Cli, Command, LogFormat, ProxyConfig};
+use cloudtaser_s3proxy::config::{Cli, Command, Format1Multipart, LogFormat, ProxyConfig};
 use cloudtaser_s3proxy::logging;
 use cloudtaser_s3proxy::request::RequestPath;
 use cloudtaser_s3proxy::server;
@@ -90,7 +90,8 @@ async fn serve(config: ProxyConfig) -> Result<(), String> {
             .with_policy(policy)
             .with_key_logging(config.log_keys)
             .with_body_deadline(std::time::Duration::from_secs(config.body_timeout_secs))
-            .with_seal_method(config.multipart_seal, upstream.is_gcs),
+            .with_seal_method(config.multipart_seal, upstream.is_gcs)
+            .with_format_1_multipart_reads(config.format1_multipart == Format1Multipart::Read),
     );
 
     let s3 =

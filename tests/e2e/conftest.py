@@ -88,3 +88,37 @@ def moto_stack(stack):
     )
     for p in (lock, proxy, moto):
         p.stop()
+
+
+@dataclass
+class GarageStack:
+    """Garage as the upstream, behind its own proxy: it evaluates S3's
+    conditional reads and enforces multipart rules (ETags, part-number
+    gaps) that s3s-fs does not, so conformance is checked against both."""
+
+    endpoint: str
+    proxy_endpoint: str
+    direct: object
+    client: object
+
+
+@pytest.fixture(scope="session")
+def garage_stack(stack):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import garage  # noqa: PLC0415 - bench/garage.py, shared with the benchmark
+
+    if not garage.GARAGE.exists():
+        pytest.fail(f"Garage is not installed at {garage.GARAGE}: run scripts/install-deps.sh")
+    g = garage.start(stack.workdir, stack)
+    proxy, proxy_endpoint, _ = stack.start_proxy(
+        "proxy-garage", CLOUDTASER_S3PROXY_S3_ENDPOINT=g.endpoint,
+        AWS_ACCESS_KEY_ID=garage.ACCESS_KEY, AWS_SECRET_ACCESS_KEY=garage.SECRET_KEY,
+    )
+    yield GarageStack(
+        endpoint=g.endpoint,
+        proxy_endpoint=proxy_endpoint,
+        direct=s3_client(g.endpoint, garage.ACCESS_KEY, garage.SECRET_KEY),
+        client=s3_client(proxy_endpoint, stack_mod.WORKLOAD_ACCESS_KEY, stack_mod.WORKLOAD_SECRET_KEY),
+    )
+    proxy.stop()
+    g.process.stop()

@@ -629,6 +629,60 @@ def test_multipart_truncated_to_whole_parts(stack, upstream, rest_bucket, mp_obj
         assert_refused(get(ep, rest_bucket, key, (a, b)), data[a : b + 1], f"GET {name} range, truncated", limit=0)
 
 
+def test_cached_layout_never_reads_another_objects_bytes(stack, workload, upstream, rest_bucket, mp_object):
+    """From the independent attacker's report: a ranged read remembers the
+    object's checked layout, and s3s-fs ignores If-Match, so the object can
+    be replaced between reads (part 2 spliced from another upload, stored
+    length unchanged). Every later read checks that the ETag and envelope it
+    gets are the ones the layout was checked under, and learns it again if
+    not. Under the original envelope the spliced part fails; under the other
+    upload's envelope only that upload's own authentic bytes can come back
+    (the documented limit: an object copied onto another key reads as the
+    original's content), and the whole object is refused."""
+    data, parts, meta = mp_object
+    other = unique("mp/cache-other")
+    other_data = body_of(2 * PART + MP_LAST, other)
+    uid = workload.create_multipart_upload(Bucket=rest_bucket, Key=other)["UploadId"]
+    etags = [workload.upload_part(Bucket=rest_bucket, Key=other, UploadId=uid, PartNumber=n,
+                                  Body=other_data[(n - 1) * PART : n * PART])["ETag"] for n in (1, 2, 3)]
+    workload.complete_multipart_upload(Bucket=rest_bucket, Key=other, UploadId=uid, MultipartUpload={
+        "Parts": [{"PartNumber": n, "ETag": e} for n, e in zip((1, 2, 3), etags)]})
+    other_raw, other_meta = stored(upstream, rest_bucket, other)
+    cp = ct_len(PART)
+    spliced = parts[0] + other_raw[cp : 2 * cp] + parts[2]
+    ep = stack.proxy_endpoint
+    a, b = mp_ranges()["part2"]
+    for envelope_of, name in ((meta, "its own envelope"), (other_meta, "the other upload's envelope")):
+        key = unique("mp/cache-target")
+        rebuild_multipart(upstream, rest_bucket, key, parts, meta)
+        assert_served(get(ep, rest_bucket, key, (a, b)), data[a : b + 1], "the first ranged read (layout remembered)")
+        upstream.put_object(Bucket=rest_bucket, Key=key, Body=spliced, Metadata=envelope_of)
+        intact = PART if envelope_of is meta else 0  # part 1 is the original's own, under its own key
+        assert_refused(get(ep, rest_bucket, key), data, f"whole GET, spliced, {name}", limit=intact)
+        for what, res in [("range", get(ep, rest_bucket, key, (a, b))),
+                          ("partNumber=2", get(ep, rest_bucket, key, query="?partNumber=2"))]:
+            if envelope_of is meta:
+                assert_refused(res, data[a : b + 1], f"{what}, spliced, {name}", limit=0)
+            elif res.status < 400:
+                want = other_data[a : b + 1] if what == "range" else other_data[PART : 2 * PART]
+                assert_served(res, want, f"{what}, spliced, {name}: only the other upload's own bytes")
+
+
+def test_relabelled_format_2_object_gets_no_size_from_head(stack, upstream, rest_bucket, mp_object):
+    """Found by the independent attacker: the first part of a format-2
+    object relabelled as format 1 read 200 with the short size on HEAD.
+    A format-1 label on a version-2 stream is refused everywhere."""
+    data, parts, meta = mp_object
+    key = unique("mp/relabel-head")
+    keep = {k: v for k, v in meta.items() if k in ("cloudtaser-key", "cloudtaser-transit-key")}
+    upstream.put_object(Bucket=rest_bucket, Key=key, Body=parts[0],
+                        Metadata={**keep, "cloudtaser-format": "1", "cloudtaser-layout": "multipart"})
+    ep = stack.proxy_endpoint
+    assert_head_refused(head(ep, rest_bucket, key), "HEAD of a relabelled part")
+    assert_head_refused(request(ep, "HEAD", f"/{rest_bucket}/{quote_key(key)}?partNumber=1"), "HEAD ?partNumber=1")
+    assert_refused(get(ep, rest_bucket, key), data, "GET of a relabelled part", limit=0)
+
+
 # --- the hostile workload: malformed requests over raw sockets ----------------
 
 

@@ -284,3 +284,23 @@ def test_aws_cli_multipart_cp_and_sync(stack, mp_bucket, tmp_path):
     assert (tmp_path / "down" / "big.bin").read_bytes() == data
     assert (tmp_path / "down" / "small.txt").read_bytes() == b"small file"
     os.sync()
+
+
+def test_complete_and_part_number_errors_are_s3s(stack, client, mp_bucket):
+    """Found by the independent attacker: a DOCTYPE in the client's Complete
+    document was a 500 about upstream XML, and HEAD and GET disagreed on
+    malformed part numbers."""
+    from attack_helpers import request  # noqa: PLC0415 - raw requests, as a hostile client sends them
+
+    key = "mp/doctype"
+    uid = client.create_multipart_upload(Bucket=mp_bucket, Key=key)["UploadId"]
+    etag = client.upload_part(Bucket=mp_bucket, Key=key, UploadId=uid, PartNumber=1, Body=b"x")["ETag"]
+    doc = (f'<!DOCTYPE x [<!ENTITY e "1">]><CompleteMultipartUpload><Part><PartNumber>&e;</PartNumber>'
+           f"<ETag>{etag}</ETag></Part></CompleteMultipartUpload>").encode()
+    res = request(stack.proxy_endpoint, "POST", f"/{mp_bucket}/{key}?uploadId={uid}", body=doc)
+    assert (res.status, res.code) == (400, "MalformedXML"), res.body[:300]
+    client.put_object(Bucket=mp_bucket, Key="mp/plain-for-parts", Body=b"abc")
+    for bad in ("0", "abc"):
+        for method in ("GET", "HEAD"):
+            res = request(stack.proxy_endpoint, method, f"/{mp_bucket}/mp/plain-for-parts?partNumber={bad}")
+            assert res.status == 400, (method, bad, res.status)

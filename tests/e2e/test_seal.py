@@ -12,6 +12,7 @@ import pytest
 
 import envelope
 from test_bucket_tools import admin
+from conftest import s3_client
 from test_core import MiB, body_of
 
 PART = 5 * MiB
@@ -101,6 +102,20 @@ def test_format_1_objects_read_and_are_upgraded(stack, client, upstream, seal_bu
     # Once sealed, the format-1 streams can no longer be cut back to a prefix.
     upstream.put_object(Bucket=BUCKET, Key="v1/cut", Body=body[: len(body) // 2 + 10], Metadata=sealed["Metadata"])
     assert error_of(lambda: client.get_object(Bucket=BUCKET, Key="v1/cut"))[0] == 500
+    # Unless the object is relabelled format 1 (its streams are version 1):
+    # the attacker's downgrade reads short while format-1 reads are allowed,
+    # and is refused once CLOUDTASER_S3PROXY_FORMAT1_MULTIPART=refuse.
+    two_parts = 2 * (52 + PART + 16 * (PART // 65536))
+    upstream.put_object(Bucket=BUCKET, Key="v1/downgraded", Body=body[:two_parts], Metadata=meta)
+    assert client.get_object(Bucket=BUCKET, Key="v1/downgraded")["Body"].read() == data[: 2 * PART]
+    proc, endpoint, _ = stack.start_proxy("proxy-format1-refused", CLOUDTASER_S3PROXY_FORMAT1_MULTIPART="refuse")
+    try:
+        strict = s3_client(endpoint, "w", "w")
+        assert error_of(lambda: strict.get_object(Bucket=BUCKET, Key="v1/downgraded"))[:2] == (403, "AccessDenied")
+        assert error_of(lambda: strict.head_object(Bucket=BUCKET, Key="v1/downgraded"))[0] == 403
+        assert strict.get_object(Bucket=BUCKET, Key="v1/obj")["Body"].read() == data, "sealed objects still read"
+    finally:
+        proc.stop()
 
 
 def test_format_2_streams_without_a_manifest_are_refused(stack, client, upstream, seal_bucket):
@@ -114,3 +129,7 @@ def test_format_2_streams_without_a_manifest_are_refused(stack, client, upstream
     rewrite_metadata(upstream, "relabel/obj", {**keep, "cloudtaser-format": "1", "cloudtaser-layout": "multipart"})
     assert error_of(lambda: client.get_object(Bucket=BUCKET, Key="relabel/obj"))[:2] == (500, "InternalError")
     assert error_of(lambda: client.get_object(Bucket=BUCKET, Key="relabel/obj", Range="bytes=0-9"))[0] == 500
+    assert error_of(lambda: client.head_object(Bucket=BUCKET, Key="relabel/obj"))[0] == 500
+    # `seal` does not upgrade it either: a format-1 label on version-2 streams is not a format-1 object.
+    r = admin(stack, "seal", "--bucket", BUCKET, "--prefix", "relabel/", "--quiet", check=1)
+    assert "failed: 1" in r.stdout, r.stdout

@@ -11,6 +11,7 @@ use http::HeaderValue;
 
 use super::classify::S3Request;
 use super::stored::CheckedLayout;
+use crate::format::EnvelopeMetadata;
 use crate::bounded_map::BoundedMap;
 
 /// Bucket, key and version.
@@ -22,6 +23,9 @@ pub struct KnownLayout {
     /// The upstream ETag of the version this describes.
     pub etag: Option<HeaderValue>,
     pub checked: CheckedLayout,
+    /// The envelope the layout was checked under: every later read must
+    /// find the same one, and its data key is the one used.
+    pub envelope: EnvelopeMetadata,
     /// The first stream's header.
     pub first_header: Bytes,
 }
@@ -68,6 +72,12 @@ mod tests {
         Arc::new(KnownLayout {
             etag: etag.map(HeaderValue::from_static),
             checked: CheckedLayout { layout: crate::format::ObjectLayout::single(10), sealed: false },
+            envelope: EnvelopeMetadata {
+                wrapped_key: "vault:v1:k".into(),
+                transit_key: "t".into(),
+                layout: crate::format::StoredLayout::Single(10),
+                salt: Some([0; 32]),
+            },
             first_header: Bytes::new(),
         })
     }

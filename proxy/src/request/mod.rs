@@ -71,6 +71,9 @@ pub struct RequestPath {
     virtual_host_suffix: String,
     /// How completed multipart uploads are sealed (never `Auto` here).
     seal_method: seal::SealMethod,
+    /// Whether format-1 multipart objects (no manifest) are read
+    /// (`CLOUDTASER_S3PROXY_FORMAT1_MULTIPART`).
+    format_1_multipart_reads: bool,
 }
 
 impl RequestPath {
@@ -90,7 +93,17 @@ impl RequestPath {
             body_deadline: Duration::from_secs(60),
             virtual_host_suffix,
             seal_method: seal::SealMethod::PartCopy,
+            format_1_multipart_reads: true,
         }
+    }
+
+    /// Whether multipart objects without a manifest (format 1, written
+    /// before format 2) are read at all. Once `seal` has upgraded a
+    /// bucket, refusing them also stops a sealed object from being
+    /// relabelled as format 1 and cut short.
+    pub fn with_format_1_multipart_reads(mut self, on: bool) -> Self {
+        self.format_1_multipart_reads = on;
+        self
     }
 
     /// How completed multipart uploads are sealed; `Auto` picks a whole-object

@@ -279,11 +279,14 @@ impl RequestPath {
         let key = upstream_upload(&mut s3)?.key.ok_or_else(no_such_upload)?;
         let mut headers = parts.headers;
         let request = read_small_body(&mut headers, body, self.body_deadline).await?;
-        let numbers: Vec<u32> = xml::texts_of(&request, b"PartNumber")?
+        // The client's document: anything quick-xml refuses (a DOCTYPE, an
+        // entity) is the client's malformed XML, not an upstream failure.
+        let texts = |name: &[u8]| xml::texts_of(&request, name).map_err(|_| ProxyError::MalformedXml);
+        let numbers: Vec<u32> = texts(b"PartNumber")?
             .iter()
             .map(|n| n.trim().parse().map_err(|_| ProxyError::InvalidArgument("PartNumber is not a number".into())))
             .collect::<Result<_, _>>()?;
-        let etags = xml::texts_of(&request, b"ETag")?;
+        let etags = texts(b"ETag")?;
         if numbers.is_empty() || numbers.len() != etags.len() {
             return Err(ProxyError::MalformedXml);
         }
@@ -341,7 +344,9 @@ impl RequestPath {
             let status = resp.status();
             let doc = collect_small(resp.into_body()).await?;
             let code = xml::texts_of(&doc, b"Code")?.pop().unwrap_or_default();
-            if status == http::StatusCode::NOT_FOUND || code == "NoSuchUpload" {
+            // An id the upstream cannot parse, or never issued: S3's answer
+            // to both is NoSuchUpload.
+            if code == "NoSuchUpload" || (status.is_client_error() && status != http::StatusCode::FORBIDDEN) {
                 return Err(ProxyError::NoSuchUpload);
             }
             if !status.is_success() {

@@ -169,10 +169,15 @@ impl RequestPath {
         let stored_len = content_length(resp.headers()).ok_or(malformed("no stored length"))?;
         let etag = resp.headers().get(http::header::ETAG).cloned();
         let layout = self.stored_layout(&whole, &envelope, stored_len, etag.as_ref(), None).await?.layout;
+        // As GET answers: a malformed number is 400, one past the count or
+        // naming an empty part 416.
         let content_length = match part {
             None => layout.total,
-            Some(Some(n)) if n <= layout.parts => layout.stream_len(n - 1),
-            Some(_) => return Err(ProxyError::InvalidPartNumber),
+            Some(None) => return Err(bad_part_number()),
+            Some(Some(n)) if n <= layout.parts && (layout.stream_len(n - 1) > 0 || layout.total == 0) => {
+                layout.stream_len(n - 1)
+            }
+            Some(Some(_)) => return Err(ProxyError::InvalidPartNumber),
         };
         let (parts, _) = resp.into_parts();
         let view = PlaintextView {
@@ -197,9 +202,7 @@ impl RequestPath {
         let range = headers.remove(http::header::RANGE).and_then(|v| RangeRequest::parse(v.to_str().ok()?));
         headers.remove("x-amz-checksum-mode");
         let part = match s3.query_value("partNumber") {
-            Some(n) => Some(n.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                ProxyError::InvalidArgument("Part number must be an integer between 1 and 10000, inclusive".into())
-            })?),
+            Some(n) => Some(n.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(bad_part_number)?),
             None => None,
         };
         match (part, range) {
@@ -305,7 +308,8 @@ impl RequestPath {
         let (_, stored_len) = content_range(resp.headers()).ok_or(malformed("no stored length"))?;
         let first_header = super::collect_small(resp.into_body()).await?;
         let checked = self.stored_layout(s3, &envelope, stored_len, etag.as_ref(), Some(&first_header)).await?;
-        let known = Arc::new(KnownLayout { etag, checked, first_header });
+        // The probe's envelope is the one every later read must find.
+        let known = Arc::new(KnownLayout { etag, checked, first_header, envelope });
         self.layouts.insert(id, known.clone());
         self.read_covering(s3, &headers, spec, &known).await
     }
@@ -336,7 +340,6 @@ impl RequestPath {
             }
         };
         let span = layout.span(a, b);
-        let etag = &known.etag;
         // The stream header is the first stream's, a small read of its own,
         // or inline when the range starts at a stream's first segment.
         let (fetch_from, header) = if span.header_start == 0 {
@@ -345,11 +348,11 @@ impl RequestPath {
             (span.header_start, None)
         } else {
             let last = span.header_start + HEADER_LEN as u64 - 1;
-            let header = self.read_stored(s3, etag.clone(), span.header_start, last).await?;
+            let header = self.read_known(s3, known, span.header_start, last).await?;
             (span.ciphertext_start, Some(super::collect_small(header.into_body()).await?))
         };
-        let resp = self.read_stored(s3, etag.clone(), fetch_from, span.ciphertext_end).await?;
-        let envelope = envelope_of(resp.headers())?;
+        let resp = self.read_known(s3, known, fetch_from, span.ciphertext_end).await?;
+        let envelope = known.envelope.clone();
         let (_, stored_len) = content_range(resp.headers()).ok_or(malformed("no stored length"))?;
         if stored_len != layout.stored_len() {
             return Err(ProxyError::Ciphertext(FormatError::LengthMismatch {
@@ -376,6 +379,25 @@ impl RequestPath {
         let mut resp = respond::object_response(parts.headers, view, boxed(download));
         if matches!(spec, ReadSpec::Part(_)) && envelope.layout.is_multipart() {
             resp.headers_mut().insert("x-amz-mp-parts-count", HeaderValue::from(layout.parts));
+        }
+        Ok(resp)
+    }
+
+    /// A ranged read of the object version `known` describes. If-Match pins
+    /// it where the upstream honours that (s3s-fs does not), and the answer
+    /// must carry the same ETag and envelope either way: a layout checked
+    /// for one object is never applied to another's bytes.
+    async fn read_known(
+        &self,
+        s3: &S3Request,
+        known: &KnownLayout,
+        first: u64,
+        last: u64,
+    ) -> Result<http::Response<Incoming>, ProxyError> {
+        let resp = self.read_stored(s3, known.etag.clone(), first, last).await?;
+        let same_etag = resp.headers().get(http::header::ETAG) == known.etag.as_ref();
+        if !same_etag || envelope_of(resp.headers())? != known.envelope {
+            return Err(ProxyError::Retry("The object changed while it was being read; retry the request.".into()));
         }
         Ok(resp)
     }
@@ -430,6 +452,10 @@ impl RequestPath {
 }
 
 const HEADER_RANGE: &str = "bytes=0-51";
+
+fn bad_part_number() -> ProxyError {
+    ProxyError::InvalidArgument("Part number must be an integer between 1 and 10000, inclusive".into())
+}
 
 /// What a ranged read asks for: a byte range or one part, in plaintext terms.
 #[derive(Debug, Clone, Copy)]

@@ -12,7 +12,7 @@ use super::range::content_range;
 use crate::error::ProxyError;
 use crate::format::{
     EnvelopeMetadata, FormatError, HEADER_LEN, Header, LayoutSpan, MAX_PARTS, ObjectLayout, Opener, SealedParts,
-    StoredLayout, ciphertext_len, verify_manifest,
+    StoredLayout, VERSION, ciphertext_len, verify_manifest,
 };
 use crate::keys::DataKey;
 
@@ -43,6 +43,17 @@ impl CheckedLayout {
     }
 }
 
+/// A format-1 multipart layout from its first header. A format-2 stream
+/// under a format-1 label is a relabelled object (format 1 needs no
+/// manifest), refused before anything, HEAD included, trusts its size.
+fn format_1_layout(first: &Header, stored_len: u64) -> Result<ObjectLayout, ProxyError> {
+    if first.version != VERSION {
+        return Err(ProxyError::Ciphertext(FormatError::VersionMismatch(first.version)));
+    }
+    ObjectLayout::multipart(first.plaintext_len, stored_len)
+        .ok_or(malformed("part layout does not match the stored length"))
+}
+
 pub(super) fn malformed(what: &'static str) -> ProxyError {
     ProxyError::Ciphertext(FormatError::MalformedHeader(what))
 }
@@ -62,14 +73,15 @@ impl RequestPath {
         let (layout, sealed) = match &envelope.layout {
             StoredLayout::Single(len) => (ObjectLayout::single(*len), false),
             StoredLayout::Multipart => {
+                if !self.format_1_multipart_reads {
+                    return Err(ProxyError::Format1Refused);
+                }
                 let header = match first_header {
                     Some(h) => Header::decode(h),
                     None => Header::decode(&self.stored_header(s3, etag, 0).await?),
                 }
                 .map_err(ProxyError::Ciphertext)?;
-                let layout = ObjectLayout::multipart(header.plaintext_len, stored_len)
-                    .ok_or(malformed("part layout does not match the stored length"))?;
-                (layout, false)
+                (format_1_layout(&header, stored_len)?, false)
             }
             StoredLayout::MultipartPending => return Err(ProxyError::SealPending),
             StoredLayout::MultipartSealed(sealed) => {
@@ -99,8 +111,7 @@ impl RequestPath {
             StoredLayout::Single(len) => ObjectLayout::single(*len),
             StoredLayout::Multipart => {
                 let header = Header::decode(&self.stored_header(s3, etag, 0).await?).map_err(ProxyError::Ciphertext)?;
-                ObjectLayout::multipart(header.plaintext_len, stored_len)
-                    .ok_or(malformed("part layout does not match the stored length"))?
+                format_1_layout(&header, stored_len)?
             }
             StoredLayout::MultipartSealed(SealedParts { table: Some(table), .. }) => {
                 ObjectLayout::from_parts(table).map_err(ProxyError::Ciphertext)?
