@@ -19,6 +19,9 @@ pub struct S3Request {
     pub key: Option<String>,
     /// Decoded query parameters in their original order, presign ones removed.
     pub query: Vec<(String, String)>,
+    /// The object's SSE-C key, sent with every upstream request made for
+    /// this one (`sse_c`).
+    pub sse_c: Option<super::sse_c::CustomerKey>,
 }
 
 impl S3Request {
@@ -30,6 +33,7 @@ impl S3Request {
             bucket: Some(bucket.to_owned()),
             key: key.map(str::to_owned),
             query,
+            sse_c: None,
         }
     }
 
@@ -149,7 +153,8 @@ pub fn classify(
             "The {h} header (appending to an object) is not supported through the encryption proxy."
         )));
     }
-    Ok(S3Request { operation, name, bucket, key, query })
+    let sse_c = super::sse_c::CustomerKey::of_object(headers)?;
+    Ok(S3Request { operation, name, bucket, key, query, sse_c })
 }
 
 fn reserved(name: &str) -> ProxyError {
@@ -276,6 +281,7 @@ pub fn copy_source(headers: &HeaderMap) -> Result<S3Request, ProxyError> {
         bucket: Some(bucket.to_owned()),
         key: Some(key.to_owned()),
         query: parse_query(query)?,
+        sse_c: super::sse_c::CustomerKey::of_copy_source(headers)?,
     })
 }
 

@@ -34,10 +34,18 @@ pub fn any(headers: &HeaderMap) -> bool {
     .any(|name| headers.contains_key(name))
 }
 
-/// Removes the ETag conditions before a request goes upstream.
+/// Removes the conditions the proxy decides itself before a read goes
+/// upstream: the ETag conditions (workloads hold the proxy's ETags), and,
+/// when one is present, the date conditions too, because S3's precedence
+/// between the two kinds (`evaluate`) can only be applied to both at once.
+/// Date conditions alone still go upstream, which then answers 304 or 412
+/// without sending the body.
 pub fn strip_etag_conditions(headers: &mut HeaderMap) {
-    headers.remove(http::header::IF_MATCH);
-    headers.remove(http::header::IF_NONE_MATCH);
+    let etag_condition = headers.remove(http::header::IF_MATCH).is_some();
+    if headers.remove(http::header::IF_NONE_MATCH).is_some() || etag_condition {
+        headers.remove(http::header::IF_MODIFIED_SINCE);
+        headers.remove(http::header::IF_UNMODIFIED_SINCE);
+    }
 }
 
 /// Conditional writes (If-Match / If-None-Match on PutObject and

@@ -18,6 +18,7 @@ pub mod range;
 pub mod respond;
 pub mod seal;
 pub mod sign;
+pub mod sse_c;
 mod stored;
 pub mod transform;
 pub mod upload_id;

@@ -101,6 +101,20 @@ impl EncryptedUpload {
 }
 
 impl RequestPath {
+    /// The data key an upload id carries. Vault refusing it for good (not a
+    /// ciphertext Transit issued, a key this proxy may not use) means the id
+    /// was never issued by a proxy: S3's answer to that is NoSuchUpload.
+    async fn upload_data_key(&self, key: &UploadKey) -> Result<std::sync::Arc<crate::keys::DataKey>, ProxyError> {
+        self.keys.unwrap(&key.transit_key, &key.wrapped_key).await.map_err(|e| {
+            if e.is_permanent() {
+                tracing::info!(reason = e.client_message(), "an upload id's data key was refused");
+                ProxyError::NoSuchUpload
+            } else {
+                ProxyError::from(e)
+            }
+        })
+    }
+
     pub(super) async fn create_multipart_upload(
         &self,
         s3: &S3Request,
@@ -108,6 +122,15 @@ impl RequestPath {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let mut headers = parts.headers;
         reject_reserved_metadata(&headers)?;
+        if s3.sse_c.is_some() {
+            // Sealing reads and copies the completed object, which needs the
+            // customer key after CompleteMultipartUpload; S3 clients do not
+            // send it there, so the object could never be sealed.
+            return Err(ProxyError::NotImplemented(
+                "SSE-C (customer-provided keys) is not supported for multipart uploads through CloudTaser: sealing the completed object needs the key after CompleteMultipartUpload. Use single PUTs, or SSE-S3/SSE-KMS, with CloudTaser's encryption underneath."
+                    .into(),
+            ));
+        }
         let data_key = self.keys.generate_fresh().await?;
         let key = UploadKey { transit_key: self.keys.key_name().to_owned(), wrapped_key: data_key.wrapped.clone() };
         // Pending until CompleteMultipartUpload seals the part table. Each
@@ -193,7 +216,7 @@ impl RequestPath {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let number = part_number(&s3)?;
         let key = upstream_upload(&mut s3)?.key.ok_or_else(no_such_upload)?;
-        let data_key = self.keys.unwrap(&key.transit_key, &key.wrapped_key).await?;
+        let data_key = self.upload_data_key(&key).await?;
         self.seal_and_send(&s3, parts.headers, body, &data_key, number, None).await
     }
 
@@ -206,7 +229,7 @@ impl RequestPath {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let number = part_number(&s3)?;
         let key = upstream_upload(&mut s3)?.key.ok_or_else(no_such_upload)?;
-        let data_key = self.keys.unwrap(&key.transit_key, &key.wrapped_key).await?;
+        let data_key = self.upload_data_key(&key).await?;
         let source = copy_source(&parts.headers)?;
         let mut read_headers = HeaderMap::new();
         if let Some(range) = parts.headers.get("x-amz-copy-source-range") {
@@ -291,8 +314,10 @@ impl RequestPath {
             return Err(ProxyError::MalformedXml);
         }
         let named: Vec<(u32, String)> = numbers.into_iter().zip(etags).collect();
+        // The key first: an id no proxy issued is NoSuchUpload, and an
+        // unreachable Vault fails the request before the object exists.
+        let data_key = self.upload_data_key(&key).await?;
         let layout = checked_layout(&named, &self.stored_parts(&s3).await?)?;
-        let data_key = self.keys.unwrap(&key.transit_key, &key.wrapped_key).await?;
         // Only part numbers and ETags go upstream: the client's part checksums
         // describe plaintext the upstream never saw.
         let mut doc = String::from("<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");

@@ -157,7 +157,7 @@ impl RequestPath {
         conditional::strip_etag_conditions(&mut upstream_headers);
         let resp = self.send_buffered(Method::HEAD, &whole, upstream_headers, Bytes::new()).await?;
         if !resp.status().is_success() {
-            return Ok(respond::pass_through(resp));
+            return upstream_verdict(resp);
         }
         if let Some(status) = conditional::evaluate(&headers, resp.headers()) {
             return not_modified_or_failed(status, resp.into_parts().0.headers);
@@ -225,7 +225,7 @@ impl RequestPath {
         conditional::strip_etag_conditions(&mut headers);
         let resp = self.send_buffered(Method::GET, s3, headers, Bytes::new()).await?;
         if resp.status() != StatusCode::OK {
-            return Ok(respond::pass_through(resp));
+            return upstream_verdict(resp);
         }
         if let Some(status) = conditional::evaluate(&request_headers, resp.headers()) {
             return not_modified_or_failed(status, resp.into_parts().0.headers);
@@ -286,7 +286,7 @@ impl RequestPath {
         first.insert(http::header::RANGE, HeaderValue::from_static(HEADER_RANGE));
         let resp = self.send_buffered(Method::GET, s3, first, Bytes::new()).await?;
         if !resp.status().is_success() {
-            return Ok(respond::pass_through(resp));
+            return upstream_verdict(resp);
         }
         if let Some(status) = conditional::evaluate(&headers, resp.headers()) {
             return not_modified_or_failed(status, resp.into_parts().0.headers);
@@ -462,6 +462,18 @@ fn bad_part_number() -> ProxyError {
 enum ReadSpec {
     Range(RangeRequest),
     Part(u32),
+}
+
+/// An upstream answer other than the object: a date condition the upstream
+/// decided is answered as the proxy answers its own (the ETag in the form
+/// workloads see, S3's 412 document); anything else passes through.
+fn upstream_verdict(resp: Response<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+    match resp.status() {
+        StatusCode::NOT_MODIFIED | StatusCode::PRECONDITION_FAILED => {
+            not_modified_or_failed(resp.status(), resp.into_parts().0.headers)
+        }
+        _ => Ok(respond::pass_through(resp)),
+    }
 }
 
 /// A failed condition: 304 with the validators, or S3's 412 error.

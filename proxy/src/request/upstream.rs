@@ -37,6 +37,9 @@ impl UpstreamClient {
         payload: Payload,
     ) -> Result<Request<ProxyBody>, ProxyError> {
         strip_workload_auth(&mut headers);
+        if let Some(key) = &s3.sse_c {
+            key.apply(&mut headers);
+        }
         if self.forwarder.upstream().is_gcs {
             // GCS rejects the checksum headers of newer SDKs on passed-through requests.
             super::remove_checksum_headers(&mut headers);
