@@ -500,12 +500,11 @@ def test_sse_storage_class_and_redirect_are_forwarded(moto_stack):
 
 
 def test_sse_c_is_forwarded_on_put_and_whole_get(stack, moto_stack):
-    """Today's SSE-C behaviour, pinned (docs/COMPATIBILITY.md): the
-    customer-key headers go upstream unchanged with PutObject and GetObject,
-    next to the ciphertext, so a whole object round-trips; the proxy's own
-    extra reads (the header read of a ranged GET, copy sources) do not carry
-    them yet (issue 17). moto ignores SSE-C, so the PUT's shape is checked
-    on the wire."""
+    """The customer-key headers go upstream with PutObject, next to the
+    ciphertext, so a whole object round-trips in a versioned bucket; moto
+    ignores SSE-C, so the PUT's shape is checked on the wire. Every other
+    operation is covered on Garage, which checks the key
+    (`test_conformance.py::test_sse_c_works_for_every_single_object_operation`)."""
     key = b"k" * 32
     sse = dict(SSECustomerAlgorithm="AES256", SSECustomerKey=key.decode())
     md5 = base64.b64encode(hashlib.md5(key).digest()).decode()
