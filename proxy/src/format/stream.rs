@@ -363,7 +363,11 @@ mod tests {
     }
 
     fn seal_part(data: &[u8], chunk: usize, part: u32) -> Vec<u8> {
-        let mut sealer = Sealer::new(&KEY, Header::new(part, data.len() as u64, [part as u8; 32]).unwrap());
+        seal_header(data, chunk, Header::new(part, data.len() as u64, [part as u8; 32]).unwrap())
+    }
+
+    fn seal_header(data: &[u8], chunk: usize, header: Header) -> Vec<u8> {
+        let mut sealer = Sealer::new(&KEY, header);
         let mut out = Vec::new();
         for c in data.chunks(chunk.max(1)) {
             sealer.update(c, &mut out).unwrap();
@@ -372,14 +376,17 @@ mod tests {
         out.concat()
     }
 
-    fn open_all(ct: &[u8], chunk: usize, len: u64) -> Result<Vec<u8>, FormatError> {
-        let mut opener = Opener::whole(&KEY, ObjectLayout::single(len));
+    fn open_with(mut opener: Opener, ct: &[u8], chunk: usize) -> Result<Vec<u8>, FormatError> {
         let mut out = Vec::new();
         for c in ct.chunks(chunk) {
             opener.update(c, &mut out)?;
         }
         opener.finish(&mut out)?;
         Ok(out.concat())
+    }
+
+    fn open_all(ct: &[u8], chunk: usize, len: u64) -> Result<Vec<u8>, FormatError> {
+        open_with(Opener::whole(&KEY, ObjectLayout::single(len)), ct, chunk)
     }
 
     #[test]
@@ -508,23 +515,12 @@ mod tests {
     }
 
     fn seal_v2(data: &[u8], part: u32) -> Vec<u8> {
-        let header = Header::new(part, data.len() as u64, [part as u8; 32]).unwrap().multipart_v2();
-        let mut sealer = Sealer::new(&KEY, header);
-        let mut out = Vec::new();
-        sealer.update(data, &mut out).unwrap();
-        sealer.finish(&mut out).unwrap();
-        out.concat()
+        seal_header(data, 10_000, Header::new(part, data.len() as u64, [part as u8; 32]).unwrap().multipart_v2())
     }
 
     fn open_layout(layout: &ObjectLayout, ct: &[u8], checked: bool) -> Result<Vec<u8>, FormatError> {
         let opener = Opener::whole(&KEY, layout.clone());
-        let mut opener = if checked { opener.manifest_checked() } else { opener };
-        let mut out = Vec::new();
-        for c in ct.chunks(7001) {
-            opener.update(c, &mut out)?;
-        }
-        opener.finish(&mut out)?;
-        Ok(out.concat())
+        open_with(if checked { opener.manifest_checked() } else { opener }, ct, 7001)
     }
 
     #[test]

@@ -11,8 +11,8 @@ use http::HeaderValue;
 
 use super::classify::S3Request;
 use super::stored::CheckedLayout;
-use crate::format::EnvelopeMetadata;
 use crate::bounded_map::BoundedMap;
+use crate::format::EnvelopeMetadata;
 
 /// Bucket, key and version.
 type ObjectId = (String, String, Option<String>);

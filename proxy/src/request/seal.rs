@@ -158,7 +158,9 @@ impl RequestPath {
             version.query.push(("versionId".into(), old.to_str().unwrap_or_default().to_owned()));
             match self.send_buffered(Method::DELETE, &version, HeaderMap::new(), Bytes::new()).await {
                 Ok(resp) if resp.status().is_success() => {}
-                Ok(resp) => tracing::warn!(status = resp.status().as_u16(), "the unsealed version could not be removed"),
+                Ok(resp) => {
+                    tracing::warn!(status = resp.status().as_u16(), "the unsealed version could not be removed")
+                }
                 Err(e) => tracing::warn!(error = %e, "the unsealed version could not be removed"),
             }
         }

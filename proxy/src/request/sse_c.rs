@@ -73,7 +73,7 @@ impl CustomerKey {
 mod tests {
     use super::*;
 
-    fn headers(names: &[&str]) -> HeaderMap {
+    fn headers(names: &[&'static str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for n in names {
             h.insert(HeaderName::from_static(n), HeaderValue::from_static("v"));
