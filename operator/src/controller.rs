@@ -18,6 +18,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use crate::config_ref::ConfigRef;
 use crate::crd::{S3ProxyConfig, S3ProxyConfigStatus};
 use crate::metrics::{ConfigLabel, Metrics};
 use crate::webhook::inject::{ANNOTATION, SIDECAR};
@@ -38,23 +39,10 @@ pub struct Context {
     pub proxy_image: String,
 }
 
-/// Whether an annotation value in `namespace` selects the configuration `name`.
+/// Whether an annotation value on a pod in `namespace` selects the
+/// configuration `config_ns/name`.
 pub fn selects(value: &str, namespace: &str, config_ns: &str, name: &str) -> bool {
-    selected(value, namespace).is_some_and(|(ns, n)| ns == config_ns && n == name)
-}
-
-/// The config an annotation value selects in `namespace`: its own namespace
-/// only (the webhook denies any other).
-pub fn selected(value: &str, namespace: &str) -> Option<(String, String)> {
-    let value = value.trim();
-    if value.eq_ignore_ascii_case("false") {
-        return None;
-    }
-    if value.eq_ignore_ascii_case("true") {
-        return Some((namespace.to_owned(), "default".to_owned()));
-    }
-    let (ns, n) = value.split_once('/').unwrap_or((namespace, value));
-    (ns == namespace).then(|| (ns.to_owned(), n.to_owned()))
+    ConfigRef::from_annotation(value, namespace).watched(namespace).is_some_and(|(ns, n)| ns == config_ns && n == name)
 }
 
 pub fn has_proxy(pod: &Pod) -> bool {
@@ -168,7 +156,8 @@ pub async fn run(ctx: Arc<Context>) {
     Controller::new(configs, watcher::Config::default())
         .watches(pods, watcher::Config::default(), |pod: Pod| {
             let namespace = pod.namespace()?;
-            let (ns, name) = selected(pod.annotations().get(ANNOTATION)?, &namespace)?;
+            let (ns, name) =
+                ConfigRef::from_annotation(pod.annotations().get(ANNOTATION)?, &namespace).watched(&namespace)?;
             Some(ObjectRef::<S3ProxyConfig>::new(&name).within(&ns))
         })
         .shutdown_on_signal()

@@ -2,6 +2,7 @@
 //! `S3ProxyConfig` resources reconciled. See docs/OPERATOR.md.
 
 pub mod config_cache;
+pub mod config_ref;
 pub mod controller;
 pub mod crd;
 pub mod metrics;

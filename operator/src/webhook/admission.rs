@@ -8,6 +8,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
 use super::inject::{ANNOTATION, InjectOptions, Injected, inject};
+use crate::config_ref::ConfigRef;
 use crate::crd::S3ProxyConfigSpec;
 use crate::metrics::Metrics;
 
@@ -25,35 +26,6 @@ pub struct Admission {
     pub metrics: Arc<Metrics>,
 }
 
-/// Which configuration an annotation value names: `true`, `name` or
-/// `<own namespace>/name`. A pod can only use configs of its own namespace
-/// (or the cluster default): the proxy's `secretKeyRef`s and Secret volumes
-/// resolve in the pod's namespace only, so a config from another namespace
-/// would give a pod that fails with `CreateContainerConfigError`.
-pub fn resolve(
-    configs: &dyn ConfigLookup,
-    namespace: &str,
-    value: &str,
-) -> Result<(String, S3ProxyConfigSpec), String> {
-    let value = value.trim();
-    if value.eq_ignore_ascii_case("true") {
-        return configs
-            .get(namespace, "default")
-            .map(|c| ("default".to_owned(), c))
-            .or_else(|| configs.cluster_default().map(|c| ("cluster-default".to_owned(), c)))
-            .ok_or_else(|| format!("{ANNOTATION}=true needs an S3ProxyConfig named `default` in namespace {namespace} (or a cluster default in the chart values)"));
-    }
-    let (ns, name) = value.split_once('/').unwrap_or((namespace, value));
-    if ns != namespace {
-        return Err(format!(
-            "{ANNOTATION}={value}: a pod can only use an S3ProxyConfig of its own namespace ({namespace}), because the Secrets the proxy reads must be in the pod's namespace; create the config in {namespace} and annotate the pod with its name"
-        ));
-    }
-    configs.get(ns, name).map(|c| (name.to_owned(), c)).ok_or_else(|| {
-        format!("{ANNOTATION}={value}: no S3ProxyConfig {name} in namespace {ns}; create it or fix the annotation")
-    })
-}
-
 /// What the webhook (and `cloudtaser-operator inject`) does with a pod.
 #[derive(Debug)]
 pub enum Decision {
@@ -69,12 +41,10 @@ pub fn decide(configs: &dyn ConfigLookup, options: &InjectOptions, namespace: &s
     let Some(value) = pod.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION)) else {
         return Decision::Skip;
     };
-    if value.trim().eq_ignore_ascii_case("false") {
-        return Decision::Skip;
-    }
-    let (config_name, config) = match resolve(configs, namespace, value) {
-        Ok(c) => c,
-        Err(message) => return Decision::Deny(message),
+    let (config_name, config) = match ConfigRef::from_annotation(value, namespace).resolve(configs, namespace, value) {
+        None => return Decision::Skip,
+        Some(Ok(c)) => c,
+        Some(Err(e)) => return Decision::Deny(e.to_string()),
     };
     match inject(pod, &config_name, &config, options) {
         Ok(i) => Decision::Inject(Box::new(i)),
