@@ -38,6 +38,19 @@ pub fn key_service(config: &ProxyConfig, session: Arc<Session>, key_name: &str) 
     )
 }
 
+/// The key service `serve` uses: [`key_service`] with the pool of
+/// pre-wrapped data keys, which starts filling now.
+pub fn serving_key_service(config: &ProxyConfig, session: Arc<Session>) -> Result<Arc<KeyService>, String> {
+    let pool = config.key_pool().map_err(|e| e.to_string())?;
+    let transit = TransitClient::new(session, &config.transit_mount, &config.transit_key);
+    let keys = KeyService::new(transit, config.key_cache_size, config.key_cache_ttl())
+        .with_reuse(config.data_key_reuse())
+        .with_read_keys(&config.readable_keys())
+        .with_pool(pool);
+    keys.start_pool();
+    Ok(Arc::new(keys))
+}
+
 pub async fn upstream_client(config: &ProxyConfig) -> Result<UpstreamClient, String> {
     let upstream = config.upstream().map_err(|e| e.to_string())?;
     let credentials = match &config.credentials_dir {
