@@ -37,6 +37,9 @@ ONE_WAY_MS = float(os.environ.get("VAULT_ONE_WAY_MS", "10"))
 VARIANTS = os.environ.get("VARIANTS", "nopool").split(",")
 
 
+DECRYPTS = 'cloudtaser_s3proxy_vault_calls_total{operation="decrypt",result="ok"}'
+
+
 def metrics(health: str) -> dict[str, float]:
     out = {}
     with urllib.request.urlopen(f"{health}/metrics", timeout=5) as r:
@@ -65,10 +68,12 @@ def main() -> None:
         harness.start_memory_upstream(s, RELEASE)
 
     proxies: dict[str, tuple[str, str]] = {}
+    pids: dict[str, int] = {}
 
     def proxy(name: str, **overrides: str) -> None:
-        _, endpoint, health = s.start_proxy(f"proxy-{name}", **env, **overrides)
+        proc, endpoint, health = s.start_proxy(f"proxy-{name}", **env, **overrides)
         proxies[name] = (endpoint, health)
+        pids[name] = proc.popen.pid
 
     proxy("near", VAULT_ADDR=s.vault.addr)
     proxy("far", VAULT_ADDR=far)
@@ -78,15 +83,19 @@ def main() -> None:
     if "reuse" in VARIANTS:
         proxy("near-reuse64", VAULT_ADDR=s.vault.addr, CLOUDTASER_S3PROXY_KEY_POOL_SIZE="0",
               CLOUDTASER_S3PROXY_DATA_KEY_REUSE_OBJECTS="64")
-    # Every GET through these is cold: no key cache, so each pays a Transit
-    # decrypt (or joins one already in flight for the same object).
+    # Cold reads: these proxies keep no key cache, so every GET pays a
+    # Transit decrypt, or joins one in flight for the same object.
     proxy("near-cold", VAULT_ADDR=s.vault.addr, CLOUDTASER_S3PROXY_KEY_CACHE_SIZE="0")
     proxy("far-cold", VAULT_ADDR=far, CLOUDTASER_S3PROXY_KEY_CACHE_SIZE="0")
+    # And 32 readers of one object through a proxy started for the run (its
+    # cache empty, as after a pod restart): one decrypt should serve them all.
+    fresh_vault = {"near-fresh": s.vault.addr, "far-fresh": far}
     # Let the pools fill before measuring (a pod does this at start).
     time.sleep(2)
 
     put_targets = ["direct", "near", "far"] + [n for n in proxies if n.endswith(("nopool", "reuse64"))]
     cold_targets = ["near-cold", "far-cold"]
+    fresh_targets = ["near-fresh", "far-fresh"]
     cases = [
         ("4KiB PUT c1", "put", {"size": 4 * KiB, "count": 300, "key": "s4k"}, put_targets),
         ("4KiB PUT c32", "put", {"size": 4 * KiB, "count": 3000, "concurrency": 32, "key": "s4k"}, put_targets),
@@ -95,8 +104,11 @@ def main() -> None:
         ("4KiB cold GET c32, distinct objects", "get",
          {"size": 4 * KiB, "count": 1000, "concurrency": 32, "key": "s4k", "read_from": "near"}, cold_targets),
         ("4KiB cold GET c32, one object", "get",
-         {"size": 4 * KiB, "count": 1000, "concurrency": 32, "key": "s4k-0", "same": "", "read_from": "near"},
+         {"size": 4 * KiB, "count": 1000, "concurrency": 32, "key": "s4k-7", "same": "", "read_from": "near"},
          cold_targets),
+        ("4KiB GET, 32 concurrent readers of one object, fresh proxy", "get",
+         {"size": 4 * KiB, "count": 32, "concurrency": 32, "key": "s4k-7", "same": "", "read_from": "near"},
+         fresh_targets),
     ]
     results: dict = {"machine": "2 cores shared with two other engineers' builds and tests",
                      "vault_one_way_ms": ONE_WAY_MS, "upstream": UPSTREAM, "reps": REPS, "cases": {}}
@@ -106,12 +118,34 @@ def main() -> None:
             for rep in range(REPS):
                 order = targets[rep % len(targets):] + targets[:rep % len(targets)]
                 for target in order:
-                    endpoint = s.s3_endpoint if target == "direct" else proxies[target][0]
+                    fresh = None
+                    if target in fresh_vault:
+                        fresh, endpoint, health = s.start_proxy(f"proxy-{target}", VAULT_ADDR=fresh_vault[target], **env)
+                        pid = fresh.popen.pid
+                        # Past start-up (login, pool fill) with a Vault connection open,
+                        # as a pod that has served traffic would be.
+                        time.sleep(1)
+                        run.load(endpoint, "get", size=4 * KiB, key="near-s4k-99", same="")
+                    elif target == "direct":
+                        endpoint, pid = s.s3_endpoint, None
+                    else:
+                        (endpoint, health), pid = proxies[target], pids[target]
                     args = {k: v for k, v in kw.items() if k != "read_from"}
                     # Reads go to objects a PUT case wrote through the same kind of target.
                     owner = "direct" if target == "direct" else kw.get("read_from", target)
                     args["key"] = f"{owner}-{kw['key']}"
-                    runs[target].append(run.load(endpoint, case, **args))
+                    before = run.cpu_seconds(pid) if pid else 0.0
+                    bao_before = run.cpu_seconds(s.vault.process.popen.pid)
+                    decrypts = metrics(health).get(DECRYPTS, 0.0) if pid else 0.0
+                    r = run.load(endpoint, case, **args)
+                    # OpenBao's CPU for the run: Transit work the proxy caused.
+                    r["openbao_cpu_us_per_op"] = (run.cpu_seconds(s.vault.process.popen.pid) - bao_before) / r["ops"] * 1e6
+                    if pid:
+                        r["proxy_cpu_us_per_op"] = (run.cpu_seconds(pid) - before) / r["ops"] * 1e6
+                        r["decrypts_per_op"] = (metrics(health).get(DECRYPTS, 0.0) - decrypts) / r["ops"]
+                    if fresh:
+                        fresh.stop()
+                    runs[target].append(r)
             entry = {}
             for target, rs in runs.items():
                 entry[target] = {
@@ -121,11 +155,18 @@ def main() -> None:
                     "runs_ops_s": [round(r["ops"] / r["seconds"], 1) for r in rs],
                     "runs_p50_ms": [r["p50_ms"] for r in rs],
                 }
+                if target != "direct":
+                    entry[target]["proxy_cpu_us_per_op"] = statistics.median(r["proxy_cpu_us_per_op"] for r in rs)
+                    entry[target]["openbao_cpu_us_per_op"] = statistics.median(r["openbao_cpu_us_per_op"] for r in rs)
+                    entry[target]["transit_decrypts_per_op"] = statistics.median(r["decrypts_per_op"] for r in rs)
             if "direct" in entry:
                 for target in targets:
                     entry[target]["ratio_to_direct"] = entry[target]["ops_s"] / entry["direct"]["ops_s"]
             results["cases"][name] = entry
-            line = "  ".join(f"{t} {e['ops_s']:.0f}/s p50 {e['p50_ms']:.2f}ms" for t, e in entry.items())
+            line = "  ".join(f"{t} {e['ops_s']:.0f}/s p50 {e['p50_ms']:.2f}ms"
+                             + (f" {e['proxy_cpu_us_per_op']:.0f}+{e['openbao_cpu_us_per_op']:.0f}us/op"
+                                if "proxy_cpu_us_per_op" in e else "")
+                             for t, e in entry.items())
             print(f"{name:38} {line}", flush=True)
         results["proxy_metrics"] = {n: metrics(h) for n, (_, h) in proxies.items()}
     finally:

@@ -33,7 +33,6 @@ pub fn key_service(config: &ProxyConfig, session: Arc<Session>, key_name: &str) 
     let transit = TransitClient::new(session, &config.transit_mount, key_name);
     Arc::new(
         KeyService::new(transit, config.key_cache_size, config.key_cache_ttl())
-            .with_reuse(config.data_key_reuse())
             .with_read_keys(&config.readable_keys()),
     )
 }
@@ -44,7 +43,6 @@ pub fn serving_key_service(config: &ProxyConfig, session: Arc<Session>) -> Resul
     let pool = config.key_pool().map_err(|e| e.to_string())?;
     let transit = TransitClient::new(session, &config.transit_mount, &config.transit_key);
     let keys = KeyService::new(transit, config.key_cache_size, config.key_cache_ttl())
-        .with_reuse(config.data_key_reuse())
         .with_read_keys(&config.readable_keys())
         .with_pool(pool);
     keys.start_pool();

@@ -231,15 +231,6 @@ pub struct ProxyConfig {
     #[arg(long, env = "CLOUDTASER_S3PROXY_KEY_CACHE_TTL_SECS", default_value_t = 300)]
     pub key_cache_ttl_secs: u64,
 
-    /// How many new objects one Transit data key may encrypt (1: a fresh key
-    /// per object). Every object still gets its own salt and derived key.
-    #[arg(long, env = "CLOUDTASER_S3PROXY_DATA_KEY_REUSE_OBJECTS", default_value_t = 1)]
-    pub data_key_reuse_objects: u32,
-
-    /// How long, in seconds, one data key may serve new objects.
-    #[arg(long, env = "CLOUDTASER_S3PROXY_DATA_KEY_REUSE_SECS", default_value_t = 60)]
-    pub data_key_reuse_secs: u64,
-
     /// Pre-wrapped single-use data keys held for new objects, so a PUT does
     /// not wait on Vault (0: a Transit call per object). Each key is about
     /// 150 bytes of memory.
@@ -522,13 +513,6 @@ impl ProxyConfig {
 
     pub fn plaintext_read_policy(&self) -> Result<PlaintextReadPolicy, ConfigError> {
         PlaintextReadPolicy::new(&self.plaintext_reads)
-    }
-
-    pub fn data_key_reuse(&self) -> Option<crate::keys::ReuseWindow> {
-        (self.data_key_reuse_objects > 1).then(|| crate::keys::ReuseWindow {
-            max_objects: self.data_key_reuse_objects,
-            max_age: Duration::from_secs(self.data_key_reuse_secs),
-        })
     }
 
     /// The data key pool (`None`: disabled with a size of 0).

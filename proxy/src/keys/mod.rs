@@ -16,8 +16,8 @@ pub use pool::{KeyPool, PoolSettings, RefillError};
 pub use transit::{TransitClient, key_version};
 pub use vault::{VaultEndpoint, VaultError, VaultHttp};
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use zeroize::Zeroizing;
 
@@ -56,20 +56,6 @@ impl std::fmt::Debug for DataKey {
 pub struct NewDataKey {
     pub key: Arc<DataKey>,
     pub wrapped: String,
-}
-
-/// How long one data key may serve new objects. Each object still gets its
-/// own random salt and so its own derived key (docs/SECURITY.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReuseWindow {
-    pub max_objects: u32,
-    pub max_age: Duration,
-}
-
-struct SharedKey {
-    key: NewDataKey,
-    issued: Instant,
-    uses: u32,
 }
 
 /// The pool's wrapper: Transit `encrypt` with `batch_input`, its outcome
@@ -117,8 +103,6 @@ pub struct KeyService {
     readable: Vec<String>,
     health: Arc<health::VaultHealth>,
     cache: KeyCache,
-    reuse: Option<ReuseWindow>,
-    shared: Mutex<Option<SharedKey>>,
     pool: Option<Arc<KeyPool>>,
     unwrapping: single_flight::SingleFlight<Result<Arc<DataKey>, VaultError>>,
 }
@@ -131,8 +115,6 @@ impl KeyService {
             readable,
             health: Arc::default(),
             cache: KeyCache::new(cache_capacity, cache_ttl),
-            reuse: None,
-            shared: Mutex::new(None),
             pool: None,
             unwrapping: single_flight::SingleFlight::default(),
         }
@@ -172,39 +154,12 @@ impl KeyService {
         &self.health
     }
 
-    /// Lets one data key serve up to `window` objects (`None`: one per object).
-    pub fn with_reuse(mut self, window: Option<ReuseWindow>) -> Self {
-        self.reuse = window.filter(|w| w.max_objects > 1 && !w.max_age.is_zero());
-        self
-    }
-
     pub fn key_name(&self) -> &str {
         self.transit.key_name()
     }
 
     pub fn transit(&self) -> &TransitClient {
         &self.transit
-    }
-
-    /// A data key for writing one object: a fresh one from Transit, or the
-    /// current shared one while it is inside the reuse window.
-    pub async fn generate(&self) -> Result<NewDataKey, VaultError> {
-        if let Some(window) = self.reuse {
-            let mut shared = self.shared.lock().expect("shared key lock");
-            if let Some(s) =
-                shared.as_mut().filter(|s| s.uses < window.max_objects && s.issued.elapsed() < window.max_age)
-            {
-                s.uses += 1;
-                return Ok(s.key.clone());
-            }
-            *shared = None;
-        }
-        let fresh = self.generate_fresh().await?;
-        if self.reuse.is_some() {
-            *self.shared.lock().expect("shared key lock") =
-                Some(SharedKey { key: fresh.clone(), issued: Instant::now(), uses: 1 });
-        }
-        Ok(fresh)
     }
 
     /// A data key no other object or upload will use: from the pool while
