@@ -4,9 +4,9 @@ is on loopback or behind bench's delay relay (10 ms each way, a 20 ms round
 trip), with the data key pool on and off. Every target runs in every
 repetition, in an order that rotates, so a noisy neighbour hits them alike.
 
-    BENCH_UPSTREAM=memory|garage REPS=5 python3 bench/vault_distance.py
+    BENCH_UPSTREAM=memory|garage REPS=5 [ONLY=PUT] python3 bench/vault_distance.py
 
-Writes bench/results/vault-distance[-garage].json. Needs the release build
+Writes bench/results/vault-distance[-garage][-PUT].json. Needs the release build
 of cloudtaser-s3proxy and cloudtaser-bench (scripts/bench.sh builds it)."""
 
 from __future__ import annotations
@@ -110,6 +110,8 @@ def main() -> None:
          {"size": 4 * KiB, "count": 32, "concurrency": 32, "key": "s4k-7", "same": "", "read_from": "near"},
          fresh_targets),
     ]
+    # ONLY=PUT runs just the cases whose name contains it.
+    cases = [c for c in cases if os.environ.get("ONLY", "") in c[0]]
     results: dict = {"machine": "2 cores shared with two other engineers' builds and tests",
                      "vault_one_way_ms": ONE_WAY_MS, "upstream": UPSTREAM, "reps": REPS, "cases": {}}
     try:
@@ -173,7 +175,8 @@ def main() -> None:
         s.stop()
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    path = out / ("vault-distance.json" if UPSTREAM == "memory" else f"vault-distance-{UPSTREAM}.json")
+    suffix = ("" if UPSTREAM == "memory" else f"-{UPSTREAM}") + (f"-{os.environ['ONLY']}" if os.environ.get("ONLY") else "")
+    path = out / f"vault-distance{suffix}.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"wrote {path}")
 
