@@ -32,8 +32,7 @@ pub fn vault_session(config: &ProxyConfig) -> Result<Arc<Session>, String> {
 pub fn key_service(config: &ProxyConfig, session: Arc<Session>, key_name: &str) -> Arc<KeyService> {
     let transit = TransitClient::new(session, &config.transit_mount, key_name);
     Arc::new(
-        KeyService::new(transit, config.key_cache_size, config.key_cache_ttl())
-            .with_read_keys(&config.readable_keys()),
+        KeyService::new(transit, config.key_cache_size, config.key_cache_ttl()).with_read_keys(&config.readable_keys()),
     )
 }
 

@@ -66,10 +66,7 @@ struct TransitWrapper {
 }
 
 impl pool::Wrapper for TransitWrapper {
-    fn wrap<'a>(
-        &'a self,
-        keys: &'a [DataKey],
-    ) -> futures_util::future::BoxFuture<'a, Result<Vec<String>, VaultError>> {
+    fn wrap<'a>(&'a self, keys: &'a [DataKey]) -> futures_util::future::BoxFuture<'a, Result<Vec<String>, VaultError>> {
         Box::pin(async move { self.health.observe(self.transit.wrap_data_keys(keys).await) })
     }
 }

@@ -83,8 +83,7 @@ impl TransitClient {
 
     pub async fn generate_data_key(&self) -> Result<(DataKey, String), VaultError> {
         let path = self.path("datakey/plaintext", &self.key_name)?;
-        let resp: DataKeyResponse =
-            self.call(reqwest::Method::POST, &path, Some(json!({"bits": 256}).into())).await?;
+        let resp: DataKeyResponse = self.call(reqwest::Method::POST, &path, Some(json!({"bits": 256}).into())).await?;
         if !resp.ciphertext.starts_with("vault:v") {
             return Err(VaultError::BadResponse("wrapped key is not in vault:vN: form"));
         }
