@@ -95,7 +95,7 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_caller_leaves_nothing_behind() {
         let flight = SingleFlight::<u32>::default();
-        let slow = flight.run("k", || std::future::pending());
+        let slow = flight.run("k", std::future::pending);
         assert!(tokio::time::timeout(Duration::from_millis(20), slow).await.is_err());
         assert_eq!(flight.in_flight(), 0);
     }
