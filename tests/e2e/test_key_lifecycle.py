@@ -18,10 +18,13 @@ PART = 5 * MiB
 
 @pytest.fixture()
 def rotating(stack, request):
-    """A proxy on a Transit key of this test's own."""
+    """A proxy on a Transit key of this test's own, without a key pool, so
+    a write right after a rotation uses the new version. (With the pool it
+    does within the pool's maximum age: test_key_pool.py.)"""
     name = f"rot-{request.node.name[:40]}".replace("_", "-")
     stack.vault.ok("POST", f"transit/keys/{name}", {})
-    proc, endpoint, _ = stack.start_proxy(f"proxy-{name}", CLOUDTASER_S3PROXY_TRANSIT_KEY=name, CLOUDTASER_S3PROXY_KEY_CACHE_SIZE="0")
+    proc, endpoint, _ = stack.start_proxy(f"proxy-{name}", CLOUDTASER_S3PROXY_TRANSIT_KEY=name, CLOUDTASER_S3PROXY_KEY_CACHE_SIZE="0",
+                                          CLOUDTASER_S3PROXY_KEY_POOL_SIZE="0")
     yield name, s3_client(endpoint, "w", "w")
     proc.stop()
 
