@@ -149,7 +149,7 @@ impl KeyPool {
         if fresh >= self.settings.low_water {
             return Ok(0);
         }
-        let mut deficit = self.settings.size - fresh;
+        let mut deficit = self.settings.size.saturating_sub(fresh);
         let mut sizes = Vec::new();
         while deficit > 0 {
             let n = deficit.min(MAX_BATCH);
