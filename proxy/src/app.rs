@@ -31,12 +31,22 @@ pub fn vault_session(config: &ProxyConfig) -> Result<Arc<Session>, String> {
 }
 
 pub fn key_service(config: &ProxyConfig, session: Arc<Session>, key_name: &str) -> Arc<KeyService> {
+    Arc::new(build_key_service(config, session, key_name))
+}
+
+/// The key service `serve` uses: [`key_service`] with the pool of
+/// pre-wrapped data keys, which starts filling now. The admin commands
+/// write too few objects to need one.
+pub fn serving_key_service(config: &ProxyConfig, session: Arc<Session>) -> Result<Arc<KeyService>, String> {
+    let pool = config.key_pool().map_err(|e| e.to_string())?;
+    let keys = build_key_service(config, session, &config.transit_key).with_pool(pool);
+    keys.start_pool();
+    Ok(Arc::new(keys))
+}
+
+fn build_key_service(config: &ProxyConfig, session: Arc<Session>, key_name: &str) -> KeyService {
     let transit = TransitClient::new(session, &config.transit_mount, key_name);
-    Arc::new(
-        KeyService::new(transit, config.key_cache_size, config.key_cache_ttl())
-            .with_reuse(config.data_key_reuse())
-            .with_read_keys(&config.readable_keys()),
-    )
+    KeyService::new(transit, config.key_cache_size, config.key_cache_ttl()).with_read_keys(&config.readable_keys())
 }
 
 pub async fn upstream_client(config: &ProxyConfig) -> Result<UpstreamClient, String> {

@@ -265,14 +265,23 @@ pub struct ProxyConfig {
     #[arg(long, env = "CLOUDTASER_S3PROXY_KEY_CACHE_TTL_SECS", default_value_t = 300)]
     pub key_cache_ttl_secs: u64,
 
-    /// How many new objects one Transit data key may encrypt (1: a fresh key
-    /// per object). Every object still gets its own salt and derived key.
-    #[arg(long, env = "CLOUDTASER_S3PROXY_DATA_KEY_REUSE_OBJECTS", default_value_t = 1)]
-    pub data_key_reuse_objects: u32,
+    /// Pre-wrapped single-use data keys held for new objects, so a PUT does
+    /// not wait on Vault (0: a Transit call per object). Each key is about
+    /// 150 bytes of memory.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_KEY_POOL_SIZE", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(0..=65536))]
+    pub key_pool_size: u32,
 
-    /// How long, in seconds, one data key may serve new objects.
-    #[arg(long, env = "CLOUDTASER_S3PROXY_DATA_KEY_REUSE_SECS", default_value_t = 60)]
-    pub data_key_reuse_secs: u64,
+    /// Refill the pool once fewer keys than this remain (default: half the size).
+    #[arg(long, env = "CLOUDTASER_S3PROXY_KEY_POOL_LOW_WATER")]
+    pub key_pool_low_water: Option<u32>,
+
+    /// Seconds a pooled key may wait to be used; older ones are wiped and
+    /// replaced. This bounds how long new objects keep the previous Transit
+    /// key version after a rotation.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_KEY_POOL_MAX_AGE_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub key_pool_max_age_secs: u64,
 
     /// Where objects written without the proxy may be read as plaintext:
     /// comma-separated `bucket` or `bucket/prefix`. Everywhere else they are
@@ -499,6 +508,7 @@ impl ProxyConfig {
         }
         self.plaintext_read_policy()?;
         self.access_policy()?;
+        self.key_pool()?;
         for key in &self.transit_read_keys {
             if !crate::keys::is_valid_key_name(key.trim()) {
                 return Err(invalid(
@@ -556,11 +566,24 @@ impl ProxyConfig {
         PlaintextReadPolicy::new(&self.plaintext_reads)
     }
 
-    pub fn data_key_reuse(&self) -> Option<crate::keys::ReuseWindow> {
-        (self.data_key_reuse_objects > 1).then(|| crate::keys::ReuseWindow {
-            max_objects: self.data_key_reuse_objects,
-            max_age: Duration::from_secs(self.data_key_reuse_secs),
-        })
+    /// The data key pool (`None`: disabled with a size of 0).
+    pub fn key_pool(&self) -> Result<Option<crate::keys::PoolSettings>, ConfigError> {
+        let size = self.key_pool_size as usize;
+        if size == 0 {
+            return Ok(None);
+        }
+        let low_water = self.key_pool_low_water.map_or(size.div_ceil(2), |n| n as usize);
+        if low_water == 0 || low_water > size {
+            return Err(invalid(
+                "CLOUDTASER_S3PROXY_KEY_POOL_LOW_WATER",
+                format!("must be between 1 and the pool size ({size})"),
+            ));
+        }
+        Ok(Some(crate::keys::PoolSettings {
+            size,
+            low_water,
+            max_age: Duration::from_secs(self.key_pool_max_age_secs),
+        }))
     }
 
     pub fn vault_timeout(&self) -> Duration {
@@ -590,6 +613,15 @@ mod tests {
         let u = c.upstream().unwrap();
         assert_eq!(u.endpoint.to_string(), "https://s3.us-east-1.amazonaws.com/");
         assert_eq!(u.integrity, UploadIntegrity::Crc32cTrailer);
+    }
+
+    #[test]
+    fn key_pool_settings() {
+        let p = parse(&[]).unwrap().key_pool().unwrap().unwrap();
+        assert_eq!((p.size, p.low_water, p.max_age), (1024, 512, Duration::from_secs(300)));
+        let p = parse(&["--key-pool-size", "9", "--key-pool-low-water", "9"]).unwrap().key_pool().unwrap().unwrap();
+        assert_eq!((p.size, p.low_water), (9, 9));
+        assert!(parse(&["--key-pool-size", "0"]).unwrap().key_pool().unwrap().is_none());
     }
 
     #[test]
@@ -626,6 +658,12 @@ mod tests {
         assert!(e.to_string().starts_with("VAULT_ROLE"));
         let e = parse(&["--vault-auth-method", "approle", "--vault-role-id", "r"]).unwrap().validate().unwrap_err();
         assert!(e.to_string().starts_with("VAULT_SECRET_ID"));
+        let e = parse(&["--key-pool-size", "8", "--key-pool-low-water", "9"]).unwrap().validate().unwrap_err();
+        assert!(e.to_string().starts_with("CLOUDTASER_S3PROXY_KEY_POOL_LOW_WATER"));
+        let e = parse(&["--key-pool-low-water", "0"]).unwrap().validate().unwrap_err();
+        assert!(e.to_string().starts_with("CLOUDTASER_S3PROXY_KEY_POOL_LOW_WATER"));
+        let e = parse(&["--key-pool-max-age-secs", "0"]).unwrap_err();
+        assert!(e.to_string().contains("key-pool-max-age-secs"));
         assert!(
             parse(&["--vault-auth-method", "approle", "--vault-role-id", "r", "--vault-secret-id-file", "/x"])
                 .unwrap()

@@ -81,7 +81,7 @@ fn init_tracing(config: &ProxyConfig) {
 async fn serve(config: ProxyConfig) -> Result<(), String> {
     let upstream = config.upstream().map_err(|e| e.to_string())?;
     let session = app::vault_session(&config)?;
-    let keys = app::key_service(&config, session, &config.transit_key);
+    let keys = app::serving_key_service(&config, session)?;
     let client = app::upstream_client(&config).await?;
     let plaintext_reads = config.plaintext_read_policy().map_err(|e| e.to_string())?;
     let policy = config.access_policy().map_err(|e| e.to_string())?;

@@ -32,6 +32,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BytesLabels {
     direction: &'static str,
     kind: &'static str,
@@ -117,6 +122,10 @@ pub struct Metrics {
     key_cache_hits: Counter,
     key_cache_misses: Counter,
     key_cache_size: Gauge,
+    key_pool_keys: Gauge,
+    key_pool_refills: Family<ResultLabel, Counter>,
+    key_pool_misses: Counter,
+    key_pool_expired: Counter,
     integrity_failures: Counter,
     open_connections: Gauge,
     in_flight: Gauge,
@@ -140,6 +149,10 @@ impl Default for Metrics {
             key_cache_hits: Counter::default(),
             key_cache_misses: Counter::default(),
             key_cache_size: Gauge::default(),
+            key_pool_keys: Gauge::default(),
+            key_pool_refills: Family::default(),
+            key_pool_misses: Counter::default(),
+            key_pool_expired: Counter::default(),
             integrity_failures: Counter::default(),
             open_connections: Gauge::default(),
             in_flight: Gauge::default(),
@@ -171,6 +184,18 @@ impl Default for Metrics {
         r.register("key_cache_hits", "Reads whose data key was cached", m.key_cache_hits.clone());
         r.register("key_cache_misses", "Reads that needed a Transit decrypt", m.key_cache_misses.clone());
         r.register("key_cache_size", "Unwrapped data keys held for reads", m.key_cache_size.clone());
+        r.register("key_pool_keys", "Pre-wrapped data keys waiting in the pool", m.key_pool_keys.clone());
+        r.register(
+            "key_pool_refills",
+            "Transit batch calls that wrapped keys for the pool, by result",
+            m.key_pool_refills.clone(),
+        );
+        r.register(
+            "key_pool_misses",
+            "New data keys requested while the pool was empty (each a direct Transit call)",
+            m.key_pool_misses.clone(),
+        );
+        r.register("key_pool_expired", "Pooled keys wiped unused at their maximum age", m.key_pool_expired.clone());
         r.register(
             "integrity_failures",
             "Stored objects that failed verification on read (tampered, truncated, swapped)",
@@ -246,6 +271,22 @@ impl Metrics {
         self.key_cache_size.set(i64::try_from(size).unwrap_or(i64::MAX));
     }
 
+    /// The pool's size after a change, keys it dropped at their age, and
+    /// whether a request found it empty.
+    pub fn key_pool(&self, size: usize, expired: usize, missed: bool) {
+        self.key_pool_keys.set(i64::try_from(size).unwrap_or(i64::MAX));
+        if expired > 0 {
+            self.key_pool_expired.inc_by(expired as u64);
+        }
+        if missed {
+            self.key_pool_misses.inc();
+        }
+    }
+
+    pub fn key_pool_refill(&self, ok: bool) {
+        self.key_pool_refills.get_or_create(&ResultLabel { result: if ok { "ok" } else { "error" } }).inc();
+    }
+
     pub fn integrity_failure(&self) {
         self.integrity_failures.inc();
     }
@@ -306,6 +347,8 @@ mod tests {
         m.upstream("GET", None, Duration::from_millis(1));
         m.vault("datakey", true, Duration::from_millis(2));
         m.key_cache(false, 1);
+        m.key_pool(7, 2, true);
+        m.key_pool_refill(true);
         let text = m.encode();
         for line in [
             "cloudtaser_s3proxy_requests_total{operation=\"PutObject\",code=\"200\"} 1",
@@ -318,6 +361,10 @@ mod tests {
             "cloudtaser_s3proxy_key_cache_size 1",
             "cloudtaser_s3proxy_vault_reachable 0",
             "cloudtaser_s3proxy_integrity_failures_total 0",
+            "cloudtaser_s3proxy_key_pool_keys 7",
+            "cloudtaser_s3proxy_key_pool_misses_total 1",
+            "cloudtaser_s3proxy_key_pool_expired_total 2",
+            "cloudtaser_s3proxy_key_pool_refills_total{result=\"ok\"} 1",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -88,15 +88,6 @@ def workload(stack):
 
 
 @pytest.fixture(scope="module")
-def reuse_proxy(stack):
-    """A proxy whose consecutive single PUTs share one Transit data key, so
-    only the salt bound in the metadata tells their bodies apart."""
-    proc, endpoint, _ = stack.start_proxy("proxy-attack-reuse", CLOUDTASER_S3PROXY_DATA_KEY_REUSE_OBJECTS="64")
-    yield endpoint, s3_client(endpoint, "w", "w")
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
 def cold_proxy(stack):
     """A proxy without a key cache: every read unwraps its key at Vault,
     as a freshly started pod would. (The stack's proxy caches the keys of
@@ -279,18 +270,25 @@ def test_tampered_single_put_body(stack, workload, upstream, rest_bucket, size, 
 # --- single-PUT objects: bodies and metadata moved between objects -----------
 
 
-def put_pair(endpoint, workload, upstream, bucket, size_a, size_b, shared_key=False):
-    """Two objects written by one proxy; with `shared_key`, under one data key."""
-    for _ in range(3):
-        ka, kb = unique("pair/a"), unique("pair/b")
-        a, b = body_of(size_a, ka), body_of(size_b, kb)
-        put_through(endpoint, bucket, ka, a, workload)
-        put_through(endpoint, bucket, kb, b, workload)
-        ra, ma = stored(upstream, bucket, ka)
+def put_pair(endpoint, workload, upstream, bucket, size_a, size_b, shared_key=False, vault=None):
+    """Two objects written by one proxy. With `shared_key`, both are then
+    re-encrypted under one data key (each with its own salt), as a writer
+    that reuses keys would store them: the proxy itself gives every object
+    its own key, but a reader must not rely on that."""
+    ka, kb = unique("pair/a"), unique("pair/b")
+    a, b = body_of(size_a, ka), body_of(size_b, kb)
+    put_through(endpoint, bucket, ka, a, workload)
+    put_through(endpoint, bucket, kb, b, workload)
+    ra, ma = stored(upstream, bucket, ka)
+    rb, mb = stored(upstream, bucket, kb)
+    if shared_key:
+        dek = envelope.unwrap(vault, ma["cloudtaser-transit-key"], ma["cloudtaser-key"])
+        salt = secrets.token_bytes(32)
+        meta = dict(mb, **{"cloudtaser-key": ma["cloudtaser-key"], "cloudtaser-salt": salt.hex()})
+        upstream.put_object(Bucket=bucket, Key=kb, Body=envelope.encrypt(dek, salt, 0, b), Metadata=meta)
         rb, mb = stored(upstream, bucket, kb)
-        if not shared_key or ma["cloudtaser-key"] == mb["cloudtaser-key"]:
-            return (ka, a, ra, ma), (kb, b, rb, mb)
-    raise AssertionError("the reuse window never gave two objects one data key")
+        assert get(endpoint, bucket, kb).body == b, "the re-encrypted object reads"
+    return (ka, a, ra, ma), (kb, b, rb, mb)
 
 
 SWAP_SIZES = [pytest.param(3 * SEG + 5, 3 * SEG + 5, id="same-size"), pytest.param(1000, 3 * SEG + 5, id="other-size"),
@@ -299,16 +297,17 @@ SWAP_SIZES = [pytest.param(3 * SEG + 5, 3 * SEG + 5, id="same-size"), pytest.par
 
 @pytest.mark.parametrize("shared_key", [False, True], ids=["own-keys", "shared-data-key"])
 @pytest.mark.parametrize(("size_a", "size_b"), SWAP_SIZES)
-def test_body_moved_from_another_object(stack, workload, upstream, rest_bucket, reuse_proxy, size_a, size_b,
+def test_body_moved_from_another_object(stack, workload, upstream, rest_bucket, cold_proxy, size_a, size_b,
                                         shared_key):
-    endpoint, writer = reuse_proxy if shared_key else (stack.proxy_endpoint, workload)
-    (ka, a, ra, ma), (_, b, rb, mb) = put_pair(endpoint, writer, upstream, rest_bucket, size_a, size_b, shared_key)
+    endpoint, writer = stack.proxy_endpoint, workload
+    (ka, a, ra, ma), (_, b, rb, mb) = put_pair(endpoint, writer, upstream, rest_bucket, size_a, size_b, shared_key,
+                                               stack.vault)
     assert ra[:4] == rb[:4] == b"CTS3" and ra != rb
     assert (ma["cloudtaser-key"] == mb["cloudtaser-key"]) == shared_key
     # B's body under A's key, with A's metadata.
     upstream.put_object(Bucket=rest_bucket, Key=ka, Body=rb, Metadata=ma)
     assert stored(upstream, rest_bucket, ka) == (rb, ma)
-    for ep in (endpoint, stack.proxy_endpoint):
+    for ep in (endpoint, cold_proxy):
         assert_refused(get(ep, rest_bucket, ka), a, "GET of a moved body", limit=0)
         if size_a:
             assert_refused(get(ep, rest_bucket, ka, (0, size_a - 1)), a, "ranged GET of a moved body", limit=0)
@@ -316,15 +315,16 @@ def test_body_moved_from_another_object(stack, workload, upstream, rest_bucket, 
 
 @pytest.mark.parametrize("shared_key", [False, True], ids=["own-keys", "shared-data-key"])
 @pytest.mark.parametrize(("size_a", "size_b"), SWAP_SIZES)
-def test_metadata_moved_from_another_object(stack, workload, upstream, rest_bucket, reuse_proxy, size_a, size_b,
+def test_metadata_moved_from_another_object(stack, workload, upstream, rest_bucket, cold_proxy, size_a, size_b,
                                             shared_key):
-    endpoint, writer = reuse_proxy if shared_key else (stack.proxy_endpoint, workload)
-    (ka, a, ra, ma), (_, b, rb, mb) = put_pair(endpoint, writer, upstream, rest_bucket, size_a, size_b, shared_key)
+    endpoint, writer = stack.proxy_endpoint, workload
+    (ka, a, ra, ma), (_, b, rb, mb) = put_pair(endpoint, writer, upstream, rest_bucket, size_a, size_b, shared_key,
+                                               stack.vault)
     # A's body with B's metadata, through CopyObject as the attacker would.
     upstream.copy_object(Bucket=rest_bucket, Key=ka, CopySource={"Bucket": rest_bucket, "Key": ka},
                          MetadataDirective="REPLACE", Metadata=mb)
     assert stored(upstream, rest_bucket, ka) == (ra, mb)
-    for ep in (endpoint, stack.proxy_endpoint):
+    for ep in (endpoint, cold_proxy):
         res = get(ep, rest_bucket, ka)
         assert_refused(res, a, "GET with another object's metadata", limit=0)
         assert_refused(res, b, "GET with another object's metadata (never B's bytes either)", limit=0)
@@ -343,16 +343,17 @@ def test_whole_object_replayed_onto_another_key_is_served_as_that_object(stack, 
     assert res.body != a
 
 
-def test_body_swap_under_a_shared_key_without_the_salt_fails(stack, upstream, rest_bucket, reuse_proxy):
+def test_body_swap_under_a_shared_key_without_the_salt_fails(stack, workload, upstream, rest_bucket, cold_proxy):
     """The salt is mandatory for single PUTs: with it deleted, a same-length
     body moved between two objects that share a data key would otherwise
     decrypt cleanly, as the other object."""
-    endpoint, writer = reuse_proxy
-    (ka, a, ra, ma), (_, b, rb, mb) = put_pair(endpoint, writer, upstream, rest_bucket, 3 * SEG + 5, 3 * SEG + 5, True)
+    endpoint, writer = stack.proxy_endpoint, workload
+    (ka, a, ra, ma), (_, b, rb, mb) = put_pair(endpoint, writer, upstream, rest_bucket, 3 * SEG + 5, 3 * SEG + 5, True,
+                                               stack.vault)
     no_salt = {k: v for k, v in ma.items() if k != "cloudtaser-salt"}
     upstream.put_object(Bucket=rest_bucket, Key=ka, Body=rb, Metadata=no_salt)
     assert stored(upstream, rest_bucket, ka) == (rb, no_salt) and rb[:4] == b"CTS3"
-    for ep in (endpoint, stack.proxy_endpoint):
+    for ep in (endpoint, cold_proxy):
         res = get(ep, rest_bucket, ka)
         assert res.body[:16] != b[:16] or res.status >= 400, "the other object's plaintext was served under this key"
         assert_refused(res, a, "GET of a moved body with the salt deleted")

@@ -303,7 +303,9 @@ def test_sealed_vault_put_fails_and_get_fails_without_ciphertext(stack, upstream
     client.put_object(Bucket=bucket, Key="sealed/existing", Body=b"written before the seal")
     vault = stack_mod.start_vault(tmp_path)
     try:
-        proc, endpoint, _ = stack.start_proxy("proxy-sealed", VAULT_ADDR=vault.addr, CLOUDTASER_S3PROXY_KEY_CACHE_SIZE="0")
+        # No key pool: a pool filled before the seal would serve this PUT (test_key_pool.py).
+        proc, endpoint, _ = stack.start_proxy("proxy-sealed", VAULT_ADDR=vault.addr, CLOUDTASER_S3PROXY_KEY_CACHE_SIZE="0",
+                                              CLOUDTASER_S3PROXY_KEY_POOL_SIZE="0")
         c = s3_client(endpoint, "x", "y")
         vault.seal()
         with pytest.raises(botocore.exceptions.ClientError) as e:

@@ -16,6 +16,8 @@ class VaultFaults:
         self.target = target
         self.mode = "pass"
         self.reject_next = 0
+        # Calls whose path contains this get 503 whatever the mode ("": none).
+        self.fail_matching = ""
         self.calls: list[str] = []
         faults = self
 
@@ -29,6 +31,8 @@ class VaultFaults:
                 if faults.mode == "hang":
                     time.sleep(30)
                     return
+                if faults.fail_matching and faults.fail_matching in self.path:
+                    return self._reply(503, b'{"errors":["injected fault"]}')
                 if faults.mode in ("503", "500", "429"):
                     return self._reply(int(faults.mode), b'{"errors":["injected fault"]}')
                 if faults.reject_next and "/transit/" in self.path:

@@ -73,7 +73,8 @@ pub struct EnvelopeMetadata {
     pub layout: StoredLayout,
     /// The stream salt of a single-PUT object: binds the body to this
     /// metadata, so bodies cannot be swapped between objects that share a
-    /// data key (docs/SECURITY.md, data key reuse).
+    /// data key (written by earlier proxies' reuse window, or other writers;
+    /// docs/FORMAT.md).
     pub salt: Option<[u8; 32]>,
 }
 

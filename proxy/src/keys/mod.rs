@@ -1,19 +1,23 @@
-//! Envelope key management: data keys from Vault/OpenBao Transit and a
-//! bounded cache of unwrapped keys for reads. No HTTP server in here.
+//! Envelope key management: data keys from Vault/OpenBao Transit, a pool of
+//! pre-wrapped keys for writes and a bounded cache of unwrapped keys for
+//! reads. No HTTP server in here.
 
 mod auth;
 mod cache;
 pub mod health;
+mod pool;
+mod single_flight;
 mod transit;
 mod vault;
 
 pub use auth::{AuthMethod, Secret, Session};
 pub use cache::KeyCache;
+pub use pool::{KeyPool, PoolSettings, RefillError};
 pub use transit::{TransitClient, key_version};
 pub use vault::{VaultEndpoint, VaultError, VaultHttp};
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use zeroize::Zeroizing;
 
@@ -26,10 +30,20 @@ impl DataKey {
         Some(Self(Zeroizing::new(arr)))
     }
 
+    /// A new key from aws-lc-rs's CSPRNG.
+    pub fn random() -> Result<Self, aws_lc_rs::error::Unspecified> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::fill(key.as_mut())?;
+        Ok(Self(key))
+    }
+
     pub fn bytes(&self) -> &[u8; 32] {
         &self.0
     }
 }
+
+/// The bytes are in a `Zeroizing`, which wipes them in its `Drop`.
+impl zeroize::ZeroizeOnDrop for DataKey {}
 
 impl std::fmt::Debug for DataKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -44,18 +58,17 @@ pub struct NewDataKey {
     pub wrapped: String,
 }
 
-/// How long one data key may serve new objects. Each object still gets its
-/// own random salt and so its own derived key (docs/SECURITY.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReuseWindow {
-    pub max_objects: u32,
-    pub max_age: Duration,
+/// The pool's wrapper: Transit `encrypt` with `batch_input`, its outcome
+/// recorded in the health state like any other Transit call.
+struct TransitWrapper {
+    transit: Arc<TransitClient>,
+    health: Arc<health::VaultHealth>,
 }
 
-struct SharedKey {
-    key: NewDataKey,
-    issued: Instant,
-    uses: u32,
+impl pool::Wrapper for TransitWrapper {
+    fn wrap<'a>(&'a self, keys: &'a [DataKey]) -> futures_util::future::BoxFuture<'a, Result<Vec<String>, VaultError>> {
+        Box::pin(async move { self.health.observe(self.transit.wrap_data_keys(keys).await) })
+    }
 }
 
 /// Whether `name` can be a Transit key name: one path segment of safe
@@ -79,27 +92,28 @@ pub fn is_valid_wrapped_key(wrapped: &str) -> bool {
         && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
 }
 
-/// The key service the request path talks to: Transit plus the read cache.
+/// The key service the request path talks to: Transit, the pool of
+/// pre-wrapped keys for writes and the read cache.
 pub struct KeyService {
-    transit: TransitClient,
+    transit: Arc<TransitClient>,
     /// Transit keys the proxy may unwrap with (the write key first).
     readable: Vec<String>,
-    health: health::VaultHealth,
+    health: Arc<health::VaultHealth>,
     cache: KeyCache,
-    reuse: Option<ReuseWindow>,
-    shared: Mutex<Option<SharedKey>>,
+    pool: Option<Arc<KeyPool>>,
+    unwrapping: single_flight::SingleFlight<Result<Arc<DataKey>, VaultError>>,
 }
 
 impl KeyService {
     pub fn new(transit: TransitClient, cache_capacity: usize, cache_ttl: Duration) -> Self {
         let readable = vec![transit.key_name().to_owned()];
         Self {
-            transit,
+            transit: Arc::new(transit),
             readable,
-            health: health::VaultHealth::default(),
+            health: Arc::default(),
             cache: KeyCache::new(cache_capacity, cache_ttl),
-            reuse: None,
-            shared: Mutex::new(None),
+            pool: None,
+            unwrapping: single_flight::SingleFlight::default(),
         }
     }
 
@@ -113,14 +127,28 @@ impl KeyService {
         self
     }
 
-    pub fn health(&self) -> &health::VaultHealth {
-        &self.health
+    /// Serves new data keys from a pool of pre-wrapped ones (`None` or a
+    /// size of 0: a Transit call per key). The pool fills once
+    /// [`KeyService::start_pool`] runs.
+    pub fn with_pool(mut self, settings: Option<PoolSettings>) -> Self {
+        self.pool = settings.filter(|s| s.size > 0).map(|s| Arc::new(KeyPool::new(s)));
+        self
     }
 
-    /// Lets one data key serve up to `window` objects (`None`: one per object).
-    pub fn with_reuse(mut self, window: Option<ReuseWindow>) -> Self {
-        self.reuse = window.filter(|w| w.max_objects > 1 && !w.max_age.is_zero());
-        self
+    /// Starts filling the pool in the background, if there is one.
+    pub fn start_pool(&self) {
+        if let Some(pool) = &self.pool {
+            let wrapper = TransitWrapper { transit: self.transit.clone(), health: self.health.clone() };
+            tokio::spawn(pool.clone().run(Arc::new(wrapper)));
+        }
+    }
+
+    pub fn pool(&self) -> Option<&Arc<KeyPool>> {
+        self.pool.as_ref()
+    }
+
+    pub fn health(&self) -> &health::VaultHealth {
+        &self.health
     }
 
     pub fn key_name(&self) -> &str {
@@ -131,31 +159,13 @@ impl KeyService {
         &self.transit
     }
 
-    /// A data key for writing one object: a fresh one from Transit, or the
-    /// current shared one while it is inside the reuse window.
-    pub async fn generate(&self) -> Result<NewDataKey, VaultError> {
-        if let Some(window) = self.reuse {
-            let mut shared = self.shared.lock().expect("shared key lock");
-            if let Some(s) =
-                shared.as_mut().filter(|s| s.uses < window.max_objects && s.issued.elapsed() < window.max_age)
-            {
-                s.uses += 1;
-                return Ok(s.key.clone());
-            }
-            *shared = None;
-        }
-        let fresh = self.generate_fresh().await?;
-        if self.reuse.is_some() {
-            *self.shared.lock().expect("shared key lock") =
-                Some(SharedKey { key: fresh.clone(), issued: Instant::now(), uses: 1 });
-        }
-        Ok(fresh)
-    }
-
-    /// A data key no other object will use (multipart uploads: their part
-    /// streams are only told apart by part number and salt).
+    /// A data key no other object or upload will use: from the pool while
+    /// it has one (no Vault call), else straight from Transit `datakey`.
     pub async fn generate_fresh(&self) -> Result<NewDataKey, VaultError> {
-        let (key, wrapped) = self.health.observe(self.transit.generate_data_key().await)?;
+        let (key, wrapped) = match self.pool.as_ref().and_then(|p| p.take()) {
+            Some(pooled) => (pooled.key, pooled.wrapped),
+            None => self.health.observe(self.transit.generate_data_key().await)?,
+        };
         let key = Arc::new(key);
         self.cache.insert(&wrapped, key.clone());
         Ok(NewDataKey { key, wrapped })
@@ -163,7 +173,8 @@ impl KeyService {
 
     /// The data key inside a wrapped key, from the cache or Transit.
     /// Only keys the proxy is configured for are used, whatever the object's
-    /// metadata or the upload id says.
+    /// metadata or the upload id says. Concurrent misses for one wrapped key
+    /// share a single Transit call.
     pub async fn unwrap(&self, key_name: &str, wrapped: &str) -> Result<Arc<DataKey>, VaultError> {
         if !self.readable.iter().any(|k| k == key_name) {
             return Err(VaultError::KeyNotAllowed);
@@ -176,9 +187,13 @@ impl KeyService {
         if let Some(key) = cached {
             return Ok(key);
         }
-        let key = Arc::new(self.health.observe(self.transit.decrypt_data_key(key_name, wrapped).await)?);
-        self.cache.insert(wrapped, key.clone());
-        Ok(key)
+        self.unwrapping
+            .run(wrapped, || async {
+                let key = Arc::new(self.health.observe(self.transit.decrypt_data_key(key_name, wrapped).await)?);
+                self.cache.insert(wrapped, key.clone());
+                Ok(key)
+            })
+            .await
     }
 
     /// One probe of Vault (token lookup), recorded in the health state.

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use super::DataKey;
 use super::auth::Session;
-use super::vault::VaultError;
+use super::vault::{Payload, VaultError};
 
 pub struct TransitClient {
     session: Arc<Session>,
@@ -39,6 +39,19 @@ struct DecryptResponse {
 #[derive(Deserialize)]
 struct RewrapResponse {
     ciphertext: String,
+}
+
+#[derive(Deserialize)]
+struct BatchResponse {
+    batch_results: Vec<BatchItem>,
+}
+
+#[derive(Deserialize)]
+struct BatchItem {
+    #[serde(default)]
+    ciphertext: String,
+    #[serde(default)]
+    error: String,
 }
 
 #[derive(Deserialize)]
@@ -70,17 +83,56 @@ impl TransitClient {
 
     pub async fn generate_data_key(&self) -> Result<(DataKey, String), VaultError> {
         let path = self.path("datakey/plaintext", &self.key_name)?;
-        let resp: DataKeyResponse = self.call(reqwest::Method::POST, &path, Some(json!({"bits": 256}))).await?;
+        let resp: DataKeyResponse = self.call(reqwest::Method::POST, &path, Some(json!({"bits": 256}).into())).await?;
         if !resp.ciphertext.starts_with("vault:v") {
             return Err(VaultError::BadResponse("wrapped key is not in vault:vN: form"));
         }
         Ok((decode_key(&resp.plaintext)?, resp.ciphertext))
     }
 
+    /// Wraps locally generated data keys in one call (`encrypt` with
+    /// `batch_input`). The request body, which carries the keys, is built
+    /// in a zeroizing buffer.
+    pub async fn wrap_data_keys(&self, keys: &[DataKey]) -> Result<Vec<String>, VaultError> {
+        let path = self.path("encrypt", &self.key_name)?;
+        let mut body = Zeroizing::new(Vec::with_capacity(32 + keys.len() * 64));
+        body.extend_from_slice(b"{\"batch_input\":[");
+        for (i, key) in keys.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(b"{\"plaintext\":\"");
+            let mut b64 = Zeroizing::new([0u8; 44]);
+            let n = STANDARD
+                .encode_slice(key.bytes(), b64.as_mut())
+                .map_err(|_| VaultError::BadResponse("data key does not fit its base64 buffer"))?;
+            body.extend_from_slice(&b64[..n]);
+            body.extend_from_slice(b"\"}");
+        }
+        body.extend_from_slice(b"]}");
+        let resp: BatchResponse = self.call(reqwest::Method::POST, &path, Some(Payload::Secret(body))).await?;
+        if resp.batch_results.len() != keys.len() {
+            return Err(VaultError::BadResponse("batch result count differs from the request"));
+        }
+        resp.batch_results
+            .into_iter()
+            .map(|item| {
+                if !item.error.is_empty() {
+                    // Per-item refusals come back with status 400 on the whole batch too.
+                    return Err(VaultError::Refused { status: 400, message: super::vault::redact(&item.error) });
+                }
+                if !super::is_valid_wrapped_key(&item.ciphertext) {
+                    return Err(VaultError::BadResponse("wrapped key is not in vault:vN: form"));
+                }
+                Ok(item.ciphertext)
+            })
+            .collect()
+    }
+
     pub async fn decrypt_data_key(&self, key_name: &str, wrapped: &str) -> Result<DataKey, VaultError> {
         let path = self.path("decrypt", key_name)?;
         let resp: DecryptResponse =
-            self.call(reqwest::Method::POST, &path, Some(json!({"ciphertext": wrapped}))).await?;
+            self.call(reqwest::Method::POST, &path, Some(json!({"ciphertext": wrapped}).into())).await?;
         decode_key(&resp.plaintext)
     }
 
@@ -89,7 +141,7 @@ impl TransitClient {
     pub async fn rewrap(&self, key_name: &str, wrapped: &str) -> Result<String, VaultError> {
         let path = self.path("rewrap", key_name)?;
         let resp: RewrapResponse =
-            self.call(reqwest::Method::POST, &path, Some(json!({"ciphertext": wrapped}))).await?;
+            self.call(reqwest::Method::POST, &path, Some(json!({"ciphertext": wrapped}).into())).await?;
         Ok(resp.ciphertext)
     }
 
@@ -107,15 +159,16 @@ impl TransitClient {
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<serde_json::Value>,
+        body: Option<Payload>,
     ) -> Result<T, VaultError> {
         let token = self.session.token().await?;
-        let first = self.session.http().call::<Envelope<T>>(method.clone(), path, Some(&token), body.clone()).await;
+        let first =
+            self.session.http().call_payload::<Envelope<T>>(method.clone(), path, Some(&token), body.clone()).await;
         match first {
             Err(e) if e.is_auth() => {
                 // Expired or revoked mid-flight: log in again and retry once.
                 let token = self.session.relogin(Some(&token)).await?;
-                self.session.http().call::<Envelope<T>>(method, path, Some(&token), body).await.map(|e| e.data)
+                self.session.http().call_payload::<Envelope<T>>(method, path, Some(&token), body).await.map(|e| e.data)
             }
             other => other.map(|e| e.data),
         }

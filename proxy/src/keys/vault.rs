@@ -7,7 +7,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
-#[derive(Debug, thiserror::Error)]
+/// `Clone`: one Transit answer can be shared by concurrent readers.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum VaultError {
     #[error("Vault is unreachable: {0}")]
     Unreachable(String),
@@ -63,6 +64,29 @@ impl VaultError {
     }
 }
 
+/// A request body: plain JSON, or JSON carrying key material, which is held
+/// in a zeroizing buffer that is wiped when the HTTP client drops it.
+#[derive(Clone)]
+pub enum Payload {
+    Json(serde_json::Value),
+    Secret(Zeroizing<Vec<u8>>),
+}
+
+impl From<serde_json::Value> for Payload {
+    fn from(v: serde_json::Value) -> Self {
+        Payload::Json(v)
+    }
+}
+
+/// Lets `bytes::Bytes` own a zeroizing buffer without copying it.
+struct WipedOnDrop(Zeroizing<Vec<u8>>);
+
+impl AsRef<[u8]> for WipedOnDrop {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// Where Vault is and how to reach it.
 #[derive(Clone)]
 pub struct VaultEndpoint {
@@ -109,6 +133,17 @@ impl VaultHttp {
         token: Option<&str>,
         body: Option<serde_json::Value>,
     ) -> Result<T, VaultError> {
+        self.call_payload(method, path, token, body.map(Payload::Json)).await
+    }
+
+    /// [`VaultHttp::call`] with any [`Payload`].
+    pub async fn call_payload<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Payload>,
+    ) -> Result<T, VaultError> {
         let started = std::time::Instant::now();
         let result = self.call_once(method, path, token, body).await;
         crate::metrics::metrics().vault(operation_of(path), result.is_ok(), started.elapsed());
@@ -122,7 +157,7 @@ impl VaultHttp {
         method: reqwest::Method,
         path: &str,
         token: Option<&str>,
-        body: Option<serde_json::Value>,
+        body: Option<Payload>,
     ) -> Result<T, VaultError> {
         let mut req = self.http.request(method, format!("{}/v1/{}", self.base, path)).header("X-Vault-Request", "true");
         if let Some(token) = token {
@@ -131,8 +166,14 @@ impl VaultHttp {
         if let Some(ns) = &self.namespace {
             req = req.header("X-Vault-Namespace", ns);
         }
-        if let Some(body) = body {
-            req = req.json(&body);
+        match body {
+            Some(Payload::Json(body)) => req = req.json(&body),
+            Some(Payload::Secret(bytes)) => {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(bytes::Bytes::from_owner(WipedOnDrop(bytes)));
+            }
+            None => {}
         }
         let resp = req.send().await.map_err(|e| VaultError::Unreachable(error_chain(&e)))?;
         let status = resp.status();

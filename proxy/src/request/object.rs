@@ -85,7 +85,7 @@ impl RequestPath {
         let plaintext_len = decode::plaintext_length(&parts.headers, encoding)?;
         ChecksumVerifier::from_headers(&parts.headers)?;
         // Nothing is sent upstream unless a data key was issued.
-        let data_key = self.keys.generate().await?;
+        let data_key = self.keys.generate_fresh().await?;
         let envelope = self.envelope(&data_key.wrapped, StoredLayout::Single(plaintext_len));
         let mut headers = parts.headers;
         conditional::to_upstream_etags(&mut headers);
