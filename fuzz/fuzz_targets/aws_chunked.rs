@@ -15,7 +15,8 @@
 #![no_main]
 
 use bytes::Bytes;
-use cloudtaser_s3proxy::request::decode::{ChecksumAlgorithm, ChecksumVerifier, ChunkedDecoder};
+use cloudtaser_s3proxy::stream::aws_chunked::ChunkedDecoder;
+use cloudtaser_s3proxy::stream::checksum::{ChecksumAlgorithm, ChecksumVerifier};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 

@@ -12,13 +12,13 @@
 //! smuggle `.`/`..` segments or NUL, and its resource string starts with `/`.
 #![no_main]
 
-use cloudtaser_s3proxy::request::classify::{classify, copy_source, hoist_query_headers};
+use cloudtaser_s3proxy::s3::classify::{classify, copy_source, hoist_query_headers};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use libfuzzer_sys::fuzz_target;
 
 const SUFFIXES: [&str; 4] = ["localhost", "s3.localhost", "", "."];
 
-fn check(s3: &cloudtaser_s3proxy::request::classify::S3Request) {
+fn check(s3: &cloudtaser_s3proxy::s3::classify::S3Request) {
     if let Some(key) = &s3.key {
         assert!(!key.contains('\0'), "key with NUL accepted: {key:?}");
         assert!(!key.split('/').any(|seg| seg == "." || seg == ".."), "key with dot segment accepted: {key:?}");

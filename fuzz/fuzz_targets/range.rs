@@ -12,7 +12,7 @@
 //! (416); a Content-Range the parser accepts names a start inside its total.
 #![no_main]
 
-use cloudtaser_s3proxy::request::range::{ByteRange, RangeRequest, content_range};
+use cloudtaser_s3proxy::s3::range::{ByteRange, RangeRequest, content_range};
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 

@@ -9,7 +9,7 @@
 //! (upstream, key) survives encode then decode.
 #![no_main]
 
-use cloudtaser_s3proxy::request::upload_id::{UploadId, UploadKey, decode, encode};
+use cloudtaser_s3proxy::s3::upload_id::{UploadId, UploadKey, decode, encode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

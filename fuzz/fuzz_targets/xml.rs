@@ -12,9 +12,10 @@
 use bytes::Bytes;
 use cloudtaser_s3proxy::error::ProxyError;
 use cloudtaser_s3proxy::format::plaintext_len;
-use cloudtaser_s3proxy::request::respond::{client_etag, listing_response};
-use cloudtaser_s3proxy::request::upload_id::{UploadKey, encode};
-use cloudtaser_s3proxy::request::xml::{rewrite, texts_of};
+use cloudtaser_s3proxy::request::respond::listing_response;
+use cloudtaser_s3proxy::s3::etag::client_etag;
+use cloudtaser_s3proxy::s3::upload_id::{UploadKey, encode};
+use cloudtaser_s3proxy::s3::xml::{rewrite, texts_of};
 use futures_util::FutureExt;
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;

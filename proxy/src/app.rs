@@ -7,9 +7,9 @@ use crate::config::ProxyConfig;
 use crate::credentials::CredentialSource;
 use crate::keys::{KeyService, Session, TransitClient, VaultEndpoint, VaultHttp};
 use crate::request::RequestPath;
-use crate::request::forward::Forwarder;
-use crate::request::sign::Signer;
-use crate::request::upstream::UpstreamClient;
+use crate::upstream::UpstreamClient;
+use crate::upstream::forward::Forwarder;
+use crate::upstream::sign::Signer;
 
 /// A Vault session whose token is kept alive in the background.
 pub fn vault_session(config: &ProxyConfig) -> Result<Arc<Session>, String> {
@@ -58,7 +58,7 @@ pub async fn upstream_client(config: &ProxyConfig) -> Result<UpstreamClient, Str
     let refresh = std::time::Duration::from_secs(config.credentials_refresh_secs);
     let credentials = Arc::new(credentials.with_refresh_margin(refresh));
     let signer = Signer::new(credentials, upstream.region.clone(), upstream.is_gcs);
-    let forwarder = Forwarder::new(upstream).map_err(|e| e.to_string())?;
+    let forwarder = Forwarder::new(upstream, crate::server::CONNECTION_BUFFER).map_err(|e| e.to_string())?;
     Ok(UpstreamClient::new(signer, forwarder))
 }
 

@@ -6,6 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+pub use crate::config_error::ConfigError;
+pub(crate) use crate::config_error::invalid;
+pub use crate::request::policy::PlaintextReadPolicy;
+pub use crate::stream::framing::UploadIntegrity;
+pub use crate::upstream::Upstream;
 use zeroize::Zeroizing;
 
 use crate::keys::{AuthMethod, Secret};
@@ -383,60 +389,6 @@ pub enum VaultAuthMethod {
 pub enum LogFormat {
     Json,
     Text,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum UploadIntegrity {
-    /// CRC32C trailer, except on GCS, which cannot take one.
-    Auto,
-    /// aws-chunked body with an `x-amz-checksum-crc32c` trailer over the ciphertext.
-    Crc32cTrailer,
-    /// `UNSIGNED-PAYLOAD`: the upstream relies on TLS alone.
-    Unsigned,
-}
-
-/// Which unencrypted (pre-proxy) objects may be served as they are.
-#[derive(Debug, Clone, Default)]
-pub struct PlaintextReadPolicy {
-    /// (bucket, key prefix); an empty prefix covers the whole bucket.
-    allowed: Vec<(String, String)>,
-}
-
-impl PlaintextReadPolicy {
-    pub fn new(entries: &[String]) -> Result<Self, ConfigError> {
-        let mut allowed = Vec::new();
-        for entry in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
-            let (bucket, prefix) = entry.split_once('/').unwrap_or((entry, ""));
-            if bucket.is_empty() {
-                return Err(invalid("CLOUDTASER_S3PROXY_PLAINTEXT_READS", format!("`{entry}` names no bucket")));
-            }
-            allowed.push((bucket.to_owned(), prefix.to_owned()));
-        }
-        Ok(Self { allowed })
-    }
-
-    pub fn allows(&self, bucket: &str, key: &str) -> bool {
-        self.allowed.iter().any(|(b, p)| b == bucket && key.starts_with(p.as_str()))
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{name} is invalid: {reason}")]
-    Invalid { name: &'static str, reason: String },
-}
-
-pub(crate) fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { name, reason: reason.into() }
-}
-
-/// The upstream S3 service, resolved from the settings.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    pub endpoint: http::Uri,
-    pub region: String,
-    pub is_gcs: bool,
-    pub integrity: UploadIntegrity,
 }
 
 impl ProxyConfig {

@@ -2,7 +2,7 @@
 //! (environment, profile, web identity/IRSA, container/Pod Identity, IMDS),
 //! cached until shortly before they expire.
 
-use crate::error::error_chain;
+use crate::error_chain::error_chain;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 

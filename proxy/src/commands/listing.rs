@@ -4,9 +4,9 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
 
-use crate::request::classify::S3Request;
-use crate::request::upstream::UpstreamClient;
-use crate::request::xml;
+use crate::s3::classify::S3Request;
+use crate::s3::xml;
+use crate::upstream::UpstreamClient;
 
 /// A response read in full.
 pub async fn body_of(resp: http::Response<hyper::body::Incoming>) -> Result<(StatusCode, HeaderMap, Bytes), String> {

@@ -18,8 +18,8 @@ use crate::app;
 use crate::config::{MigrateArgs, ProxyConfig};
 use crate::format::{EnvelopeMetadata, ObjectLayout};
 use crate::request::RequestPath;
-use crate::request::classify::S3Request;
-use crate::request::xml;
+use crate::s3::classify::S3Request;
+use crate::s3::xml;
 
 /// What describes the object rather than the request, kept across the rewrite.
 const KEPT_HEADERS: &[&str] = &[

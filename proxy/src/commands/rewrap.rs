@@ -17,8 +17,8 @@ use crate::config::{ProxyConfig, RewrapArgs};
 use crate::format::{EnvelopeMetadata, StoredLayout};
 use crate::keys::{TransitClient, key_version};
 use crate::request::RequestPath;
-use crate::request::classify::S3Request;
-use crate::request::upstream::UpstreamClient;
+use crate::s3::classify::S3Request;
+use crate::upstream::UpstreamClient;
 
 use super::listing::{KeyPages, ObjectVersion, VersionPages, body_of, read_state, s3_error, write_state};
 

@@ -20,7 +20,7 @@ use crate::config::{ProxyConfig, ScanArgs};
 use crate::format::{EnvelopeMetadata, StoredLayout};
 use crate::keys::key_version;
 use crate::request::RequestPath;
-use crate::request::classify::S3Request;
+use crate::s3::classify::S3Request;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -27,7 +27,7 @@ use crate::config::{ProxyConfig, SealArgs};
 use crate::format::{EnvelopeMetadata, StoredLayout};
 use crate::keys::KeyService;
 use crate::request::RequestPath;
-use crate::request::classify::S3Request;
+use crate::s3::classify::S3Request;
 
 enum Outcome {
     Sealed,

@@ -1,18 +1,5 @@
 use super::FormatError;
-use super::size::{MAX_STREAM_LEN, SEGMENT_LEN_LOG2};
-
-pub const MAGIC: [u8; 4] = *b"CTS3";
-/// The version of single-PUT streams, and of multipart parts written
-/// before format 2.
-pub const VERSION: u8 = 1;
-/// The version of the parts of a format-2 multipart upload, whose part table
-/// is sealed by a manifest (docs/FORMAT.md). The version is in the header,
-/// the associated data of every segment, so a part cannot be passed off as
-/// format 1, where no manifest is required.
-pub const MULTIPART_VERSION: u8 = 2;
-pub const SALT_LEN: usize = 32;
-/// magic(4) version(1) segment_log2(1) reserved(2) part(4) plaintext_len(8) salt(32)
-pub const HEADER_LEN: usize = 52;
+use super::constants::{HEADER_LEN, MAGIC, MAX_STREAM_LEN, MULTIPART_VERSION, SALT_LEN, SEGMENT_LEN_LOG2, VERSION};
 
 /// The per-stream header. It is written in clear at the start of every
 /// stream and authenticated as associated data of every segment.

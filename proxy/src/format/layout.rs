@@ -5,12 +5,8 @@
 use std::sync::Arc;
 
 use super::FormatError;
-use super::header::HEADER_LEN;
-use super::segment::TAG_LEN;
-use super::size::{MAX_STREAM_LEN, SEALED_SEGMENT_LEN, SEGMENT_LEN, ciphertext_len, plaintext_len};
-
-/// S3's largest part number, and so the most streams an object can have.
-pub const MAX_PARTS: u32 = 10_000;
+use super::constants::{HEADER_LEN, MAX_PARTS, MAX_STREAM_LEN, SEALED_SEGMENT_LEN, SEGMENT_LEN, TAG_LEN};
+use super::size::{ciphertext_len, plaintext_len};
 
 /// One stream of an object: its header's part number and plaintext length,
 /// and where it starts in the plaintext and in the stored ciphertext.

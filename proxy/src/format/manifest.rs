@@ -8,11 +8,8 @@ use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
 use aws_lc_rs::hmac;
 
 use super::FormatError;
+use super::constants::{MANIFEST_CONTEXT, MANIFEST_KEY_INFO, MANIFEST_TAG_LEN, MAX_PARTS};
 use super::layout::ObjectLayout;
-
-pub const MANIFEST_TAG_LEN: usize = 32;
-const MANIFEST_KEY_INFO: &[u8] = b"cloudtaser-s3 v2 manifest key";
-const MANIFEST_CONTEXT: &[u8] = b"cloudtaser-s3 v2 manifest";
 
 /// The bytes the tag covers: a context string, the part count (u32), the
 /// plaintext total (u64), then each stream's part number (u32) and
@@ -76,7 +73,7 @@ pub fn decode_part_table(text: &str) -> Option<Vec<(u32, u64)>> {
         let (numbers, len) = run.split_once(':')?;
         let (first, last) = numbers.split_once('-').unwrap_or((numbers, numbers));
         let (first, last, len) = (number(first)?, number(last)?, number(len)?);
-        if first > last || last > u64::from(super::layout::MAX_PARTS) || out.len() as u64 + last - first >= 10_000 {
+        if first > last || last > u64::from(MAX_PARTS) || out.len() as u64 + last - first >= 10_000 {
             return None;
         }
         out.extend((first..=last).map(|n| (n as u32, len)));

@@ -2,8 +2,9 @@
 
 use http::HeaderMap;
 
+use super::constants::{FORMAT_1, FORMAT_2, MANIFEST_TAG_LEN};
 use super::layout::ObjectLayout;
-use super::manifest::{MANIFEST_TAG_LEN, decode_part_table, encode_part_table};
+use super::manifest::{decode_part_table, encode_part_table};
 
 pub const META_PREFIX: &str = "x-amz-meta-cloudtaser-";
 pub const META_FORMAT: &str = "x-amz-meta-cloudtaser-format";
@@ -15,17 +16,6 @@ pub const META_SALT: &str = "x-amz-meta-cloudtaser-salt";
 
 pub const META_PARTS: &str = "x-amz-meta-cloudtaser-parts";
 pub const META_MANIFEST: &str = "x-amz-meta-cloudtaser-manifest";
-
-/// Single-PUT objects and format-1 multipart objects.
-pub const FORMAT_1: u8 = 1;
-/// Multipart objects whose part table is sealed by a manifest.
-pub const FORMAT_2: u8 = 2;
-/// A longer part table is not stored: readers learn it from the stream
-/// headers instead, and the manifest still seals it. S3 allows 2 KiB of
-/// user metadata per object; the rest of the envelope takes about 200
-/// bytes, leaving room for the workload's own. Equal-sized parts take two
-/// runs whatever their number (`format::encode_part_table`).
-pub const MAX_PART_TABLE_LEN: usize = 1024;
 
 const LAYOUT_MULTIPART: &str = "multipart";
 const LAYOUT_PENDING: &str = "multipart-pending";

@@ -1,6 +1,7 @@
 //! The CloudTaser ciphertext format (versions 1 and 2). Pure data transformation:
 //! no I/O, no HTTP. `docs/FORMAT.md` is the normative description.
 
+mod constants;
 mod header;
 mod layout;
 mod manifest;
@@ -9,16 +10,16 @@ mod segment;
 mod size;
 mod stream;
 
-pub use header::{HEADER_LEN, Header, MAGIC, MULTIPART_VERSION, SALT_LEN, VERSION};
-pub use layout::{LayoutSpan, MAX_PARTS, ObjectLayout, StreamExtent};
-pub use manifest::{
-    MANIFEST_TAG_LEN, decode_part_table, encode_part_table, manifest_bytes, manifest_tag, verify_manifest,
+pub use constants::{
+    FORMAT_1, FORMAT_2, HEADER_LEN, MAGIC, MANIFEST_TAG_LEN, MAX_PART_TABLE_LEN, MAX_PARTS, MAX_STREAM_LEN,
+    MULTIPART_VERSION, SALT_LEN, SEGMENT_LEN, TAG_LEN, VERSION,
 };
-pub use metadata::{
-    EnvelopeMetadata, FORMAT_1, FORMAT_2, MAX_PART_TABLE_LEN, META_PREFIX, MetadataError, SealedParts, StoredLayout,
-};
-pub use segment::{SegmentCipher, TAG_LEN};
-pub use size::{MAX_STREAM_LEN, SEGMENT_LEN, ciphertext_len, plaintext_len, segment_count};
+pub use header::Header;
+pub use layout::{LayoutSpan, ObjectLayout, StreamExtent};
+pub use manifest::{decode_part_table, encode_part_table, manifest_bytes, manifest_tag, verify_manifest};
+pub use metadata::{EnvelopeMetadata, META_PREFIX, MetadataError, SealedParts, StoredLayout};
+pub use segment::SegmentCipher;
+pub use size::{ciphertext_len, plaintext_len, segment_count};
 pub use stream::{Opener, Room, Sealer};
 
 /// Everything that can go wrong while reading or writing the format.

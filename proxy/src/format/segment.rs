@@ -2,10 +2,8 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
 
 use super::FormatError;
-use super::header::{HEADER_LEN, Header};
-
-pub const TAG_LEN: usize = 16;
-const KEY_INFO: &[u8] = b"cloudtaser-s3 v1 segment key";
+use super::constants::{HEADER_LEN, SEGMENT_KEY_INFO as KEY_INFO, TAG_LEN};
+use super::header::Header;
 
 /// AES-256-GCM under a key derived for one stream. The header is the
 /// associated data of every segment, so it cannot be altered or swapped.

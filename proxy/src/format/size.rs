@@ -1,14 +1,6 @@
 //! Deterministic size arithmetic between plaintext and ciphertext.
 
-use super::header::HEADER_LEN;
-use super::segment::TAG_LEN;
-
-pub(super) const SEGMENT_LEN_LOG2: u8 = 16;
-/// Plaintext bytes per segment; only the final segment may be shorter.
-pub const SEGMENT_LEN: u64 = 1 << SEGMENT_LEN_LOG2;
-pub(super) const SEALED_SEGMENT_LEN: u64 = SEGMENT_LEN + TAG_LEN as u64;
-/// The longest stream: segment indexes are 32 bits in the nonce.
-pub const MAX_STREAM_LEN: u64 = (u32::MAX as u64) * SEGMENT_LEN;
+use super::constants::{HEADER_LEN, SEALED_SEGMENT_LEN, SEGMENT_LEN, TAG_LEN};
 
 /// Number of segments for a plaintext length. An empty plaintext still has
 /// one (empty, final) segment so that truncation to zero is detectable.

@@ -3,10 +3,11 @@
 use bytes::{Bytes, BytesMut};
 
 use super::FormatError;
-use super::header::{HEADER_LEN, Header, VERSION};
+use super::constants::{HEADER_LEN, SEGMENT_LEN, TAG_LEN, VERSION};
+use super::header::Header;
 use super::layout::{LayoutSpan, ObjectLayout};
-use super::segment::{SegmentCipher, TAG_LEN};
-use super::size::{SEGMENT_LEN, segment_count};
+use super::segment::SegmentCipher;
+use super::size::segment_count;
 
 /// Bytes left free before and after every buffer the sealer emits, so a
 /// transport framing can wrap each one in place instead of copying it.

@@ -1,6 +1,6 @@
 //! The Vault/OpenBao HTTP API: one JSON call with a token, errors mapped.
 
-use crate::error::error_chain;
+use crate::error_chain::error_chain;
 use std::time::Duration;
 
 use serde::Deserialize;

@@ -9,12 +9,12 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response};
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 
-use super::classify::S3Request;
 use super::respond;
 use super::{RequestPath, collect_control, envelope_of};
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::format::ObjectLayout;
+use crate::s3::classify::S3Request;
 
 /// The attributes S3 knows, as named in `x-amz-object-attributes`.
 const KNOWN: &[&str] = &["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"];
@@ -194,7 +194,7 @@ impl RequestPath {
             .ok_or(super::stored::malformed("no stored length"))?;
         let etag = head.headers().get(http::header::ETAG).cloned();
         let layout = self.stored_layout(&object, &envelope, stored_len, etag.as_ref(), None).await?.layout;
-        let etag = head_etag.as_deref().map(respond::client_etag).unwrap_or_default();
+        let etag = head_etag.as_deref().map(crate::s3::etag::client_etag).unwrap_or_default();
         // S3 writes this ETag without quotes; keep whichever form the upstream used.
         let etag = match &upstream.etag {
             Some(e) if !e.trim().starts_with('"') => unquoted(&etag).to_owned(),

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::HeaderValue;
 
-use super::classify::S3Request;
 use super::stored::CheckedLayout;
 use crate::bounded_map::BoundedMap;
 use crate::format::EnvelopeMetadata;
+use crate::s3::classify::S3Request;
 
 /// Bucket, key and version.
 type ObjectId = (String, String, Option<String>);

@@ -1,29 +1,18 @@
-//! The request path, in the order a request travels it:
-//! classify → decode → transform → sign → forward → respond.
-//! `object.rs` and `multipart.rs` hold the per-operation handlers.
+//! Dispatch and the per-operation handlers: a request is admitted
+//! (`s3::classify`, `policy`), handled (`object`, `multipart`, `attributes`,
+//! `seal`, with `stored` settling layouts), its bodies run through `stream`,
+//! sent by `upstream`, and answered by `respond`; errors become S3 documents
+//! here, at the edge.
 
 mod attributes;
-pub mod classify;
-pub mod conditional;
-pub mod decode;
-pub mod forward;
-pub mod framing;
 mod layout_cache;
 mod multipart;
 pub use multipart::EncryptedUpload;
 mod object;
-pub mod operations;
 pub mod policy;
-pub mod range;
 pub mod respond;
 pub mod seal;
-pub mod sign;
-pub mod sse_c;
 mod stored;
-pub mod transform;
-pub mod upload_id;
-pub mod upstream;
-pub mod xml;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,14 +24,14 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::body::ProxyBody;
-use crate::config::PlaintextReadPolicy;
 use crate::error::ProxyError;
 use crate::format::{EnvelopeMetadata, META_PREFIX};
 use crate::keys::KeyService;
 use crate::metrics::{RefusalReason, metrics};
-use classify::{Operation, S3Request, classify};
-use decode::{BodyEncoding, ChunkedDecoder};
-use upstream::UpstreamClient;
+use crate::request::policy::PlaintextReadPolicy;
+use crate::s3::classify::{Operation, S3Request, classify};
+use crate::stream::aws_chunked::{BodyEncoding, ChunkedDecoder};
+use crate::upstream::UpstreamClient;
 
 /// Largest body the proxy holds in memory: control requests (DeleteObjects,
 /// tagging, CompleteMultipartUpload) and XML responses. Objects always stream.
@@ -253,7 +242,7 @@ impl RequestPath {
         if !resp.status().is_success() {
             let status = resp.status();
             let body = collect_small(resp.into_body()).await.unwrap_or_default();
-            let code = xml::texts_of(&body, b"Code").ok().and_then(|mut c| c.pop()).unwrap_or_default();
+            let code = crate::s3::xml::texts_of(&body, b"Code").ok().and_then(|mut c| c.pop()).unwrap_or_default();
             return Err(ProxyError::UpstreamUnreachable(format!("GET answered {status} {code}")));
         }
         let mut body = resp.into_body();
@@ -294,7 +283,9 @@ impl RequestPath {
         if header_bytes > MAX_HEADER_SECTION {
             return Err(unrecognised(ProxyError::RequestHeaderSectionTooLarge));
         }
-        if let Some(uri) = classify::hoist_query_headers(&parts.uri, &mut parts.headers).map_err(unrecognised)? {
+        if let Some(uri) =
+            crate::s3::classify::hoist_query_headers(&parts.uri, &mut parts.headers).map_err(unrecognised)?
+        {
             parts.uri = uri;
         }
         let s3 =
@@ -305,7 +296,7 @@ impl RequestPath {
         }
         let source = match s3.operation {
             Operation::CopyObject | Operation::UploadPartCopy => {
-                Some(classify::copy_source(&parts.headers).map_err(named)?)
+                Some(crate::s3::classify::copy_source(&parts.headers).map_err(named)?)
             }
             _ => None,
         };
@@ -325,9 +316,9 @@ impl RequestPath {
             // The keys a DeleteObjects names get the checks a key in the path
             // gets: `team-a/../team-b/x` would delete outside the bucket scope
             // on an upstream that normalises dot segments.
-            let keys = xml::texts_of(&bytes, b"Key").map_err(|_| ProxyError::MalformedXml)?;
+            let keys = crate::s3::xml::texts_of(&bytes, b"Key").map_err(|_| ProxyError::MalformedXml)?;
             for key in &keys {
-                classify::check_key(key)?;
+                crate::s3::classify::check_key(key)?;
             }
             if self.policy.scopes_keys() || self.policy.scopes_buckets() {
                 self.policy.check_keys(s3.bucket.as_deref().unwrap_or(""), keys.iter().map(String::as_str))?;
@@ -363,37 +354,6 @@ fn reject_reserved_metadata(headers: &HeaderMap) -> Result<(), ProxyError> {
     match headers.keys().find(|k| k.as_str().starts_with(META_PREFIX)) {
         Some(k) => Err(ProxyError::ReservedMetadata(k.to_string())),
         None => Ok(()),
-    }
-}
-
-fn remove_checksum_headers(headers: &mut HeaderMap) {
-    let names: Vec<_> = headers.keys().filter(|k| k.as_str().starts_with("x-amz-checksum-")).cloned().collect();
-    for name in names {
-        headers.remove(name);
-    }
-    for name in ["x-amz-sdk-checksum-algorithm", "x-amz-checksum-algorithm", "x-amz-checksum-type"] {
-        headers.remove(name);
-    }
-}
-
-/// Keeps the client's own content codings (stored as object metadata) and
-/// sets aws-chunked exactly when the upstream body is framed that way.
-fn set_content_encoding(headers: &mut HeaderMap, chunked: bool) {
-    let others: Vec<String> = headers
-        .get_all(http::header::CONTENT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
-        .map(str::to_owned)
-        .collect();
-    let all: Vec<String> = chunked.then(|| "aws-chunked".to_owned()).into_iter().chain(others).collect();
-    headers.remove(http::header::CONTENT_ENCODING);
-    if !all.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&all.join(","))
-    {
-        headers.insert(http::header::CONTENT_ENCODING, v);
     }
 }
 
@@ -450,7 +410,7 @@ async fn read_small_body(headers: &mut HeaderMap, body: Incoming, deadline: Dura
     for name in ["x-amz-decoded-content-length", "x-amz-trailer"] {
         headers.remove(name);
     }
-    set_content_encoding(headers, false);
+    crate::s3::headers::set_content_encoding(headers, false);
     for (name, value) in decoder.trailers() {
         if name.starts_with("x-amz-checksum-")
             && let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value))

@@ -7,16 +7,15 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Response};
 use hyper::body::Incoming;
 
-use super::classify::{S3Request, copy_source};
 use super::respond;
-use super::upload_id::{self, UploadId, UploadKey};
-use super::{
-    RequestPath, collect_control, collect_small, header_value, read_small_body, reject_reserved_metadata,
-    remove_checksum_headers, xml,
-};
+use super::{RequestPath, collect_control, collect_small, header_value, read_small_body, reject_reserved_metadata};
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::format::{EnvelopeMetadata, ObjectLayout, StoredLayout, plaintext_len};
+use crate::s3::classify::{S3Request, copy_source};
+use crate::s3::headers::remove_checksum_headers;
+use crate::s3::upload_id::{self, UploadId, UploadKey};
+use crate::s3::xml;
 
 use crate::format::MAX_PARTS;
 /// S3's minimum size of every part but the last.
@@ -196,7 +195,7 @@ impl RequestPath {
     {
         let query = vec![("partNumber".into(), number.to_string()), ("uploadId".into(), upload.upload_id.clone())];
         let s3 = S3Request {
-            operation: super::classify::Operation::UploadPart,
+            operation: crate::s3::classify::Operation::UploadPart,
             name: "UploadPart",
             ..S3Request::internal(&upload.bucket, Some(&upload.key), query)
         };
@@ -236,7 +235,7 @@ impl RequestPath {
             read_headers.insert(http::header::RANGE, range.clone());
         }
         // The read below evaluates these against the ETags workloads see.
-        for (copy_name, name) in super::classify::COPY_SOURCE_CONDITIONS {
+        for (copy_name, name) in crate::s3::classify::COPY_SOURCE_CONDITIONS {
             if let Some(v) = parts.headers.get(*copy_name) {
                 read_headers.insert(name.clone(), v.clone());
             }
@@ -257,7 +256,7 @@ impl RequestPath {
             return Ok(read);
         }
         // S3 refuses a copy range that runs past the source instead of clamping it.
-        let total = super::range::content_range(read.headers()).map(|(_, total)| total);
+        let total = crate::s3::range::content_range(read.headers()).map(|(_, total)| total);
         if let (Some(end), Some(total)) = (requested_end, total)
             && end >= total
         {
@@ -330,7 +329,7 @@ impl RequestPath {
         doc.push_str("</CompleteMultipartUpload>");
         remove_checksum_headers(&mut headers);
         headers.remove("content-md5");
-        super::conditional::to_upstream_etags(&mut headers);
+        crate::s3::conditional::to_upstream_etags(&mut headers);
         let resp = self.send_buffered(Method::POST, &s3, headers, Bytes::from(doc)).await?;
         let (mut parts, body) = resp.into_parts();
         let doc = collect_control(&parts.headers, body).await?;
@@ -346,7 +345,7 @@ impl RequestPath {
             salt: None,
         };
         let sealed = self.seal_completed(&s3, &pending, &data_key, &layout, &header_value(&completed)?).await?;
-        let client_etag = respond::client_etag(&sealed.etag);
+        let client_etag = crate::s3::etag::client_etag(&sealed.etag);
         if let Some(version) = sealed.version_id {
             parts.headers.insert("x-amz-version-id", version);
         }

@@ -8,24 +8,24 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::classify::S3Request;
-use super::conditional;
-use super::decode::{self, BodyEncoding, ChecksumVerifier, ChunkedDecoder};
-use super::framing::UploadFraming;
 use super::layout_cache::{KnownLayout, LayoutCache};
-use super::range::{ByteRange, RangeRequest, content_range};
 use super::respond::{self, PlaintextView};
-use super::sign::Payload;
 use super::stored::malformed;
-use super::transform::{OpenedDownload, SealedUpload, read_prefix};
-use super::{
-    RequestPath, envelope_of, header_value, reject_reserved_metadata, remove_checksum_headers, set_content_encoding,
-};
+use super::{RequestPath, envelope_of, header_value, reject_reserved_metadata};
 use crate::body::{ProxyBody, boxed, empty};
 use crate::error::ProxyError;
 use crate::format::{EnvelopeMetadata, FormatError, HEADER_LEN, Header, Sealer, StoredLayout, ciphertext_len};
 use crate::keys::DataKey;
 use crate::metrics::{BytesKind, Direction, metrics};
+use crate::s3::classify::S3Request;
+use crate::s3::conditional;
+use crate::s3::headers::{remove_checksum_headers, set_content_encoding};
+use crate::s3::range::{ByteRange, RangeRequest, content_range};
+use crate::stream::aws_chunked::{self, BodyEncoding, ChunkedDecoder};
+use crate::stream::checksum::ChecksumVerifier;
+use crate::stream::framing::UploadFraming;
+use crate::stream::transform::{OpenedDownload, SealedUpload, read_prefix};
+use crate::upstream::sign::Payload;
 
 /// Headers that describe the plaintext body the client sent; the upstream
 /// gets the ciphertext's instead.
@@ -63,11 +63,11 @@ impl RequestPath {
         B::Error: std::fmt::Display,
     {
         reject_reserved_metadata(&headers)?;
-        let plaintext_len = decode::plaintext_length(&headers, BodyEncoding::Raw)?;
+        let plaintext_len = aws_chunked::plaintext_length(&headers, BodyEncoding::Raw)?;
         let data_key = self.keys.generate_fresh().await?;
         let envelope = self.envelope(&data_key.wrapped, StoredLayout::Single(plaintext_len));
         let s3 = S3Request {
-            operation: super::classify::Operation::PutObject,
+            operation: crate::s3::classify::Operation::PutObject,
             name: "PutObject",
             ..S3Request::internal(bucket, Some(key), vec![])
         };
@@ -82,7 +82,7 @@ impl RequestPath {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         reject_reserved_metadata(&parts.headers)?;
         let encoding = BodyEncoding::of(&parts.headers);
-        let plaintext_len = decode::plaintext_length(&parts.headers, encoding)?;
+        let plaintext_len = aws_chunked::plaintext_length(&parts.headers, encoding)?;
         ChecksumVerifier::from_headers(&parts.headers)?;
         // Nothing is sent upstream unless a data key was issued.
         let data_key = self.keys.generate_fresh().await?;
@@ -107,7 +107,7 @@ impl RequestPath {
         B::Error: std::fmt::Display,
     {
         let encoding = BodyEncoding::of(&headers);
-        let plaintext_len = decode::plaintext_length(&headers, encoding)?;
+        let plaintext_len = aws_chunked::plaintext_length(&headers, encoding)?;
         let verifier = ChecksumVerifier::from_headers(&headers)?;
         let decoder = (encoding == BodyEncoding::AwsChunked).then(ChunkedDecoder::default);
         let header =
@@ -137,7 +137,7 @@ impl RequestPath {
         if let Some(failure) = outcome.failure.take() {
             return Err(failure);
         }
-        let resp = sent.map_err(|e| ProxyError::UpstreamUnreachable(crate::error::error_chain(&e)))?;
+        let resp = sent.map_err(|e| ProxyError::UpstreamUnreachable(crate::error_chain::error_chain(&e)))?;
         if resp.status().is_success() {
             metrics().bytes(Direction::In, BytesKind::Plaintext, plaintext_len);
             metrics().bytes(Direction::Out, BytesKind::Ciphertext, ciphertext_len(plaintext_len));
@@ -412,7 +412,7 @@ impl RequestPath {
         let replace =
             headers.get("x-amz-metadata-directive").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"REPLACE"));
         let mut conditions = HeaderMap::new();
-        for (copy_name, name) in super::classify::COPY_SOURCE_CONDITIONS {
+        for (copy_name, name) in crate::s3::classify::COPY_SOURCE_CONDITIONS {
             if let Some(v) = headers.remove(*copy_name) {
                 conditions.insert(name.clone(), v);
             }
@@ -420,7 +420,7 @@ impl RequestPath {
         // The source is always examined: a copy of an object without an
         // envelope would store plaintext under a new name (and read it past
         // CLOUDTASER_S3PROXY_PLAINTEXT_READS), so it is refused.
-        let source = super::classify::copy_source(&headers)?;
+        let source = crate::s3::classify::copy_source(&headers)?;
         let head = self.send_buffered(Method::HEAD, &source, HeaderMap::new(), Bytes::new()).await?;
         // A missing source is reported by the copy itself.
         if head.status().is_success() {
@@ -444,9 +444,9 @@ impl RequestPath {
         }
         let resp = self.send_buffered(Method::PUT, s3, headers, Bytes::new()).await?;
         let (parts, body) = resp.into_parts();
-        let map = |name: &[u8], text: &str| (name == b"ETag").then(|| respond::client_etag(text));
+        let map = |name: &[u8], text: &str| (name == b"ETag").then(|| crate::s3::etag::client_etag(text));
         let doc = super::collect_control(&parts.headers, body).await?;
-        let doc = if parts.status.is_success() { super::xml::rewrite(&doc, &map)? } else { doc };
+        let doc = if parts.status.is_success() { crate::s3::xml::rewrite(&doc, &map)? } else { doc };
         Ok(respond::buffered(parts.headers, parts.status, doc))
     }
 }
@@ -486,7 +486,7 @@ fn not_modified_or_failed(status: StatusCode, upstream: HeaderMap) -> Result<Res
     if let Some(v) = upstream.get(http::header::LAST_MODIFIED) {
         resp.headers_mut().insert(http::header::LAST_MODIFIED, v.clone());
     }
-    let etag = upstream.get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(respond::client_etag);
+    let etag = upstream.get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(crate::s3::etag::client_etag);
     if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
         resp.headers_mut().insert(http::header::ETAG, v);
     }

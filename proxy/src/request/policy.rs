@@ -5,10 +5,10 @@
 
 use std::collections::BTreeSet;
 
-use super::classify::S3Request;
-use super::operations::{DEFAULT_ALLOWED, HEADER_DISTINGUISHED, OPERATIONS};
-use crate::config::{ConfigError, invalid};
+use crate::config_error::{ConfigError, invalid};
 use crate::error::ProxyError;
+use crate::s3::classify::S3Request;
+use crate::s3::operations::{DEFAULT_ALLOWED, HEADER_DISTINGUISHED, OPERATIONS};
 
 pub const OPERATIONS_SETTING: &str = "CLOUDTASER_S3PROXY_ALLOWED_OPERATIONS";
 pub const BUCKETS_SETTING: &str = "CLOUDTASER_S3PROXY_BUCKETS";
@@ -191,10 +191,35 @@ impl AccessPolicy {
     }
 }
 
+/// Which unencrypted (pre-proxy) objects may be served as they are.
+#[derive(Debug, Clone, Default)]
+pub struct PlaintextReadPolicy {
+    /// (bucket, key prefix); an empty prefix covers the whole bucket.
+    allowed: Vec<(String, String)>,
+}
+
+impl PlaintextReadPolicy {
+    pub fn new(entries: &[String]) -> Result<Self, ConfigError> {
+        let mut allowed = Vec::new();
+        for entry in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+            let (bucket, prefix) = entry.split_once('/').unwrap_or((entry, ""));
+            if bucket.is_empty() {
+                return Err(invalid("CLOUDTASER_S3PROXY_PLAINTEXT_READS", format!("`{entry}` names no bucket")));
+            }
+            allowed.push((bucket.to_owned(), prefix.to_owned()));
+        }
+        Ok(Self { allowed })
+    }
+
+    pub fn allows(&self, bucket: &str, key: &str) -> bool {
+        self.allowed.iter().any(|(b, p)| b == bucket && key.starts_with(p.as_str()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::classify::classify;
+    use crate::s3::classify::classify;
     use http::{HeaderMap, Method};
 
     fn req(method: Method, uri: &str) -> S3Request {

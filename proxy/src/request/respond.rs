@@ -6,10 +6,11 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
 use quick_xml::events::{BytesText, Event};
 
-use super::decode::VerifiedChecksum;
 use crate::body::{ProxyBody, boxed, full};
 use crate::error::ProxyError;
 use crate::format::{HEADER_LEN, META_PREFIX, plaintext_len};
+use crate::s3::etag::client_etag;
+use crate::stream::checksum::VerifiedChecksum;
 
 const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"];
 
@@ -65,7 +66,7 @@ pub fn object_response(mut headers: HeaderMap, view: PlaintextView, body: ProxyB
     remove_hop_by_hop(&mut headers);
     // Some upstreams (s3s-fs) store the proxy's aws-chunked upload framing
     // as the object's Content-Encoding; S3 never returns it.
-    super::set_content_encoding(&mut headers, false);
+    crate::s3::headers::set_content_encoding(&mut headers, false);
     remove_ciphertext_checksums(&mut headers);
     remove_envelope_metadata(&mut headers);
     headers.remove("x-amz-checksum-type");
@@ -80,16 +81,6 @@ pub fn object_response(mut headers: HeaderMap, view: PlaintextView, body: ProxyB
     *resp.status_mut() = view.status;
     *resp.headers_mut() = headers;
     resp
-}
-
-/// The ETag a workload sees. The upstream's ETag of a single-stream object
-/// is the MD5 of its ciphertext; S3 clients that compare ETags with the MD5
-/// of what they sent or read (rclone, the Java SDK, s3cmd) skip objects whose
-/// ETag has a part count. So such objects carry `-1`: one encrypted stream,
-/// as S3 writes a one-part multipart ETag. Multipart ETags pass unchanged.
-pub fn client_etag(upstream: &str) -> String {
-    let inner = upstream.trim().trim_matches('"');
-    if inner.is_empty() || inner.contains('-') { upstream.to_owned() } else { format!("\"{inner}-1\"") }
 }
 
 fn mark_etag(headers: &mut HeaderMap) {

@@ -14,14 +14,14 @@ use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use super::RequestPath;
-use super::classify::S3Request;
-use super::forward::encode_key;
-use super::xml;
 use crate::error::ProxyError;
 use crate::format::{
     EnvelopeMetadata, MAX_PART_TABLE_LEN, ObjectLayout, SealedParts, StoredLayout, encode_part_table, manifest_tag,
 };
 use crate::keys::DataKey;
+use crate::s3::classify::S3Request;
+use crate::s3::xml;
+use crate::upstream::forward::encode_key;
 
 /// Headers that describe the object (not the request) and must survive a
 /// metadata-replacing self-copy (also `rewrap`'s).

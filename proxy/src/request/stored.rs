@@ -7,14 +7,14 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use super::RequestPath;
-use super::classify::S3Request;
-use super::range::content_range;
 use crate::error::ProxyError;
 use crate::format::{
     EnvelopeMetadata, FormatError, HEADER_LEN, Header, LayoutSpan, MAX_PARTS, ObjectLayout, Opener, SealedParts,
     StoredLayout, VERSION, ciphertext_len, verify_manifest,
 };
 use crate::keys::DataKey;
+use crate::s3::classify::S3Request;
+use crate::s3::range::content_range;
 
 /// A layout a reader may trust: its stored length matched, and a format-2
 /// object's part table matched its manifest.

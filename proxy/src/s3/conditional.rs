@@ -75,7 +75,7 @@ pub fn to_upstream_etags(headers: &mut HeaderMap) {
 pub fn evaluate(request: &HeaderMap, response: &HeaderMap) -> Option<StatusCode> {
     let etag = header(response, http::header::ETAG).unwrap_or("");
     // Workloads know the ETag in the form the proxy shows them.
-    let shown = super::respond::client_etag(etag);
+    let shown = super::etag::client_etag(etag);
     let modified = header(response, http::header::LAST_MODIFIED).and_then(date);
     let matches = |c: &str| etag_matches(c, etag) || etag_matches(c, &shown);
     let if_match = header(request, http::header::IF_MATCH).map(matches);

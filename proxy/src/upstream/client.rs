@@ -1,17 +1,17 @@
 //! The signed path to the upstream (sign, then forward), for the request
 //! path and for the admin commands alike.
 
-use crate::error::error_chain;
+use crate::error_chain::error_chain;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 
-use super::classify::S3Request;
 use super::forward::Forwarder;
 use super::sign::{Payload, Signer, strip_workload_auth};
 use crate::body::{ProxyBody, full};
-use crate::config::UploadIntegrity;
 use crate::error::ProxyError;
+use crate::s3::classify::S3Request;
+use crate::stream::framing::UploadIntegrity;
 
 pub struct UpstreamClient {
     signer: Signer,
@@ -42,7 +42,7 @@ impl UpstreamClient {
         }
         if self.forwarder.upstream().is_gcs {
             // GCS rejects the checksum headers of newer SDKs on passed-through requests.
-            super::remove_checksum_headers(&mut headers);
+            crate::s3::headers::remove_checksum_headers(&mut headers);
         }
         let host =
             HeaderValue::from_str(self.forwarder.host_header()).map_err(|e| ProxyError::Internal(e.to_string()))?;

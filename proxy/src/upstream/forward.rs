@@ -7,8 +7,8 @@ use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::body::ProxyBody;
-use crate::config::Upstream;
 use crate::error::ProxyError;
+use crate::upstream::Upstream;
 
 /// Everything but RFC 3986 unreserved characters, as SigV4 requires.
 const S3_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -25,7 +25,9 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new(upstream: Upstream) -> Result<Self, ProxyError> {
+    /// `buffer`: the most bytes hyper holds per connection (the server's
+    /// `CONNECTION_BUFFER`, passed in so this layer does not reach up).
+    pub fn new(upstream: Upstream, buffer: usize) -> Result<Self, ProxyError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -35,8 +37,7 @@ impl Forwarder {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client =
-            Client::builder(TokioExecutor::new()).http1_max_buf_size(crate::server::CONNECTION_BUFFER).build(https);
+        let client = Client::builder(TokioExecutor::new()).http1_max_buf_size(buffer).build(https);
         let authority = upstream.endpoint.authority().map(|a| a.to_string()).unwrap_or_default();
         Ok(Self { client, upstream, authority })
     }
@@ -93,16 +94,19 @@ impl Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::UploadIntegrity;
+    use crate::stream::framing::UploadIntegrity;
 
     fn fwd() -> Forwarder {
         let _ = rustls_provider();
-        Forwarder::new(Upstream {
-            endpoint: "http://127.0.0.1:9000".parse().unwrap(),
-            region: "us-east-1".into(),
-            is_gcs: false,
-            integrity: UploadIntegrity::Crc32cTrailer,
-        })
+        Forwarder::new(
+            Upstream {
+                endpoint: "http://127.0.0.1:9000".parse().unwrap(),
+                region: "us-east-1".into(),
+                is_gcs: false,
+                integrity: UploadIntegrity::Crc32cTrailer,
+            },
+            64 << 10,
+        )
         .unwrap()
     }
 

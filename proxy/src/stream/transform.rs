@@ -10,7 +10,8 @@ use std::task::{Context, Poll, ready};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
-use super::decode::{ChecksumVerifier, ChunkedDecoder, VerifiedChecksum};
+use super::aws_chunked::ChunkedDecoder;
+use super::checksum::{ChecksumVerifier, VerifiedChecksum};
 use super::framing::UploadFraming;
 use crate::body::BoxError;
 use crate::error::ProxyError;

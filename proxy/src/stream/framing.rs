@@ -5,9 +5,19 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::decode::Crc32c;
-use crate::config::UploadIntegrity;
+use super::checksum::Crc32c;
 use crate::format::{HEADER_LEN, Room, SEGMENT_LEN, TAG_LEN, ciphertext_len, segment_count};
+
+/// How the upstream body is framed and protected (`CLOUDTASER_S3PROXY_UPLOAD_INTEGRITY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UploadIntegrity {
+    /// CRC32C trailer, except on GCS, which cannot take one.
+    Auto,
+    /// aws-chunked body with an `x-amz-checksum-crc32c` trailer over the ciphertext.
+    Crc32cTrailer,
+    /// `UNSIGNED-PAYLOAD`: the upstream relies on TLS alone.
+    Unsigned,
+}
 
 const TRAILER_NAME: &str = "x-amz-checksum-crc32c";
 /// `x-amz-checksum-crc32c:` + 8 base64 characters + CRLF.
@@ -132,7 +142,7 @@ mod tests {
             let total: usize = wire.iter().map(Bytes::len).sum();
             assert_eq!(total as u64, framing.framed_len(len), "len={len}");
 
-            let mut decoder = crate::request::decode::ChunkedDecoder::default();
+            let mut decoder = crate::stream::aws_chunked::ChunkedDecoder::default();
             let mut decoded = Vec::new();
             decoder.feed(Bytes::from(wire.concat()), &mut decoded).unwrap();
             decoder.finish().unwrap();

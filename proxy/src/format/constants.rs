@@ -1,0 +1,46 @@
+//! Every number and label of the format, in one place (as minio/sio keeps
+//! its own): the modules that encode, size and open streams all take them
+//! from here, so none depends on another for a constant.
+
+/// The first bytes of every stream.
+pub const MAGIC: [u8; 4] = *b"CTS3";
+/// The version of single-PUT streams, and of multipart parts written
+/// before format 2.
+pub const VERSION: u8 = 1;
+/// The version of the parts of a format-2 multipart upload, whose part table
+/// is sealed by a manifest (docs/FORMAT.md). The version is in the header,
+/// the associated data of every segment, so a part cannot be passed off as
+/// format 1, where no manifest is required.
+pub const MULTIPART_VERSION: u8 = 2;
+pub const SALT_LEN: usize = 32;
+/// magic(4) version(1) segment_log2(1) reserved(2) part(4) plaintext_len(8) salt(32)
+pub const HEADER_LEN: usize = 52;
+
+/// AES-256-GCM's tag, after every segment.
+pub const TAG_LEN: usize = 16;
+pub(super) const SEGMENT_LEN_LOG2: u8 = 16;
+/// Plaintext bytes per segment; only the final segment may be shorter.
+pub const SEGMENT_LEN: u64 = 1 << SEGMENT_LEN_LOG2;
+pub(super) const SEALED_SEGMENT_LEN: u64 = SEGMENT_LEN + TAG_LEN as u64;
+/// The longest stream: segment indexes are 32 bits in the nonce.
+pub const MAX_STREAM_LEN: u64 = (u32::MAX as u64) * SEGMENT_LEN;
+/// HKDF info of a stream's segment key.
+pub(super) const SEGMENT_KEY_INFO: &[u8] = b"cloudtaser-s3 v1 segment key";
+
+/// S3's largest part number, and so the most streams an object can have.
+pub const MAX_PARTS: u32 = 10_000;
+pub const MANIFEST_TAG_LEN: usize = 32;
+/// HKDF info of the manifest key, and the manifest's leading context.
+pub(super) const MANIFEST_KEY_INFO: &[u8] = b"cloudtaser-s3 v2 manifest key";
+pub(super) const MANIFEST_CONTEXT: &[u8] = b"cloudtaser-s3 v2 manifest";
+
+/// Single-PUT objects and format-1 multipart objects.
+pub const FORMAT_1: u8 = 1;
+/// Multipart objects whose part table is sealed by a manifest.
+pub const FORMAT_2: u8 = 2;
+/// A longer part table is not stored: readers learn it from the stream
+/// headers instead, and the manifest still seals it. S3 allows 2 KiB of
+/// user metadata per object; the rest of the envelope takes about 200
+/// bytes, leaving room for the workload's own. Equal-sized parts take two
+/// runs whatever their number (`format::encode_part_table`).
+pub const MAX_PART_TABLE_LEN: usize = 1024;

@@ -1,0 +1,9 @@
+//! Body streams: the client's aws-chunked framing undone (`aws_chunked`), its
+//! checksums verified (`checksum`), plaintext sealed into or opened from the
+//! ciphertext format (`transform`), and the upload re-framed for the
+//! upstream (`framing`). Bodies only: no S3 semantics, no HTTP requests.
+
+pub mod aws_chunked;
+pub mod checksum;
+pub mod framing;
+pub mod transform;
