@@ -26,20 +26,104 @@ pub struct UploadOutcome {
 
 pub type SharedOutcome = Arc<Mutex<UploadOutcome>>;
 
-/// Plaintext in from the client, framed ciphertext out to the upstream.
-pub struct SealedUpload<B> {
+/// One body transformation, step by step: what becomes of each input frame,
+/// of the end of the input, and of a failure. `Transformed` is the single
+/// poll loop that drives every step (as Tink's segment engine drives both
+/// directions), so reading, ending and failing behave the same way for
+/// uploads and downloads.
+pub trait Step {
+    /// Turns input bytes into output, appended to `out`.
+    fn feed(&mut self, data: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), ProxyError>;
+    /// The input ended: anything still held is flushed, or the end is refused.
+    fn end(&mut self, out: &mut VecDeque<Bytes>) -> Result<(), ProxyError>;
+    /// What a failure of the source body means for this step.
+    fn source_failed(&self, error: String) -> ProxyError;
+    /// Records a failure; the body then ends with the returned error, which
+    /// makes hyper abort the transfer rather than end it cleanly.
+    fn failed(&mut self, error: ProxyError) -> BoxError;
+}
+
+/// A streaming body: `source` run through `step`.
+pub struct Transformed<B, S> {
     source: B,
+    step: S,
+    /// The exact length of the output.
+    len: u64,
+    ready: VecDeque<Bytes>,
+    finished: bool,
+}
+
+impl<B, S> Transformed<B, S>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+    S: Step,
+{
+    fn with_step(source: B, step: S, len: u64) -> Self {
+        Self { source, step, len, ready: VecDeque::new(), finished: false }
+    }
+
+    /// Reads the source until some output is ready or everything has ended.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        while self.ready.is_empty() && !self.finished {
+            match ready!(Pin::new(&mut self.source).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.step.feed(data, &mut self.ready)?;
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Err(self.step.source_failed(e.to_string()))),
+                None => {
+                    self.step.end(&mut self.ready)?;
+                    self.finished = true;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<B, S> Body for Transformed<B, S>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+    S: Step + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Err(e) = ready!(this.poll_fill(cx)) {
+            this.finished = true;
+            this.ready.clear();
+            return Poll::Ready(Some(Err(this.step.failed(e))));
+        }
+        Poll::Ready(this.ready.pop_front().map(|b| Ok(Frame::data(b))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len)
+    }
+}
+
+/// Plaintext in from the client, framed ciphertext out to the upstream.
+pub type SealedUpload<B> = Transformed<B, Seal>;
+
+/// Decode, verify, seal and frame.
+pub struct Seal {
     decoder: Option<ChunkedDecoder>,
     verifier: Option<ChecksumVerifier>,
     sealer: Sealer,
     framing: UploadFraming,
-    wire_len: u64,
-    ready: VecDeque<Bytes>,
     outcome: SharedOutcome,
-    finished: bool,
 }
 
-impl<B> SealedUpload<B> {
+impl<B> SealedUpload<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     pub fn new(
         source: B,
         decoder: Option<ChunkedDecoder>,
@@ -49,21 +133,23 @@ impl<B> SealedUpload<B> {
         wire_len: u64,
     ) -> (Self, SharedOutcome) {
         let outcome = SharedOutcome::default();
-        let body = Self {
-            source,
-            decoder,
-            verifier: Some(verifier),
-            sealer,
-            framing,
-            wire_len,
-            ready: VecDeque::new(),
-            outcome: outcome.clone(),
-            finished: false,
-        };
-        (body, outcome)
+        let step = Seal { decoder, verifier: Some(verifier), sealer, framing, outcome: outcome.clone() };
+        (Transformed::with_step(source, step, wire_len), outcome)
     }
+}
 
-    fn absorb(&mut self, data: Bytes) -> Result<(), ProxyError> {
+impl Seal {
+    fn frame_all(&mut self, sealed: Vec<BytesMut>, out: &mut VecDeque<Bytes>) {
+        let mut wire = Vec::with_capacity(sealed.len());
+        for c in sealed {
+            self.framing.frame(c, &mut wire);
+        }
+        out.extend(wire);
+    }
+}
+
+impl Step for Seal {
+    fn feed(&mut self, data: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), ProxyError> {
         let mut plain = Vec::new();
         match &mut self.decoder {
             Some(d) => d.feed(data, &mut plain)?,
@@ -71,14 +157,14 @@ impl<B> SealedUpload<B> {
         }
         let mut sealed = Vec::new();
         for p in &plain {
-            self.verifier.as_mut().expect("verifier present until finish").update(p);
+            self.verifier.as_mut().expect("verifier present until the end").update(p);
             self.sealer.update(p, &mut sealed).map_err(length_error)?;
         }
-        self.frame_all(sealed);
+        self.frame_all(sealed, out);
         Ok(())
     }
 
-    fn complete(&mut self) -> Result<(), ProxyError> {
+    fn end(&mut self, out: &mut VecDeque<Bytes>) -> Result<(), ProxyError> {
         let trailers = match &self.decoder {
             Some(d) => {
                 d.finish()?;
@@ -86,33 +172,27 @@ impl<B> SealedUpload<B> {
             }
             None => &[],
         };
-        let verified = self.verifier.take().expect("finish runs once").finish(trailers)?;
+        let verified = self.verifier.take().expect("the end comes once").finish(trailers)?;
         let mut sealed = Vec::new();
         self.sealer.finish(&mut sealed).map_err(length_error)?;
-        self.frame_all(sealed);
+        self.frame_all(sealed, out);
         let mut tail = Vec::new();
         self.framing.finish(&mut tail);
-        self.ready.extend(tail);
+        out.extend(tail);
         self.outcome.lock().expect("outcome lock").verified = verified;
         Ok(())
     }
 
-    fn frame_all(&mut self, sealed: Vec<BytesMut>) {
-        let mut wire = Vec::with_capacity(sealed.len());
-        for c in sealed {
-            self.framing.frame(c, &mut wire);
-        }
-        self.ready.extend(wire);
+    fn source_failed(&self, error: String) -> ProxyError {
+        ProxyError::IncompleteBody(format!("The request body could not be read: {error}"))
     }
 
-    fn fail(&mut self, e: ProxyError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let msg = e.to_string();
-        self.outcome.lock().expect("outcome lock").failure = Some(e);
-        self.finished = true;
-        self.ready.clear();
+    fn failed(&mut self, error: ProxyError) -> BoxError {
+        let msg = error.to_string();
         // Erroring the body makes the client abort the upstream request, so the
         // upstream never sees a complete object and stores nothing.
-        Poll::Ready(Some(Err(msg.into())))
+        self.outcome.lock().expect("outcome lock").failure = Some(error);
+        msg.into()
     }
 }
 
@@ -122,49 +202,6 @@ fn length_error(e: FormatError) -> ProxyError {
             "You did not provide the number of bytes specified by the Content-Length HTTP header (declared {declared}, got {actual})."
         )),
         other => ProxyError::Internal(other.to_string()),
-    }
-}
-
-impl<B> Body for SealedUpload<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        loop {
-            if let Some(b) = this.ready.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(b))));
-            }
-            if this.finished {
-                return Poll::Ready(None);
-            }
-            match ready!(Pin::new(&mut this.source).poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data()
-                        && let Err(e) = this.absorb(data)
-                    {
-                        return this.fail(e);
-                    }
-                }
-                Some(Err(e)) => {
-                    return this.fail(ProxyError::IncompleteBody(format!("The request body could not be read: {e}")));
-                }
-                None => {
-                    if let Err(e) = this.complete() {
-                        return this.fail(e);
-                    }
-                    this.finished = true;
-                }
-            }
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.wire_len)
     }
 }
 
@@ -193,12 +230,11 @@ where
 /// Ciphertext in from the upstream, verified plaintext out to the client.
 /// Any failure ends the body with an error, so the client sees an aborted
 /// transfer and never a clean end of unverified or truncated data.
-pub struct OpenedDownload<B> {
-    source: B,
+pub type OpenedDownload<B> = Transformed<B, Open>;
+
+/// Open and verify.
+pub struct Open {
     opener: Opener,
-    plaintext_len: u64,
-    ready: VecDeque<Bytes>,
-    finished: bool,
 }
 
 impl<B> OpenedDownload<B>
@@ -207,90 +243,148 @@ where
     B::Error: std::fmt::Display,
 {
     pub fn new(source: B, opener: Opener, plaintext_len: u64) -> Self {
-        Self { source, opener, plaintext_len, ready: VecDeque::new(), finished: false }
+        Transformed::with_step(source, Open { opener }, plaintext_len)
     }
 
     /// Ciphertext already read from `source` (see [`read_prefix`]), fed first.
     pub fn with_prefix(mut self, prefix: &[u8]) -> Result<Self, ProxyError> {
-        self.feed(prefix)?;
+        self.step.feed(Bytes::copy_from_slice(prefix), &mut self.ready)?;
         Ok(self)
     }
 
     /// Reads until the first plaintext is verified (or the stream ends), so
     /// a bad object is reported with an error status before any header is sent.
     pub async fn verify_start(&mut self) -> Result<(), ProxyError> {
-        std::future::poll_fn(|cx| {
-            while self.ready.is_empty() && !self.finished {
-                match ready!(Pin::new(&mut self.source).poll_frame(cx)) {
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            self.feed(&data)?;
-                        }
-                    }
-                    Some(Err(e)) => {
-                        return Poll::Ready(Err(ProxyError::UpstreamUnreachable(e.to_string())));
-                    }
-                    None => self.end()?,
-                }
-            }
-            Poll::Ready(Ok(()))
-        })
-        .await
-    }
-
-    fn feed(&mut self, data: &[u8]) -> Result<(), ProxyError> {
-        let mut out = Vec::new();
-        self.opener.update(data, &mut out).map_err(ProxyError::Ciphertext)?;
-        self.ready.extend(out);
-        Ok(())
-    }
-
-    fn end(&mut self) -> Result<(), ProxyError> {
-        let mut out = Vec::new();
-        self.opener.finish(&mut out).map_err(ProxyError::Ciphertext)?;
-        self.ready.extend(out);
-        self.finished = true;
-        Ok(())
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
     }
 }
 
-impl<B> Body for OpenedDownload<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
-{
-    type Data = Bytes;
-    type Error = BoxError;
+impl Step for Open {
+    fn feed(&mut self, data: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), ProxyError> {
+        let mut plain = Vec::new();
+        self.opener.update(&data, &mut plain).map_err(ProxyError::Ciphertext)?;
+        out.extend(plain);
+        Ok(())
+    }
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        loop {
-            if let Some(b) = this.ready.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(b))));
+    fn end(&mut self, out: &mut VecDeque<Bytes>) -> Result<(), ProxyError> {
+        let mut plain = Vec::new();
+        self.opener.finish(&mut plain).map_err(ProxyError::Ciphertext)?;
+        out.extend(plain);
+        Ok(())
+    }
+
+    fn source_failed(&self, error: String) -> ProxyError {
+        ProxyError::UpstreamUnreachable(error)
+    }
+
+    fn failed(&mut self, error: ProxyError) -> BoxError {
+        if matches!(error, ProxyError::Ciphertext(_)) {
+            crate::metrics::metrics().integrity_failure();
+        }
+        tracing::error!(error = %error, "aborting a download: the stored ciphertext did not verify");
+        error.to_string().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{Header, ObjectLayout, SEGMENT_LEN};
+    use crate::stream::framing::UploadIntegrity;
+    use http_body_util::{BodyExt, StreamBody};
+
+    const KEY: [u8; 32] = [6; 32];
+
+    /// A source body delivering `data` in pieces of `piece` bytes, then
+    /// failing if `fail` is set.
+    fn source(data: &[u8], piece: usize, fail: bool) -> impl Body<Data = Bytes, Error = std::io::Error> + Unpin {
+        let mut frames: Vec<Result<Frame<Bytes>, std::io::Error>> =
+            data.chunks(piece.max(1)).map(|c| Ok(Frame::data(Bytes::copy_from_slice(c)))).collect();
+        if fail {
+            frames.push(Err(std::io::Error::other("connection reset")));
+        }
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    fn seal(data: &[u8], piece: usize, fail: bool) -> (Result<Bytes, BoxError>, SharedOutcome) {
+        let framing = UploadFraming::new(UploadIntegrity::Unsigned);
+        let header = Header::new(0, data.len() as u64, [1; 32]).unwrap();
+        let sealer = Sealer::new(&KEY, header).with_room(framing.room());
+        let verifier = ChecksumVerifier::from_headers(&http::HeaderMap::new()).unwrap();
+        let wire_len = framing.framed_len(data.len() as u64);
+        let (body, outcome) = SealedUpload::new(source(data, piece, fail), None, verifier, sealer, framing, wire_len);
+        let collected = block_on(body.collect());
+        (collected.map(|c| c.to_bytes()), outcome)
+    }
+
+    fn open(ct: &[u8], len: u64, piece: usize) -> (Vec<u8>, Result<(), BoxError>) {
+        let mut body =
+            OpenedDownload::new(source(ct, piece, false), Opener::whole(&KEY, ObjectLayout::single(len)), len);
+        let mut out = Vec::new();
+        let result = block_on(async {
+            while let Some(frame) = body.frame().await {
+                out.extend_from_slice(&frame?.into_data().expect("data frames only"));
             }
-            if this.finished {
-                return Poll::Ready(None);
-            }
-            let step = match ready!(Pin::new(&mut this.source).poll_frame(cx)) {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => this.feed(&data),
-                    Err(_) => Ok(()),
-                },
-                Some(Err(e)) => Err(ProxyError::UpstreamUnreachable(e.to_string())),
-                None => this.end(),
-            };
-            if let Err(e) = step {
-                this.finished = true;
-                if matches!(e, ProxyError::Ciphertext(_)) {
-                    crate::metrics::metrics().integrity_failure();
-                }
-                tracing::error!(error = %e, "aborting a download: the stored ciphertext did not verify");
-                return Poll::Ready(Some(Err(e.to_string().into())));
+            Ok(())
+        });
+        (out, result)
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn seals_and_opens_whatever_the_pieces() {
+        let data: Vec<u8> = (0..(3 * SEGMENT_LEN as usize + 99)).map(|i| (i % 251) as u8).collect();
+        for piece in [1000, SEGMENT_LEN as usize, 3 * SEGMENT_LEN as usize + 99] {
+            let (ct, outcome) = seal(&data, piece, false);
+            let ct = ct.unwrap();
+            assert!(outcome.lock().unwrap().failure.is_none());
+            assert_eq!(ct.len() as u64, crate::format::ciphertext_len(data.len() as u64));
+            for read_piece in [7, 65_552, ct.len()] {
+                let (plain, result) = open(&ct, data.len() as u64, read_piece);
+                result.unwrap();
+                assert_eq!(plain, data, "sealed in {piece}, opened in {read_piece}");
             }
         }
     }
 
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.plaintext_len)
+    #[test]
+    fn a_failing_or_short_source_fails_the_upload_and_records_why() {
+        let data = vec![3u8; 100_000];
+        let (ct, outcome) = seal(&data, 4096, true);
+        assert!(ct.is_err());
+        assert_eq!(outcome.lock().unwrap().failure.as_ref().unwrap().code(), "IncompleteBody");
+        // Fewer bytes than declared: the sealer refuses the end.
+        let framing = UploadFraming::new(UploadIntegrity::Unsigned);
+        let sealer = Sealer::new(&KEY, Header::new(0, 10, [1; 32]).unwrap());
+        let verifier = ChecksumVerifier::from_headers(&http::HeaderMap::new()).unwrap();
+        let (body, outcome) = SealedUpload::new(source(b"short", 5, false), None, verifier, sealer, framing, 0);
+        assert!(block_on(body.collect()).is_err());
+        assert_eq!(outcome.lock().unwrap().failure.as_ref().unwrap().code(), "IncompleteBody");
+    }
+
+    #[test]
+    fn a_download_never_ends_cleanly_on_damage() {
+        let data = vec![9u8; 2 * SEGMENT_LEN as usize + 5];
+        let (ct, _) = seal(&data, 10_000, false);
+        let ct = ct.unwrap().to_vec();
+        let len = data.len() as u64;
+        // Cut after the first segment: its verified bytes, then an error.
+        let cut = 52 + SEGMENT_LEN as usize + 16 + 100;
+        let (plain, result) = open(&ct[..cut], len, 4096);
+        assert!(result.is_err());
+        assert_eq!(plain, data[..SEGMENT_LEN as usize]);
+        // A flipped bit in the second segment: nothing of it is released
+        // (arriving in one frame with it, the first segment is held back too).
+        let mut flipped = ct.clone();
+        flipped[52 + SEGMENT_LEN as usize + 16 + 7] ^= 1;
+        for piece in [4096, 1 << 20] {
+            let (plain, result) = open(&flipped, len, piece);
+            assert!(result.is_err());
+            assert!(plain.len() <= SEGMENT_LEN as usize && plain == data[..plain.len()], "piece {piece}");
+        }
     }
 }
