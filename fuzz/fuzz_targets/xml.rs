@@ -12,7 +12,7 @@
 use bytes::Bytes;
 use cloudtaser_s3proxy::error::ProxyError;
 use cloudtaser_s3proxy::format::plaintext_len;
-use cloudtaser_s3proxy::request::respond::listing_response;
+use cloudtaser_s3proxy::request::respond::{error_response, listing_response};
 use cloudtaser_s3proxy::s3::etag::client_etag;
 use cloudtaser_s3proxy::s3::upload_id::{UploadKey, encode};
 use cloudtaser_s3proxy::s3::xml::{rewrite, texts_of};
@@ -103,7 +103,7 @@ fuzz_target!(|data: &[u8]| {
             // Marking is idempotent: a marked ETag is left as it is.
             assert_eq!(client_etag(&etag), etag);
             let err = ProxyError::InvalidRequest(text.clone().into_owned());
-            let xml = body_of(err.to_response(&text, "REQ", false));
+            let xml = body_of(error_response(&err, &text, "REQ", false));
             let resource = texts_of(&xml, b"Resource").expect("our error document is well-formed");
             let message = texts_of(&xml, b"Message").expect("our error document is well-formed");
             // Text survives escaping, up to what XML cannot carry (CR, and
@@ -113,7 +113,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(resource.iter().map(|s| norm(s)).collect::<Vec<_>>(), vec![norm(&text)]);
                 assert!(message[0].ends_with(&*text));
             }
-            assert!(body_of(err.to_response(&text, "REQ", true)).is_empty(), "HEAD has no body");
+            assert!(body_of(error_response(&err, &text, "REQ", true)).is_empty(), "HEAD has no body");
             return;
         }
     };

@@ -1,9 +1,9 @@
-//! The proxy's errors and their S3-shaped responses.
+//! The proxy's errors, and the one table from each to its HTTP status and
+//! S3 error code. The error document itself is rendered at the edge
+//! (`request::respond::error_response`).
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
+use http::StatusCode;
 
-use crate::body::{ProxyBody, full};
 use crate::credentials::CredentialsError;
 use crate::format::FormatError;
 use crate::keys::VaultError;
@@ -70,8 +70,10 @@ pub enum ProxyError {
     PreconditionFailed,
     #[error("The requested partnumber is not satisfiable")]
     InvalidPartNumber,
-    #[error("{0}")]
-    Retry(String),
+    /// The object changed between two upstream reads (or before sealing):
+    /// nothing was served, and a retry reads the new version.
+    #[error("The object changed while it was being {0}; retry the request.")]
+    ObjectChanged(&'static str),
     #[error(
         "The multipart object's part table was never sealed, so it cannot be verified. If a CompleteMultipartUpload for it was interrupted, cloudtaser-s3proxy seal finishes it; otherwise the object may have been tampered with."
     )]
@@ -107,95 +109,83 @@ impl From<VaultError> for ProxyError {
 }
 
 impl ProxyError {
-    pub fn status(&self) -> StatusCode {
+    /// The one table from error to HTTP status and S3 error code.
+    pub fn s3(&self) -> (StatusCode, &'static str) {
         use ProxyError::*;
+        use StatusCode as S;
         match self {
-            MissingContentLength => StatusCode::LENGTH_REQUIRED,
-            AccessDenied(_) | Denied(_) => StatusCode::FORBIDDEN,
-            ReservedMetadata(_) => StatusCode::BAD_REQUEST,
-            MalformedXml | EntityTooSmall | InvalidBucketName | RequestHeaderSectionTooLarge | RequestTimeout => {
-                StatusCode::BAD_REQUEST
+            MissingContentLength => (S::LENGTH_REQUIRED, "MissingContentLength"),
+            AccessDenied(_) | Denied(_) | NotEncrypted | NotEncryptedSource | Format1Refused => {
+                (S::FORBIDDEN, "AccessDenied")
             }
-            InvalidArgument(_) | InvalidRequest(_) | BadDigest(_) | InvalidDigest | IncompleteBody(_) => {
-                StatusCode::BAD_REQUEST
+            KeyRefused(_) => (S::FORBIDDEN, "KMS.AccessDeniedException"),
+            ReservedMetadata(_) | InvalidArgument(_) => (S::BAD_REQUEST, "InvalidArgument"),
+            InvalidBucketName => (S::BAD_REQUEST, "InvalidBucketName"),
+            RequestTimeout => (S::BAD_REQUEST, "RequestTimeout"),
+            RequestHeaderSectionTooLarge => (S::BAD_REQUEST, "RequestHeaderSectionTooLarge"),
+            MalformedXml => (S::BAD_REQUEST, "MalformedXML"),
+            EntityTooSmall => (S::BAD_REQUEST, "EntityTooSmall"),
+            InvalidRequest(_) => (S::BAD_REQUEST, "InvalidRequest"),
+            BadDigest(_) => (S::BAD_REQUEST, "BadDigest"),
+            InvalidDigest => (S::BAD_REQUEST, "InvalidDigest"),
+            IncompleteBody(_) => (S::BAD_REQUEST, "IncompleteBody"),
+            InvalidPart(_) => (S::BAD_REQUEST, "InvalidPart"),
+            InvalidPartOrder => (S::BAD_REQUEST, "InvalidPartOrder"),
+            NoSuchUpload => (S::NOT_FOUND, "NoSuchUpload"),
+            PreconditionFailed => (S::PRECONDITION_FAILED, "PreconditionFailed"),
+            InvalidRange { .. } => (S::RANGE_NOT_SATISFIABLE, "InvalidRange"),
+            InvalidPartNumber => (S::RANGE_NOT_SATISFIABLE, "InvalidPartNumber"),
+            NotImplemented(_) => (S::NOT_IMPLEMENTED, "NotImplemented"),
+            KeyServiceUnavailable(_) | Credentials(_) | ObjectChanged(_) | SealPending => {
+                (S::SERVICE_UNAVAILABLE, "ServiceUnavailable")
             }
-            NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            InvalidRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            InvalidPartNumber => StatusCode::RANGE_NOT_SATISFIABLE,
-            NotEncrypted | NotEncryptedSource | KeyRefused(_) | Format1Refused => StatusCode::FORBIDDEN,
-            NoSuchUpload => StatusCode::NOT_FOUND,
-            InvalidPart(_) | InvalidPartOrder => StatusCode::BAD_REQUEST,
-            KeyServiceUnavailable(_) | KeyServiceSlowDown(_) | Credentials(_) | Retry(_) | SealPending => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            UpstreamUnreachable(_) | UnexpectedObject => StatusCode::BAD_GATEWAY,
-            Ciphertext(_) | Envelope(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            KeyServiceSlowDown(_) => (S::SERVICE_UNAVAILABLE, "SlowDown"),
+            UpstreamUnreachable(_) | UnexpectedObject => (S::BAD_GATEWAY, "BadGateway"),
+            Ciphertext(_) | Envelope(_) | Internal(_) => (S::INTERNAL_SERVER_ERROR, "InternalError"),
         }
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.s3().0
+    }
+
     pub fn code(&self) -> &'static str {
-        use ProxyError::*;
-        match self {
-            MissingContentLength => "MissingContentLength",
-            AccessDenied(_) | Denied(_) => "AccessDenied",
-            ReservedMetadata(_) => "InvalidArgument",
-            InvalidBucketName => "InvalidBucketName",
-            RequestTimeout => "RequestTimeout",
-            RequestHeaderSectionTooLarge => "RequestHeaderSectionTooLarge",
-            MalformedXml => "MalformedXML",
-            EntityTooSmall => "EntityTooSmall",
-            InvalidArgument(_) => "InvalidArgument",
-            InvalidRequest(_) => "InvalidRequest",
-            NotImplemented(_) => "NotImplemented",
-            BadDigest(_) => "BadDigest",
-            InvalidDigest => "InvalidDigest",
-            IncompleteBody(_) => "IncompleteBody",
-            InvalidRange { .. } => "InvalidRange",
-            PreconditionFailed => "PreconditionFailed",
-            InvalidPartNumber => "InvalidPartNumber",
-            NotEncrypted | NotEncryptedSource | Format1Refused => "AccessDenied",
-            KeyRefused(_) => "KMS.AccessDeniedException",
-            KeyServiceUnavailable(_) => "ServiceUnavailable",
-            KeyServiceSlowDown(_) => "SlowDown",
-            Credentials(_) | Retry(_) | SealPending => "ServiceUnavailable",
-            NoSuchUpload => "NoSuchUpload",
-            InvalidPart(_) => "InvalidPart",
-            InvalidPartOrder => "InvalidPartOrder",
-            UpstreamUnreachable(_) | UnexpectedObject => "BadGateway",
-            Ciphertext(_) | Envelope(_) => "InternalError",
-            Internal(_) => "InternalError",
-        }
+        self.s3().1
     }
 
     /// A stored object failed verification (counted as an integrity failure).
     pub fn is_integrity_failure(&self) -> bool {
         matches!(self, ProxyError::Ciphertext(_) | ProxyError::Envelope(_))
     }
+}
 
-    /// The S3 error document; HEAD responses carry no body.
-    pub fn to_response(&self, resource: &str, request_id: &str, head: bool) -> Response<ProxyBody> {
-        let xml = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message><Resource>{}</Resource><RequestId>{}</RequestId></Error>",
-            self.code(),
-            quick_xml::escape::escape(self.to_string()),
-            quick_xml::escape::escape(resource),
-            request_id
-        );
-        let len = xml.len();
-        let mut resp = Response::new(if head { full(Bytes::new()) } else { full(Bytes::from(xml)) });
-        *resp.status_mut() = self.status();
-        let h = resp.headers_mut();
-        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
-        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(if head { 0 } else { len }));
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            h.insert("x-amz-request-id", v);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_gives_s3s_status_and_code() {
+        let cases: [(ProxyError, u16, &str); 8] = [
+            (ProxyError::NoSuchUpload, 404, "NoSuchUpload"),
+            (ProxyError::InvalidPart("p".into()), 400, "InvalidPart"),
+            (ProxyError::ObjectChanged("read"), 503, "ServiceUnavailable"),
+            (ProxyError::SealPending, 503, "ServiceUnavailable"),
+            (ProxyError::Format1Refused, 403, "AccessDenied"),
+            (ProxyError::ReservedMetadata("x-amz-meta-cloudtaser-key".into()), 400, "InvalidArgument"),
+            (ProxyError::Ciphertext(FormatError::Manifest), 500, "InternalError"),
+            (ProxyError::InvalidRange { object_len: 5 }, 416, "InvalidRange"),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!((e.status().as_u16(), e.code()), (status, code), "{e:?}");
         }
-        if let ProxyError::InvalidRange { object_len } = self
-            && let Ok(v) = HeaderValue::from_str(&format!("bytes */{object_len}"))
-        {
-            h.insert(http::header::CONTENT_RANGE, v);
-        }
-        resp
+        assert!(ProxyError::Ciphertext(FormatError::Truncated).is_integrity_failure());
+        assert!(!ProxyError::NoSuchUpload.is_integrity_failure());
+    }
+
+    #[test]
+    fn vault_refusals_reach_the_client_without_vault_text() {
+        let e = ProxyError::from(VaultError::Refused { status: 400, message: "secret detail from vault".into() });
+        assert_eq!(e.code(), "KMS.AccessDeniedException");
+        assert!(!e.to_string().contains("secret detail"), "{e}");
     }
 }

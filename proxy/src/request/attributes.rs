@@ -216,7 +216,7 @@ impl RequestPath {
 }
 
 fn changed() -> ProxyError {
-    ProxyError::Retry("The object changed while its attributes were read; retry the request.".into())
+    ProxyError::ObjectChanged("read for its attributes")
 }
 
 /// The answer, in plaintext terms.

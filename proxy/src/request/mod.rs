@@ -143,7 +143,7 @@ impl RequestPath {
             Err((operation, e)) => {
                 tracing::warn!(operation, method = %parts.method, status = e.status().as_u16(), code = e.code(), error = %e, request_id, "request refused");
                 self.count(operation, &e, started, false);
-                return e.to_response(parts.uri.path(), &request_id, head);
+                return respond::error_response(&e, parts.uri.path(), &request_id, head);
             }
         };
         let result = match s3.operation {
@@ -200,7 +200,7 @@ impl RequestPath {
                     "request failed"
                 );
                 self.count(s3.name, &e, started, true);
-                e.to_response(&s3.resource(), &request_id, head)
+                respond::error_response(&e, &s3.resource(), &request_id, head)
             }
         }
     }

@@ -397,7 +397,7 @@ impl RequestPath {
         let resp = self.read_stored(s3, known.etag.clone(), first, last).await?;
         let same_etag = resp.headers().get(http::header::ETAG) == known.etag.as_ref();
         if !same_etag || envelope_of(resp.headers())? != known.envelope {
-            return Err(ProxyError::Retry("The object changed while it was being read; retry the request.".into()));
+            return Err(ProxyError::ObjectChanged("read"));
         }
         Ok(resp)
     }

@@ -222,6 +222,35 @@ fn plaintext_sizes(events: Vec<Event<'static>>) -> Vec<Event<'static>> {
     events
 }
 
+/// The S3 error document for `error`; HEAD responses carry no body. The only
+/// place an error becomes a response (linkerd's error responder, rustls's
+/// alert mapping): handlers return `ProxyError`, and `RequestPath::handle`
+/// renders it here.
+pub fn error_response(error: &ProxyError, resource: &str, request_id: &str, head: bool) -> Response<ProxyBody> {
+    let (status, code) = error.s3();
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{}</Message><Resource>{}</Resource><RequestId>{}</RequestId></Error>",
+        quick_xml::escape::escape(error.to_string()),
+        quick_xml::escape::escape(resource),
+        request_id
+    );
+    let len = xml.len();
+    let mut resp = Response::new(if head { full(Bytes::new()) } else { full(Bytes::from(xml)) });
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(if head { 0 } else { len }));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-amz-request-id", v);
+    }
+    if let ProxyError::InvalidRange { object_len } = error
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes */{object_len}"))
+    {
+        h.insert(http::header::CONTENT_RANGE, v);
+    }
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +291,38 @@ mod tests {
         assert!(out.contains("<ETag>&quot;e1-2&quot;</ETag><Size>5242887</Size>"), "{out}");
         assert!(out.contains("<DeleteMarker><Key>k</Key><VersionId>3</VersionId></DeleteMarker>"), "{out}");
         assert!(!out.contains("Checksum"), "{out}");
+    }
+}
+
+#[cfg(test)]
+mod error_response_tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn body(resp: Response<ProxyBody>) -> String {
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(resp.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn renders_the_s3_error_document() {
+        let e = ProxyError::InvalidArgument("a <bad> & odd value".into());
+        let resp = error_response(&e, "/b/k?x=<1>", "REQ1", false);
+        assert_eq!(resp.status(), 400);
+        assert_eq!(resp.headers()["x-amz-request-id"], "REQ1");
+        let xml = body(resp);
+        assert!(xml.contains("<Code>InvalidArgument</Code>"), "{xml}");
+        assert!(xml.contains("a &lt;bad&gt; &amp; odd value") && xml.contains("<Resource>/b/k?x=&lt;1&gt;</Resource>"));
+        let head = error_response(&ProxyError::InvalidRange { object_len: 7 }, "/b/k", "R", true);
+        assert_eq!(
+            (head.status().as_u16(), &head.headers()[http::header::CONTENT_RANGE]),
+            (416, &"bytes */7".parse::<HeaderValue>().unwrap())
+        );
+        assert_eq!(body(head), "", "HEAD carries no body");
     }
 }

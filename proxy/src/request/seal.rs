@@ -124,13 +124,11 @@ impl RequestPath {
         pinned.insert(http::header::IF_MATCH, etag.clone());
         let head = self.send_buffered(Method::HEAD, &object, pinned, Bytes::new()).await?;
         if !head.status().is_success() {
-            return Err(ProxyError::Retry(
-                "The object changed before its part table was sealed; it was not overwritten by this upload.".into(),
-            ));
+            return Err(ProxyError::ObjectChanged("sealed"));
         }
         let found = EnvelopeMetadata::from_headers(head.headers())?;
         if found.as_ref().map(|e| (&e.wrapped_key, e.layout.is_multipart())) != Some((&pending.wrapped_key, true)) {
-            return Err(ProxyError::Retry("The object changed before its part table was sealed.".into()));
+            return Err(ProxyError::ObjectChanged("sealed"));
         }
         let mut headers = Self::kept_headers(head.headers());
         if head.headers().get("x-amz-tagging-count").is_some_and(|c| c != "0")

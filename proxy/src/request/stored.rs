@@ -208,7 +208,7 @@ impl RequestPath {
         }
         let resp = self.send_buffered(Method::GET, s3, headers, Bytes::new()).await?;
         if resp.status() == StatusCode::PRECONDITION_FAILED {
-            return Err(ProxyError::Retry("The object changed while it was being read; retry the request.".into()));
+            return Err(ProxyError::ObjectChanged("read"));
         }
         if resp.status() != StatusCode::PARTIAL_CONTENT {
             return Err(ProxyError::UpstreamUnreachable(format!("ranged read answered {}", resp.status())));
