@@ -386,6 +386,20 @@ mod tests {
         Ok(out.concat())
     }
 
+    /// A ranged read as the proxy makes it: the stream header, then the
+    /// covering segments only.
+    fn read_range(layout: &ObjectLayout, ct: &[u8], a: u64, b: u64, checked: bool) -> Vec<u8> {
+        let span = layout.span(a, b);
+        let opener = Opener::range(&KEY, layout.clone(), &span, b - a + 1);
+        let mut opener = if checked { opener.manifest_checked() } else { opener };
+        let h = span.header_start as usize;
+        opener.set_header(&ct[h..h + HEADER_LEN]).unwrap();
+        let mut out = Vec::new();
+        opener.update(&ct[span.ciphertext_start as usize..=span.ciphertext_end as usize], &mut out).unwrap();
+        opener.finish(&mut out).unwrap();
+        out.concat()
+    }
+
     fn open_all(ct: &[u8], chunk: usize, len: u64) -> Result<Vec<u8>, FormatError> {
         open_with(Opener::whole(&KEY, ObjectLayout::single(len)), ct, chunk)
     }
@@ -448,13 +462,7 @@ mod tests {
         let len = data.len() as u64;
         for (a, b) in [(0, 0), (5, 70_000), (SEGMENT_LEN, 2 * SEGMENT_LEN - 1), (len - 1, len - 1), (3, len - 1)] {
             let layout = ObjectLayout::single(len);
-            let span = layout.span(a, b);
-            let mut opener = Opener::range(&KEY, layout, &span, b - a + 1);
-            opener.set_header(&ct[..HEADER_LEN]).unwrap();
-            let mut out = Vec::new();
-            opener.update(&ct[span.ciphertext_start as usize..=span.ciphertext_end as usize], &mut out).unwrap();
-            opener.finish(&mut out).unwrap();
-            assert_eq!(out.concat(), &data[a as usize..=b as usize], "range {a}-{b}");
+            assert_eq!(read_range(&layout, &ct, a, b, false), &data[a as usize..=b as usize], "range {a}-{b}");
         }
     }
 
@@ -488,14 +496,7 @@ mod tests {
         assert_eq!(out.concat(), data);
         let len = data.len() as u64;
         for (a, b) in [(0, 0), (p as u64 - 1, p as u64), (5, len - 1), (2 * p as u64 + 3, len - 2)] {
-            let span = layout.span(a, b);
-            let mut opener = Opener::range(&KEY, layout.clone(), &span, b - a + 1);
-            let h = span.header_start as usize;
-            opener.set_header(&ct[h..h + HEADER_LEN]).unwrap();
-            let mut out = Vec::new();
-            opener.update(&ct[span.ciphertext_start as usize..=span.ciphertext_end as usize], &mut out).unwrap();
-            opener.finish(&mut out).unwrap();
-            assert_eq!(out.concat(), &data[a as usize..=b as usize], "range {a}-{b}");
+            assert_eq!(read_range(&layout, &ct, a, b, false), &data[a as usize..=b as usize], "range {a}-{b}");
         }
     }
 
@@ -540,14 +541,7 @@ mod tests {
         for (a, b) in
             [(0, len - 1), (2 * seg as u64, 2 * seg as u64 + 1), (2 * seg as u64 + 1, len - 2), (len - 1, len - 1)]
         {
-            let span = layout.span(a, b);
-            let mut opener = Opener::range(&KEY, layout.clone(), &span, b - a + 1).manifest_checked();
-            let h = span.header_start as usize;
-            opener.set_header(&ct[h..h + HEADER_LEN]).unwrap();
-            let mut out = Vec::new();
-            opener.update(&ct[span.ciphertext_start as usize..=span.ciphertext_end as usize], &mut out).unwrap();
-            opener.finish(&mut out).unwrap();
-            assert_eq!(out.concat(), &data[a as usize..=b as usize], "range {a}-{b}");
+            assert_eq!(read_range(&layout, &ct, a, b, true), &data[a as usize..=b as usize], "range {a}-{b}");
         }
         // Cut back to a prefix of whole parts, read with the full table: never a clean end.
         let prefix = &ct[..layout.stream(2).stored_start as usize];
