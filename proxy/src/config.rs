@@ -349,6 +349,14 @@ pub struct ProxyConfig {
     #[arg(long, env = "CLOUDTASER_S3PROXY_FORMAT1_MULTIPART", value_enum, default_value_t = Format1Multipart::Read)]
     pub format1_multipart: Format1Multipart,
 
+    /// Milliseconds CompleteMultipartUpload waits for the seal (format 2)
+    /// before it answers `200` and sends a space every as many milliseconds
+    /// until the result, as S3 does for a slow Complete, so clients do not
+    /// time out.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_COMPLETE_KEEPALIVE_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub complete_keepalive_ms: u64,
+
     /// Seconds between background checks that Vault answers with the
     /// proxy's token; skipped while real calls show it does. `/readyz`
     /// reads the result.

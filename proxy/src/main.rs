@@ -91,7 +91,8 @@ async fn serve(config: ProxyConfig) -> Result<(), String> {
             .with_key_logging(config.log_keys)
             .with_body_deadline(std::time::Duration::from_secs(config.body_timeout_secs))
             .with_seal_method(config.multipart_seal, upstream.is_gcs)
-            .with_format_1_multipart_reads(config.format1_multipart == Format1Multipart::Read),
+            .with_format_1_multipart_reads(config.format1_multipart == Format1Multipart::Read)
+            .with_complete_keepalive(std::time::Duration::from_millis(config.complete_keepalive_ms)),
     );
 
     let s3 =

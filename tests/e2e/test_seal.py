@@ -133,3 +133,40 @@ def test_format_2_streams_without_a_manifest_are_refused(stack, client, upstream
     # `seal` does not upgrade it either: a format-1 label on version-2 streams is not a format-1 object.
     r = admin(stack, "seal", "--bucket", BUCKET, "--prefix", "relabel/", "--quiet", check=1)
     assert "failed: 1" in r.stdout, r.stdout
+
+
+def test_a_slow_complete_keeps_the_connection_alive(stack, seal_bucket):
+    """Sealing copies every part server-side; on s3s-fs that takes seconds
+    for a few parts. Past CLOUDTASER_S3PROXY_COMPLETE_KEEPALIVE_SECS the
+    proxy answers as S3 does for a slow Complete (50 ms here, so that the
+    seal of twelve parts on s3s-fs outlasts it): 200 at once, the XML
+    declaration, a space every interval, then the result, which boto3
+    parses like any other."""
+    from attack_helpers import request  # noqa: PLC0415
+
+    proc, endpoint, _ = stack.start_proxy("proxy-keepalive", CLOUDTASER_S3PROXY_COMPLETE_KEEPALIVE_MS="50")
+    try:
+        c = s3_client(endpoint, "w", "w")
+        data = body_of(12 * PART, "keepalive")
+        # Through boto3: the spaces are invisible to the client.
+        etag = upload(c, "keepalive/boto3", data)
+        assert c.head_object(Bucket=BUCKET, Key="keepalive/boto3")["ETag"] == etag
+        assert c.get_object(Bucket=BUCKET, Key="keepalive/boto3")["Body"].read() == data
+        # On the wire.
+        uid = c.create_multipart_upload(Bucket=BUCKET, Key="keepalive/raw")["UploadId"]
+        parts = [c.upload_part(Bucket=BUCKET, Key="keepalive/raw", UploadId=uid, PartNumber=n,
+                               Body=data[(n - 1) * PART : n * PART])["ETag"] for n in range(1, 13)]
+        doc = "<CompleteMultipartUpload>" + "".join(
+            f"<Part><PartNumber>{n}</PartNumber><ETag>{e}</ETag></Part>" for n, e in enumerate(parts, start=1)
+        ) + "</CompleteMultipartUpload>"
+        res = request(endpoint, "POST", f"/{BUCKET}/keepalive/raw?uploadId={uid}", body=doc.encode(), timeout=300)
+        assert res.status == 200 and res.complete
+        declaration = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+        assert res.body.startswith(declaration + b" "), res.body[:80]
+        rest = res.body[len(declaration):]
+        assert rest.lstrip(b" ").startswith(b"<CompleteMultipartUploadResult"), rest[:120]
+        shown = c.head_object(Bucket=BUCKET, Key="keepalive/raw")["ETag"]
+        assert f"<ETag>{shown}</ETag>".encode() in rest or f"<ETag>{shown.replace(chr(34), '&quot;')}</ETag>".encode() in rest
+        assert c.get_object(Bucket=BUCKET, Key="keepalive/raw")["Body"].read() == data
+    finally:
+        proc.stop()

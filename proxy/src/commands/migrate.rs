@@ -187,7 +187,8 @@ async fn migrate_multipart(
     let completed = xml::texts_of(&body, b"ETag").map_err(|e| e.to_string())?.pop().ok_or("Complete gave no ETag")?;
     let completed = HeaderValue::from_str(&completed).map_err(|e| e.to_string())?;
     let layout = ObjectLayout::from_parts(&table).map_err(|e| e.to_string())?;
-    path.seal_completed(&object, &upload.pending(), &upload.data_key.key, &layout, &completed)
+    path.copier()
+        .seal_completed(&object, &upload.pending(), &upload.data_key.key, &layout, &completed)
         .await
         .map_err(|e| e.to_string())?;
     Ok(Outcome::Encrypted)

@@ -103,7 +103,7 @@ impl Rewrapper<'_> {
         // a sealed object's tag stays valid under the new wrapping.
         let renewed = EnvelopeMetadata { wrapped_key, ..envelope.clone() };
         let etag = head.get(http::header::ETAG).cloned().ok_or("the object has no ETag")?;
-        let mut headers = RequestPath::kept_headers(&head);
+        let mut headers = crate::request::seal::kept_headers(&head);
         for (name, value) in renewed.to_headers() {
             headers.insert(name, HeaderValue::from_str(&value).map_err(|e| e.to_string())?);
         }
@@ -114,7 +114,7 @@ impl Rewrapper<'_> {
         // Multipart objects are copied stream by stream, which keeps the
         // layout (and the `-N` ETag listings rely on) and has no size limit.
         let copied = match envelope.layout {
-            StoredLayout::Single(_) => self.path.self_copy_whole(&object, headers, &etag).await,
+            StoredLayout::Single(_) => self.path.copier().self_copy_whole(&object, headers, &etag).await,
             StoredLayout::MultipartPending => {
                 return Err("the upload was completed but never sealed; run cloudtaser-s3proxy seal first".into());
             }
@@ -124,7 +124,7 @@ impl Rewrapper<'_> {
                     .claimed_layout(&object, &envelope, stored_len, Some(&etag))
                     .await
                     .map_err(|e| e.to_string())?;
-                self.path.self_copy_by_parts(&object, headers, &etag, &layout).await
+                self.path.copier().self_copy_by_parts(&object, headers, &etag, &layout).await
             }
         };
         copied.map_err(|e| e.to_string())?;

@@ -64,7 +64,7 @@ async fn seal_one(
         .ok_or("the object has no length")?;
     let layout = path.claimed_layout(&object, &envelope, stored_len, Some(&etag)).await.map_err(|e| e.to_string())?;
     let data_key = keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await.map_err(|e| e.to_string())?;
-    path.seal_completed(&object, &envelope, &data_key, &layout, &etag).await.map_err(|e| e.to_string())?;
+    path.copier().seal_completed(&object, &envelope, &data_key, &layout, &etag).await.map_err(|e| e.to_string())?;
     Ok(Outcome::Sealed)
 }
 

@@ -50,7 +50,7 @@ const LAYOUT_CACHE_SIZE: usize = 4096;
 pub struct RequestPath {
     keys: Arc<KeyService>,
     layouts: layout_cache::LayoutCache,
-    upstream: UpstreamClient,
+    upstream: Arc<UpstreamClient>,
     plaintext_reads: PlaintextReadPolicy,
     policy: policy::AccessPolicy,
     /// Whether request log lines name the object key (`CLOUDTASER_S3PROXY_LOG_KEYS`).
@@ -64,6 +64,9 @@ pub struct RequestPath {
     /// Whether format-1 multipart objects (no manifest) are read
     /// (`CLOUDTASER_S3PROXY_FORMAT1_MULTIPART`).
     format_1_multipart_reads: bool,
+    /// How long Complete waits for the seal before answering 200 with
+    /// keep-alive spaces, and the time between spaces.
+    complete_keepalive: Duration,
 }
 
 impl RequestPath {
@@ -76,7 +79,7 @@ impl RequestPath {
         Self {
             keys,
             layouts: layout_cache::LayoutCache::new(LAYOUT_CACHE_SIZE),
-            upstream,
+            upstream: Arc::new(upstream),
             plaintext_reads,
             policy: policy::AccessPolicy::default(),
             log_keys: false,
@@ -84,7 +87,15 @@ impl RequestPath {
             virtual_host_suffix,
             seal_method: seal::SealMethod::PartCopy,
             format_1_multipart_reads: true,
+            complete_keepalive: Duration::from_secs(5),
         }
+    }
+
+    /// How long CompleteMultipartUpload waits for its seal before it
+    /// answers `200` and keeps the connection alive with spaces, as S3 does.
+    pub fn with_complete_keepalive(mut self, every: Duration) -> Self {
+        self.complete_keepalive = every;
+        self
     }
 
     /// Whether multipart objects without a manifest (format 1, written

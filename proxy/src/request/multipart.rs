@@ -8,6 +8,7 @@ use http::{HeaderMap, HeaderValue, Method, Response};
 use hyper::body::Incoming;
 
 use super::respond;
+use super::seal::Sealed;
 use super::{RequestPath, collect_control, collect_small, header_value, read_small_body, reject_reserved_metadata};
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
@@ -16,6 +17,7 @@ use crate::s3::classify::{S3Request, copy_source};
 use crate::s3::headers::remove_checksum_headers;
 use crate::s3::upload_id::{self, UploadId, UploadKey};
 use crate::s3::xml;
+use futures_util::StreamExt;
 
 use crate::format::MAX_PARTS;
 /// S3's minimum size of every part but the last.
@@ -67,6 +69,76 @@ fn checked_layout(named: &[(u32, String)], stored: &[StoredPart]) -> Result<Obje
         return Err(ProxyError::EntityTooSmall);
     }
     ObjectLayout::from_parts(&table).map_err(|_| ProxyError::MalformedXml)
+}
+
+/// A completed upload's seal in progress.
+type Sealing = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Sealed, ProxyError>> + Send>>;
+
+/// The upstream's Complete result with the sealed object's ETag, as
+/// workloads see it.
+fn completed_document(doc: &[u8], sealed: &Sealed) -> Result<Bytes, ProxyError> {
+    let client_etag = crate::s3::etag::client_etag(&sealed.etag);
+    xml::rewrite(doc, &|name: &[u8], _: &str| (name == b"ETag").then(|| client_etag.clone()))
+}
+
+/// A CompleteMultipartUpload whose seal outlasted `every`: `200` with the XML
+/// declaration at once, a space every `every` so that clients and
+/// intermediaries do not time out, then the result document, or an
+/// `<Error>` document (which SDKs check for in a 200 Complete). The upload's
+/// version id is not known when the headers go, so none is sent.
+fn slow_complete(
+    mut headers: HeaderMap,
+    doc: Bytes,
+    sealing: Sealing,
+    every: std::time::Duration,
+    resource: String,
+) -> Response<ProxyBody> {
+    const DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+    for name in [http::header::CONTENT_LENGTH, http::header::ETAG] {
+        headers.remove(name);
+    }
+    headers.remove("x-amz-version-id");
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    let ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let state = (Some(sealing), ticks, doc, resource, true);
+    let body = futures_util::stream::unfold(state, |(sealing, mut ticks, doc, resource, first)| async move {
+        if first {
+            let chunk = Bytes::from_static(DECLARATION.as_bytes());
+            return Some((chunk, (sealing, ticks, doc, resource, false)));
+        }
+        let mut sealing = sealing?;
+        let finished = tokio::select! {
+            sealed = &mut sealing => Some(sealed),
+            _ = ticks.tick() => None,
+        };
+        let chunk = match finished {
+            None => return Some((Bytes::from_static(b" "), (Some(sealing), ticks, doc, resource, false))),
+            Some(Ok(sealed)) => match completed_document(&doc, &sealed) {
+                Ok(done) => without_declaration(&done),
+                Err(e) => respond::error_document(&e, &resource, ""),
+            },
+            Some(Err(e)) => {
+                tracing::warn!(code = e.code(), error = %e, "sealing a completed upload failed; the object is left pending");
+                respond::error_document(&e, &resource, "")
+            }
+        };
+        Some((chunk, (None, ticks, doc, resource, false)))
+    });
+    let body =
+        http_body_util::StreamBody::new(body.map(|b| Ok::<_, std::convert::Infallible>(http_body::Frame::data(b))));
+    let mut resp = Response::new(crate::body::boxed(body));
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// A document without its XML declaration (already sent).
+fn without_declaration(doc: &[u8]) -> Bytes {
+    let text = String::from_utf8_lossy(doc);
+    let body = match text.trim_start().strip_prefix("<?xml") {
+        Some(rest) => rest.split_once("?>").map_or("", |(_, after)| after).trim_start(),
+        None => text.trim_start(),
+    };
+    Bytes::from(body.to_owned())
 }
 
 /// One uploaded part, as the upstream's ListParts reports it.
@@ -344,13 +416,23 @@ impl RequestPath {
             layout: StoredLayout::MultipartPending,
             salt: None,
         };
-        let sealed = self.seal_completed(&s3, &pending, &data_key, &layout, &header_value(&completed)?).await?;
-        let client_etag = crate::s3::etag::client_etag(&sealed.etag);
-        if let Some(version) = sealed.version_id {
-            parts.headers.insert("x-amz-version-id", version);
+        let etag = header_value(&completed)?;
+        let copier = self.copier();
+        let resource = s3.resource();
+        let mut sealing: Sealing =
+            Box::pin(async move { copier.seal_completed(&s3, &pending, &data_key, &layout, &etag).await });
+        match tokio::time::timeout(self.complete_keepalive, &mut sealing).await {
+            Ok(sealed) => {
+                let sealed = sealed?;
+                if let Some(version) = &sealed.version_id {
+                    parts.headers.insert("x-amz-version-id", version.clone());
+                }
+                Ok(respond::buffered(parts.headers, parts.status, completed_document(&doc, &sealed)?))
+            }
+            // S3's answer to a slow Complete: 200 now, spaces while the seal
+            // runs, then the result, or an error document inside the 200.
+            Err(_) => Ok(slow_complete(parts.headers, doc, sealing, self.complete_keepalive, resource)),
         }
-        let map = |name: &[u8], _: &str| (name == b"ETag").then(|| client_etag.clone());
-        Ok(respond::buffered(parts.headers, parts.status, xml::rewrite(&doc, &map)?))
     }
 
     /// Every uploaded part, from upstream ListParts.

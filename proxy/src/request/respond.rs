@@ -222,17 +222,26 @@ fn plaintext_sizes(events: Vec<Event<'static>>) -> Vec<Event<'static>> {
     events
 }
 
+/// The `<Error>` element for `error`, without an XML declaration.
+pub fn error_document(error: &ProxyError, resource: &str, request_id: &str) -> Bytes {
+    Bytes::from(format!(
+        "<Error><Code>{}</Code><Message>{}</Message><Resource>{}</Resource><RequestId>{}</RequestId></Error>",
+        error.code(),
+        quick_xml::escape::escape(error.to_string()),
+        quick_xml::escape::escape(resource),
+        quick_xml::escape::escape(request_id)
+    ))
+}
+
 /// The S3 error document for `error`; HEAD responses carry no body. The only
 /// place an error becomes a response (linkerd's error responder, rustls's
 /// alert mapping): handlers return `ProxyError`, and `RequestPath::handle`
 /// renders it here.
 pub fn error_response(error: &ProxyError, resource: &str, request_id: &str, head: bool) -> Response<ProxyBody> {
-    let (status, code) = error.s3();
+    let status = error.status();
     let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{}</Message><Resource>{}</Resource><RequestId>{}</RequestId></Error>",
-        quick_xml::escape::escape(error.to_string()),
-        quick_xml::escape::escape(resource),
-        request_id
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{}",
+        String::from_utf8_lossy(&error_document(error, resource, request_id))
     );
     let len = xml.len();
     let mut resp = Response::new(if head { full(Bytes::new()) } else { full(Bytes::from(xml)) });

@@ -13,6 +13,8 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
+use std::sync::Arc;
+
 use super::RequestPath;
 use crate::error::ProxyError;
 use crate::format::{
@@ -21,6 +23,7 @@ use crate::format::{
 use crate::keys::DataKey;
 use crate::s3::classify::S3Request;
 use crate::s3::xml;
+use crate::upstream::UpstreamClient;
 use crate::upstream::forward::encode_key;
 
 /// Headers that describe the object (not the request) and must survive a
@@ -80,33 +83,54 @@ fn is_error(status: StatusCode, body: &[u8]) -> bool {
     !status.is_success() || xml::texts_of(body, b"Code").map_or(true, |c| !c.is_empty())
 }
 
-impl RequestPath {
-    /// The envelope a sealed object carries.
-    pub fn sealed_envelope(
-        &self,
-        pending: &EnvelopeMetadata,
-        key: &DataKey,
-        layout: &ObjectLayout,
-    ) -> EnvelopeMetadata {
-        let table = layout.streams().iter().map(|s| (s.part_number, s.plaintext_len)).collect();
-        // Too long a table is left for readers to learn from the headers.
-        let table = (encode_part_table(layout).len() <= MAX_PART_TABLE_LEN).then_some(table);
-        let sealed = SealedParts { total: layout.total, table, tag: manifest_tag(key.bytes(), layout) };
-        EnvelopeMetadata { layout: StoredLayout::MultipartSealed(sealed), salt: None, ..pending.clone() }
-    }
+/// The envelope a sealed object carries.
+pub fn sealed_envelope(pending: &EnvelopeMetadata, key: &DataKey, layout: &ObjectLayout) -> EnvelopeMetadata {
+    let table = layout.streams().iter().map(|s| (s.part_number, s.plaintext_len)).collect();
+    // Too long a table is left for readers to learn from the headers.
+    let table = (encode_part_table(layout).len() <= MAX_PART_TABLE_LEN).then_some(table);
+    let sealed = SealedParts { total: layout.total, table, tag: manifest_tag(key.bytes(), layout) };
+    EnvelopeMetadata { layout: StoredLayout::MultipartSealed(sealed), salt: None, ..pending.clone() }
+}
 
-    /// The headers that describe the object in a HEAD answer and must
-    /// survive a metadata-replacing self-copy, envelope excluded.
-    pub fn kept_headers(head: &HeaderMap) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for (name, value) in head {
-            let name_str = name.as_str();
-            let meta = name_str.starts_with("x-amz-meta-") && !name_str.starts_with(crate::format::META_PREFIX);
-            if meta || KEPT_HEADERS.contains(&name_str) {
-                headers.append(name.clone(), value.clone());
-            }
+/// The headers that describe the object in a HEAD answer and must survive a
+/// metadata-replacing self-copy, envelope excluded.
+pub fn kept_headers(head: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in head {
+        let name_str = name.as_str();
+        let meta = name_str.starts_with("x-amz-meta-") && !name_str.starts_with(crate::format::META_PREFIX);
+        if meta || KEPT_HEADERS.contains(&name_str) {
+            headers.append(name.clone(), value.clone());
         }
-        headers
+    }
+    headers
+}
+
+/// The upstream side of sealing and of `rewrap`'s self-copies. It owns what
+/// it needs (a shared upstream client), so a slow seal can run inside the
+/// response body that keeps the client's connection alive.
+#[derive(Clone)]
+pub struct SelfCopier {
+    upstream: Arc<UpstreamClient>,
+    method: SealMethod,
+}
+
+impl RequestPath {
+    /// The self-copier for this path's upstream and sealing method.
+    pub fn copier(&self) -> SelfCopier {
+        SelfCopier { upstream: self.upstream.clone(), method: self.seal_method }
+    }
+}
+
+impl SelfCopier {
+    async fn send_buffered(
+        &self,
+        method: Method,
+        s3: &S3Request,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<http::Response<hyper::body::Incoming>, ProxyError> {
+        self.upstream.send_buffered(method, s3, headers, body).await
     }
 
     /// Seals the object `s3` names, completed upstream as `etag`, whose
@@ -130,17 +154,17 @@ impl RequestPath {
         if found.as_ref().map(|e| (&e.wrapped_key, e.layout.is_multipart())) != Some((&pending.wrapped_key, true)) {
             return Err(ProxyError::ObjectChanged("sealed"));
         }
-        let mut headers = Self::kept_headers(head.headers());
+        let mut headers = kept_headers(head.headers());
         if head.headers().get("x-amz-tagging-count").is_some_and(|c| c != "0")
             && let Some(tags) = self.object_tags(&object).await?
         {
             headers.insert("x-amz-tagging", super::header_value(&tags)?);
         }
-        for (name, value) in self.sealed_envelope(pending, key, layout).to_headers() {
+        for (name, value) in sealed_envelope(pending, key, layout).to_headers() {
             headers.insert(name, super::header_value(&value)?);
         }
         let unsealed_version = head.headers().get("x-amz-version-id").cloned();
-        let sealed = match self.seal_method {
+        let sealed = match self.method {
             SealMethod::ObjectCopy => self.self_copy_whole(&object, headers, etag).await?,
             SealMethod::PartCopy | SealMethod::Auto => self.self_copy_by_parts(&object, headers, etag, layout).await?,
         };
