@@ -170,3 +170,116 @@ def test_a_slow_complete_keeps_the_connection_alive(stack, seal_bucket):
         assert c.get_object(Bucket=BUCKET, Key="keepalive/raw")["Body"].read() == data
     finally:
         proc.stop()
+
+
+class FaultRelay:
+    """An HTTP relay to the upstream that refuses the server-side copies a
+    seal makes (any PUT with `x-amz-copy-source`) with a 500: a crash
+    between the upstream's Complete and the finishing step, which neither
+    s3s-fs nor OpenBao can be made to produce. Everything else passes
+    byte for byte, Host included, so the proxy's signatures still verify."""
+
+    def __init__(self, upstream: str):
+        import http.client  # noqa: PLC0415
+        import http.server  # noqa: PLC0415
+        import threading  # noqa: PLC0415
+        import urllib.parse  # noqa: PLC0415
+
+        target = urllib.parse.urlsplit(upstream)
+        self.refused = 0
+        relay = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.command == "PUT" and "x-amz-copy-source" in self.headers:
+                    relay.refused += 1
+                    out = b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
+                    self.send_response(500)
+                    self.send_header("Content-Length", str(len(out)))
+                    self.end_headers()
+                    self.wfile.write(out)
+                    return
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                for k, v in self.headers.items():
+                    conn.putheader(k, v)
+                conn.endheaders(body)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status, resp.reason)
+                # A HEAD's Content-Length is the object's, not the (empty) body's.
+                dropped = ("transfer-encoding", "connection") if self.command == "HEAD" else (
+                    "content-length", "transfer-encoding", "connection")
+                for k, v in resp.getheaders():
+                    if k.lower() not in dropped:
+                        self.send_header(k, v)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_a_seal_that_fails_after_complete_is_finished_by_a_retry_or_by_seal(stack, client, upstream, seal_bucket):
+    """The crash between the upstream's Complete and the finishing step:
+    the client gets 502 (its SDK retries, and the retry fails the same way
+    while the fault lasts); the object stays `multipart-pending`, never
+    served. A later retry of the same Complete finishes the seal and answers
+    as Complete would have; otherwise `cloudtaser-s3proxy seal` does."""
+    relay = FaultRelay(stack.s3_endpoint)
+    proc, endpoint, _ = stack.start_proxy("proxy-seal-fault", CLOUDTASER_S3PROXY_S3_ENDPOINT=relay.endpoint)
+    data = {key: body_of(2 * PART + 4321, key) for key in ("crash/retried", "crash/sealed")}
+    uploads = {}
+    try:
+        c = s3_client(endpoint, "w", "w")
+        for key, body in data.items():
+            uid = c.create_multipart_upload(Bucket=BUCKET, Key=key, ContentType="text/x-sealed")["UploadId"]
+            parts = [{"PartNumber": n, "ETag": c.upload_part(Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=n,
+                                                            Body=body[(n - 1) * PART : n * PART])["ETag"]}
+                     for n in (1, 2, 3)]
+            uploads[key] = (uid, parts)
+            status, code, _ = error_of(lambda: c.complete_multipart_upload(
+                Bucket=BUCKET, Key=key, UploadId=uid, MultipartUpload={"Parts": parts}))
+            assert (status, code) == (502, "BadGateway")
+        assert relay.refused >= 2
+    finally:
+        proc.stop()
+        relay.close()
+    for key in data:
+        meta = upstream.head_object(Bucket=BUCKET, Key=key)["Metadata"]
+        assert meta["cloudtaser-layout"] == "multipart-pending", "completed upstream, never sealed"
+        assert upstream.get_object(Bucket=BUCKET, Key=key)["Body"].read()[:4] == b"CTS3"
+        status, code, message = error_of(lambda: client.get_object(Bucket=BUCKET, Key=key))
+        assert (status, code) == (503, "ServiceUnavailable") and "seal" in message
+    # The SDK's retry, once the fault is gone, finishes it.
+    uid, parts = uploads["crash/retried"]
+    done = client.complete_multipart_upload(Bucket=BUCKET, Key="crash/retried", UploadId=uid,
+                                            MultipartUpload={"Parts": parts})
+    assert done["ETag"] == client.head_object(Bucket=BUCKET, Key="crash/retried")["ETag"]
+    assert client.get_object(Bucket=BUCKET, Key="crash/retried")["Body"].read() == data["crash/retried"]
+    # A retry naming other parts is not taken for this upload.
+    uid, parts = uploads["crash/sealed"]
+    assert error_of(lambda: client.complete_multipart_upload(
+        Bucket=BUCKET, Key="crash/sealed", UploadId=uid, MultipartUpload={"Parts": parts[:2]}))[:2] == (400, "InvalidPart")
+    # Or the operator's command.
+    r = admin(stack, "seal", "--bucket", BUCKET, "--prefix", "crash/", "--quiet")
+    assert "sealed: 1, already sealed: 1" in r.stdout, r.stdout
+    got = client.get_object(Bucket=BUCKET, Key="crash/sealed")
+    assert got["Body"].read() == data["crash/sealed"] and got["ContentType"] == "text/x-sealed"

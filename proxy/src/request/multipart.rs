@@ -388,7 +388,19 @@ impl RequestPath {
         // The key first: an id no proxy issued is NoSuchUpload, and an
         // unreachable Vault fails the request before the object exists.
         let data_key = self.upload_data_key(&key).await?;
-        let layout = checked_layout(&named, &self.stored_parts(&s3).await?)?;
+        let stored = match self.stored_parts(&s3).await {
+            Ok(parts) if !parts.is_empty() => parts,
+            // Gone (or, on s3s-fs, listed empty): perhaps a retry of a Complete
+            // the upstream carried out but whose seal did not finish.
+            Ok(_) | Err(ProxyError::NoSuchUpload) => {
+                if let Some(resp) = self.finish_interrupted(&s3, &key, &data_key, &named).await? {
+                    return Ok(resp);
+                }
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        let layout = checked_layout(&named, &stored)?;
         // Only part numbers and ETags go upstream: the client's part checksums
         // describe plaintext the upstream never saw.
         let mut doc = String::from("<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
@@ -433,6 +445,56 @@ impl RequestPath {
             // runs, then the result, or an error document inside the 200.
             Err(_) => Ok(slow_complete(parts.headers, doc, sealing, self.complete_keepalive, resource)),
         }
+    }
+
+    /// A retried CompleteMultipartUpload whose first attempt completed the
+    /// upload upstream but failed to seal it (the proxy stopped, or a copy
+    /// failed): the object at the key is `multipart-pending` under this very
+    /// upload's data key, with the part numbers the client names again. It is
+    /// sealed now and answered as a Complete would have been. `None` when the
+    /// object is anything else. The table comes from the stored headers, as
+    /// `cloudtaser-s3proxy seal` reads it.
+    async fn finish_interrupted(
+        &self,
+        s3: &S3Request,
+        key: &UploadKey,
+        data_key: &crate::keys::DataKey,
+        named: &[(u32, String)],
+    ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+        let object = S3Request::internal(s3.bucket.as_deref().unwrap_or(""), s3.key.as_deref(), vec![]);
+        let head = self.send_buffered(Method::HEAD, &object, HeaderMap::new(), Bytes::new()).await?;
+        if !head.status().is_success() {
+            return Ok(None);
+        }
+        let envelope = match EnvelopeMetadata::from_headers(head.headers()) {
+            Ok(Some(e)) if e.layout == StoredLayout::MultipartPending && e.wrapped_key == key.wrapped_key => e,
+            _ => return Ok(None),
+        };
+        let (Some(etag), Some(stored_len)) = (
+            head.headers().get(http::header::ETAG).cloned(),
+            head.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
+        ) else {
+            return Ok(None);
+        };
+        let layout = self.claimed_layout(&object, &envelope, stored_len, Some(&etag)).await?;
+        let numbers: Vec<u32> = layout.streams().iter().map(|s| s.part_number).collect();
+        if numbers != named.iter().map(|(n, _)| *n).collect::<Vec<_>>() {
+            return Ok(None);
+        }
+        tracing::info!("a retried Complete finishes sealing an object its first attempt completed");
+        let sealed = self.copier().seal_completed(&object, &envelope, data_key, &layout, &etag).await?;
+        let doc = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CompleteMultipartUploadResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Bucket>{}</Bucket><Key>{}</Key><ETag>{}</ETag></CompleteMultipartUploadResult>",
+            quick_xml::escape::escape(object.bucket.as_deref().unwrap_or("")),
+            quick_xml::escape::escape(object.key.as_deref().unwrap_or("")),
+            quick_xml::escape::escape(crate::s3::etag::client_etag(&sealed.etag)),
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        if let Some(version) = sealed.version_id {
+            headers.insert("x-amz-version-id", version);
+        }
+        Ok(Some(respond::buffered(headers, http::StatusCode::OK, Bytes::from(doc))))
     }
 
     /// Every uploaded part, from upstream ListParts.
