@@ -392,11 +392,11 @@ impl RequestPath {
             Ok(parts) if !parts.is_empty() => parts,
             // Gone (or, on s3s-fs, listed empty): perhaps a retry of a Complete
             // the upstream carried out but whose seal did not finish.
-            Ok(_) | Err(ProxyError::NoSuchUpload) => {
+            listed @ (Ok(_) | Err(ProxyError::NoSuchUpload)) => {
                 if let Some(resp) = self.finish_interrupted(&s3, &key, &data_key, &named).await? {
                     return Ok(resp);
                 }
-                Vec::new()
+                listed?
             }
             Err(e) => return Err(e),
         };
