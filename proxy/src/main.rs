@@ -1,3 +1,4 @@
+use std::error::Error;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -37,7 +38,6 @@ fn main() -> ExitCode {
     // `scan` tells findings (1) from a failed scan (2); the others fail with 1.
     let failure = if matches!(command, Command::Scan(_)) { ExitCode::from(2) } else { ExitCode::FAILURE };
     let result = runtime.block_on(async move {
-        let done = |r: Result<(), String>| r.map(|()| ExitCode::SUCCESS);
         match command {
             Command::Serve => done(serve(config).await),
             Command::Rewrap(args) => done(commands::rewrap::run(&config, &args).await),
@@ -45,7 +45,8 @@ fn main() -> ExitCode {
             Command::Seal(args) => done(commands::seal::run(&config, &args).await),
             Command::Scan(args) => commands::scan::run(&config, &args)
                 .await
-                .map(|report| if report.clean() { ExitCode::SUCCESS } else { ExitCode::from(1) }),
+                .map(|report| if report.clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+                .map_err(Into::into),
             Command::Decrypt(args) => done(commands::decrypt::run(&config, &args).await),
             Command::WaitReady { timeout_secs } => done(
                 commands::wait_ready::run(config.health_listen, std::time::Duration::from_secs(timeout_secs)).await,
@@ -59,6 +60,11 @@ fn main() -> ExitCode {
             failure
         }
     }
+}
+
+/// A command that succeeded exits 0; its error is printed by `main`.
+fn done(result: Result<(), impl Into<Box<dyn Error>>>) -> Result<ExitCode, Box<dyn Error>> {
+    result.map(|()| ExitCode::SUCCESS).map_err(Into::into)
 }
 
 fn init_tracing(config: &ProxyConfig) {
@@ -78,13 +84,13 @@ fn init_tracing(config: &ProxyConfig) {
     tracing_subscriber::registry().with(layer).init();
 }
 
-async fn serve(config: ProxyConfig) -> Result<(), String> {
-    let upstream = config.upstream().map_err(|e| e.to_string())?;
+async fn serve(config: ProxyConfig) -> Result<(), Box<dyn Error>> {
+    let upstream = config.upstream()?;
     let session = app::vault_session(&config)?;
     let keys = app::serving_key_service(&config, session)?;
     let client = app::upstream_client(&config).await?;
-    let plaintext_reads = config.plaintext_read_policy().map_err(|e| e.to_string())?;
-    let policy = config.access_policy().map_err(|e| e.to_string())?;
+    let plaintext_reads = config.plaintext_read_policy()?;
+    let policy = config.access_policy()?;
     let path = Arc::new(
         RequestPath::new(keys.clone(), client, plaintext_reads, "localhost".to_owned())
             .with_policy(policy)
@@ -111,7 +117,7 @@ async fn serve(config: ProxyConfig) -> Result<(), String> {
         max_connections: config.max_connections as usize,
         header_read_timeout: server::S3_HEADER_READ_TIMEOUT,
     };
-    server::serve_s3(s3, path, s3_limits, shutdown_signal()).await.map_err(|e| e.to_string())
+    Ok(server::serve_s3(s3, path, s3_limits, shutdown_signal()).await?)
 }
 
 async fn shutdown_signal() {

@@ -6,34 +6,33 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
+use super::CommandError;
 use crate::app;
 use crate::config::{DecryptArgs, ProxyConfig};
 use crate::format::{HEADER_LEN, Header, MANIFEST_TAG_LEN, ObjectLayout, Opener, ciphertext_len, verify_manifest};
 
 const CHUNK: usize = 1 << 20;
 
-pub async fn run(config: &ProxyConfig, args: &DecryptArgs) -> Result<(), String> {
+pub async fn run(config: &ProxyConfig, args: &DecryptArgs) -> Result<(), CommandError> {
     let key_name = args.key_name.clone().unwrap_or_else(|| config.transit_key.clone());
     if key_name.is_empty() {
-        return Err("--key-name (the object's x-amz-meta-cloudtaser-transit-key) is required".into());
+        return Err(CommandError::Usage("--key-name (the object's x-amz-meta-cloudtaser-transit-key) is required"));
     }
     let session = app::vault_session(config)?;
     let keys = app::key_service(config, session, &key_name);
-    let key = keys.unwrap(&key_name, &args.wrapped_key).await.map_err(|e| e.to_string())?;
+    let key = keys.unwrap(&key_name, &args.wrapped_key).await?;
     let tmp = args.output.with_extension("cloudtaser-partial");
-    let manifest = match &args.manifest {
-        Some(h) => Some(
-            hex::decode(h)
-                .ok()
-                .and_then(|b| <[u8; MANIFEST_TAG_LEN]>::try_from(b).ok())
-                .ok_or("--manifest must be the 64 hex digits of x-amz-meta-cloudtaser-manifest")?,
-        ),
-        None => None,
-    };
+    let manifest =
+        match &args.manifest {
+            Some(h) => Some(hex::decode(h).ok().and_then(|b| <[u8; MANIFEST_TAG_LEN]>::try_from(b).ok()).ok_or(
+                CommandError::Usage("--manifest must be the 64 hex digits of x-amz-meta-cloudtaser-manifest"),
+            )?),
+            None => None,
+        };
     let result = decrypt_file(key.bytes(), &args.input, &tmp, manifest.as_ref());
     match result {
         Ok(bytes) => {
-            std::fs::rename(&tmp, &args.output).map_err(|e| format!("{}: {e}", args.output.display()))?;
+            std::fs::rename(&tmp, &args.output).map_err(CommandError::io(&args.output))?;
             eprintln!("decrypted {bytes} bytes to {}", args.output.display());
             Ok(())
         }
@@ -53,61 +52,61 @@ pub fn decrypt_file(
     input: &Path,
     output: &Path,
     manifest: Option<&[u8; MANIFEST_TAG_LEN]>,
-) -> Result<u64, String> {
-    let mut reader =
-        std::io::BufReader::new(std::fs::File::open(input).map_err(|e| format!("{}: {e}", input.display()))?);
-    let mut writer =
-        std::io::BufWriter::new(std::fs::File::create(output).map_err(|e| format!("{}: {e}", output.display()))?);
+) -> Result<u64, CommandError> {
+    let mut reader = std::io::BufReader::new(std::fs::File::open(input).map_err(CommandError::io(input))?);
+    let mut writer = std::io::BufWriter::new(std::fs::File::create(output).map_err(CommandError::io(output))?);
     let mut total = 0u64;
     let mut table: Vec<(u32, u64)> = Vec::new();
     let mut buf = vec![0u8; CHUNK];
     loop {
         let mut header = [0u8; HEADER_LEN];
-        match read_full(&mut reader, &mut header).map_err(|e| e.to_string())? {
+        match read_full(&mut reader, &mut header).map_err(CommandError::Stream)? {
             0 => break,
             HEADER_LEN => {}
-            _ => return Err("the file ends inside a stream header".into()),
+            _ => return Err(CommandError::Ciphertext("the file ends inside a stream header")),
         }
-        let parsed = Header::decode(&header).map_err(|e| e.to_string())?;
+        let parsed = Header::decode(&header)?;
         // A single PUT is stream 0 alone; multipart streams ascend from 1
         // (format 1: 1, 2, 3, …; format 2: as the manifest's table says).
         let expected = match (table.last(), manifest) {
             (None, _) => parsed.part_number,
-            (Some((0, _)), _) => return Err("a single-PUT stream is followed by another stream".into()),
+            (Some((0, _)), _) => {
+                return Err(CommandError::Ciphertext("a single-PUT stream is followed by another stream"));
+            }
             (Some((p, _)), None) => p + 1,
             (Some((p, _)), Some(_)) if parsed.part_number > *p => parsed.part_number,
-            (Some(_), Some(_)) => return Err("the streams' part numbers do not ascend".into()),
+            (Some(_), Some(_)) => return Err(CommandError::Ciphertext("the streams' part numbers do not ascend")),
         };
         let opener = Opener::single_stream(key, expected);
         let mut opener = if manifest.is_some() { opener.manifest_checked() } else { opener };
         let mut out = Vec::new();
-        opener.update(&header, &mut out).map_err(|e| e.to_string())?;
+        opener.update(&header, &mut out)?;
         let mut remaining = ciphertext_len(parsed.plaintext_len) - HEADER_LEN as u64;
         while remaining > 0 {
             let want = remaining.min(CHUNK as u64) as usize;
-            let got = read_full(&mut reader, &mut buf[..want]).map_err(|e| e.to_string())?;
+            let got = read_full(&mut reader, &mut buf[..want]).map_err(CommandError::Stream)?;
             if got < want {
-                return Err("the file is truncated".into());
+                return Err(CommandError::Ciphertext("the file is truncated"));
             }
             remaining -= got as u64;
             out.clear();
-            opener.update(&buf[..got], &mut out).map_err(|e| e.to_string())?;
+            opener.update(&buf[..got], &mut out)?;
             for chunk in &out {
-                writer.write_all(chunk).map_err(|e| e.to_string())?;
+                writer.write_all(chunk).map_err(CommandError::Stream)?;
                 total += chunk.len() as u64;
             }
         }
-        opener.finish(&mut out).map_err(|e| e.to_string())?;
+        opener.finish(&mut out)?;
         table.push((expected, parsed.plaintext_len));
     }
     if table.is_empty() {
-        return Err("the file holds no ciphertext".into());
+        return Err(CommandError::Ciphertext("the file holds no ciphertext"));
     }
     if let Some(tag) = manifest {
-        let layout = ObjectLayout::from_parts(&table).map_err(|e| e.to_string())?;
-        verify_manifest(key, &layout, tag).map_err(|e| format!("{e}: the file is not the whole object"))?;
+        let layout = ObjectLayout::from_parts(&table)?;
+        verify_manifest(key, &layout, tag).map_err(CommandError::NotWholeObject)?;
     }
-    writer.flush().map_err(|e| e.to_string())?;
+    writer.flush().map_err(CommandError::Stream)?;
     Ok(total)
 }
 
@@ -183,7 +182,8 @@ mod tests {
         // Cut back to its first two parts: every stream verifies, the manifest does not.
         std::fs::write(&input, streams[..2].concat()).unwrap();
         let err = decrypt_file(&key, &input, &output, Some(&tag)).unwrap_err();
-        assert!(err.contains("not the whole object"), "{err}");
+        assert!(matches!(err, CommandError::NotWholeObject(_)), "{err}");
+        assert!(err.to_string().ends_with(": the file is not the whole object"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

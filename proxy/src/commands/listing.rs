@@ -4,21 +4,24 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
 
+use super::CommandError;
 use crate::s3::classify::S3Request;
 use crate::s3::xml;
 use crate::upstream::UpstreamClient;
 
 /// A response read in full.
-pub async fn body_of(resp: http::Response<hyper::body::Incoming>) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+pub async fn body_of(
+    resp: http::Response<hyper::body::Incoming>,
+) -> Result<(StatusCode, HeaderMap, Bytes), CommandError> {
     let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let bytes = body.collect().await?.to_bytes();
     Ok((parts.status, parts.headers, bytes))
 }
 
-/// `what: status code` from an S3 error document.
-pub fn s3_error(what: &str, status: StatusCode, body: &[u8]) -> String {
+/// `operation: status code` from an S3 error document.
+pub fn s3_error(operation: &'static str, status: StatusCode, body: &[u8]) -> CommandError {
     let code = xml::texts_of(body, b"Code").ok().and_then(|mut c| c.pop()).unwrap_or_default();
-    format!("{what}: {status} {code}")
+    CommandError::S3 { operation, status, code }
 }
 
 /// A bucket's keys under a prefix, page by page, optionally continuing
@@ -38,7 +41,7 @@ impl<'a> KeyPages<'a> {
     }
 
     /// The next page, or `None` once the listing is done.
-    pub async fn next(&mut self) -> Result<Option<Vec<String>>, String> {
+    pub async fn next(&mut self) -> Result<Option<Vec<String>>, CommandError> {
         if self.done {
             return Ok(None);
         }
@@ -59,7 +62,7 @@ async fn list_page(
     prefix: &str,
     token: Option<&str>,
     start_after: Option<&str>,
-) -> Result<(Vec<String>, Option<String>), String> {
+) -> Result<(Vec<String>, Option<String>), CommandError> {
     let mut query = vec![("list-type".into(), "2".into()), ("prefix".into(), prefix.to_owned())];
     if let Some(t) = token {
         query.push(("continuation-token".into(), t.to_owned()));
@@ -67,16 +70,14 @@ async fn list_page(
         query.push(("start-after".into(), s.to_owned()));
     }
     let s3 = S3Request::internal(bucket, None, query);
-    let resp =
-        upstream.send_buffered(Method::GET, &s3, HeaderMap::new(), Bytes::new()).await.map_err(|e| e.to_string())?;
+    let resp = upstream.send_buffered(Method::GET, &s3, HeaderMap::new(), Bytes::new()).await?;
     let (status, _, body) = body_of(resp).await?;
     if !status.is_success() {
         return Err(s3_error("listing the bucket", status, &body));
     }
-    let keys = xml::texts_of(&body, b"Key").map_err(|e| e.to_string())?;
-    let truncated =
-        xml::texts_of(&body, b"IsTruncated").map_err(|e| e.to_string())?.first().is_some_and(|t| t == "true");
-    let next = xml::texts_of(&body, b"NextContinuationToken").map_err(|e| e.to_string())?.pop();
+    let keys = xml::texts_of(&body, b"Key")?;
+    let truncated = xml::texts_of(&body, b"IsTruncated")?.first().is_some_and(|t| t == "true");
+    let next = xml::texts_of(&body, b"NextContinuationToken")?.pop();
     Ok((keys, if truncated { next } else { None }))
 }
 
@@ -104,7 +105,7 @@ impl<'a> VersionPages<'a> {
     }
 
     /// The next page, or `None` once the listing is done.
-    pub async fn next(&mut self) -> Result<Option<Vec<ObjectVersion>>, String> {
+    pub async fn next(&mut self) -> Result<Option<Vec<ObjectVersion>>, CommandError> {
         if self.done {
             return Ok(None);
         }
@@ -114,11 +115,7 @@ impl<'a> VersionPages<'a> {
             query.push(("version-id-marker".into(), version.clone()));
         }
         let s3 = S3Request::internal(self.bucket, None, query);
-        let resp = self
-            .upstream
-            .send_buffered(Method::GET, &s3, HeaderMap::new(), Bytes::new())
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = self.upstream.send_buffered(Method::GET, &s3, HeaderMap::new(), Bytes::new()).await?;
         let (status, _, body) = body_of(resp).await?;
         if !status.is_success() {
             return Err(s3_error("listing the bucket's versions", status, &body));
@@ -136,7 +133,7 @@ struct VersionPage {
     next: Option<(String, String)>,
 }
 
-fn parse_versions(xml: &[u8]) -> Result<VersionPage, String> {
+fn parse_versions(xml: &[u8]) -> Result<VersionPage, CommandError> {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_reader(xml);
     let mut versions = Vec::new();
@@ -144,7 +141,7 @@ fn parse_versions(xml: &[u8]) -> Result<VersionPage, String> {
     let mut current: Option<Vec<u8>> = None;
     let (mut truncated, mut next_key, mut next_version) = (false, None, None);
     loop {
-        match reader.read_event().map_err(|e| e.to_string())? {
+        match reader.read_event()? {
             Event::Eof => break,
             Event::Start(s) if s.name().as_ref() == b"Version" => {
                 entry = Some(ObjectVersion { key: String::new(), version_id: String::new(), is_latest: false });
@@ -153,7 +150,7 @@ fn parse_versions(xml: &[u8]) -> Result<VersionPage, String> {
             Event::Start(s) => current = Some(s.name().as_ref().to_vec()),
             Event::End(_) => current = None,
             Event::Text(t) => {
-                let text = t.unescape().map_err(|e| e.to_string())?.into_owned();
+                let text = t.unescape()?.into_owned();
                 match (current.as_deref(), entry.as_mut()) {
                     (Some(b"Key"), Some(v)) => v.key = text,
                     (Some(b"VersionId"), Some(v)) => v.version_id = text,
@@ -182,12 +179,10 @@ pub fn read_state(path: &Option<std::path::PathBuf>) -> Option<String> {
 }
 
 /// Records `key` as finished, atomically (write, then rename).
-pub fn write_state(path: &Option<std::path::PathBuf>, key: &str) -> Result<(), String> {
+pub fn write_state(path: &Option<std::path::PathBuf>, key: &str) -> Result<(), CommandError> {
     let Some(path) = path else { return Ok(()) };
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{key}\n"))
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::write(&tmp, format!("{key}\n")).and_then(|_| std::fs::rename(&tmp, path)).map_err(CommandError::io(path))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::CommandError;
 use super::listing::{KeyPages, body_of, read_state, s3_error, write_state};
 use crate::app;
 use crate::config::{MigrateArgs, ProxyConfig};
@@ -40,7 +41,7 @@ pub struct Summary {
     pub already_encrypted: u64,
     /// Changed after it was listed, or too large: left as it is.
     pub skipped: Vec<(String, String)>,
-    pub failed: Vec<(String, String)>,
+    pub failed: Vec<(String, CommandError)>,
 }
 
 enum Outcome {
@@ -84,13 +85,9 @@ fn kept_headers(head: &HeaderMap, tagging: Option<String>) -> HeaderMap {
 
 /// The object's tags as an `x-amz-tagging` value; `None` when it has none
 /// or the upstream keeps no tags.
-async fn tagging(path: &RequestPath, bucket: &str, key: &str) -> Result<Option<String>, String> {
+async fn tagging(path: &RequestPath, bucket: &str, key: &str) -> Result<Option<String>, CommandError> {
     let s3 = S3Request::internal(bucket, Some(key), vec![("tagging".into(), String::new())]);
-    let resp = path
-        .upstream()
-        .send_buffered(Method::GET, &s3, HeaderMap::new(), Bytes::new())
-        .await
-        .map_err(|e| e.to_string())?;
+    let resp = path.upstream().send_buffered(Method::GET, &s3, HeaderMap::new(), Bytes::new()).await?;
     let (status, _, body) = body_of(resp).await?;
     if matches!(status, StatusCode::NOT_IMPLEMENTED | StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED) {
         return Ok(None);
@@ -98,8 +95,8 @@ async fn tagging(path: &RequestPath, bucket: &str, key: &str) -> Result<Option<S
     if !status.is_success() {
         return Err(s3_error("GetObjectTagging", status, &body));
     }
-    let keys = xml::texts_of(&body, b"Key").map_err(|e| e.to_string())?;
-    let values = xml::texts_of(&body, b"Value").map_err(|e| e.to_string())?;
+    let keys = xml::texts_of(&body, b"Key")?;
+    let values = xml::texts_of(&body, b"Value")?;
     if keys.is_empty() {
         return Ok(None);
     }
@@ -119,9 +116,9 @@ async fn migrate_multipart(
     etag: &HeaderValue,
     len: u64,
     part_len: u64,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, CommandError> {
     let object = S3Request::internal(bucket, Some(key), vec![]);
-    let upload = path.create_encrypted_upload(bucket, key, headers).await.map_err(|e| e.to_string())?;
+    let upload = path.create_encrypted_upload(bucket, key, headers).await?;
     let upload_id = upload.upload_id.clone();
     let abort = || async {
         let s3 = S3Request::internal(bucket, Some(key), vec![("uploadId".into(), upload_id.clone())]);
@@ -134,12 +131,8 @@ async fn migrate_multipart(
         table.push((index as u32 + 1, end + 1 - start));
         let mut read = HeaderMap::new();
         read.insert(http::header::IF_MATCH, etag.clone());
-        read.insert(
-            http::header::RANGE,
-            HeaderValue::from_str(&format!("bytes={start}-{end}")).map_err(|e| e.to_string())?,
-        );
-        let source =
-            path.upstream().send_buffered(Method::GET, &object, read, Bytes::new()).await.map_err(|e| e.to_string())?;
+        read.insert(http::header::RANGE, HeaderValue::from_str(&format!("bytes={start}-{end}"))?);
+        let source = path.upstream().send_buffered(Method::GET, &object, read, Bytes::new()).await?;
         if source.status() == StatusCode::PRECONDITION_FAILED {
             abort().await;
             return Ok(Outcome::Skipped("changed since it was listed".to_owned()));
@@ -159,7 +152,7 @@ async fn migrate_multipart(
             )),
             Err(e) => {
                 abort().await;
-                return Err(e.to_string());
+                return Err(e.into());
             }
         }
     }
@@ -167,14 +160,10 @@ async fn migrate_multipart(
     let s3 = S3Request::internal(bucket, Some(key), vec![("uploadId".into(), upload_id.clone())]);
     let mut headers = HeaderMap::new();
     headers.insert(http::header::IF_MATCH, etag.clone());
-    let resp = path
-        .upstream()
-        .send_buffered(Method::POST, &s3, headers, Bytes::from(completed))
-        .await
-        .map_err(|e| e.to_string())?;
+    let resp = path.upstream().send_buffered(Method::POST, &s3, headers, Bytes::from(completed)).await?;
     let (status, _, body) = body_of(resp).await?;
     // A failed Complete can still answer 200 with an <Error> document.
-    let failed = !status.is_success() || !xml::texts_of(&body, b"Code").map_err(|e| e.to_string())?.is_empty();
+    let failed = !status.is_success() || !xml::texts_of(&body, b"Code")?.is_empty();
     if failed {
         abort().await;
         if status == StatusCode::PRECONDITION_FAILED {
@@ -184,24 +173,17 @@ async fn migrate_multipart(
     }
     // Format 2: the part table is sealed into the metadata, as the proxy
     // does at every CompleteMultipartUpload.
-    let completed = xml::texts_of(&body, b"ETag").map_err(|e| e.to_string())?.pop().ok_or("Complete gave no ETag")?;
-    let completed = HeaderValue::from_str(&completed).map_err(|e| e.to_string())?;
-    let layout = ObjectLayout::from_parts(&table).map_err(|e| e.to_string())?;
-    path.copier()
-        .seal_completed(&object, &upload.pending(), &upload.data_key.key, &layout, &completed)
-        .await
-        .map_err(|e| e.to_string())?;
+    let completed = xml::texts_of(&body, b"ETag")?.pop().ok_or(CommandError::Object("Complete gave no ETag"))?;
+    let completed = HeaderValue::from_str(&completed)?;
+    let layout = ObjectLayout::from_parts(&table)?;
+    path.copier().seal_completed(&object, &upload.pending(), &upload.data_key.key, &layout, &completed).await?;
     Ok(Outcome::Encrypted)
 }
 
-async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, args: &MigrateArgs) -> Result<Outcome, String> {
+async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, args: &MigrateArgs) -> Result<Outcome, CommandError> {
     let dry_run = args.walk.dry_run;
     let object = S3Request::internal(bucket, Some(key), vec![]);
-    let resp = path
-        .upstream()
-        .send_buffered(Method::HEAD, &object, HeaderMap::new(), Bytes::new())
-        .await
-        .map_err(|e| e.to_string())?;
+    let resp = path.upstream().send_buffered(Method::HEAD, &object, HeaderMap::new(), Bytes::new()).await?;
     let (status, head, body) = body_of(resp).await?;
     if !status.is_success() {
         return Err(s3_error("HEAD", status, &body));
@@ -210,13 +192,13 @@ async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, args: &Migrate
         Ok(Some(_)) => return Ok(Outcome::AlreadyEncrypted),
         Ok(None) => {}
         // A broken envelope is not plaintext: rewriting it would bury the evidence.
-        Err(e) => return Err(format!("malformed encryption metadata ({e}); not touched")),
+        Err(e) => return Err(CommandError::MalformedEnvelope(e)),
     }
     let len: u64 = head
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok())
-        .ok_or("HEAD gave no length")?;
-    let etag = head.get(http::header::ETAG).cloned().ok_or("HEAD gave no ETag")?;
+        .ok_or(CommandError::Object("HEAD gave no length"))?;
+    let etag = head.get(http::header::ETAG).cloned().ok_or(CommandError::Object("HEAD gave no ETag"))?;
     if dry_run {
         return Ok(Outcome::WouldEncrypt);
     }
@@ -230,11 +212,7 @@ async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, args: &Migrate
     // Read exactly what was examined: a change since the HEAD fails here.
     let mut read_headers = HeaderMap::new();
     read_headers.insert(http::header::IF_MATCH, etag);
-    let source = path
-        .upstream()
-        .send_buffered(Method::GET, &object, read_headers, Bytes::new())
-        .await
-        .map_err(|e| e.to_string())?;
+    let source = path.upstream().send_buffered(Method::GET, &object, read_headers, Bytes::new()).await?;
     if source.status() == StatusCode::PRECONDITION_FAILED {
         return Ok(Outcome::Skipped("changed since it was listed".to_owned()));
     }
@@ -242,15 +220,15 @@ async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, args: &Migrate
         let (status, _, body) = body_of(source).await?;
         return Err(s3_error("GET", status, &body));
     }
-    let written = path.put_encrypted(bucket, key, headers, source.into_body()).await.map_err(|e| e.to_string())?;
+    let written = path.put_encrypted(bucket, key, headers, source.into_body()).await?;
     match written.status() {
         s if s.is_success() => Ok(Outcome::Encrypted),
         StatusCode::PRECONDITION_FAILED => Ok(Outcome::Skipped("changed while it was being encrypted".to_owned())),
-        status => Err(format!("PUT answered {status}")),
+        status => Err(CommandError::Answered { operation: "PUT", status }),
     }
 }
 
-pub async fn run(config: &ProxyConfig, args: &MigrateArgs) -> Result<(), String> {
+pub async fn run(config: &ProxyConfig, args: &MigrateArgs) -> Result<(), CommandError> {
     let (_, path) = app::tool_request_path(config).await?;
     let progress = if args.walk.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
     progress
@@ -300,7 +278,7 @@ pub async fn run(config: &ProxyConfig, args: &MigrateArgs) -> Result<(), String>
         summary.failed.len()
     );
     if !summary.failed.is_empty() {
-        return Err(format!("{} object(s) could not be migrated; rerun to retry them", summary.failed.len()));
+        return Err(CommandError::Incomplete { count: summary.failed.len(), verb: "migrated" });
     }
     Ok(())
 }

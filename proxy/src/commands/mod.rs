@@ -1,9 +1,12 @@
 //! Admin commands that run instead of the proxy.
 
 pub mod decrypt;
+mod error;
 pub mod listing;
 pub mod migrate;
 pub mod rewrap;
 pub mod scan;
 pub mod seal;
 pub mod wait_ready;
+
+pub use error::CommandError;

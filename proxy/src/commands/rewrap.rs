@@ -20,6 +20,7 @@ use crate::request::RequestPath;
 use crate::s3::classify::S3Request;
 use crate::upstream::UpstreamClient;
 
+use super::CommandError;
 use super::listing::{KeyPages, ObjectVersion, VersionPages, body_of, read_state, s3_error, write_state};
 
 #[derive(Default, Debug)]
@@ -28,7 +29,7 @@ pub struct Summary {
     pub would_rewrap: u64,
     pub current: u64,
     pub not_encrypted: u64,
-    pub failed: Vec<(String, String)>,
+    pub failed: Vec<(String, CommandError)>,
 }
 
 enum Outcome {
@@ -57,7 +58,7 @@ impl Rewrapper<'_> {
         method: Method,
         s3: &S3Request,
         headers: HeaderMap,
-    ) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    ) -> Result<(StatusCode, HeaderMap, Bytes), CommandError> {
         self.send_body(method, s3, headers, Bytes::new()).await
     }
 
@@ -67,89 +68,87 @@ impl Rewrapper<'_> {
         s3: &S3Request,
         headers: HeaderMap,
         body: Bytes,
-    ) -> Result<(StatusCode, HeaderMap, Bytes), String> {
-        let resp = self.upstream.send_buffered(method, s3, headers, body).await.map_err(|e| e.to_string())?;
+    ) -> Result<(StatusCode, HeaderMap, Bytes), CommandError> {
+        let resp = self.upstream.send_buffered(method, s3, headers, body).await?;
         body_of(resp).await
     }
 
-    async fn latest_version(&mut self, key_name: &str) -> Result<u32, String> {
+    async fn latest_version(&mut self, key_name: &str) -> Result<u32, CommandError> {
         if let Some(v) = self.latest.get(key_name) {
             return Ok(*v);
         }
-        let v = self.transit.latest_version(key_name).await.map_err(|e| e.to_string())?;
+        let v = self.transit.latest_version(key_name).await?;
         self.latest.insert(key_name.to_owned(), v);
         Ok(v)
     }
 
-    async fn rewrap_one(&mut self, key: &str) -> Result<Outcome, String> {
+    async fn rewrap_one(&mut self, key: &str) -> Result<Outcome, CommandError> {
         let object = request(&self.bucket, Some(key), vec![]);
         let (status, head, body) = self.send(Method::HEAD, &object, HeaderMap::new()).await?;
         if !status.is_success() {
             return Err(s3_error("HEAD", status, &body));
         }
-        let Some(envelope) = EnvelopeMetadata::from_headers(&head).map_err(|e| e.to_string())? else {
+        let Some(envelope) = EnvelopeMetadata::from_headers(&head)? else {
             return Ok(Outcome::NotEncrypted);
         };
-        let version = key_version(&envelope.wrapped_key).ok_or("the wrapped key has no version")?;
+        let version =
+            key_version(&envelope.wrapped_key).ok_or(CommandError::Object("the wrapped key has no version"))?;
         if version >= self.latest_version(&envelope.transit_key).await? {
             return Ok(Outcome::Current);
         }
         if self.dry_run {
             return Ok(Outcome::WouldRewrap);
         }
-        let wrapped_key =
-            self.transit.rewrap(&envelope.transit_key, &envelope.wrapped_key).await.map_err(|e| e.to_string())?;
+        let wrapped_key = self.transit.rewrap(&envelope.transit_key, &envelope.wrapped_key).await?;
         // The manifest's key derives from the data key, which rewrap keeps:
         // a sealed object's tag stays valid under the new wrapping.
         let renewed = EnvelopeMetadata { wrapped_key, ..envelope.clone() };
-        let etag = head.get(http::header::ETAG).cloned().ok_or("the object has no ETag")?;
+        let etag = head.get(http::header::ETAG).cloned().ok_or(CommandError::Object("the object has no ETag"))?;
         let mut headers = crate::request::seal::kept_headers(&head);
         for (name, value) in renewed.to_headers() {
-            headers.insert(name, HeaderValue::from_str(&value).map_err(|e| e.to_string())?);
+            headers.insert(name, HeaderValue::from_str(&value)?);
         }
         let stored_len = head
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok())
-            .ok_or("the object has no length")?;
+            .ok_or(CommandError::Object("the object has no length"))?;
         // Multipart objects are copied stream by stream, which keeps the
         // layout (and the `-N` ETag listings rely on) and has no size limit.
         let copied = match envelope.layout {
             StoredLayout::Single(_) => self.path.copier().self_copy_whole(&object, headers, &etag).await,
             StoredLayout::MultipartPending => {
-                return Err("the upload was completed but never sealed; run cloudtaser-s3proxy seal first".into());
+                return Err(CommandError::Object(
+                    "the upload was completed but never sealed; run cloudtaser-s3proxy seal first",
+                ));
             }
             _ => {
-                let layout = self
-                    .path
-                    .claimed_layout(&object, &envelope, stored_len, Some(&etag))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let layout = self.path.claimed_layout(&object, &envelope, stored_len, Some(&etag)).await?;
                 self.path.copier().self_copy_by_parts(&object, headers, &etag, &layout).await
             }
         };
-        copied.map_err(|e| e.to_string())?;
+        copied?;
         Ok(Outcome::Rewrapped)
     }
 
     /// For a noncurrent version: the Transit key version it uses, when that
     /// is older than the newest. Such a version cannot be rewrapped: S3
     /// versions are immutable, and a copy would become the current version.
-    async fn noncurrent_behind(&mut self, version: &ObjectVersion) -> Result<Option<String>, String> {
+    async fn noncurrent_behind(&mut self, version: &ObjectVersion) -> Result<Option<String>, CommandError> {
         let object = request(&self.bucket, Some(&version.key), vec![("versionId".into(), version.version_id.clone())]);
         let (status, head, body) = self.send(Method::HEAD, &object, HeaderMap::new()).await?;
         if !status.is_success() {
             return Err(s3_error("HEAD", status, &body));
         }
-        let Some(envelope) = EnvelopeMetadata::from_headers(&head).map_err(|e| e.to_string())? else {
+        let Some(envelope) = EnvelopeMetadata::from_headers(&head)? else {
             return Ok(None);
         };
-        let used = key_version(&envelope.wrapped_key).ok_or("the wrapped key has no version")?;
+        let used = key_version(&envelope.wrapped_key).ok_or(CommandError::Object("the wrapped key has no version"))?;
         let behind = used < self.latest_version(&envelope.transit_key).await?;
         Ok(behind.then(|| format!("{}:v{used}", envelope.transit_key)))
     }
 }
 
-pub async fn run(config: &ProxyConfig, rewrap_args: &RewrapArgs) -> Result<(), String> {
+pub async fn run(config: &ProxyConfig, rewrap_args: &RewrapArgs) -> Result<(), CommandError> {
     let args = &rewrap_args.walk;
     let (keys, path) = app::tool_request_path(config).await?;
     let upstream = path.upstream();
@@ -235,7 +234,7 @@ pub async fn run(config: &ProxyConfig, rewrap_args: &RewrapArgs) -> Result<(), S
         summary.failed.len()
     );
     if !summary.failed.is_empty() {
-        return Err(format!("{} object(s) could not be rewrapped; rerun to retry them", summary.failed.len()));
+        return Err(CommandError::Incomplete { count: summary.failed.len(), verb: "rewrapped" });
     }
     Ok(())
 }

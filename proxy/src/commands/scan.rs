@@ -14,6 +14,7 @@ use http::{HeaderMap, Method};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::CommandError;
 use super::listing::{KeyPages, VersionPages, body_of, s3_error};
 use crate::app;
 use crate::config::{ProxyConfig, ScanArgs};
@@ -109,7 +110,7 @@ async fn classify(path: &RequestPath, bucket: &str, item: &Item, verify: bool) -
         Err(e) => return (Class::Unreadable, None, format!("HEAD failed: {e}")),
     };
     if !status.is_success() {
-        return (Class::Unreadable, None, s3_error("HEAD", status, &body));
+        return (Class::Unreadable, None, s3_error("HEAD", status, &body).to_string());
     }
     let envelope = match EnvelopeMetadata::from_headers(&headers) {
         Ok(Some(e)) => e,
@@ -130,7 +131,7 @@ async fn classify(path: &RequestPath, bucket: &str, item: &Item, verify: bool) -
     (class, version, String::new())
 }
 
-pub async fn run(config: &ProxyConfig, args: &ScanArgs) -> Result<Report, String> {
+pub async fn run(config: &ProxyConfig, args: &ScanArgs) -> Result<Report, CommandError> {
     // Plaintext reads stay off: a scan must see plaintext as plaintext.
     let (_, path) = app::tool_request_path(config).await?;
     let progress = if args.quiet || args.json { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
@@ -182,7 +183,7 @@ pub async fn run(config: &ProxyConfig, args: &ScanArgs) -> Result<Report, String
     }
     progress.finish_and_clear();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
             "scanned {} {} in {}/{}: {} encrypted ({} single, {} multipart), {} plaintext, {} unreadable{}",

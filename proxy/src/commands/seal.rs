@@ -21,6 +21,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::CommandError;
 use super::listing::{KeyPages, body_of, read_state, s3_error, write_state};
 use crate::app;
 use crate::config::{ProxyConfig, SealArgs};
@@ -42,14 +43,14 @@ async fn seal_one(
     bucket: &str,
     key: &str,
     dry_run: bool,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, CommandError> {
     let object = S3Request::internal(bucket, Some(key), vec![]);
     let resp = path.upstream().send_buffered(Method::HEAD, &object, HeaderMap::new(), Bytes::new()).await;
-    let (status, head, body) = body_of(resp.map_err(|e| e.to_string())?).await?;
+    let (status, head, body) = body_of(resp?).await?;
     if !status.is_success() {
         return Err(s3_error("HEAD", status, &body));
     }
-    let envelope = match EnvelopeMetadata::from_headers(&head).map_err(|e| e.to_string())? {
+    let envelope = match EnvelopeMetadata::from_headers(&head)? {
         Some(e) if matches!(e.layout, StoredLayout::MultipartPending | StoredLayout::Multipart) => e,
         Some(EnvelopeMetadata { layout: StoredLayout::MultipartSealed(_), .. }) => return Ok(Outcome::AlreadySealed),
         _ => return Ok(Outcome::NotMultipart),
@@ -57,24 +58,24 @@ async fn seal_one(
     if dry_run {
         return Ok(Outcome::WouldSeal);
     }
-    let etag = head.get(http::header::ETAG).cloned().ok_or("the object has no ETag")?;
+    let etag = head.get(http::header::ETAG).cloned().ok_or(CommandError::Object("the object has no ETag"))?;
     let stored_len: u64 = head
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok())
-        .ok_or("the object has no length")?;
-    let layout = path.claimed_layout(&object, &envelope, stored_len, Some(&etag)).await.map_err(|e| e.to_string())?;
-    let data_key = keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await.map_err(|e| e.to_string())?;
-    path.copier().seal_completed(&object, &envelope, &data_key, &layout, &etag).await.map_err(|e| e.to_string())?;
+        .ok_or(CommandError::Object("the object has no length"))?;
+    let layout = path.claimed_layout(&object, &envelope, stored_len, Some(&etag)).await?;
+    let data_key = keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
+    path.copier().seal_completed(&object, &envelope, &data_key, &layout, &etag).await?;
     Ok(Outcome::Sealed)
 }
 
-pub async fn run(config: &ProxyConfig, args: &SealArgs) -> Result<(), String> {
+pub async fn run(config: &ProxyConfig, args: &SealArgs) -> Result<(), CommandError> {
     let (keys, path) = app::tool_request_path(config).await?;
     let progress = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
     progress
         .set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));
     let resume = read_state(&args.state_file);
-    let (mut sealed, mut already, mut other, mut failed) = (0u64, 0u64, 0u64, 0u64);
+    let (mut sealed, mut already, mut other, mut failed) = (0u64, 0u64, 0u64, 0usize);
     let mut pages = KeyPages::new(path.upstream(), &args.bucket, &args.prefix, resume);
     while let Some(page) = pages.next().await? {
         for key in page {
@@ -99,7 +100,7 @@ pub async fn run(config: &ProxyConfig, args: &SealArgs) -> Result<(), String> {
     let verb = if args.dry_run { "would seal" } else { "sealed" };
     println!("{verb}: {sealed}, already sealed: {already}, not multipart or not encrypted: {other}, failed: {failed}");
     if failed > 0 {
-        return Err(format!("{failed} object(s) could not be sealed; rerun to retry them"));
+        return Err(CommandError::Incomplete { count: failed, verb: "sealed" });
     }
     Ok(())
 }
