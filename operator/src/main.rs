@@ -162,6 +162,7 @@ fn offline_inject(args: &InjectArgs) -> ExitCode {
         };
         options.validate().map_err(|e| e.to_string())?;
         cloudtaser_operator::offline::inject_manifests(&configs, &options, &manifests, &args.namespace)
+            .map_err(|e| e.to_string())
     };
     match run() {
         Ok(out) => {

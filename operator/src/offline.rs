@@ -44,10 +44,27 @@ struct ConfigMeta {
     namespace: Option<String>,
 }
 
-fn documents(text: &str) -> Result<Vec<Value>, String> {
+/// Why offline injection could not read or write the manifests.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error("{0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("not an S3ProxyConfig: {0}")]
+    NotAConfig(serde_json::Error),
+    #[error("--config takes S3ProxyConfig manifests, not {0}")]
+    WrongKind(String),
+    #[error("S3ProxyConfig {namespace}/{name}: {source}")]
+    InvalidConfig { namespace: String, name: String, source: crate::crd::InvalidSpec },
+    #[error("{what}: {source}")]
+    NotAPod { what: String, source: serde_json::Error },
+    #[error("{what}: {source}")]
+    Patch { what: String, source: json_patch::PatchError },
+}
+
+fn documents(text: &str) -> Result<Vec<Value>, OfflineError> {
     let mut out = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(text) {
-        let value = Value::deserialize(doc).map_err(|e| e.to_string())?;
+        let value = Value::deserialize(doc)?;
         if !value.is_null() {
             out.push(value);
         }
@@ -58,14 +75,18 @@ fn documents(text: &str) -> Result<Vec<Value>, String> {
 impl OfflineConfigs {
     /// Reads S3ProxyConfig manifests (multi-document YAML). A config without
     /// a namespace is in `default_namespace`.
-    pub fn add_yaml(&mut self, text: &str, default_namespace: &str) -> Result<(), String> {
+    pub fn add_yaml(&mut self, text: &str, default_namespace: &str) -> Result<(), OfflineError> {
         for doc in documents(text)? {
-            let doc: ConfigDoc = serde_json::from_value(doc).map_err(|e| format!("not an S3ProxyConfig: {e}"))?;
+            let doc: ConfigDoc = serde_json::from_value(doc).map_err(OfflineError::NotAConfig)?;
             if doc.kind != "S3ProxyConfig" {
-                return Err(format!("--config takes S3ProxyConfig manifests, not {}", doc.kind));
+                return Err(OfflineError::WrongKind(doc.kind));
             }
             let ns = doc.metadata.namespace.unwrap_or_else(|| default_namespace.to_owned());
-            doc.spec.validate().map_err(|e| format!("S3ProxyConfig {ns}/{}: {e}", doc.metadata.name))?;
+            doc.spec.validate().map_err(|source| OfflineError::InvalidConfig {
+                namespace: ns.clone(),
+                name: doc.metadata.name.clone(),
+                source,
+            })?;
             self.configs.insert((ns, doc.metadata.name), doc.spec);
         }
         Ok(())
@@ -104,7 +125,7 @@ pub fn inject_manifests(
     options: &InjectOptions,
     manifests: &str,
     default_namespace: &str,
-) -> Result<Output, String> {
+) -> Result<Output, OfflineError> {
     let mut out = Output::default();
     let mut docs = Vec::new();
     for mut doc in documents(manifests)? {
@@ -119,7 +140,8 @@ pub fn inject_manifests(
                 "metadata": template.get("metadata").cloned().unwrap_or(Value::Null),
                 "spec": template.get("spec").cloned().unwrap_or(Value::Null),
             });
-            let pod: Pod = serde_json::from_value(pod_value).map_err(|e| format!("{kind}/{name}: {e}"))?;
+            let pod: Pod = serde_json::from_value(pod_value)
+                .map_err(|source| OfflineError::NotAPod { what: format!("{kind}/{name}"), source })?;
             match decide(configs, options, &namespace, &pod) {
                 Decision::Skip => {}
                 Decision::Deny(message) => out.denials.push(format!("{kind}/{name}: {message}")),
@@ -131,7 +153,8 @@ pub fn inject_manifests(
                     if template.get("metadata").is_none() {
                         template["metadata"] = serde_json::json!({});
                     }
-                    json_patch::patch(template, &patch).map_err(|e| format!("{kind}/{name}: {e}"))?;
+                    json_patch::patch(template, &patch)
+                        .map_err(|source| OfflineError::Patch { what: format!("{kind}/{name}"), source })?;
                     out.warnings.extend(injected.warnings.iter().map(|w| format!("{kind}/{name}: {w}")));
                 }
             }
@@ -140,7 +163,7 @@ pub fn inject_manifests(
     }
     for doc in docs {
         out.yaml.push_str("---\n");
-        out.yaml.push_str(&serde_yaml::to_string(&doc).map_err(|e| e.to_string())?);
+        out.yaml.push_str(&serde_yaml::to_string(&doc)?);
     }
     Ok(out)
 }
