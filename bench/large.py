@@ -37,6 +37,9 @@ UPSTREAM = os.environ.get("BENCH_UPSTREAM", "garage")
 SIZE = int(os.environ.get("SIZE", str(GiB)))
 BEFORE_BIN = os.environ.get("BEFORE_BIN")
 INTEGRITY = os.environ.get("INTEGRITY")
+# Extra environment for the proxy under test only ("NAME=value,NAME=value"),
+# so a setting can be compared against BEFORE_BIN in the same run.
+PROXY_ENV = dict(kv.split("=", 1) for kv in os.environ.get("PROXY_ENV", "").split(",") if kv)
 
 
 def main() -> None:
@@ -72,7 +75,7 @@ def main() -> None:
         before, before_endpoint, _ = s.start_proxy("proxy-before", **proxy_env)
         targets["proxy-before"] = (before_endpoint, before.popen.pid)
         os.environ["CLOUDTASER_PROXY_BIN"] = str(RELEASE / "cloudtaser-s3proxy")
-    proxy, proxy_endpoint, _ = s.start_proxy("proxy", **proxy_env)
+    proxy, proxy_endpoint, _ = s.start_proxy("proxy", **proxy_env, **PROXY_ENV)
     targets["proxy"] = (proxy_endpoint, proxy.popen.pid)
 
     names = list(targets)
@@ -98,6 +101,7 @@ def main() -> None:
         s.stop()
 
     results: dict = {"upstream": UPSTREAM, "size": SIZE, "reps": REPS, "integrity": INTEGRITY or "default",
+               "before_bin": BEFORE_BIN, "proxy_env": PROXY_ENV,
                      "peak_rss_MiB": rss, "cases": {}}
     for case in ("put", "get"):
         direct = statistics.median(samples[f"{case} direct"]["MBps"])
