@@ -15,8 +15,9 @@ const TRAILER_LINE_LEN: u64 = TRAILER_NAME.len() as u64 + 1 + 8 + 2;
 
 /// Sealed segments per aws-chunk (the first chunk carries the stream header
 /// too): 16 × 65,552 bytes, just over 1 MiB. Against one chunk per segment
-/// this cut the proxy's CPU per PUT GB by 9% and the in-memory upstream's
-/// decoding by 40% (docs/PERFORMANCE.md, issue 15). The chunk is only
+/// this cut the in-memory upstream's decoding by about a quarter and the
+/// proxy's CPU per PUT GB by about 5%, at the edge of the noise
+/// (docs/PERFORMANCE.md, issue 15). The chunk is only
 /// framing: no bytes are held back to build it, the segments still go out
 /// one buffer each as they are sealed, so memory stays as it was.
 const SEGMENTS_PER_CHUNK: u64 = 16;
