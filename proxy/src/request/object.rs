@@ -115,7 +115,7 @@ impl RequestPath {
         // Parts are format 2: readable only once a manifest seals the table.
         let header = if part_number > 0 { header.multipart_v2() } else { header };
         let envelope = envelope.map(|e| EnvelopeMetadata { salt: Some(header.salt), ..e });
-        let framing = UploadFraming::new(self.upstream.integrity());
+        let framing = UploadFraming::new(self.upstream.integrity(), plaintext_len);
         let sealer = Sealer::new(data_key.bytes(), header).with_room(framing.room());
 
         for name in PLAINTEXT_BODY_HEADERS {

@@ -308,7 +308,7 @@ mod tests {
     }
 
     fn seal(data: &[u8], piece: usize, fail: bool) -> (Result<Bytes, BoxError>, SharedOutcome) {
-        let framing = UploadFraming::new(UploadIntegrity::Unsigned);
+        let framing = UploadFraming::new(UploadIntegrity::Unsigned, data.len() as u64);
         let header = Header::new(0, data.len() as u64, [1; 32]).unwrap();
         let sealer = Sealer::new(&KEY, header).with_room(framing.room());
         let verifier = ChecksumVerifier::from_headers(&http::HeaderMap::new()).unwrap();
@@ -358,7 +358,7 @@ mod tests {
         assert!(ct.is_err());
         assert_eq!(outcome.lock().unwrap().failure.as_ref().unwrap().code(), "IncompleteBody");
         // Fewer bytes than declared: the sealer refuses the end.
-        let framing = UploadFraming::new(UploadIntegrity::Unsigned);
+        let framing = UploadFraming::new(UploadIntegrity::Unsigned, 10);
         let sealer = Sealer::new(&KEY, Header::new(0, 10, [1; 32]).unwrap());
         let verifier = ChecksumVerifier::from_headers(&http::HeaderMap::new()).unwrap();
         let (body, outcome) = SealedUpload::new(source(b"short", 5, false), None, verifier, sealer, framing, 0);
