@@ -154,6 +154,7 @@ impl RequestPath {
             Err((operation, e)) => {
                 tracing::warn!(operation, method = %parts.method, status = e.status().as_u16(), code = e.code(), error = %e, request_id, "request refused");
                 self.count(operation, &e, started, false);
+                discard_small_body(&parts.headers, body).await;
                 return respond::error_response(&e, parts.uri.path(), &request_id, head);
             }
         };
@@ -358,6 +359,23 @@ fn envelope_of(headers: &HeaderMap) -> Result<EnvelopeMetadata, ProxyError> {
         Ok(Some(e)) => Ok(e),
         Ok(None) => Err(ProxyError::NotEncrypted),
         Err(e) => Err(ProxyError::Envelope(e)),
+    }
+}
+
+/// Reads and drops the body of a refused request when it is small, so the
+/// answer is not lost: a socket closed with unread bytes in it is reset, and
+/// a client still sending (or waiting for `100 Continue`) then loses the
+/// error document (botocore reported a bare `403`). Larger bodies are not
+/// read: the connection is closed instead, as any S3 endpoint would.
+async fn discard_small_body(headers: &HeaderMap, body: Incoming) {
+    const MAX_DISCARD: u64 = 64 << 10;
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    if declared <= MAX_DISCARD {
+        let limited = Limited::new(body, MAX_DISCARD as usize);
+        let _ = tokio::time::timeout(Duration::from_secs(1), limited.collect()).await;
     }
 }
 
