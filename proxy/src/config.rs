@@ -1,11 +1,13 @@
-//! Settings, each an environment variable and a flag. Parsing only: the
-//! values are checked here so a bad one stops start-up with one clear line.
+//! The proxy's settings, each an environment variable and a flag, checked
+//! here so a bad one stops start-up with one clear line naming it. The
+//! command line around them (subcommands and their arguments) is `cli`;
+//! each layer's own setting types live with it and are re-exported here.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 
 pub use crate::config_error::ConfigError;
 pub(crate) use crate::config_error::invalid;
@@ -16,149 +18,11 @@ use zeroize::Zeroizing;
 
 use crate::keys::{AuthMethod, Secret};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "cloudtaser-s3proxy",
-    version,
-    args_override_self = true,
-    about = "Client-side envelope encryption proxy for S3"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    #[command(flatten)]
-    pub proxy: ProxyConfig,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the proxy (the default).
-    Serve,
-    /// Re-wrap the data keys of every object under a bucket or prefix to
-    /// the newest Transit key version (metadata-only self-copies).
-    Rewrap(RewrapArgs),
-    /// Classify every object under a bucket or prefix as encrypted,
-    /// plaintext or unreadable (`--verify` also decrypts and authenticates
-    /// each one). Exit status 0: all encrypted and readable; 1: plaintext or
-    /// damaged objects found; 2: the scan failed.
-    Scan(ScanArgs),
-    /// Encrypt objects written before the proxy, in place (content headers,
-    /// user metadata, tags and storage class kept; an object changed
-    /// meanwhile is skipped, never clobbered).
-    Migrate(MigrateArgs),
-    /// Write the manifest of multipart objects that have none: objects an
-    /// interrupted CompleteMultipartUpload left pending (never served until
-    /// sealed) and format-1 multipart objects. Trusts the part table stored
-    /// at that moment.
-    Seal(SealArgs),
-    /// Decrypt a downloaded ciphertext file with its metadata and Vault
-    /// access: the recovery path when the proxy is not in the way.
-    Decrypt(DecryptArgs),
-    /// Wait until the proxy next to this process is ready (a classic
-    /// sidecar's postStart hook, so the workload starts after the proxy).
-    WaitReady {
-        #[arg(long, default_value_t = 120)]
-        timeout_secs: u64,
-    },
-}
-
 /// `CLOUDTASER_S3PROXY_FORMAT1_MULTIPART`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format1Multipart {
     Read,
     Refuse,
-}
-
-/// What the commands that rewrite a bucket's objects share.
-#[derive(Debug, Clone, Args)]
-pub struct RewriteArgs {
-    #[arg(long)]
-    pub bucket: String,
-    #[arg(long, default_value = "")]
-    pub prefix: String,
-    /// Report what would change without changing anything.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Progress file: the last finished key is recorded here, and a rerun
-    /// continues after it.
-    #[arg(long)]
-    pub state_file: Option<PathBuf>,
-    /// Show no progress bar (the summary is still printed).
-    #[arg(long)]
-    pub quiet: bool,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct RewrapArgs {
-    #[command(flatten)]
-    pub walk: RewriteArgs,
-    /// Also list the noncurrent versions (versioned buckets) whose data keys
-    /// are under an older Transit key version. They are reported, never
-    /// rewritten: a version cannot be changed in place, and copying one
-    /// would make it the current version.
-    #[arg(long)]
-    pub all_versions: bool,
-}
-
-/// `seal` takes exactly the shared arguments.
-pub type SealArgs = RewriteArgs;
-
-#[derive(Debug, Clone, Args)]
-pub struct MigrateArgs {
-    #[command(flatten)]
-    pub walk: RewriteArgs,
-    /// Objects larger than this are rewritten as multipart uploads with
-    /// parts of this size (MiB; at least 5, as S3 requires).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(5..=5120))]
-    pub part_size_mib: u32,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct ScanArgs {
-    #[arg(long)]
-    pub bucket: String,
-    #[arg(long, default_value = "")]
-    pub prefix: String,
-    /// Also read every encrypted object through the proxy's read path and
-    /// verify every segment (reads the whole bucket's data).
-    #[arg(long)]
-    pub verify: bool,
-    /// Write the report as JSON on standard output (compliance evidence).
-    #[arg(long)]
-    pub json: bool,
-    /// Objects examined at once.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub concurrency: u16,
-    /// Show no progress bar.
-    #[arg(long)]
-    pub quiet: bool,
-    /// Examine every version of every object (versioned buckets), not only
-    /// the current ones: noncurrent versions written before the proxy are
-    /// plaintext at rest too.
-    #[arg(long)]
-    pub all_versions: bool,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct DecryptArgs {
-    /// The stored ciphertext, as downloaded from the bucket.
-    #[arg(long = "in")]
-    pub input: PathBuf,
-    /// Where the plaintext goes.
-    #[arg(long = "out")]
-    pub output: PathBuf,
-    /// The object's `x-amz-meta-cloudtaser-key` (`vault:vN:…`).
-    #[arg(long)]
-    pub wrapped_key: String,
-    /// The object's `x-amz-meta-cloudtaser-transit-key`; defaults to
-    /// CLOUDTASER_S3PROXY_TRANSIT_KEY.
-    #[arg(long)]
-    pub key_name: Option<String>,
-    /// The object's `x-amz-meta-cloudtaser-manifest`, required for a
-    /// format-2 multipart object: the part table read from the file is
-    /// checked against it, so a file cut short at a part boundary fails.
-    #[arg(long)]
-    pub manifest: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -558,6 +422,8 @@ impl ProxyConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
 
     fn parse(args: &[&str]) -> Result<ProxyConfig, clap::Error> {
         let base =

@@ -1,7 +1,7 @@
 //! The names of the environment variables the proxy reads, for crates that
 //! configure it (the operator injects them into the sidecar). One place for
 //! the names outside `config.rs`; a test checks that each one is the `env`
-//! of a setting of [`crate::config::Cli`], so the two cannot drift apart.
+//! of a setting of [`crate::cli::Cli`], so the two cannot drift apart.
 
 pub const LISTEN: &str = "CLOUDTASER_S3PROXY_LISTEN";
 pub const HEALTH_LISTEN: &str = "CLOUDTASER_S3PROXY_HEALTH_LISTEN";
@@ -56,7 +56,7 @@ mod tests {
 
     #[test]
     fn every_name_is_read_by_the_config_parser() {
-        let command = crate::config::Cli::command();
+        let command = crate::cli::Cli::command();
         let envs: Vec<String> =
             command.get_arguments().filter_map(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()).collect();
         for name in super::ALL {

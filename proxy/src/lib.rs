@@ -11,6 +11,7 @@
 pub mod app;
 pub mod body;
 pub mod bounded_map;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod config_error;

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use clap::Parser;
 
 use cloudtaser_s3proxy::app;
+use cloudtaser_s3proxy::cli::{Cli, Command};
 use cloudtaser_s3proxy::commands;
-use cloudtaser_s3proxy::config::{Cli, Command, Format1Multipart, LogFormat, ProxyConfig};
+use cloudtaser_s3proxy::config::{Format1Multipart, LogFormat, ProxyConfig};
 use cloudtaser_s3proxy::logging;
 use cloudtaser_s3proxy::request::RequestPath;
 use cloudtaser_s3proxy::server;

@@ -1,6 +1,6 @@
 //! The contract between operator and proxy: the env and args the webhook
 //! gives the proxy container must make a configuration the proxy's own
-//! parser (`cloudtaser_s3proxy::config::Cli`) accepts and `validate()`s.
+//! parser (`cloudtaser_s3proxy::cli::Cli`) accepts and `validate()`s.
 
 use clap::CommandFactory;
 use clap::Parser;
@@ -23,7 +23,7 @@ const AWS_SDK_ENV: &[&str] = &[
 
 /// Parses the proxy container's env and args as the proxy would; Err says why not.
 pub fn proxy_accepts(container: &Container) -> Result<(), String> {
-    let command = cloudtaser_s3proxy::config::Cli::command();
+    let command = cloudtaser_s3proxy::cli::Cli::command();
     // The settings are the top-level command's, so their flags come before
     // the subcommand in the args (as env, they apply wherever it is).
     let mut argv = vec!["cloudtaser-s3proxy".to_owned()];
@@ -42,8 +42,8 @@ pub fn proxy_accepts(container: &Container) -> Result<(), String> {
         }
     }
     argv.extend(container.args.iter().flatten().cloned());
-    let cli = cloudtaser_s3proxy::config::Cli::try_parse_from(&argv).map_err(|e| format!("{argv:?}: {e}"))?;
-    if !matches!(cli.command, None | Some(cloudtaser_s3proxy::config::Command::Serve)) {
+    let cli = cloudtaser_s3proxy::cli::Cli::try_parse_from(&argv).map_err(|e| format!("{argv:?}: {e}"))?;
+    if !matches!(cli.command, None | Some(cloudtaser_s3proxy::cli::Command::Serve)) {
         return Err(format!("args {:?} do not run the proxy", container.args));
     }
     cli.proxy.validate().map_err(|e| format!("{argv:?}: {e}"))

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use super::CommandError;
 use crate::app;
-use crate::config::{DecryptArgs, ProxyConfig};
+use crate::cli::DecryptArgs;
+use crate::config::ProxyConfig;
 use crate::format::{HEADER_LEN, Header, MANIFEST_TAG_LEN, ObjectLayout, Opener, ciphertext_len, verify_manifest};
 
 const CHUNK: usize = 1 << 20;

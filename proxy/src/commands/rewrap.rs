@@ -13,7 +13,8 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::app;
-use crate::config::{ProxyConfig, RewrapArgs};
+use crate::cli::RewrapArgs;
+use crate::config::ProxyConfig;
 use crate::format::{EnvelopeMetadata, StoredLayout};
 use crate::keys::{TransitClient, key_version};
 use crate::request::RequestPath;
