@@ -26,7 +26,7 @@ use cloudtaser_operator::webhook::inject::InjectOptions;
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionReview;
 use libfuzzer_sys::fuzz_target;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 macro_rules! golden {
     ($case:literal) => {
@@ -93,23 +93,7 @@ fn admission(selector: u8) -> (Admission, String) {
 
 /// A v1 AdmissionReview for creating `pod`, as kube-apiserver sends it.
 fn review_of(pod: &Value, namespace: &str) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": namespace,
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "uid": "a1b2"},
-            "object": pod,
-            "oldObject": null,
-            "dryRun": false,
-        }
-    })
+    cloudtaser_operator::webhook::admission::pod_create_review(pod, namespace, false)
 }
 
 /// Reviews `review` (JSON); `None` when it is not an AdmissionReview at all

@@ -153,6 +153,31 @@ impl Admission {
     }
 }
 
+/// The v1 AdmissionReview kube-apiserver sends for creating `pod` in
+/// `namespace` (a pod a controller made has no namespace of its own). The
+/// one fixture the golden tests, the HTTPS webhook tests and the fuzzer
+/// share, so all three review what the API server really sends.
+pub fn pod_create_review(pod: &serde_json::Value, namespace: &str, dry_run: bool) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "uid": "a1b2", "groups": ["system:serviceaccounts"]},
+            "object": pod,
+            "oldObject": null,
+            "dryRun": dry_run,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
@@ -190,21 +215,7 @@ mod tests {
     }
 
     fn review_of(pod: &Value) -> AdmissionReview<DynamicObject> {
-        serde_json::from_value(json!({
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-                "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "namespace": "shop",
-                "operation": "CREATE",
-                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-                "object": pod,
-                "dryRun": false
-            }
-        }))
-        .unwrap()
+        serde_json::from_value(pod_create_review(pod, "shop", false)).unwrap()
     }
 
     /// Reviews `pod`, applies the patch to it and reviews the result again.

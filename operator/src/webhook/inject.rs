@@ -52,7 +52,7 @@ pub const PROXY_UID: i64 = 65532;
 
 /// The env variables and volumes the EKS webhooks give workload containers
 /// (IRSA and Pod Identity); the sidecar needs the same to assume the role.
-const ROLE_ENV: &[&str] = &[
+pub const ROLE_ENV: &[&str] = &[
     "AWS_ROLE_ARN",
     "AWS_WEB_IDENTITY_TOKEN_FILE",
     "AWS_ROLE_SESSION_NAME",

@@ -6,20 +6,10 @@ use clap::CommandFactory;
 use clap::Parser;
 use k8s_openapi::api::core::v1::Container;
 
-/// Env the proxy does not parse itself but the AWS SDK's default chain reads
-/// (copied from the workload's IRSA / Pod Identity env).
-const AWS_SDK_ENV: &[&str] = &[
-    "AWS_ROLE_ARN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_ROLE_SESSION_NAME",
-    "AWS_STS_REGIONAL_ENDPOINTS",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-];
+/// Env the proxy does not parse itself but the AWS SDK's default chain
+/// reads: static keys, and the IRSA / Pod Identity env the webhook copies
+/// (`inject::ROLE_ENV`).
+const AWS_SDK_ENV: &[&str] = &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
 
 /// Parses the proxy container's env and args as the proxy would; Err says why not.
 pub fn proxy_accepts(container: &Container) -> Result<(), String> {
@@ -37,7 +27,8 @@ pub fn proxy_accepts(container: &Container) -> Result<(), String> {
         let arg = command.get_arguments().find(|a| a.get_env().is_some_and(|e| e == var.name.as_str()));
         match arg.and_then(|a| a.get_long()) {
             Some(long) => argv.push(format!("--{long}={value}")),
-            None if AWS_SDK_ENV.contains(&var.name.as_str()) => {}
+            None if AWS_SDK_ENV.contains(&var.name.as_str())
+                || cloudtaser_operator::webhook::inject::ROLE_ENV.contains(&var.name.as_str()) => {}
             None => return Err(format!("{} is not a setting of the proxy", var.name)),
         }
     }

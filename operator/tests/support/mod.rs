@@ -8,7 +8,7 @@ use cloudtaser_operator::crd::S3ProxyConfigSpec;
 use cloudtaser_operator::metrics::Metrics;
 use cloudtaser_operator::webhook::admission::{Admission, ConfigLookup};
 use cloudtaser_operator::webhook::inject::InjectOptions;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[derive(Default)]
 pub struct Configs(pub HashMap<(String, String), S3ProxyConfigSpec>);
@@ -27,27 +27,9 @@ pub fn admission(configs: Configs, options: InjectOptions) -> Admission {
     Admission { configs: Arc::new(configs), options, metrics: Arc::new(Metrics::default()) }
 }
 
-/// A v1 AdmissionReview for creating `pod` in `namespace`, as kube-apiserver
-/// sends it (the pod itself has no namespace when a controller made it).
+/// A v1 AdmissionReview for creating `pod` in `namespace`, as kube-apiserver sends it.
 pub fn review(pod: &Value, namespace: &str, dry_run: bool) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": namespace,
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "uid": "a1b2", "groups": ["system:serviceaccounts"]},
-            "object": pod,
-            "oldObject": null,
-            "dryRun": dry_run,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
-        }
-    })
+    cloudtaser_operator::webhook::admission::pod_create_review(pod, namespace, dry_run)
 }
 
 /// The JSON patch in a response, however the `patch` field is encoded.

@@ -20,20 +20,9 @@ use crate::cli::MigrateArgs;
 use crate::config::ProxyConfig;
 use crate::format::{EnvelopeMetadata, ObjectLayout};
 use crate::request::RequestPath;
+use crate::request::seal::{kept_headers, object_tagging};
 use crate::s3::classify::S3Request;
 use crate::s3::xml;
-
-/// What describes the object rather than the request, kept across the rewrite.
-const KEPT_HEADERS: &[&str] = &[
-    "content-type",
-    "cache-control",
-    "content-disposition",
-    "content-encoding",
-    "content-language",
-    "expires",
-    "x-amz-storage-class",
-    "x-amz-website-redirect-location",
-];
 
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -50,61 +39,6 @@ enum Outcome {
     WouldEncrypt,
     AlreadyEncrypted,
     Skipped(String),
-}
-
-/// The headers a rewrite must carry over from a HEAD, plus the tags.
-fn kept_headers(head: &HeaderMap, tagging: Option<String>) -> HeaderMap {
-    let mut out = HeaderMap::new();
-    for (name, value) in head {
-        let keep = KEPT_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("x-amz-meta-");
-        if !keep {
-            continue;
-        }
-        if name == http::header::CONTENT_ENCODING {
-            // The upstream's record of an aws-chunked upload is framing, not a coding of the object.
-            let codings: Vec<&str> = value
-                .to_str()
-                .unwrap_or("")
-                .split(',')
-                .map(str::trim)
-                .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked"))
-                .collect();
-            if !codings.is_empty()
-                && let Ok(v) = HeaderValue::from_str(&codings.join(","))
-            {
-                out.insert(name.clone(), v);
-            }
-            continue;
-        }
-        out.append(name.clone(), value.clone());
-    }
-    if let Some(tags) = tagging.and_then(|t| HeaderValue::from_str(&t).ok()) {
-        out.insert(HeaderName::from_static("x-amz-tagging"), tags);
-    }
-    out
-}
-
-/// The object's tags as an `x-amz-tagging` value; `None` when it has none
-/// or the upstream keeps no tags.
-async fn tagging(path: &RequestPath, bucket: &str, key: &str) -> Result<Option<String>, CommandError> {
-    let s3 = S3Request::internal(bucket, Some(key), vec![("tagging".into(), String::new())]);
-    let resp = path.upstream().send_buffered(Method::GET, &s3, HeaderMap::new(), Bytes::new()).await?;
-    let (status, _, body) = body_of(resp).await?;
-    if matches!(status, StatusCode::NOT_IMPLEMENTED | StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED) {
-        return Ok(None);
-    }
-    if !status.is_success() {
-        return Err(s3_error("GetObjectTagging", status, &body));
-    }
-    let keys = xml::texts_of(&body, b"Key")?;
-    let values = xml::texts_of(&body, b"Value")?;
-    if keys.is_empty() {
-        return Ok(None);
-    }
-    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
-    Ok(Some(
-        keys.iter().zip(values.iter()).map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&"),
-    ))
 }
 
 /// Rewrites a large object as an encrypted multipart upload, one ranged,
@@ -203,7 +137,11 @@ async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, args: &Migrate
     if dry_run {
         return Ok(Outcome::WouldEncrypt);
     }
-    let mut headers = kept_headers(&head, tagging(path, bucket, key).await?);
+    // What describes the object, as a seal or `rewrap` keeps it, plus its tags.
+    let mut headers = kept_headers(&head);
+    if let Some(tags) = object_tagging(path.upstream(), &S3Request::internal(bucket, Some(key), vec![])).await? {
+        headers.insert(HeaderName::from_static("x-amz-tagging"), HeaderValue::from_str(&tags)?);
+    }
     let part_len = u64::from(args.part_size_mib) << 20;
     if len > part_len {
         return migrate_multipart(path, bucket, key, headers, &etag, len, part_len).await;

@@ -103,7 +103,34 @@ pub fn kept_headers(head: &HeaderMap) -> HeaderMap {
             headers.append(name.clone(), value.clone());
         }
     }
+    // Some upstreams (s3s-fs) record an aws-chunked upload's framing as a
+    // content coding; it is not the object's.
+    crate::s3::headers::set_content_encoding(&mut headers, false);
     headers
+}
+
+/// The object's tags as an `x-amz-tagging` value; `None` when it has none
+/// or the upstream keeps no tags (501, 404, 405). Read from the current
+/// version: GetObjectTagging has no conditional form, so callers pin the
+/// write that follows instead.
+pub async fn object_tagging(upstream: &UpstreamClient, object: &S3Request) -> Result<Option<String>, ProxyError> {
+    let mut s3 = object.clone();
+    s3.query.push(("tagging".into(), String::new()));
+    let resp = upstream.send_buffered(Method::GET, &s3, HeaderMap::new(), Bytes::new()).await?;
+    let status = resp.status();
+    let body = super::collect_small(resp.into_body()).await?;
+    if matches!(status, StatusCode::NOT_IMPLEMENTED | StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED) {
+        return Ok(None);
+    }
+    if !status.is_success() {
+        return Err(failed("GetObjectTagging", status, &body));
+    }
+    let (keys, values) = (xml::texts_of(&body, b"Key")?, xml::texts_of(&body, b"Value")?);
+    if keys.is_empty() || keys.len() != values.len() {
+        return Ok(None);
+    }
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+    Ok(Some(keys.iter().zip(&values).map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")))
 }
 
 /// The upstream side of sealing and of `rewrap`'s self-copies. It owns what
@@ -123,16 +150,6 @@ impl RequestPath {
 }
 
 impl SelfCopier {
-    async fn send_buffered(
-        &self,
-        method: Method,
-        s3: &S3Request,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Result<http::Response<hyper::body::Incoming>, ProxyError> {
-        self.upstream.send_buffered(method, s3, headers, body).await
-    }
-
     /// Seals the object `s3` names, completed upstream as `etag`, whose
     /// streams are `layout`, under the data key `key` of `pending`.
     pub async fn seal_completed(
@@ -146,7 +163,7 @@ impl SelfCopier {
         let object = S3Request::internal(s3.bucket.as_deref().unwrap_or(""), s3.key.as_deref(), vec![]);
         let mut pinned = HeaderMap::new();
         pinned.insert(http::header::IF_MATCH, etag.clone());
-        let head = self.send_buffered(Method::HEAD, &object, pinned, Bytes::new()).await?;
+        let head = self.upstream.send_buffered(Method::HEAD, &object, pinned, Bytes::new()).await?;
         if !head.status().is_success() {
             return Err(ProxyError::ObjectChanged("sealed"));
         }
@@ -156,7 +173,7 @@ impl SelfCopier {
         }
         let mut headers = kept_headers(head.headers());
         if head.headers().get("x-amz-tagging-count").is_some_and(|c| c != "0")
-            && let Some(tags) = self.object_tags(&object).await?
+            && let Some(tags) = object_tagging(&self.upstream, &object).await?
         {
             headers.insert("x-amz-tagging", super::header_value(&tags)?);
         }
@@ -178,7 +195,7 @@ impl SelfCopier {
         {
             let mut version = object.clone();
             version.query.push(("versionId".into(), old.to_str().unwrap_or_default().to_owned()));
-            match self.send_buffered(Method::DELETE, &version, HeaderMap::new(), Bytes::new()).await {
+            match self.upstream.send_buffered(Method::DELETE, &version, HeaderMap::new(), Bytes::new()).await {
                 Ok(resp) if resp.status().is_success() => {}
                 Ok(resp) => {
                     tracing::warn!(status = resp.status().as_u16(), "the unsealed version could not be removed")
@@ -187,26 +204,6 @@ impl SelfCopier {
             }
         }
         Ok(sealed)
-    }
-
-    /// The object's tags as an `x-amz-tagging` value.
-    async fn object_tags(&self, object: &S3Request) -> Result<Option<String>, ProxyError> {
-        let mut s3 = object.clone();
-        s3.query.push(("tagging".into(), String::new()));
-        // Tags are read from the current version: GetObjectTagging has no
-        // conditional form. The copy that follows is pinned to `etag`.
-        let resp = self.send_buffered(Method::GET, &s3, HeaderMap::new(), Bytes::new()).await?;
-        let status = resp.status();
-        let body = super::collect_small(resp.into_body()).await?;
-        if !status.is_success() {
-            return Err(failed("GetObjectTagging", status, &body));
-        }
-        let (keys, values) = (xml::texts_of(&body, b"Key")?, xml::texts_of(&body, b"Value")?);
-        if keys.is_empty() || keys.len() != values.len() {
-            return Ok(None);
-        }
-        let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
-        Ok(Some(keys.iter().zip(&values).map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")))
     }
 
     /// CopyObject onto itself with `headers` as the new metadata, only if
@@ -221,7 +218,7 @@ impl SelfCopier {
         headers.insert("x-amz-copy-source-if-match", etag.clone());
         headers.insert("x-amz-metadata-directive", HeaderValue::from_static("REPLACE"));
         headers.insert("x-amz-tagging-directive", HeaderValue::from_static("COPY"));
-        let resp = self.send_buffered(Method::PUT, object, headers, Bytes::new()).await?;
+        let resp = self.upstream.send_buffered(Method::PUT, object, headers, Bytes::new()).await?;
         let (status, version_id) = (resp.status(), resp.headers().get("x-amz-version-id").cloned());
         let body = super::collect_small(resp.into_body()).await?;
         if is_error(status, &body) {
@@ -244,7 +241,7 @@ impl SelfCopier {
         let source = copy_source(object)?;
         let mut create = object.clone();
         create.query.push(("uploads".into(), String::new()));
-        let resp = self.send_buffered(Method::POST, &create, headers, Bytes::new()).await?;
+        let resp = self.upstream.send_buffered(Method::POST, &create, headers, Bytes::new()).await?;
         let status = resp.status();
         let body = super::collect_small(resp.into_body()).await?;
         let upload_id = xml::texts_of(&body, b"UploadId")?.pop().filter(|_| status.is_success());
@@ -253,7 +250,7 @@ impl SelfCopier {
         upload.query.push(("uploadId".into(), upload_id));
         let result = match self.copy_streams(&upload, &source, etag, layout).await {
             Ok(complete) => {
-                let resp = self.send_buffered(Method::POST, &upload, HeaderMap::new(), complete).await?;
+                let resp = self.upstream.send_buffered(Method::POST, &upload, HeaderMap::new(), complete).await?;
                 let (status, version_id) = (resp.status(), resp.headers().get("x-amz-version-id").cloned());
                 let body = super::collect_small(resp.into_body()).await?;
                 match xml::texts_of(&body, b"ETag")?.pop() {
@@ -264,7 +261,7 @@ impl SelfCopier {
             Err(e) => Err(e),
         };
         if result.is_err() {
-            let _ = self.send_buffered(Method::DELETE, &upload, HeaderMap::new(), Bytes::new()).await;
+            let _ = self.upstream.send_buffered(Method::DELETE, &upload, HeaderMap::new(), Bytes::new()).await;
         }
         result
     }
@@ -318,7 +315,7 @@ impl SelfCopier {
         headers.insert("x-amz-copy-source", source.clone());
         headers.insert("x-amz-copy-source-if-match", etag.clone());
         headers.insert("x-amz-copy-source-range", super::header_value(&format!("bytes={start}-{}", start + len - 1))?);
-        let resp = self.send_buffered(Method::PUT, &part, headers, Bytes::new()).await?;
+        let resp = self.upstream.send_buffered(Method::PUT, &part, headers, Bytes::new()).await?;
         let status = resp.status();
         let body = super::collect_small(resp.into_body()).await?;
         match xml::texts_of(&body, b"ETag")?.pop() {
