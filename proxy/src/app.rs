@@ -76,8 +76,8 @@ pub async fn upstream_client(config: &ProxyConfig) -> Result<UpstreamClient, App
     let refresh = std::time::Duration::from_secs(config.credentials_refresh_secs);
     let credentials = Arc::new(credentials.with_refresh_margin(refresh));
     let signer = Signer::new(credentials, upstream.region.clone(), upstream.is_gcs);
-    let forwarder = Forwarder::new(upstream, crate::server::CONNECTION_BUFFER)?;
-    Ok(UpstreamClient::new(signer, forwarder))
+    let forwarder = Forwarder::new(crate::server::CONNECTION_BUFFER)?;
+    Ok(UpstreamClient::new(signer, upstream, Arc::new(forwarder)))
 }
 
 /// The request path the admin commands (`migrate`, `scan`, `rewrap`,

@@ -22,3 +22,29 @@ where
 {
     body.map_err(Into::into).boxed_unsync()
 }
+
+/// Why [`collect_limited`] gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("the body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error(transparent)]
+    Body(BoxError),
+}
+
+/// Reads a body of at most `limit` bytes into one buffer.
+///
+/// `http_body_util::Limited` would do, but its `Into<BoxError>` bound on an
+/// error that already is a `BoxError` trips rustc's higher-ranked `Send`
+/// check (rust-lang/rust#102211) inside the handlers' futures.
+pub async fn collect_limited(mut body: ProxyBody, limit: usize) -> Result<Bytes, CollectError> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(CollectError::Body)?.into_data() else { continue };
+        if buf.len() + data.len() > limit {
+            return Err(CollectError::TooLarge { limit });
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}

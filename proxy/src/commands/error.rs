@@ -36,7 +36,7 @@ pub enum CommandError {
     Stream(std::io::Error),
     /// Reading an upstream response body.
     #[error(transparent)]
-    Body(#[from] hyper::Error),
+    Body(crate::body::BoxError),
     /// A listing the upstream sent that does not parse.
     #[error(transparent)]
     Xml(#[from] quick_xml::Error),

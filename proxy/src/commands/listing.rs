@@ -11,10 +11,10 @@ use crate::upstream::UpstreamClient;
 
 /// A response read in full.
 pub async fn body_of(
-    resp: http::Response<hyper::body::Incoming>,
+    resp: http::Response<crate::body::ProxyBody>,
 ) -> Result<(StatusCode, HeaderMap, Bytes), CommandError> {
     let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await?.to_bytes();
+    let bytes = body.collect().await.map_err(CommandError::Body)?.to_bytes();
     Ok((parts.status, parts.headers, bytes))
 }
 

@@ -1,8 +1,10 @@
 //! The Vault/OpenBao HTTP API: one JSON call with a token, errors mapped.
 
 use crate::error_chain::error_chain;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
@@ -96,8 +98,38 @@ pub struct VaultEndpoint {
     pub timeout: Duration,
 }
 
+/// One Vault API exchange as it goes on the wire.
+pub struct VaultCall<'a> {
+    pub method: reqwest::Method,
+    /// Below `/v1/`, e.g. `transit/datakey/plaintext/k`.
+    pub path: &'a str,
+    pub token: Option<&'a str>,
+    pub body: Option<Payload>,
+}
+
+/// What a Vault exchange answered: the status and the body, which may carry
+/// a data key or a token and is therefore wiped when dropped.
+pub struct VaultAnswer {
+    pub status: u16,
+    pub body: Zeroizing<Vec<u8>>,
+}
+
+/// Sends one Vault API call. The proxy uses reqwest ([`VaultHttp::new`]);
+/// in-process tests use an in-memory Transit that can also produce the
+/// faults a real OpenBao cannot be made to (an expired token mid-request).
+pub trait VaultTransport: Send + Sync + 'static {
+    fn send<'a>(&'a self, call: VaultCall<'a>) -> BoxFuture<'a, Result<VaultAnswer, VaultError>>;
+}
+
+/// Vault's HTTP API: calls timed into the metrics, errors mapped and
+/// redacted, answers decoded. Cheap to clone.
 #[derive(Clone)]
 pub struct VaultHttp {
+    transport: Arc<dyn VaultTransport>,
+}
+
+/// The real transport: reqwest with Vault's timeout and CA.
+struct Reqwest {
     http: reqwest::Client,
     base: String,
     namespace: Option<String>,
@@ -118,11 +150,16 @@ impl VaultHttp {
             builder = builder.tls_certs_only(certs);
         }
         let http = builder.build().map_err(|e| VaultError::Unreachable(e.to_string()))?;
-        Ok(Self {
+        let transport = Reqwest {
             http,
             base: endpoint.address.trim_end_matches('/').to_owned(),
             namespace: endpoint.namespace.clone(),
-        })
+        };
+        Ok(Self::with_transport(Arc::new(transport)))
+    }
+
+    pub fn with_transport(transport: Arc<dyn VaultTransport>) -> Self {
+        Self { transport }
     }
 
     /// One API call, timed into the metrics under its operation's name.
@@ -159,6 +196,29 @@ impl VaultHttp {
         token: Option<&str>,
         body: Option<Payload>,
     ) -> Result<T, VaultError> {
+        let VaultAnswer { status, body: bytes } = self.transport.send(VaultCall { method, path, token, body }).await?;
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .ok()
+                .and_then(|b| (!b.errors.is_empty()).then(|| redact(&b.errors.join("; "))))
+                .unwrap_or_else(|| {
+                    http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("error").to_owned()
+                });
+            return Err(VaultError::Refused { status, message });
+        }
+        serde_json::from_slice(&bytes).map_err(|_| VaultError::BadResponse("unexpected JSON shape"))
+    }
+}
+
+impl VaultTransport for Reqwest {
+    fn send<'a>(&'a self, call: VaultCall<'a>) -> BoxFuture<'a, Result<VaultAnswer, VaultError>> {
+        Box::pin(self.exchange(call))
+    }
+}
+
+impl Reqwest {
+    async fn exchange(&self, call: VaultCall<'_>) -> Result<VaultAnswer, VaultError> {
+        let VaultCall { method, path, token, body } = call;
         let mut req = self.http.request(method, format!("{}/v1/{}", self.base, path)).header("X-Vault-Request", "true");
         if let Some(token) = token {
             req = req.header("X-Vault-Token", token);
@@ -177,15 +237,8 @@ impl VaultHttp {
         }
         let resp = req.send().await.map_err(|e| VaultError::Unreachable(error_chain(&e)))?;
         let status = resp.status();
-        let bytes = Zeroizing::new(resp.bytes().await.map_err(|e| VaultError::Unreachable(error_chain(&e)))?.to_vec());
-        if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .ok()
-                .and_then(|b| (!b.errors.is_empty()).then(|| redact(&b.errors.join("; "))))
-                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
-            return Err(VaultError::Refused { status: status.as_u16(), message });
-        }
-        serde_json::from_slice(&bytes).map_err(|_| VaultError::BadResponse("unexpected JSON shape"))
+        let body = Zeroizing::new(resp.bytes().await.map_err(|e| VaultError::Unreachable(error_chain(&e)))?.to_vec());
+        Ok(VaultAnswer { status: status.as_u16(), body })
     }
 }
 

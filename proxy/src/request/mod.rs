@@ -20,10 +20,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
 
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, collect_limited};
 use crate::error::ProxyError;
 use crate::format::{EnvelopeMetadata, META_PREFIX};
 use crate::keys::KeyService;
@@ -143,11 +142,19 @@ impl RequestPath {
             && self.plaintext_reads.allows(s3.bucket.as_deref().unwrap_or(""), s3.key.as_deref().unwrap_or(""))
     }
 
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    /// Answers one workload request. Generic over the body so that the
+    /// server hands in hyper's `Incoming` and in-process tests a buffer;
+    /// inside, every handler sees one boxed body type.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<ProxyBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<crate::body::BoxError>,
+    {
         let started = std::time::Instant::now();
         let _in_flight = metrics().in_flight();
         let request_id = request_id();
         let (mut parts, body) = req.into_parts();
+        let body = crate::body::boxed(body);
         let head = parts.method == Method::HEAD;
         let s3 = match self.admit(&mut parts) {
             Ok(s3) => s3,
@@ -281,7 +288,7 @@ impl RequestPath {
         s3: &S3Request,
         headers: HeaderMap,
         body: Bytes,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         self.upstream.send_buffered(method, s3, headers, body).await
     }
 
@@ -321,7 +328,7 @@ impl RequestPath {
     /// forwarded re-signed. The response is checked, too: an upstream that
     /// answered with an object (it read the request as a GetObject) would
     /// hand the workload ciphertext.
-    async fn forward(&self, s3: &S3Request, parts: Parts, body: Incoming) -> Result<Response<ProxyBody>, ProxyError> {
+    async fn forward(&self, s3: &S3Request, parts: Parts, body: ProxyBody) -> Result<Response<ProxyBody>, ProxyError> {
         let mut headers = parts.headers;
         let bytes = read_small_body(&mut headers, body, self.body_deadline).await?;
         if s3.name == "DeleteObjects" {
@@ -339,7 +346,7 @@ impl RequestPath {
         let resp = self.send_buffered(parts.method, s3, headers, bytes).await?;
         let (parts, body) = resp.into_parts();
         let body = collect_control(&parts.headers, body).await?;
-        Ok(respond::pass_through(Response::from_parts(parts, http_body_util::Full::new(body))))
+        Ok(respond::pass_through(Response::from_parts(parts, crate::body::full(body))))
     }
 
     async fn list_objects(&self, s3: &S3Request, parts: Parts) -> Result<Response<ProxyBody>, ProxyError> {
@@ -367,15 +374,14 @@ fn envelope_of(headers: &HeaderMap) -> Result<EnvelopeMetadata, ProxyError> {
 /// a client still sending (or waiting for `100 Continue`) then loses the
 /// error document (botocore reported a bare `403`). Larger bodies are not
 /// read: the connection is closed instead, as any S3 endpoint would.
-async fn discard_small_body(headers: &HeaderMap, body: Incoming) {
+async fn discard_small_body(headers: &HeaderMap, body: ProxyBody) {
     const MAX_DISCARD: u64 = 64 << 10;
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .unwrap_or(u64::MAX);
     if declared <= MAX_DISCARD {
-        let limited = Limited::new(body, MAX_DISCARD as usize);
-        let _ = tokio::time::timeout(Duration::from_secs(1), limited.collect()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), collect_limited(body, MAX_DISCARD as usize)).await;
     }
 }
 
@@ -390,12 +396,7 @@ fn reject_reserved_metadata(headers: &HeaderMap) -> Result<(), ProxyError> {
 /// copy results, configuration): an upstream that answered with an object
 /// (it ran another operation than the one checked) is caught here, before
 /// ciphertext or its envelope could reach the workload.
-async fn collect_control<B>(headers: &HeaderMap, body: B) -> Result<Bytes, ProxyError>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::fmt::Display + Send + Sync + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+async fn collect_control(headers: &HeaderMap, body: ProxyBody) -> Result<Bytes, ProxyError> {
     if headers.keys().any(|k| k.as_str().starts_with(META_PREFIX)) {
         return Err(ProxyError::UnexpectedObject);
     }
@@ -406,29 +407,19 @@ where
     Ok(body)
 }
 
-async fn collect_small<B>(body: B) -> Result<Bytes, ProxyError>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::fmt::Display + Send + Sync + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    Limited::new(body, MAX_BUFFERED_BODY)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| ProxyError::UpstreamUnreachable(e.to_string()))
+async fn collect_small(body: ProxyBody) -> Result<Bytes, ProxyError> {
+    collect_limited(body, MAX_BUFFERED_BODY).await.map_err(|e| ProxyError::UpstreamUnreachable(e.to_string()))
 }
 
 /// Reads a non-object body in full, undoing aws-chunked framing; a checksum
 /// the client sent in a trailer moves into a header for the upstream.
-async fn read_small_body(headers: &mut HeaderMap, body: Incoming, deadline: Duration) -> Result<Bytes, ProxyError> {
+async fn read_small_body(headers: &mut HeaderMap, body: ProxyBody, deadline: Duration) -> Result<Bytes, ProxyError> {
     // A client that sends headers and then never its body would otherwise
     // hold a connection slot, and up to 16 MiB, for ever.
-    let raw = tokio::time::timeout(deadline, Limited::new(body, MAX_BUFFERED_BODY).collect())
+    let raw = tokio::time::timeout(deadline, collect_limited(body, MAX_BUFFERED_BODY))
         .await
         .map_err(|_| ProxyError::RequestTimeout)?
-        .map_err(|e| ProxyError::IncompleteBody(format!("The request body could not be read: {e}")))?
-        .to_bytes();
+        .map_err(|e| ProxyError::IncompleteBody(format!("The request body could not be read: {e}")))?;
     if BodyEncoding::of(headers) == BodyEncoding::Raw {
         return Ok(raw);
     }

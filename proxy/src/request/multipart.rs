@@ -5,7 +5,6 @@
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Response};
-use hyper::body::Incoming;
 
 use super::respond;
 use super::seal::Sealed;
@@ -283,7 +282,7 @@ impl RequestPath {
         &self,
         mut s3: S3Request,
         parts: Parts,
-        body: Incoming,
+        body: ProxyBody,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let number = part_number(&s3)?;
         let key = upstream_upload(&mut s3)?.key.ok_or_else(no_such_upload)?;
@@ -368,7 +367,7 @@ impl RequestPath {
         &self,
         mut s3: S3Request,
         parts: Parts,
-        body: Incoming,
+        body: ProxyBody,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let key = upstream_upload(&mut s3)?.key.ok_or_else(no_such_upload)?;
         let mut headers = parts.headers;
@@ -563,7 +562,7 @@ impl RequestPath {
         &self,
         mut s3: S3Request,
         parts: Parts,
-        body: Incoming,
+        body: ProxyBody,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         upstream_upload(&mut s3)?;
         self.forward(&s3, parts, body).await

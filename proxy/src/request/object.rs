@@ -6,7 +6,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::layout_cache::{KnownLayout, LayoutCache};
 use super::respond::{self, PlaintextView};
@@ -78,7 +77,7 @@ impl RequestPath {
         &self,
         s3: &S3Request,
         parts: Parts,
-        body: Incoming,
+        body: ProxyBody,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         reject_reserved_metadata(&parts.headers)?;
         let encoding = BodyEncoding::of(&parts.headers);
@@ -137,7 +136,7 @@ impl RequestPath {
         if let Some(failure) = outcome.failure.take() {
             return Err(failure);
         }
-        let resp = sent.map_err(|e| ProxyError::UpstreamUnreachable(crate::error_chain::error_chain(&e)))?;
+        let resp = sent.map_err(|e| ProxyError::UpstreamUnreachable(crate::error_chain::error_chain(&*e)))?;
         if resp.status().is_success() {
             metrics().bytes(Direction::In, BytesKind::Plaintext, plaintext_len);
             metrics().bytes(Direction::Out, BytesKind::Ciphertext, ciphertext_len(plaintext_len));
@@ -393,7 +392,7 @@ impl RequestPath {
         known: &KnownLayout,
         first: u64,
         last: u64,
-    ) -> Result<http::Response<Incoming>, ProxyError> {
+    ) -> Result<http::Response<ProxyBody>, ProxyError> {
         let resp = self.read_stored(s3, known.etag.clone(), first, last).await?;
         let same_etag = resp.headers().get(http::header::ETAG) == known.etag.as_ref();
         if !same_etag || envelope_of(resp.headers())? != known.envelope {
@@ -467,7 +466,7 @@ enum ReadSpec {
 /// An upstream answer other than the object: a date condition the upstream
 /// decided is answered as the proxy answers its own (the ETag in the form
 /// workloads see, S3's 412 document); anything else passes through.
-fn upstream_verdict(resp: Response<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+fn upstream_verdict(resp: Response<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
     match resp.status() {
         StatusCode::NOT_MODIFIED | StatusCode::PRECONDITION_FAILED => {
             not_modified_or_failed(resp.status(), resp.into_parts().0.headers)

@@ -3,10 +3,9 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
-use hyper::body::Incoming;
 use quick_xml::events::{BytesText, Event};
 
-use crate::body::{ProxyBody, boxed, full};
+use crate::body::{ProxyBody, full};
 use crate::error::ProxyError;
 use crate::format::{HEADER_LEN, META_PREFIX, plaintext_len};
 use crate::s3::etag::client_etag;
@@ -44,14 +43,10 @@ fn remove_envelope_metadata(headers: &mut HeaderMap) {
 }
 
 /// Any response relayed as the upstream sent it.
-pub fn pass_through<B>(resp: Response<B>) -> Response<ProxyBody>
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<crate::body::BoxError>,
-{
+pub fn pass_through(resp: Response<ProxyBody>) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     remove_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, boxed(body))
+    Response::from_parts(parts, body)
 }
 
 pub struct PlaintextView {
@@ -101,7 +96,7 @@ fn mark_encrypted(headers: &mut HeaderMap, transit_key: &str) {
 /// (verified) checksums in place of the ciphertext's.
 /// `whole_object` is false for UploadPart, whose ETag the client only echoes back.
 pub fn write_response(
-    resp: Response<Incoming>,
+    resp: Response<ProxyBody>,
     verified: &[VerifiedChecksum],
     transit_key: &str,
     whole_object: bool,
@@ -121,7 +116,7 @@ pub fn write_response(
             mark_etag(&mut parts.headers);
         }
     }
-    Response::from_parts(parts, boxed(body))
+    Response::from_parts(parts, body)
 }
 
 /// A response whose body the proxy rewrote in full.

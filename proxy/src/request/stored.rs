@@ -200,7 +200,7 @@ impl RequestPath {
         etag: Option<HeaderValue>,
         first: u64,
         last: u64,
-    ) -> Result<http::Response<hyper::body::Incoming>, ProxyError> {
+    ) -> Result<http::Response<crate::body::ProxyBody>, ProxyError> {
         let mut headers = HeaderMap::new();
         headers.insert(http::header::RANGE, super::header_value(&format!("bytes={first}-{last}"))?);
         if let Some(etag) = etag {

@@ -1,30 +1,33 @@
 //! The signed path to the upstream (sign, then forward), for the request
 //! path and for the admin commands alike.
 
+use std::sync::Arc;
+
 use crate::error_chain::error_chain;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
-use hyper::body::Incoming;
 
-use super::forward::Forwarder;
+use super::Upstream;
+use super::forward::{Transport, UpstreamAddress};
 use super::sign::{Payload, Signer, strip_workload_auth};
-use crate::body::{ProxyBody, full};
+use crate::body::{BoxError, ProxyBody, full};
 use crate::error::ProxyError;
 use crate::s3::classify::S3Request;
 use crate::stream::framing::UploadIntegrity;
 
 pub struct UpstreamClient {
     signer: Signer,
-    forwarder: Forwarder,
+    address: UpstreamAddress,
+    transport: Arc<dyn Transport>,
 }
 
 impl UpstreamClient {
-    pub fn new(signer: Signer, forwarder: Forwarder) -> Self {
-        Self { signer, forwarder }
+    pub fn new(signer: Signer, upstream: Upstream, transport: Arc<dyn Transport>) -> Self {
+        Self { signer, address: UpstreamAddress::new(upstream), transport }
     }
 
     pub fn integrity(&self) -> UploadIntegrity {
-        self.forwarder.upstream().integrity
+        self.address.upstream().integrity
     }
 
     /// Builds and signs the upstream request for `s3` with the given headers.
@@ -40,16 +43,16 @@ impl UpstreamClient {
         if let Some(key) = &s3.sse_c {
             key.apply(&mut headers);
         }
-        if self.forwarder.upstream().is_gcs {
+        if self.address.upstream().is_gcs {
             // GCS rejects the checksum headers of newer SDKs on passed-through requests.
             crate::s3::headers::remove_checksum_headers(&mut headers);
         }
         let host =
-            HeaderValue::from_str(self.forwarder.host_header()).map_err(|e| ProxyError::Internal(e.to_string()))?;
+            HeaderValue::from_str(self.address.host_header()).map_err(|e| ProxyError::Internal(e.to_string()))?;
         headers.insert(http::header::HOST, host);
         let mut req = Request::new(body);
         *req.method_mut() = method;
-        *req.uri_mut() = self.forwarder.uri(s3.bucket.as_deref(), s3.key.as_deref(), &s3.query)?;
+        *req.uri_mut() = self.address.uri(s3.bucket.as_deref(), s3.key.as_deref(), &s3.query)?;
         *req.headers_mut() = headers;
         self.signer.sign(&mut req, payload).await?;
         Ok(req)
@@ -57,10 +60,7 @@ impl UpstreamClient {
 
     /// Sends a signed request; the raw client error lets the caller look for
     /// a failure its own request body recorded.
-    pub async fn send_raw(
-        &self,
-        req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+    pub async fn send_raw(&self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, BoxError> {
         // The method and any Range only: keys and bodies stay out of logs.
         // Field values are only computed when debug is on.
         tracing::debug!(
@@ -77,14 +77,14 @@ impl UpstreamClient {
             _ => "OTHER",
         };
         let started = std::time::Instant::now();
-        let result = self.forwarder.send(req).await;
+        let result = self.transport.send(req).await;
         let status = result.as_ref().ok().map(|r| r.status().as_u16());
         crate::metrics::metrics().upstream(method, status, started.elapsed());
         result
     }
 
-    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, ProxyError> {
-        self.send_raw(req).await.map_err(|e| ProxyError::UpstreamUnreachable(error_chain(&e)))
+    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
+        self.send_raw(req).await.map_err(|e| ProxyError::UpstreamUnreachable(error_chain(&*e)))
     }
 
     /// Sends a request whose body is held in full, signed with its SHA-256.
@@ -94,7 +94,7 @@ impl UpstreamClient {
         s3: &S3Request,
         mut headers: HeaderMap,
         body: Bytes,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         if !body.is_empty()
             || headers.contains_key(http::header::CONTENT_LENGTH)
             || method == Method::POST

@@ -1,14 +1,24 @@
-//! Step 5: send the signed request to the upstream and hand back its response.
+//! Step 5: send the signed request to the upstream and hand back its
+//! response. `Forwarder` is the real [`Transport`]: hyper's pooled client.
+//! The addressing (`UpstreamAddress`) is pure and shared with every transport.
 
-use hyper::body::Incoming;
+use futures_util::future::BoxFuture;
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::body::ProxyBody;
+use crate::body::{BoxError, ProxyBody};
 use crate::error::ProxyError;
 use crate::upstream::Upstream;
+
+/// Sends a signed request and hands back the response, its body boxed so
+/// that the handlers above do not depend on hyper's connection types. The
+/// proxy uses [`Forwarder`]; in-process tests use an in-memory S3.
+pub trait Transport: Send + Sync + 'static {
+    fn send(&self, req: http::Request<ProxyBody>) -> BoxFuture<'static, Result<http::Response<ProxyBody>, BoxError>>;
+}
 
 /// Everything but RFC 3986 unreserved characters, as SigV4 requires.
 const S3_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -18,16 +28,25 @@ pub fn encode_key(key: &str) -> String {
     key.split('/').map(|seg| utf8_percent_encode(seg, S3_ENCODE).to_string()).collect::<Vec<_>>().join("/")
 }
 
+/// hyper's pooled HTTP/1 client over rustls (or plain TCP for `http://`).
 pub struct Forwarder {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>,
-    upstream: Upstream,
-    authority: String,
+}
+
+impl Transport for Forwarder {
+    fn send(&self, req: http::Request<ProxyBody>) -> BoxFuture<'static, Result<http::Response<ProxyBody>, BoxError>> {
+        let sent = self.client.request(req);
+        Box::pin(async move {
+            let resp = sent.await?;
+            Ok(resp.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+        })
+    }
 }
 
 impl Forwarder {
     /// `buffer`: the most bytes hyper holds per connection (the server's
     /// `CONNECTION_BUFFER`, passed in so this layer does not reach up).
-    pub fn new(upstream: Upstream, buffer: usize) -> Result<Self, ProxyError> {
+    pub fn new(buffer: usize) -> Result<Self, ProxyError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -38,8 +57,21 @@ impl Forwarder {
             .enable_http1()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).http1_max_buf_size(buffer).build(https);
+        Ok(Self { client })
+    }
+}
+
+/// Where requests go: the upstream's scheme and authority, and the exact
+/// path-style URI of a bucket, key and query.
+pub struct UpstreamAddress {
+    upstream: Upstream,
+    authority: String,
+}
+
+impl UpstreamAddress {
+    pub fn new(upstream: Upstream) -> Self {
         let authority = upstream.endpoint.authority().map(|a| a.to_string()).unwrap_or_default();
-        Ok(Self { client, upstream, authority })
+        Self { upstream, authority }
     }
 
     pub fn upstream(&self) -> &Upstream {
@@ -82,13 +114,6 @@ impl Forwarder {
     pub fn host_header(&self) -> &str {
         &self.authority
     }
-
-    pub async fn send(
-        &self,
-        req: http::Request<ProxyBody>,
-    ) -> Result<http::Response<Incoming>, hyper_util::client::legacy::Error> {
-        self.client.request(req).await
-    }
 }
 
 #[cfg(test)]
@@ -96,22 +121,13 @@ mod tests {
     use super::*;
     use crate::stream::framing::UploadIntegrity;
 
-    fn fwd() -> Forwarder {
-        let _ = rustls_provider();
-        Forwarder::new(
-            Upstream {
-                endpoint: "http://127.0.0.1:9000".parse().unwrap(),
-                region: "us-east-1".into(),
-                is_gcs: false,
-                integrity: UploadIntegrity::Crc32cTrailer,
-            },
-            64 << 10,
-        )
-        .unwrap()
-    }
-
-    fn rustls_provider() -> bool {
-        rustls::crypto::aws_lc_rs::default_provider().install_default().is_ok()
+    fn fwd() -> UpstreamAddress {
+        UpstreamAddress::new(Upstream {
+            endpoint: "http://127.0.0.1:9000".parse().unwrap(),
+            region: "us-east-1".into(),
+            is_gcs: false,
+            integrity: UploadIntegrity::Crc32cTrailer,
+        })
     }
 
     #[test]
