@@ -27,4 +27,6 @@ pub mod request;
 pub mod s3;
 pub mod server;
 pub mod stream;
+#[cfg(test)]
+mod testing;
 pub mod upstream;

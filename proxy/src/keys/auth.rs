@@ -4,7 +4,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so that tests can run a token's life in paused time.
+use tokio::time::Instant;
 
 use serde::Deserialize;
 use serde_json::json;
@@ -202,5 +205,109 @@ impl Session {
             tracing::debug!(ttl_secs = resp.auth.lease_duration, "renewed the Vault token");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::testing::vault::FakeVault;
+
+    fn session(vault: &Arc<FakeVault>, method: AuthMethod) -> Arc<Session> {
+        Session::new(VaultHttp::with_transport(vault.clone()), method)
+    }
+
+    fn kubernetes(jwt: &str) -> AuthMethod {
+        AuthMethod::Kubernetes {
+            mount: "kubernetes".into(),
+            role: "proxy".into(),
+            jwt: Secret::Value(Zeroizing::new(jwt.into())),
+        }
+    }
+
+    #[tokio::test]
+    async fn logs_in_once_for_concurrent_callers() {
+        let vault = FakeVault::new();
+        let s = session(&vault, kubernetes("good-jwt"));
+        let tokens = futures_util::future::join_all((0..8).map(|_| s.token())).await;
+        assert!(tokens.iter().all(|t| t.as_ref().unwrap().as_str() == "s.fake1"));
+        assert_eq!(vault.logins(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_is_a_login_error_without_the_secret() {
+        let vault = FakeVault::new();
+        let s = session(&vault, kubernetes("stolen-jwt"));
+        let e = s.token().await.unwrap_err();
+        assert!(matches!(e, VaultError::Login(_)), "{e:?}");
+        assert!(!format!("{e} {e:?}").contains("stolen-jwt"));
+    }
+
+    #[tokio::test]
+    async fn relogin_replaces_only_the_stale_token() {
+        let vault = FakeVault::new();
+        let s = session(&vault, kubernetes("good-jwt"));
+        let first = s.token().await.unwrap();
+        vault.revoke_all_tokens();
+        let second = s.relogin(Some(&first)).await.unwrap();
+        assert_ne!(first.as_str(), second.as_str());
+        // A caller that still holds the first token does not log in again.
+        let third = s.relogin(Some(&first)).await.unwrap();
+        assert_eq!(second.as_str(), third.as_str());
+        assert_eq!(vault.logins(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_given_token_is_looked_up_and_not_renewed() {
+        let vault = FakeVault::new();
+        vault.accept_token("s.given");
+        let s = session(&vault, AuthMethod::Token(Secret::Value(Zeroizing::new("s.given".into()))));
+        assert_eq!(s.token().await.unwrap().as_str(), "s.given");
+        assert_eq!(vault.count("lookup-self"), 1);
+        let bad = session(&vault, AuthMethod::Token(Secret::Value(Zeroizing::new("s.revoked".into()))));
+        assert!(matches!(bad.token().await, Err(VaultError::Refused { status: 403, .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn maintain_renews_then_logs_in_again_when_renewal_stops_extending() {
+        let vault = FakeVault::new();
+        vault.lease_secs.store(30, Ordering::Relaxed);
+        vault.renew_secs.store(30, Ordering::Relaxed);
+        let s = session(&vault, kubernetes("good-jwt"));
+        s.token().await.unwrap();
+        tokio::spawn(s.clone().maintain());
+        // Renewal at 2/3 of the lease extends it: no second login.
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        assert_eq!(vault.count("renew-self"), 1, "{:?}", vault.calls());
+        assert_eq!(vault.logins(), 1);
+        // At the max TTL a renewal gives no more time (Vault answers with
+        // what is left): the session logs in again.
+        vault.renew_secs.store(5, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        assert!(vault.count("renew-self") >= 2);
+        assert_eq!(vault.logins(), 2, "{:?}", vault.calls());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn maintain_logs_in_again_when_the_token_is_revoked() {
+        let vault = FakeVault::new();
+        vault.lease_secs.store(30, Ordering::Relaxed);
+        let s = session(
+            &vault,
+            AuthMethod::AppRole {
+                mount: "approle".into(),
+                role_id: "r".into(),
+                secret_id: Secret::Value(Zeroizing::new("good-secret".into())),
+            },
+        );
+        let first = s.token().await.unwrap();
+        tokio::spawn(s.clone().maintain());
+        vault.revoke_all_tokens();
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        let now = s.token().await.unwrap();
+        assert_ne!(first.as_str(), now.as_str());
+        assert_eq!(vault.logins(), 2);
     }
 }

@@ -14,7 +14,9 @@ pub use auth::{AuthMethod, Secret, Session};
 pub use cache::KeyCache;
 pub use pool::{KeyPool, PoolSettings, RefillError};
 pub use transit::{TransitClient, key_version};
-pub use vault::{VaultAnswer, VaultCall, VaultEndpoint, VaultError, VaultHttp, VaultTransport};
+pub use vault::{
+    Payload as VaultPayload, VaultAnswer, VaultCall, VaultEndpoint, VaultError, VaultHttp, VaultTransport,
+};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -202,7 +202,11 @@ impl VaultHttp {
                 .ok()
                 .and_then(|b| (!b.errors.is_empty()).then(|| redact(&b.errors.join("; "))))
                 .unwrap_or_else(|| {
-                    http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("error").to_owned()
+                    http::StatusCode::from_u16(status)
+                        .ok()
+                        .and_then(|s| s.canonical_reason())
+                        .unwrap_or("error")
+                        .to_owned()
                 });
             return Err(VaultError::Refused { status, message });
         }
