@@ -12,7 +12,7 @@ use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use super::respond;
 use super::{RequestPath, collect_control, envelope_of};
 use crate::body::ProxyBody;
-use crate::error::ProxyError;
+use crate::error::{ArgumentError, ProxyError, xml_error};
 use crate::format::ObjectLayout;
 use crate::s3::classify::S3Request;
 
@@ -54,22 +54,19 @@ impl Wanted {
             .filter(|n| !n.is_empty())
             .collect();
         if names.is_empty() {
-            return Err(ProxyError::InvalidArgument(
-                "The x-amz-object-attributes header specifying the attributes to be retrieved is either missing or empty"
-                    .into(),
-            ));
+            return Err(ArgumentError::NoAttributes.into());
         }
         if let Some(bad) = names.iter().find(|n| !KNOWN.contains(n)) {
-            return Err(ProxyError::InvalidArgument(format!("Invalid attribute name specified: {bad}")));
+            return Err(ArgumentError::AttributeName { name: bad.to_string() }.into());
         }
-        let number = |name: &str, default: u32| -> Result<u32, ProxyError> {
+        let number = |name: &'static str, default: u32| -> Result<u32, ProxyError> {
             match headers.get(name) {
                 None => Ok(default),
                 Some(v) => v
                     .to_str()
                     .ok()
                     .and_then(|s| s.trim().parse().ok())
-                    .ok_or_else(|| ProxyError::InvalidArgument(format!("{name} must be a non-negative integer."))),
+                    .ok_or_else(|| ProxyError::from(ArgumentError::NotNonNegative { header: name })),
             }
         };
         Ok(Self {
@@ -92,7 +89,7 @@ struct UpstreamAttributes {
 
 impl UpstreamAttributes {
     fn parse(xml: &[u8]) -> Result<Self, ProxyError> {
-        let bad = |e: &dyn std::fmt::Display| ProxyError::Internal(format!("upstream GetObjectAttributes: {e}"));
+        let bad = |e: &dyn std::fmt::Display| xml_error("upstream GetObjectAttributes", e);
         let mut reader = quick_xml::Reader::from_reader(xml);
         let mut root = None;
         let mut current: Option<Vec<u8>> = None;
@@ -228,7 +225,7 @@ struct Facts<'a> {
 }
 
 fn attributes_xml(root: &[u8], facts: &Facts<'_>, wanted: &Wanted) -> Result<Bytes, ProxyError> {
-    let bad = |e: &dyn std::fmt::Display| ProxyError::Internal(format!("writing GetObjectAttributes: {e}"));
+    let bad = |e: &dyn std::fmt::Display| xml_error("writing GetObjectAttributes", e);
     let root = std::str::from_utf8(root).map_err(|e| bad(&e))?;
     let mut w = quick_xml::Writer::new(Vec::new());
     let mut write = |e: Event<'_>| w.write_event(e).map_err(|e| bad(&e));

@@ -23,7 +23,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
 
 use crate::body::{ProxyBody, collect_limited};
-use crate::error::ProxyError;
+use crate::error::{BodyError, InternalError, ProxyError, Unsupported, UpstreamFailure};
 use crate::format::{EnvelopeMetadata, META_PREFIX};
 use crate::keys::KeyService;
 use crate::metrics::{RefusalReason, metrics};
@@ -180,7 +180,7 @@ impl RequestPath {
             Operation::CompleteMultipartUpload => self.complete_multipart_upload(s3.clone(), parts, body).await,
             Operation::ListParts => self.list_parts(s3.clone(), parts).await,
             Operation::AbortMultipartUpload => self.abort_multipart_upload(s3.clone(), parts, body).await,
-            Operation::Refused(why) => Err(ProxyError::NotImplemented(format!("{why}."))),
+            Operation::Refused(why) => Err(Unsupported::Operation(why).into()),
             Operation::Forward => self.forward(&s3, parts, body).await,
         };
         let bucket = s3.bucket.as_deref().unwrap_or("");
@@ -262,7 +262,7 @@ impl RequestPath {
             let status = resp.status();
             let body = collect_small(resp.into_body()).await.unwrap_or_default();
             let code = crate::s3::xml::texts_of(&body, b"Code").ok().and_then(|mut c| c.pop()).unwrap_or_default();
-            return Err(ProxyError::UpstreamUnreachable(format!("GET answered {status} {code}")));
+            return Err(UpstreamFailure::Answered { step: "GET", status, code }.into());
         }
         let mut body = resp.into_body();
         let mut len = 0u64;
@@ -311,7 +311,7 @@ impl RequestPath {
             classify(&parts.method, &parts.uri, &parts.headers, &self.virtual_host_suffix).map_err(unrecognised)?;
         let named = |e| (s3.name, e);
         if let Operation::Refused(why) = s3.operation {
-            return Err(named(ProxyError::NotImplemented(format!("{why}."))));
+            return Err(named(Unsupported::Operation(why).into()));
         }
         let source = match s3.operation {
             Operation::CopyObject | Operation::UploadPartCopy => {
@@ -358,7 +358,7 @@ impl RequestPath {
 }
 
 fn header_value(s: &str) -> Result<HeaderValue, ProxyError> {
-    HeaderValue::from_str(s).map_err(|e| ProxyError::Internal(format!("header value: {e}")))
+    HeaderValue::from_str(s).map_err(|e| InternalError::HeaderValue(e).into())
 }
 
 fn envelope_of(headers: &HeaderMap) -> Result<EnvelopeMetadata, ProxyError> {
@@ -408,7 +408,7 @@ async fn collect_control(headers: &HeaderMap, body: ProxyBody) -> Result<Bytes, 
 }
 
 async fn collect_small(body: ProxyBody) -> Result<Bytes, ProxyError> {
-    collect_limited(body, MAX_BUFFERED_BODY).await.map_err(|e| ProxyError::UpstreamUnreachable(e.to_string()))
+    collect_limited(body, MAX_BUFFERED_BODY).await.map_err(|e| UpstreamFailure::Body(e).into())
 }
 
 /// Reads a non-object body in full, undoing aws-chunked framing; a checksum
@@ -419,7 +419,7 @@ async fn read_small_body(headers: &mut HeaderMap, body: ProxyBody, deadline: Dur
     let raw = tokio::time::timeout(deadline, collect_limited(body, MAX_BUFFERED_BODY))
         .await
         .map_err(|_| ProxyError::RequestTimeout)?
-        .map_err(|e| ProxyError::IncompleteBody(format!("The request body could not be read: {e}")))?;
+        .map_err(|e| BodyError::Read(e.into()))?;
     if BodyEncoding::of(headers) == BodyEncoding::Raw {
         return Ok(raw);
     }

@@ -10,7 +10,7 @@ use super::respond;
 use super::seal::Sealed;
 use super::{RequestPath, collect_control, collect_small, header_value, read_small_body, reject_reserved_metadata};
 use crate::body::ProxyBody;
-use crate::error::ProxyError;
+use crate::error::{ArgumentError, InternalError, MissingPart, ProxyError, Unsupported, UpstreamFailure};
 use crate::format::{EnvelopeMetadata, ObjectLayout, StoredLayout, plaintext_len};
 use crate::s3::classify::{S3Request, copy_source};
 use crate::s3::headers::remove_checksum_headers;
@@ -37,9 +37,15 @@ fn upstream_upload(s3: &mut S3Request) -> Result<UploadId, ProxyError> {
 }
 
 fn part_number(s3: &S3Request) -> Result<u32, ProxyError> {
-    s3.query_value("partNumber").and_then(|n| n.parse().ok()).filter(|n| (1..=MAX_PARTS).contains(n)).ok_or_else(|| {
-        ProxyError::InvalidArgument("Part number must be an integer between 1 and 10000, inclusive".into())
-    })
+    s3.query_value("partNumber")
+        .and_then(|n| n.parse().ok())
+        .filter(|n| (1..=MAX_PARTS).contains(n))
+        .ok_or_else(|| ArgumentError::PartNumber.into())
+}
+
+/// An upstream answer the proxy cannot go on from (no upload id, no ETag).
+fn answered(step: &'static str, status: http::StatusCode) -> ProxyError {
+    UpstreamFailure::Answered { step, status, code: String::new() }.into()
 }
 
 /// The parts a CompleteMultipartUpload names, checked as S3 checks them:
@@ -55,11 +61,8 @@ fn checked_layout(named: &[(u32, String)], stored: &[StoredPart]) -> Result<Obje
     let mut table = Vec::with_capacity(named.len());
     for (number, etag) in named {
         let found = stored.iter().find(|p| p.number == *number && unquoted(&p.etag) == unquoted(etag));
-        let len = found.and_then(|p| plaintext_len(p.size)).ok_or_else(|| {
-            ProxyError::InvalidPart(format!(
-                "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag (part {number})."
-            ))
-        })?;
+        let len =
+            found.and_then(|p| plaintext_len(p.size)).ok_or_else(|| ProxyError::from(MissingPart { part: *number }))?;
         table.push((*number, len));
     }
     if let Some((_, rest)) = table.split_last()
@@ -196,10 +199,7 @@ impl RequestPath {
             // Sealing reads and copies the completed object, which needs the
             // customer key after CompleteMultipartUpload; S3 clients do not
             // send it there, so the object could never be sealed.
-            return Err(ProxyError::NotImplemented(
-                "SSE-C (customer-provided keys) is not supported for multipart uploads through CloudTaser: sealing the completed object needs the key after CompleteMultipartUpload. Use single PUTs, or SSE-S3/SSE-KMS, with CloudTaser's encryption underneath."
-                    .into(),
-            ));
+            return Err(Unsupported::SseCMultipart.into());
         }
         let data_key = self.keys.generate_fresh().await?;
         let key = UploadKey { transit_key: self.keys.key_name().to_owned(), wrapped_key: data_key.wrapped.clone() };
@@ -245,8 +245,7 @@ impl RequestPath {
         let status = resp.status();
         let body = collect_small(resp.into_body()).await?;
         let id = xml::texts_of(&body, b"UploadId")?.pop().filter(|_| status.is_success());
-        let upload_id =
-            id.ok_or_else(|| ProxyError::UpstreamUnreachable(format!("CreateMultipartUpload answered {status}")))?;
+        let upload_id = id.ok_or_else(|| answered("CreateMultipartUpload", status))?;
         let transit_key = envelope.transit_key;
         Ok(EncryptedUpload { bucket: bucket.to_owned(), key: key.to_owned(), upload_id, data_key, transit_key })
     }
@@ -262,7 +261,7 @@ impl RequestPath {
     ) -> Result<String, ProxyError>
     where
         B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
-        B::Error: std::fmt::Display,
+        B::Error: Into<crate::body::BoxError>,
     {
         let query = vec![("partNumber".into(), number.to_string()), ("uploadId".into(), upload.upload_id.clone())];
         let s3 = S3Request {
@@ -274,7 +273,7 @@ impl RequestPath {
         let status = resp.status();
         match resp.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok()) {
             Some(etag) if status.is_success() => Ok(etag.to_owned()),
-            _ => Err(ProxyError::UpstreamUnreachable(format!("UploadPart answered {status}"))),
+            _ => Err(answered("UploadPart", status)),
         }
     }
 
@@ -315,7 +314,7 @@ impl RequestPath {
             .headers
             .get("x-amz-copy-source-range")
             .map(|v| {
-                let bad = || ProxyError::InvalidArgument("The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy".into());
+                let bad = || ProxyError::from(ArgumentError::CopySourceRange);
                 let spec = v.to_str().ok().and_then(|v| v.trim().strip_prefix("bytes=")).ok_or_else(bad)?;
                 let (a, b) = spec.split_once('-').ok_or_else(bad)?;
                 let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
@@ -333,11 +332,7 @@ impl RequestPath {
         {
             return Err(ProxyError::InvalidRange { object_len: total });
         }
-        let len = read
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .cloned()
-            .ok_or_else(|| ProxyError::Internal("copy source length".into()))?;
+        let len = read.headers().get(http::header::CONTENT_LENGTH).cloned().ok_or(InternalError::CopySourceLength)?;
         let mut headers = HeaderMap::new();
         headers.insert(http::header::CONTENT_LENGTH, len);
         let uploaded = self.seal_and_send(&s3, headers, read.into_body(), &data_key, number, None).await?;
@@ -377,7 +372,7 @@ impl RequestPath {
         let texts = |name: &[u8]| xml::texts_of(&request, name).map_err(|_| ProxyError::MalformedXml);
         let numbers: Vec<u32> = texts(b"PartNumber")?
             .iter()
-            .map(|n| n.trim().parse().map_err(|_| ProxyError::InvalidArgument("PartNumber is not a number".into())))
+            .map(|n| n.trim().parse().map_err(|_| ProxyError::from(ArgumentError::CompletePartNumber)))
             .collect::<Result<_, _>>()?;
         let etags = texts(b"ETag")?;
         if numbers.is_empty() || numbers.len() != etags.len() {
@@ -517,15 +512,13 @@ impl RequestPath {
                 return Err(ProxyError::NoSuchUpload);
             }
             if !status.is_success() {
-                return Err(ProxyError::UpstreamUnreachable(format!(
-                    "The upload's parts could not be listed ({status} {code})."
-                )));
+                return Err(UpstreamFailure::Answered { step: "ListParts", status, code }.into());
             }
             let numbers = xml::texts_of(&doc, b"PartNumber")?;
             let sizes = xml::texts_of(&doc, b"Size")?;
             let etags = xml::texts_of(&doc, b"ETag")?;
             if numbers.len() != sizes.len() || numbers.len() != etags.len() {
-                return Err(ProxyError::UpstreamUnreachable("ListParts answered an incomplete part list.".into()));
+                return Err(UpstreamFailure::IncompletePartList.into());
             }
             for ((n, size), etag) in numbers.iter().zip(&sizes).zip(etags) {
                 if let (Ok(number), Ok(size)) = (n.trim().parse(), size.trim().parse()) {

@@ -12,7 +12,7 @@ use super::respond::{self, PlaintextView};
 use super::stored::malformed;
 use super::{RequestPath, envelope_of, header_value, reject_reserved_metadata};
 use crate::body::{ProxyBody, boxed, empty};
-use crate::error::ProxyError;
+use crate::error::{ArgumentError, ProxyError, RequestError, UpstreamFailure};
 use crate::format::{EnvelopeMetadata, FormatError, HEADER_LEN, Header, Sealer, StoredLayout, ciphertext_len};
 use crate::keys::DataKey;
 use crate::metrics::{BytesKind, Direction, metrics};
@@ -59,7 +59,7 @@ impl RequestPath {
     ) -> Result<Response<ProxyBody>, ProxyError>
     where
         B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
-        B::Error: std::fmt::Display,
+        B::Error: Into<crate::body::BoxError>,
     {
         reject_reserved_metadata(&headers)?;
         let plaintext_len = aws_chunked::plaintext_length(&headers, BodyEncoding::Raw)?;
@@ -103,14 +103,13 @@ impl RequestPath {
     ) -> Result<Response<ProxyBody>, ProxyError>
     where
         B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
-        B::Error: std::fmt::Display,
+        B::Error: Into<crate::body::BoxError>,
     {
         let encoding = BodyEncoding::of(&headers);
         let plaintext_len = aws_chunked::plaintext_length(&headers, encoding)?;
         let verifier = ChecksumVerifier::from_headers(&headers)?;
         let decoder = (encoding == BodyEncoding::AwsChunked).then(ChunkedDecoder::default);
-        let header =
-            Header::random(part_number, plaintext_len).map_err(|e| ProxyError::InvalidArgument(e.to_string()))?;
+        let header = Header::random(part_number, plaintext_len).map_err(ArgumentError::TooLarge)?;
         // Parts are format 2: readable only once a manifest seals the table.
         let header = if part_number > 0 { header.multipart_v2() } else { header };
         let envelope = envelope.map(|e| EnvelopeMetadata { salt: Some(header.salt), ..e });
@@ -136,7 +135,7 @@ impl RequestPath {
         if let Some(failure) = outcome.failure.take() {
             return Err(failure);
         }
-        let resp = sent.map_err(|e| ProxyError::UpstreamUnreachable(crate::error_chain::error_chain(&*e)))?;
+        let resp = sent.map_err(UpstreamFailure::Unreachable)?;
         if resp.status().is_success() {
             metrics().bytes(Direction::In, BytesKind::Plaintext, plaintext_len);
             metrics().bytes(Direction::Out, BytesKind::Ciphertext, ciphertext_len(plaintext_len));
@@ -205,9 +204,7 @@ impl RequestPath {
             None => None,
         };
         match (part, range) {
-            (Some(_), Some(_)) => Err(ProxyError::InvalidRequest(
-                "Cannot specify both Range header and partNumber query parameter".into(),
-            )),
+            (Some(_), Some(_)) => Err(RequestError::RangeAndPartNumber.into()),
             (None, None) => self.get_whole(s3, headers).await,
             (Some(n), None) => {
                 let mut whole = s3.clone();
@@ -453,7 +450,7 @@ impl RequestPath {
 const HEADER_RANGE: &str = "bytes=0-51";
 
 fn bad_part_number() -> ProxyError {
-    ProxyError::InvalidArgument("Part number must be an integer between 1 and 10000, inclusive".into())
+    ArgumentError::PartNumber.into()
 }
 
 /// What a ranged read asks for: a byte range or one part, in plaintext terms.

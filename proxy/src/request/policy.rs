@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use crate::config_error::{ConfigError, invalid};
-use crate::error::ProxyError;
+use crate::error::{PolicyDenial, ProxyError};
 use crate::s3::classify::S3Request;
 use crate::s3::operations::{DEFAULT_ALLOWED, HEADER_DISTINGUISHED, OPERATIONS};
 
@@ -100,13 +100,16 @@ impl AccessPolicy {
     /// it must be inside the allowed buckets too.
     pub fn check(&self, s3: &S3Request, copy_source: Option<&S3Request>) -> Result<(), ProxyError> {
         if !self.operations.contains(s3.name) {
-            return Err(ProxyError::Denied(format!(
-                "{} is not allowed through this proxy ({OPERATIONS_SETTING}).",
-                s3.name
-            )));
+            return Err(PolicyDenial::Operation { operation: s3.name, setting: OPERATIONS_SETTING }.into());
         }
         let Some(scopes) = &self.buckets else { return Ok(()) };
-        let denied = || ProxyError::Denied(format!("{} on {} is outside {BUCKETS_SETTING}.", s3.name, s3.resource()));
+        let denied = || {
+            ProxyError::from(PolicyDenial::Outside {
+                operation: s3.name,
+                resource: s3.resource(),
+                setting: BUCKETS_SETTING,
+            })
+        };
         let Some(bucket) = s3.bucket.as_deref() else { return Err(denied()) };
         let allowed = match s3.key.as_deref() {
             Some(key) => self.covers(bucket, key),
@@ -123,10 +126,7 @@ impl AccessPolicy {
         if let Some(source) = copy_source {
             let (b, k) = (source.bucket.as_deref().unwrap_or(""), source.key.as_deref().unwrap_or(""));
             if !self.covers(b, k) {
-                return Err(ProxyError::Denied(format!(
-                    "The copy source {} is outside {BUCKETS_SETTING}.",
-                    source.resource()
-                )));
+                return Err(PolicyDenial::CopySource { resource: source.resource(), setting: BUCKETS_SETTING }.into());
             }
         }
         Ok(())
@@ -157,10 +157,9 @@ impl AccessPolicy {
             (headers.contains_key("x-amz-object-lock-legal-hold"), "PutObjectLegalHold"),
         ];
         match implied.iter().find(|(present, op)| *present && !self.operations.contains(op)) {
-            Some((_, op)) => Err(ProxyError::Denied(format!(
-                "{} with these headers is also {op}, which is not allowed through this proxy ({OPERATIONS_SETTING}).",
-                s3.name
-            ))),
+            Some((_, op)) => {
+                Err(PolicyDenial::Implied { operation: s3.name, implied: op, setting: OPERATIONS_SETTING }.into())
+            }
             None => Ok(()),
         }
     }
@@ -168,7 +167,10 @@ impl AccessPolicy {
     /// Whether a DeleteObjects body may name these keys.
     pub fn check_keys<'a>(&self, bucket: &str, mut keys: impl Iterator<Item = &'a str>) -> Result<(), ProxyError> {
         match keys.find(|k| !self.covers(bucket, k)) {
-            Some(k) => Err(ProxyError::Denied(format!("Deleting /{bucket}/{k} is outside {BUCKETS_SETTING}."))),
+            Some(k) => {
+                Err(PolicyDenial::DeleteKey { bucket: bucket.to_owned(), key: k.to_owned(), setting: BUCKETS_SETTING }
+                    .into())
+            }
             None => Ok(()),
         }
     }

@@ -141,7 +141,7 @@ pub fn listing_response(headers: HeaderMap, status: StatusCode, xml: Bytes) -> R
 }
 
 fn rewrite_listing_sizes(xml: &[u8]) -> Result<Bytes, ProxyError> {
-    let bad = |e: &dyn std::fmt::Display| ProxyError::Internal(format!("upstream listing is not valid XML: {e}"));
+    let bad = |e: &dyn std::fmt::Display| crate::error::xml_error("upstream listing is not valid XML", e);
     let mut reader = quick_xml::Reader::from_reader(xml);
     let mut writer = quick_xml::Writer::new(Vec::with_capacity(xml.len()));
     // Events of the current entry (`<Contents>`, or `<Version>` in
@@ -315,7 +315,7 @@ mod error_response_tests {
 
     #[test]
     fn renders_the_s3_error_document() {
-        let e = ProxyError::InvalidArgument("a <bad> & odd value".into());
+        let e = ProxyError::from(crate::error::ArgumentError::AttributeName { name: "a <bad> & odd value".into() });
         let resp = error_response(&e, "/b/k?x=<1>", "REQ1", false);
         assert_eq!(resp.status(), 400);
         assert_eq!(resp.headers()["x-amz-request-id"], "REQ1");

@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use std::sync::Arc;
 
 use super::RequestPath;
-use crate::error::ProxyError;
+use crate::error::{ProxyError, UpstreamFailure};
 use crate::format::{
     EnvelopeMetadata, MAX_PART_TABLE_LEN, ObjectLayout, SealedParts, StoredLayout, encode_part_table, manifest_tag,
 };
@@ -68,9 +68,9 @@ pub struct Sealed {
     pub version_id: Option<HeaderValue>,
 }
 
-fn failed(step: &str, status: StatusCode, body: &[u8]) -> ProxyError {
+fn failed(step: &'static str, status: StatusCode, body: &[u8]) -> ProxyError {
     let code = xml::texts_of(body, b"Code").ok().and_then(|mut c| c.pop()).unwrap_or_default();
-    ProxyError::UpstreamUnreachable(format!("sealing the multipart object: {step} answered {status} {code}"))
+    UpstreamFailure::Answered { step, status, code }.into()
 }
 
 fn copy_source(object: &S3Request) -> Result<HeaderValue, ProxyError> {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use super::RequestPath;
-use crate::error::ProxyError;
+use crate::error::{ProxyError, UpstreamFailure};
 use crate::format::{
     EnvelopeMetadata, FormatError, HEADER_LEN, Header, LayoutSpan, MAX_PARTS, ObjectLayout, Opener, SealedParts,
     StoredLayout, VERSION, ciphertext_len, verify_manifest,
@@ -211,7 +211,12 @@ impl RequestPath {
             return Err(ProxyError::ObjectChanged("read"));
         }
         if resp.status() != StatusCode::PARTIAL_CONTENT {
-            return Err(ProxyError::UpstreamUnreachable(format!("ranged read answered {}", resp.status())));
+            return Err(UpstreamFailure::Answered {
+                step: "a ranged read",
+                status: resp.status(),
+                code: String::new(),
+            }
+            .into());
         }
         if content_range(resp.headers()).is_none() {
             return Err(malformed("no stored length"));

@@ -3,7 +3,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use percent_encoding::percent_decode_str;
 
-use crate::error::ProxyError;
+use crate::error::{ArgumentError, PresignError, ProxyError, QueryNames, Unsupported};
 use crate::format::META_PREFIX;
 
 use super::operations::find;
@@ -115,9 +115,7 @@ pub fn classify(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
     if form {
-        return Err(ProxyError::NotImplemented(
-            "browser-form POST uploads are not encrypted by the proxy; nothing was forwarded.".into(),
-        ));
+        return Err(Unsupported::FormPost.into());
     }
     let target = match (&bucket, &key) {
         (None, _) => Target::Service,
@@ -131,7 +129,7 @@ pub fn classify(
         Operation::PutObject if copy => (Operation::CopyObject, "CopyObject"),
         Operation::UploadPart if copy => (Operation::UploadPartCopy, "UploadPartCopy"),
         Operation::ListObjectsV2 if query.iter().any(|(k, v)| k == "list-type" && v != "2") => {
-            return Err(ProxyError::InvalidArgument("list-type must be 2.".into()));
+            return Err(ArgumentError::ListType.into());
         }
         op => (op, spec.name),
     };
@@ -141,17 +139,13 @@ pub fn classify(
     if let Some((_, hint)) = query.iter().find(|(k, _)| k == "x-id")
         && hint != name
     {
-        return Err(ProxyError::InvalidArgument(format!(
-            "x-id={hint} does not name this request's operation ({name})."
-        )));
+        return Err(ArgumentError::RoutingHint { hint: hint.clone(), operation: name }.into());
     }
     let query: Vec<(String, String)> = query.into_iter().filter(|(k, _)| k != "x-id").collect();
     if matches!(operation, Operation::PutObject | Operation::UploadPart)
         && let Some(h) = REFUSED_WRITE_HEADERS.iter().find(|h| headers.contains_key(**h))
     {
-        return Err(ProxyError::NotImplemented(format!(
-            "The {h} header (appending to an object) is not supported through the encryption proxy."
-        )));
+        return Err(Unsupported::Append { header: h }.into());
     }
     let sse_c = super::sse_c::CustomerKey::of_object(headers)?;
     Ok(S3Request { operation, name, bucket, key, query, sse_c })
@@ -162,20 +156,13 @@ fn reserved(name: &str) -> ProxyError {
 }
 
 fn unrecognised(method: &Method, target: Target, query: &[(String, String)]) -> ProxyError {
-    let what = match target {
+    let target = match target {
         Target::Service => "the service",
         Target::Bucket => "a bucket",
         Target::Object => "an object",
     };
-    let names: Vec<&str> = query.iter().map(|(k, _)| k.as_str()).collect();
-    let params = if names.is_empty() {
-        "no query parameters".to_owned()
-    } else {
-        format!("the query parameters {}", names.join(", "))
-    };
-    ProxyError::NotImplemented(format!(
-        "The encryption proxy does not support {method} on {what} with {params}; nothing was forwarded."
-    ))
+    let params = QueryNames(query.iter().map(|(k, _)| k.clone()).collect());
+    Unsupported::Shape { method: method.clone(), target, params }.into()
 }
 
 /// Bucket names as S3 and its compatibles accept them (legacy names may
@@ -192,12 +179,10 @@ fn check_bucket(bucket: &str) -> Result<(), ProxyError> {
 /// file-system backed upstream) could take them to another key or bucket.
 pub fn check_key(key: &str) -> Result<(), ProxyError> {
     if key.contains('\0') {
-        return Err(ProxyError::InvalidArgument("Object keys may not contain NUL characters.".into()));
+        return Err(ArgumentError::NulInKey.into());
     }
     if key.split('/').any(|seg| seg == "." || seg == "..") {
-        return Err(ProxyError::InvalidArgument(
-            "Object keys with `.` or `..` path segments are not accepted by the encryption proxy.".into(),
-        ));
+        return Err(ArgumentError::DotSegment.into());
     }
     Ok(())
 }
@@ -220,14 +205,12 @@ pub fn hoist_query_headers(uri: &http::Uri, headers: &mut HeaderMap) -> Result<O
             kept.push(pair);
             continue;
         }
-        let invalid = || ProxyError::InvalidArgument(format!("The query parameter {name} is not a valid header."));
+        let invalid = || ArgumentError::QueryNotHeader { name: name.to_owned() };
         let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
         let value = HeaderValue::from_str(&decode(v)?).map_err(|_| invalid())?;
         match headers.get(&header) {
             Some(existing) if existing != value => {
-                return Err(ProxyError::InvalidArgument(format!(
-                    "{name} is given both as a header and as a query parameter, with different values."
-                )));
+                return Err(ArgumentError::HeaderAndQueryDiffer { name: name.to_owned() }.into());
             }
             Some(_) => {}
             None => {
@@ -241,7 +224,7 @@ pub fn hoist_query_headers(uri: &http::Uri, headers: &mut HeaderMap) -> Result<O
     }
     let path = uri.path();
     let rebuilt = if kept.is_empty() { path.to_owned() } else { format!("{path}?{}", kept.join("&")) };
-    rebuilt.parse().map(Some).map_err(|_| ProxyError::InvalidArgument("The request URI is not valid.".into()))
+    rebuilt.parse().map(Some).map_err(|_| ArgumentError::Uri.into())
 }
 
 /// A copy's conditions on its source, and the read conditions they mean.
@@ -254,11 +237,7 @@ pub const COPY_SOURCE_CONDITIONS: &[(&str, http::HeaderName)] = &[
 
 /// The source of a copy, from `x-amz-copy-source` (`[/]bucket/key[?versionId=v]`).
 pub fn copy_source(headers: &HeaderMap) -> Result<S3Request, ProxyError> {
-    let invalid = || {
-        ProxyError::InvalidArgument(
-            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey.".into(),
-        )
-    };
+    let invalid = || ProxyError::from(ArgumentError::CopySource);
     let raw = headers.get("x-amz-copy-source").and_then(|v| v.to_str().ok()).ok_or_else(invalid)?;
     let (path, query) = raw.split_once('?').unwrap_or((raw, ""));
     // S3 reads `?versionId=` and nothing else here; s3s takes everything
@@ -300,12 +279,9 @@ fn decode(s: &str) -> Result<String, ProxyError> {
         .filter(|(_, b)| **b == b'%')
         .all(|(i, _)| bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)));
     if !well_formed {
-        return Err(ProxyError::InvalidArgument("The request URI has a malformed percent-encoding.".into()));
+        return Err(ArgumentError::PercentEncoding.into());
     }
-    percent_decode_str(s)
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|_| ProxyError::InvalidArgument("The request URI is not valid UTF-8 after percent-decoding.".into()))
+    percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).map_err(|_| ArgumentError::NotUtf8.into())
 }
 
 /// Decodes the query, dropping presign parameters after checking that a
@@ -329,7 +305,7 @@ fn parse_query(raw: &str) -> Result<Vec<(String, String)>, ProxyError> {
             continue;
         }
         if out.iter().any(|(seen, _)| *seen == k) {
-            return Err(ProxyError::InvalidArgument(format!("The query parameter {k} is given more than once.")));
+            return Err(ArgumentError::DuplicateQuery { name: k }.into());
         }
         out.push((k, decode(v)?));
     }
@@ -353,13 +329,11 @@ const MAX_PRESIGN_SECS: i64 = 604_800;
 
 impl PresignWindow {
     fn check(&self, now: i64) -> Result<(), ProxyError> {
-        let expired = || ProxyError::AccessDenied("Request has expired".into());
+        let expired = || ProxyError::from(PresignError::Expired);
         if let Some(expires) = &self.expires {
             let secs: i64 = expires.parse().map_err(|_| expired())?;
             if !(1..=MAX_PRESIGN_SECS).contains(&secs) {
-                return Err(ProxyError::AccessDenied(
-                    "X-Amz-Expires must be more than 0 and less than 604800 seconds".into(),
-                ));
+                return Err(PresignError::ExpiresOutOfRange.into());
             }
             let signed = self.date.as_deref().and_then(parse_amz_date).ok_or_else(expired)?;
             if now > signed + secs {

@@ -54,10 +54,7 @@ impl CustomerKey {
                 key.set_sensitive(true);
                 Ok(Some(Self { algorithm, key, key_md5 }))
             }
-            _ => Err(ProxyError::InvalidArgument(
-                "Requests specifying Server Side Encryption with Customer provided keys must provide the algorithm, the key and its MD5."
-                    .into(),
-            )),
+            _ => Err(crate::error::ArgumentError::SseC.into()),
         }
     }
 

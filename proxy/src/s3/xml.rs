@@ -3,13 +3,13 @@
 use bytes::Bytes;
 use quick_xml::events::{BytesText, Event};
 
-use crate::error::ProxyError;
+use crate::error::{InternalError, ProxyError};
 
 /// What to do with one element's text.
 pub type TextMap<'a> = &'a dyn Fn(&[u8], &str) -> Option<String>;
 
-fn bad_xml(e: &dyn std::fmt::Display) -> ProxyError {
-    ProxyError::Internal(format!("XML from the upstream could not be rewritten: {e}"))
+fn bad_xml(e: impl Into<crate::body::BoxError>) -> ProxyError {
+    InternalError::Xml { context: "XML from the upstream could not be rewritten", source: e.into() }.into()
 }
 
 /// Drops every element whose name starts with `Checksum` (checksums of
@@ -21,7 +21,7 @@ pub fn rewrite(xml: &[u8], map: TextMap<'_>) -> Result<Bytes, ProxyError> {
     let mut skip_depth = 0usize;
     let mut current: Option<Vec<u8>> = None;
     loop {
-        let event = reader.read_event().map_err(|e| bad_xml(&e))?;
+        let event = reader.read_event().map_err(bad_xml)?;
         match &event {
             Event::Eof => break,
             Event::Start(s) if skip_depth > 0 || s.name().as_ref().starts_with(b"Checksum") => {
@@ -38,16 +38,16 @@ pub fn rewrite(xml: &[u8], map: TextMap<'_>) -> Result<Bytes, ProxyError> {
             Event::End(_) => current = None,
             Event::Text(t) => {
                 if let Some(name) = &current {
-                    let text = t.unescape().map_err(|e| bad_xml(&e))?;
+                    let text = t.unescape().map_err(bad_xml)?;
                     if let Some(new) = map(name, &text) {
-                        writer.write_event(Event::Text(BytesText::new(&new))).map_err(|e| bad_xml(&e))?;
+                        writer.write_event(Event::Text(BytesText::new(&new))).map_err(bad_xml)?;
                         continue;
                     }
                 }
             }
             _ => {}
         }
-        writer.write_event(event).map_err(|e| bad_xml(&e))?;
+        writer.write_event(event).map_err(bad_xml)?;
     }
     Ok(Bytes::from(writer.into_inner()))
 }
@@ -58,14 +58,11 @@ pub fn texts_of(xml: &[u8], tag: &[u8]) -> Result<Vec<String>, ProxyError> {
     let mut inside = false;
     let mut out = Vec::new();
     loop {
-        match reader
-            .read_event()
-            .map_err(|e| ProxyError::InvalidRequest(format!("The XML you provided was not well-formed: {e}")))?
-        {
+        match reader.read_event().map_err(|e| ProxyError::from(crate::error::RequestError::Xml(e)))? {
             Event::Eof => return Ok(out),
             Event::Start(s) => inside = s.name().as_ref() == tag,
             Event::End(_) => inside = false,
-            Event::Text(t) if inside => out.push(t.unescape().map_err(|e| bad_xml(&e))?.into_owned()),
+            Event::Text(t) if inside => out.push(t.unescape().map_err(bad_xml)?.into_owned()),
             _ => {}
         }
     }

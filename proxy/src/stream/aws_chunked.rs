@@ -4,7 +4,7 @@
 use bytes::{Buf, Bytes};
 use http::HeaderMap;
 
-use crate::error::ProxyError;
+use crate::error::{ArgumentError, BodyError, ProxyError};
 
 /// How the client framed the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub fn plaintext_length(headers: &HeaderMap, encoding: BodyEncoding) -> Result<u
         BodyEncoding::Raw => "content-length",
     };
     match header_str(headers, name) {
-        Some(v) => v.trim().parse().map_err(|_| ProxyError::InvalidArgument(format!("{name} is not a number"))),
+        Some(v) => v.trim().parse().map_err(|_| ProxyError::from(ArgumentError::NotANumber { header: name })),
         None => Err(ProxyError::MissingContentLength),
     }
 }
@@ -63,8 +63,8 @@ impl Default for ChunkedDecoder {
     }
 }
 
-fn malformed(what: &str) -> ProxyError {
-    ProxyError::IncompleteBody(format!("The aws-chunked request body is malformed: {what}."))
+fn malformed(what: &'static str) -> ProxyError {
+    BodyError::MalformedChunk(what).into()
 }
 
 impl ChunkedDecoder {
@@ -112,7 +112,7 @@ impl ChunkedDecoder {
     pub fn finish(&self) -> Result<(), ProxyError> {
         match self.state {
             ChunkState::Done => Ok(()),
-            _ => Err(ProxyError::IncompleteBody("The request body ended before the final aws-chunked chunk.".into())),
+            _ => Err(BodyError::EndedEarly.into()),
         }
     }
 

@@ -8,7 +8,7 @@ use http::HeaderMap;
 use md5::Digest as _;
 
 use super::aws_chunked::header_str;
-use crate::error::ProxyError;
+use crate::error::{DigestMismatch, ProxyError, RequestError};
 
 /// A checksum the client asked S3 to verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,16 +155,14 @@ impl ChecksumVerifier {
         if let Some(trailer) = header_str(headers, "x-amz-trailer") {
             for name in trailer.split(',').map(str::trim).filter(|n| !n.is_empty()) {
                 let alg = ChecksumAlgorithm::from_header_name(name)
-                    .ok_or_else(|| ProxyError::InvalidRequest(format!("The trailer {name} is not supported.")))?;
+                    .ok_or_else(|| RequestError::UnsupportedTrailer { name: name.to_owned() })?;
                 if checks.iter().all(|c| c.algorithm != alg) {
                     checks.push(Check { algorithm: alg, hasher: Hasher::new(alg), expected: None });
                 }
             }
         }
         if checks.iter().filter(|c| c.algorithm != ChecksumAlgorithm::Md5).count() > 1 {
-            return Err(ProxyError::InvalidRequest(
-                "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.".into(),
-            ));
+            return Err(RequestError::MultipleChecksums.into());
         }
         Ok(Self { checks })
     }
@@ -187,23 +185,18 @@ impl ChecksumVerifier {
                         .find(|(n, _)| n == c.algorithm.header_name())
                         .map(|(_, v)| v.as_str())
                         .ok_or_else(|| {
-                            ProxyError::InvalidRequest(format!(
-                                "The {} trailer declared in x-amz-trailer is missing.",
-                                c.algorithm.header_name()
-                            ))
+                            ProxyError::from(RequestError::MissingTrailer { header: c.algorithm.header_name() })
                         })?;
                     decode_digest(c.algorithm, v)?
                 }
             };
             let actual = c.hasher.finish();
             if actual != expected {
-                let msg = match c.algorithm {
-                    ChecksumAlgorithm::Md5 => {
-                        "The Content-MD5 you specified did not match what we received.".to_owned()
-                    }
-                    a => format!("The {} you specified did not match the calculated checksum.", a.display()),
-                };
-                return Err(ProxyError::BadDigest(msg));
+                return Err(match c.algorithm {
+                    ChecksumAlgorithm::Md5 => DigestMismatch::ContentMd5,
+                    a => DigestMismatch::Checksum { algorithm: a.display() },
+                }
+                .into());
             }
             if c.algorithm != ChecksumAlgorithm::Md5 {
                 verified
@@ -219,7 +212,7 @@ fn decode_digest(alg: ChecksumAlgorithm, value: &str) -> Result<Vec<u8>, ProxyEr
     match (bytes, alg) {
         (Some(b), _) => Ok(b),
         (None, ChecksumAlgorithm::Md5) => Err(ProxyError::InvalidDigest),
-        (None, a) => Err(ProxyError::InvalidRequest(format!("Value for {} header is invalid.", a.header_name()))),
+        (None, a) => Err(RequestError::ChecksumValue { header: a.header_name() }.into()),
     }
 }
 

@@ -14,7 +14,7 @@ use super::aws_chunked::ChunkedDecoder;
 use super::checksum::{ChecksumVerifier, VerifiedChecksum};
 use super::framing::UploadFraming;
 use crate::body::BoxError;
-use crate::error::ProxyError;
+use crate::error::{BodyError, InternalError, ProxyError, UpstreamFailure};
 use crate::format::{FormatError, Opener, Sealer};
 
 /// What an upload body learned by the time it ended, for the response.
@@ -37,7 +37,7 @@ pub trait Step {
     /// The input ended: anything still held is flushed, or the end is refused.
     fn end(&mut self, out: &mut VecDeque<Bytes>) -> Result<(), ProxyError>;
     /// What a failure of the source body means for this step.
-    fn source_failed(&self, error: String) -> ProxyError;
+    fn source_failed(&self, error: BoxError) -> ProxyError;
     /// Records a failure; the body then ends with the returned error, which
     /// makes hyper abort the transfer rather than end it cleanly.
     fn failed(&mut self, error: ProxyError) -> BoxError;
@@ -56,7 +56,7 @@ pub struct Transformed<B, S> {
 impl<B, S> Transformed<B, S>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: Into<BoxError>,
     S: Step,
 {
     fn with_step(source: B, step: S, len: u64) -> Self {
@@ -72,7 +72,7 @@ where
                         self.step.feed(data, &mut self.ready)?;
                     }
                 }
-                Some(Err(e)) => return Poll::Ready(Err(self.step.source_failed(e.to_string()))),
+                Some(Err(e)) => return Poll::Ready(Err(self.step.source_failed(e.into()))),
                 None => {
                     self.step.end(&mut self.ready)?;
                     self.finished = true;
@@ -86,7 +86,7 @@ where
 impl<B, S> Body for Transformed<B, S>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: Into<BoxError>,
     S: Step + Unpin,
 {
     type Data = Bytes;
@@ -122,7 +122,7 @@ pub struct Seal {
 impl<B> SealedUpload<B>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: Into<BoxError>,
 {
     pub fn new(
         source: B,
@@ -183,8 +183,8 @@ impl Step for Seal {
         Ok(())
     }
 
-    fn source_failed(&self, error: String) -> ProxyError {
-        ProxyError::IncompleteBody(format!("The request body could not be read: {error}"))
+    fn source_failed(&self, error: BoxError) -> ProxyError {
+        BodyError::Read(error).into()
     }
 
     fn failed(&mut self, error: ProxyError) -> BoxError {
@@ -198,10 +198,8 @@ impl Step for Seal {
 
 fn length_error(e: FormatError) -> ProxyError {
     match e {
-        FormatError::LengthMismatch { declared, actual } => ProxyError::IncompleteBody(format!(
-            "You did not provide the number of bytes specified by the Content-Length HTTP header (declared {declared}, got {actual})."
-        )),
-        other => ProxyError::Internal(other.to_string()),
+        FormatError::LengthMismatch { declared, actual } => BodyError::LengthMismatch { declared, actual }.into(),
+        other => InternalError::Format(other).into(),
     }
 }
 
@@ -209,8 +207,7 @@ fn length_error(e: FormatError) -> ProxyError {
 /// so a stream header can be inspected before the response is shaped.
 pub async fn read_prefix<B>(body: &mut B, n: usize) -> Result<Bytes, ProxyError>
 where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
 {
     let mut buf = BytesMut::new();
     while buf.len() < n {
@@ -220,7 +217,7 @@ where
                     buf.extend_from_slice(&data);
                 }
             }
-            Some(Err(e)) => return Err(ProxyError::UpstreamUnreachable(e.to_string())),
+            Some(Err(e)) => return Err(UpstreamFailure::Unreachable(e).into()),
             None => break,
         }
     }
@@ -240,7 +237,7 @@ pub struct Open {
 impl<B> OpenedDownload<B>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: Into<BoxError>,
 {
     pub fn new(source: B, opener: Opener, plaintext_len: u64) -> Self {
         Transformed::with_step(source, Open { opener }, plaintext_len)
@@ -274,8 +271,8 @@ impl Step for Open {
         Ok(())
     }
 
-    fn source_failed(&self, error: String) -> ProxyError {
-        ProxyError::UpstreamUnreachable(error)
+    fn source_failed(&self, error: BoxError) -> ProxyError {
+        UpstreamFailure::Unreachable(error).into()
     }
 
     fn failed(&mut self, error: ProxyError) -> BoxError {

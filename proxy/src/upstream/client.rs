@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use crate::error_chain::error_chain;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 
@@ -11,7 +10,7 @@ use super::Upstream;
 use super::forward::{Transport, UpstreamAddress};
 use super::sign::{Payload, Signer, strip_workload_auth};
 use crate::body::{BoxError, ProxyBody, full};
-use crate::error::ProxyError;
+use crate::error::{InternalError, ProxyError, UpstreamFailure};
 use crate::s3::classify::S3Request;
 use crate::stream::framing::UploadIntegrity;
 
@@ -47,8 +46,7 @@ impl UpstreamClient {
             // GCS rejects the checksum headers of newer SDKs on passed-through requests.
             crate::s3::headers::remove_checksum_headers(&mut headers);
         }
-        let host =
-            HeaderValue::from_str(self.address.host_header()).map_err(|e| ProxyError::Internal(e.to_string()))?;
+        let host = HeaderValue::from_str(self.address.host_header()).map_err(InternalError::HeaderValue)?;
         headers.insert(http::header::HOST, host);
         let mut req = Request::new(body);
         *req.method_mut() = method;
@@ -84,7 +82,7 @@ impl UpstreamClient {
     }
 
     pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
-        self.send_raw(req).await.map_err(|e| ProxyError::UpstreamUnreachable(error_chain(&*e)))
+        Ok(self.send_raw(req).await.map_err(UpstreamFailure::Unreachable)?)
     }
 
     /// Sends a request whose body is held in full, signed with its SHA-256.

@@ -10,7 +10,7 @@ use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::body::{BoxError, ProxyBody};
-use crate::error::ProxyError;
+use crate::error::{ArgumentError, InternalError, ProxyError};
 use crate::upstream::Upstream;
 
 /// Sends a signed request and hands back the response, its body boxed so
@@ -52,7 +52,7 @@ impl Forwarder {
         http.set_nodelay(true);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
-            .map_err(|e| ProxyError::Internal(format!("loading TLS roots: {e}")))?
+            .map_err(InternalError::TlsRoots)?
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -106,9 +106,7 @@ impl UpstreamAddress {
             path.push_str(&q.join("&"));
         }
         let scheme = self.upstream.endpoint.scheme_str().unwrap_or("https");
-        format!("{scheme}://{}{path}", self.authority)
-            .parse()
-            .map_err(|e| ProxyError::InvalidArgument(format!("The request cannot be mapped upstream: {e}")))
+        format!("{scheme}://{}{path}", self.authority).parse().map_err(|e| ArgumentError::Unmappable(e).into())
     }
 
     pub fn host_header(&self) -> &str {

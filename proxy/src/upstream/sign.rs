@@ -14,7 +14,7 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use http::{HeaderMap, HeaderName, Request};
 
 use crate::credentials::CredentialSource;
-use crate::error::ProxyError;
+use crate::error::{ArgumentError, InternalError, ProxyError};
 
 /// What the signature says about the body.
 #[derive(Debug, Clone)]
@@ -115,7 +115,7 @@ impl Signer {
             .time(SystemTime::now())
             .settings(settings)
             .build()
-            .map_err(|e| ProxyError::Internal(format!("signing parameters: {e}")))?
+            .map_err(|e| InternalError::SigningParams(e.into()))?
             .into();
         let uri = req.uri().to_string();
         let headers: Vec<(&str, &str)> = req
@@ -123,16 +123,16 @@ impl Signer {
             .iter()
             .map(|(k, v)| Ok((k.as_str(), v.to_str()?)))
             .collect::<Result<_, http::header::ToStrError>>()
-            .map_err(|_| ProxyError::InvalidArgument("A request header value is not visible ASCII.".into()))?;
+            .map_err(|_| ArgumentError::HeaderNotAscii)?;
         let signable = SignableRequest::new(
             req.method().as_str(),
             &uri,
             headers.into_iter(),
             SignableBody::Precomputed(payload.value().to_owned()),
         )
-        .map_err(|e| ProxyError::Internal(format!("request not signable: {e}")))?;
+        .map_err(|e| InternalError::Signing(e.into()))?;
         let (instructions, _signature) =
-            sign(signable, &params).map_err(|e| ProxyError::Internal(format!("signing failed: {e}")))?.into_parts();
+            sign(signable, &params).map_err(|e| InternalError::Signing(e.into()))?.into_parts();
         instructions.apply_to_request_http1x(req);
         Ok(())
     }

@@ -2,6 +2,13 @@
 //! S3 error code. The error document itself is rendered at the edge
 //! (`request::respond::error_response`).
 
+mod reason;
+
+pub use reason::{
+    ArgumentError, BodyError, DigestMismatch, InternalError, MissingPart, PolicyDenial, PresignError, QueryNames,
+    RequestError, Unsupported, UpstreamFailure,
+};
+
 use http::StatusCode;
 
 use crate::credentials::CredentialsError;
@@ -12,25 +19,25 @@ use crate::keys::VaultError;
 pub enum ProxyError {
     #[error("You must provide the Content-Length HTTP header.")]
     MissingContentLength,
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    InvalidRequest(String),
-    #[error("{0}")]
-    NotImplemented(String),
-    #[error("{0}")]
-    BadDigest(String),
+    #[error(transparent)]
+    InvalidArgument(#[from] ArgumentError),
+    #[error(transparent)]
+    InvalidRequest(#[from] RequestError),
+    #[error(transparent)]
+    NotImplemented(#[from] Unsupported),
+    #[error(transparent)]
+    BadDigest(#[from] DigestMismatch),
     #[error("The Content-MD5 or checksum value you specified is not valid.")]
     InvalidDigest,
-    #[error("{0}")]
-    IncompleteBody(String),
+    #[error(transparent)]
+    IncompleteBody(#[from] BodyError),
     #[error("The requested range is not satisfiable")]
     InvalidRange { object_len: u64 },
-    #[error("{0}")]
-    AccessDenied(String),
+    #[error(transparent)]
+    AccessDenied(#[from] PresignError),
     /// Refused by `CLOUDTASER_S3PROXY_ALLOWED_OPERATIONS` or `_BUCKETS`.
-    #[error("{0}")]
-    Denied(String),
+    #[error(transparent)]
+    Denied(#[from] PolicyDenial),
     #[error("The metadata name {0} is reserved for the encryption envelope.")]
     ReservedMetadata(String),
     #[error("The specified bucket is not valid.")]
@@ -61,7 +68,7 @@ pub enum ProxyError {
     #[error("The proxy has no usable upstream credentials.")]
     Credentials(#[from] CredentialsError),
     #[error("The upstream storage service could not be reached: {0}")]
-    UpstreamUnreachable(String),
+    UpstreamUnreachable(#[from] UpstreamFailure),
     #[error("The stored ciphertext failed verification: {0}")]
     Ciphertext(FormatError),
     #[error("The object's encryption metadata is missing or malformed ({0}).")]
@@ -86,14 +93,20 @@ pub enum ProxyError {
         "The specified multipart upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
     )]
     NoSuchUpload,
-    #[error("{0}")]
-    InvalidPart(String),
+    #[error(transparent)]
+    InvalidPart(#[from] MissingPart),
     #[error("The list of parts was not in ascending order. Parts must be ordered by part number.")]
     InvalidPartOrder,
     #[error("The upstream answered a request without object data with an object; it was not passed on.")]
     UnexpectedObject,
     #[error("{0}")]
-    Internal(String),
+    Internal(#[from] InternalError),
+}
+
+/// An XML document the proxy could not read or write, as an internal error.
+/// quick-xml's error types vary by step; the text is kept for the log.
+pub fn xml_error(context: &'static str, e: &dyn std::fmt::Display) -> ProxyError {
+    InternalError::Xml { context, source: e.to_string().into() }.into()
 }
 
 impl From<VaultError> for ProxyError {
@@ -167,7 +180,7 @@ mod tests {
     fn the_table_gives_s3s_status_and_code() {
         let cases: [(ProxyError, u16, &str); 8] = [
             (ProxyError::NoSuchUpload, 404, "NoSuchUpload"),
-            (ProxyError::InvalidPart("p".into()), 400, "InvalidPart"),
+            (ProxyError::InvalidPart(MissingPart { part: 3 }), 400, "InvalidPart"),
             (ProxyError::ObjectChanged("read"), 503, "ServiceUnavailable"),
             (ProxyError::SealPending, 503, "ServiceUnavailable"),
             (ProxyError::Format1Refused, 403, "AccessDenied"),
@@ -180,6 +193,83 @@ mod tests {
         }
         assert!(ProxyError::Ciphertext(FormatError::Truncated).is_integrity_failure());
         assert!(!ProxyError::NoSuchUpload.is_integrity_failure());
+    }
+
+    #[test]
+    fn typed_reasons_keep_s3s_messages_and_codes() {
+        let cases: [(ProxyError, u16, &str, &str); 9] = [
+            (
+                ArgumentError::DuplicateQuery { name: "uploadId".into() }.into(),
+                400,
+                "InvalidArgument",
+                "The query parameter uploadId is given more than once.",
+            ),
+            (
+                RequestError::RangeAndPartNumber.into(),
+                400,
+                "InvalidRequest",
+                "Cannot specify both Range header and partNumber query parameter",
+            ),
+            (
+                Unsupported::Shape {
+                    method: http::Method::POST,
+                    target: "an object",
+                    params: QueryNames(vec!["restore".into()]),
+                }
+                .into(),
+                501,
+                "NotImplemented",
+                "The encryption proxy does not support POST on an object with the query parameters restore; nothing was forwarded.",
+            ),
+            (
+                Unsupported::Operation("SelectObjectContent reads stored bytes").into(),
+                501,
+                "NotImplemented",
+                "SelectObjectContent reads stored bytes.",
+            ),
+            (
+                DigestMismatch::ContentMd5.into(),
+                400,
+                "BadDigest",
+                "The Content-MD5 you specified did not match what we received.",
+            ),
+            (
+                BodyError::LengthMismatch { declared: 10, actual: 4 }.into(),
+                400,
+                "IncompleteBody",
+                "You did not provide the number of bytes specified by the Content-Length HTTP header (declared 10, got 4).",
+            ),
+            (PresignError::Expired.into(), 403, "AccessDenied", "Request has expired"),
+            (
+                PolicyDenial::Operation {
+                    operation: "PutBucketPolicy",
+                    setting: "CLOUDTASER_S3PROXY_ALLOWED_OPERATIONS",
+                }
+                .into(),
+                403,
+                "AccessDenied",
+                "PutBucketPolicy is not allowed through this proxy (CLOUDTASER_S3PROXY_ALLOWED_OPERATIONS).",
+            ),
+            (
+                UpstreamFailure::Answered {
+                    step: "ListParts",
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    code: "InternalError".into(),
+                }
+                .into(),
+                502,
+                "BadGateway",
+                "The upstream storage service could not be reached: ListParts answered 500 Internal Server Error InternalError",
+            ),
+        ];
+        for (e, status, code, message) in cases {
+            assert_eq!((e.status().as_u16(), e.code(), e.to_string().as_str()), (status, code, message), "{e:?}");
+        }
+        let e = ProxyError::from(UpstreamFailure::Unreachable("connection refused".into()));
+        assert_eq!((e.status().as_u16(), e.code()), (502, "BadGateway"));
+        let e = ProxyError::from(InternalError::Format(FormatError::Truncated));
+        assert_eq!((e.status().as_u16(), e.code()), (500, "InternalError"));
+        assert!(!e.is_integrity_failure(), "a write-side format fault is not a stored object failing verification");
     }
 
     #[test]
