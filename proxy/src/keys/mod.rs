@@ -217,3 +217,111 @@ impl KeyService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::testing::vault::FakeVault;
+
+    fn service(vault: &Arc<FakeVault>) -> KeyService {
+        vault.accept_token("s.proxy");
+        let http = VaultHttp::with_transport(vault.clone());
+        let session = Session::new(http, AuthMethod::Token(Secret::Value(zeroize::Zeroizing::new("s.proxy".into()))));
+        KeyService::new(TransitClient::new(session, "transit", "app"), 16, Duration::from_secs(60))
+    }
+
+    #[tokio::test]
+    async fn a_fresh_key_unwraps_to_itself_and_reads_hit_the_cache() {
+        let vault = FakeVault::new();
+        let keys = service(&vault);
+        let new = keys.generate_fresh().await.unwrap();
+        assert!(is_valid_wrapped_key(&new.wrapped), "{}", new.wrapped);
+        let read = keys.unwrap("app", &new.wrapped).await.unwrap();
+        assert_eq!(read.bytes(), new.key.bytes());
+        assert_eq!(vault.count("decrypt"), 0, "the writer's key is cached for its reads");
+    }
+
+    #[tokio::test]
+    async fn concurrent_cold_reads_share_one_decrypt() {
+        let vault = FakeVault::new();
+        let writer = service(&vault);
+        let wrapped = writer.generate_fresh().await.unwrap().wrapped;
+        let reader = service(&vault);
+        let keys = futures_util::future::join_all((0..16).map(|_| reader.unwrap("app", &wrapped))).await;
+        assert!(keys.iter().all(|k| k.is_ok()));
+        assert_eq!(vault.count("transit/decrypt/app"), 1, "{:?}", vault.calls());
+    }
+
+    #[tokio::test]
+    async fn tampered_foreign_and_unconfigured_keys_are_refused_for_good() {
+        let vault = FakeVault::new();
+        let keys = service(&vault);
+        let wrapped = keys.generate_fresh().await.unwrap().wrapped;
+        let body = wrapped.strip_prefix("vault:v1:").unwrap();
+        let flipped = if body.starts_with('B') { 'C' } else { 'B' };
+        let tampered = format!("vault:v1:{flipped}{}", &body[1..]);
+        let e = service(&vault).unwrap("app", &tampered).await.unwrap_err();
+        assert!(e.is_permanent(), "{e:?}");
+        assert!(matches!(keys.unwrap("other", &wrapped).await, Err(VaultError::KeyNotAllowed)));
+        assert!(matches!(keys.unwrap("app", "vault:v1:../../x").await, Err(VaultError::MalformedWrappedKey)));
+        assert!(matches!(keys.unwrap("../keys/app", &wrapped).await, Err(VaultError::KeyNotAllowed)));
+        // A key version below min_decryption_version: the fixed sentence, not Vault's text.
+        vault.min_decryption_version.store(2, Ordering::Relaxed);
+        let e = service(&vault).unwrap("app", &wrapped).await.unwrap_err();
+        assert!(e.client_message().contains("min_decryption_version"), "{}", e.client_message());
+    }
+
+    #[tokio::test]
+    async fn a_sealed_vault_is_an_outage_and_is_recorded() {
+        let vault = FakeVault::new();
+        let keys = service(&vault);
+        keys.generate_fresh().await.unwrap();
+        assert!(keys.health().is_reachable());
+        vault.transit_status.store(503, Ordering::Relaxed);
+        let Err(e) = keys.generate_fresh().await else { panic!("a key from a sealed Vault") };
+        assert!(e.is_outage() && !e.is_permanent(), "{e:?}");
+        assert!(!keys.health().is_reachable(), "readiness follows the outage");
+        vault.transit_status.store(429, Ordering::Relaxed);
+        let Err(e) = keys.generate_fresh().await else { panic!("a key while rate-limited") };
+        assert!(e.is_rate_limit(), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_is_replaced_and_the_call_retried_once() {
+        let vault = FakeVault::new();
+        let http = VaultHttp::with_transport(vault.clone());
+        let jwt = Secret::Value(zeroize::Zeroizing::new("good-jwt".into()));
+        let session = Session::new(http, AuthMethod::Kubernetes { mount: "kubernetes".into(), role: "p".into(), jwt });
+        let keys = KeyService::new(TransitClient::new(session, "transit", "app"), 16, Duration::from_secs(60));
+        keys.generate_fresh().await.unwrap();
+        vault.revoke_all_tokens();
+        keys.generate_fresh().await.unwrap();
+        assert_eq!(vault.logins(), 2);
+        assert_eq!(vault.count("datakey"), 3, "one refused call, one retry after the login: {:?}", vault.calls());
+    }
+
+    #[tokio::test]
+    async fn writes_take_pooled_keys_without_a_vault_call() {
+        let vault = FakeVault::new();
+        let settings = PoolSettings { size: 8, low_water: 2, max_age: Duration::from_secs(300) };
+        let keys = service(&vault).with_pool(Some(settings));
+        keys.start_pool();
+        for _ in 0..200 {
+            if keys.pool().unwrap().len() == 8 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(keys.pool().unwrap().len(), 8);
+        let before = vault.calls().len();
+        let a = keys.generate_fresh().await.unwrap();
+        let b = keys.generate_fresh().await.unwrap();
+        assert_ne!(a.wrapped, b.wrapped, "each key serves one object");
+        assert_eq!(vault.calls().len(), before, "{:?}", vault.calls());
+        assert_eq!(vault.count("datakey"), 0);
+        // Pooled keys are wrapped by Transit: a reader elsewhere unwraps them.
+        assert_eq!(service(&vault).unwrap("app", &a.wrapped).await.unwrap().bytes(), a.key.bytes());
+    }
+}
