@@ -9,7 +9,8 @@ of the hop (proxy or baseline) and of the upstream (Garage), and each hop's
 peak RSS (VmHWM; every transfer here is one stream).
 
     BENCH_UPSTREAM=garage|memory REPS=3 [BEFORE_BIN=/path/to/old/cloudtaser-s3proxy] \
-        [INTEGRITY=crc32c-trailer|unsigned] python3 bench/large.py
+        [INTEGRITY=crc32c-trailer|unsigned] [SIZE=4096 COUNT=3000 CONCURRENCY=32] \
+        [RESULT_NAME=name] python3 bench/large.py
 
 Writes bench/results/large[-garage].json. Needs the release build of
 cloudtaser-s3proxy and cloudtaser-bench."""
@@ -35,6 +36,8 @@ GiB = 1 << 30
 REPS = int(os.environ.get("REPS", "3"))
 UPSTREAM = os.environ.get("BENCH_UPSTREAM", "garage")
 SIZE = int(os.environ.get("SIZE", str(GiB)))
+# Many small objects instead of one large one: COUNT objects, CONCURRENCY at a time.
+LOAD = {k.lower(): int(os.environ[k]) for k in ("COUNT", "CONCURRENCY") if k in os.environ}
 BEFORE_BIN = os.environ.get("BEFORE_BIN")
 INTEGRITY = os.environ.get("INTEGRITY")
 # Extra environment for the proxy under test only ("NAME=value,NAME=value"),
@@ -88,7 +91,7 @@ def main() -> None:
                     endpoint, pid = targets[t]
                     hop0 = run.cpu_seconds(pid) if pid else 0.0
                     up0 = run.cpu_seconds(upstream_pid)
-                    r = run.load(endpoint, case, size=SIZE, key=f"{t}-large")
+                    r = run.load(endpoint, case, size=SIZE, key=f"{t}-large", **LOAD)
                     gb = r["bytes"] / 1e9
                     entry = samples.setdefault(f"{case} {t}", {"MBps": [], "hop_cpu": [], "upstream_cpu": []})
                     entry["MBps"].append(r["bytes"] / r["seconds"] / 1e6)
@@ -100,7 +103,7 @@ def main() -> None:
         rss = {t: run.peak_rss_mib(pid) for t, (_, pid) in targets.items() if pid}
         s.stop()
 
-    results: dict = {"upstream": UPSTREAM, "size": SIZE, "reps": REPS, "integrity": INTEGRITY or "default",
+    results: dict = {"upstream": UPSTREAM, "size": SIZE, "load": LOAD, "reps": REPS, "integrity": INTEGRITY or "default",
                "before_bin": BEFORE_BIN, "proxy_env": PROXY_ENV,
                      "peak_rss_MiB": rss, "cases": {}}
     for case in ("put", "get"):
@@ -116,7 +119,8 @@ def main() -> None:
     print("peak RSS MiB:", rss)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    path = out / ("large.json" if UPSTREAM == "memory" else f"large-{UPSTREAM}.json")
+    name = os.environ.get("RESULT_NAME") or ("large" if UPSTREAM == "memory" else f"large-{UPSTREAM}")
+    path = out / f"{name}.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"wrote {path}")
 
