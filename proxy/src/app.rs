@@ -1,24 +1,22 @@
-//! Assembles the units from the configuration: the Vault session, the key
-//! service and the signed upstream client. Used by `serve` and the admin commands.
+//! Assembles the units from the resolved [`Settings`]: the Vault session,
+//! the key service, the signed upstream client and the request path, each
+//! from its own group of settings. Used by `serve` and the admin commands.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::ProxyConfig;
-use crate::config_error::ConfigError;
 use crate::credentials::CredentialSource;
 use crate::error::ProxyError;
 use crate::keys::{KeyService, Session, TransitClient, VaultEndpoint, VaultError, VaultHttp};
 use crate::request::RequestPath;
+use crate::settings::{CredentialOrigin, KeySettings, Settings, UpstreamSettings, VaultSettings};
 use crate::upstream::UpstreamClient;
 use crate::upstream::forward::Forwarder;
 use crate::upstream::sign::Signer;
 
-/// What assembling the units from the configuration fails with.
+/// What assembling the units from the settings fails with.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     #[error(transparent)]
     Vault(#[from] VaultError),
     /// Building the upstream client.
@@ -30,63 +28,75 @@ pub enum AppError {
 }
 
 /// A Vault session whose token is kept alive in the background.
-pub fn vault_session(config: &ProxyConfig) -> Result<Arc<Session>, AppError> {
-    let ca_cert_pem = match &config.vault_cacert {
+pub fn vault_session(vault: &VaultSettings) -> Result<Arc<Session>, AppError> {
+    let ca_cert_pem = match &vault.ca_cert {
         Some(path) => Some(std::fs::read(path).map_err(|source| AppError::CaCert { path: path.clone(), source })?),
         None => None,
     };
     let endpoint = VaultEndpoint {
-        address: config.vault_addr.clone(),
-        namespace: config.vault_namespace.clone(),
+        address: vault.address.clone(),
+        namespace: vault.namespace.clone(),
         ca_cert_pem,
-        timeout: config.vault_timeout(),
+        timeout: vault.timeout,
     };
     let http = VaultHttp::new(&endpoint)?;
-    let auth = config.vault_auth()?;
-    let session = Session::new(http, auth);
+    let session = Session::new(http, vault.auth.clone());
     tokio::spawn(session.clone().maintain());
     Ok(session)
 }
 
-pub fn key_service(config: &ProxyConfig, session: Arc<Session>, key_name: &str) -> Arc<KeyService> {
-    Arc::new(build_key_service(config, session, key_name))
+/// A key service without a pool, writing under `key_name`.
+pub fn key_service(keys: &KeySettings, session: Arc<Session>, key_name: &str) -> Arc<KeyService> {
+    Arc::new(build_key_service(keys, session, key_name))
 }
 
 /// The key service `serve` uses: [`key_service`] with the pool of
 /// pre-wrapped data keys, which starts filling now. The admin commands
 /// write too few objects to need one.
-pub fn serving_key_service(config: &ProxyConfig, session: Arc<Session>) -> Result<Arc<KeyService>, AppError> {
-    let pool = config.key_pool()?;
-    let keys = build_key_service(config, session, &config.transit_key).with_pool(pool);
-    keys.start_pool();
-    Ok(Arc::new(keys))
+pub fn serving_key_service(keys: &KeySettings, session: Arc<Session>) -> Arc<KeyService> {
+    let service = build_key_service(keys, session, &keys.write_key).with_pool(keys.pool);
+    service.start_pool();
+    Arc::new(service)
 }
 
-fn build_key_service(config: &ProxyConfig, session: Arc<Session>, key_name: &str) -> KeyService {
-    let transit = TransitClient::new(session, &config.transit_mount, key_name);
-    KeyService::new(transit, config.key_cache_size, config.key_cache_ttl()).with_read_keys(&config.readable_keys())
+fn build_key_service(keys: &KeySettings, session: Arc<Session>, key_name: &str) -> KeyService {
+    let transit = TransitClient::new(session, &keys.transit_mount, key_name);
+    KeyService::new(transit, keys.cache_size, keys.cache_ttl).with_read_keys(&keys.readable)
 }
 
-pub async fn upstream_client(config: &ProxyConfig) -> Result<UpstreamClient, AppError> {
-    let upstream = config.upstream()?;
-    let credentials = match &config.credentials_dir {
-        Some(dir) => CredentialSource::from_directory(dir.clone()),
-        None => CredentialSource::from_default_chain(&upstream.region).await,
+pub async fn upstream_client(settings: &UpstreamSettings) -> Result<UpstreamClient, AppError> {
+    let upstream = settings.upstream.clone();
+    let credentials = match &settings.credentials.origin {
+        CredentialOrigin::Directory(dir) => CredentialSource::from_directory(dir.clone()),
+        CredentialOrigin::DefaultChain => CredentialSource::from_default_chain(&upstream.region).await,
     };
-    let refresh = std::time::Duration::from_secs(config.credentials_refresh_secs);
-    let credentials = Arc::new(credentials.with_refresh_margin(refresh));
+    let credentials = Arc::new(credentials.with_refresh_margin(settings.credentials.refresh_margin));
     let signer = Signer::new(credentials, upstream.region.clone(), upstream.is_gcs);
     let forwarder = Forwarder::new(crate::server::CONNECTION_BUFFER)?;
     Ok(UpstreamClient::new(signer, upstream, Arc::new(forwarder)))
 }
 
+/// The request path `serve` answers clients with.
+pub fn serving_request_path(settings: &Settings, keys: Arc<KeyService>, client: UpstreamClient) -> RequestPath {
+    let request = &settings.request;
+    RequestPath::new(keys, client, request.plaintext_reads.clone(), request.virtual_host_suffix.clone())
+        .with_policy(request.access.clone())
+        .with_key_logging(request.log_keys)
+        .with_body_deadline(request.body_deadline)
+        .with_seal_method(request.seal_method, settings.upstream.upstream.is_gcs)
+        .with_format_1_multipart_reads(request.format_1_multipart_reads)
+        .with_complete_keepalive(request.complete_keepalive)
+}
+
 /// The request path the admin commands (`migrate`, `scan`, `rewrap`,
 /// `seal`) drive: the proxy's own keys and upstream, plaintext reads off
 /// (a tool must see plaintext as plaintext), and the configured sealing.
-pub async fn tool_request_path(config: &ProxyConfig) -> Result<(Arc<KeyService>, RequestPath), AppError> {
-    let is_gcs = config.upstream()?.is_gcs;
-    let keys = key_service(config, vault_session(config)?, &config.transit_key);
-    let path = RequestPath::new(keys.clone(), upstream_client(config).await?, Default::default(), String::new())
-        .with_seal_method(config.multipart_seal, is_gcs);
+/// The rest of the request settings concern clients' requests, which a
+/// tool never receives (it addresses buckets itself, never by `Host`).
+pub async fn tool_request_path(settings: &Settings) -> Result<(Arc<KeyService>, RequestPath), AppError> {
+    let keys = key_service(&settings.keys, vault_session(&settings.vault)?, &settings.keys.write_key);
+    let client = upstream_client(&settings.upstream).await?;
+    let path = RequestPath::new(keys.clone(), client, Default::default(), settings.request.virtual_host_suffix.clone())
+        .with_seal_method(settings.request.seal_method, settings.upstream.upstream.is_gcs);
     Ok((keys, path))
 }

@@ -1,6 +1,6 @@
 //! The command line: `serve` (the default) and the admin commands, with
 //! their arguments. The proxy's own settings are `config::ProxyConfig`,
-//! shared by every command.
+//! shared by every command and resolved once into `settings::Settings`.
 
 use std::path::PathBuf;
 

@@ -1,7 +1,10 @@
-//! The proxy's settings, each an environment variable and a flag, checked
-//! here so a bad one stops start-up with one clear line naming it. The
-//! command line around them (subcommands and their arguments) is `cli`;
-//! each layer's own setting types live with it and are re-exported here.
+//! The proxy's settings as the command line and environment give them:
+//! each is an environment variable and a flag. [`ProxyConfig::resolve`]
+//! checks them all once, at start-up, so a bad one stops the process with
+//! one clear line naming it, and turns them into typed
+//! [`Settings`](crate::settings::Settings) grouped by the unit that uses
+//! them. Nothing reads a `ProxyConfig` after that. The command line around
+//! them (subcommands and their arguments) is `cli`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,12 +14,18 @@ use clap::Args;
 
 pub use crate::config_error::ConfigError;
 pub(crate) use crate::config_error::invalid;
-pub use crate::request::policy::PlaintextReadPolicy;
+use crate::keys::{AuthMethod, PoolSettings, Secret};
+pub use crate::logging::LogFormat;
+use crate::request::policy::{AccessPolicy, PlaintextReadPolicy};
+use crate::request::seal::SealMethod;
+use crate::server::{HEALTH_HEADER_READ_TIMEOUT, ListenerLimits, S3_HEADER_READ_TIMEOUT};
+use crate::settings::{
+    CredentialOrigin, CredentialSettings, KeySettings, Listener, ListenerSettings, LogSettings, ProcessSettings,
+    RequestSettings, Settings, UpstreamSettings, VaultAccess, VaultSettings,
+};
 pub use crate::stream::framing::UploadIntegrity;
-pub use crate::upstream::Upstream;
+use crate::upstream::Upstream;
 use zeroize::Zeroizing;
-
-use crate::keys::{AuthMethod, Secret};
 
 /// `CLOUDTASER_S3PROXY_FORMAT1_MULTIPART`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -202,8 +211,8 @@ pub struct ProxyConfig {
     /// `object-copy` (CopyObject onto itself, for upstreams without
     /// UploadPartCopy; the ETag loses its `-N`). `auto`: `object-copy` on
     /// GCS, `part-copy` elsewhere.
-    #[arg(long, env = "CLOUDTASER_S3PROXY_MULTIPART_SEAL", value_enum, default_value_t = crate::request::seal::SealMethod::Auto)]
-    pub multipart_seal: crate::request::seal::SealMethod,
+    #[arg(long, env = "CLOUDTASER_S3PROXY_MULTIPART_SEAL", value_enum, default_value_t = SealMethod::Auto)]
+    pub multipart_seal: SealMethod,
 
     /// Multipart objects without a manifest (format 1, written before
     /// format 2): `read` them (truncation to a prefix of their parts is not
@@ -233,6 +242,12 @@ pub struct ProxyConfig {
     #[arg(long, env = "CLOUDTASER_S3PROXY_LOG_KEYS", default_value_t = false, action = clap::ArgAction::Set)]
     pub log_keys: bool,
 
+    /// The domain under which `<bucket>.<suffix>` hosts address buckets
+    /// (virtual-hosted style, e.g. `my-bucket.localhost:8190`); empty turns
+    /// virtual-hosted addressing off, leaving path style alone.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_VIRTUAL_HOST_SUFFIX", default_value = "localhost")]
+    pub virtual_host_suffix: String,
+
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "CLOUDTASER_S3PROXY_LOG", default_value = "info")]
     pub log: String,
@@ -257,14 +272,141 @@ pub enum VaultAuthMethod {
     Approle,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
 impl ProxyConfig {
-    pub fn upstream(&self) -> Result<Upstream, ConfigError> {
+    /// What every command's process needs: threads and logging. Clap has
+    /// typed these already, so nothing can fail.
+    pub fn process(&self) -> ProcessSettings {
+        ProcessSettings {
+            worker_threads: usize::from(self.worker_threads),
+            log: LogSettings { filter: self.log.clone(), format: self.log_format },
+        }
+    }
+
+    /// The listeners' addresses and limits (clap has checked their ranges).
+    pub fn listeners(&self) -> ListenerSettings {
+        ListenerSettings {
+            s3: Listener {
+                address: self.listen,
+                limits: ListenerLimits {
+                    max_connections: self.max_connections as usize,
+                    header_read_timeout: S3_HEADER_READ_TIMEOUT,
+                },
+            },
+            health: Listener {
+                address: self.health_listen,
+                limits: ListenerLimits {
+                    max_connections: self.health_max_connections as usize,
+                    header_read_timeout: HEALTH_HEADER_READ_TIMEOUT,
+                },
+            },
+        }
+    }
+
+    /// Everything `serve` and the bucket tools need, checked and typed
+    /// once; the first bad setting is the error, naming it.
+    pub fn resolve(self) -> Result<Settings, ConfigError> {
+        let listeners = self.listeners();
+        let vault = self.vault()?;
+        let upstream = self.upstream()?;
+        if !crate::keys::is_valid_key_name(&self.transit_key) {
+            return Err(invalid("CLOUDTASER_S3PROXY_TRANSIT_KEY", "expected a Transit key name"));
+        }
+        let plaintext_reads = PlaintextReadPolicy::new(&self.plaintext_reads)?;
+        let access = AccessPolicy::new(&self.allowed_operations, &self.buckets)?;
+        let pool = self.key_pool()?;
+        for key in &self.transit_read_keys {
+            if !crate::keys::is_valid_key_name(key.trim()) {
+                return Err(invalid(
+                    "CLOUDTASER_S3PROXY_TRANSIT_READ_KEYS",
+                    format!("`{key}` is not a Transit key name"),
+                ));
+            }
+        }
+        let virtual_host_suffix = virtual_host_suffix(&self.virtual_host_suffix)?;
+        let request = RequestSettings {
+            access,
+            plaintext_reads,
+            log_keys: self.log_keys,
+            body_deadline: Duration::from_secs(self.body_timeout_secs),
+            seal_method: match self.multipart_seal {
+                SealMethod::Auto if upstream.is_gcs => SealMethod::ObjectCopy,
+                SealMethod::Auto => SealMethod::PartCopy,
+                other => other,
+            },
+            format_1_multipart_reads: self.format1_multipart == Format1Multipart::Read,
+            complete_keepalive: Duration::from_millis(self.complete_keepalive_ms),
+            virtual_host_suffix,
+        };
+        let credentials = CredentialSettings {
+            origin: match &self.credentials_dir {
+                Some(dir) => CredentialOrigin::Directory(dir.clone()),
+                None => CredentialOrigin::DefaultChain,
+            },
+            refresh_margin: Duration::from_secs(self.credentials_refresh_secs),
+        };
+        Ok(Settings {
+            keys: KeySettings { pool, ..self.keys() },
+            vault,
+            upstream: UpstreamSettings { upstream, credentials },
+            request,
+            listeners,
+        })
+    }
+
+    /// What `decrypt` needs: Vault and the key service (no pool), without
+    /// an upstream or a write key.
+    pub fn resolve_vault(self) -> Result<VaultAccess, ConfigError> {
+        Ok(VaultAccess { vault: self.vault()?, keys: self.keys() })
+    }
+
+    /// Vault, how to log in, and the Transit mount: what every command
+    /// that reaches Vault checks first.
+    fn vault(&self) -> Result<VaultSettings, ConfigError> {
+        if self.vault_addr.is_empty() {
+            return Err(invalid("VAULT_ADDR", "must be set"));
+        }
+        let addr: http::Uri = self.vault_addr.parse().map_err(|e| invalid("VAULT_ADDR", format!("{e}")))?;
+        if !matches!(addr.scheme_str(), Some("http" | "https")) || addr.host().is_none() {
+            return Err(invalid("VAULT_ADDR", "expected an http:// or https:// URL"));
+        }
+        let auth = self.vault_auth()?;
+        let mount = self.transit_mount.trim_matches('/');
+        if mount.is_empty() || !mount.split('/').all(crate::keys::is_valid_key_name) {
+            return Err(invalid(
+                "CLOUDTASER_S3PROXY_TRANSIT_MOUNT",
+                "expected a mount path of segments made of letters, digits, `-`, `_` and `.`",
+            ));
+        }
+        if self.vault_timeout_secs == 0 {
+            return Err(invalid("CLOUDTASER_S3PROXY_VAULT_TIMEOUT_SECS", "must be at least 1"));
+        }
+        Ok(VaultSettings {
+            address: self.vault_addr.clone(),
+            namespace: self.vault_namespace.clone(),
+            ca_cert: self.vault_cacert.clone(),
+            timeout: Duration::from_secs(self.vault_timeout_secs),
+            auth,
+            probe_interval: Duration::from_secs(self.vault_probe_secs),
+        })
+    }
+
+    /// The key service's settings without the pool; the caller has
+    /// checked the key names it needs.
+    fn keys(&self) -> KeySettings {
+        let readable = std::iter::once(self.transit_key.clone())
+            .chain(self.transit_read_keys.iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()))
+            .collect();
+        KeySettings {
+            transit_mount: self.transit_mount.clone(),
+            write_key: self.transit_key.clone(),
+            readable,
+            cache_size: self.key_cache_size,
+            cache_ttl: Duration::from_secs(self.key_cache_ttl_secs),
+            pool: None,
+        }
+    }
+
+    fn upstream(&self) -> Result<Upstream, ConfigError> {
         const NAME: &str = "CLOUDTASER_S3PROXY_S3_ENDPOINT";
         if self.s3_region.is_empty() || !self.s3_region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(invalid("CLOUDTASER_S3PROXY_S3_REGION", "expected a region name such as eu-central-1 or auto"));
@@ -300,63 +442,8 @@ impl ProxyConfig {
         Ok(Upstream { endpoint, region: self.s3_region.clone(), is_gcs, integrity })
     }
 
-    /// What every command needs: Vault and how to log in.
-    pub fn validate_vault(&self) -> Result<(), ConfigError> {
-        if self.vault_addr.is_empty() {
-            return Err(invalid("VAULT_ADDR", "must be set"));
-        }
-        let addr: http::Uri = self.vault_addr.parse().map_err(|e| invalid("VAULT_ADDR", format!("{e}")))?;
-        if !matches!(addr.scheme_str(), Some("http" | "https")) || addr.host().is_none() {
-            return Err(invalid("VAULT_ADDR", "expected an http:// or https:// URL"));
-        }
-        self.vault_auth()?;
-        let mount = self.transit_mount.trim_matches('/');
-        if mount.is_empty() || !mount.split('/').all(crate::keys::is_valid_key_name) {
-            return Err(invalid(
-                "CLOUDTASER_S3PROXY_TRANSIT_MOUNT",
-                "expected a mount path of segments made of letters, digits, `-`, `_` and `.`",
-            ));
-        }
-        if self.vault_timeout_secs == 0 {
-            return Err(invalid("CLOUDTASER_S3PROXY_VAULT_TIMEOUT_SECS", "must be at least 1"));
-        }
-        Ok(())
-    }
-
-    /// Everything serving (and rewrapping) needs.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_vault()?;
-        self.upstream()?;
-        if !crate::keys::is_valid_key_name(&self.transit_key) {
-            return Err(invalid("CLOUDTASER_S3PROXY_TRANSIT_KEY", "expected a Transit key name"));
-        }
-        self.plaintext_read_policy()?;
-        self.access_policy()?;
-        self.key_pool()?;
-        for key in &self.transit_read_keys {
-            if !crate::keys::is_valid_key_name(key.trim()) {
-                return Err(invalid(
-                    "CLOUDTASER_S3PROXY_TRANSIT_READ_KEYS",
-                    format!("`{key}` is not a Transit key name"),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    pub fn access_policy(&self) -> Result<crate::request::policy::AccessPolicy, ConfigError> {
-        crate::request::policy::AccessPolicy::new(&self.allowed_operations, &self.buckets)
-    }
-
-    /// Every Transit key name the proxy may unwrap with: the write key first.
-    pub fn readable_keys(&self) -> Vec<String> {
-        std::iter::once(self.transit_key.clone())
-            .chain(self.transit_read_keys.iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()))
-            .collect()
-    }
-
     /// The Vault login method, with what it needs present.
-    pub fn vault_auth(&self) -> Result<AuthMethod, ConfigError> {
+    fn vault_auth(&self) -> Result<AuthMethod, ConfigError> {
         let secret = |value: &Option<String>, file: &Option<PathBuf>, name: &'static str| match (value, file) {
             (Some(v), _) if !v.trim().is_empty() => Ok(Secret::Value(Zeroizing::new(v.trim().to_owned()))),
             (_, Some(path)) => Ok(Secret::File(path.clone())),
@@ -386,12 +473,8 @@ impl ProxyConfig {
         })
     }
 
-    pub fn plaintext_read_policy(&self) -> Result<PlaintextReadPolicy, ConfigError> {
-        PlaintextReadPolicy::new(&self.plaintext_reads)
-    }
-
     /// The data key pool (`None`: disabled with a size of 0).
-    pub fn key_pool(&self) -> Result<Option<crate::keys::PoolSettings>, ConfigError> {
+    fn key_pool(&self) -> Result<Option<PoolSettings>, ConfigError> {
         let size = self.key_pool_size as usize;
         if size == 0 {
             return Ok(None);
@@ -403,20 +486,33 @@ impl ProxyConfig {
                 format!("must be between 1 and the pool size ({size})"),
             ));
         }
-        Ok(Some(crate::keys::PoolSettings {
-            size,
-            low_water,
-            max_age: Duration::from_secs(self.key_pool_max_age_secs),
-        }))
+        Ok(Some(PoolSettings { size, low_water, max_age: Duration::from_secs(self.key_pool_max_age_secs) }))
     }
+}
 
-    pub fn vault_timeout(&self) -> Duration {
-        Duration::from_secs(self.vault_timeout_secs)
+/// `CLOUDTASER_S3PROXY_VIRTUAL_HOST_SUFFIX`: a DNS name (letters, digits
+/// and `-` in dot-separated labels), lower-cased; empty turns
+/// virtual-hosted addressing off.
+fn virtual_host_suffix(raw: &str) -> Result<String, ConfigError> {
+    const NAME: &str = "CLOUDTASER_S3PROXY_VIRTUAL_HOST_SUFFIX";
+    let suffix = raw.trim();
+    if suffix.is_empty() {
+        return Ok(String::new());
     }
-
-    pub fn key_cache_ttl(&self) -> Duration {
-        Duration::from_secs(self.key_cache_ttl_secs)
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if suffix.len() > 253 || !suffix.split('.').all(label_ok) {
+        return Err(invalid(
+            NAME,
+            format!("`{suffix}` is not a DNS name such as localhost or s3.example.com (empty: virtual hosts off)"),
+        ));
     }
+    Ok(suffix.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -431,70 +527,209 @@ mod tests {
         Cli::try_parse_from(base.iter().chain(args)).map(|c| c.proxy)
     }
 
+    fn resolve(args: &[&str]) -> Result<Settings, ConfigError> {
+        parse(args).unwrap().resolve()
+    }
+
+    /// The setting a resolve error names, with its whole message.
+    fn refused(args: &[&str]) -> String {
+        resolve(args).unwrap_err().to_string()
+    }
+
     #[test]
     fn defaults_point_at_aws() {
-        let c = parse(&[]).unwrap();
-        c.validate().unwrap();
-        assert_eq!(c.listen.to_string(), "127.0.0.1:8190");
-        let u = c.upstream().unwrap();
+        let s = resolve(&[]).unwrap();
+        assert_eq!(s.listeners.s3.address.to_string(), "127.0.0.1:8190");
+        assert_eq!(s.listeners.health.address.to_string(), "127.0.0.1:8191");
+        let u = &s.upstream.upstream;
         assert_eq!(u.endpoint.to_string(), "https://s3.us-east-1.amazonaws.com/");
         assert_eq!(u.integrity, UploadIntegrity::Crc32cTrailer);
+        assert!(!u.is_gcs);
+        assert_eq!(s.upstream.credentials.origin, CredentialOrigin::DefaultChain);
+        assert_eq!(s.request.virtual_host_suffix, "localhost");
+        assert_eq!(s.request.seal_method, SealMethod::PartCopy);
+        assert!(s.request.format_1_multipart_reads && !s.request.log_keys);
+        assert_eq!(s.keys.readable, ["k"]);
+    }
+
+    #[test]
+    fn a_full_configuration_resolves_into_each_units_settings() {
+        let s = resolve(&[
+            "--listen=0.0.0.0:9000",
+            "--health-listen=0.0.0.0:9001",
+            "--s3-endpoint=https://storage.googleapis.com",
+            "--s3-region=auto",
+            "--credentials-dir=/creds",
+            "--credentials-refresh-secs=60",
+            "--vault-auth-method=kubernetes",
+            "--vault-role=proxy",
+            "--vault-namespace=team",
+            "--vault-cacert=/ca.pem",
+            "--vault-timeout-secs=3",
+            "--vault-probe-secs=7",
+            "--transit-mount=/kv/transit/",
+            "--transit-read-keys= old ,older",
+            "--key-cache-size=10",
+            "--key-cache-ttl-secs=20",
+            "--key-pool-size=9",
+            "--key-pool-low-water=3",
+            "--key-pool-max-age-secs=30",
+            "--plaintext-reads=legacy",
+            "--allowed-operations=GetObject",
+            "--buckets=data/in/",
+            "--max-connections=5",
+            "--health-max-connections=6",
+            "--body-timeout-secs=11",
+            "--format1-multipart=refuse",
+            "--complete-keepalive-ms=250",
+            "--log-keys=true",
+            "--virtual-host-suffix=S3.Example.com",
+        ])
+        .unwrap();
+        assert_eq!(s.vault.address, "http://127.0.0.1:8200");
+        assert_eq!(s.vault.namespace.as_deref(), Some("team"));
+        assert_eq!(s.vault.ca_cert, Some(PathBuf::from("/ca.pem")));
+        assert_eq!((s.vault.timeout, s.vault.probe_interval), (Duration::from_secs(3), Duration::from_secs(7)));
+        let AuthMethod::Kubernetes { mount, role, .. } = &s.vault.auth else { panic!("{:?}", s.vault) };
+        assert_eq!((mount.as_str(), role.as_str()), ("kubernetes", "proxy"));
+        assert!(!format!("{:?}", s.vault).contains("serviceaccount"), "the auth method is named, not shown");
+        assert_eq!(s.keys.transit_mount, "/kv/transit/");
+        assert_eq!(s.keys.write_key, "k");
+        assert_eq!(s.keys.readable, ["k", "old", "older"]);
+        assert_eq!((s.keys.cache_size, s.keys.cache_ttl), (10, Duration::from_secs(20)));
+        assert_eq!(s.keys.pool, Some(PoolSettings { size: 9, low_water: 3, max_age: Duration::from_secs(30) }));
+        let u = &s.upstream.upstream;
+        assert!(u.is_gcs && u.integrity == UploadIntegrity::Unsigned && u.region == "auto");
+        assert_eq!(s.upstream.credentials.origin, CredentialOrigin::Directory(PathBuf::from("/creds")));
+        assert_eq!(s.upstream.credentials.refresh_margin, Duration::from_secs(60));
+        let r = &s.request;
+        assert!(r.plaintext_reads.allows("legacy", "x") && !r.plaintext_reads.allows("data", "x"));
+        assert!(r.log_keys && !r.format_1_multipart_reads);
+        assert_eq!(r.body_deadline, Duration::from_secs(11));
+        assert_eq!(r.complete_keepalive, Duration::from_millis(250));
+        assert_eq!(r.seal_method, SealMethod::ObjectCopy, "auto seals GCS by a whole-object copy");
+        assert_eq!(r.virtual_host_suffix, "s3.example.com");
+        let l = &s.listeners;
+        assert_eq!((l.s3.address.port(), l.s3.limits.max_connections), (9000, 5));
+        assert_eq!((l.health.address.port(), l.health.limits.max_connections), (9001, 6));
+        assert_eq!(l.health.limits.header_read_timeout, HEALTH_HEADER_READ_TIMEOUT);
+        let p = parse(&["--worker-threads=3", "--log=debug", "--log-format=text"]).unwrap().process();
+        assert_eq!((p.worker_threads, p.log.filter.as_str(), p.log.format), (3, "debug", LogFormat::Text));
     }
 
     #[test]
     fn key_pool_settings() {
-        let p = parse(&[]).unwrap().key_pool().unwrap().unwrap();
+        let p = resolve(&[]).unwrap().keys.pool.unwrap();
         assert_eq!((p.size, p.low_water, p.max_age), (1024, 512, Duration::from_secs(300)));
-        let p = parse(&["--key-pool-size", "9", "--key-pool-low-water", "9"]).unwrap().key_pool().unwrap().unwrap();
+        let p = resolve(&["--key-pool-size", "9", "--key-pool-low-water", "9"]).unwrap().keys.pool.unwrap();
         assert_eq!((p.size, p.low_water), (9, 9));
-        assert!(parse(&["--key-pool-size", "0"]).unwrap().key_pool().unwrap().is_none());
+        assert!(resolve(&["--key-pool-size", "0"]).unwrap().keys.pool.is_none());
     }
 
     #[test]
     fn gcs_is_detected_and_drops_the_trailer() {
-        let c = parse(&["--s3-endpoint", "https://storage.googleapis.com", "--s3-region", "auto"]).unwrap();
-        let u = c.upstream().unwrap();
-        assert!(u.is_gcs);
-        let forced = parse(&["--s3-endpoint", "http://127.0.0.1:9", "--s3-flavor", "gcs"]).unwrap().upstream().unwrap();
-        assert!(forced.is_gcs && forced.integrity == UploadIntegrity::Unsigned);
-        assert_eq!(u.integrity, UploadIntegrity::Unsigned);
+        let u = resolve(&["--s3-endpoint", "https://storage.googleapis.com", "--s3-region", "auto"]).unwrap();
+        assert!(u.upstream.upstream.is_gcs);
+        assert_eq!(u.upstream.upstream.integrity, UploadIntegrity::Unsigned);
+        let forced = resolve(&["--s3-endpoint", "http://127.0.0.1:9", "--s3-flavor", "gcs"]).unwrap();
+        assert!(forced.upstream.upstream.is_gcs && forced.upstream.upstream.integrity == UploadIntegrity::Unsigned);
+        let aws = resolve(&["--s3-endpoint", "https://storage.googleapis.com", "--s3-flavor", "aws"]).unwrap();
+        assert_eq!(aws.request.seal_method, SealMethod::PartCopy);
+        let chosen = resolve(&["--s3-flavor", "gcs", "--s3-endpoint=http://x", "--multipart-seal=part-copy"]).unwrap();
+        assert_eq!(chosen.request.seal_method, SealMethod::PartCopy, "an explicit method stays");
     }
 
     #[test]
     fn plaintext_read_policy_by_bucket_and_prefix() {
-        let c = parse(&["--plaintext-reads", "legacy,mixed/old/"]).unwrap();
-        let p = c.plaintext_read_policy().unwrap();
+        let p = resolve(&["--plaintext-reads", "legacy,mixed/old/"]).unwrap().request.plaintext_reads;
         assert!(p.allows("legacy", "any/key"));
         assert!(p.allows("mixed", "old/file"));
         assert!(!p.allows("mixed", "new/file"));
         assert!(!p.allows("other", "old/file"));
         assert!(!PlaintextReadPolicy::default().allows("legacy", "x"));
-        assert!(parse(&["--plaintext-reads", "/x"]).unwrap().validate().is_err());
     }
 
     #[test]
     fn bad_values_name_the_setting() {
-        let e = parse(&["--s3-endpoint", "ftp://x"]).unwrap().validate().unwrap_err();
-        assert!(e.to_string().starts_with("CLOUDTASER_S3PROXY_S3_ENDPOINT"));
-        let e = parse(&["--s3-region", "auto"]).unwrap().validate().unwrap_err();
-        assert!(e.to_string().contains("explicit endpoint"));
-        let e = parse(&["--transit-key", "a/b"]).unwrap().validate().unwrap_err();
-        assert!(e.to_string().starts_with("CLOUDTASER_S3PROXY_TRANSIT_KEY"));
-        let e = parse(&["--vault-auth-method", "kubernetes"]).unwrap().validate().unwrap_err();
-        assert!(e.to_string().starts_with("VAULT_ROLE"));
-        let e = parse(&["--vault-auth-method", "approle", "--vault-role-id", "r"]).unwrap().validate().unwrap_err();
-        assert!(e.to_string().starts_with("VAULT_SECRET_ID"));
-        let e = parse(&["--key-pool-size", "8", "--key-pool-low-water", "9"]).unwrap().validate().unwrap_err();
-        assert!(e.to_string().starts_with("CLOUDTASER_S3PROXY_KEY_POOL_LOW_WATER"));
-        let e = parse(&["--key-pool-low-water", "0"]).unwrap().validate().unwrap_err();
-        assert!(e.to_string().starts_with("CLOUDTASER_S3PROXY_KEY_POOL_LOW_WATER"));
+        let cases: &[(&[&str], &str)] = &[
+            (&["--vault-addr", ""], "VAULT_ADDR is invalid: must be set"),
+            (&["--vault-addr", "ftp://vault"], "VAULT_ADDR is invalid: expected an http:// or https:// URL"),
+            (&["--vault-token", ""], "VAULT_TOKEN is invalid: must be set (or its _FILE variant)"),
+            (&["--vault-auth-method", "kubernetes"], "VAULT_ROLE is invalid: is required for Kubernetes auth"),
+            (&["--vault-auth-method", "approle"], "VAULT_ROLE_ID is invalid: is required for AppRole auth"),
+            (&["--vault-auth-method", "approle", "--vault-role-id", "r"], "VAULT_SECRET_ID is invalid: must be set"),
+            (&["--transit-mount", "a//b"], "CLOUDTASER_S3PROXY_TRANSIT_MOUNT is invalid: expected a mount path"),
+            (&["--vault-timeout-secs", "0"], "CLOUDTASER_S3PROXY_VAULT_TIMEOUT_SECS is invalid: must be at least 1"),
+            (&["--s3-region", "eu central"], "CLOUDTASER_S3PROXY_S3_REGION is invalid: expected a region name"),
+            (&["--s3-region", "auto"], "CLOUDTASER_S3PROXY_S3_ENDPOINT is invalid: region `auto` needs an explicit"),
+            (&["--s3-endpoint", "ftp://x"], "CLOUDTASER_S3PROXY_S3_ENDPOINT is invalid: expected an http:// or"),
+            (
+                &["--s3-endpoint", "http://x/bucket"],
+                "CLOUDTASER_S3PROXY_S3_ENDPOINT is invalid: expected scheme://host",
+            ),
+            (&["--transit-key", "a/b"], "CLOUDTASER_S3PROXY_TRANSIT_KEY is invalid: expected a Transit key name"),
+            (&["--transit-key", ""], "CLOUDTASER_S3PROXY_TRANSIT_KEY is invalid"),
+            (&["--plaintext-reads", "/x"], "CLOUDTASER_S3PROXY_PLAINTEXT_READS is invalid: `/x` names no bucket"),
+            (&["--allowed-operations", "Nope"], "CLOUDTASER_S3PROXY_ALLOWED_OPERATIONS is invalid"),
+            (&["--buckets", "a/../b"], "CLOUDTASER_S3PROXY_BUCKETS is invalid"),
+            (
+                &["--key-pool-size", "8", "--key-pool-low-water", "9"],
+                "CLOUDTASER_S3PROXY_KEY_POOL_LOW_WATER is invalid",
+            ),
+            (&["--key-pool-low-water", "0"], "CLOUDTASER_S3PROXY_KEY_POOL_LOW_WATER is invalid: must be between 1"),
+            (&["--transit-read-keys", "ok,a/b"], "CLOUDTASER_S3PROXY_TRANSIT_READ_KEYS is invalid: `a/b` is not"),
+            (
+                &["--virtual-host-suffix", ".localhost"],
+                "CLOUDTASER_S3PROXY_VIRTUAL_HOST_SUFFIX is invalid: `.localhost`",
+            ),
+        ];
+        for (args, expected) in cases {
+            let message = refused(args);
+            assert!(message.starts_with(expected), "{args:?}: {message}");
+            assert!(!message.contains('\n'), "one line: {message}");
+        }
         let e = parse(&["--key-pool-max-age-secs", "0"]).unwrap_err();
         assert!(e.to_string().contains("key-pool-max-age-secs"));
         assert!(
-            parse(&["--vault-auth-method", "approle", "--vault-role-id", "r", "--vault-secret-id-file", "/x"])
-                .unwrap()
-                .validate()
+            resolve(&["--vault-auth-method", "approle", "--vault-role-id", "r", "--vault-secret-id-file", "/x"])
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn the_first_bad_setting_is_the_one_named() {
+        // Vault before the upstream, the upstream before the keys, as before settings were typed.
+        let message = refused(&["--vault-addr", "", "--s3-endpoint", "ftp://x", "--transit-key", ""]);
+        assert!(message.starts_with("VAULT_ADDR"), "{message}");
+        let message = refused(&["--s3-endpoint", "ftp://x", "--transit-key", ""]);
+        assert!(message.starts_with("CLOUDTASER_S3PROXY_S3_ENDPOINT"), "{message}");
+    }
+
+    #[test]
+    fn the_virtual_host_suffix_is_a_dns_name_or_empty() {
+        for good in ["localhost", "s3.example.com", "a-b.c0", " localhost "] {
+            assert_eq!(
+                resolve(&[&format!("--virtual-host-suffix={good}")]).unwrap().request.virtual_host_suffix,
+                good.trim()
+            );
+        }
+        assert_eq!(resolve(&["--virtual-host-suffix", ""]).unwrap().request.virtual_host_suffix, "", "off");
+        let long = format!("{}.com", "a".repeat(64));
+        for bad in ["localhost.", "a..b", "-a.com", "a-.com", "a_b.com", "a:80", "*.example.com", long.as_str()] {
+            let message = refused(&[&format!("--virtual-host-suffix={bad}")]);
+            assert!(message.starts_with("CLOUDTASER_S3PROXY_VIRTUAL_HOST_SUFFIX is invalid"), "{bad}: {message}");
+        }
+    }
+
+    #[test]
+    fn decrypt_needs_vault_and_nothing_upstream() {
+        let access = parse(&["--transit-key", "", "--s3-region", "auto", "--key-pool-low-water", "0"])
+            .unwrap()
+            .resolve_vault()
+            .unwrap();
+        assert_eq!(access.keys.write_key, "");
+        assert!(access.keys.pool.is_none());
+        let e = parse(&["--vault-addr", ""]).unwrap().resolve_vault().unwrap_err();
+        assert!(e.to_string().starts_with("VAULT_ADDR"), "{e}");
     }
 }

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod request;
 pub mod s3;
 pub mod server;
+pub mod settings;
 pub mod stream;
 #[cfg(test)]
 mod testing;

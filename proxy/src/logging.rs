@@ -48,3 +48,10 @@ mod tests {
         assert!(may_log("hyperdrive", &Level::TRACE));
     }
 }
+
+/// How log lines are written (`CLOUDTASER_S3PROXY_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}

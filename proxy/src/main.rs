@@ -1,16 +1,18 @@
 use std::error::Error;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 
 use cloudtaser_s3proxy::app;
-use cloudtaser_s3proxy::cli::{Cli, Command};
+use cloudtaser_s3proxy::cli::{Cli, Command, DecryptArgs, MigrateArgs, RewrapArgs, ScanArgs, SealArgs};
 use cloudtaser_s3proxy::commands;
-use cloudtaser_s3proxy::config::{Format1Multipart, LogFormat, ProxyConfig};
+use cloudtaser_s3proxy::config::{ConfigError, LogFormat, ProxyConfig};
 use cloudtaser_s3proxy::logging;
-use cloudtaser_s3proxy::request::RequestPath;
 use cloudtaser_s3proxy::server;
+use cloudtaser_s3proxy::settings::{LogSettings, Settings, VaultAccess};
 
 // glibc malloc cost a fifth of the request path's CPU on small objects (docs/PERFORMANCE.md).
 #[global_allocator]
@@ -18,47 +20,72 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = cli.proxy;
-    let command = cli.command.unwrap_or(Command::Serve);
-    let checked = match &command {
-        Command::Decrypt(_) => config.validate_vault(),
-        Command::WaitReady { .. } => Ok(()),
-        _ => config.validate(),
+    let process = cli.proxy.process();
+    let job = match Job::resolve(cli.command.unwrap_or(Command::Serve), cli.proxy) {
+        Ok(job) => job,
+        Err(e) => {
+            eprintln!("cloudtaser-s3proxy: {e}");
+            return ExitCode::from(2);
+        }
     };
-    if let Err(e) = checked {
-        eprintln!("cloudtaser-s3proxy: {e}");
-        return ExitCode::from(2);
-    }
-    init_tracing(&config);
+    init_tracing(&process.log);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(usize::from(config.worker_threads))
+        .worker_threads(process.worker_threads)
         .enable_all()
         .build()
         .expect("tokio runtime");
     // `scan` tells findings (1) from a failed scan (2); the others fail with 1.
-    let failure = if matches!(command, Command::Scan(_)) { ExitCode::from(2) } else { ExitCode::FAILURE };
-    let result = runtime.block_on(async move {
-        match command {
-            Command::Serve => done(serve(config).await),
-            Command::Rewrap(args) => done(commands::rewrap::run(&config, &args).await),
-            Command::Migrate(args) => done(commands::migrate::run(&config, &args).await),
-            Command::Seal(args) => done(commands::seal::run(&config, &args).await),
-            Command::Scan(args) => commands::scan::run(&config, &args)
-                .await
-                .map(|report| if report.clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-                .map_err(Into::into),
-            Command::Decrypt(args) => done(commands::decrypt::run(&config, &args).await),
-            Command::WaitReady { timeout_secs } => done(
-                commands::wait_ready::run(config.health_listen, std::time::Duration::from_secs(timeout_secs)).await,
-            ),
-        }
-    });
-    match result {
+    let failure = if matches!(job, Job::Scan(..)) { ExitCode::from(2) } else { ExitCode::FAILURE };
+    match runtime.block_on(job.run()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("cloudtaser-s3proxy: {e}");
             failure
+        }
+    }
+}
+
+/// A command with the settings it runs with, resolved once before it starts:
+/// each command checks only what it uses (`decrypt` needs no upstream,
+/// `wait-ready` only the health address).
+enum Job {
+    Serve(Settings),
+    Rewrap(Settings, RewrapArgs),
+    Migrate(Settings, MigrateArgs),
+    Seal(Settings, SealArgs),
+    Scan(Settings, ScanArgs),
+    Decrypt(VaultAccess, DecryptArgs),
+    WaitReady { health: SocketAddr, timeout: Duration },
+}
+
+impl Job {
+    fn resolve(command: Command, config: ProxyConfig) -> Result<Self, ConfigError> {
+        Ok(match command {
+            Command::Serve => Job::Serve(config.resolve()?),
+            Command::Rewrap(args) => Job::Rewrap(config.resolve()?, args),
+            Command::Migrate(args) => Job::Migrate(config.resolve()?, args),
+            Command::Seal(args) => Job::Seal(config.resolve()?, args),
+            Command::Scan(args) => Job::Scan(config.resolve()?, args),
+            Command::Decrypt(args) => Job::Decrypt(config.resolve_vault()?, args),
+            Command::WaitReady { timeout_secs } => {
+                Job::WaitReady { health: config.listeners().health.address, timeout: Duration::from_secs(timeout_secs) }
+            }
+        })
+    }
+
+    async fn run(self) -> Result<ExitCode, Box<dyn Error>> {
+        match self {
+            Job::Serve(settings) => done(serve(settings).await),
+            Job::Rewrap(settings, args) => done(commands::rewrap::run(&settings, &args).await),
+            Job::Migrate(settings, args) => done(commands::migrate::run(&settings, &args).await),
+            Job::Seal(settings, args) => done(commands::seal::run(&settings, &args).await),
+            Job::Scan(settings, args) => commands::scan::run(&settings, &args)
+                .await
+                .map(|report| if report.clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+                .map_err(Into::into),
+            Job::Decrypt(access, args) => done(commands::decrypt::run(&access, &args).await),
+            Job::WaitReady { health, timeout } => done(commands::wait_ready::run(health, timeout).await),
         }
     }
 }
@@ -68,57 +95,40 @@ fn done(result: Result<(), impl Into<Box<dyn Error>>>) -> Result<ExitCode, Box<d
     result.map(|()| ExitCode::SUCCESS).map_err(Into::into)
 }
 
-fn init_tracing(config: &ProxyConfig) {
+fn init_tracing(log: &LogSettings) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{Layer, filter::FilterExt};
 
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.filter).unwrap_or_else(|_| "info".into());
     // Whatever the filter says, these never reach the log (docs/SECURITY.md).
     let filter =
         filter.and(tracing_subscriber::filter::filter_fn(|meta| logging::may_log(meta.target(), meta.level())));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let layer = match config.log_format {
+    let layer = match log.format {
         LogFormat::Json => fmt.json().with_filter(filter).boxed(),
         LogFormat::Text => fmt.with_filter(filter).boxed(),
     };
     tracing_subscriber::registry().with(layer).init();
 }
 
-async fn serve(config: ProxyConfig) -> Result<(), Box<dyn Error>> {
-    let upstream = config.upstream()?;
-    let session = app::vault_session(&config)?;
-    let keys = app::serving_key_service(&config, session)?;
-    let client = app::upstream_client(&config).await?;
-    let plaintext_reads = config.plaintext_read_policy()?;
-    let policy = config.access_policy()?;
-    let path = Arc::new(
-        RequestPath::new(keys.clone(), client, plaintext_reads, "localhost".to_owned())
-            .with_policy(policy)
-            .with_key_logging(config.log_keys)
-            .with_body_deadline(std::time::Duration::from_secs(config.body_timeout_secs))
-            .with_seal_method(config.multipart_seal, upstream.is_gcs)
-            .with_format_1_multipart_reads(config.format1_multipart == Format1Multipart::Read)
-            .with_complete_keepalive(std::time::Duration::from_millis(config.complete_keepalive_ms)),
-    );
+async fn serve(settings: Settings) -> Result<(), Box<dyn Error>> {
+    let session = app::vault_session(&settings.vault)?;
+    let keys = app::serving_key_service(&settings.keys, session);
+    let client = app::upstream_client(&settings.upstream).await?;
+    let path = Arc::new(app::serving_request_path(&settings, keys.clone(), client));
 
-    let s3 =
-        server::bind(config.listen).await.map_err(|e| format!("CLOUDTASER_S3PROXY_LISTEN {}: {e}", config.listen))?;
-    let health = server::bind(config.health_listen)
+    let (s3, health) = (settings.listeners.s3, settings.listeners.health);
+    let s3_listener =
+        server::bind(s3.address).await.map_err(|e| format!("CLOUDTASER_S3PROXY_LISTEN {}: {e}", s3.address))?;
+    let health_listener = server::bind(health.address)
         .await
-        .map_err(|e| format!("CLOUDTASER_S3PROXY_HEALTH_LISTEN {}: {e}", config.health_listen))?;
-    tracing::info!(listen = %config.listen, health = %config.health_listen, upstream = %upstream.endpoint, region = %upstream.region, "cloudtaser-s3proxy started");
-    tokio::spawn(keys.clone().watch_vault(std::time::Duration::from_secs(config.vault_probe_secs)));
-    let health_limits = server::ListenerLimits {
-        max_connections: config.health_max_connections as usize,
-        header_read_timeout: server::HEALTH_HEADER_READ_TIMEOUT,
-    };
-    tokio::spawn(server::serve_health(health, keys, health_limits));
-    let s3_limits = server::ListenerLimits {
-        max_connections: config.max_connections as usize,
-        header_read_timeout: server::S3_HEADER_READ_TIMEOUT,
-    };
-    Ok(server::serve_s3(s3, path, s3_limits, shutdown_signal()).await?)
+        .map_err(|e| format!("CLOUDTASER_S3PROXY_HEALTH_LISTEN {}: {e}", health.address))?;
+    let upstream = &settings.upstream.upstream;
+    tracing::info!(listen = %s3.address, health = %health.address, upstream = %upstream.endpoint, region = %upstream.region, "cloudtaser-s3proxy started");
+    tokio::spawn(keys.clone().watch_vault(settings.vault.probe_interval));
+    tokio::spawn(server::serve_health(health_listener, keys, health.limits));
+    Ok(server::serve_s3(s3_listener, path, s3.limits, shutdown_signal()).await?)
 }
 
 async fn shutdown_signal() {

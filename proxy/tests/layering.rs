@@ -21,8 +21,12 @@ const LAYERS: &[&[&str]] = &[
     &["upstream"],
     // Dispatch and handlers.
     &["request"],
-    // Settings, and the listener that serves the request path.
-    &["config", "server"],
+    // The listener that serves the request path.
+    &["server"],
+    // The typed settings, grouped by the unit that uses them.
+    &["settings"],
+    // The settings as given (clap), resolved into `settings` once.
+    &["config"],
     // The command line, and the assembly of units from settings.
     &["cli", "app"],
     // The admin commands and the operator contract, on top of everything.

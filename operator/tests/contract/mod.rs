@@ -1,6 +1,6 @@
 //! The contract between operator and proxy: the env and args the webhook
 //! gives the proxy container must make a configuration the proxy's own
-//! parser (`cloudtaser_s3proxy::cli::Cli`) accepts and `validate()`s.
+//! parser (`cloudtaser_s3proxy::cli::Cli`) accepts and resolves (`ProxyConfig::resolve`).
 
 use clap::CommandFactory;
 use clap::Parser;
@@ -37,5 +37,5 @@ pub fn proxy_accepts(container: &Container) -> Result<(), String> {
     if !matches!(cli.command, None | Some(cloudtaser_s3proxy::cli::Command::Serve)) {
         return Err(format!("args {:?} do not run the proxy", container.args));
     }
-    cli.proxy.validate().map_err(|e| format!("{argv:?}: {e}"))
+    cli.proxy.resolve().map(drop).map_err(|e| format!("{argv:?}: {e}"))
 }

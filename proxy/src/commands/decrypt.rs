@@ -9,18 +9,18 @@ use std::path::Path;
 use super::CommandError;
 use crate::app;
 use crate::cli::DecryptArgs;
-use crate::config::ProxyConfig;
 use crate::format::{HEADER_LEN, Header, MANIFEST_TAG_LEN, ObjectLayout, Opener, ciphertext_len, verify_manifest};
+use crate::settings::VaultAccess;
 
 const CHUNK: usize = 1 << 20;
 
-pub async fn run(config: &ProxyConfig, args: &DecryptArgs) -> Result<(), CommandError> {
-    let key_name = args.key_name.clone().unwrap_or_else(|| config.transit_key.clone());
+pub async fn run(access: &VaultAccess, args: &DecryptArgs) -> Result<(), CommandError> {
+    let key_name = args.key_name.clone().unwrap_or_else(|| access.keys.write_key.clone());
     if key_name.is_empty() {
         return Err(CommandError::Usage("--key-name (the object's x-amz-meta-cloudtaser-transit-key) is required"));
     }
-    let session = app::vault_session(config)?;
-    let keys = app::key_service(config, session, &key_name);
+    let session = app::vault_session(&access.vault)?;
+    let keys = app::key_service(&access.keys, session, &key_name);
     let key = keys.unwrap(&key_name, &args.wrapped_key).await?;
     let tmp = args.output.with_extension("cloudtaser-partial");
     let manifest =

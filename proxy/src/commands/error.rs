@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use http::StatusCode;
 
 use crate::app::AppError;
-use crate::config_error::ConfigError;
 use crate::error::ProxyError;
 use crate::format::{FormatError, MetadataError};
 use crate::keys::VaultError;
@@ -20,8 +19,6 @@ pub enum CommandError {
     Proxy(#[from] ProxyError),
     #[error(transparent)]
     Vault(#[from] VaultError),
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     /// The stored ciphertext or part table.
     #[error(transparent)]
     Format(#[from] FormatError),

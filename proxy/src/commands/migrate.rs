@@ -17,12 +17,12 @@ use super::CommandError;
 use super::listing::{KeyPages, body_of, read_state, s3_error, write_state};
 use crate::app;
 use crate::cli::MigrateArgs;
-use crate::config::ProxyConfig;
 use crate::format::{EnvelopeMetadata, ObjectLayout};
 use crate::request::RequestPath;
 use crate::request::seal::{kept_headers, object_tagging};
 use crate::s3::classify::S3Request;
 use crate::s3::xml;
+use crate::settings::Settings;
 
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -167,8 +167,8 @@ async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, args: &Migrate
     }
 }
 
-pub async fn run(config: &ProxyConfig, args: &MigrateArgs) -> Result<(), CommandError> {
-    let (_, path) = app::tool_request_path(config).await?;
+pub async fn run(settings: &Settings, args: &MigrateArgs) -> Result<(), CommandError> {
+    let (_, path) = app::tool_request_path(settings).await?;
     let progress = if args.walk.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
     progress
         .set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));

@@ -14,11 +14,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::app;
 use crate::cli::RewrapArgs;
-use crate::config::ProxyConfig;
 use crate::format::{EnvelopeMetadata, StoredLayout};
 use crate::keys::{TransitClient, key_version};
 use crate::request::RequestPath;
 use crate::s3::classify::S3Request;
+use crate::settings::Settings;
 use crate::upstream::UpstreamClient;
 
 use super::CommandError;
@@ -149,9 +149,9 @@ impl Rewrapper<'_> {
     }
 }
 
-pub async fn run(config: &ProxyConfig, rewrap_args: &RewrapArgs) -> Result<(), CommandError> {
+pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), CommandError> {
     let args = &rewrap_args.walk;
-    let (keys, path) = app::tool_request_path(config).await?;
+    let (keys, path) = app::tool_request_path(settings).await?;
     let upstream = path.upstream();
     let mut rewrapper = Rewrapper {
         path: &path,

@@ -18,11 +18,11 @@ use super::CommandError;
 use super::listing::{KeyPages, VersionPages, body_of, s3_error};
 use crate::app;
 use crate::cli::ScanArgs;
-use crate::config::ProxyConfig;
 use crate::format::{EnvelopeMetadata, StoredLayout};
 use crate::keys::key_version;
 use crate::request::RequestPath;
 use crate::s3::classify::S3Request;
+use crate::settings::Settings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -132,9 +132,9 @@ async fn classify(path: &RequestPath, bucket: &str, item: &Item, verify: bool) -
     (class, version, String::new())
 }
 
-pub async fn run(config: &ProxyConfig, args: &ScanArgs) -> Result<Report, CommandError> {
+pub async fn run(settings: &Settings, args: &ScanArgs) -> Result<Report, CommandError> {
     // Plaintext reads stay off: a scan must see plaintext as plaintext.
-    let (_, path) = app::tool_request_path(config).await?;
+    let (_, path) = app::tool_request_path(settings).await?;
     let progress = if args.quiet || args.json { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
     progress
         .set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));

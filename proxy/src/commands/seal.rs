@@ -25,11 +25,11 @@ use super::CommandError;
 use super::listing::{KeyPages, body_of, read_state, s3_error, write_state};
 use crate::app;
 use crate::cli::SealArgs;
-use crate::config::ProxyConfig;
 use crate::format::{EnvelopeMetadata, StoredLayout};
 use crate::keys::KeyService;
 use crate::request::RequestPath;
 use crate::s3::classify::S3Request;
+use crate::settings::Settings;
 
 enum Outcome {
     Sealed,
@@ -70,8 +70,8 @@ async fn seal_one(
     Ok(Outcome::Sealed)
 }
 
-pub async fn run(config: &ProxyConfig, args: &SealArgs) -> Result<(), CommandError> {
-    let (keys, path) = app::tool_request_path(config).await?;
+pub async fn run(settings: &Settings, args: &SealArgs) -> Result<(), CommandError> {
+    let (keys, path) = app::tool_request_path(settings).await?;
     let progress = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
     progress
         .set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));

@@ -264,7 +264,12 @@ pub fn copy_source(headers: &HeaderMap) -> Result<S3Request, ProxyError> {
     })
 }
 
+/// The bucket a `<bucket>.<suffix>` Host names; none with an empty suffix
+/// (virtual-hosted addressing off).
 fn virtual_host_bucket(headers: &HeaderMap, suffix: &str) -> Option<String> {
+    if suffix.is_empty() {
+        return None;
+    }
     let host = headers.get(http::header::HOST)?.to_str().ok()?;
     let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
     let bucket = name.strip_suffix(suffix)?.strip_suffix('.')?;
@@ -549,5 +554,19 @@ mod tests {
         assert_eq!(r.key.as_deref(), Some("some/key"));
         let r = op(Method::GET, "/my-bucket/key", &[("host", "localhost:8190")]);
         assert_eq!(r.bucket.as_deref(), Some("my-bucket"));
+    }
+
+    #[test]
+    fn an_empty_suffix_turns_virtual_hosted_style_off() {
+        for host in ["my-bucket.localhost:8190", "my-bucket.", "my-bucket"] {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::HOST, host.parse().unwrap());
+            let r = classify(&Method::GET, &"/other/key".parse().unwrap(), &h, "").unwrap();
+            assert_eq!((r.bucket.as_deref(), r.key.as_deref()), (Some("other"), Some("key")), "{host}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(http::header::HOST, "my-bucket.s3.example.com".parse().unwrap());
+        let r = classify(&Method::GET, &"/some/key".parse().unwrap(), &h, "s3.example.com").unwrap();
+        assert_eq!((r.bucket.as_deref(), r.key.as_deref()), (Some("my-bucket"), Some("some/key")));
     }
 }
