@@ -189,6 +189,15 @@ fn xml(status: StatusCode, doc: String) -> Response<ProxyBody> {
     resp
 }
 
+/// An object body in the pieces a socket delivers it in, not one buffer.
+fn streamed(bytes: Bytes) -> ProxyBody {
+    const PIECE: usize = 16 << 10;
+    let pieces: Vec<Bytes> =
+        (0..bytes.len()).step_by(PIECE).map(|i| bytes.slice(i..(i + PIECE).min(bytes.len()))).collect();
+    let frames = futures_util::stream::iter(pieces.into_iter().map(|b| Ok::<_, BoxError>(http_body::Frame::data(b))));
+    crate::body::boxed(http_body_util::StreamBody::new(frames))
+}
+
 fn ok_xml(doc: String) -> Answer {
     Ok(xml(StatusCode::OK, doc))
 }
@@ -681,14 +690,15 @@ fn get_object(state: &mut State, bucket: &str, key: &str, r: &Recorded, head: bo
         Some((a, b)) => (206, obj.body.slice(a as usize..=b as usize)),
         None => (200, obj.body.clone()),
     };
-    let mut resp = Response::new(full(if head { Bytes::new() } else { bytes.clone() }));
+    let len_sent = bytes.len();
+    let mut resp = Response::new(if head { full(Bytes::new()) } else { streamed(bytes) });
     *resp.status_mut() = StatusCode::from_u16(status).unwrap();
     let h = resp.headers_mut();
     for (k, v) in &obj.meta {
         h.append(k.clone(), v.clone());
     }
     h.entry(http::header::CONTENT_TYPE).or_insert(HeaderValue::from_static("binary/octet-stream"));
-    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len_sent));
     h.insert(http::header::ETAG, HeaderValue::from_str(&obj.etag).unwrap());
     h.insert(http::header::LAST_MODIFIED, HeaderValue::from_str(&http_date(obj.last_modified)).unwrap());
     h.insert(http::header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));

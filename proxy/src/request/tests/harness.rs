@@ -78,6 +78,26 @@ impl Reply {
     }
 }
 
+/// A request path on `s3` and `vault`, as `app.rs` assembles the real one
+/// (no key pool: every new data key is a Transit call).
+pub fn proxy(s3: &FakeS3, vault: &Arc<FakeVault>, plaintext_reads: &[&str]) -> RequestPath {
+    let transit = TransitClient::new(session(vault), "transit", TRANSIT_KEY);
+    let keys = Arc::new(KeyService::new(transit, 1024, Duration::from_secs(300)));
+    let credentials = Credentials::new(PROXY_ACCESS_KEY, "proxy-secret-key", None, None, "test");
+    let credentials = Arc::new(CredentialSource::new(SharedCredentialsProvider::new(credentials)));
+    let signer = Signer::new(credentials, "us-east-1".into(), false);
+    let upstream = Upstream {
+        endpoint: "http://s3.fake:9000".parse().unwrap(),
+        region: "us-east-1".into(),
+        is_gcs: false,
+        integrity: UploadIntegrity::Crc32cTrailer,
+    };
+    let client = UpstreamClient::new(signer, upstream, Arc::new(s3.clone()));
+    let allowed: Vec<String> = plaintext_reads.iter().map(|s| s.to_string()).collect();
+    let plaintext = PlaintextReadPolicy::new(&allowed).unwrap();
+    RequestPath::new(keys, client, plaintext, "localhost".into())
+}
+
 pub fn session(vault: &Arc<FakeVault>) -> Arc<Session> {
     let jwt = Secret::Value(zeroize::Zeroizing::new("good-jwt".into()));
     let method = AuthMethod::Kubernetes { mount: "kubernetes".into(), role: "proxy".into(), jwt };
@@ -98,22 +118,14 @@ impl Harness {
         let s3 = FakeS3::new();
         s3.create_bucket(BUCKET);
         let vault = FakeVault::new();
-        let transit = TransitClient::new(session(&vault), "transit", TRANSIT_KEY);
-        let keys = Arc::new(KeyService::new(transit, 1024, Duration::from_secs(300)));
-        let credentials = Credentials::new(PROXY_ACCESS_KEY, "proxy-secret-key", None, None, "test");
-        let credentials = Arc::new(CredentialSource::new(SharedCredentialsProvider::new(credentials)));
-        let signer = Signer::new(credentials, "us-east-1".into(), false);
-        let upstream = Upstream {
-            endpoint: "http://s3.fake:9000".parse().unwrap(),
-            region: "us-east-1".into(),
-            is_gcs: false,
-            integrity: UploadIntegrity::Crc32cTrailer,
-        };
-        let client = UpstreamClient::new(signer, upstream, Arc::new(s3.clone()));
-        let allowed: Vec<String> = allowed.iter().map(|s| s.to_string()).collect();
-        let plaintext = PlaintextReadPolicy::new(&allowed).unwrap();
-        let proxy = configure(RequestPath::new(keys, client, plaintext, "localhost".into()));
+        let proxy = configure(proxy(&s3, &vault, allowed));
         Self { s3, vault, proxy }
+    }
+
+    /// A new proxy on the same S3 and Vault, as after a restart: its key
+    /// cache is cold, so every read unwraps its key from Vault.
+    pub fn restart(&mut self) {
+        self.proxy = proxy(&self.s3, &self.vault, &[]);
     }
 
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
@@ -124,12 +136,18 @@ impl Harness {
     }
 
     /// Like `send`, but the body may fail part-way (a failed verification):
-    /// the status, headers, and the body or its error.
-    pub async fn send_streaming(&self, req: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, Result<Bytes, String>) {
+    /// the status, the bytes received before the body ended, and its error.
+    pub async fn send_streaming(&self, req: Request<Full<Bytes>>) -> (StatusCode, Vec<u8>, Option<String>) {
         let resp = self.proxy.handle(req).await;
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map(|c| c.to_bytes()).map_err(|e| e.to_string());
-        (parts.status, parts.headers, body)
+        let (parts, mut body) = resp.into_parts();
+        let mut received = Vec::new();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => received.extend_from_slice(f.data_ref().map_or(&[][..], |d| d.as_ref())),
+                Err(e) => return (parts.status, received, Some(e.to_string())),
+            }
+        }
+        (parts.status, received, None)
     }
 
     pub async fn put(&self, key: &str, data: &[u8]) -> Reply {
