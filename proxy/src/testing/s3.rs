@@ -326,10 +326,6 @@ impl FakeS3 {
         self.inner.log.lock().unwrap().clone()
     }
 
-    pub fn clear_requests(&self) {
-        self.inner.log.lock().unwrap().clear();
-    }
-
     /// Answers requests for which `hook` returns a fault with that fault
     /// instead (replacing any earlier hook).
     pub fn set_hook(&self, hook: impl Fn(&Recorded) -> Option<Fault> + Send + Sync + 'static) {
@@ -487,8 +483,7 @@ impl FakeS3 {
             };
         }
         let head = parts.method == Method::HEAD;
-        let answer =
-            Self::check_auth(&parts.headers).and_then(|()| payload).and_then(|body| self.dispatch(&recorded, body));
+        let answer = Self::check_auth(&parts.headers).and(payload).and_then(|body| self.dispatch(&recorded, body));
         let mut resp = match answer {
             Ok(resp) => resp,
             Err(S3Error(status, code, message)) => {
@@ -514,9 +509,9 @@ impl FakeS3 {
         let Some(bucket) = r.bucket.clone() else {
             return Err(err(501, "NotImplemented", "ListBuckets is not implemented by the fake"));
         };
-        if !state.buckets.contains_key(&bucket) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = state.buckets.entry(bucket.clone()) {
             if r.method == Method::PUT && r.key.is_none() && r.query.is_empty() {
-                state.buckets.insert(bucket, BTreeMap::new());
+                slot.insert(BTreeMap::new());
                 return Ok(empty(200));
             }
             return Err(err(404, "NoSuchBucket", "The specified bucket does not exist"));

@@ -233,7 +233,9 @@ async fn a_multipart_object_whose_manifest_was_altered_is_refused() {
     h.multipart("mf", &[&data]).await.expect(200);
     h.s3.tamper(BUCKET, "mf", |o| {
         let tag = o.meta["x-amz-meta-cloudtaser-manifest"].to_str().unwrap().to_owned();
-        let flipped = if tag.starts_with('0') { format!("1{}", &tag[1..]) } else { format!("0{}", &tag[1..]) };
+        let mut flipped = tag.into_bytes();
+        flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
+        let flipped = String::from_utf8(flipped).unwrap();
         o.meta.insert("x-amz-meta-cloudtaser-manifest", flipped.parse().unwrap());
     });
     let r = h.get("mf").await;
