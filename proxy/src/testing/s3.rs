@@ -71,6 +71,8 @@ pub enum Fault {
     Answer { status: u16, headers: Vec<(&'static str, String)>, body: Bytes },
     /// The connection fails before any response.
     Disconnect,
+    /// The request is answered as usual, after this long (on tokio's clock).
+    Delay(std::time::Duration),
 }
 
 type Hook = Box<dyn Fn(&Recorded) -> Option<Fault> + Send + Sync>;
@@ -468,8 +470,13 @@ impl FakeS3 {
             body: payload.as_ref().cloned().unwrap_or(raw),
         };
         self.inner.log.lock().unwrap().push(recorded.clone());
-        if let Some(fault) = self.inner.hook.lock().unwrap().as_ref().and_then(|h| h(&recorded)) {
+        let fault = self.inner.hook.lock().unwrap().as_ref().and_then(|h| h(&recorded));
+        if let Some(fault) = fault {
             return match fault {
+                Fault::Delay(wait) => {
+                    tokio::time::sleep(wait).await;
+                    self.answer(&parts.method, &parts.headers, payload, &recorded)
+                }
                 Fault::Disconnect => Err("connection reset by peer".into()),
                 Fault::Answer { status, headers, body } => {
                     let mut resp = Response::new(full(body.clone()));
@@ -482,8 +489,18 @@ impl FakeS3 {
                 }
             };
         }
-        let head = parts.method == Method::HEAD;
-        let answer = Self::check_auth(&parts.headers).and(payload).and_then(|body| self.dispatch(&recorded, body));
+        self.answer(&parts.method, &parts.headers, payload, &recorded)
+    }
+
+    fn answer(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        payload: Result<Bytes, S3Error>,
+        recorded: &Recorded,
+    ) -> Result<Response<ProxyBody>, BoxError> {
+        let head = method == Method::HEAD;
+        let answer = Self::check_auth(headers).and(payload).and_then(|body| self.dispatch(recorded, body));
         let mut resp = match answer {
             Ok(resp) => resp,
             Err(S3Error(status, code, message)) => {

@@ -243,3 +243,93 @@ async fn a_multipart_object_whose_manifest_was_altered_is_refused() {
     assert!(!contains(&r.body, &data[..16]));
     h.head("mf").await.expect(500);
 }
+
+/// Whether `r` is the seal's own CompleteMultipartUpload (its body lists
+/// ETags of UploadPartCopy results; the workload's Complete came first).
+fn is_complete(r: &crate::testing::s3::Recorded) -> bool {
+    r.method == "POST" && r.has_query("uploadId")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_seal_answers_200_at_once_and_keeps_the_connection_alive() {
+    let h = Harness::with(|p| p.with_complete_keepalive(std::time::Duration::from_secs(1)));
+    let data = plaintext(10_000, 32);
+    let upload = h.create_upload("slow").await;
+    let etag = h.upload_part("slow", &upload, 1, &data).await.header("etag").to_owned();
+    let completes = std::sync::atomic::AtomicUsize::new(0);
+    h.s3.set_hook(move |r| {
+        // The second Complete is the seal's.
+        (is_complete(r) && completes.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 1)
+            .then_some(Fault::Delay(std::time::Duration::from_secs(3)))
+    });
+    let r = h.complete("slow", &upload, &[(1, etag)]).await;
+    r.expect(200);
+    let text = r.text();
+    assert!(text.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n "), "spaces kept it alive: {text:?}");
+    assert!(text.contains("<CompleteMultipartUploadResult"), "{text}");
+    assert!(r.header("content-length").is_empty());
+    assert_eq!(h.get("slow").await.expect(200).body, data);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_seal_that_fails_reports_an_error_inside_the_200() {
+    let h = Harness::with(|p| p.with_complete_keepalive(std::time::Duration::from_secs(1)));
+    let upload = h.create_upload("slowfail").await;
+    let etag = h.upload_part("slowfail", &upload, 1, b"x").await.header("etag").to_owned();
+    h.s3.set_hook(|r| {
+        (r.method == "PUT" && r.headers.contains_key("x-amz-copy-source-range"))
+            .then_some(Fault::Delay(std::time::Duration::from_secs(3)))
+    });
+    // The delayed copy then fails: the source changed meanwhile.
+    let s3 = h.s3.clone();
+    let named = [(1, etag)];
+    let complete = h.complete("slowfail", &upload, &named);
+    let tamper = async {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        s3.tamper(BUCKET, "slowfail", |o| o.etag = "\"00000000000000000000000000000000-1\"".into());
+    };
+    let (r, ()) = tokio::join!(complete, tamper);
+    r.expect(200);
+    assert_eq!(r.code(), "BadGateway", "{}", r.text());
+    assert_eq!(h.s3.object(BUCKET, "slowfail").unwrap().meta["x-amz-meta-cloudtaser-layout"], "multipart-pending");
+}
+
+#[tokio::test]
+async fn with_vault_down_complete_fails_before_the_object_exists() {
+    let mut h = Harness::new();
+    let upload = h.create_upload("vd").await;
+    let etag = h.upload_part("vd", &upload, 1, b"part").await.header("etag").to_owned();
+    h.restart();
+    h.vault.transit_status.store(503, std::sync::atomic::Ordering::Relaxed);
+    h.complete("vd", &upload, &[(1, etag)]).await.expect_error(503, "ServiceUnavailable");
+    assert!(h.s3.object(BUCKET, "vd").is_none());
+    assert_eq!(h.s3.upload_count(), 1, "the upload can still be completed");
+}
+
+#[tokio::test]
+async fn an_error_document_in_a_200_complete_is_passed_on_and_nothing_is_sealed() {
+    let h = Harness::new();
+    let upload = h.create_upload("e200").await;
+    let etag = h.upload_part("e200", &upload, 1, b"part").await.header("etag").to_owned();
+    h.s3.set_hook(|r| {
+        is_complete(r).then(|| Fault::Answer {
+            status: 200,
+            headers: vec![("content-type", "application/xml".into())],
+            body: "<?xml version=\"1.0\"?>\n<Error><Code>InternalError</Code><Message>try again</Message></Error>"
+                .into(),
+        })
+    });
+    let r = h.complete("e200", &upload, &[(1, etag)]).await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (200, "InternalError"), "{}", r.text());
+    h.s3.clear_hook();
+    assert!(!h.upstream().iter().any(|r| r.headers.contains_key("x-amz-copy-source")), "no seal was attempted");
+}
+
+#[tokio::test]
+async fn list_multipart_uploads_is_forwarded() {
+    let h = Harness::new();
+    h.create_upload("u1").await;
+    let r = h.send(no_body(client("GET", &format!("/{BUCKET}?uploads")))).await;
+    r.expect(200);
+    assert_eq!(r.xml(b"Key"), vec!["u1".to_owned()], "{}", r.text());
+}
