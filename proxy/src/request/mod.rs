@@ -446,3 +446,6 @@ fn request_id() -> String {
     let _ = aws_lc_rs::rand::fill(&mut id);
     hex::encode_upper(id)
 }
+
+#[cfg(test)]
+mod tests;

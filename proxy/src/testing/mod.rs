@@ -5,4 +5,5 @@
 //! and so that faults the real servers cannot be made to produce on cue
 //! (a token revoked between two calls) can be.
 
+pub mod s3;
 pub mod vault;
