@@ -5,7 +5,10 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use http_body_util::BodyExt;
 
 use crate::credentials::{CredentialSource, CredentialsError};
-use crate::error::ProxyError;
+use crate::error::{
+    ArgumentError, BodyError, DigestMismatch, InternalError, MissingPart, PolicyDenial, PresignError, ProxyError,
+    RequestError, Unsupported, UpstreamFailure,
+};
 use crate::format::{FormatError, MetadataError};
 use crate::keys::VaultError;
 use crate::request::respond::error_response;
@@ -36,17 +39,17 @@ fn refused(status: u16) -> VaultError {
 /// match below has no wildcard, so a new variant does not compile until it
 /// has a row here.
 async fn every_variant() -> Vec<(ProxyError, u16, &'static str)> {
-    let all = vec![
+    let all: Vec<(ProxyError, u16, &str)> = vec![
         (ProxyError::MissingContentLength, 411, "MissingContentLength"),
-        (ProxyError::InvalidArgument("a".into()), 400, "InvalidArgument"),
-        (ProxyError::InvalidRequest("a".into()), 400, "InvalidRequest"),
-        (ProxyError::NotImplemented("a".into()), 501, "NotImplemented"),
-        (ProxyError::BadDigest("a".into()), 400, "BadDigest"),
+        (ArgumentError::PartNumber.into(), 400, "InvalidArgument"),
+        (RequestError::RangeAndPartNumber.into(), 400, "InvalidRequest"),
+        (Unsupported::FormPost.into(), 501, "NotImplemented"),
+        (DigestMismatch::ContentMd5.into(), 400, "BadDigest"),
         (ProxyError::InvalidDigest, 400, "InvalidDigest"),
-        (ProxyError::IncompleteBody("a".into()), 400, "IncompleteBody"),
+        (BodyError::EndedEarly.into(), 400, "IncompleteBody"),
         (ProxyError::InvalidRange { object_len: 9 }, 416, "InvalidRange"),
-        (ProxyError::AccessDenied("a".into()), 403, "AccessDenied"),
-        (ProxyError::Denied("a".into()), 403, "AccessDenied"),
+        (PresignError::Expired.into(), 403, "AccessDenied"),
+        (PolicyDenial::Operation { operation: "PutBucketPolicy", setting: "S" }.into(), 403, "AccessDenied"),
         (ProxyError::ReservedMetadata("x-amz-meta-cloudtaser-key".into()), 400, "InvalidArgument"),
         (ProxyError::InvalidBucketName, 400, "InvalidBucketName"),
         (ProxyError::RequestTimeout, 400, "RequestTimeout"),
@@ -59,7 +62,7 @@ async fn every_variant() -> Vec<(ProxyError, u16, &'static str)> {
         (ProxyError::KeyServiceUnavailable(refused(503)), 503, "ServiceUnavailable"),
         (ProxyError::KeyServiceSlowDown(refused(429)), 503, "SlowDown"),
         (ProxyError::Credentials(credentials_error().await), 503, "ServiceUnavailable"),
-        (ProxyError::UpstreamUnreachable("a".into()), 502, "BadGateway"),
+        (UpstreamFailure::IncompletePartList.into(), 502, "BadGateway"),
         (ProxyError::Ciphertext(FormatError::Truncated), 500, "InternalError"),
         (ProxyError::Envelope(MetadataError("x-amz-meta-cloudtaser-key")), 500, "InternalError"),
         (ProxyError::PreconditionFailed, 412, "PreconditionFailed"),
@@ -68,10 +71,10 @@ async fn every_variant() -> Vec<(ProxyError, u16, &'static str)> {
         (ProxyError::SealPending, 503, "ServiceUnavailable"),
         (ProxyError::Format1Refused, 403, "AccessDenied"),
         (ProxyError::NoSuchUpload, 404, "NoSuchUpload"),
-        (ProxyError::InvalidPart("a".into()), 400, "InvalidPart"),
+        (MissingPart { part: 2 }.into(), 400, "InvalidPart"),
         (ProxyError::InvalidPartOrder, 400, "InvalidPartOrder"),
         (ProxyError::UnexpectedObject, 502, "BadGateway"),
-        (ProxyError::Internal("a".into()), 500, "InternalError"),
+        (InternalError::CopySourceLength.into(), 500, "InternalError"),
     ];
     for (e, _, _) in &all {
         use ProxyError::*;
