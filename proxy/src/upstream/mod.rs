@@ -1,5 +1,6 @@
 //! The upstream client: requests signed with the proxy's own credentials
-//! (`sign`), sent over its connection pool (`forward`), by `UpstreamClient`.
+//! (`sign`), addressed exactly and sent through a `Transport` (`forward`:
+//! hyper's pool in the proxy, an in-memory S3 in tests), by `UpstreamClient`.
 
 mod client;
 pub mod forward;
