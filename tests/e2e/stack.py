@@ -161,7 +161,20 @@ class Stack:
         return env
 
     def start_proxy(self, name: str = "proxy", **overrides: str) -> tuple[Process, str, str]:
-        """Starts a proxy; returns it with its S3 and health endpoints."""
+        """Starts a proxy; returns it with its S3 and health endpoints.
+
+        A port free_port() found can be taken again before the proxy binds it
+        (any outgoing connection may be given it as its ephemeral port), so
+        a start that fails on a taken port is retried on new ports."""
+        for attempt in range(3):
+            try:
+                return self._start_proxy_once(name, **overrides)
+            except RuntimeError as e:
+                if "Address already in use" not in str(e) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_proxy_once(self, name: str, **overrides: str) -> tuple[Process, str, str]:
         port, health = free_port(), free_port()
         env = self.proxy_env(
             CLOUDTASER_S3PROXY_LISTEN=f"127.0.0.1:{port}",
