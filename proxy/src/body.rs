@@ -26,7 +26,8 @@ where
 /// Why [`collect_limited`] gave up.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
-    #[error("the body is larger than {limit} bytes")]
+    /// `http_body_util::Limited`'s words, which this replaces.
+    #[error("length limit exceeded")]
     TooLarge { limit: usize },
     #[error(transparent)]
     Body(BoxError),

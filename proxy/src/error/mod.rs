@@ -166,6 +166,17 @@ impl ProxyError {
         self.s3().1
     }
 
+    /// Whether the message names an object key, which can be personal data:
+    /// log lines carry it only with `CLOUDTASER_S3PROXY_LOG_KEYS`.
+    pub fn names_object_key(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Denied(
+                PolicyDenial::Outside { .. } | PolicyDenial::CopySource { .. } | PolicyDenial::DeleteKey { .. }
+            )
+        )
+    }
+
     /// A stored object failed verification (counted as an integrity failure).
     pub fn is_integrity_failure(&self) -> bool {
         matches!(self, ProxyError::Ciphertext(_) | ProxyError::Envelope(_))
@@ -197,7 +208,7 @@ mod tests {
 
     #[test]
     fn typed_reasons_keep_s3s_messages_and_codes() {
-        let cases: [(ProxyError, u16, &str, &str); 9] = [
+        let cases: [(ProxyError, u16, &str, &str); 10] = [
             (
                 ArgumentError::DuplicateQuery { name: "uploadId".into() }.into(),
                 400,
@@ -251,15 +262,17 @@ mod tests {
                 "PutBucketPolicy is not allowed through this proxy (CLOUDTASER_S3PROXY_ALLOWED_OPERATIONS).",
             ),
             (
-                UpstreamFailure::Answered {
-                    step: "ListParts",
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    code: "InternalError".into(),
-                }
-                .into(),
+                UpstreamFailure::ListParts { status: StatusCode::INTERNAL_SERVER_ERROR, code: "InternalError".into() }
+                    .into(),
                 502,
                 "BadGateway",
-                "The upstream storage service could not be reached: ListParts answered 500 Internal Server Error InternalError",
+                "The upstream storage service could not be reached: The upload's parts could not be listed (500 Internal Server Error InternalError).",
+            ),
+            (
+                UpstreamFailure::Answered { step: "ranged read", status: StatusCode::OK, code: String::new() }.into(),
+                502,
+                "BadGateway",
+                "The upstream storage service could not be reached: ranged read answered 200 OK",
             ),
         ];
         for (e, status, code, message) in cases {

@@ -123,7 +123,7 @@ pub enum DigestMismatch {
 /// `400 IncompleteBody`: the request body ended early or is malformed.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
-    #[error("The request body could not be read: {}", error_chain(&**.0))]
+    #[error("The request body could not be read: {0}")]
     Read(BoxError),
     #[error(
         "You did not provide the number of bytes specified by the Content-Length HTTP header (declared {declared}, got {actual})."
@@ -173,12 +173,22 @@ pub struct MissingPart {
 pub enum UpstreamFailure {
     #[error("{}", error_chain(&**.0))]
     Unreachable(BoxError),
-    #[error("its response could not be read: {0}")]
+    /// A response body that could not be read, or was over the limit.
+    #[error(transparent)]
     Body(crate::body::CollectError),
-    #[error("{step} answered {status} {code}")]
+    /// An answer the proxy cannot go on from; `code` is the S3 error code, if any.
+    #[error("{step} answered {status}{}", with_code(code))]
     Answered { step: &'static str, status: StatusCode, code: String },
+    #[error("The upload's parts could not be listed ({status}{}).", with_code(code))]
+    ListParts { status: StatusCode, code: String },
+    #[error("sealing the multipart object: {step} answered {status}{}", with_code(code))]
+    Seal { step: &'static str, status: StatusCode, code: String },
     #[error("ListParts answered an incomplete part list.")]
     IncompletePartList,
+}
+
+fn with_code(code: &str) -> String {
+    if code.is_empty() { String::new() } else { format!(" {code}") }
 }
 
 /// `500 InternalError`: a fault of the proxy or an upstream answer it cannot use.

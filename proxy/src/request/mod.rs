@@ -159,7 +159,8 @@ impl RequestPath {
         let s3 = match self.admit(&mut parts) {
             Ok(s3) => s3,
             Err((operation, e)) => {
-                tracing::warn!(operation, method = %parts.method, status = e.status().as_u16(), code = e.code(), error = %e, request_id, "request refused");
+                let error = self.loggable(&e);
+                tracing::warn!(operation, method = %parts.method, status = e.status().as_u16(), code = e.code(), error = %error, request_id, "request refused");
                 self.count(operation, &e, started, false);
                 discard_small_body(&parts.headers, body).await;
                 return respond::error_response(&e, parts.uri.path(), &request_id, head);
@@ -207,6 +208,7 @@ impl RequestPath {
                 resp
             }
             Err(e) => {
+                let error = self.loggable(&e);
                 tracing::warn!(
                     operation = s3.name,
                     bucket,
@@ -214,7 +216,7 @@ impl RequestPath {
                     status = e.status().as_u16(),
                     code = e.code(),
                     duration_ms = started.elapsed().as_secs_f64() * 1e3,
-                    error = ?e,
+                    error = ?error,
                     request_id,
                     "request failed"
                 );
@@ -222,6 +224,12 @@ impl RequestPath {
                 respond::error_response(&e, &s3.resource(), &request_id, head)
             }
         }
+    }
+
+    /// What a log line says of an error: all of it, unless it names an
+    /// object key and key logging is off.
+    fn loggable<'e>(&self, e: &'e ProxyError) -> Loggable<'e> {
+        if self.log_keys || !e.names_object_key() { Loggable::Error(e) } else { Loggable::KeyWithheld }
     }
 
     /// Metrics for a failed request, with the reason when it was refused
@@ -354,6 +362,32 @@ impl RequestPath {
         let (parts, body) = resp.into_parts();
         let xml = collect_control(&parts.headers, body).await?;
         respond::listing_response(parts.headers, parts.status, xml)
+    }
+}
+
+/// An error as a log line shows it (`loggable`).
+enum Loggable<'e> {
+    Error(&'e ProxyError),
+    KeyWithheld,
+}
+
+const KEY_WITHHELD: &str = "(the message names an object key; CLOUDTASER_S3PROXY_LOG_KEYS is off)";
+
+impl std::fmt::Display for Loggable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Loggable::Error(e) => std::fmt::Display::fmt(e, f),
+            Loggable::KeyWithheld => f.write_str(KEY_WITHHELD),
+        }
+    }
+}
+
+impl std::fmt::Debug for Loggable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Loggable::Error(e) => std::fmt::Debug::fmt(e, f),
+            Loggable::KeyWithheld => f.write_str(KEY_WITHHELD),
+        }
     }
 }
 

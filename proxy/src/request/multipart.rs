@@ -512,7 +512,7 @@ impl RequestPath {
                 return Err(ProxyError::NoSuchUpload);
             }
             if !status.is_success() {
-                return Err(UpstreamFailure::Answered { step: "ListParts", status, code }.into());
+                return Err(UpstreamFailure::ListParts { status, code }.into());
             }
             let numbers = xml::texts_of(&doc, b"PartNumber")?;
             let sizes = xml::texts_of(&doc, b"Size")?;

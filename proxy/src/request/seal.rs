@@ -70,7 +70,7 @@ pub struct Sealed {
 
 fn failed(step: &'static str, status: StatusCode, body: &[u8]) -> ProxyError {
     let code = xml::texts_of(body, b"Code").ok().and_then(|mut c| c.pop()).unwrap_or_default();
-    UpstreamFailure::Answered { step, status, code }.into()
+    UpstreamFailure::Seal { step, status, code }.into()
 }
 
 fn copy_source(object: &S3Request) -> Result<HeaderValue, ProxyError> {

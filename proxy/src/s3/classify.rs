@@ -271,7 +271,10 @@ fn virtual_host_bucket(headers: &HeaderMap, suffix: &str) -> Option<String> {
         return None;
     }
     let host = headers.get(http::header::HOST)?.to_str().ok()?;
-    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    // Host names are case-insensitive and may end in the root's dot; the
+    // suffix setting is lower case, and so are virtual-hosted bucket names.
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h).to_ascii_lowercase();
+    let name = name.strip_suffix('.').unwrap_or(&name);
     let bucket = name.strip_suffix(suffix)?.strip_suffix('.')?;
     (!bucket.is_empty()).then(|| bucket.to_owned())
 }
@@ -554,6 +557,13 @@ mod tests {
         assert_eq!(r.key.as_deref(), Some("some/key"));
         let r = op(Method::GET, "/my-bucket/key", &[("host", "localhost:8190")]);
         assert_eq!(r.bucket.as_deref(), Some("my-bucket"));
+        // Host names are case-insensitive and may be fully qualified.
+        for host in ["My-Bucket.LOCALHOST:8190", "my-bucket.localhost.", "my-bucket.localhost.:8190"] {
+            let r = op(Method::GET, "/some/key", &[("host", host)]);
+            assert_eq!((r.bucket.as_deref(), r.key.as_deref()), (Some("my-bucket"), Some("some/key")), "{host}");
+        }
+        let r = op(Method::GET, "/my-bucket/key", &[("host", "localhost.")]);
+        assert_eq!((r.bucket.as_deref(), r.key.as_deref()), (Some("my-bucket"), Some("key")));
     }
 
     #[test]

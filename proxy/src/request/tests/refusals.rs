@@ -159,3 +159,40 @@ async fn refused_requests_never_call_vault() {
     h.send(no_body(client("GET", &format!("{}?torrent", object_uri("k"))))).await.expect(501);
     assert!(h.vault.calls().is_empty(), "{:?}", h.vault.calls());
 }
+
+/// The log lines a request writes, captured for the duration of `f`.
+async fn logged<F: std::future::Future<Output = ()>>(f: F) -> String {
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    f.await;
+    String::from_utf8(lines.0.lock().unwrap().clone()).unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn policy_refusals_name_keys_in_logs_only_with_key_logging() {
+    let scoped = || AccessPolicy::new(&["default".to_owned()], &[format!("{BUCKET}/team-a/")]).unwrap();
+    let refuse = |h: Harness| async move {
+        let put = with_body(client("PUT", &object_uri("team-b/jane-doe-medical.pdf")), b"x");
+        let r = refused(&h, put, 403, "AccessDenied").await;
+        // The workload is told which key was outside the scope.
+        assert!(r.text().contains("jane-doe-medical.pdf"), "{}", r.text());
+    };
+    let quiet = logged(refuse(Harness::with(|p| p.with_policy(scoped())))).await;
+    assert!(quiet.contains("request refused") && quiet.contains("AccessDenied"), "{quiet}");
+    assert!(!quiet.contains("jane-doe"), "a key reached the log with key logging off: {quiet}");
+    let verbose = logged(refuse(Harness::with(|p| p.with_policy(scoped()).with_key_logging(true)))).await;
+    assert!(verbose.contains("jane-doe-medical.pdf"), "{verbose}");
+}
