@@ -65,8 +65,6 @@ pub enum ArgumentError {
 /// `400 InvalidRequest`.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    #[error("The XML you provided was not well-formed: {0}")]
-    Xml(quick_xml::Error),
     #[error("The trailer {name} is not supported.")]
     UnsupportedTrailer { name: String },
     #[error("Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.")]

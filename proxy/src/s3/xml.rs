@@ -9,7 +9,7 @@ use crate::error::{InternalError, ProxyError};
 pub type TextMap<'a> = &'a dyn Fn(&[u8], &str) -> Option<String>;
 
 fn bad_xml(e: impl Into<crate::body::BoxError>) -> ProxyError {
-    InternalError::Xml { context: "XML from the upstream could not be rewritten", source: e.into() }.into()
+    InternalError::Xml { context: "XML from the upstream could not be read", source: e.into() }.into()
 }
 
 /// Drops every element whose name starts with `Checksum` (checksums of
@@ -52,13 +52,16 @@ pub fn rewrite(xml: &[u8], map: TextMap<'_>) -> Result<Bytes, ProxyError> {
     Ok(Bytes::from(writer.into_inner()))
 }
 
-/// The text of every `<tag>` element, in document order.
+/// The text of every `<tag>` element, in document order. A document that
+/// does not parse is an internal error: the documents read this way come
+/// from the upstream, and callers reading a client's document (DeleteObjects,
+/// CompleteMultipartUpload) answer `MalformedXML` instead.
 pub fn texts_of(xml: &[u8], tag: &[u8]) -> Result<Vec<String>, ProxyError> {
     let mut reader = quick_xml::Reader::from_reader(xml);
     let mut inside = false;
     let mut out = Vec::new();
     loop {
-        match reader.read_event().map_err(|e| ProxyError::from(crate::error::RequestError::Xml(e)))? {
+        match reader.read_event().map_err(bad_xml)? {
             Event::Eof => return Ok(out),
             Event::Start(s) => inside = s.name().as_ref() == tag,
             Event::End(_) => inside = false,

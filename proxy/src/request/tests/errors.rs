@@ -225,6 +225,21 @@ async fn upstream_failures_are_passed_on_or_a_bad_gateway() {
 }
 
 #[tokio::test]
+async fn an_upstream_document_that_does_not_parse_is_the_proxys_failure_not_the_clients() {
+    let h = Harness::new();
+    h.s3.set_hook(|r| {
+        (r.method == "POST" && r.has_query("uploads")).then(|| Fault::Answer {
+            status: 200,
+            headers: vec![("content-type", "application/xml".into())],
+            body: "<InitiateMultipartUploadResult><UploadId>x</Bucket>".into(),
+        })
+    });
+    let r = h.send(no_body(client("POST", &format!("{}?uploads", object_uri("mp"))))).await;
+    r.expect_error(500, "InternalError");
+    assert!(!r.text().contains("not well-formed"), "the workload's XML was fine: {}", r.text());
+}
+
+#[tokio::test]
 async fn error_documents_name_the_resource_and_the_request_id() {
     let h = Harness::new();
     h.s3.set_hook(|_| Some(Fault::Disconnect));
