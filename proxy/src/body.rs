@@ -49,3 +49,80 @@ pub async fn collect_limited(mut body: ProxyBody, limit: usize) -> Result<Bytes,
     }
     Ok(buf.freeze())
 }
+
+/// A request body that hands back what a handler left unread: when it is
+/// dropped before its end, the rest goes to its [`Leftover`]. The request
+/// path then reads a small remainder before it answers an error, as it
+/// does for requests refused before any handler ran (`request::handle`).
+pub struct Reclaimable<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    inner: Option<B>,
+    ended: bool,
+    leftover: Leftover,
+}
+
+/// What a [`Reclaimable`] body left unread, once it is dropped.
+#[derive(Clone, Default)]
+pub struct Leftover(std::sync::Arc<std::sync::Mutex<Option<ProxyBody>>>);
+
+impl Leftover {
+    pub fn take(&self) -> Option<ProxyBody> {
+        self.0.lock().expect("leftover lock").take()
+    }
+}
+
+impl<B> Reclaimable<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    pub fn new(inner: B) -> (Self, Leftover) {
+        let leftover = Leftover::default();
+        (Self { inner: Some(inner), ended: false, leftover: leftover.clone() }, leftover)
+    }
+}
+
+impl<B> http_body::Body for Reclaimable<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
+        let Some(inner) = self.inner.as_mut() else { return std::task::Poll::Ready(None) };
+        let polled = std::pin::Pin::new(inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.as_ref().map(|b| b.size_hint()).unwrap_or_default()
+    }
+}
+
+impl<B> Drop for Reclaimable<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take().filter(|_| !self.ended) {
+            // Boxed only here, on the path that gives a body back.
+            *self.leftover.0.lock().expect("leftover lock") = Some(boxed(inner));
+        }
+    }
+}

@@ -539,3 +539,61 @@ def test_a_control_body_that_never_arrives_times_out(stack, bucket):
         assert answer.startswith(b"HTTP/1.1 400") and b"RequestTimeout" in answer, answer[:300]
     finally:
         proc.stop()
+
+
+def _read_response(s: socket.socket, buf: bytes) -> tuple[int, bytes, bytes]:
+    """One response from a raw socket: its status, its body and what was read after it."""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before a response")
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(rest) < length:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return status, rest[:length], rest[length:]
+
+
+def test_an_answer_before_100_continue_keeps_the_connection_in_step(stack, bucket):
+    """A handler that fails before reading the body (here: an upload id no
+    proxy issued) must leave the connection in step with a client that sent
+    `Expect: 100-continue`. botocore keeps such a connection without sending
+    the body when the answer comes first. Once, the e2e suite saw the
+    AbortMultipartUpload after such a refused UploadPart arrive as `ELETE`:
+    the server was still reading the old body. The proxy now reads small
+    bodies before it answers an error, so hyper sends `100 Continue` first
+    and the body comes. The race itself does not reproduce on cue; this test
+    holds the property: the next request on the connection is read whole, or
+    the connection is closed. The client behaves as botocore does."""
+    u = urllib.parse.urlparse(stack.proxy_endpoint)
+    s = socket.create_connection((u.hostname, u.port), timeout=15)
+    try:
+        target = f"/{bucket}/continue?partNumber=1&uploadId=1~foreign"
+        s.sendall(f"PUT {target} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Length: 1\r\n"
+                  "Expect: 100-continue\r\n\r\n".encode())
+        status, body, rest = _read_response(s, b"")
+        if status == 100:
+            s.sendall(b"x")
+            status, body, rest = _read_response(s, rest)
+        assert status == 404 and b"<Code>NoSuchUpload</Code>" in body, (status, body)
+        abort = f"/{bucket}/continue?uploadId=1~foreign"
+        s.sendall(f"DELETE {abort} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Length: 0\r\n\r\n".encode())
+        try:
+            status, body, _ = _read_response(s, rest)
+        except ConnectionError:
+            return  # the server closed the connection instead: also in step
+        # AbortMultipartUpload, recognised and forwarded: the upstream's answer
+        # to an id it never issued (s3s-fs: 400), not the proxy's 501.
+        assert b"NotImplemented" not in body and b"ELETE" not in body, (status, body)
+        assert status in (204, 400, 404), (status, body)
+    finally:
+        s.close()

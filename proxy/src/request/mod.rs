@@ -147,13 +147,17 @@ impl RequestPath {
     /// inside, every handler sees one boxed body type.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<ProxyBody>
     where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<crate::body::BoxError>,
     {
         let started = std::time::Instant::now();
         let _in_flight = metrics().in_flight();
         let request_id = request_id();
         let (mut parts, body) = req.into_parts();
+        let declared_len = declared_length(&parts.headers);
+        // A handler that fails may leave the body unread; what it leaves is
+        // read (when small) before the error is answered, as for refusals.
+        let (body, leftover) = crate::body::Reclaimable::new(body);
         let body = crate::body::boxed(body);
         let head = parts.method == Method::HEAD;
         let s3 = match self.admit(&mut parts) {
@@ -162,7 +166,8 @@ impl RequestPath {
                 let error = self.loggable(&e);
                 tracing::warn!(operation, method = %parts.method, status = e.status().as_u16(), code = e.code(), error = %error, request_id, "request refused");
                 self.count(operation, &e, started, false);
-                discard_small_body(&parts.headers, body).await;
+                drop(leftover);
+                discard_small_body(declared_len, body).await;
                 return respond::error_response(&e, parts.uri.path(), &request_id, head);
             }
         };
@@ -221,6 +226,9 @@ impl RequestPath {
                     "request failed"
                 );
                 self.count(s3.name, &e, started, true);
+                if let Some(rest) = leftover.take() {
+                    discard_small_body(declared_len, rest).await;
+                }
                 respond::error_response(&e, &s3.resource(), &request_id, head)
             }
         }
@@ -403,18 +411,27 @@ fn envelope_of(headers: &HeaderMap) -> Result<EnvelopeMetadata, ProxyError> {
     }
 }
 
-/// Reads and drops the body of a refused request when it is small, so the
-/// answer is not lost: a socket closed with unread bytes in it is reset, and
-/// a client still sending (or waiting for `100 Continue`) then loses the
-/// error document (botocore reported a bare `403`). Larger bodies are not
-/// read: the connection is closed instead, as any S3 endpoint would.
-async fn discard_small_body(headers: &HeaderMap, body: ProxyBody) {
+/// The request's `Content-Length`, if it has a valid one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+}
+
+/// Reads and drops the body of a refused or failed request when it is
+/// small, so the answer is not lost and the connection stays in step:
+/// - a socket closed with unread bytes in it is reset, and a client still
+///   sending then loses the error document (botocore reported a bare `403`);
+/// - a client that sent `Expect: 100-continue` and got an answer first
+///   keeps the connection without sending the body (botocore does), and a
+///   server that then still reads a body takes the next request's first
+///   bytes for it: the e2e suite once saw an AbortMultipartUpload arrive as
+///   `ELETE`. Reading the body before answering makes hyper send
+///   `100 Continue` first, so the body comes and nothing is left pending.
+///
+/// Larger bodies are not read: the connection is closed instead, as any S3
+/// endpoint would.
+async fn discard_small_body(declared: Option<u64>, body: ProxyBody) {
     const MAX_DISCARD: u64 = 64 << 10;
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .unwrap_or(u64::MAX);
-    if declared <= MAX_DISCARD {
+    if declared.is_some_and(|len| len <= MAX_DISCARD) {
         let _ = tokio::time::timeout(Duration::from_secs(1), collect_limited(body, MAX_DISCARD as usize)).await;
     }
 }

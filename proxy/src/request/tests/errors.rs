@@ -301,3 +301,42 @@ async fn workload_credentials_never_reach_the_upstream() {
     }
     assert_sealed(&h, &data);
 }
+
+/// A request body that records whether it was read to its end.
+struct Watched {
+    inner: http_body_util::Full<bytes::Bytes>,
+    ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for Watched {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) {
+            self.ended.store(true, Ordering::SeqCst);
+        }
+        polled
+    }
+}
+
+#[tokio::test]
+async fn a_handler_that_fails_before_reading_a_small_body_reads_it_before_answering() {
+    // With `Expect: 100-continue`, reading the body is what makes hyper send
+    // `100 Continue`; an answer without it left botocore's connection out of
+    // step with the server (its next request arrived as `ELETE`).
+    let h = Harness::new();
+    h.create_upload("fx").await;
+    let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (parts, body) =
+        with_body(client("PUT", &format!("{}?partNumber=1&uploadId=1~Up.foreign", object_uri("fx"))), b"x")
+            .into_parts();
+    let req = http::Request::from_parts(parts, Watched { inner: body, ended: ended.clone() });
+    let resp = h.proxy.handle(req).await;
+    assert_eq!(resp.status(), 404);
+    assert!(ended.load(Ordering::SeqCst), "the unread body was left for the connection");
+}
