@@ -133,36 +133,70 @@ fn main() -> ExitCode {
     }
 }
 
-fn read_cluster_default(path: &std::path::Path) -> Result<S3ProxyConfigSpec, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let spec: S3ProxyConfigSpec = serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    spec.validate().map_err(|e| format!("{} (the chart's clusterDefault): {e}", path.display()))?;
+/// Why the operator, or `inject`, could not start. Each names what to fix.
+#[derive(Debug, thiserror::Error)]
+enum StartupError {
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Yaml { path: PathBuf, source: serde_yaml::Error },
+    #[error("{} (the chart's clusterDefault): {source}", path.display())]
+    ClusterDefault { path: PathBuf, source: cloudtaser_operator::crd::InvalidSpec },
+    #[error("{}: {source}", path.display())]
+    Config { path: PathBuf, source: Box<cloudtaser_operator::offline::OfflineError> },
+    #[error("stdin: {0}")]
+    Stdin(std::io::Error),
+    #[error("{0}")]
+    Options(cloudtaser_operator::webhook::inject::BadSetting),
+    #[error("{0} (check the chart's proxy values)")]
+    ChartOptions(cloudtaser_operator::webhook::inject::BadSetting),
+    #[error(transparent)]
+    Offline(Box<cloudtaser_operator::offline::OfflineError>),
+    #[error("Kubernetes client: {0}")]
+    Kube(kube::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::files::TlsError),
+    #[error("{address}: {source}")]
+    Listen { address: std::net::SocketAddr, source: std::io::Error },
+}
+
+fn read_file(path: &std::path::Path) -> Result<String, StartupError> {
+    std::fs::read_to_string(path).map_err(|source| StartupError::Read { path: path.to_owned(), source })
+}
+
+fn read_cluster_default(path: &std::path::Path) -> Result<S3ProxyConfigSpec, StartupError> {
+    let text = read_file(path)?;
+    let spec: S3ProxyConfigSpec =
+        serde_yaml::from_str(&text).map_err(|source| StartupError::Yaml { path: path.to_owned(), source })?;
+    spec.validate().map_err(|source| StartupError::ClusterDefault { path: path.to_owned(), source })?;
     Ok(spec)
 }
 
 fn offline_inject(args: &InjectArgs) -> ExitCode {
-    let run = || -> Result<cloudtaser_operator::offline::Output, String> {
+    let run = || -> Result<cloudtaser_operator::offline::Output, StartupError> {
         let mut configs = cloudtaser_operator::offline::OfflineConfigs::default();
         for path in &args.configs {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            configs.add_yaml(&text, &args.namespace).map_err(|e| format!("{}: {e}", path.display()))?;
+            let text = read_file(path)?;
+            configs
+                .add_yaml(&text, &args.namespace)
+                .map_err(|e| StartupError::Config { path: path.clone(), source: Box::new(e) })?;
         }
         if let Some(path) = &args.cluster_default {
             configs.set_cluster_default(read_cluster_default(path)?);
         }
         let manifests = if args.file.as_os_str() == "-" {
-            std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?
+            std::io::read_to_string(std::io::stdin()).map_err(StartupError::Stdin)?
         } else {
-            std::fs::read_to_string(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?
+            read_file(&args.file)?
         };
         let options = InjectOptions {
             image: args.proxy_image.clone(),
             native_sidecar: args.native_sidecar,
             ..InjectOptions::default()
         };
-        options.validate().map_err(|e| e.to_string())?;
+        options.validate().map_err(StartupError::Options)?;
         cloudtaser_operator::offline::inject_manifests(&configs, &options, &manifests, &args.namespace)
-            .map_err(|e| e.to_string())
+            .map_err(|e| StartupError::Offline(Box::new(e)))
     };
     match run() {
         Ok(out) => {
@@ -190,7 +224,7 @@ async fn self_managed_tls(
     args: &RunArgs,
     client: kube::Client,
     metrics: Arc<Metrics>,
-) -> Result<Arc<tls::ReloadingCert>, String> {
+) -> Result<Arc<tls::ReloadingCert>, StartupError> {
     let ns = &args.namespace;
     let manager = tls::self_managed::SelfManaged {
         secrets: Api::namespaced(client.clone(), ns),
@@ -220,13 +254,12 @@ async fn self_managed_tls(
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
-    let cert = tls::ReloadingCert::from_pem(first.cert.as_bytes(), first.key.as_bytes(), &metrics)
-        .map_err(|e| e.to_string())?;
+    let cert = tls::ReloadingCert::from_pem(first.cert.as_bytes(), first.key.as_bytes(), &metrics)?;
     tokio::spawn(manager.run(lease, cert.clone(), metrics, Duration::from_secs(5)));
     Ok(cert)
 }
 
-async fn run(args: RunArgs) -> Result<(), String> {
+async fn run(args: RunArgs) -> Result<(), StartupError> {
     // Bad defaults stop the operator here, instead of being blamed on pods.
     let cluster_default = args.cluster_default.as_deref().map(read_cluster_default).transpose()?;
     let options = InjectOptions {
@@ -238,13 +271,12 @@ async fn run(args: RunArgs) -> Result<(), String> {
         cpu_limit: args.proxy_cpu_limit.clone(),
         log_level: args.proxy_log_level.clone(),
     };
-    options.validate().map_err(|e| format!("{e} (check the chart's proxy values)"))?;
+    options.validate().map_err(StartupError::ChartOptions)?;
     let metrics = Arc::new(Metrics::default());
-    let client = kube::Client::try_default().await.map_err(|e| format!("Kubernetes client: {e}"))?;
+    let client = kube::Client::try_default().await.map_err(StartupError::Kube)?;
     let cert = match args.tls_mode {
         TlsMode::Files => {
-            let cert = tls::ReloadingCert::new(args.tls_cert.clone(), args.tls_key.clone(), &metrics)
-                .map_err(|e| e.to_string())?;
+            let cert = tls::ReloadingCert::new(args.tls_cert.clone(), args.tls_key.clone(), &metrics)?;
             tokio::spawn(cert.clone().watch(Duration::from_secs(10), metrics.clone()));
             cert
         }
@@ -255,7 +287,9 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let proxy_image = options.image.clone();
     let admission = Arc::new(Admission { configs, options, metrics: metrics.clone() });
 
-    let listener = tokio::net::TcpListener::bind(args.webhook_listen).await.map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(args.webhook_listen)
+        .await
+        .map_err(|source| StartupError::Listen { address: args.webhook_listen, source })?;
     tokio::spawn(server::serve_https(listener, cert.server_config(), server::webhook_router(admission)));
     tokio::spawn(server::serve_http(
         args.probe_listen,

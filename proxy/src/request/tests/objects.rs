@@ -360,3 +360,26 @@ async fn keys_with_reserved_characters_round_trip() {
     assert!(h.s3.object(BUCKET, key).is_some(), "{:?}", h.s3.objects(BUCKET).keys());
     assert_eq!(h.get(key).await.body, b"odd key"[..]);
 }
+
+#[tokio::test]
+async fn a_remembered_layout_is_dropped_when_the_object_changes() {
+    let h = Harness::new();
+    let first = plaintext(150_000, 61);
+    let second = plaintext(90_000, 62);
+    h.put("swap", &first).await.expect(200);
+    assert_eq!(h.get_with("swap", &[("range", "bytes=70000-70009")]).await.expect(206).body, &first[70_000..70_010]);
+    let before = h.upstream().len();
+    // The second range of the same object skips the header read: one upstream GET, pinned by If-Match.
+    assert_eq!(h.get_with("swap", &[("range", "bytes=100-109")]).await.expect(206).body, &first[100..110]);
+    let reads: Vec<_> = h.upstream().into_iter().skip(before).collect();
+    assert_eq!(reads.len(), 1, "{reads:?}");
+    assert!(reads[0].headers.contains_key("if-match"), "{:?}", reads[0].headers);
+    // The object is replaced (another writer, another data key): the
+    // remembered layout no longer matches, and the new object is served.
+    h.put("swap", &second).await.expect(200);
+    let r = h.get_with("swap", &[("range", "bytes=80000-80009")]).await;
+    r.expect(206);
+    assert_eq!(r.body, &second[80_000..80_010]);
+    assert_eq!(r.header("content-range"), "bytes 80000-80009/90000");
+    assert_eq!(h.get_with("swap", &[("range", "bytes=100-109")]).await.expect(206).body, &second[100..110]);
+}
