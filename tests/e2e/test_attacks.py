@@ -320,6 +320,16 @@ def test_bucket_allow_list(stack, upstream, bucket, victim):
             assert upstream_requests(proc) == before, (method, path)
         status, text, _ = raw(endpoint, "PUT", "/scoped-other/k", b"x")
         assert b"CLOUDTASER_S3PROXY_BUCKETS" in text
+        # Virtual-hosted addressing names the bucket in Host: however it is
+        # spelled, it is the bucket the scope is checked against.
+        port = urllib.parse.urlparse(endpoint).port
+        for host in (f"scoped-other.localhost:{port}", f"SCOPED-OTHER.LocalHost:{port}", "scoped-other.localhost.",
+                     f"{bucket}.scoped-other.localhost:{port}"):
+            before = upstream_requests(proc)
+            status, text, _ = raw(endpoint, "PUT", "/jane-doe-scan.pdf", sentinel(), {"Host": host})
+            assert status == 403 and b"CLOUDTASER_S3PROXY_BUCKETS" in text, (host, status, text)
+            assert upstream_requests(proc) == before, host
+        assert "jane-doe-scan" not in proc.log_text(), "a refused key reached the log with key logging off"
         # A copy would decrypt the source with the proxy's keys: the source is checked too.
         status, text, _ = raw(endpoint, "PUT", f"/{bucket}/scoped/copied", b"",
                               {"x-amz-copy-source": f"/{bucket}/{victim[0]}".replace(bucket, "scoped-other", 1)})
