@@ -5,7 +5,8 @@ writes. Used to check request shapes that need a real cloud to verify
 from __future__ import annotations
 
 import http.server
-import threading
+
+import local_http
 
 
 class Recorder:
@@ -56,10 +57,7 @@ class Recorder:
 
         self.last_part_size = 0
         self.upload_meta: list[tuple[str, str]] = []
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.endpoint = local_http.serve(Handler)
 
     def close(self):
         self.server.shutdown()

@@ -29,6 +29,18 @@ VAULT_TOKEN = "root"
 TRANSIT_KEY = "cloudtaser-e2e"
 
 
+def wait_until_serving(proc: "Process", name: str, url: str) -> None:
+    """Waits until `url` answers 200, failing at once (with the log) if the process exits."""
+
+    def up() -> bool:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{name} exited: {proc.log_text()}")
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+
+    wait_for(up, name)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -183,14 +195,7 @@ class Stack:
         )
         proc = self.start_process(name, [proxy_binary()], env)
         health_url = f"http://127.0.0.1:{health}"
-
-        def up() -> bool:
-            if proc.popen.poll() is not None:
-                raise RuntimeError(f"{name} exited: {proc.log_text()}")
-            with urllib.request.urlopen(f"{health_url}/healthz", timeout=2) as r:
-                return r.status == 200
-
-        wait_for(up, name)
+        wait_until_serving(proc, name, f"{health_url}/healthz")
         return proc, f"http://127.0.0.1:{port}", health_url
 
     def stop(self) -> None:
@@ -254,14 +259,7 @@ def start_moto(stack: Stack, name: str = "moto-s3") -> tuple[Process, str]:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     proc = stack.start_process(name, [sys.executable, "-m", "moto.server", "-p", str(port)])
-
-    def up() -> bool:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(f"{name} exited: {proc.log_text()}")
-        with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=2) as r:
-            return r.status == 200
-
-    wait_for(up, name)
+    wait_until_serving(proc, name, f"{endpoint}/moto-api/data.json")
     return proc, endpoint
 
 

@@ -182,8 +182,9 @@ class FaultRelay:
     def __init__(self, upstream: str):
         import http.client  # noqa: PLC0415
         import http.server  # noqa: PLC0415
-        import threading  # noqa: PLC0415
         import urllib.parse  # noqa: PLC0415
+
+        import local_http  # noqa: PLC0415
 
         target = urllib.parse.urlsplit(upstream)
         self.refused = 0
@@ -228,10 +229,7 @@ class FaultRelay:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.endpoint = local_http.serve(Handler)
 
     def close(self):
         self.server.shutdown()

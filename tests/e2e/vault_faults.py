@@ -5,10 +5,11 @@ that stops working mid-flight. In `pass` mode it forwards every call."""
 from __future__ import annotations
 
 import http.server
-import threading
 import time
 import urllib.error
 import urllib.request
+
+import local_http
 
 
 class VaultFaults:
@@ -60,10 +61,7 @@ class VaultFaults:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.addr = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.addr = local_http.serve(Handler)
 
     def close(self):
         self.server.shutdown()

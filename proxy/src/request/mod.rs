@@ -43,6 +43,10 @@ const MAX_HEADER_SECTION: usize = 8 << 10;
 /// The operation label of requests refused before they were recognised.
 const UNRECOGNISED: &str = "Unrecognised";
 
+/// The largest request body read and dropped before an error is answered
+/// (`discard_small_body`); larger ones close the connection instead.
+const MAX_DISCARD: u64 = 64 << 10;
+
 /// Objects whose layout ranged reads remember (about 200 bytes each).
 const LAYOUT_CACHE_SIZE: usize = 4096;
 
@@ -155,10 +159,15 @@ impl RequestPath {
         let request_id = request_id();
         let (mut parts, body) = req.into_parts();
         let declared_len = declared_length(&parts.headers);
-        // A handler that fails may leave the body unread; what it leaves is
-        // read (when small) before the error is answered, as for refusals.
-        let (body, leftover) = crate::body::Reclaimable::new(body);
-        let body = crate::body::boxed(body);
+        // A handler that fails may leave a small body unread; what it leaves
+        // is read before the error is answered, as for refusals. Bodies too
+        // large to read that way (and requests without one) go unwrapped.
+        let (body, leftover) = if declared_len.is_some_and(|len| len > 0 && len <= MAX_DISCARD) {
+            let (body, leftover) = crate::body::Reclaimable::new(body);
+            (crate::body::boxed(body), Some(leftover))
+        } else {
+            (crate::body::boxed(body), None)
+        };
         let head = parts.method == Method::HEAD;
         let s3 = match self.admit(&mut parts) {
             Ok(s3) => s3,
@@ -226,7 +235,7 @@ impl RequestPath {
                     "request failed"
                 );
                 self.count(s3.name, &e, started, true);
-                if let Some(rest) = leftover.take() {
+                if let Some(rest) = leftover.and_then(|l| l.take()) {
                     discard_small_body(declared_len, rest).await;
                 }
                 respond::error_response(&e, &s3.resource(), &request_id, head)
@@ -430,7 +439,6 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 /// Larger bodies are not read: the connection is closed instead, as any S3
 /// endpoint would.
 async fn discard_small_body(declared: Option<u64>, body: ProxyBody) {
-    const MAX_DISCARD: u64 = 64 << 10;
     if declared.is_some_and(|len| len <= MAX_DISCARD) {
         let _ = tokio::time::timeout(Duration::from_secs(1), collect_limited(body, MAX_DISCARD as usize)).await;
     }

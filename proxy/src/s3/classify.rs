@@ -270,13 +270,18 @@ fn virtual_host_bucket(headers: &HeaderMap, suffix: &str) -> Option<String> {
     if suffix.is_empty() {
         return None;
     }
+    // Visible ASCII (`to_str`), so byte offsets are character boundaries.
     let host = headers.get(http::header::HOST)?.to_str().ok()?;
     // Host names are case-insensitive and may end in the root's dot; the
     // suffix setting is lower case, and so are virtual-hosted bucket names.
-    let name = host.rsplit_once(':').map_or(host, |(h, _)| h).to_ascii_lowercase();
-    let name = name.strip_suffix('.').unwrap_or(&name);
-    let bucket = name.strip_suffix(suffix)?.strip_suffix('.')?;
-    (!bucket.is_empty()).then(|| bucket.to_owned())
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let split = name.len().checked_sub(suffix.len())?;
+    if !name[split..].eq_ignore_ascii_case(suffix) {
+        return None;
+    }
+    let bucket = name[..split].strip_suffix('.')?;
+    (!bucket.is_empty()).then(|| bucket.to_ascii_lowercase())
 }
 
 fn decode(s: &str) -> Result<String, ProxyError> {
