@@ -110,7 +110,7 @@ pub struct VaultCall<'a> {
 /// What a Vault exchange answered: the status and the body, which may carry
 /// a data key or a token and is therefore wiped when dropped.
 pub struct VaultAnswer {
-    pub status: u16,
+    pub status: http::StatusCode,
     pub body: Zeroizing<Vec<u8>>,
 }
 
@@ -197,18 +197,12 @@ impl VaultHttp {
         body: Option<Payload>,
     ) -> Result<T, VaultError> {
         let VaultAnswer { status, body: bytes } = self.transport.send(VaultCall { method, path, token, body }).await?;
-        if !(200..300).contains(&status) {
+        if !status.is_success() {
             let message = serde_json::from_slice::<ErrorBody>(&bytes)
                 .ok()
                 .and_then(|b| (!b.errors.is_empty()).then(|| redact(&b.errors.join("; "))))
-                .unwrap_or_else(|| {
-                    http::StatusCode::from_u16(status)
-                        .ok()
-                        .and_then(|s| s.canonical_reason())
-                        .unwrap_or("error")
-                        .to_owned()
-                });
-            return Err(VaultError::Refused { status, message });
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+            return Err(VaultError::Refused { status: status.as_u16(), message });
         }
         serde_json::from_slice(&bytes).map_err(|_| VaultError::BadResponse("unexpected JSON shape"))
     }
@@ -242,7 +236,7 @@ impl Reqwest {
         let resp = req.send().await.map_err(|e| VaultError::Unreachable(error_chain(&e)))?;
         let status = resp.status();
         let body = Zeroizing::new(resp.bytes().await.map_err(|e| VaultError::Unreachable(error_chain(&e)))?.to_vec());
-        Ok(VaultAnswer { status: status.as_u16(), body })
+        Ok(VaultAnswer { status, body })
     }
 }
 

@@ -185,6 +185,7 @@ impl VaultTransport for FakeVault {
         self.calls.lock().unwrap().push(format!("{} {}", call.method, call.path));
         let (status, body) = self.answer(&call);
         let body = Zeroizing::new(serde_json::to_vec(&body).expect("JSON"));
+        let status = http::StatusCode::from_u16(status).expect("a valid status");
         Box::pin(async move { Ok(VaultAnswer { status, body }) })
     }
 }
