@@ -179,7 +179,14 @@ impl ProxyError {
 
     /// A stored object failed verification (counted as an integrity failure).
     pub fn is_integrity_failure(&self) -> bool {
-        matches!(self, ProxyError::Ciphertext(_) | ProxyError::Envelope(_))
+        matches!(
+            self,
+            ProxyError::Ciphertext(_)
+                | ProxyError::Envelope(_)
+                | ProxyError::UpstreamUnreachable(
+                    UpstreamFailure::Unexpected { object_bytes: true, .. } | UpstreamFailure::WrongRange { .. }
+                )
+        )
     }
 }
 

@@ -65,6 +65,9 @@ pub enum ArgumentError {
 /// `400 InvalidRequest`.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
+    /// `Connection` named an end-to-end field of the request (`end_hop`).
+    #[error("The Connection header may name only hop-by-hop fields; it names a field of the request itself.")]
+    ConnectionHeader,
     #[error("The trailer {name} is not supported.")]
     UnsupportedTrailer { name: String },
     #[error("Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.")]
@@ -183,6 +186,13 @@ pub enum UpstreamFailure {
     Seal { step: &'static str, status: StatusCode, code: String },
     #[error("ListParts answered an incomplete part list.")]
     IncompletePartList,
+    /// An answer no row of `request::answers`' table takes for this step
+    /// (a `206` to a whole-object GET, a `203`, a `201`): never relayed.
+    #[error("{step} was answered {status}, which the proxy did not ask for; nothing was passed on.")]
+    Unexpected { step: &'static str, status: StatusCode, object_bytes: bool },
+    /// A ranged read answered with bytes other than those asked for.
+    #[error("{step} was answered with another range than the one asked for; nothing was passed on.")]
+    WrongRange { step: &'static str },
 }
 
 fn with_code(code: &str) -> String {

@@ -17,7 +17,7 @@ pub use constants::{
 pub use header::Header;
 pub use layout::{LayoutSpan, ObjectLayout, StreamExtent};
 pub use manifest::{decode_part_table, encode_part_table, manifest_bytes, manifest_tag, verify_manifest};
-pub use metadata::{EnvelopeMetadata, META_PREFIX, MetadataError, SealedParts, StoredLayout};
+pub use metadata::{EnvelopeMetadata, META_PREFIX, META_WRAPPED_KEY, MetadataError, SealedParts, StoredLayout};
 pub use segment::SegmentCipher;
 pub use size::{ciphertext_len, plaintext_len, segment_count};
 pub use stream::{Opener, Room, Sealer};

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderValue, Method, Response};
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 
 use super::respond;
-use super::{RequestPath, collect_control, envelope_of};
+use super::{RequestPath, envelope_of};
 use crate::body::ProxyBody;
 use crate::error::{ArgumentError, ProxyError, xml_error};
 use crate::format::ObjectLayout;
@@ -142,11 +142,10 @@ impl RequestPath {
         let list = if wanted.etag { list } else { format!("{list},ETag") };
         upstream_headers.insert("x-amz-object-attributes", super::header_value(&list)?);
         let resp = self.send_buffered(Method::GET, s3, upstream_headers, Bytes::new()).await?;
-        let (parts, body) = resp.into_parts();
-        let doc = collect_control(&parts.headers, body).await?;
-        if !parts.status.is_success() {
-            return Ok(respond::buffered(parts.headers, parts.status, doc));
-        }
+        let (parts, doc) = match super::answers::accept_control(super::answers::Step::Control, resp).await? {
+            super::answers::ControlAnswer::Expected(parts, doc) => (parts, doc),
+            super::answers::ControlAnswer::Verdict(v) => return Ok(v),
+        };
         let upstream = UpstreamAttributes::parse(&doc)?;
 
         // The version the upstream described, read again for its envelope.
@@ -167,7 +166,7 @@ impl RequestPath {
             }
         }
         let head = self.send_buffered(Method::HEAD, &object, head_headers, Bytes::new()).await?;
-        if !head.status().is_success() {
+        if head.status() != http::StatusCode::OK {
             return Err(changed());
         }
         let head_etag = head.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);

@@ -4,6 +4,7 @@
 //! sent by `upstream`, and answered by `respond`; errors become S3 documents
 //! here, at the edge.
 
+mod answers;
 mod attributes;
 mod layout_cache;
 mod multipart;
@@ -327,6 +328,9 @@ impl RequestPath {
         if header_bytes > MAX_HEADER_SECTION {
             return Err(unrecognised(ProxyError::RequestHeaderSectionTooLarge));
         }
+        // First of all: nothing below reads or adds a header before the
+        // workload's hop has ended.
+        crate::s3::headers::end_hop(&mut parts.headers).map_err(unrecognised)?;
         if let Some(uri) =
             crate::s3::classify::hoist_query_headers(&parts.uri, &mut parts.headers).map_err(unrecognised)?
         {
@@ -369,16 +373,20 @@ impl RequestPath {
             }
         }
         let resp = self.send_buffered(parts.method, s3, headers, bytes).await?;
-        let (parts, body) = resp.into_parts();
-        let body = collect_control(&parts.headers, body).await?;
-        Ok(respond::pass_through(Response::from_parts(parts, crate::body::full(body))))
+        match answers::accept_control(answers::Step::Forwarded, resp).await? {
+            answers::ControlAnswer::Expected(parts, body) => {
+                Ok(respond::pass_through(Response::from_parts(parts, crate::body::full(body))))
+            }
+            answers::ControlAnswer::Verdict(v) => Ok(v),
+        }
     }
 
     async fn list_objects(&self, s3: &S3Request, parts: Parts) -> Result<Response<ProxyBody>, ProxyError> {
         let resp = self.send_buffered(Method::GET, s3, parts.headers, Bytes::new()).await?;
-        let (parts, body) = resp.into_parts();
-        let xml = collect_control(&parts.headers, body).await?;
-        respond::listing_response(parts.headers, parts.status, xml)
+        match answers::accept_control(answers::Step::Control, resp).await? {
+            answers::ControlAnswer::Expected(parts, xml) => respond::listing_response(parts.headers, parts.status, xml),
+            answers::ControlAnswer::Verdict(v) => Ok(v),
+        }
     }
 }
 

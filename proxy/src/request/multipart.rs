@@ -4,11 +4,12 @@
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, Response};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
+use super::answers::{self, ControlAnswer, Step};
 use super::respond;
 use super::seal::Sealed;
-use super::{RequestPath, collect_control, collect_small, header_value, read_small_body, reject_reserved_metadata};
+use super::{RequestPath, collect_small, header_value, read_small_body, reject_reserved_metadata};
 use crate::body::ProxyBody;
 use crate::error::{ArgumentError, InternalError, MissingPart, ProxyError, Unsupported, UpstreamFailure};
 use crate::format::{EnvelopeMetadata, ObjectLayout, StoredLayout, plaintext_len};
@@ -217,12 +218,12 @@ impl RequestPath {
             headers.insert(name, header_value(&value)?);
         }
         let resp = self.send_buffered(Method::POST, s3, headers, Bytes::new()).await?;
-        if !resp.status().is_success() {
-            return Ok(respond::pass_through(resp));
-        }
-        let (parts, body) = resp.into_parts();
+        let (parts, doc) = match answers::accept_control(Step::Control, resp).await? {
+            ControlAnswer::Expected(parts, doc) => (parts, doc),
+            ControlAnswer::Verdict(v) => return Ok(v),
+        };
         let map = |name: &[u8], text: &str| (name == b"UploadId").then(|| upload_id::encode(text, &key));
-        let xml = xml::rewrite(&collect_control(&parts.headers, body).await?, &map)?;
+        let xml = xml::rewrite(&doc, &map)?;
         Ok(respond::buffered(parts.headers, parts.status, xml))
     }
 
@@ -321,9 +322,17 @@ impl RequestPath {
                 if a > b { Err(bad()) } else { Ok(b) }
             })
             .transpose()?;
+        for (name, value) in super::object::source_check_headers(&parts.headers).iter() {
+            read_headers.insert(name.clone(), value.clone());
+        }
+        // The source is read through the read path: only verified plaintext
+        // (or a rebuilt error) comes back. A copy whose source condition
+        // failed is S3's 412, whichever condition it was.
         let read = self.get_object(&source, read_headers).await?;
-        if !read.status().is_success() {
-            return Ok(read);
+        match read.status() {
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
+            StatusCode::NOT_MODIFIED => return Err(ProxyError::PreconditionFailed),
+            _ => return Ok(read),
         }
         // S3 refuses a copy range that runs past the source instead of clamping it.
         let total = crate::s3::range::content_range(read.headers()).map(|(_, total)| total);
@@ -409,8 +418,13 @@ impl RequestPath {
         headers.remove("content-md5");
         crate::s3::conditional::to_upstream_etags(&mut headers);
         let resp = self.send_buffered(Method::POST, &s3, headers, Bytes::from(doc)).await?;
-        let (mut parts, body) = resp.into_parts();
-        let doc = collect_control(&parts.headers, body).await?;
+        // S3 may answer a Complete 200 with an error document inside: that
+        // one passes as S3 sent it (below); any other status than 200 is
+        // an error rebuilt, or not taken at all.
+        let (mut parts, doc) = match answers::accept_control(Step::Control, resp).await? {
+            ControlAnswer::Expected(parts, doc) => (parts, doc),
+            ControlAnswer::Verdict(v) => return Ok(v),
+        };
         let completed =
             xml::texts_of(&doc, b"ETag")?.pop().filter(|_| !xml::texts_of(&doc, b"Code").is_ok_and(|c| !c.is_empty()));
         let Some(completed) = completed.filter(|_| parts.status.is_success()) else {
@@ -537,11 +551,10 @@ impl RequestPath {
         let client_id = s3.query_value("uploadId").unwrap_or("").to_owned();
         upstream_upload(&mut s3)?;
         let resp = self.send_buffered(Method::GET, &s3, parts.headers, Bytes::new()).await?;
-        let (parts, body) = resp.into_parts();
-        let doc = collect_control(&parts.headers, body).await?;
-        if !parts.status.is_success() {
-            return Ok(respond::buffered(parts.headers, parts.status, doc));
-        }
+        let (parts, doc) = match answers::accept_control(Step::Control, resp).await? {
+            ControlAnswer::Expected(parts, doc) => (parts, doc),
+            ControlAnswer::Verdict(v) => return Ok(v),
+        };
         // Each part is one whole stream, so its plaintext size is exact.
         let map = |name: &[u8], text: &str| match name {
             b"UploadId" => Some(client_id.clone()),

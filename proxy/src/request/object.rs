@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
+use super::answers::{self, Answer, Step, accept};
 use super::layout_cache::{KnownLayout, LayoutCache};
 use super::respond::{self, PlaintextView};
 use super::stored::malformed;
@@ -19,7 +20,7 @@ use crate::metrics::{BytesKind, Direction, metrics};
 use crate::s3::classify::S3Request;
 use crate::s3::conditional;
 use crate::s3::headers::{remove_checksum_headers, set_content_encoding};
-use crate::s3::range::{ByteRange, RangeRequest, content_range};
+use crate::s3::range::{ByteRange, RangeRequest};
 use crate::stream::aws_chunked::{self, BodyEncoding, ChunkedDecoder};
 use crate::stream::checksum::ChecksumVerifier;
 use crate::stream::framing::UploadFraming;
@@ -131,16 +132,20 @@ impl RequestPath {
         let req = self.upstream.request(Method::PUT, s3, headers, boxed(sealed), payload).await?;
         let sent = self.upstream.send_raw(req).await;
         // A failure inside the body (bad digest, short body) explains an upstream error.
-        let mut outcome = outcome.lock().expect("outcome lock");
-        if let Some(failure) = outcome.failure.take() {
-            return Err(failure);
-        }
-        let resp = sent.map_err(UpstreamFailure::Unreachable)?;
-        if resp.status().is_success() {
-            metrics().bytes(Direction::In, BytesKind::Plaintext, plaintext_len);
-            metrics().bytes(Direction::Out, BytesKind::Ciphertext, ciphertext_len(plaintext_len));
-        }
-        Ok(respond::write_response(resp, &outcome.verified, self.keys.key_name(), envelope.is_some()))
+        let verified = {
+            let mut outcome = outcome.lock().expect("outcome lock");
+            if let Some(failure) = outcome.failure.take() {
+                return Err(failure);
+            }
+            std::mem::take(&mut outcome.verified)
+        };
+        let resp = match accept(Step::ObjectWrite, sent.map_err(UpstreamFailure::Unreachable)?, false).await? {
+            Answer::Expected(resp) => resp,
+            Answer::Verdict(v) => return Ok(v),
+        };
+        metrics().bytes(Direction::In, BytesKind::Plaintext, plaintext_len);
+        metrics().bytes(Direction::Out, BytesKind::Ciphertext, ciphertext_len(plaintext_len));
+        Ok(respond::write_response(resp, &verified, self.keys.key_name(), envelope.is_some()))
     }
 
     pub(super) async fn head_object(&self, s3: &S3Request, parts: Parts) -> Result<Response<ProxyBody>, ProxyError> {
@@ -154,9 +159,10 @@ impl RequestPath {
         let mut upstream_headers = headers.clone();
         conditional::strip_etag_conditions(&mut upstream_headers);
         let resp = self.send_buffered(Method::HEAD, &whole, upstream_headers, Bytes::new()).await?;
-        if !resp.status().is_success() {
-            return upstream_verdict(resp);
-        }
+        let resp = match accept(Step::ObjectHead, resp, true).await? {
+            Answer::Expected(resp) => resp,
+            Answer::Verdict(v) => return Ok(v),
+        };
         if let Some(status) = conditional::evaluate(&headers, resp.headers()) {
             return not_modified_or_failed(status, resp.into_parts().0.headers);
         }
@@ -220,14 +226,18 @@ impl RequestPath {
         let mut headers = headers;
         conditional::strip_etag_conditions(&mut headers);
         let resp = self.send_buffered(Method::GET, s3, headers, Bytes::new()).await?;
-        if resp.status() != StatusCode::OK {
-            return upstream_verdict(resp);
-        }
+        let resp = match accept(Step::ObjectRead, resp, false).await? {
+            Answer::Expected(resp) => resp,
+            Answer::Verdict(v) => return Ok(v),
+        };
         if let Some(status) = conditional::evaluate(&request_headers, resp.headers()) {
             return not_modified_or_failed(status, resp.into_parts().0.headers);
         }
         if self.serves_plaintext(s3, resp.headers()) {
-            return Ok(respond::pass_through(resp));
+            let (parts, mut body) = resp.into_parts();
+            let first = read_prefix(&mut body, crate::format::MAGIC.len()).await?;
+            answers::refuse_headless_stream(&first)?;
+            return Ok(respond::pass_through(Response::from_parts(parts, prepend(first, body))));
         }
         let envelope = envelope_of(resp.headers())?;
         let stored_len = content_length(resp.headers()).ok_or(malformed("no stored length"))?;
@@ -281,14 +291,19 @@ impl RequestPath {
         conditional::strip_etag_conditions(&mut first);
         first.insert(http::header::RANGE, HeaderValue::from_static(HEADER_RANGE));
         let resp = self.send_buffered(Method::GET, s3, first, Bytes::new()).await?;
-        if !resp.status().is_success() {
-            return upstream_verdict(resp);
-        }
+        let resp = match accept(Step::HeaderProbe, resp, false).await? {
+            Answer::Expected(resp) => resp,
+            Answer::Verdict(v) => return Ok(v),
+        };
         if let Some(status) = conditional::evaluate(&headers, resp.headers()) {
             return not_modified_or_failed(status, resp.into_parts().0.headers);
         }
+        let stored_len = answers::range_answered(Step::HeaderProbe, resp.headers(), 0, HEADER_LEN as u64 - 1)?;
         if self.serves_plaintext(s3, resp.headers()) {
-            // The probe was ours; the workload's own request is what the upstream must answer.
+            // The probe was ours; the workload's own request is what the
+            // upstream must answer, about the same object.
+            let probed_etag = resp.headers().get(http::header::ETAG).cloned();
+            answers::refuse_headless_stream(&super::collect_small(resp.into_body()).await?)?;
             let mut original = s3.clone();
             let mut headers = headers;
             match spec {
@@ -297,11 +312,20 @@ impl RequestPath {
                 }
                 ReadSpec::Part(n) => original.query.push(("partNumber".into(), n.to_string())),
             }
-            return Ok(respond::pass_through(self.send_buffered(Method::GET, &original, headers, Bytes::new()).await?));
+            let read = self.send_buffered(Method::GET, &original, headers, Bytes::new()).await?;
+            let read = match accept(Step::PlaintextRead, read, false).await? {
+                Answer::Expected(resp) => resp,
+                Answer::Verdict(v) => return Ok(v),
+            };
+            if read.headers().get(http::header::ETAG) != probed_etag.as_ref()
+                || !self.serves_plaintext(s3, read.headers())
+            {
+                return Err(ProxyError::ObjectChanged("read"));
+            }
+            return Ok(respond::pass_through(read));
         }
         let envelope = envelope_of(resp.headers())?;
         let etag = resp.headers().get(http::header::ETAG).cloned();
-        let (_, stored_len) = content_range(resp.headers()).ok_or(malformed("no stored length"))?;
         let first_header = super::collect_small(resp.into_body()).await?;
         let checked = self.stored_layout(s3, &envelope, stored_len, etag.as_ref(), Some(&first_header)).await?;
         // The probe's envelope is the one every later read must find.
@@ -345,11 +369,12 @@ impl RequestPath {
         } else {
             let last = span.header_start + HEADER_LEN as u64 - 1;
             let header = self.read_known(s3, known, span.header_start, last).await?;
+            answers::range_answered(Step::ObjectRead, header.headers(), span.header_start, last)?;
             (span.ciphertext_start, Some(super::collect_small(header.into_body()).await?))
         };
         let resp = self.read_known(s3, known, fetch_from, span.ciphertext_end).await?;
         let envelope = known.envelope.clone();
-        let (_, stored_len) = content_range(resp.headers()).ok_or(malformed("no stored length"))?;
+        let stored_len = answers::range_answered(Step::ObjectRead, resp.headers(), fetch_from, span.ciphertext_end)?;
         if stored_len != layout.stored_len() {
             return Err(ProxyError::Ciphertext(FormatError::LengthMismatch {
                 declared: layout.stored_len(),
@@ -415,36 +440,72 @@ impl RequestPath {
         }
         // The source is always examined: a copy of an object without an
         // envelope would store plaintext under a new name (and read it past
-        // CLOUDTASER_S3PROXY_PLAINTEXT_READS), so it is refused.
+        // CLOUDTASER_S3PROXY_PLAINTEXT_READS), so it is refused. The copy
+        // goes ahead only when the examination answered 200; otherwise it
+        // is refused with the examination's status, and nothing is copied.
         let source = crate::s3::classify::copy_source(&headers)?;
-        let head = self.send_buffered(Method::HEAD, &source, HeaderMap::new(), Bytes::new()).await?;
-        // A missing source is reported by the copy itself.
-        if head.status().is_success() {
-            if conditional::evaluate(&conditions, head.headers()).is_some() {
-                return Err(ProxyError::PreconditionFailed);
-            }
-            let envelope = match EnvelopeMetadata::from_headers(head.headers()) {
-                Ok(Some(e)) => e,
-                Ok(None) => return Err(ProxyError::NotEncryptedSource),
-                Err(e) => return Err(ProxyError::Envelope(e)),
-            };
-            if replace {
-                for (name, value) in envelope.to_headers() {
-                    headers.insert(name, header_value(&value)?);
-                }
-            }
-            // Copy exactly what was examined.
-            if let Some(etag) = head.headers().get(http::header::ETAG) {
-                headers.insert("x-amz-copy-source-if-match", etag.clone());
+        let head = self.send_buffered(Method::HEAD, &source, source_check_headers(&headers), Bytes::new()).await?;
+        let head = match accept(Step::CopySource, head, false).await? {
+            Answer::Expected(head) => head,
+            Answer::Verdict(v) => return Ok(v),
+        };
+        if conditional::evaluate(&conditions, head.headers()).is_some() {
+            return Err(ProxyError::PreconditionFailed);
+        }
+        let envelope = match EnvelopeMetadata::from_headers(head.headers()) {
+            Ok(Some(e)) => e,
+            Ok(None) => return Err(ProxyError::NotEncryptedSource),
+            Err(e) => return Err(ProxyError::Envelope(e)),
+        };
+        if replace {
+            for (name, value) in envelope.to_headers() {
+                headers.insert(name, header_value(&value)?);
             }
         }
+        // Copy exactly what was examined: the source as parsed, re-encoded,
+        // pinned to the ETag the examination saw.
+        headers.insert("x-amz-copy-source", header_value(&copy_source_header(&source))?);
+        let etag = head.headers().get(http::header::ETAG).ok_or(malformed("no ETag on the copy source"))?;
+        headers.insert("x-amz-copy-source-if-match", etag.clone());
         let resp = self.send_buffered(Method::PUT, s3, headers, Bytes::new()).await?;
-        let (parts, body) = resp.into_parts();
+        let (parts, doc) = match answers::accept_control(Step::Control, resp).await? {
+            answers::ControlAnswer::Expected(parts, doc) => (parts, doc),
+            answers::ControlAnswer::Verdict(v) => return Ok(v),
+        };
         let map = |name: &[u8], text: &str| (name == b"ETag").then(|| crate::s3::etag::client_etag(text));
-        let doc = super::collect_control(&parts.headers, body).await?;
-        let doc = if parts.status.is_success() { crate::s3::xml::rewrite(&doc, &map)? } else { doc };
+        let doc = crate::s3::xml::rewrite(&doc, &map)?;
         Ok(respond::buffered(parts.headers, parts.status, doc))
     }
+}
+
+/// Headers of the workload's copy that the examination of its source
+/// carries too: who pays, and who must own the source bucket.
+pub(super) fn source_check_headers(copy: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(v) = copy.get("x-amz-request-payer") {
+        headers.insert("x-amz-request-payer", v.clone());
+    }
+    if let Some(v) = copy.get("x-amz-source-expected-bucket-owner") {
+        headers.insert("x-amz-expected-bucket-owner", v.clone());
+    }
+    headers
+}
+
+/// `x-amz-copy-source` rebuilt from the parsed source: the upstream reads
+/// the bucket, key and version the proxy examined, whatever spelling the
+/// workload used.
+pub(super) fn copy_source_header(source: &S3Request) -> String {
+    use crate::upstream::forward::encode_key;
+    let mut value = format!(
+        "/{}/{}",
+        encode_key(source.bucket.as_deref().unwrap_or_default()),
+        encode_key(source.key.as_deref().unwrap_or_default())
+    );
+    if let Some(version) = source.query_value("versionId") {
+        value.push_str("?versionId=");
+        value.push_str(&encode_key(version));
+    }
+    value
 }
 
 const HEADER_RANGE: &str = "bytes=0-51";
@@ -460,39 +521,26 @@ enum ReadSpec {
     Part(u32),
 }
 
-/// An upstream answer other than the object: a date condition the upstream
-/// decided is answered as the proxy answers its own (the ETag in the form
-/// workloads see, S3's 412 document); anything else passes through.
-fn upstream_verdict(resp: Response<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
-    match resp.status() {
-        StatusCode::NOT_MODIFIED | StatusCode::PRECONDITION_FAILED => {
-            not_modified_or_failed(resp.status(), resp.into_parts().0.headers)
-        }
-        _ => Ok(respond::pass_through(resp)),
-    }
-}
-
 /// A failed condition: 304 with the validators, or S3's 412 error.
 fn not_modified_or_failed(status: StatusCode, upstream: HeaderMap) -> Result<Response<ProxyBody>, ProxyError> {
-    if status != StatusCode::NOT_MODIFIED {
-        return Err(ProxyError::PreconditionFailed);
-    }
-    let mut resp = Response::new(empty());
-    *resp.status_mut() = status;
-    if let Some(v) = upstream.get(http::header::LAST_MODIFIED) {
-        resp.headers_mut().insert(http::header::LAST_MODIFIED, v.clone());
-    }
-    let etag = upstream.get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(crate::s3::etag::client_etag);
-    if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
-        resp.headers_mut().insert(http::header::ETAG, v);
-    }
-    Ok(resp)
+    answers::not_modified_or_failed(status, upstream)
+}
+
+/// `first` and then the rest of `body`: a body whose first bytes were
+/// read to be looked at.
+fn prepend(first: Bytes, body: ProxyBody) -> ProxyBody {
+    use futures_util::StreamExt;
+    use http_body_util::BodyExt;
+    let head = futures_util::stream::once(async move { Ok::<_, crate::body::BoxError>(first) });
+    let frames = head.chain(body.into_data_stream()).map(|chunk| chunk.map(http_body::Frame::data));
+    boxed(http_body_util::StreamBody::new(frames))
 }
 const _: () = assert!(HEADER_LEN == 52);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::s3::range::content_range;
 
     #[test]
     fn parses_content_range() {

@@ -239,6 +239,13 @@ pub const COPY_SOURCE_CONDITIONS: &[(&str, http::HeaderName)] = &[
 pub fn copy_source(headers: &HeaderMap) -> Result<S3Request, ProxyError> {
     let invalid = || ProxyError::from(ArgumentError::CopySource);
     let raw = headers.get("x-amz-copy-source").and_then(|v| v.to_str().ok()).ok_or_else(invalid)?;
+    // Characters that URL parsers read differently before any decoding (a
+    // fragment, a Windows separator, white space): moto took everything
+    // after `#` for a fragment and copied another object than the one
+    // checked. Encoded (`%23`), they are part of the key like any other.
+    if raw.bytes().any(|b| matches!(b, b'#' | b'\\' | b' ' | b'\t') || b.is_ascii_control()) {
+        return Err(invalid());
+    }
     let (path, query) = raw.split_once('?').unwrap_or((raw, ""));
     // S3 reads `?versionId=` and nothing else here; s3s takes everything
     // before `?versionId=` as the key. Anything else would let the proxy and

@@ -34,3 +34,76 @@ pub fn set_content_encoding(headers: &mut HeaderMap, chunked: bool) {
         headers.insert(http::header::CONTENT_ENCODING, v);
     }
 }
+
+/// Hop-by-hop fields a workload's `Connection` may name: they concern the
+/// connection to the proxy and end here.
+const HOP_BY_HOP: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "http2-settings"];
+
+/// Ends the workload's hop at the proxy's door, before any handler reads
+/// or adds a header: `Connection` and the hop-by-hop fields go, so that
+/// nothing later (the upstream request in particular) acts on them.
+///
+/// `Connection` may only name hop-by-hop fields (and `close`). Naming an
+/// end-to-end field that the request carries (`x-amz-meta-*`, a checksum,
+/// `content-encoding`) is refused rather than obeyed: removing it would
+/// make the proxy read another request than the client built, and a
+/// `Connection` consulted later, on the upstream request, once removed
+/// the envelope the proxy had added (the object was lost).
+pub fn end_hop(headers: &mut HeaderMap) -> Result<(), crate::error::ProxyError> {
+    for value in headers.get_all(http::header::CONNECTION) {
+        let value = value.to_str().map_err(|_| crate::error::RequestError::ConnectionHeader)?;
+        for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let token = token.to_ascii_lowercase();
+            if token != "close" && !HOP_BY_HOP.contains(&token.as_str()) && headers.contains_key(token.as_str()) {
+                return Err(crate::error::RequestError::ConnectionHeader.into());
+            }
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_hop_ends_at_the_proxy() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, Upgrade, x-absent"),
+            ("keep-alive", "timeout=5"),
+            ("upgrade", "h2c"),
+            ("te", "trailers"),
+            ("x-amz-meta-color", "blue"),
+        ]);
+        end_hop(&mut h).unwrap();
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-amz-meta-color"]);
+    }
+
+    #[test]
+    fn connection_cannot_remove_end_to_end_fields() {
+        for named in ["x-amz-meta-color", "X-Amz-Meta-Color", "content-encoding", "x-amz-checksum-crc32"] {
+            let mut h = headers(&[
+                ("connection", &format!("close, {named}")),
+                ("x-amz-meta-color", "blue"),
+                ("content-encoding", "aws-chunked"),
+                ("x-amz-checksum-crc32", "AAAAAA=="),
+            ]);
+            assert!(end_hop(&mut h).is_err(), "{named}");
+        }
+        // Split over two Connection fields, too.
+        let mut h = headers(&[("connection", "close"), ("connection", "x-amz-meta-color"), ("x-amz-meta-color", "b")]);
+        assert!(end_hop(&mut h).is_err());
+    }
+}

@@ -4,13 +4,18 @@
 /// unless the whole value is well-formed and `a <= b < total`: the stored
 /// length is taken from it, so a garbled one must not pass for a length.
 pub fn content_range(headers: &http::HeaderMap) -> Option<(u64, u64)> {
+    content_range_span(headers).map(|(first, _, total)| (first, total))
+}
+
+/// `Content-Range: bytes first-last/total` as `(first, last, total)`.
+pub fn content_range_span(headers: &http::HeaderMap) -> Option<(u64, u64, u64)> {
     let v = headers.get(http::header::CONTENT_RANGE)?.to_str().ok()?;
     let (range, total) = v.strip_prefix("bytes ")?.split_once('/')?;
     let (first, last) = range.split_once('-')?;
     let number =
         |s: &str| if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) { s.parse::<u64>().ok() } else { None };
     let (first, last, total) = (number(first)?, number(last)?, number(total)?);
-    (first <= last && last < total).then_some((first, total))
+    (first <= last && last < total).then_some((first, last, total))
 }
 
 /// One byte range as S3 accepts it (a single range; others are ignored).
