@@ -1,0 +1,110 @@
+"""A hostile upstream: an HTTP relay to the real upstream (s3s-fs) that
+answers chosen requests itself, with statuses, headers and bodies the proxy
+did not ask for. It plays someone who controls the storage endpoint (or
+holds its credentials and a way in front of it). Everything else passes byte
+for byte, Host included, so the proxy's signatures still verify against
+s3s-fs. It records every request it receives, so a test can tell what the
+proxy forwarded."""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Callable
+
+import local_http
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+@dataclass
+class Forged:
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+
+# A rule looks at a request (method, path, lower-cased headers) and returns
+# the answer to forge, or None to relay it.
+Rule = Callable[[str, str, dict[str, str]], "Forged | None"]
+
+
+class HostileUpstream:
+    def __init__(self, upstream: str):
+        target = urllib.parse.urlsplit(upstream)
+        self.rules: list[Rule] = []
+        self.seen: list[Seen] = []
+        self.forged = 0
+        lock = threading.Lock()
+        relay = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with lock:
+                    relay.seen.append(Seen(self.command, self.path, headers))
+                    rules = list(relay.rules)
+                for rule in rules:
+                    forged = rule(self.command, self.path, headers)
+                    if forged is not None:
+                        with lock:
+                            relay.forged += 1
+                        self.send_response(forged.status)
+                        names = {k.lower() for k, _ in forged.headers}
+                        for k, v in forged.headers:
+                            self.send_header(k, v)
+                        if "content-length" not in names:
+                            self.send_header("Content-Length", str(len(forged.body)))
+                        self.end_headers()
+                        if self.command != "HEAD":
+                            self.wfile.write(forged.body)
+                        return
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                for k, v in self.headers.items():
+                    conn.putheader(k, v)
+                conn.endheaders(body)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status, resp.reason)
+                # A HEAD's Content-Length is the object's, not the (empty) body's.
+                dropped = ("transfer-encoding", "connection") if self.command == "HEAD" else (
+                    "content-length", "transfer-encoding", "connection")
+                for k, v in resp.getheaders():
+                    if k.lower() not in dropped:
+                        self.send_header(k, v)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+            def log_message(self, *args):
+                pass
+
+        self.server, self.endpoint = local_http.serve(Handler)
+
+    def forge(self, rule: Rule) -> None:
+        self.rules.append(rule)
+
+    def reset(self) -> None:
+        self.rules.clear()
+        self.seen.clear()
+        self.forged = 0
+
+    def close(self) -> None:
+        self.server.shutdown()
