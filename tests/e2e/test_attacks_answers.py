@@ -310,3 +310,46 @@ def test_plaintext_reads_never_pass_off_a_stripped_envelope(stack, upstream, buc
         assert got[:2] == (206, b"before")
     finally:
         proc.stop()
+
+
+def send_with_repeats(endpoint: str, method: str, target: str, headers: list[tuple[str, str]],
+                      body: bytes = b"") -> tuple[int, bytes]:
+    import http.client  # noqa: PLC0415
+    import urllib.parse  # noqa: PLC0415
+
+    u = urllib.parse.urlparse(endpoint)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=15)
+    try:
+        conn.putrequest(method, target)
+        for k, v in [*headers, ("Content-Length", str(len(body)))]:
+            conn.putheader(k, v)
+        conn.endheaders(body)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def test_repeated_fields_are_refused_not_read_two_ways(stack, upstream, bucket):
+    """The proxy reads a field's first value; an upstream may read the last
+    or both joined. `x-amz-metadata-directive: COPY` then `REPLACE` would
+    have the proxy keep the envelope (COPY) and the upstream replace it."""
+    client = s3_client(stack.proxy_endpoint, "w", "w")
+    client.put_object(Bucket=bucket, Key="attacks/directive-src", Body=b"source")
+    source = ("x-amz-copy-source", f"/{bucket}/attacks/directive-src")
+    for repeated in (
+        [("x-amz-metadata-directive", "COPY"), ("x-amz-metadata-directive", "REPLACE")],
+        [source, ("x-amz-copy-source", f"/{bucket}/attacks/other")],
+    ):
+        status, body = send_with_repeats(stack.proxy_endpoint, "PUT", f"/{bucket}/attacks/directive-dst",
+                                         [source, *repeated] if repeated[0] != source else repeated)
+        assert status == 400 and b"may be sent only once" in body, (repeated, status, body)
+    status, body = send_with_repeats(stack.proxy_endpoint, "PUT", f"/{bucket}/attacks/directive-dst",
+                                     [source, ("x-amz-metadata-directive", "REPLACE,COPY")])
+    assert status == 400 and b"metadata directive" in body, (status, body)
+    assert "Contents" not in upstream.list_objects_v2(Bucket=bucket, Prefix="attacks/directive-dst")
+    # One directive, in any case, is sent upstream as parsed: REPLACE keeps the envelope.
+    status, _ = send_with_repeats(stack.proxy_endpoint, "PUT", f"/{bucket}/attacks/directive-dst",
+                                  [source, ("x-amz-metadata-directive", "replace"), ("x-amz-meta-new", "1")])
+    assert status == 200
+    assert client.get_object(Bucket=bucket, Key="attacks/directive-dst")["Body"].read() == b"source"

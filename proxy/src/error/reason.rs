@@ -68,6 +68,11 @@ pub enum RequestError {
     /// `Connection` named an end-to-end field of the request (`end_hop`).
     #[error("The Connection header may name only hop-by-hop fields; it names a field of the request itself.")]
     ConnectionHeader,
+    /// A single-valued field sent more than once (`refuse_repeated`).
+    #[error("The header {name} may be sent only once.")]
+    RepeatedHeader { name: String },
+    #[error("Unknown metadata directive.")]
+    MetadataDirective,
     #[error("The trailer {name} is not supported.")]
     UnsupportedTrailer { name: String },
     #[error("Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.")]

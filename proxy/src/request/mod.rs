@@ -331,6 +331,7 @@ impl RequestPath {
         // First of all: nothing below reads or adds a header before the
         // workload's hop has ended.
         crate::s3::headers::end_hop(&mut parts.headers).map_err(unrecognised)?;
+        crate::s3::headers::refuse_repeated(&parts.headers).map_err(unrecognised)?;
         if let Some(uri) =
             crate::s3::classify::hoist_query_headers(&parts.uri, &mut parts.headers).map_err(unrecognised)?
         {

@@ -430,8 +430,18 @@ impl RequestPath {
     pub(super) async fn copy_object(&self, s3: &S3Request, parts: Parts) -> Result<Response<ProxyBody>, ProxyError> {
         let mut headers = parts.headers;
         reject_reserved_metadata(&headers)?;
-        let replace =
-            headers.get("x-amz-metadata-directive").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"REPLACE"));
+        // Parsed once and sent as parsed: the envelope is carried over
+        // exactly when the upstream will replace the metadata.
+        let replace = match headers.get("x-amz-metadata-directive").map(|v| v.as_bytes().to_ascii_uppercase()) {
+            None => false,
+            Some(v) if v == b"COPY" => false,
+            Some(v) if v == b"REPLACE" => true,
+            Some(_) => return Err(RequestError::MetadataDirective.into()),
+        };
+        if headers.contains_key("x-amz-metadata-directive") {
+            let directive = if replace { "REPLACE" } else { "COPY" };
+            headers.insert("x-amz-metadata-directive", HeaderValue::from_static(directive));
+        }
         let mut conditions = HeaderMap::new();
         for (copy_name, name) in crate::s3::classify::COPY_SOURCE_CONDITIONS {
             if let Some(v) = headers.remove(*copy_name) {

@@ -66,6 +66,24 @@ pub fn end_hop(headers: &mut HeaderMap) -> Result<(), crate::error::ProxyError> 
     Ok(())
 }
 
+/// Fields that may come more than once: lists whose repeats mean the same
+/// as one comma-joined field, and that the proxy reads in full.
+const REPEATABLE: &[&str] = &["accept", "accept-encoding", "accept-language", "x-amz-object-attributes"];
+
+/// Refuses a request that repeats a field. The proxy reads the first value
+/// of a field and an upstream may read the last, or all of them joined:
+/// `x-amz-metadata-directive: COPY` then `REPLACE` would have the proxy
+/// keep the envelope by COPY and the upstream replace it, storing an
+/// object without its key. S3's own fields are single-valued.
+pub fn refuse_repeated(headers: &HeaderMap) -> Result<(), crate::error::ProxyError> {
+    for name in headers.keys() {
+        if !REPEATABLE.contains(&name.as_str()) && headers.get_all(name).iter().nth(1).is_some() {
+            return Err(crate::error::RequestError::RepeatedHeader { name: name.as_str().to_owned() }.into());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +123,14 @@ mod tests {
         // Split over two Connection fields, too.
         let mut h = headers(&[("connection", "close"), ("connection", "x-amz-meta-color"), ("x-amz-meta-color", "b")]);
         assert!(end_hop(&mut h).is_err());
+    }
+
+    #[test]
+    fn repeated_fields_are_refused() {
+        assert!(refuse_repeated(&headers(&[("accept-encoding", "gzip"), ("accept-encoding", "br")])).is_ok());
+        for name in ["x-amz-metadata-directive", "x-amz-copy-source", "x-amz-meta-a", "content-type", "range"] {
+            let h = headers(&[(name, "COPY"), (name, "REPLACE")]);
+            assert!(refuse_repeated(&h).is_err(), "{name}");
+        }
     }
 }
