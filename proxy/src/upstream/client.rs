@@ -39,6 +39,7 @@ impl UpstreamClient {
         payload: Payload,
     ) -> Result<Request<ProxyBody>, ProxyError> {
         strip_workload_auth(&mut headers);
+        let mut headers = super::headers::rebuild(headers);
         if let Some(key) = &s3.sse_c {
             key.apply(&mut headers);
         }

@@ -4,6 +4,7 @@
 
 mod client;
 pub mod forward;
+pub mod headers;
 pub mod sign;
 
 pub use client::UpstreamClient;
