@@ -172,67 +172,18 @@ def test_a_slow_complete_keeps_the_connection_alive(stack, seal_bucket):
         proc.stop()
 
 
-class FaultRelay:
-    """An HTTP relay to the upstream that refuses the server-side copies a
-    seal makes (any PUT with `x-amz-copy-source`) with a 500: a crash
-    between the upstream's Complete and the finishing step, which neither
-    s3s-fs nor OpenBao can be made to produce. Everything else passes
-    byte for byte, Host included, so the proxy's signatures still verify."""
+def fault_relay(upstream: str):
+    """A relay to the upstream (hostile_upstream.py) that refuses the
+    server-side copies a seal makes (any PUT with `x-amz-copy-source`) with
+    a 500: a crash between the upstream's Complete and the finishing step,
+    which neither s3s-fs nor OpenBao can be made to produce. Everything else
+    passes byte for byte; `forged` counts the refusals."""
+    from hostile_upstream import Forged, HostileUpstream  # noqa: PLC0415
 
-    def __init__(self, upstream: str):
-        import http.client  # noqa: PLC0415
-        import http.server  # noqa: PLC0415
-        import urllib.parse  # noqa: PLC0415
-
-        import local_http  # noqa: PLC0415
-
-        target = urllib.parse.urlsplit(upstream)
-        self.refused = 0
-        relay = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _handle(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.command == "PUT" and "x-amz-copy-source" in self.headers:
-                    relay.refused += 1
-                    out = b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
-                    self.send_response(500)
-                    self.send_header("Content-Length", str(len(out)))
-                    self.end_headers()
-                    self.wfile.write(out)
-                    return
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
-                conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-                for k, v in self.headers.items():
-                    conn.putheader(k, v)
-                conn.endheaders(body)
-                resp = conn.getresponse()
-                data = resp.read()
-                self.send_response(resp.status, resp.reason)
-                # A HEAD's Content-Length is the object's, not the (empty) body's.
-                dropped = ("transfer-encoding", "connection") if self.command == "HEAD" else (
-                    "content-length", "transfer-encoding", "connection")
-                for k, v in resp.getheaders():
-                    if k.lower() not in dropped:
-                        self.send_header(k, v)
-                if self.command != "HEAD":
-                    self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
-
-            def log_message(self, *args):
-                pass
-
-        self.server, self.endpoint = local_http.serve(Handler)
-
-    def close(self):
-        self.server.shutdown()
+    relay = HostileUpstream(upstream)
+    error = b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
+    relay.forge(lambda m, p, h: Forged(500, [], error) if m == "PUT" and "x-amz-copy-source" in h else None)
+    return relay
 
 
 def test_a_seal_that_fails_after_complete_is_finished_by_a_retry_or_by_seal(stack, client, upstream, seal_bucket):
@@ -241,7 +192,7 @@ def test_a_seal_that_fails_after_complete_is_finished_by_a_retry_or_by_seal(stac
     while the fault lasts); the object stays `multipart-pending`, never
     served. A later retry of the same Complete finishes the seal and answers
     as Complete would have; otherwise `cloudtaser-s3proxy seal` does."""
-    relay = FaultRelay(stack.s3_endpoint)
+    relay = fault_relay(stack.s3_endpoint)
     proc, endpoint, _ = stack.start_proxy("proxy-seal-fault", CLOUDTASER_S3PROXY_S3_ENDPOINT=relay.endpoint)
     data = {key: body_of(2 * PART + 4321, key) for key in ("crash/retried", "crash/sealed")}
     uploads = {}
@@ -256,7 +207,7 @@ def test_a_seal_that_fails_after_complete_is_finished_by_a_retry_or_by_seal(stac
             status, code, _ = error_of(lambda: c.complete_multipart_upload(
                 Bucket=BUCKET, Key=key, UploadId=uid, MultipartUpload={"Parts": parts}))
             assert (status, code) == (502, "BadGateway")
-        assert relay.refused >= 2
+        assert relay.forged >= 2
     finally:
         proc.stop()
         relay.close()
