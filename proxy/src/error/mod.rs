@@ -5,8 +5,8 @@
 mod reason;
 
 pub use reason::{
-    ArgumentError, BodyError, DigestMismatch, InternalError, MissingPart, PolicyDenial, PresignError, QueryNames,
-    RequestError, Unsupported, UpstreamFailure,
+    ArgumentError, BodyError, DigestMismatch, DocumentError, InternalError, MissingPart, PolicyDenial, PresignError,
+    QueryNames, RequestError, Unsupported, UpstreamFailure,
 };
 
 use http::StatusCode;
@@ -48,6 +48,9 @@ pub enum ProxyError {
     RequestHeaderSectionTooLarge,
     #[error("The XML you provided was not well-formed or did not validate against our published schema")]
     MalformedXml,
+    /// A request document read strictly, with why it was refused.
+    #[error("The XML you provided was not well-formed or did not validate against our published schema ({0}).")]
+    MalformedDocument(#[from] DocumentError),
     #[error("Your proposed upload is smaller than the minimum allowed object size.")]
     EntityTooSmall,
     #[error("The object was not written through CloudTaser and plaintext reads are disabled for it.")]
@@ -136,7 +139,7 @@ impl ProxyError {
             InvalidBucketName => (S::BAD_REQUEST, "InvalidBucketName"),
             RequestTimeout => (S::BAD_REQUEST, "RequestTimeout"),
             RequestHeaderSectionTooLarge => (S::BAD_REQUEST, "RequestHeaderSectionTooLarge"),
-            MalformedXml => (S::BAD_REQUEST, "MalformedXML"),
+            MalformedXml | MalformedDocument(_) => (S::BAD_REQUEST, "MalformedXML"),
             EntityTooSmall => (S::BAD_REQUEST, "EntityTooSmall"),
             InvalidRequest(_) => (S::BAD_REQUEST, "InvalidRequest"),
             BadDigest(_) => (S::BAD_REQUEST, "BadDigest"),

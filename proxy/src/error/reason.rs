@@ -165,6 +165,43 @@ pub enum PolicyDenial {
     DeleteKey { bucket: String, key: String, setting: &'static str },
 }
 
+/// `400 MalformedXML`: a request document the proxy reads strictly
+/// (`s3::delete`) is not one S3's schema allows. The messages never quote
+/// the document: its text may be object keys.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    #[error("the document is not UTF-8")]
+    NotUtf8,
+    #[error("the XML declaration is not version 1.0 with UTF-8 encoding")]
+    Declaration,
+    #[error("document type declarations are not accepted")]
+    Doctype,
+    #[error("processing instructions are not accepted")]
+    ProcessingInstruction,
+    #[error("the document contains a character XML 1.0 does not allow")]
+    Character,
+    #[error("the document is not well-formed")]
+    Syntax,
+    #[error("the document has an element this request does not define, or in a namespace other than S3's")]
+    Element,
+    #[error("only namespace declarations are accepted as attributes")]
+    Attribute,
+    #[error("text outside the elements that carry values")]
+    Text,
+    #[error("more than one {element} where one is allowed")]
+    Duplicate { element: &'static str },
+    #[error("an Object has no Key")]
+    MissingKey,
+    #[error("an Object has an empty Key")]
+    EmptyKey,
+    #[error("{element} does not hold a valid value")]
+    Value { element: &'static str },
+    #[error("the document names no Object")]
+    NoObjects,
+    #[error("the document names more than {max} Objects")]
+    TooManyObjects { max: usize },
+}
+
 /// `400 InvalidPart`.
 #[derive(Debug, thiserror::Error)]
 #[error(

@@ -360,18 +360,31 @@ impl RequestPath {
     /// hand the workload ciphertext.
     async fn forward(&self, s3: &S3Request, parts: Parts, body: ProxyBody) -> Result<Response<ProxyBody>, ProxyError> {
         let mut headers = parts.headers;
-        let bytes = read_small_body(&mut headers, body, self.body_deadline).await?;
+        let mut bytes = read_small_body(&mut headers, body, self.body_deadline).await?;
         if s3.name == "DeleteObjects" {
-            // The keys a DeleteObjects names get the checks a key in the path
-            // gets: `team-a/../team-b/x` would delete outside the bucket scope
-            // on an upstream that normalises dot segments.
-            let keys = crate::s3::xml::texts_of(&bytes, b"Key").map_err(|_| ProxyError::MalformedXml)?;
-            for key in &keys {
+            // The client's checksums describe the client's bytes: verified
+            // there, as S3 would, before those bytes are replaced.
+            let mut digests = crate::stream::checksum::ChecksumVerifier::from_headers(&headers)?;
+            digests.update(&bytes);
+            digests.finish(&[])?;
+            // The keys are read strictly (`s3::delete`) and get the checks a
+            // key in the path gets: `team-a/../team-b/x` would delete outside
+            // the bucket scope on an upstream that normalises dot segments.
+            let delete = crate::s3::delete::DeleteRequest::parse(&bytes)?;
+            for key in delete.keys() {
                 crate::s3::classify::check_key(key)?;
             }
             if self.policy.scopes_keys() || self.policy.scopes_buckets() {
-                self.policy.check_keys(s3.bucket.as_deref().unwrap_or(""), keys.iter().map(String::as_str))?;
+                self.policy.check_keys(s3.bucket.as_deref().unwrap_or(""), delete.keys())?;
             }
+            // The upstream gets the document written from the checked value,
+            // never the client's (CDATA, another encoding or a namespace
+            // trick would let it read keys the proxy did not check), with an
+            // MD5 of that document, which S3 requires.
+            bytes = Bytes::from(delete.to_xml());
+            crate::s3::headers::remove_checksum_headers(&mut headers);
+            let md5 = crate::s3::delete::content_md5(&bytes);
+            headers.insert("content-md5", HeaderValue::from_str(&md5).map_err(InternalError::HeaderValue)?);
         }
         let resp = self.send_buffered(parts.method, s3, headers, bytes).await?;
         match answers::accept_control(answers::Step::Forwarded, resp).await? {

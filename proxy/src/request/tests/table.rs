@@ -6,8 +6,8 @@ use http_body_util::BodyExt;
 
 use crate::credentials::{CredentialSource, CredentialsError};
 use crate::error::{
-    ArgumentError, BodyError, DigestMismatch, InternalError, MissingPart, PolicyDenial, PresignError, ProxyError,
-    RequestError, Unsupported, UpstreamFailure,
+    ArgumentError, BodyError, DigestMismatch, DocumentError, InternalError, MissingPart, PolicyDenial, PresignError,
+    ProxyError, RequestError, Unsupported, UpstreamFailure,
 };
 use crate::format::{FormatError, MetadataError};
 use crate::keys::VaultError;
@@ -55,6 +55,7 @@ async fn every_variant() -> Vec<(ProxyError, u16, &'static str)> {
         (ProxyError::RequestTimeout, 400, "RequestTimeout"),
         (ProxyError::RequestHeaderSectionTooLarge, 400, "RequestHeaderSectionTooLarge"),
         (ProxyError::MalformedXml, 400, "MalformedXML"),
+        (DocumentError::Doctype.into(), 400, "MalformedXML"),
         (ProxyError::EntityTooSmall, 400, "EntityTooSmall"),
         (ProxyError::NotEncrypted, 403, "AccessDenied"),
         (ProxyError::NotEncryptedSource, 403, "AccessDenied"),
@@ -94,6 +95,7 @@ async fn every_variant() -> Vec<(ProxyError, u16, &'static str)> {
             | RequestTimeout
             | RequestHeaderSectionTooLarge
             | MalformedXml
+            | MalformedDocument(..)
             | EntityTooSmall
             | NotEncrypted
             | NotEncryptedSource
