@@ -451,6 +451,87 @@ def test_delete_objects_keys_cannot_leave_the_scope(stack, upstream, bucket):
         proc.stop()
 
 
+SCOPED_DELETE_BUCKET = "scope-del-moto"
+
+# DeleteObjects documents naming `team-b/secret` in ways the proxy once did
+# not read as a key, and the answer each gets. moto reads its body with
+# expat (xmltodict), as AWS and Garage read theirs with standard parsers:
+# CDATA, UTF-16 and references are text to them.
+SMUGGLED_DELETES = {
+    "cdata": (b"<Delete><Object><Key><![CDATA[team-b/secret]]></Key></Object></Delete>", 403),
+    "cdata-split": (b"<Delete><Object><Key>team-<![CDATA[b/secret]]></Key></Object></Delete>", 403),
+    "utf-16": ("<?xml version=\"1.0\" encoding=\"UTF-16\"?><Delete><Object><Key>team-b/secret</Key></Object></Delete>"
+               .encode("utf-16"), 400),
+    "utf-16-no-bom": ("<Delete><Object><Key>team-b/secret</Key></Object></Delete>".encode("utf-16-le"), 400),
+    "entities": (b"<Delete><Object><Key>team-&#98;&#x2F;secr&#101;t</Key></Object></Delete>", 403),
+    # A namespace-aware upstream reads `s3:Key` as Key; moto does not, but
+    # the proxy must not leave it unchecked either way.
+    "s3-prefix": (b'<Delete xmlns:s3="http://s3.amazonaws.com/doc/2006-03-01/"><Object><s3:Key>team-b/secret</s3:Key>'
+                  b"</Object></Delete>", 403),
+    "doctype": (b'<!DOCTYPE Delete [<!ENTITY k "team-b/secret">]><Delete><Object><Key>&k;</Key></Object></Delete>', 400),
+}
+
+
+@pytest.fixture(scope="module")
+def moto_scoped(stack, moto_stack):
+    """A proxy scoped to `scope-del-moto/team-a/` in front of moto."""
+    moto_stack.direct.create_bucket(Bucket=SCOPED_DELETE_BUCKET)
+    proc, endpoint, _ = stack.start_proxy(
+        "proxy-moto-scope-del", CLOUDTASER_S3PROXY_S3_ENDPOINT=moto_stack.endpoint,
+        CLOUDTASER_S3PROXY_BUCKETS=f"{SCOPED_DELETE_BUCKET}/team-a/",
+    )
+    yield endpoint
+    proc.stop()
+
+
+def delete_objects_raw(endpoint: str, doc: bytes, headers: dict | None = None) -> tuple[int, bytes]:
+    import hashlib  # noqa: PLC0415
+
+    md5 = base64.b64encode(hashlib.md5(doc).digest()).decode()
+    status, text, _ = raw(endpoint, "POST", f"/{SCOPED_DELETE_BUCKET}?delete", doc,
+                          {"Content-MD5": md5, "Content-Type": "application/xml", **(headers or {})})
+    return status, text
+
+
+@pytest.mark.parametrize("name", list(SMUGGLED_DELETES))
+def test_delete_objects_keys_are_read_as_the_upstream_reads_them(moto_scoped, moto_stack, name):
+    """Issue 22: a key in CDATA, UTF-16, references or an S3-prefixed element
+    is still a key; the proxy reads it (or refuses the document) and moto
+    keeps `team-b/secret`."""
+    doc, expected = SMUGGLED_DELETES[name]
+    moto_stack.direct.put_object(Bucket=SCOPED_DELETE_BUCKET, Key="team-b/secret", Body=b"team b's")
+    status, text = delete_objects_raw(moto_scoped, doc)
+    code = b"<Code>AccessDenied</Code>" if expected == 403 else b"<Code>MalformedXML</Code>"
+    assert status == expected and code in text, (name, status, text)
+    got = moto_stack.direct.get_object(Bucket=SCOPED_DELETE_BUCKET, Key="team-b/secret")["Body"].read()
+    assert got == b"team b's", name
+
+
+def test_delete_objects_upstream_gets_the_proxys_document(moto_scoped, moto_stack):
+    """Keys inside the scope are deleted, by boto3 and however the document
+    spells them: moto deletes an `s3:Key` it cannot read itself, so what it
+    got was the document the proxy rebuilt. A Content-MD5 that does not match
+    the client's document is BadDigest, as from S3."""
+    scoped = s3_client(moto_scoped, stack_mod.WORKLOAD_ACCESS_KEY, stack_mod.WORKLOAD_SECRET_KEY)
+    keys = ["team-a/boto-1", "team-a/boto 2 &<>", "team-a/cdata", "team-a/prefixed", "team-a/digest"]
+    for key in keys:
+        scoped.put_object(Bucket=SCOPED_DELETE_BUCKET, Key=key, Body=b"mine")
+    out = scoped.delete_objects(Bucket=SCOPED_DELETE_BUCKET,
+                                Delete={"Objects": [{"Key": k} for k in keys[:2]], "Quiet": False})
+    assert sorted(d["Key"] for d in out["Deleted"]) == sorted(keys[:2]), out
+    status, text = delete_objects_raw(moto_scoped, b"<Delete><Object><Key><![CDATA[team-a/cdata]]></Key></Object></Delete>")
+    assert status == 200 and b"<Key>team-a/cdata</Key>" in text, text
+    doc = (b'<s3:Delete xmlns:s3="http://s3.amazonaws.com/doc/2006-03-01/"><s3:Object><s3:Key>team-a/prefixed</s3:Key>'
+           b"</s3:Object></s3:Delete>")
+    status, text = delete_objects_raw(moto_scoped, doc)
+    assert status == 200 and b"<Key>team-a/prefixed</Key>" in text, text
+    doc = b"<Delete><Object><Key>team-a/digest</Key></Object></Delete>"
+    status, text = delete_objects_raw(moto_scoped, doc, {"Content-MD5": "1B2M2Y8AsgTpgAmY7PhCfg=="})
+    assert status == 400 and b"<Code>BadDigest</Code>" in text, text
+    left = [o["Key"] for o in moto_stack.direct.list_objects_v2(Bucket=SCOPED_DELETE_BUCKET, Prefix="team-a/").get("Contents", [])]
+    assert left == ["team-a/digest"], left
+
+
 def test_copy_source_is_read_as_the_upstream_reads_it(stack, upstream, bucket, victim):
     for source in (f"/{bucket}/{victim[0]}?/../../other/top.txt", f"/{bucket}/x?x=/../../{victim[0]}"):
         before = upstream_requests(stack.proxy)
