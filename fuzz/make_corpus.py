@@ -228,6 +228,28 @@ def classify():
         write("classify", name, bytes([pick]) + head.encode())
 
 
+# --- delete_objects: [layout] + document, or + the text of one Key ----------
+def delete_objects():
+    ns = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
+    docs = [
+        ("boto3", f'<?xml version="1.0" encoding="UTF-8"?><Delete {ns}><Object><Key>team-a/x</Key></Object><Object><Key>team-a/y</Key><VersionId>3HL4kqtJ</VersionId></Object><Quiet>true</Quiet></Delete>'.encode()),
+        ("conditional", f'<Delete {ns}><Object><Key>k</Key><ETag>"abc"</ETag><LastModifiedTime>2025-01-02T03:04:05.000Z</LastModifiedTime><Size>42</Size></Object></Delete>'.encode()),
+        ("cdata-split", b"<Delete><Object><Key>team-<![CDATA[b/]]><!-- c -->se&#99;r&#x65;t</Key></Object></Delete>"),
+        ("prefixed", b'<s3:Delete xmlns:s3="http://s3.amazonaws.com/doc/2006-03-01/"><s3:Object><s3:Key>a</s3:Key></s3:Object></s3:Delete>'),
+        ("utf16", "<Delete><Object><Key>team-b/secret</Key></Object></Delete>".encode("utf-16")),
+        ("doctype", b'<!DOCTYPE Delete [<!ENTITY k "team-b/secret">]><Delete><Object><Key>&k;</Key></Object></Delete>'),
+        ("line-ends", b"\xef\xbb\xbf<Delete>\r\n<Object><Key> a\r\nb&#13;\t</Key></Object></Delete>"),
+    ]
+    for name, doc in docs:
+        write("delete_objects", name, bytes([0]) + doc)
+    for name, key in [
+        ("key-cdata", b"<![CDATA[team-b/secret]]>"),
+        ("key-refs", b"a&amp;b&lt;c&gt;d&quot;&#x1F600;]]&gt;"),
+        ("key-dots", b"team-a/../team-b/x"),
+    ]:
+        write("delete_objects", name, bytes([1]) + key)
+
+
 if __name__ == "__main__":
     aws_chunked()
     stream_opener()
@@ -236,5 +258,6 @@ if __name__ == "__main__":
     range_()
     admission()
     classify()
+    delete_objects()
     total = sum(f.stat().st_size for f in CORPUS.rglob("*") if f.is_file())
     print(f"{total} bytes in {sum(1 for f in CORPUS.rglob('*') if f.is_file())} seeds")

@@ -4,8 +4,9 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]   each target for SECONDS (default 600)
 #   scripts/fuzz.sh --smoke [TARGET...]     the whole set within 60 s, for CI
 #
-# Targets live in fuzz/fuzz_targets/ (aws_chunked, stream_opener, classify,
-# xml, upload_id, range, admission); fuzz/README.md says what each checks.
+# Targets live in fuzz/fuzz_targets/ (aws_chunked, stream_opener,
+# xml, upload_id, range, admission, classify, delete_objects); fuzz/README.md
+# says what each checks.
 # Every target runs alone, single-threaded (-jobs=1 -workers=1), on a working
 # copy of its committed seeds (fuzz/work-corpus/<target>/, ignored by git),
 # so runs never grow fuzz/corpus/. Prints executions per second, runs and
@@ -25,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 FUZZ="$ROOT/fuzz"
-ALL_TARGETS=(aws_chunked stream_opener xml upload_id range admission classify)
+ALL_TARGETS=(aws_chunked stream_opener xml upload_id range admission classify delete_objects)
 
 SMOKE=0
 SECONDS_PER_TARGET=600
