@@ -247,15 +247,15 @@ fn check_declaration(decl: &quick_xml::events::BytesDecl<'_>) -> Result<(), Docu
     if decl.version().map_err(|_| bad())?.as_ref() != b"1.0" {
         return Err(bad());
     }
-    if let Some(encoding) = decl.encoding() {
-        if !encoding.map_err(|_| bad())?.eq_ignore_ascii_case(b"UTF-8") {
-            return Err(DocumentError::NotUtf8);
-        }
+    if let Some(encoding) = decl.encoding()
+        && !encoding.map_err(|_| bad())?.eq_ignore_ascii_case(b"UTF-8")
+    {
+        return Err(DocumentError::NotUtf8);
     }
-    if let Some(standalone) = decl.standalone() {
-        if !matches!(standalone.map_err(|_| bad())?.as_ref(), b"yes" | b"no") {
-            return Err(bad());
-        }
+    if let Some(standalone) = decl.standalone()
+        && !matches!(standalone.map_err(|_| bad())?.as_ref(), b"yes" | b"no")
+    {
+        return Err(bad());
     }
     Ok(())
 }
@@ -639,7 +639,8 @@ mod tests {
     #[test]
     fn structure_is_s3s_schema() {
         use DocumentError as E;
-        let cases: &[(&[u8], fn(&E) -> bool)] = &[
+        type Case = (&'static [u8], fn(&E) -> bool);
+        let cases: &[Case] = &[
             (b"<Delete><Object><Key>a</Key><Key>b</Key></Object></Delete>", |e| {
                 matches!(e, E::Duplicate { element: "Key" })
             }),
