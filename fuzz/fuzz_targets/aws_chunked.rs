@@ -24,7 +24,7 @@ type Decoded = (Vec<u8>, Vec<(String, String)>);
 
 /// Feeds `body` cut at the points `cuts` yields; `None` when refused.
 fn decode(body: &[u8], mut cuts: impl FnMut() -> usize) -> Option<Decoded> {
-    let mut d = ChunkedDecoder::default();
+    let mut d = ChunkedDecoder::any_trailers();
     let mut out = Vec::new();
     let mut rest = body;
     while !rest.is_empty() {

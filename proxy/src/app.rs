@@ -83,6 +83,7 @@ pub fn serving_request_path(settings: &Settings, keys: Arc<KeyService>, client: 
         .with_policy(request.access.clone())
         .with_key_logging(request.log_keys)
         .with_body_deadline(request.body_deadline)
+        .with_body_idle_timeout(request.body_idle_timeout)
         .with_seal_method(request.seal_method, settings.upstream.upstream.is_gcs)
         .with_format_1_multipart_reads(request.format_1_multipart_reads)
         .with_complete_keepalive(request.complete_keepalive)

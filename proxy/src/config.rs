@@ -205,6 +205,14 @@ pub struct ProxyConfig {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_timeout_secs: u64,
 
+    /// Seconds an object body (PutObject, UploadPart) may send nothing
+    /// before it is cut off: the upstream request is aborted, so nothing is
+    /// stored, and the client gets `400 RequestTimeout`. 0 is refused: a
+    /// stalled client would hold its connection and upstream request for ever.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_BODY_IDLE_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_idle_timeout_secs: u64,
+
     /// How a completed multipart upload's part table and manifest are
     /// written into its metadata: `part-copy` (UploadPartCopy on the
     /// streams' boundaries, keeps the `-N` ETag, no size limit), or
@@ -328,6 +336,7 @@ impl ProxyConfig {
             plaintext_reads,
             log_keys: self.log_keys,
             body_deadline: Duration::from_secs(self.body_timeout_secs),
+            body_idle_timeout: Duration::from_secs(self.body_idle_timeout_secs),
             seal_method: match self.multipart_seal {
                 SealMethod::Auto if upstream.is_gcs => SealMethod::ObjectCopy,
                 SealMethod::Auto => SealMethod::PartCopy,
@@ -580,6 +589,7 @@ mod tests {
             "--max-connections=5",
             "--health-max-connections=6",
             "--body-timeout-secs=11",
+            "--body-idle-timeout-secs=12",
             "--format1-multipart=refuse",
             "--complete-keepalive-ms=250",
             "--log-keys=true",
@@ -606,6 +616,7 @@ mod tests {
         assert!(r.plaintext_reads.allows("legacy", "x") && !r.plaintext_reads.allows("data", "x"));
         assert!(r.log_keys && !r.format_1_multipart_reads);
         assert_eq!(r.body_deadline, Duration::from_secs(11));
+        assert_eq!(r.body_idle_timeout, Duration::from_secs(12));
         assert_eq!(r.complete_keepalive, Duration::from_millis(250));
         assert_eq!(r.seal_method, SealMethod::ObjectCopy, "auto seals GCS by a whole-object copy");
         assert_eq!(r.virtual_host_suffix, "s3.example.com");
@@ -690,6 +701,9 @@ mod tests {
         }
         let e = parse(&["--key-pool-max-age-secs", "0"]).unwrap_err();
         assert!(e.to_string().contains("key-pool-max-age-secs"));
+        // An idle limit of 0 would mean none: refused rather than read as "off".
+        let e = parse(&["--body-idle-timeout-secs", "0"]).unwrap_err();
+        assert!(e.to_string().contains("body-idle-timeout-secs"), "{e}");
         assert!(
             resolve(&["--vault-auth-method", "approle", "--vault-role-id", "r", "--vault-secret-id-file", "/x"])
                 .is_ok()

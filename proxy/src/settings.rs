@@ -126,6 +126,8 @@ pub struct RequestSettings {
     pub log_keys: bool,
     /// How long a control request may take to send its body.
     pub body_deadline: Duration,
+    /// How long an object body may send nothing before it is cut off.
+    pub body_idle_timeout: Duration,
     /// How Complete seals a multipart object: never `Auto` (resolved for the upstream).
     pub seal_method: SealMethod,
     /// Whether format-1 multipart objects (no manifest) are read.

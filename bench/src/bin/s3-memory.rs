@@ -87,7 +87,7 @@ fn is_chunked(h: &HeaderMap) -> bool {
 
 /// The body's frames as they arrive, aws-chunked framing removed on the fly.
 async fn read_body(headers: &HeaderMap, mut body: Incoming) -> Chunks {
-    let mut decoder = is_chunked(headers).then(ChunkedDecoder::default);
+    let mut decoder = is_chunked(headers).then(ChunkedDecoder::any_trailers);
     let mut out = Vec::new();
     while let Some(Ok(frame)) = body.frame().await {
         if let Ok(data) = frame.into_data() {

@@ -6,7 +6,7 @@ mod reason;
 
 pub use reason::{
     ArgumentError, BodyError, DigestMismatch, DocumentError, InternalError, MissingPart, PolicyDenial, PresignError,
-    QueryNames, RequestError, Unsupported, UpstreamFailure,
+    QueryNames, RequestError, TrailerError, Unsupported, UpstreamFailure,
 };
 
 use http::StatusCode;
@@ -31,6 +31,8 @@ pub enum ProxyError {
     InvalidDigest,
     #[error(transparent)]
     IncompleteBody(#[from] BodyError),
+    #[error(transparent)]
+    MalformedTrailer(#[from] TrailerError),
     #[error("The requested range is not satisfiable")]
     InvalidRange { object_len: u64 },
     #[error(transparent)]
@@ -66,6 +68,9 @@ pub enum ProxyError {
     KeyRefused(VaultError),
     #[error("The key service is unavailable.")]
     KeyServiceUnavailable(VaultError),
+    /// The memory for buffered request bodies stayed in use (`body::BodyBudget`).
+    #[error("Please reduce your request rate.")]
+    SlowDown,
     #[error("The key service is rate-limiting requests.")]
     KeyServiceSlowDown(VaultError),
     #[error("The proxy has no usable upstream credentials.")]
@@ -145,6 +150,7 @@ impl ProxyError {
             BadDigest(_) => (S::BAD_REQUEST, "BadDigest"),
             InvalidDigest => (S::BAD_REQUEST, "InvalidDigest"),
             IncompleteBody(_) => (S::BAD_REQUEST, "IncompleteBody"),
+            MalformedTrailer(_) => (S::BAD_REQUEST, "MalformedTrailerError"),
             InvalidPart(_) => (S::BAD_REQUEST, "InvalidPart"),
             InvalidPartOrder => (S::BAD_REQUEST, "InvalidPartOrder"),
             NoSuchUpload => (S::NOT_FOUND, "NoSuchUpload"),
@@ -155,7 +161,7 @@ impl ProxyError {
             KeyServiceUnavailable(_) | Credentials(_) | ObjectChanged(_) | SealPending => {
                 (S::SERVICE_UNAVAILABLE, "ServiceUnavailable")
             }
-            KeyServiceSlowDown(_) => (S::SERVICE_UNAVAILABLE, "SlowDown"),
+            KeyServiceSlowDown(_) | SlowDown => (S::SERVICE_UNAVAILABLE, "SlowDown"),
             UpstreamUnreachable(_) | UnexpectedObject => (S::BAD_GATEWAY, "BadGateway"),
             Ciphertext(_) | Envelope(_) | Internal(_) => (S::INTERNAL_SERVER_ERROR, "InternalError"),
         }

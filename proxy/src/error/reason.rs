@@ -141,6 +141,20 @@ pub enum BodyError {
     EndedEarly,
 }
 
+/// `400 MalformedTrailerError`: the aws-chunked trailers are malformed,
+/// too many or too large, or were not announced in `x-amz-trailer`.
+#[derive(Debug, thiserror::Error)]
+pub enum TrailerError {
+    #[error("The request contained trailing data that was not well-formed (a trailer has no colon).")]
+    NoColon,
+    #[error("The request contained more trailing data than is accepted (at most 8 trailers, 8 KiB).")]
+    TooLarge,
+    #[error("The request contained the trailer {name}, which x-amz-trailer did not declare.")]
+    Undeclared { name: String },
+    #[error("The request contained the trailer {name} more than once.")]
+    Repeated { name: String },
+}
+
 /// `403 AccessDenied` for a presigned URL outside its validity window.
 #[derive(Debug, thiserror::Error)]
 pub enum PresignError {

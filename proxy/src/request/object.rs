@@ -24,6 +24,7 @@ use crate::s3::range::{ByteRange, RangeRequest};
 use crate::stream::aws_chunked::{self, BodyEncoding, ChunkedDecoder};
 use crate::stream::checksum::ChecksumVerifier;
 use crate::stream::framing::UploadFraming;
+use crate::stream::idle::IdleLimited;
 use crate::stream::transform::{OpenedDownload, SealedUpload, read_prefix};
 use crate::upstream::sign::Payload;
 
@@ -109,7 +110,7 @@ impl RequestPath {
         let encoding = BodyEncoding::of(&headers);
         let plaintext_len = aws_chunked::plaintext_length(&headers, encoding)?;
         let verifier = ChecksumVerifier::from_headers(&headers)?;
-        let decoder = (encoding == BodyEncoding::AwsChunked).then(ChunkedDecoder::default);
+        let decoder = (encoding == BodyEncoding::AwsChunked).then(|| ChunkedDecoder::declared_by(&headers));
         let header = Header::random(part_number, plaintext_len).map_err(ArgumentError::TooLarge)?;
         // Parts are format 2: readable only once a manifest seals the table.
         let header = if part_number > 0 { header.multipart_v2() } else { header };
@@ -128,6 +129,7 @@ impl RequestPath {
         }
         let payload = if framing.is_chunked() { Payload::StreamingTrailer } else { Payload::Unsigned };
         let wire_len = framing.framed_len(plaintext_len);
+        let body = IdleLimited::new(body, self.body_idle_timeout);
         let (sealed, outcome) = SealedUpload::new(body, decoder, verifier, sealer, framing, wire_len);
         let req = self.upstream.request(Method::PUT, s3, headers, boxed(sealed), payload).await?;
         let sent = self.upstream.send_raw(req).await;

@@ -4,7 +4,7 @@
 use bytes::{Buf, Bytes};
 use http::HeaderMap;
 
-use crate::error::{ArgumentError, BodyError, ProxyError};
+use crate::error::{ArgumentError, BodyError, ProxyError, TrailerError};
 
 /// How the client framed the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,22 @@ pub(super) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a s
 
 const MAX_LINE: usize = 4096;
 
+/// Most trailer lines a body may end with. SDKs send one checksum trailer
+/// (`x-amz-checksum-crc32` by default in boto3 >= 1.36, the AWS CLI and
+/// the JS SDK v3), plus `x-amz-trailer-signature` in the signed variant;
+/// 8 leaves room for any SDK while no body can make the decoder keep more.
+/// Without a bound, 40 MiB of trailer lines grew the proxy by 514 MiB.
+const MAX_TRAILERS: usize = 8;
+
+/// Most bytes of trailer lines (names and values) a body may carry: the
+/// largest line an SDK sends is a SHA-256 trailer of about 70 bytes, or
+/// the 64-hex-digit trailer signature.
+const MAX_TRAILER_BYTES: usize = 8 << 10;
+
+/// The trailer the signed variant (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER`)
+/// ends with; `x-amz-trailer` never names it.
+const TRAILER_SIGNATURE: &str = "x-amz-trailer-signature";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
     SizeLine,
@@ -55,12 +71,10 @@ pub struct ChunkedDecoder {
     state: ChunkState,
     line: Vec<u8>,
     trailers: Vec<(String, String)>,
-}
-
-impl Default for ChunkedDecoder {
-    fn default() -> Self {
-        Self { state: ChunkState::SizeLine, line: Vec::new(), trailers: Vec::new() }
-    }
+    trailer_bytes: usize,
+    /// The trailer names the request announced in `x-amz-trailer`; `None`:
+    /// any name (the proxy's own framing, read back by tests and tools).
+    declared: Option<Vec<String>>,
 }
 
 fn malformed(what: &'static str) -> ProxyError {
@@ -68,6 +82,27 @@ fn malformed(what: &'static str) -> ProxyError {
 }
 
 impl ChunkedDecoder {
+    /// A decoder for a client's body: only the trailers its `x-amz-trailer`
+    /// header announced are accepted, as S3 does (an undeclared checksum
+    /// trailer would otherwise be dropped unchecked).
+    pub fn declared_by(headers: &HeaderMap) -> Self {
+        let declared = headers
+            .get_all("x-amz-trailer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|n| n.trim().to_ascii_lowercase())
+            .filter(|n| !n.is_empty())
+            .collect();
+        Self { declared: Some(declared), ..Self::any_trailers() }
+    }
+
+    /// A decoder that accepts trailers of any name (still bounded): for
+    /// reading back the proxy's own upstream framing.
+    pub fn any_trailers() -> Self {
+        Self { state: ChunkState::SizeLine, line: Vec::new(), trailers: Vec::new(), trailer_bytes: 0, declared: None }
+    }
+
     pub fn feed(&mut self, mut input: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProxyError> {
         while input.has_remaining() {
             match self.state {
@@ -148,8 +183,22 @@ impl ChunkedDecoder {
     }
 
     fn push_trailer(&mut self, line: &str) -> Result<(), ProxyError> {
-        let (name, value) = line.split_once(':').ok_or_else(|| malformed("a trailer has no colon"))?;
-        self.trailers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        self.trailer_bytes += line.len();
+        if self.trailers.len() >= MAX_TRAILERS || self.trailer_bytes > MAX_TRAILER_BYTES {
+            return Err(TrailerError::TooLarge.into());
+        }
+        let (name, value) = line.split_once(':').ok_or(TrailerError::NoColon)?;
+        let name = name.trim().to_ascii_lowercase();
+        if let Some(declared) = &self.declared
+            && name != TRAILER_SIGNATURE
+            && !declared.contains(&name)
+        {
+            return Err(TrailerError::Undeclared { name }.into());
+        }
+        if self.trailers.iter().any(|(n, _)| *n == name) {
+            return Err(TrailerError::Repeated { name }.into());
+        }
+        self.trailers.push((name, value.trim().to_owned()));
         Ok(())
     }
 }
@@ -166,7 +215,10 @@ mod tests {
     type Decoded = (Vec<u8>, Vec<(String, String)>);
 
     fn decode_all(body: &[u8], split: usize) -> Result<Decoded, ProxyError> {
-        let mut d = ChunkedDecoder::default();
+        decode_with(ChunkedDecoder::any_trailers(), body, split)
+    }
+
+    fn decode_with(mut d: ChunkedDecoder, body: &[u8], split: usize) -> Result<Decoded, ProxyError> {
         let mut out = Vec::new();
         for part in body.chunks(split) {
             d.feed(Bytes::copy_from_slice(part), &mut out)?;
@@ -213,5 +265,52 @@ mod tests {
             assert!(decode_all(&body(MAX_LINE), split).is_err(), "split {split}");
             assert!(decode_all(&body(MAX_LINE - 1), split).is_ok(), "split {split}");
         }
+    }
+
+    fn declaring(trailer: &str) -> ChunkedDecoder {
+        let mut h = HeaderMap::new();
+        h.insert("x-amz-trailer", trailer.parse().unwrap());
+        ChunkedDecoder::declared_by(&h)
+    }
+
+    #[test]
+    fn only_declared_trailers_are_accepted() {
+        let body = b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\n";
+        assert!(decode_with(declaring("x-amz-checksum-crc32"), body, 4).is_ok());
+        assert!(decode_with(declaring("X-Amz-Checksum-CRC32 , x-amz-checksum-sha1"), body, 4).is_ok());
+        let e = decode_with(declaring("x-amz-checksum-crc32c"), body, 4).unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code()), (400, "MalformedTrailerError"));
+        let e = decode_with(ChunkedDecoder::declared_by(&HeaderMap::new()), body, 4).unwrap_err();
+        assert_eq!(e.code(), "MalformedTrailerError");
+        // The signed variant's trailer signature is never declared.
+        let signed = format!("0\r\nx-amz-checksum-crc32:AAAAAA==\r\nx-amz-trailer-signature:{}\r\n\r\n", "a".repeat(64));
+        assert!(decode_with(declaring("x-amz-checksum-crc32"), signed.as_bytes(), 9).is_ok());
+        // Sent twice: refused, so a later value cannot replace a checked one.
+        let twice = b"0\r\nx-amz-checksum-crc32:AAAAAA==\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n";
+        assert_eq!(decode_with(declaring("x-amz-checksum-crc32"), twice, 5).unwrap_err().code(), "MalformedTrailerError");
+    }
+
+    #[test]
+    fn trailers_are_bounded_in_count_and_bytes() {
+        let many = |n: usize, len: usize| {
+            let mut body = b"0\r\n".to_vec();
+            for i in 0..n {
+                body.extend_from_slice(format!("x-amz-meta-{i}:{}\r\n", "v".repeat(len)).as_bytes());
+            }
+            body.extend_from_slice(b"\r\n");
+            body
+        };
+        assert!(decode_all(&many(MAX_TRAILERS, 10), 100).is_ok());
+        let e = decode_all(&many(MAX_TRAILERS + 1, 10), 100).unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code()), (400, "MalformedTrailerError"));
+        assert!(decode_all(&many(3, 3000), 100).unwrap_err().code() == "MalformedTrailerError");
+        // Endless trailer lines stop at the bound: nothing grows past it.
+        let mut d = ChunkedDecoder::any_trailers();
+        let mut out = Vec::new();
+        d.feed(Bytes::from_static(b"0\r\n"), &mut out).unwrap();
+        let line = Bytes::from(format!("x-amz-meta-a:{}\r\n", "v".repeat(1000)));
+        let refused = (0..100).find_map(|_| d.feed(line.clone(), &mut out).err());
+        assert_eq!(refused.unwrap().code(), "MalformedTrailerError");
+        assert!(d.trailers().len() <= MAX_TRAILERS);
     }
 }

@@ -177,21 +177,18 @@ impl ChecksumVerifier {
     pub fn finish(self, trailers: &[(String, String)]) -> Result<Vec<VerifiedChecksum>, ProxyError> {
         let mut verified = Vec::new();
         for c in self.checks {
-            let expected = match c.expected {
-                Some(e) => e,
-                None => {
-                    let v = trailers
-                        .iter()
-                        .find(|(n, _)| n == c.algorithm.header_name())
-                        .map(|(_, v)| v.as_str())
-                        .ok_or_else(|| {
-                            ProxyError::from(RequestError::MissingTrailer { header: c.algorithm.header_name() })
-                        })?;
-                    decode_digest(c.algorithm, v)?
+            let trailer = trailers.iter().find(|(n, _)| n == c.algorithm.header_name()).map(|(_, v)| v.as_str());
+            // A value sent both as a header and as a trailer is checked twice:
+            // neither may go unverified.
+            let from_trailer = trailer.map(|v| decode_digest(c.algorithm, v)).transpose()?;
+            let expected: Vec<Vec<u8>> = match (c.expected, from_trailer) {
+                (None, None) => {
+                    return Err(RequestError::MissingTrailer { header: c.algorithm.header_name() }.into());
                 }
+                (header, trailer) => header.into_iter().chain(trailer).collect(),
             };
             let actual = c.hasher.finish();
-            if actual != expected {
+            if expected.iter().any(|e| *e != actual) {
                 return Err(match c.algorithm {
                     ChecksumAlgorithm::Md5 => DigestMismatch::ContentMd5,
                     a => DigestMismatch::Checksum { algorithm: a.display() },
@@ -248,6 +245,18 @@ mod tests {
         assert!(v.finish(&[("x-amz-checksum-crc32".into(), "DUoRhQ==".into())]).is_ok());
         let v = ChecksumVerifier::from_headers(&trailer).unwrap();
         assert_eq!(v.finish(&[]).unwrap_err().code(), "InvalidRequest");
+    }
+
+    #[test]
+    fn a_value_sent_as_header_and_trailer_is_checked_both_times() {
+        let both = headers(&[("x-amz-checksum-crc32", "DUoRhQ=="), ("x-amz-trailer", "x-amz-checksum-crc32")]);
+        let mut v = ChecksumVerifier::from_headers(&both).unwrap();
+        v.update(b"hello world");
+        let wrong_trailer = [("x-amz-checksum-crc32".to_owned(), "AAAAAA==".to_owned())];
+        assert_eq!(v.finish(&wrong_trailer).unwrap_err().code(), "BadDigest");
+        let mut v = ChecksumVerifier::from_headers(&both).unwrap();
+        v.update(b"hello world");
+        assert!(v.finish(&[("x-amz-checksum-crc32".to_owned(), "DUoRhQ==".to_owned())]).is_ok());
     }
 
     #[test]

@@ -184,6 +184,10 @@ impl Step for Seal {
     }
 
     fn source_failed(&self, error: BoxError) -> ProxyError {
+        // A client that stopped sending gets S3's answer to that.
+        if error.is::<super::idle::BodyIdle>() {
+            return ProxyError::RequestTimeout;
+        }
         BodyError::Read(error).into()
     }
 

@@ -384,7 +384,7 @@ impl FakeS3 {
         match sha {
             "UNSIGNED-PAYLOAD" if !chunked => Ok(raw),
             "STREAMING-UNSIGNED-PAYLOAD-TRAILER" if chunked => {
-                let mut decoder = ChunkedDecoder::default();
+                let mut decoder = ChunkedDecoder::any_trailers();
                 let mut out = Vec::new();
                 let bad = |e: crate::error::ProxyError| err(400, "IncompleteBody", e.to_string());
                 decoder.feed(raw, &mut out).map_err(bad)?;

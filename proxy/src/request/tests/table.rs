@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 use crate::credentials::{CredentialSource, CredentialsError};
 use crate::error::{
     ArgumentError, BodyError, DigestMismatch, DocumentError, InternalError, MissingPart, PolicyDenial, PresignError,
-    ProxyError, RequestError, Unsupported, UpstreamFailure,
+    ProxyError, RequestError, TrailerError, Unsupported, UpstreamFailure,
 };
 use crate::format::{FormatError, MetadataError};
 use crate::keys::VaultError;
@@ -47,6 +47,8 @@ async fn every_variant() -> Vec<(ProxyError, u16, &'static str)> {
         (DigestMismatch::ContentMd5.into(), 400, "BadDigest"),
         (ProxyError::InvalidDigest, 400, "InvalidDigest"),
         (BodyError::EndedEarly.into(), 400, "IncompleteBody"),
+        (TrailerError::TooLarge.into(), 400, "MalformedTrailerError"),
+        (ProxyError::SlowDown, 503, "SlowDown"),
         (ProxyError::InvalidRange { object_len: 9 }, 416, "InvalidRange"),
         (PresignError::Expired.into(), 403, "AccessDenied"),
         (PolicyDenial::Operation { operation: "PutBucketPolicy", setting: "S" }.into(), 403, "AccessDenied"),
@@ -87,6 +89,8 @@ async fn every_variant() -> Vec<(ProxyError, u16, &'static str)> {
             | BadDigest(..)
             | InvalidDigest
             | IncompleteBody(..)
+            | MalformedTrailer(..)
+            | SlowDown
             | InvalidRange { .. }
             | AccessDenied(..)
             | Denied(..)
