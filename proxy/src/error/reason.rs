@@ -83,6 +83,12 @@ pub enum RequestError {
     ChecksumValue { header: &'static str },
     #[error("Cannot specify both Range header and partNumber query parameter")]
     RangeAndPartNumber,
+    /// A checksum of a whole multipart object the proxy cannot compute from
+    /// what it knows of the parts; accepted unchecked, it would be a lie.
+    #[error(
+        "The encryption proxy cannot verify this {algorithm} checksum of the whole object: it verifies FULL_OBJECT CRC32, CRC32C and CRC64NVME checksums, and COMPOSITE ones, of parts uploaded through this proxy process. Complete the upload without it; nothing was completed."
+    )]
+    UnverifiableChecksum { algorithm: &'static str },
 }
 
 /// `501 NotImplemented`: nothing was forwarded.

@@ -51,9 +51,18 @@ const MAX_DISCARD: u64 = 64 << 10;
 /// Objects whose layout ranged reads remember (about 200 bytes each).
 const LAYOUT_CACHE_SIZE: usize = 4096;
 
+/// Uploaded parts whose plaintext digests Complete can verify a
+/// whole-object checksum from (about 300 bytes each; S3 allows 10,000
+/// parts in one upload).
+const PART_DIGESTS_SIZE: usize = 20_000;
+
 pub struct RequestPath {
     keys: Arc<KeyService>,
     layouts: layout_cache::LayoutCache,
+    /// Each uploaded part's ETag and plaintext digests, by upstream upload
+    /// id and part number (`multipart`): a checksum of the whole object at
+    /// Complete is verified from them, or refused.
+    part_digests: crate::bounded_map::BoundedMap<(String, u32), (String, crate::stream::checksum::PartDigests)>,
     upstream: Arc<UpstreamClient>,
     plaintext_reads: PlaintextReadPolicy,
     policy: policy::AccessPolicy,
@@ -85,6 +94,7 @@ impl RequestPath {
         Self {
             keys,
             layouts: layout_cache::LayoutCache::new(LAYOUT_CACHE_SIZE),
+            part_digests: crate::bounded_map::BoundedMap::new(PART_DIGESTS_SIZE),
             upstream: Arc::new(upstream),
             plaintext_reads,
             policy: policy::AccessPolicy::default(),

@@ -11,12 +11,16 @@ use super::respond;
 use super::seal::Sealed;
 use super::{RequestPath, collect_small, header_value, read_small_body, reject_reserved_metadata};
 use crate::body::ProxyBody;
-use crate::error::{ArgumentError, InternalError, MissingPart, ProxyError, Unsupported, UpstreamFailure};
+use crate::error::{ArgumentError, InternalError, MissingPart, ProxyError, RequestError, Unsupported, UpstreamFailure};
 use crate::format::{EnvelopeMetadata, ObjectLayout, StoredLayout, plaintext_len};
 use crate::s3::classify::{S3Request, copy_source};
 use crate::s3::headers::remove_checksum_headers;
 use crate::s3::upload_id::{self, UploadId, UploadKey};
 use crate::s3::xml;
+use crate::stream::checksum::{
+    ChecksumAlgorithm, MultipartChecksumType, PartDigests, VerifiedObjectChecksum, requested_object_checksum,
+    verify_object_checksum,
+};
 use futures_util::StreamExt;
 
 use crate::format::MAX_PARTS;
@@ -58,7 +62,6 @@ fn checked_layout(named: &[(u32, String)], stored: &[StoredPart]) -> Result<Obje
     if named.windows(2).any(|w| w[0].0 >= w[1].0) {
         return Err(ProxyError::InvalidPartOrder);
     }
-    let unquoted = |e: &str| e.trim().trim_matches('"').to_owned();
     let mut table = Vec::with_capacity(named.len());
     for (number, etag) in named {
         let found = stored.iter().find(|p| p.number == *number && unquoted(&p.etag) == unquoted(etag));
@@ -78,11 +81,42 @@ fn checked_layout(named: &[(u32, String)], stored: &[StoredPart]) -> Result<Obje
 type Sealing = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Sealed, ProxyError>> + Send>>;
 
 /// The upstream's Complete result with the sealed object's ETag, as
-/// workloads see it.
-fn completed_document(doc: &[u8], sealed: &Sealed) -> Result<Bytes, ProxyError> {
+/// workloads see it: its checksums (of ciphertext) dropped, and the
+/// client's checksum of the whole object, verified, in their place.
+fn completed_document(
+    doc: &[u8],
+    sealed: &Sealed,
+    checksum: Option<&VerifiedObjectChecksum>,
+) -> Result<Bytes, ProxyError> {
     let client_etag = crate::s3::etag::client_etag(&sealed.etag);
-    xml::rewrite(doc, &|name: &[u8], _: &str| (name == b"ETag").then(|| client_etag.clone()))
+    let doc = xml::rewrite(doc, &|name: &[u8], _: &str| (name == b"ETag").then(|| client_etag.clone()))?;
+    Ok(with_checksum(doc, checksum))
 }
+
+/// `doc` with the verified checksum elements before its root's end tag.
+fn with_checksum(doc: Bytes, checksum: Option<&VerifiedObjectChecksum>) -> Bytes {
+    let Some(c) = checksum else { return doc };
+    let Some(end) = doc.windows(2).rposition(|w| w == b"</") else { return doc };
+    let element = c.algorithm.element_name();
+    let inserted = format!(
+        "<{element}>{}</{element}><ChecksumType>{}</ChecksumType>",
+        quick_xml::escape::escape(&c.value),
+        c.kind.as_str()
+    );
+    let mut out = Vec::with_capacity(doc.len() + inserted.len());
+    out.extend_from_slice(&doc[..end]);
+    out.extend_from_slice(inserted.as_bytes());
+    out.extend_from_slice(&doc[end..]);
+    Bytes::from(out)
+}
+
+/// An ETag without its quotes, as ListParts and clients may differ in them.
+fn unquoted(etag: &str) -> String {
+    etag.trim().trim_matches('"').to_owned()
+}
+
+/// The whole-object checksum a Complete sent: algorithm, value, type.
+type RequestedChecksum = (ChecksumAlgorithm, String, Option<MultipartChecksumType>);
 
 /// A CompleteMultipartUpload whose seal outlasted `every`: `200` with the XML
 /// declaration at once, a space every `every` so that clients and
@@ -95,6 +129,7 @@ fn slow_complete(
     sealing: Sealing,
     every: std::time::Duration,
     resource: String,
+    checksum: Option<VerifiedObjectChecksum>,
 ) -> Response<ProxyBody> {
     const DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
     for name in [http::header::CONTENT_LENGTH, http::header::ETAG] {
@@ -103,30 +138,35 @@ fn slow_complete(
     headers.remove("x-amz-version-id");
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
     let ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    let state = (Some(sealing), ticks, doc, resource, true);
-    let body = futures_util::stream::unfold(state, |(sealing, mut ticks, doc, resource, first)| async move {
-        if first {
-            let chunk = Bytes::from_static(DECLARATION.as_bytes());
-            return Some((chunk, (sealing, ticks, doc, resource, false)));
-        }
-        let mut sealing = sealing?;
-        let finished = tokio::select! {
-            sealed = &mut sealing => Some(sealed),
-            _ = ticks.tick() => None,
-        };
-        let chunk = match finished {
-            None => return Some((Bytes::from_static(b" "), (Some(sealing), ticks, doc, resource, false))),
-            Some(Ok(sealed)) => match completed_document(&doc, &sealed) {
-                Ok(done) => without_declaration(&done),
-                Err(e) => respond::error_document(&e, &resource, ""),
-            },
-            Some(Err(e)) => {
-                tracing::warn!(code = e.code(), error = %e, "sealing a completed upload failed; the object is left pending");
-                respond::error_document(&e, &resource, "")
+    let state = (Some(sealing), ticks, (doc, checksum), resource, true);
+    let body = futures_util::stream::unfold(
+        state,
+        |(sealing, mut ticks, (doc, checksum), resource, first)| async move {
+            if first {
+                let chunk = Bytes::from_static(DECLARATION.as_bytes());
+                return Some((chunk, (sealing, ticks, (doc, checksum), resource, false)));
             }
-        };
-        Some((chunk, (None, ticks, doc, resource, false)))
-    });
+            let mut sealing = sealing?;
+            let finished = tokio::select! {
+                sealed = &mut sealing => Some(sealed),
+                _ = ticks.tick() => None,
+            };
+            let chunk = match finished {
+                None => {
+                    return Some((Bytes::from_static(b" "), (Some(sealing), ticks, (doc, checksum), resource, false)));
+                }
+                Some(Ok(sealed)) => match completed_document(&doc, &sealed, checksum.as_ref()) {
+                    Ok(done) => without_declaration(&done),
+                    Err(e) => respond::error_document(&e, &resource, ""),
+                },
+                Some(Err(e)) => {
+                    tracing::warn!(code = e.code(), error = %e, "sealing a completed upload failed; the object is left pending");
+                    respond::error_document(&e, &resource, "")
+                }
+            };
+            Some((chunk, (None, ticks, (doc, checksum), resource, false)))
+        },
+    );
     let body =
         http_body_util::StreamBody::new(body.map(|b| Ok::<_, std::convert::Infallible>(http_body::Frame::data(b))));
     let mut resp = Response::new(crate::body::boxed(body));
@@ -287,7 +327,45 @@ impl RequestPath {
         let number = part_number(&s3)?;
         let key = upstream_upload(&mut s3)?.key.ok_or_else(no_such_upload)?;
         let data_key = self.upload_data_key(&key).await?;
-        self.seal_and_send(&s3, parts.headers, body, &data_key, number, None).await
+        let resp = self.seal_and_send(&s3, parts.headers, body, &data_key, number, None).await?;
+        self.remember_part(&s3, number, &resp);
+        Ok(resp)
+    }
+
+    /// Keeps a stored part's plaintext digests under its upstream ETag, for
+    /// verifying a checksum of the whole object at Complete.
+    fn remember_part(&self, s3: &S3Request, number: u32, resp: &Response<ProxyBody>) {
+        let etag = resp.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok());
+        if let (true, Some(upload), Some(etag), Some(digests)) =
+            (resp.status().is_success(), s3.query_value("uploadId"), etag, resp.extensions().get::<PartDigests>())
+        {
+            self.part_digests.insert((upload.to_owned(), number), (unquoted(etag), digests.clone()));
+        }
+    }
+
+    /// Verifies the checksum of the whole object a Complete sent, from the
+    /// named parts' digests: BadDigest when it does not match, refused when
+    /// the proxy cannot compute it (a part uploaded through another proxy
+    /// process, or before a restart). `None` when none was sent.
+    fn verify_complete_checksum(
+        &self,
+        s3: &S3Request,
+        requested: Option<&RequestedChecksum>,
+        named: &[(u32, String)],
+    ) -> Result<Option<VerifiedObjectChecksum>, ProxyError> {
+        let Some((algorithm, value, kind)) = requested else { return Ok(None) };
+        let upload = s3.query_value("uploadId").unwrap_or("");
+        let parts: Vec<PartDigests> = named
+            .iter()
+            .map(|(n, etag)| {
+                self.part_digests
+                    .get(&(upload.to_owned(), *n))
+                    .filter(|(stored, _)| *stored == unquoted(etag))
+                    .map(|(_, d)| d)
+                    .ok_or_else(|| RequestError::UnverifiableChecksum { algorithm: algorithm.display_name() })
+            })
+            .collect::<Result<_, _>>()?;
+        verify_object_checksum(*algorithm, value, *kind, &parts).map(Some)
     }
 
     /// Ciphertext ranges cannot be copied: the source range is read and
@@ -388,6 +466,7 @@ impl RequestPath {
             return Err(ProxyError::MalformedXml);
         }
         let named: Vec<(u32, String)> = numbers.into_iter().zip(etags).collect();
+        let requested = requested_object_checksum(&headers)?;
         // The key first: an id no proxy issued is NoSuchUpload, and an
         // unreachable Vault fails the request before the object exists.
         let data_key = self.upload_data_key(&key).await?;
@@ -396,7 +475,9 @@ impl RequestPath {
             // Gone (or, on s3s-fs, listed empty): perhaps a retry of a Complete
             // the upstream carried out but whose seal did not finish.
             listed @ (Ok(_) | Err(ProxyError::NoSuchUpload)) => {
-                if let Some(resp) = self.finish_interrupted(&s3, &key, &data_key, &named).await? {
+                // A retry is answered 200 only with its checksum verified too.
+                let checksum = self.verify_complete_checksum(&s3, requested.as_ref(), &named)?;
+                if let Some(resp) = self.finish_interrupted(&s3, &key, &data_key, &named, checksum.as_ref()).await? {
                     return Ok(resp);
                 }
                 listed?
@@ -404,6 +485,9 @@ impl RequestPath {
             Err(e) => return Err(e),
         };
         let layout = checked_layout(&named, &stored)?;
+        // Before the upstream completes anything: a wrong checksum leaves
+        // no object (and whatever was at the key before stays).
+        let checksum = self.verify_complete_checksum(&s3, requested.as_ref(), &named)?;
         // Only part numbers and ETags go upstream: the client's part checksums
         // describe plaintext the upstream never saw.
         let mut doc = String::from("<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
@@ -447,11 +531,15 @@ impl RequestPath {
                 if let Some(version) = &sealed.version_id {
                     parts.headers.insert("x-amz-version-id", version.clone());
                 }
-                Ok(respond::buffered(parts.headers, parts.status, completed_document(&doc, &sealed)?))
+                Ok(respond::buffered(
+                    parts.headers,
+                    parts.status,
+                    completed_document(&doc, &sealed, checksum.as_ref())?,
+                ))
             }
             // S3's answer to a slow Complete: 200 now, spaces while the seal
             // runs, then the result, or an error document inside the 200.
-            Err(_) => Ok(slow_complete(parts.headers, doc, sealing, self.complete_keepalive, resource)),
+            Err(_) => Ok(slow_complete(parts.headers, doc, sealing, self.complete_keepalive, resource, checksum)),
         }
     }
 
@@ -468,6 +556,7 @@ impl RequestPath {
         key: &UploadKey,
         data_key: &crate::keys::DataKey,
         named: &[(u32, String)],
+        checksum: Option<&VerifiedObjectChecksum>,
     ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
         let object = S3Request::internal(s3.bucket.as_deref().unwrap_or(""), s3.key.as_deref(), vec![]);
         let head = self.send_buffered(Method::HEAD, &object, HeaderMap::new(), Bytes::new()).await?;
@@ -502,7 +591,7 @@ impl RequestPath {
         if let Some(version) = sealed.version_id {
             headers.insert("x-amz-version-id", version);
         }
-        Ok(Some(respond::buffered(headers, http::StatusCode::OK, Bytes::from(doc))))
+        Ok(Some(respond::buffered(headers, http::StatusCode::OK, with_checksum(Bytes::from(doc), checksum))))
     }
 
     /// Every uploaded part, from upstream ListParts.

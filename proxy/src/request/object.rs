@@ -109,7 +109,8 @@ impl RequestPath {
     {
         let encoding = BodyEncoding::of(&headers);
         let plaintext_len = aws_chunked::plaintext_length(&headers, encoding)?;
-        let verifier = ChecksumVerifier::from_headers(&headers)?;
+        // A part's own CRC64NVME lets Complete verify a full-object checksum.
+        let verifier = ChecksumVerifier::from_headers(&headers)?.observing_crc64nvme(part_number > 0);
         let decoder = (encoding == BodyEncoding::AwsChunked).then(|| ChunkedDecoder::declared_by(&headers));
         let header = Header::random(part_number, plaintext_len).map_err(ArgumentError::TooLarge)?;
         // Parts are format 2: readable only once a manifest seals the table.
@@ -134,12 +135,12 @@ impl RequestPath {
         let req = self.upstream.request(Method::PUT, s3, headers, boxed(sealed), payload).await?;
         let sent = self.upstream.send_raw(req).await;
         // A failure inside the body (bad digest, short body) explains an upstream error.
-        let verified = {
+        let (verified, digests) = {
             let mut outcome = outcome.lock().expect("outcome lock");
             if let Some(failure) = outcome.failure.take() {
                 return Err(failure);
             }
-            std::mem::take(&mut outcome.verified)
+            (std::mem::take(&mut outcome.verified), outcome.digests.take())
         };
         let resp = match accept(Step::ObjectWrite, sent.map_err(UpstreamFailure::Unreachable)?, false).await? {
             Answer::Expected(resp) => resp,
@@ -147,7 +148,11 @@ impl RequestPath {
         };
         metrics().bytes(Direction::In, BytesKind::Plaintext, plaintext_len);
         metrics().bytes(Direction::Out, BytesKind::Ciphertext, ciphertext_len(plaintext_len));
-        Ok(respond::write_response(resp, &verified, self.keys.key_name(), envelope.is_some()))
+        let mut resp = respond::write_response(resp, &verified, self.keys.key_name(), envelope.is_some());
+        if let Some(digests) = digests {
+            resp.extensions_mut().insert(digests);
+        }
+        Ok(resp)
     }
 
     pub(super) async fn head_object(&self, s3: &S3Request, parts: Parts) -> Result<Response<ProxyBody>, ProxyError> {

@@ -283,11 +283,15 @@ mod tests {
         let e = decode_with(ChunkedDecoder::declared_by(&HeaderMap::new()), body, 4).unwrap_err();
         assert_eq!(e.code(), "MalformedTrailerError");
         // The signed variant's trailer signature is never declared.
-        let signed = format!("0\r\nx-amz-checksum-crc32:AAAAAA==\r\nx-amz-trailer-signature:{}\r\n\r\n", "a".repeat(64));
+        let signed =
+            format!("0\r\nx-amz-checksum-crc32:AAAAAA==\r\nx-amz-trailer-signature:{}\r\n\r\n", "a".repeat(64));
         assert!(decode_with(declaring("x-amz-checksum-crc32"), signed.as_bytes(), 9).is_ok());
         // Sent twice: refused, so a later value cannot replace a checked one.
         let twice = b"0\r\nx-amz-checksum-crc32:AAAAAA==\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n";
-        assert_eq!(decode_with(declaring("x-amz-checksum-crc32"), twice, 5).unwrap_err().code(), "MalformedTrailerError");
+        assert_eq!(
+            decode_with(declaring("x-amz-checksum-crc32"), twice, 5).unwrap_err().code(),
+            "MalformedTrailerError"
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl ChecksumAlgorithm {
         }
     }
 
-    fn display(self) -> &'static str {
+    pub fn display_name(self) -> &'static str {
         match self {
             Self::Md5 => "Content-MD5",
             Self::Crc32 => "CRC32",
@@ -53,6 +53,29 @@ impl ChecksumAlgorithm {
             Self::Md5 => 16,
             Self::Sha1 => 20,
             Self::Sha256 => 32,
+        }
+    }
+
+    /// The element name in S3's XML documents (`ChecksumCRC32`).
+    pub fn element_name(self) -> &'static str {
+        match self {
+            Self::Md5 => "ContentMD5",
+            Self::Crc32 => "ChecksumCRC32",
+            Self::Crc32c => "ChecksumCRC32C",
+            Self::Crc64Nvme => "ChecksumCRC64NVME",
+            Self::Sha1 => "ChecksumSHA1",
+            Self::Sha256 => "ChecksumSHA256",
+        }
+    }
+
+    /// The CRC whose value over concatenated data can be combined from its
+    /// parts' values and lengths; `None` for the hashes.
+    fn crc(self) -> Option<crc_fast::CrcAlgorithm> {
+        match self {
+            Self::Crc32 => Some(crc_fast::CrcAlgorithm::Crc32IsoHdlc),
+            Self::Crc32c => Some(crc_fast::CrcAlgorithm::Crc32Iscsi),
+            Self::Crc64Nvme => Some(crc_fast::CrcAlgorithm::Crc64Nvme),
+            _ => None,
         }
     }
 
@@ -123,11 +146,154 @@ struct Check {
     hasher: Hasher,
     /// `None` when the value arrives in a trailer.
     expected: Option<Vec<u8>>,
+    /// Computed by the proxy for itself ([`ChecksumVerifier::observing_crc64nvme`]):
+    /// nothing to compare, and never echoed to the client.
+    observed: bool,
 }
 
 /// Verifies the client's checksums over the plaintext as it streams past.
 pub struct ChecksumVerifier {
     checks: Vec<Check>,
+    len: u64,
+}
+
+/// The plaintext digests of one uploaded part: the client's checksums, as
+/// verified, and a CRC64NVME the proxy computed itself. A checksum of the
+/// whole object at CompleteMultipartUpload is verified from these.
+#[derive(Debug, Clone, Default)]
+pub struct PartDigests {
+    pub len: u64,
+    digests: Vec<(ChecksumAlgorithm, Vec<u8>)>,
+}
+
+impl PartDigests {
+    fn of(&self, algorithm: ChecksumAlgorithm) -> Option<&[u8]> {
+        self.digests.iter().find(|(a, _)| *a == algorithm).map(|(_, d)| d.as_slice())
+    }
+}
+
+/// How a checksum of a multipart object is formed from its parts
+/// (`x-amz-checksum-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MultipartChecksumType {
+    /// The checksum of the whole object's bytes (CRCs: combined from the parts').
+    FullObject,
+    /// The checksum of the parts' checksums, with `-N` (N parts).
+    Composite,
+}
+
+impl MultipartChecksumType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FullObject => "FULL_OBJECT",
+            Self::Composite => "COMPOSITE",
+        }
+    }
+}
+
+/// A checksum of a whole multipart object the client sent, verified.
+#[derive(Debug, Clone)]
+pub struct VerifiedObjectChecksum {
+    pub algorithm: ChecksumAlgorithm,
+    /// The client's value, as it sent it.
+    pub value: String,
+    pub kind: MultipartChecksumType,
+}
+
+/// The checksum of the whole object a CompleteMultipartUpload sends
+/// (`x-amz-checksum-*` with `x-amz-checksum-type`), if any.
+pub fn requested_object_checksum(
+    headers: &HeaderMap,
+) -> Result<Option<(ChecksumAlgorithm, String, Option<MultipartChecksumType>)>, ProxyError> {
+    let kind = match header_str(headers, "x-amz-checksum-type").map(str::trim) {
+        None => None,
+        Some(t) if t.eq_ignore_ascii_case("FULL_OBJECT") => Some(MultipartChecksumType::FullObject),
+        Some(t) if t.eq_ignore_ascii_case("COMPOSITE") => Some(MultipartChecksumType::Composite),
+        Some(_) => return Err(RequestError::ChecksumValue { header: "x-amz-checksum-type" }.into()),
+    };
+    let mut sent = ChecksumAlgorithm::ALL.into_iter().filter_map(|a| Some((a, header_str(headers, a.header_name())?)));
+    let Some((algorithm, value)) = sent.next() else { return Ok(None) };
+    if sent.next().is_some() {
+        return Err(RequestError::MultipleChecksums.into());
+    }
+    Ok(Some((algorithm, value.trim().to_owned(), kind)))
+}
+
+/// Verifies a checksum of a whole multipart object from its parts' digests:
+/// a FULL_OBJECT CRC by combining the parts' CRCs and lengths, a COMPOSITE
+/// one as the checksum of the parts' checksums. Without a type, a value
+/// with `-N` is composite, a CRC64NVME full-object, and any other value may
+/// be either (S3 takes the type the upload was created with, which the
+/// proxy does not keep). What cannot be computed from the parts' digests
+/// is refused, never accepted unchecked.
+pub fn verify_object_checksum(
+    algorithm: ChecksumAlgorithm,
+    value: &str,
+    kind: Option<MultipartChecksumType>,
+    parts: &[PartDigests],
+) -> Result<VerifiedObjectChecksum, ProxyError> {
+    let (digest, count) = match value.rsplit_once('-') {
+        Some((d, n)) => (d, Some(n)),
+        None => (value, None),
+    };
+    if count.is_some_and(|n| n.parse::<usize>().ok() != Some(parts.len())) {
+        return Err(RequestError::ChecksumValue { header: algorithm.header_name() }.into());
+    }
+    let expected = decode_digest(algorithm, digest)?;
+    let kinds = match (kind, count, algorithm) {
+        (Some(k), _, _) => vec![k],
+        (None, Some(_), _) => vec![MultipartChecksumType::Composite],
+        (None, None, ChecksumAlgorithm::Crc64Nvme) => vec![MultipartChecksumType::FullObject],
+        (None, None, _) => vec![MultipartChecksumType::FullObject, MultipartChecksumType::Composite],
+    };
+    let mut computed_any = false;
+    for k in kinds {
+        let Some(actual) = object_checksum(algorithm, k, parts) else { continue };
+        computed_any = true;
+        if actual == expected {
+            return Ok(VerifiedObjectChecksum { algorithm, value: value.to_owned(), kind: k });
+        }
+    }
+    if computed_any {
+        Err(DigestMismatch::Checksum { algorithm: algorithm.display_name() }.into())
+    } else {
+        Err(RequestError::UnverifiableChecksum { algorithm: algorithm.display_name() }.into())
+    }
+}
+
+/// The checksum of the whole object, or `None` when some part's digest is
+/// not known (or the combination does not exist: a composite CRC64NVME).
+fn object_checksum(
+    algorithm: ChecksumAlgorithm,
+    kind: MultipartChecksumType,
+    parts: &[PartDigests],
+) -> Option<Vec<u8>> {
+    let digests: Vec<&[u8]> = parts.iter().map(|p| p.of(algorithm)).collect::<Option<_>>()?;
+    match kind {
+        MultipartChecksumType::FullObject => {
+            let crc = algorithm.crc()?;
+            let width = algorithm.digest_len();
+            let mut combined: Option<u64> = None;
+            for (part, digest) in parts.iter().zip(digests) {
+                let mut be = [0u8; 8];
+                be[8 - width..].copy_from_slice(digest);
+                let value = u64::from_be_bytes(be);
+                combined = Some(match combined {
+                    None => value,
+                    Some(acc) => crc_fast::checksum_combine(crc, acc, value, part.len),
+                });
+            }
+            Some(combined?.to_be_bytes()[8 - width..].to_vec())
+        }
+        MultipartChecksumType::Composite if algorithm != ChecksumAlgorithm::Crc64Nvme => {
+            let mut hasher = Hasher::new(algorithm);
+            for d in digests {
+                hasher.update(d);
+            }
+            Some(hasher.finish())
+        }
+        MultipartChecksumType::Composite => None,
+    }
 }
 
 /// A checksum that matched, to echo back to the client in the response.
@@ -140,34 +306,44 @@ pub struct VerifiedChecksum {
 impl ChecksumVerifier {
     pub fn from_headers(headers: &HeaderMap) -> Result<Self, ProxyError> {
         let mut checks = Vec::new();
+        let check =
+            |algorithm, expected| Check { algorithm, hasher: Hasher::new(algorithm), expected, observed: false };
         if let Some(v) = header_str(headers, "content-md5") {
-            checks.push(Check {
-                algorithm: ChecksumAlgorithm::Md5,
-                hasher: Hasher::new(ChecksumAlgorithm::Md5),
-                expected: Some(decode_digest(ChecksumAlgorithm::Md5, v)?),
-            });
+            checks.push(check(ChecksumAlgorithm::Md5, Some(decode_digest(ChecksumAlgorithm::Md5, v)?)));
         }
         for alg in ChecksumAlgorithm::ALL {
             if let Some(v) = header_str(headers, alg.header_name()) {
-                checks.push(Check { algorithm: alg, hasher: Hasher::new(alg), expected: Some(decode_digest(alg, v)?) });
+                checks.push(check(alg, Some(decode_digest(alg, v)?)));
             }
         }
-        if let Some(trailer) = header_str(headers, "x-amz-trailer") {
-            for name in trailer.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                let alg = ChecksumAlgorithm::from_header_name(name)
-                    .ok_or_else(|| RequestError::UnsupportedTrailer { name: name.to_owned() })?;
-                if checks.iter().all(|c| c.algorithm != alg) {
-                    checks.push(Check { algorithm: alg, hasher: Hasher::new(alg), expected: None });
-                }
+        // Every x-amz-trailer header, as the decoder reads them: a trailer
+        // it accepts is always one checked here.
+        let declared = headers.get_all("x-amz-trailer").iter().map(|v| v.to_str().unwrap_or("\u{fffd}"));
+        for name in declared.flat_map(|v| v.split(',')).map(str::trim).filter(|n| !n.is_empty()) {
+            let alg = ChecksumAlgorithm::from_header_name(name)
+                .ok_or_else(|| RequestError::UnsupportedTrailer { name: name.to_owned() })?;
+            if checks.iter().all(|c| c.algorithm != alg) {
+                checks.push(check(alg, None));
             }
         }
         if checks.iter().filter(|c| c.algorithm != ChecksumAlgorithm::Md5).count() > 1 {
             return Err(RequestError::MultipleChecksums.into());
         }
-        Ok(Self { checks })
+        Ok(Self { checks, len: 0 })
+    }
+
+    /// Also computes the plaintext's CRC64NVME for the proxy itself (an
+    /// uploaded part's [`PartDigests`]), unless the client sent one.
+    pub fn observing_crc64nvme(mut self, on: bool) -> Self {
+        if on && self.checks.iter().all(|c| c.algorithm != ChecksumAlgorithm::Crc64Nvme) {
+            let alg = ChecksumAlgorithm::Crc64Nvme;
+            self.checks.push(Check { algorithm: alg, hasher: Hasher::new(alg), expected: None, observed: true });
+        }
+        self
     }
 
     pub fn update(&mut self, data: &[u8]) {
+        self.len += data.len() as u64;
         for c in &mut self.checks {
             c.hasher.update(data);
         }
@@ -175,8 +351,21 @@ impl ChecksumVerifier {
 
     /// Compares every digest; `trailers` supplies values not sent as headers.
     pub fn finish(self, trailers: &[(String, String)]) -> Result<Vec<VerifiedChecksum>, ProxyError> {
+        self.finish_with_digests(trailers).map(|(verified, _)| verified)
+    }
+
+    /// As [`finish`](Self::finish), with every digest of the plaintext.
+    pub fn finish_with_digests(
+        self,
+        trailers: &[(String, String)],
+    ) -> Result<(Vec<VerifiedChecksum>, PartDigests), ProxyError> {
         let mut verified = Vec::new();
+        let mut digests = PartDigests { len: self.len, digests: Vec::new() };
         for c in self.checks {
+            if c.observed {
+                digests.digests.push((c.algorithm, c.hasher.finish()));
+                continue;
+            }
             let trailer = trailers.iter().find(|(n, _)| n == c.algorithm.header_name()).map(|(_, v)| v.as_str());
             // A value sent both as a header and as a trailer is checked twice:
             // neither may go unverified.
@@ -191,7 +380,7 @@ impl ChecksumVerifier {
             if expected.iter().any(|e| *e != actual) {
                 return Err(match c.algorithm {
                     ChecksumAlgorithm::Md5 => DigestMismatch::ContentMd5,
-                    a => DigestMismatch::Checksum { algorithm: a.display() },
+                    a => DigestMismatch::Checksum { algorithm: a.display_name() },
                 }
                 .into());
             }
@@ -199,8 +388,9 @@ impl ChecksumVerifier {
                 verified
                     .push(VerifiedChecksum { header_name: c.algorithm.header_name(), value: STANDARD.encode(&actual) });
             }
+            digests.digests.push((c.algorithm, actual));
         }
-        Ok(verified)
+        Ok((verified, digests))
     }
 }
 
@@ -265,5 +455,55 @@ mod tests {
         assert_eq!(e.code(), "InvalidDigest");
         let e = ChecksumVerifier::from_headers(&headers(&[("x-amz-checksum-sha256", "AAAA")])).err().unwrap();
         assert_eq!(e.code(), "InvalidRequest");
+    }
+
+    fn part(data: &[u8], client: &[(&str, &str)]) -> PartDigests {
+        let mut v = ChecksumVerifier::from_headers(&headers(client)).unwrap().observing_crc64nvme(true);
+        v.update(data);
+        v.finish_with_digests(&[]).unwrap().1
+    }
+
+    fn digest_b64(alg: ChecksumAlgorithm, data: &[u8]) -> String {
+        let mut h = Hasher::new(alg);
+        h.update(data);
+        STANDARD.encode(h.finish())
+    }
+
+    #[test]
+    fn a_whole_object_checksum_is_verified_from_the_parts_or_refused() {
+        let (a, b) = (vec![1u8; 70_000], b"the last part".to_vec());
+        let whole = [a.clone(), b.clone()].concat();
+        let crc32 = |d: &[u8]| digest_b64(ChecksumAlgorithm::Crc32, d);
+        let parts =
+            [part(&a, &[("x-amz-checksum-crc32", &crc32(&a))]), part(&b, &[("x-amz-checksum-crc32", &crc32(&b))])];
+        let full = Some(MultipartChecksumType::FullObject);
+        // CRC64NVME: the proxy's own per-part CRCs, combined.
+        let nvme = digest_b64(ChecksumAlgorithm::Crc64Nvme, &whole);
+        let ok = verify_object_checksum(ChecksumAlgorithm::Crc64Nvme, &nvme, full, &parts).unwrap();
+        assert_eq!((ok.value.as_str(), ok.kind), (nvme.as_str(), MultipartChecksumType::FullObject));
+        assert!(verify_object_checksum(ChecksumAlgorithm::Crc64Nvme, &nvme, None, &parts).is_ok());
+        let wrong = digest_b64(ChecksumAlgorithm::Crc64Nvme, b"other");
+        let e = verify_object_checksum(ChecksumAlgorithm::Crc64Nvme, &wrong, full, &parts).unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code()), (400, "BadDigest"));
+        // CRC32 full-object from the client's verified part CRC32s; composite too.
+        assert!(verify_object_checksum(ChecksumAlgorithm::Crc32, &crc32(&whole), full, &parts).is_ok());
+        let mut raw = STANDARD.decode(crc32(&a)).unwrap();
+        raw.extend(STANDARD.decode(crc32(&b)).unwrap());
+        let composite = format!("{}-2", crc32(&raw));
+        let ok = verify_object_checksum(ChecksumAlgorithm::Crc32, &composite, None, &parts).unwrap();
+        assert_eq!(ok.kind, MultipartChecksumType::Composite);
+        let e = verify_object_checksum(ChecksumAlgorithm::Crc32, &crc32(&raw), full, &parts).unwrap_err();
+        assert_eq!(e.code(), "BadDigest");
+        // No CRC32C of the parts is known: refused, never accepted unchecked.
+        let c = digest_b64(ChecksumAlgorithm::Crc32c, &whole);
+        let e = verify_object_checksum(ChecksumAlgorithm::Crc32c, &c, full, &parts).unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code()), (400, "InvalidRequest"));
+        let e = verify_object_checksum(
+            ChecksumAlgorithm::Sha256,
+            &digest_b64(ChecksumAlgorithm::Sha256, &whole),
+            None,
+            &parts,
+        );
+        assert_eq!(e.unwrap_err().code(), "InvalidRequest");
     }
 }

@@ -97,10 +97,8 @@ mod tests {
         feeder.abort();
     }
 
-    fn futures_channel_body() -> (
-        tokio::sync::mpsc::Sender<Bytes>,
-        impl Body<Data = Bytes, Error = std::convert::Infallible> + Unpin,
-    ) {
+    fn futures_channel_body()
+    -> (tokio::sync::mpsc::Sender<Bytes>, impl Body<Data = Bytes, Error = std::convert::Infallible> + Unpin) {
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))

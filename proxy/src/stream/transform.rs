@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
 use super::aws_chunked::ChunkedDecoder;
-use super::checksum::{ChecksumVerifier, VerifiedChecksum};
+use super::checksum::{ChecksumVerifier, PartDigests, VerifiedChecksum};
 use super::framing::UploadFraming;
 use crate::body::BoxError;
 use crate::error::{BodyError, InternalError, ProxyError, UpstreamFailure};
@@ -22,6 +22,8 @@ use crate::format::{FormatError, Opener, Sealer};
 pub struct UploadOutcome {
     pub failure: Option<ProxyError>,
     pub verified: Vec<VerifiedChecksum>,
+    /// Every digest of the plaintext, once it verified (a part's, for Complete).
+    pub digests: Option<PartDigests>,
 }
 
 pub type SharedOutcome = Arc<Mutex<UploadOutcome>>;
@@ -172,14 +174,16 @@ impl Step for Seal {
             }
             None => &[],
         };
-        let verified = self.verifier.take().expect("the end comes once").finish(trailers)?;
+        let (verified, digests) = self.verifier.take().expect("the end comes once").finish_with_digests(trailers)?;
         let mut sealed = Vec::new();
         self.sealer.finish(&mut sealed).map_err(length_error)?;
         self.frame_all(sealed, out);
         let mut tail = Vec::new();
         self.framing.finish(&mut tail);
         out.extend(tail);
-        self.outcome.lock().expect("outcome lock").verified = verified;
+        let mut outcome = self.outcome.lock().expect("outcome lock");
+        outcome.verified = verified;
+        outcome.digests = Some(digests);
         Ok(())
     }
 
