@@ -146,7 +146,7 @@ def test_endless_trailer_lines_are_refused_quickly_with_bounded_memory(own_proxy
     _warm_up(endpoint, body_bucket)
     before = _rss_mib(proc)
     key = f"trailer-flood-{uuid.uuid4().hex}"
-    line = b"x-amz-meta-flood:" + b"v" * 1000 + b"\r\n"
+    line = b"a:b\r\n"  # the shortest trailer: the most lines, each kept with its overhead
     lines = 40 * MiB // len(line)
     chunk_part = b"5\r\nhello\r\n0\r\n"
     total = len(chunk_part) + lines * len(line) + 2
@@ -160,10 +160,10 @@ def test_endless_trailer_lines_are_refused_quickly_with_bounded_memory(own_proxy
 
     def parts():
         yield head + chunk_part
-        block = line * 1024
-        for _ in range(lines // 1024):
+        block = line * 65536
+        for _ in range(lines // 65536):
             yield block
-        yield line * (lines % 1024) + b"\r\n"
+        yield line * (lines % 65536) + b"\r\n"
 
     s = _connect(endpoint)
     started = time.monotonic()
@@ -189,13 +189,22 @@ def test_concurrent_large_control_bodies_share_a_bounded_budget(own_proxy, body_
     proc, endpoint = own_proxy("proxy-control-flood")
     _warm_up(endpoint, body_bucket)
     before = _rss_mib(proc)
-    filler = b"<Delete>" + b" " * (16 * MiB - 64) + b"<Object><Key>k</Key></Object></Delete>"
+    doc = b"<Delete>" + b" " * (16 * MiB - (16 << 10)) + b"<Object><Key>k</Key></Object></Delete>"
+    # aws-chunked, as SDKs send a body with a checksum trailer: before, the
+    # framed body, its decoded pieces and their concatenation were all held.
+    framed = b"".join(b"%x\r\n" % len(doc[i:i + 65536]) + doc[i:i + 65536] + b"\r\n"
+                      for i in range(0, len(doc), 65536)) + b"0\r\n\r\n"
     answers: list[bytes] = [b""] * 8
 
     def one(i: int) -> None:
         s = _connect(endpoint, timeout=60)
-        head = _head("POST", f"/{body_bucket}?delete", [("Content-Length", str(len(filler)))])
-        answers[i] = _send_while_reading(s, [head, filler])
+        head = _head("POST", f"/{body_bucket}?delete", [
+            ("Content-Length", str(len(framed))),
+            ("Content-Encoding", "aws-chunked"),
+            ("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"),
+            ("x-amz-decoded-content-length", str(len(doc))),
+        ])
+        answers[i] = _send_while_reading(s, [head, framed])
         s.close()
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
@@ -211,7 +220,9 @@ def test_concurrent_large_control_bodies_share_a_bounded_budget(own_proxy, body_
     # budget gets S3's SlowDown. None is a proxy failure.
     for a in answers:
         assert not a.startswith(b"HTTP/1.1 5") or _code(a) == "SlowDown", a[:400]
-    assert grown < 200, f"eight 16 MiB bodies grew the proxy by {grown:.0f} MiB ({statuses})"
+    # The budget is 64 MiB; frames in flight and the upstream requests come
+    # on top. Before: 153 MiB here (s3s-fs), 590 MiB in the issue's run.
+    assert grown < 128, f"eight 16 MiB bodies grew the proxy by {grown:.0f} MiB ({statuses})"
 
 
 def test_a_stalled_object_body_is_cut_off_and_nothing_is_stored(own_proxy, upstream, body_bucket):
