@@ -72,7 +72,7 @@ pub async fn upstream_client(settings: &UpstreamSettings) -> Result<UpstreamClie
     };
     let credentials = Arc::new(credentials.with_refresh_margin(settings.credentials.refresh_margin));
     let signer = Signer::new(credentials, upstream.region.clone(), upstream.is_gcs);
-    let forwarder = Forwarder::new(crate::server::CONNECTION_BUFFER)?;
+    let forwarder = Forwarder::new(crate::server::CONNECTION_BUFFER, settings.timeouts)?;
     Ok(UpstreamClient::new(signer, upstream, Arc::new(forwarder)))
 }
 
@@ -87,6 +87,7 @@ pub fn serving_request_path(settings: &Settings, keys: Arc<KeyService>, client: 
         .with_seal_method(request.seal_method, settings.upstream.upstream.is_gcs)
         .with_format_1_multipart_reads(request.format_1_multipart_reads)
         .with_complete_keepalive(request.complete_keepalive)
+        .with_plaintext_digests(request.keep_digests)
 }
 
 /// The request path the admin commands (`migrate`, `scan`, `rewrap`,
@@ -98,6 +99,7 @@ pub async fn tool_request_path(settings: &Settings) -> Result<(Arc<KeyService>, 
     let keys = key_service(&settings.keys, vault_session(&settings.vault)?, &settings.keys.write_key);
     let client = upstream_client(&settings.upstream).await?;
     let path = RequestPath::new(keys.clone(), client, Default::default(), settings.request.virtual_host_suffix.clone())
-        .with_seal_method(settings.request.seal_method, settings.upstream.upstream.is_gcs);
+        .with_seal_method(settings.request.seal_method, settings.upstream.upstream.is_gcs)
+        .with_plaintext_digests(settings.request.keep_digests);
     Ok((keys, path))
 }

@@ -18,13 +18,14 @@ use crate::keys::{AuthMethod, PoolSettings, Secret};
 pub use crate::logging::LogFormat;
 use crate::request::policy::{AccessPolicy, PlaintextReadPolicy};
 use crate::request::seal::SealMethod;
+use crate::s3::metadata::KeepDigests;
 use crate::server::{HEALTH_HEADER_READ_TIMEOUT, ListenerLimits, S3_HEADER_READ_TIMEOUT};
 use crate::settings::{
     CredentialOrigin, CredentialSettings, KeySettings, Listener, ListenerSettings, LogSettings, ProcessSettings,
     RequestSettings, Settings, UpstreamSettings, VaultAccess, VaultSettings,
 };
 pub use crate::stream::framing::UploadIntegrity;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamTimeouts};
 use zeroize::Zeroizing;
 
 /// `CLOUDTASER_S3PROXY_FORMAT1_MULTIPART`.
@@ -250,6 +251,26 @@ pub struct ProxyConfig {
     #[arg(long, env = "CLOUDTASER_S3PROXY_LOG_KEYS", default_value_t = false, action = clap::ArgAction::Set)]
     pub log_keys: bool,
 
+    /// Store the plaintext digests some clients put in user metadata
+    /// (s3cmd's `md5:` in `x-amz-meta-s3cmd-attrs`, rclone's
+    /// `x-amz-meta-md5chksum`). Off by default: they are stored in the
+    /// clear and let the provider confirm a guess of an object's contents.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_KEEP_PLAINTEXT_DIGESTS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub keep_plaintext_digests: bool,
+
+    /// Seconds to wait for a TCP connection to the upstream.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_UPSTREAM_CONNECT_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub upstream_connect_timeout_secs: u64,
+
+    /// Seconds to wait for the upstream's response head once a request is
+    /// sent (its body is not covered: objects stream for as long as they
+    /// take). S3 answers a slow CompleteMultipartUpload or CopyObject with
+    /// an early `200` and keep-alive spaces, so its head comes early.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_UPSTREAM_RESPONSE_TIMEOUT_SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub upstream_response_timeout_secs: u64,
+
     /// The domain under which `<bucket>.<suffix>` hosts address buckets
     /// (virtual-hosted style, e.g. `my-bucket.localhost:8190`); empty turns
     /// virtual-hosted addressing off, leaving path style alone.
@@ -345,6 +366,7 @@ impl ProxyConfig {
             format_1_multipart_reads: self.format1_multipart == Format1Multipart::Read,
             complete_keepalive: Duration::from_millis(self.complete_keepalive_ms),
             virtual_host_suffix,
+            keep_digests: if self.keep_plaintext_digests { KeepDigests::Keep } else { KeepDigests::Strip },
         };
         let credentials = CredentialSettings {
             origin: match &self.credentials_dir {
@@ -356,7 +378,7 @@ impl ProxyConfig {
         Ok(Settings {
             keys: KeySettings { pool, ..self.keys() },
             vault,
-            upstream: UpstreamSettings { upstream, credentials },
+            upstream: UpstreamSettings { upstream, credentials, timeouts: self.upstream_timeouts() },
             request,
             listeners,
         })
@@ -412,6 +434,15 @@ impl ProxyConfig {
             cache_size: self.key_cache_size,
             cache_ttl: Duration::from_secs(self.key_cache_ttl_secs),
             pool: None,
+        }
+    }
+
+    /// How long the upstream may take to accept a connection and to answer
+    /// a request's head (clap has checked both are at least a second).
+    fn upstream_timeouts(&self) -> UpstreamTimeouts {
+        UpstreamTimeouts {
+            connect: Duration::from_secs(self.upstream_connect_timeout_secs),
+            response_head: Duration::from_secs(self.upstream_response_timeout_secs),
         }
     }
 
@@ -558,6 +589,9 @@ mod tests {
         assert_eq!(s.request.virtual_host_suffix, "localhost");
         assert_eq!(s.request.seal_method, SealMethod::PartCopy);
         assert!(s.request.format_1_multipart_reads && !s.request.log_keys);
+        assert_eq!(s.request.keep_digests, KeepDigests::Strip);
+        let t = s.upstream.timeouts;
+        assert_eq!((t.connect, t.response_head), (Duration::from_secs(10), Duration::from_secs(120)));
         assert_eq!(s.keys.readable, ["k"]);
     }
 
@@ -593,6 +627,9 @@ mod tests {
             "--format1-multipart=refuse",
             "--complete-keepalive-ms=250",
             "--log-keys=true",
+            "--keep-plaintext-digests=true",
+            "--upstream-connect-timeout-secs=4",
+            "--upstream-response-timeout-secs=5",
             "--virtual-host-suffix=S3.Example.com",
         ])
         .unwrap();
@@ -615,6 +652,9 @@ mod tests {
         let r = &s.request;
         assert!(r.plaintext_reads.allows("legacy", "x") && !r.plaintext_reads.allows("data", "x"));
         assert!(r.log_keys && !r.format_1_multipart_reads);
+        assert_eq!(r.keep_digests, KeepDigests::Keep);
+        let t = s.upstream.timeouts;
+        assert_eq!((t.connect, t.response_head), (Duration::from_secs(4), Duration::from_secs(5)));
         assert_eq!(r.body_deadline, Duration::from_secs(11));
         assert_eq!(r.body_idle_timeout, Duration::from_secs(12));
         assert_eq!(r.complete_keepalive, Duration::from_millis(250));

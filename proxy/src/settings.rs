@@ -11,8 +11,9 @@ use crate::keys::{AuthMethod, PoolSettings};
 use crate::logging::LogFormat;
 use crate::request::policy::{AccessPolicy, PlaintextReadPolicy};
 use crate::request::seal::SealMethod;
+use crate::s3::metadata::KeepDigests;
 use crate::server::ListenerLimits;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamTimeouts};
 
 /// Everything `serve` and the bucket tools (`rewrap`, `scan`, `migrate`,
 /// `seal`) need: `ProxyConfig::resolve`.
@@ -100,6 +101,8 @@ pub struct KeySettings {
 pub struct UpstreamSettings {
     pub upstream: Upstream,
     pub credentials: CredentialSettings,
+    /// How long a connection and a response head may take.
+    pub timeouts: UpstreamTimeouts,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +140,8 @@ pub struct RequestSettings {
     /// The domain under which `<bucket>.<suffix>` hosts address buckets;
     /// empty: virtual-hosted addressing is off.
     pub virtual_host_suffix: String,
+    /// Whether plaintext digests in user metadata are stored or removed.
+    pub keep_digests: KeepDigests,
 }
 
 /// The S3 listener and the health listener.

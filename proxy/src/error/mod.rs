@@ -6,7 +6,7 @@ mod reason;
 
 pub use reason::{
     ArgumentError, BodyError, DigestMismatch, DocumentError, InternalError, MissingPart, PolicyDenial, PresignError,
-    QueryNames, RequestError, TrailerError, Unsupported, UpstreamFailure,
+    QueryNames, RequestError, TrailerError, Unsupported, UpstreamFailure, UpstreamTimeout,
 };
 
 use http::StatusCode;
@@ -162,6 +162,10 @@ impl ProxyError {
                 (S::SERVICE_UNAVAILABLE, "ServiceUnavailable")
             }
             KeyServiceSlowDown(_) | SlowDown => (S::SERVICE_UNAVAILABLE, "SlowDown"),
+            // S3 has no code for it; SDKs retry a 504 as a transient error.
+            UpstreamUnreachable(UpstreamFailure::Unreachable(e)) if e.is::<UpstreamTimeout>() => {
+                (S::GATEWAY_TIMEOUT, "GatewayTimeout")
+            }
             UpstreamUnreachable(_) | UnexpectedObject => (S::BAD_GATEWAY, "BadGateway"),
             Ciphertext(_) | Envelope(_) | Internal(_) => (S::INTERNAL_SERVER_ERROR, "InternalError"),
         }
@@ -296,6 +300,13 @@ mod tests {
         }
         let e = ProxyError::from(UpstreamFailure::Unreachable("connection refused".into()));
         assert_eq!((e.status().as_u16(), e.code()), (502, "BadGateway"));
+        let timeout = UpstreamTimeout::ResponseHead(std::time::Duration::from_secs(2));
+        let e = ProxyError::from(UpstreamFailure::Unreachable(timeout.into()));
+        assert_eq!((e.status().as_u16(), e.code()), (504, "GatewayTimeout"));
+        assert_eq!(
+            e.to_string(),
+            "The upstream storage service could not be reached: no response from the upstream within 2 s"
+        );
         let e = ProxyError::from(InternalError::Format(FormatError::Truncated));
         assert_eq!((e.status().as_u16(), e.code()), (500, "InternalError"));
         assert!(!e.is_integrity_failure(), "a write-side format fault is not a stored object failing verification");

@@ -231,6 +231,18 @@ pub struct MissingPart {
     pub part: u32,
 }
 
+/// `504 GatewayTimeout` when it is the error of an upstream call
+/// (`UpstreamFailure::Unreachable`): the upstream accepted no connection,
+/// or sent no response head, in the configured time
+/// (`CLOUDTASER_S3PROXY_UPSTREAM_CONNECT_TIMEOUT_SECS`, `_RESPONSE_TIMEOUT_SECS`).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UpstreamTimeout {
+    #[error("no connection to the upstream within {} s", .0.as_secs())]
+    Connect(std::time::Duration),
+    #[error("no response from the upstream within {} s", .0.as_secs())]
+    ResponseHead(std::time::Duration),
+}
+
 /// `502 BadGateway`: the upstream could not be reached or answered out of turn.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamFailure {

@@ -82,6 +82,8 @@ pub struct RequestPath {
     /// How long Complete waits for the seal before answering 200 with
     /// keep-alive spaces, and the time between spaces.
     complete_keepalive: Duration,
+    /// Whether plaintext digests in user metadata are stored (`s3::metadata`).
+    keep_digests: crate::s3::metadata::KeepDigests,
 }
 
 impl RequestPath {
@@ -105,6 +107,7 @@ impl RequestPath {
             seal_method: seal::SealMethod::PartCopy,
             format_1_multipart_reads: true,
             complete_keepalive: Duration::from_secs(5),
+            keep_digests: Default::default(),
         }
     }
 
@@ -150,6 +153,13 @@ impl RequestPath {
     /// Names object keys in request log lines (off by default: keys can be personal data).
     pub fn with_key_logging(mut self, on: bool) -> Self {
         self.log_keys = on;
+        self
+    }
+
+    /// Stores the plaintext digests some clients put in user metadata
+    /// (`CLOUDTASER_S3PROXY_KEEP_PLAINTEXT_DIGESTS`); removed by default.
+    pub fn with_plaintext_digests(mut self, keep: crate::s3::metadata::KeepDigests) -> Self {
+        self.keep_digests = keep;
         self
     }
 

@@ -236,6 +236,7 @@ impl RequestPath {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let mut headers = parts.headers;
         reject_reserved_metadata(&headers)?;
+        crate::s3::metadata::remove_plaintext_digests(&mut headers, self.keep_digests);
         if s3.sse_c.is_some() {
             // Sealing reads and copies the completed object, which needs the
             // customer key after CompleteMultipartUpload; S3 clients do not
@@ -276,6 +277,7 @@ impl RequestPath {
         mut headers: HeaderMap,
     ) -> Result<EncryptedUpload, ProxyError> {
         reject_reserved_metadata(&headers)?;
+        crate::s3::metadata::remove_plaintext_digests(&mut headers, self.keep_digests);
         let data_key = self.keys.generate_fresh().await?;
         let envelope = self.envelope(&data_key.wrapped, StoredLayout::MultipartPending);
         for (name, value) in envelope.to_headers() {

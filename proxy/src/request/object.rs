@@ -56,7 +56,7 @@ impl RequestPath {
         &self,
         bucket: &str,
         key: &str,
-        headers: HeaderMap,
+        mut headers: HeaderMap,
         body: B,
     ) -> Result<Response<ProxyBody>, ProxyError>
     where
@@ -64,6 +64,7 @@ impl RequestPath {
         B::Error: Into<crate::body::BoxError>,
     {
         reject_reserved_metadata(&headers)?;
+        crate::s3::metadata::remove_plaintext_digests(&mut headers, self.keep_digests);
         let plaintext_len = aws_chunked::plaintext_length(&headers, BodyEncoding::Raw)?;
         let data_key = self.keys.generate_fresh().await?;
         let envelope = self.envelope(&data_key.wrapped, StoredLayout::Single(plaintext_len));
@@ -89,6 +90,7 @@ impl RequestPath {
         let data_key = self.keys.generate_fresh().await?;
         let envelope = self.envelope(&data_key.wrapped, StoredLayout::Single(plaintext_len));
         let mut headers = parts.headers;
+        crate::s3::metadata::remove_plaintext_digests(&mut headers, self.keep_digests);
         conditional::to_upstream_etags(&mut headers);
         self.seal_and_send(s3, headers, body, &data_key.key, 0, Some(envelope)).await
     }
@@ -437,6 +439,7 @@ impl RequestPath {
     pub(super) async fn copy_object(&self, s3: &S3Request, parts: Parts) -> Result<Response<ProxyBody>, ProxyError> {
         let mut headers = parts.headers;
         reject_reserved_metadata(&headers)?;
+        crate::s3::metadata::remove_plaintext_digests(&mut headers, self.keep_digests);
         // Parsed once and sent as parsed: the envelope is carried over
         // exactly when the upstream will replace the metadata.
         let replace = match headers.get("x-amz-metadata-directive").map(|v| v.as_bytes().to_ascii_uppercase()) {

@@ -8,6 +8,7 @@ pub mod conditional;
 pub mod delete;
 pub mod etag;
 pub mod headers;
+pub mod metadata;
 pub mod operations;
 pub mod range;
 pub mod sse_c;

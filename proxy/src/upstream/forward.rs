@@ -2,6 +2,8 @@
 //! response. `Forwarder` is the real [`Transport`]: hyper's pooled client.
 //! The addressing (`UpstreamAddress`) is pure and shared with every transport.
 
+use std::time::Duration;
+
 use futures_util::future::BoxFuture;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
@@ -10,7 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::body::{BoxError, ProxyBody};
-use crate::error::{ArgumentError, InternalError, ProxyError};
+use crate::error::{ArgumentError, InternalError, ProxyError, UpstreamTimeout};
 use crate::upstream::Upstream;
 
 /// Sends a signed request and hands back the response, its body boxed so
@@ -28,28 +30,63 @@ pub fn encode_key(key: &str) -> String {
     key.split('/').map(|seg| utf8_percent_encode(seg, S3_ENCODE).to_string()).collect::<Vec<_>>().join("/")
 }
 
+/// How long the upstream may take: without a bound, a stalled upstream
+/// holds the client's connection slot (and an admin tool) for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// To accept a TCP connection.
+    pub connect: Duration,
+    /// From sending a request (connecting included) to its response head.
+    /// The response body is not covered: objects stream for as long as
+    /// they take, and S3 sends the head of a slow CompleteMultipartUpload
+    /// or CopyObject early, keeping the connection alive with spaces.
+    pub response_head: Duration,
+}
+
 /// hyper's pooled HTTP/1 client over rustls (or plain TCP for `http://`).
 pub struct Forwarder {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>,
+    timeouts: UpstreamTimeouts,
 }
 
 impl Transport for Forwarder {
     fn send(&self, req: http::Request<ProxyBody>) -> BoxFuture<'static, Result<http::Response<ProxyBody>, BoxError>> {
         let sent = self.client.request(req);
+        let UpstreamTimeouts { connect, response_head } = self.timeouts;
         Box::pin(async move {
-            let resp = sent.await?;
+            // Dropping the request on a timeout closes its connection.
+            let resp = match tokio::time::timeout(response_head, sent).await {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(e)) if e.is_connect() && timed_out(&e) => return Err(UpstreamTimeout::Connect(connect).into()),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(UpstreamTimeout::ResponseHead(response_head).into()),
+            };
             Ok(resp.map(|body| body.map_err(BoxError::from).boxed_unsync()))
         })
     }
 }
 
+/// Whether a connect error is the connector's timeout (an `io::Error` of
+/// kind `TimedOut` somewhere in its chain).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 impl Forwarder {
     /// `buffer`: the most bytes hyper holds per connection (the server's
     /// `CONNECTION_BUFFER`, passed in so this layer does not reach up).
-    pub fn new(buffer: usize) -> Result<Self, ProxyError> {
+    pub fn new(buffer: usize, timeouts: UpstreamTimeouts) -> Result<Self, ProxyError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeouts.connect));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
             .map_err(InternalError::TlsRoots)?
@@ -57,7 +94,7 @@ impl Forwarder {
             .enable_http1()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).http1_max_buf_size(buffer).build(https);
-        Ok(Self { client })
+        Ok(Self { client, timeouts })
     }
 }
 
@@ -126,6 +163,28 @@ mod tests {
             is_gcs: false,
             integrity: UploadIntegrity::Crc32cTrailer,
         })
+    }
+
+    #[tokio::test]
+    async fn a_silent_upstream_times_out_at_the_response_head() {
+        // Accepts, reads, never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                held.push(socket);
+            }
+        });
+        let timeouts = UpstreamTimeouts { connect: Duration::from_secs(5), response_head: Duration::from_millis(300) };
+        let forwarder = Forwarder::new(64 << 10, timeouts).unwrap();
+        let req = http::Request::get(format!("http://{addr}/b/k")).body(crate::body::empty()).unwrap();
+        let started = std::time::Instant::now();
+        let e = forwarder.send(req).await.unwrap_err();
+        assert_eq!(e.downcast_ref::<UpstreamTimeout>(), Some(&UpstreamTimeout::ResponseHead(timeouts.response_head)));
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        silent.abort();
     }
 
     #[test]

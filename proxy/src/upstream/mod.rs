@@ -8,6 +8,7 @@ pub mod headers;
 pub mod sign;
 
 pub use client::UpstreamClient;
+pub use forward::UpstreamTimeouts;
 
 use crate::stream::framing::UploadIntegrity;
 
