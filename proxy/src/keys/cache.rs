@@ -4,11 +4,16 @@ use std::time::{Duration, Instant};
 use super::DataKey;
 use crate::bounded_map::BoundedMap;
 
-/// Unwrapped data keys by wrapped key, bounded in count and age. Evicted
-/// keys are zeroized when their last user drops them (see [`DataKey`]).
+/// A wrapped key and the Transit key that wraps it: Transit decrypts a
+/// wrapped key only under the key named, so two names with the same
+/// wrapped string (an upstream can write any envelope) are two entries.
+pub type CacheKey = (String, String);
+
+/// Unwrapped data keys by (Transit key, wrapped key), bounded in count and
+/// age. Evicted keys are zeroized when their last user drops them (see [`DataKey`]).
 pub struct KeyCache {
     ttl: Duration,
-    by_wrapped: BoundedMap<String, (Arc<DataKey>, Instant)>,
+    by_wrapped: BoundedMap<CacheKey, (Arc<DataKey>, Instant)>,
 }
 
 impl KeyCache {
@@ -17,17 +22,17 @@ impl KeyCache {
         Self { ttl, by_wrapped: BoundedMap::new(capacity) }
     }
 
-    pub fn get(&self, wrapped: &str) -> Option<Arc<DataKey>> {
-        let (key, inserted) = self.by_wrapped.get(wrapped)?;
+    pub fn get(&self, id: &CacheKey) -> Option<Arc<DataKey>> {
+        let (key, inserted) = self.by_wrapped.get(id)?;
         if inserted.elapsed() < self.ttl {
             return Some(key);
         }
-        self.by_wrapped.remove(wrapped);
+        self.by_wrapped.remove(id);
         None
     }
 
-    pub fn insert(&self, wrapped: &str, key: Arc<DataKey>) {
-        self.by_wrapped.insert(wrapped.to_owned(), (key, Instant::now()));
+    pub fn insert(&self, id: CacheKey, key: Arc<DataKey>) {
+        self.by_wrapped.insert(id, (key, Instant::now()));
     }
 
     pub fn len(&self) -> usize {
@@ -43,6 +48,10 @@ impl KeyCache {
 mod tests {
     use super::*;
 
+    fn id(wrapped: &str) -> CacheKey {
+        ("app".into(), wrapped.into())
+    }
+
     fn key(b: u8) -> Arc<DataKey> {
         Arc::new(DataKey::from_slice(&[b; 32]).unwrap())
     }
@@ -50,27 +59,34 @@ mod tests {
     #[test]
     fn bounded_by_count() {
         let c = KeyCache::new(2, Duration::from_secs(60));
-        c.insert("a", key(1));
-        c.insert("b", key(2));
-        c.insert("c", key(3));
+        c.insert(id("a"), key(1));
+        c.insert(id("b"), key(2));
+        c.insert(id("c"), key(3));
         assert_eq!(c.len(), 2);
-        assert!(c.get("a").is_none());
-        assert_eq!(c.get("c").unwrap().bytes(), &[3; 32]);
+        assert!(c.get(&id("a")).is_none());
+        assert_eq!(c.get(&id("c")).unwrap().bytes(), &[3; 32]);
     }
 
     #[test]
     fn expires_by_age() {
         let c = KeyCache::new(4, Duration::from_millis(20));
-        c.insert("a", key(1));
-        assert!(c.get("a").is_some());
+        c.insert(id("a"), key(1));
+        assert!(c.get(&id("a")).is_some());
         std::thread::sleep(Duration::from_millis(30));
-        assert!(c.get("a").is_none());
+        assert!(c.get(&id("a")).is_none());
+    }
+
+    #[test]
+    fn one_wrapped_string_under_two_transit_keys_is_two_entries() {
+        let c = KeyCache::new(4, Duration::from_secs(60));
+        c.insert(id("w"), key(1));
+        assert!(c.get(&("other".into(), "w".into())).is_none());
     }
 
     #[test]
     fn disabled_with_zero_capacity() {
         let c = KeyCache::new(0, Duration::from_secs(60));
-        c.insert("a", key(1));
+        c.insert(id("a"), key(1));
         assert!(c.is_empty());
     }
 }

@@ -103,7 +103,7 @@ pub struct KeyService {
     health: Arc<health::VaultHealth>,
     cache: KeyCache,
     pool: Option<Arc<KeyPool>>,
-    unwrapping: single_flight::SingleFlight<Result<Arc<DataKey>, VaultError>>,
+    unwrapping: single_flight::SingleFlight<cache::CacheKey, Result<Arc<DataKey>, VaultError>>,
 }
 
 impl KeyService {
@@ -169,14 +169,16 @@ impl KeyService {
             None => self.health.observe(self.transit.generate_data_key().await)?,
         };
         let key = Arc::new(key);
-        self.cache.insert(&wrapped, key.clone());
+        self.cache.insert((self.key_name().to_owned(), wrapped.clone()), key.clone());
         Ok(NewDataKey { key, wrapped })
     }
 
     /// The data key inside a wrapped key, from the cache or Transit.
     /// Only keys the proxy is configured for are used, whatever the object's
-    /// metadata or the upload id says. Concurrent misses for one wrapped key
-    /// share a single Transit call.
+    /// metadata or the upload id says. A key is cached, and concurrent
+    /// misses share a single Transit call, per Transit key and wrapped key:
+    /// an envelope naming another Transit key with a cached wrapped string
+    /// is sent to Vault under the key it names, never served from the cache.
     pub async fn unwrap(&self, key_name: &str, wrapped: &str) -> Result<Arc<DataKey>, VaultError> {
         if !self.readable.iter().any(|k| k == key_name) {
             return Err(VaultError::KeyNotAllowed);
@@ -184,15 +186,16 @@ impl KeyService {
         if !is_valid_wrapped_key(wrapped) {
             return Err(VaultError::MalformedWrappedKey);
         }
-        let cached = self.cache.get(wrapped);
+        let id: cache::CacheKey = (key_name.to_owned(), wrapped.to_owned());
+        let cached = self.cache.get(&id);
         crate::metrics::metrics().key_cache(cached.is_some(), self.cache.len());
         if let Some(key) = cached {
             return Ok(key);
         }
         self.unwrapping
-            .run(wrapped, || async {
+            .run(&id, || async {
                 let key = Arc::new(self.health.observe(self.transit.decrypt_data_key(key_name, wrapped).await)?);
-                self.cache.insert(wrapped, key.clone());
+                self.cache.insert(id.clone(), key.clone());
                 Ok(key)
             })
             .await
@@ -271,6 +274,24 @@ mod tests {
         vault.min_decryption_version.store(2, Ordering::Relaxed);
         let e = service(&vault).unwrap("app", &wrapped).await.unwrap_err();
         assert!(e.client_message().contains("min_decryption_version"), "{}", e.client_message());
+    }
+
+    #[tokio::test]
+    async fn a_wrapped_key_cached_under_one_transit_key_is_not_served_for_another() {
+        // A hostile upstream writes an envelope naming Transit key `b`
+        // with the wrapped string of a key `app` wrapped (and the proxy cached).
+        let vault = FakeVault::new();
+        let keys = service(&vault).with_read_keys(&["b".to_owned()]);
+        let wrapped = keys.generate_fresh().await.unwrap().wrapped;
+        assert!(keys.unwrap("app", &wrapped).await.is_ok());
+        let e = keys.unwrap("b", &wrapped).await.unwrap_err();
+        assert!(e.is_permanent(), "{e:?}");
+        assert_eq!(vault.count("transit/decrypt/b"), 1, "Vault decides under `b`: {:?}", vault.calls());
+        // And the other way round: a key unwrapped under `b` first.
+        let cold = service(&vault).with_read_keys(&["b".to_owned()]);
+        assert!(cold.unwrap("b", &wrapped).await.is_err());
+        assert!(cold.unwrap("app", &wrapped).await.is_ok());
+        assert_eq!(vault.count("transit/decrypt/b"), 2);
     }
 
     #[tokio::test]
