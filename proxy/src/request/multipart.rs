@@ -566,7 +566,13 @@ impl RequestPath {
             return Ok(None);
         }
         let envelope = match EnvelopeMetadata::from_headers(head.headers()) {
-            Ok(Some(e)) if e.layout == StoredLayout::MultipartPending && e.wrapped_key == key.wrapped_key => e,
+            Ok(Some(e))
+                if e.layout == StoredLayout::MultipartPending
+                    && e.wrapped_key == key.wrapped_key
+                    && e.transit_key == key.transit_key =>
+            {
+                e
+            }
             _ => return Ok(None),
         };
         let (Some(etag), Some(stored_len)) = (

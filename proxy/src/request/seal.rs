@@ -151,7 +151,11 @@ impl RequestPath {
 
 impl SelfCopier {
     /// Seals the object `s3` names, completed upstream as `etag`, whose
-    /// streams are `layout`, under the data key `key` of `pending`.
+    /// streams are `layout`, under the data key `key` of `pending` (the
+    /// upload id's, or what `seal` read). The sealed envelope is built from
+    /// the envelope stored with the object, which must name the same
+    /// Transit key and wrapped key as `pending`: the object is sealed only
+    /// under the key it was written with, whatever an upload id claims.
     pub async fn seal_completed(
         &self,
         s3: &S3Request,
@@ -167,17 +171,23 @@ impl SelfCopier {
         if !head.status().is_success() {
             return Err(ProxyError::ObjectChanged("sealed"));
         }
-        let found = EnvelopeMetadata::from_headers(head.headers())?;
-        if found.as_ref().map(|e| (&e.wrapped_key, e.layout.is_multipart())) != Some((&pending.wrapped_key, true)) {
-            return Err(ProxyError::ObjectChanged("sealed"));
-        }
+        let stored = match EnvelopeMetadata::from_headers(head.headers())? {
+            Some(e)
+                if e.layout.is_multipart()
+                    && e.wrapped_key == pending.wrapped_key
+                    && e.transit_key == pending.transit_key =>
+            {
+                e
+            }
+            _ => return Err(ProxyError::ObjectChanged("sealed")),
+        };
         let mut headers = kept_headers(head.headers());
         if head.headers().get("x-amz-tagging-count").is_some_and(|c| c != "0")
             && let Some(tags) = object_tagging(&self.upstream, &object).await?
         {
             headers.insert("x-amz-tagging", super::header_value(&tags)?);
         }
-        for (name, value) in sealed_envelope(pending, key, layout).to_headers() {
+        for (name, value) in sealed_envelope(&stored, key, layout).to_headers() {
             headers.insert(name, super::header_value(&value)?);
         }
         let unsealed_version = head.headers().get("x-amz-version-id").cloned();

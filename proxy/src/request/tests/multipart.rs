@@ -333,3 +333,31 @@ async fn list_multipart_uploads_is_forwarded() {
     r.expect(200);
     assert_eq!(r.xml(b"Key"), vec!["u1".to_owned()], "{}", r.text());
 }
+
+#[tokio::test]
+async fn the_seal_refuses_a_stored_envelope_naming_another_transit_key_than_the_upload_id() {
+    // The upstream rewrites the pending object's envelope to name another
+    // Transit key, just before the seal reads it: sealing under the upload
+    // id's key name would relabel the object. It stays pending instead.
+    let h = Harness::new();
+    let upload = h.create_upload("relabel").await;
+    let etag = h.upload_part("relabel", &upload, 1, b"part").await.header("etag").to_owned();
+    let s3 = h.s3.clone();
+    h.s3.set_hook(move |r| {
+        if r.method == "HEAD" && r.headers.contains_key("if-match") {
+            s3.tamper(BUCKET, "relabel", |o| {
+                o.meta.insert("x-amz-meta-cloudtaser-transit-key", http::HeaderValue::from_static("other"));
+            });
+        }
+        None
+    });
+    h.complete("relabel", &upload, &[(1, etag.clone())]).await.expect_error(503, "ServiceUnavailable");
+    let stored = h.s3.object(BUCKET, "relabel").unwrap();
+    assert_eq!(stored.meta["x-amz-meta-cloudtaser-layout"], "multipart-pending");
+    assert_eq!(stored.meta["x-amz-meta-cloudtaser-transit-key"], "other");
+    // A retried Complete does not finish it under the upload id's key either.
+    h.s3.clear_hook();
+    let retry = h.complete("relabel", &upload, &[(1, etag)]).await;
+    assert!(!retry.status.is_success(), "{}", retry.text());
+    assert_eq!(h.s3.object(BUCKET, "relabel").unwrap().meta["x-amz-meta-cloudtaser-layout"], "multipart-pending");
+}
