@@ -13,7 +13,8 @@
 
 use bytes::Bytes;
 use cloudtaser_s3proxy::format::{
-    FormatError, HEADER_LEN, MULTIPART_VERSION, Header, ObjectLayout, Opener, SEGMENT_LEN, Sealer, ciphertext_len, plaintext_len,
+    DataKey, FormatError, HEADER_LEN, Header, MULTIPART_VERSION, ObjectLayout, Opener, SEGMENT_LEN, Sealer,
+    ciphertext_len, plaintext_len,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -65,7 +66,7 @@ fn stored_bytes(mode: u8, data: &[u8]) {
 
     // One stream whose length only its header knows (GET ?partNumber=N).
     let part = if mode & 1 == 0 { 0 } else { 1 };
-    if let Ok(plain) = feed(&mut Opener::single_stream(&KEY, part), data, cutter(seed)) {
+    if let Ok(plain) = feed(&mut Opener::single_stream(shared_key(), part), data, cutter(seed)) {
         let declared = Header::decode(data).expect("opened without a valid header").plaintext_len;
         assert_eq!(plain.len() as u64, declared);
         assert_eq!(data.len() as u64, ciphertext_len(declared));
@@ -74,7 +75,7 @@ fn stored_bytes(mode: u8, data: &[u8]) {
     // A whole single-PUT object whose length the metadata records.
     if let Some(len) = plaintext_len(data.len() as u64) {
         let layout = ObjectLayout::single(len);
-        if let Ok(plain) = feed(&mut Opener::whole(&KEY, layout.clone()), data, cutter(seed >> 1)) {
+        if let Ok(plain) = feed(&mut Opener::whole(shared_key(), layout.clone()), data, cutter(seed >> 1)) {
             assert_eq!(plain.len() as u64, len);
         }
         // A ranged read of that object: the header comes separately.
@@ -84,7 +85,7 @@ fn stored_bytes(mode: u8, data: &[u8]) {
             let span = layout.span(a, b);
             assert!(span.ciphertext_start <= span.ciphertext_end);
             assert!(span.ciphertext_end < data.len() as u64);
-            let mut opener = Opener::range(&KEY, layout.clone(), &span, b - a + 1);
+            let mut opener = Opener::range(shared_key(), layout.clone(), &span, b - a + 1);
             if opener.set_header(&data[..HEADER_LEN.min(data.len())]).is_ok() {
                 let body = &data[span.ciphertext_start as usize..=span.ciphertext_end as usize];
                 if let Ok(plain) = feed(&mut opener, body, cutter(seed)) {
@@ -99,7 +100,7 @@ fn stored_bytes(mode: u8, data: &[u8]) {
         if let Some(layout) = ObjectLayout::multipart(first.plaintext_len, data.len() as u64) {
             assert_eq!(layout.stored_len(), data.len() as u64);
             // Format-2 streams are only read once a manifest vouched for the table.
-            let opener = Opener::whole(&KEY, layout.clone());
+            let opener = Opener::whole(shared_key(), layout.clone());
             let mut opener = if first.version == MULTIPART_VERSION { opener.manifest_checked() } else { opener };
             if let Ok(plain) = feed(&mut opener, data, cutter(seed)) {
                 assert_eq!(plain.len() as u64, layout.total);
@@ -140,11 +141,11 @@ fn round_trip(mode: u8, data: &[u8]) {
     };
     assert_eq!(layout.total, len as u64);
     let open_whole = |bytes: &[u8], seed: u64| {
-        let mut opener = Opener::whole(&KEY, layout.clone()).expect_salt(Some(salt));
+        let mut opener = Opener::whole(shared_key(), layout.clone()).expect_salt(Some(salt));
         feed(&mut opener, bytes, cutter(seed))
     };
     assert_eq!(open_whole(&ct, u64::from(*cut_seed >> 2)).unwrap(), plain);
-    let single = feed(&mut Opener::single_stream(&KEY, part), &ct, cutter(u64::from(*flip2))).unwrap();
+    let single = feed(&mut Opener::single_stream(shared_key(), part), &ct, cutter(u64::from(*flip2))).unwrap();
     assert_eq!(single, plain);
 
     // A ranged read returns exactly the slice.
@@ -152,7 +153,7 @@ fn round_trip(mode: u8, data: &[u8]) {
         let a = (usize::from(*flip0) << 8 | usize::from(*flip1)) * 7 % len;
         let b = a + usize::from(*flip2) * 331 % (len - a);
         let span = layout.span(a as u64, b as u64);
-        let mut opener = Opener::range(&KEY, layout.clone(), &span, (b - a + 1) as u64);
+        let mut opener = Opener::range(shared_key(), layout.clone(), &span, (b - a + 1) as u64);
         opener.set_header(&ct[..HEADER_LEN]).unwrap();
         let body = &ct[span.ciphertext_start as usize..=span.ciphertext_end as usize];
         assert_eq!(feed(&mut opener, body, cutter(u64::from(*l1))).unwrap(), &plain[a..=b]);
@@ -164,7 +165,7 @@ fn round_trip(mode: u8, data: &[u8]) {
     flipped[bit / 8] ^= 1 << (bit % 8);
     assert!(open_whole(&flipped, u64::from(*cut_seed)).is_err(), "bit {bit} flipped and still opened");
     assert!(
-        feed(&mut Opener::single_stream(&KEY, part), &flipped, cutter(u64::from(*l2))).is_err(),
+        feed(&mut Opener::single_stream(shared_key(), part), &flipped, cutter(u64::from(*l2))).is_err(),
         "bit {bit} flipped and still opened as a single stream"
     );
 
@@ -180,3 +181,8 @@ fuzz_target!(|data: &[u8]| {
     let [mode, rest @ ..] = data else { return };
     if *mode < 128 { stored_bytes(*mode, rest) } else { round_trip(*mode, rest) }
 });
+
+/// The fixed key as the proxy holds a data key: one shared, zeroizing handle.
+fn shared_key() -> std::sync::Arc<DataKey> {
+    std::sync::Arc::new(DataKey::from_slice(&KEY).expect("32 bytes"))
+}

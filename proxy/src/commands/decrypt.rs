@@ -5,11 +5,14 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::CommandError;
 use crate::app;
 use crate::cli::DecryptArgs;
-use crate::format::{HEADER_LEN, Header, MANIFEST_TAG_LEN, ObjectLayout, Opener, ciphertext_len, verify_manifest};
+use crate::format::{
+    DataKey, HEADER_LEN, Header, MANIFEST_TAG_LEN, ObjectLayout, Opener, ciphertext_len, verify_manifest,
+};
 use crate::settings::VaultAccess;
 
 const CHUNK: usize = 1 << 20;
@@ -30,7 +33,7 @@ pub async fn run(access: &VaultAccess, args: &DecryptArgs) -> Result<(), Command
             )?),
             None => None,
         };
-    let result = decrypt_file(key.bytes(), &args.input, &tmp, manifest.as_ref());
+    let result = decrypt_file(&key, &args.input, &tmp, manifest.as_ref());
     match result {
         Ok(bytes) => {
             std::fs::rename(&tmp, &args.output).map_err(CommandError::io(&args.output))?;
@@ -49,7 +52,7 @@ pub async fn run(access: &VaultAccess, args: &DecryptArgs) -> Result<(), Command
 /// length. With `manifest`, the part table found must match it (format 2);
 /// without, only format-1 streams are accepted.
 pub fn decrypt_file(
-    key: &[u8; 32],
+    key: &Arc<DataKey>,
     input: &Path,
     output: &Path,
     manifest: Option<&[u8; MANIFEST_TAG_LEN]>,
@@ -78,7 +81,7 @@ pub fn decrypt_file(
             (Some((p, _)), Some(_)) if parsed.part_number > *p => parsed.part_number,
             (Some(_), Some(_)) => return Err(CommandError::Ciphertext("the streams' part numbers do not ascend")),
         };
-        let opener = Opener::single_stream(key, expected);
+        let opener = Opener::single_stream(key.clone(), expected);
         let mut opener = if manifest.is_some() { opener.manifest_checked() } else { opener };
         let mut out = Vec::new();
         opener.update(&header, &mut out)?;
@@ -105,7 +108,7 @@ pub fn decrypt_file(
     }
     if let Some(tag) = manifest {
         let layout = ObjectLayout::from_parts(&table)?;
-        verify_manifest(key, &layout, tag).map_err(CommandError::NotWholeObject)?;
+        verify_manifest(key.bytes(), &layout, tag).map_err(CommandError::NotWholeObject)?;
     }
     writer.flush().map_err(CommandError::Stream)?;
     Ok(total)
@@ -127,6 +130,10 @@ mod tests {
     use super::*;
     use crate::format::{Sealer, manifest_tag};
 
+    fn shared(key: &[u8; 32]) -> Arc<DataKey> {
+        Arc::new(DataKey::from_slice(key).unwrap())
+    }
+
     fn seal(key: &[u8; 32], part: u32, data: &[u8]) -> Vec<u8> {
         let mut s = Sealer::new(key, Header::new(part, data.len() as u64, [part as u8; 32]).unwrap());
         let mut out = Vec::new();
@@ -146,14 +153,17 @@ mod tests {
         for (name, blob) in [("single", &single), ("multi", &multi)] {
             let (input, output) = (dir.join(name), dir.join(format!("{name}.out")));
             std::fs::write(&input, blob).unwrap();
-            assert_eq!(decrypt_file(&key, &input, &output, None).unwrap(), data.len() as u64);
+            assert_eq!(decrypt_file(&shared(&key), &input, &output, None).unwrap(), data.len() as u64);
             assert_eq!(std::fs::read(&output).unwrap(), data);
         }
         let input = dir.join("cut");
         std::fs::write(&input, &multi[..multi.len() - 10]).unwrap();
-        assert!(decrypt_file(&key, &input, &dir.join("cut.out"), None).is_err());
+        assert!(decrypt_file(&shared(&key), &input, &dir.join("cut.out"), None).is_err());
         std::fs::write(&input, [&multi[..], &single[..]].concat()).unwrap();
-        assert!(decrypt_file(&key, &input, &dir.join("cut.out"), None).is_err(), "a stream from another object");
+        assert!(
+            decrypt_file(&shared(&key), &input, &dir.join("cut.out"), None).is_err(),
+            "a stream from another object"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -177,12 +187,12 @@ mod tests {
         let tag = manifest_tag(&key, &ObjectLayout::from_parts(&table).unwrap());
         let (input, output) = (dir.join("v2"), dir.join("v2.out"));
         std::fs::write(&input, streams.concat()).unwrap();
-        assert_eq!(decrypt_file(&key, &input, &output, Some(&tag)).unwrap(), data.len() as u64);
+        assert_eq!(decrypt_file(&shared(&key), &input, &output, Some(&tag)).unwrap(), data.len() as u64);
         assert_eq!(std::fs::read(&output).unwrap(), data);
-        assert!(decrypt_file(&key, &input, &output, None).is_err(), "format 2 without its manifest");
+        assert!(decrypt_file(&shared(&key), &input, &output, None).is_err(), "format 2 without its manifest");
         // Cut back to its first two parts: every stream verifies, the manifest does not.
         std::fs::write(&input, streams[..2].concat()).unwrap();
-        let err = decrypt_file(&key, &input, &output, Some(&tag)).unwrap_err();
+        let err = decrypt_file(&shared(&key), &input, &output, Some(&tag)).unwrap_err();
         assert!(matches!(err, CommandError::NotWholeObject(_)), "{err}");
         assert!(err.to_string().ends_with(": the file is not the whole object"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -3,6 +3,7 @@
 
 mod constants;
 mod header;
+mod key;
 mod layout;
 mod manifest;
 mod metadata;
@@ -15,6 +16,7 @@ pub use constants::{
     MULTIPART_VERSION, SALT_LEN, SEGMENT_LEN, TAG_LEN, VERSION,
 };
 pub use header::Header;
+pub use key::DataKey;
 pub use layout::{LayoutSpan, ObjectLayout, StreamExtent};
 pub use manifest::{decode_part_table, encode_part_table, manifest_bytes, manifest_tag, verify_manifest};
 pub use metadata::{EnvelopeMetadata, META_PREFIX, META_WRAPPED_KEY, MetadataError, SealedParts, StoredLayout};

@@ -1,10 +1,13 @@
 //! Incremental sealing and opening of a whole stream, fed in arbitrary chunks.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 
 use super::FormatError;
 use super::constants::{HEADER_LEN, SEGMENT_LEN, TAG_LEN, VERSION};
 use super::header::Header;
+use super::key::DataKey;
 use super::layout::{LayoutSpan, ObjectLayout};
 use super::segment::SegmentCipher;
 use super::size::segment_count;
@@ -133,7 +136,8 @@ impl Sealer {
 /// Turns ciphertext into verified plaintext: a stream header, its segments,
 /// and for multipart objects the next part's header and segments, and so on.
 pub struct Opener {
-    data_key: zeroize::Zeroizing<[u8; 32]>,
+    /// Shared with the key cache, never copied: each stream's key is derived from it.
+    data_key: Arc<DataKey>,
     /// `None` for one stream of a length only its header knows (GET ?partNumber).
     layout: Option<ObjectLayout>,
     stream: Option<OpenStream>,
@@ -163,25 +167,25 @@ struct OpenStream {
 
 impl Opener {
     /// Reads a whole object.
-    pub fn whole(data_key: &[u8; 32], layout: ObjectLayout) -> Self {
+    pub fn whole(data_key: Arc<DataKey>, layout: ObjectLayout) -> Self {
         let total = layout.total;
         Self::new(data_key, Some(layout), 0, 0, 0, 0, total, true)
     }
 
     /// Reads `take` plaintext bytes starting at `span`; the ciphertext fed
     /// starts at `span.ciphertext_start`, after the header given to `set_header`.
-    pub fn range(data_key: &[u8; 32], layout: ObjectLayout, span: &LayoutSpan, take: u64) -> Self {
+    pub fn range(data_key: Arc<DataKey>, layout: ObjectLayout, span: &LayoutSpan, take: u64) -> Self {
         Self::new(data_key, Some(layout), span.stream, span.part_number, span.first_segment, span.skip, take, false)
     }
 
     /// Reads one whole stream whose length its header declares.
-    pub fn single_stream(data_key: &[u8; 32], part_number: u32) -> Self {
+    pub fn single_stream(data_key: Arc<DataKey>, part_number: u32) -> Self {
         Self::new(data_key, None, 0, part_number, 0, 0, 0, true)
     }
 
     #[allow(clippy::too_many_arguments)]
     fn new(
-        data_key: &[u8; 32],
+        data_key: Arc<DataKey>,
         layout: Option<ObjectLayout>,
         next_stream: u64,
         next_part: u32,
@@ -191,7 +195,7 @@ impl Opener {
         to_end: bool,
     ) -> Self {
         Self {
-            data_key: zeroize::Zeroizing::new(*data_key),
+            data_key,
             layout,
             stream: None,
             next_stream,
@@ -256,7 +260,8 @@ impl Opener {
         if self.next_index >= segments {
             return Err(FormatError::Truncated);
         }
-        self.stream = Some(OpenStream { cipher: SegmentCipher::new(&self.data_key, &header), plaintext_len, segments });
+        self.stream =
+            Some(OpenStream { cipher: SegmentCipher::new(self.data_key.bytes(), &header), plaintext_len, segments });
         Ok(())
     }
 
@@ -359,6 +364,10 @@ mod tests {
 
     const KEY: [u8; 32] = [7u8; 32];
 
+    fn key() -> Arc<DataKey> {
+        Arc::new(DataKey::from_slice(&KEY).unwrap())
+    }
+
     fn seal_all(data: &[u8], chunk: usize) -> Vec<u8> {
         seal_part(data, chunk, 0)
     }
@@ -390,7 +399,7 @@ mod tests {
     /// covering segments only.
     fn read_range(layout: &ObjectLayout, ct: &[u8], a: u64, b: u64, checked: bool) -> Vec<u8> {
         let span = layout.span(a, b);
-        let opener = Opener::range(&KEY, layout.clone(), &span, b - a + 1);
+        let opener = Opener::range(key(), layout.clone(), &span, b - a + 1);
         let mut opener = if checked { opener.manifest_checked() } else { opener };
         let h = span.header_start as usize;
         opener.set_header(&ct[h..h + HEADER_LEN]).unwrap();
@@ -401,7 +410,7 @@ mod tests {
     }
 
     fn open_all(ct: &[u8], chunk: usize, len: u64) -> Result<Vec<u8>, FormatError> {
-        open_with(Opener::whole(&KEY, ObjectLayout::single(len)), ct, chunk)
+        open_with(Opener::whole(key(), ObjectLayout::single(len)), ct, chunk)
     }
 
     #[test]
@@ -438,7 +447,7 @@ mod tests {
         // A header rewritten to claim a shorter object breaks every tag.
         let mut relabeled = ct.clone();
         relabeled[12..20].copy_from_slice(&(2 * SEGMENT_LEN).to_be_bytes());
-        let mut opener = Opener::single_stream(&KEY, 0);
+        let mut opener = Opener::single_stream(key(), 0);
         let mut out = Vec::new();
         let r = opener.update(&relabeled[..cut], &mut out).and_then(|_| opener.finish(&mut out));
         assert!(r.is_err());
@@ -487,7 +496,7 @@ mod tests {
         let ct = multipart(&data, p);
         let layout = ObjectLayout::multipart(p as u64, ct.len() as u64).unwrap();
         assert_eq!(layout.total, data.len() as u64);
-        let mut opener = Opener::whole(&KEY, layout.clone());
+        let mut opener = Opener::whole(key(), layout.clone());
         let mut out = Vec::new();
         for c in ct.chunks(5000) {
             opener.update(c, &mut out).unwrap();
@@ -507,10 +516,10 @@ mod tests {
         let parts: Vec<Vec<u8>> = data.chunks(p).enumerate().map(|(i, c)| seal_part(c, p, i as u32 + 1)).collect();
         let swapped = [parts[1].clone(), parts[0].clone(), parts[2].clone()].concat();
         let layout = ObjectLayout::multipart(p as u64, swapped.len() as u64).unwrap();
-        let mut opener = Opener::whole(&KEY, layout.clone());
+        let mut opener = Opener::whole(key(), layout.clone());
         assert!(opener.update(&swapped, &mut Vec::new()).is_err());
         let dropped = [parts[0].clone(), parts[1].clone()].concat();
-        let mut opener = Opener::whole(&KEY, layout);
+        let mut opener = Opener::whole(key(), layout);
         let mut out = Vec::new();
         let r = opener.update(&dropped, &mut out).and_then(|_| opener.finish(&mut out));
         assert_eq!(r, Err(FormatError::Truncated));
@@ -521,7 +530,7 @@ mod tests {
     }
 
     fn open_layout(layout: &ObjectLayout, ct: &[u8], checked: bool) -> Result<Vec<u8>, FormatError> {
-        let opener = Opener::whole(&KEY, layout.clone());
+        let opener = Opener::whole(key(), layout.clone());
         open_with(if checked { opener.manifest_checked() } else { opener }, ct, 7001)
     }
 

@@ -10,6 +10,7 @@ mod single_flight;
 mod transit;
 mod vault;
 
+pub use crate::format::DataKey;
 pub use auth::{AuthMethod, Secret, Session};
 pub use cache::KeyCache;
 pub use pool::{KeyPool, PoolSettings, RefillError};
@@ -20,38 +21,6 @@ pub use vault::{
 
 use std::sync::Arc;
 use std::time::Duration;
-
-use zeroize::Zeroizing;
-
-/// A 256-bit data key. The bytes are wiped when the last reference drops.
-pub struct DataKey(Zeroizing<[u8; 32]>);
-
-impl DataKey {
-    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
-        let arr: [u8; 32] = bytes.try_into().ok()?;
-        Some(Self(Zeroizing::new(arr)))
-    }
-
-    /// A new key from aws-lc-rs's CSPRNG.
-    pub fn random() -> Result<Self, aws_lc_rs::error::Unspecified> {
-        let mut key = Zeroizing::new([0u8; 32]);
-        aws_lc_rs::rand::fill(key.as_mut())?;
-        Ok(Self(key))
-    }
-
-    pub fn bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
-
-/// The bytes are in a `Zeroizing`, which wipes them in its `Drop`.
-impl zeroize::ZeroizeOnDrop for DataKey {}
-
-impl std::fmt::Debug for DataKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DataKey(<redacted>)")
-    }
-}
 
 /// A data key for writing and its Vault-wrapped form (`vault:vN:…`), safe to store.
 #[derive(Clone)]

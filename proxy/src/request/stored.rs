@@ -15,6 +15,7 @@ use crate::format::{
 use crate::keys::DataKey;
 use crate::s3::classify::S3Request;
 use crate::s3::range::content_range;
+use std::sync::Arc;
 
 /// A layout a reader may trust: its stored length matched, and a format-2
 /// object's part table matched its manifest.
@@ -28,13 +29,13 @@ pub struct CheckedLayout {
 
 impl CheckedLayout {
     /// An opener for the whole object.
-    pub fn whole(&self, key: &DataKey, envelope: &EnvelopeMetadata) -> Opener {
-        self.with_policy(Opener::whole(key.bytes(), self.layout.clone()), envelope)
+    pub fn whole(&self, key: &Arc<DataKey>, envelope: &EnvelopeMetadata) -> Opener {
+        self.with_policy(Opener::whole(key.clone(), self.layout.clone()), envelope)
     }
 
     /// An opener for `take` bytes from `span`.
-    pub fn range(&self, key: &DataKey, envelope: &EnvelopeMetadata, span: &LayoutSpan, take: u64) -> Opener {
-        self.with_policy(Opener::range(key.bytes(), self.layout.clone(), span, take), envelope)
+    pub fn range(&self, key: &Arc<DataKey>, envelope: &EnvelopeMetadata, span: &LayoutSpan, take: u64) -> Opener {
+        self.with_policy(Opener::range(key.clone(), self.layout.clone(), span, take), envelope)
     }
 
     fn with_policy(&self, opener: Opener, envelope: &EnvelopeMetadata) -> Opener {

@@ -324,8 +324,14 @@ mod tests {
     }
 
     fn open(ct: &[u8], len: u64, piece: usize) -> (Vec<u8>, Result<(), BoxError>) {
-        let mut body =
-            OpenedDownload::new(source(ct, piece, false), Opener::whole(&KEY, ObjectLayout::single(len)), len);
+        let mut body = OpenedDownload::new(
+            source(ct, piece, false),
+            Opener::whole(
+                std::sync::Arc::new(crate::format::DataKey::from_slice(&KEY).unwrap()),
+                ObjectLayout::single(len),
+            ),
+            len,
+        );
         let mut out = Vec::new();
         let result = block_on(async {
             while let Some(frame) = body.frame().await {
