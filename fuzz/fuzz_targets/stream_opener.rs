@@ -11,7 +11,6 @@
 //!   extended, and opening must fail.
 #![no_main]
 
-use bytes::Bytes;
 use cloudtaser_s3proxy::format::{
     DataKey, FormatError, HEADER_LEN, Header, MULTIPART_VERSION, ObjectLayout, Opener, SEGMENT_LEN, Sealer,
     ciphertext_len, plaintext_len,
