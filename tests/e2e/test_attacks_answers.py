@@ -179,6 +179,45 @@ def test_forwarded_operations_answered_out_of_turn_are_bad_gateway(stack, hostil
     assert status == 502 and b"TagSet" not in body, (status, body)
 
 
+def test_write_answers_carry_no_envelope_and_no_object_bytes(stack, upstream, hostile, relay):
+    """Found by the independent attack: a PutObject or UploadPart answered
+    200 with another object's envelope headers (its wrapped key) and its
+    stored ciphertext as the body reached the workload as sent. A write's
+    answer is rebuilt: S3's write headers, no body."""
+    _, _, endpoint, _ = hostile
+    c = s3_client(endpoint, "w", "w")
+    c.put_object(Bucket=BUCKET, Key="answers/victim", Body=body_of(600, "victim"))
+    stolen = envelope_headers(upstream, "answers/victim")
+    ciphertext = upstream.get_object(Bucket=BUCKET, Key="answers/victim")["Body"].read()
+    relay.forge(lambda m, p, h: Forged(200, [*stolen, ("x-amz-version-id", "v-forged")], ciphertext)
+                if m == "PUT" and "answers/written" in p else None)
+    status, body, headers = raw(endpoint, "PUT", object_path("answers/written"), body=b"x" * 100)
+    assert status == 200, (status, body[:200])
+    assert body == b"", body[:64]
+    leaked = [k for k in headers if k.lower().startswith("x-amz-meta-")]
+    assert not leaked, leaked
+    assert headers.get("x-amz-version-id") == "v-forged", "S3's write headers still reach the workload"
+    up = c.create_multipart_upload(Bucket=BUCKET, Key="answers/written-mp")["UploadId"]
+    status, body, headers = raw(endpoint, "PUT", f"{object_path('answers/written-mp')}?partNumber=1&uploadId={up}",
+                                body=b"y" * 100)
+    assert status == 200 and body == b"", (status, body[:64])
+    assert not [k for k in headers if k.lower().startswith("x-amz-meta-")]
+
+
+@pytest.mark.parametrize("prefix", [b"\n", b"  ", b"<Tagging><TagSet/></Tagging>"])
+def test_control_answers_carrying_object_bytes_anywhere_are_bad_gateway(stack, upstream, hostile, relay, prefix):
+    """Found by the independent attack: only a body that began with CTS3 was
+    refused, so a newline (or a document) in front of another object's
+    ciphertext reached the workload. Control answers are text documents."""
+    _, _, endpoint, _ = hostile
+    c = s3_client(endpoint, "w", "w")
+    c.put_object(Bucket=BUCKET, Key="answers/tag-victim", Body=body_of(600, "tag-victim"))
+    ciphertext = upstream.get_object(Bucket=BUCKET, Key="answers/tag-victim")["Body"].read()
+    relay.forge(lambda m, p, h: Forged(200, [], prefix + ciphertext) if "tagging" in p else None)
+    status, body, _ = raw(endpoint, "GET", f"{object_path('answers/tag-victim')}?tagging")
+    assert status == 502 and b"CTS3" not in body, (status, body[:200])
+
+
 def test_a_ranged_read_answered_with_other_bytes_is_refused(stack, upstream, hostile, relay):
     """The covering read must come back with exactly the range asked for:
     another offset's ciphertext (which would fail authentication anyway) is

@@ -511,10 +511,21 @@ async fn collect_control(headers: &HeaderMap, body: ProxyBody) -> Result<Bytes, 
         return Err(ProxyError::UnexpectedObject);
     }
     let body = collect_small(body).await?;
-    if body.starts_with(&crate::format::MAGIC) {
+    if !is_document(&body) {
         return Err(ProxyError::UnexpectedObject);
     }
     Ok(body)
+}
+
+/// Whether a control answer's body can be what S3 sends there: nothing, or
+/// a text document (XML; JSON for bucket policies). Ciphertext is not valid
+/// UTF-8 (a stream's header and tags are random bytes), so an object's
+/// bytes are refused wherever they start, not only at the first byte: a
+/// newline in front of a CTS3 stream passed a check of the prefix.
+fn is_document(body: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(body) else { return false };
+    let text = text.trim_start_matches('\u{feff}').trim_start();
+    text.is_empty() || text.starts_with('<') || text.starts_with('{')
 }
 
 async fn collect_small(body: ProxyBody) -> Result<Bytes, ProxyError> {

@@ -101,23 +101,43 @@ pub fn write_response(
     transit_key: &str,
     whole_object: bool,
 ) -> Response<ProxyBody> {
-    let (mut parts, body) = resp.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
-    if parts.status.is_success() {
-        remove_ciphertext_checksums(&mut parts.headers);
-        parts.headers.remove("x-amz-checksum-type");
-        for v in verified {
-            if let Ok(value) = HeaderValue::from_str(&v.value) {
-                parts.headers.insert(v.header_name, value);
-            }
-        }
-        mark_encrypted(&mut parts.headers, transit_key);
-        if whole_object {
-            mark_etag(&mut parts.headers);
+    // Rebuilt, not relayed: a write's answer is headers S3 defines and no
+    // body, so envelope metadata or an object's bytes a hostile upstream
+    // put there never reach the workload. Its checksums are the ones the
+    // proxy verified on the plaintext, not the upstream's of the ciphertext.
+    let (upstream, _body) = resp.into_parts();
+    let mut headers = HeaderMap::new();
+    for (name, value) in &upstream.headers {
+        if WRITE_ANSWER_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("x-amz-server-side-encryption") {
+            headers.append(name.clone(), value.clone());
         }
     }
-    Response::from_parts(parts, body)
+    for v in verified {
+        if let Ok(value) = HeaderValue::from_str(&v.value) {
+            headers.insert(v.header_name, value);
+        }
+    }
+    mark_encrypted(&mut headers, transit_key);
+    if whole_object {
+        mark_etag(&mut headers);
+    }
+    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(0));
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = upstream.status;
+    *resp.headers_mut() = headers;
+    resp
 }
+
+/// The headers of a PutObject or UploadPart answer the workload gets.
+const WRITE_ANSWER_HEADERS: &[&str] = &[
+    "etag",
+    "date",
+    "x-amz-request-id",
+    "x-amz-id-2",
+    "x-amz-version-id",
+    "x-amz-expiration",
+    "x-amz-request-charged",
+];
 
 /// A response whose body the proxy rewrote in full.
 pub fn buffered(mut headers: HeaderMap, status: StatusCode, body: Bytes) -> Response<ProxyBody> {
