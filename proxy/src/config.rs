@@ -163,6 +163,14 @@ pub struct ProxyConfig {
           value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub key_pool_max_age_secs: u64,
 
+    /// Seconds between checks of the Transit key's current version (the
+    /// pool wraps one key and reads the version Transit used). After a
+    /// rotation, no new object gets a key of the older version once this
+    /// has passed: wait this long before `rewrap` (docs/OPERATIONS.md).
+    #[arg(long, env = "CLOUDTASER_S3PROXY_KEY_VERSION_CHECK_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub key_version_check_secs: u64,
+
     /// Where objects written without the proxy may be read as plaintext:
     /// comma-separated `bucket` or `bucket/prefix`. Everywhere else they are
     /// refused. Writes are always encrypted.
@@ -526,7 +534,12 @@ impl ProxyConfig {
                 format!("must be between 1 and the pool size ({size})"),
             ));
         }
-        Ok(Some(PoolSettings { size, low_water, max_age: Duration::from_secs(self.key_pool_max_age_secs) }))
+        Ok(Some(PoolSettings {
+            size,
+            low_water,
+            max_age: Duration::from_secs(self.key_pool_max_age_secs),
+            version_check: Duration::from_secs(self.key_version_check_secs),
+        }))
     }
 }
 
@@ -644,7 +657,15 @@ mod tests {
         assert_eq!(s.keys.write_key, "k");
         assert_eq!(s.keys.readable, ["k", "old", "older"]);
         assert_eq!((s.keys.cache_size, s.keys.cache_ttl), (10, Duration::from_secs(20)));
-        assert_eq!(s.keys.pool, Some(PoolSettings { size: 9, low_water: 3, max_age: Duration::from_secs(30) }));
+        assert_eq!(
+            s.keys.pool,
+            Some(PoolSettings {
+                size: 9,
+                low_water: 3,
+                max_age: Duration::from_secs(30),
+                version_check: Duration::from_secs(10)
+            })
+        );
         let u = &s.upstream.upstream;
         assert!(u.is_gcs && u.integrity == UploadIntegrity::Unsigned && u.region == "auto");
         assert_eq!(s.upstream.credentials.origin, CredentialOrigin::Directory(PathBuf::from("/creds")));

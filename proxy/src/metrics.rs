@@ -126,6 +126,10 @@ pub struct Metrics {
     key_pool_refills: Family<ResultLabel, Counter>,
     key_pool_misses: Counter,
     key_pool_expired: Counter,
+    key_pool_retired: Counter,
+    key_rotations: Counter,
+    key_version: Gauge,
+    key_version_checks: Family<ResultLabel, Counter>,
     integrity_failures: Counter,
     open_connections: Gauge,
     in_flight: Gauge,
@@ -153,6 +157,10 @@ impl Default for Metrics {
             key_pool_refills: Family::default(),
             key_pool_misses: Counter::default(),
             key_pool_expired: Counter::default(),
+            key_pool_retired: Counter::default(),
+            key_rotations: Counter::default(),
+            key_version: Gauge::default(),
+            key_version_checks: Family::default(),
             integrity_failures: Counter::default(),
             open_connections: Gauge::default(),
             in_flight: Gauge::default(),
@@ -196,6 +204,22 @@ impl Default for Metrics {
             m.key_pool_misses.clone(),
         );
         r.register("key_pool_expired", "Pooled keys wiped unused at their maximum age", m.key_pool_expired.clone());
+        r.register(
+            "key_pool_retired",
+            "Pooled keys wiped unused because the Transit key was rotated past their version",
+            m.key_pool_retired.clone(),
+        );
+        r.register("key_rotations", "Transit key rotations the key pool has seen", m.key_rotations.clone());
+        r.register(
+            "key_version",
+            "The Transit key version new data keys are wrapped under (0 until the pool has seen one)",
+            m.key_version.clone(),
+        );
+        r.register(
+            "key_version_checks",
+            "Checks of the Transit key's current version (one key wrapped), by result",
+            m.key_version_checks.clone(),
+        );
         r.register(
             "integrity_failures",
             "Stored objects that failed verification on read (tampered, truncated, swapped)",
@@ -281,6 +305,20 @@ impl Metrics {
         if missed {
             self.key_pool_misses.inc();
         }
+    }
+
+    /// A newer Transit key version was seen; `retired` older pooled keys were wiped.
+    pub fn key_rotation_seen(&self, retired: usize) {
+        self.key_rotations.inc();
+        self.key_pool_retired.inc_by(retired as u64);
+    }
+
+    pub fn key_version(&self, version: u32) {
+        self.key_version.set(i64::from(version));
+    }
+
+    pub fn key_version_check(&self, ok: bool) {
+        self.key_version_checks.get_or_create(&ResultLabel { result: if ok { "ok" } else { "error" } }).inc();
     }
 
     pub fn key_pool_refill(&self, ok: bool) {

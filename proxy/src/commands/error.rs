@@ -69,6 +69,11 @@ pub enum CommandError {
     /// Some objects failed; the summary has been printed.
     #[error("{count} object(s) could not be {verb}; rerun to retry them")]
     Incomplete { count: usize, verb: &'static str },
+    /// Open uploads whose data keys may be under an older key version.
+    #[error(
+        "{count} open multipart upload(s) may be written under an older key version; complete or abort them, then run rewrap again"
+    )]
+    OpenUploads { count: usize },
 }
 
 impl CommandError {

@@ -4,6 +4,7 @@ pub mod decrypt;
 mod error;
 pub mod listing;
 pub mod migrate;
+mod open_uploads;
 pub mod rewrap;
 pub mod scan;
 pub mod seal;

@@ -7,6 +7,7 @@
 //! interrupted run continues where it stopped.
 
 use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -21,7 +22,7 @@ use crate::s3::classify::S3Request;
 use crate::settings::Settings;
 use crate::upstream::UpstreamClient;
 
-use super::CommandError;
+use super::{CommandError, open_uploads};
 use super::listing::{KeyPages, ObjectVersion, VersionPages, body_of, read_state, s3_error, write_state};
 
 #[derive(Default, Debug)]
@@ -164,6 +165,24 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
     let progress = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
     progress
         .set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));
+    // Proxies switch to a new key version within their version check of a
+    // rotation; objects they write until then get the older one. Walking
+    // the bucket before that would miss them, so the walk starts after it.
+    let settle = settings.keys.pool.map_or(Duration::ZERO, |p| p.version_check * 2);
+    let newest = keys.transit().key_versions(keys.key_name()).await?;
+    let settled_from = newest.latest_created.map(|created| created + settle);
+    let unsettled = settled_from.and_then(|t| t.duration_since(SystemTime::now()).ok());
+    match unsettled {
+        Some(wait) if !args.dry_run => {
+            progress.println(format!(
+                "waiting {}s until every proxy uses key version v{} (CLOUDTASER_S3PROXY_KEY_VERSION_CHECK_SECS, twice)",
+                wait.as_secs() + 1,
+                newest.latest_version
+            ));
+            tokio::time::sleep(wait).await;
+        }
+        _ => {}
+    }
     let resume = read_state(&args.state_file);
     if let Some(after) = &resume {
         progress.println(format!("resuming after {after}"));
@@ -215,7 +234,25 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
             }
         }
     }
+    // Uploads still open may complete under an older key version after the
+    // walk has passed their key; they are left, and reported.
+    let listed = open_uploads::list(upstream, &args.bucket, &args.prefix).await?;
+    let open: Vec<_> = listed
+        .iter()
+        .flatten()
+        .filter(|u| open_uploads::may_use_an_older_version(u.initiated, settled_from))
+        .collect();
     progress.finish_and_clear();
+    for upload in &open {
+        println!("open upload: {} (upload id {}) may be written under an older key version", upload.key, upload.upload_id);
+    }
+    if listed.is_none() {
+        println!(
+            "open uploads: unknown (the upstream does not list them); uploads begun before key version v{} was \
+             seen by every proxy complete under an older version",
+            newest.latest_version
+        );
+    }
     if rewrap_args.all_versions {
         for line in &behind {
             println!("{line}");
@@ -234,8 +271,20 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
         summary.not_encrypted,
         summary.failed.len()
     );
+    let left = summary.would_rewrap as usize + summary.failed.len() + open.len();
+    match unsettled.filter(|_| args.dry_run) {
+        Some(wait) => println!(
+            "left under older key versions: {left} so far; proxies may write under older versions for {}s more",
+            wait.as_secs() + 1
+        ),
+        None if listed.is_none() => println!("left under older key versions: {left}, and any open uploads"),
+        None => println!("left under older key versions: {left}"),
+    }
     if !summary.failed.is_empty() {
         return Err(CommandError::Incomplete { count: summary.failed.len(), verb: "rewrapped" });
+    }
+    if !open.is_empty() && !args.dry_run {
+        return Err(CommandError::OpenUploads { count: open.len() });
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ pub use crate::format::DataKey;
 pub use auth::{AuthMethod, Secret, Session};
 pub use cache::KeyCache;
 pub use pool::{KeyPool, PoolSettings, RefillError};
-pub use transit::{TransitClient, key_version};
+pub use transit::{KeyVersionInfo, TransitClient, key_version};
 pub use vault::{
     Payload as VaultPayload, VaultAnswer, VaultCall, VaultEndpoint, VaultError, VaultHttp, VaultTransport,
 };
@@ -135,7 +135,15 @@ impl KeyService {
     pub async fn generate_fresh(&self) -> Result<NewDataKey, VaultError> {
         let (key, wrapped) = match self.pool.as_ref().and_then(|p| p.take()) {
             Some(pooled) => (pooled.key, pooled.wrapped),
-            None => self.health.observe(self.transit.generate_data_key().await)?,
+            None => {
+                let (key, wrapped) = self.health.observe(self.transit.generate_data_key().await)?;
+                // Transit answered with its current version: if that is a
+                // rotation, the pool's older keys go now, not at the next check.
+                if let (Some(pool), Some(version)) = (&self.pool, key_version(&wrapped)) {
+                    pool.observe_version(version);
+                }
+                (key, wrapped)
+            }
         };
         let key = Arc::new(key);
         self.cache.insert((self.key_name().to_owned(), wrapped.clone()), key.clone());
@@ -295,7 +303,12 @@ mod tests {
     #[tokio::test]
     async fn writes_take_pooled_keys_without_a_vault_call() {
         let vault = FakeVault::new();
-        let settings = PoolSettings { size: 8, low_water: 2, max_age: Duration::from_secs(300) };
+        let settings = PoolSettings {
+            size: 8,
+            low_water: 2,
+            max_age: Duration::from_secs(300),
+            version_check: Duration::from_secs(10),
+        };
         let keys = service(&vault).with_pool(Some(settings));
         keys.start_pool();
         for _ in 0..200 {

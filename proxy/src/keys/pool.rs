@@ -7,8 +7,20 @@
 //!
 //! A key leaves the pool on `take` or when it reaches `max_age`; either way
 //! its bytes are wiped when the last reference drops ([`DataKey`]).
+//!
+//! After a rotation of the Transit key the pool must not hand out a key
+//! wrapped under an older version: `rewrap` would miss the object it ends
+//! up in if that write lands after its listing, and raising
+//! `min_decryption_version` then makes the object unreadable for good. So
+//! the pool keeps a floor, the newest version Transit has answered with,
+//! and drops every key below it the moment it rises. Transit's `encrypt`
+//! always wraps under the latest version (and never below
+//! `min_encryption_version`), so every answer tells the pool the current
+//! version; a check wraps one key every `version_check` so a rotation is
+//! seen within that interval even when no refill is due.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,8 +47,12 @@ pub struct PoolSettings {
     /// Refill (back to `size`) once fewer usable keys than this remain.
     pub low_water: usize,
     /// A key unused this long after it was wrapped is dropped, which bounds
-    /// how long new objects keep a Transit key version after a rotation.
+    /// how long an unused key is kept.
     pub max_age: Duration,
+    /// How often the pool asks Transit for its current key version (by
+    /// wrapping one key), which bounds how long after a rotation the pool
+    /// can still hand out a key of the previous version.
+    pub version_check: Duration,
 }
 
 impl PoolSettings {
@@ -57,6 +73,8 @@ pub trait Wrapper: Send + Sync + 'static {
 pub struct PooledKey {
     pub key: DataKey,
     pub wrapped: String,
+    /// The Transit key version of `wrapped` (`vault:vN:`).
+    version: u32,
     wrapped_at: Instant,
 }
 
@@ -67,13 +85,49 @@ pub struct KeyPool {
     /// Oldest first: keys are handed out in the order they were wrapped, so
     /// none sits unused until it expires while newer ones go out.
     keys: Mutex<VecDeque<PooledKey>>,
+    /// The newest Transit key version seen; no key below it is handed out.
+    floor: AtomicU32,
     /// Woken when a `take` leaves fewer than `low_water` keys.
     low: Notify,
 }
 
 impl KeyPool {
     pub fn new(settings: PoolSettings) -> Self {
-        Self { settings, keys: Mutex::new(VecDeque::new()), low: Notify::new() }
+        Self { settings, keys: Mutex::new(VecDeque::new()), floor: AtomicU32::new(0), low: Notify::new() }
+    }
+
+    /// The newest Transit key version the pool has seen (0: none yet).
+    pub fn floor(&self) -> u32 {
+        self.floor.load(Ordering::SeqCst)
+    }
+
+    /// Records that Transit wraps under `version` now. If that is newer than
+    /// what the pool knew, the key was rotated: every pooled key of an older
+    /// version is wiped at once, so no new object is written under it.
+    /// Returns how many keys were dropped.
+    pub fn observe_version(&self, version: u32) -> usize {
+        let previous = self.floor.fetch_max(version, Ordering::SeqCst);
+        if version <= previous {
+            return 0;
+        }
+        let (dropped, len) = {
+            let mut keys = self.keys.lock().expect("pool lock");
+            let before = keys.len();
+            keys.retain(|k| k.version >= version);
+            (before - keys.len(), keys.len())
+        };
+        let m = crate::metrics::metrics();
+        m.key_pool(len, 0, false);
+        m.key_version(version);
+        // The first version seen at start is not a rotation.
+        if previous > 0 {
+            m.key_rotation_seen(dropped);
+            tracing::info!(version, retired = dropped, "Transit key rotation seen; older pooled keys wiped");
+        }
+        if len < self.settings.low_water {
+            self.low.notify_one();
+        }
+        dropped
     }
 
     pub fn settings(&self) -> PoolSettings {
@@ -122,10 +176,15 @@ impl KeyPool {
         (fresh, next)
     }
 
+    /// Adds wrapped keys, except any below the floor: a batch wrapped just
+    /// before a rotation can come back after a newer one raised it. The
+    /// floor is read under the lock `observe_version` purges under, so a
+    /// key is either refused here or purged there.
     fn push(&self, batch: Vec<PooledKey>) {
         let len = {
             let mut keys = self.keys.lock().expect("pool lock");
-            keys.extend(batch);
+            let floor = self.floor.load(Ordering::SeqCst);
+            keys.extend(batch.into_iter().filter(|k| k.version >= floor));
             keys.len()
         };
         crate::metrics::metrics().key_pool(len, 0, false);
@@ -139,7 +198,26 @@ impl KeyPool {
             return Err(RefillError::Vault(VaultError::BadResponse("batch result count differs from the request")));
         }
         let now = Instant::now();
-        Ok(keys.into_iter().zip(wrapped).map(|(key, wrapped)| PooledKey { key, wrapped, wrapped_at: now }).collect())
+        let mut batch = Vec::with_capacity(keys.len());
+        for (key, wrapped) in keys.into_iter().zip(wrapped) {
+            let version = super::key_version(&wrapped)
+                .ok_or(RefillError::Vault(VaultError::BadResponse("wrapped key is not in vault:vN: form")))?;
+            batch.push(PooledKey { key, wrapped, version, wrapped_at: now });
+        }
+        // Any answer newer than the floor is a rotation: older keys go first.
+        if let Some(newest) = batch.iter().map(|k| k.version).max() {
+            self.observe_version(newest);
+        }
+        Ok(batch)
+    }
+
+    /// Wraps one key to learn the version Transit wraps under now; the key
+    /// joins the pool (it is as good as any other).
+    pub async fn check_version(&self, wrapper: &dyn Wrapper) -> Result<u32, RefillError> {
+        let batch = self.wrap_batch(wrapper, 1).await?;
+        let version = batch.iter().map(|k| k.version).max().unwrap_or(0);
+        self.push(batch);
+        Ok(version)
     }
 
     /// One refill: tops the pool up to `size` fresh keys if fewer than
@@ -179,6 +257,8 @@ impl KeyPool {
     /// `take` leaves it below `low_water` and before its keys expire.
     pub async fn run(self: Arc<Self>, wrapper: Arc<dyn Wrapper>) {
         let mut backoff = MIN_BACKOFF;
+        // Refills see the version too; the check covers a pool at rest.
+        let mut next_check = tokio::time::Instant::now() + self.settings.version_check;
         loop {
             match self.refill_once(wrapper.as_ref()).await {
                 // Filled: PUTs may have drained it meanwhile, so look again.
@@ -199,6 +279,14 @@ impl KeyPool {
             tokio::select! {
                 _ = self.low.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep_until(next_check) => {
+                    let checked = self.check_version(wrapper.as_ref()).await;
+                    if let Err(e) = &checked {
+                        tracing::warn!(error = %e, "Transit key version check failed");
+                    }
+                    crate::metrics::metrics().key_version_check(checked.is_ok());
+                    next_check = tokio::time::Instant::now() + self.settings.version_check;
+                }
             }
         }
     }
@@ -226,7 +314,7 @@ pub enum RefillError {
 mod tests {
     use super::*;
     use std::collections::HashSet;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
 
     /// Wraps by hex-encoding the key after a generation counter, so a test
     /// can tell keys and batches apart; fails while `down` is set.
@@ -235,6 +323,8 @@ mod tests {
         batches: Mutex<Vec<usize>>,
         generation: AtomicUsize,
         down: AtomicBool,
+        /// The Transit key version wrapped under (0 counts as 1).
+        version: AtomicU32,
     }
 
     impl Wrapper for FakeTransit {
@@ -245,13 +335,68 @@ mod tests {
                 }
                 let g = self.generation.fetch_add(1, Ordering::SeqCst);
                 self.batches.lock().unwrap().push(keys.len());
-                Ok(keys.iter().map(|k| format!("vault:v1:{g}:{}", hex::encode(k.bytes()))).collect())
+                let v = self.version.load(Ordering::SeqCst).max(1);
+                Ok(keys.iter().map(|k| format!("vault:v{v}:{g}:{}", hex::encode(k.bytes()))).collect())
             })
         }
     }
 
     fn pool(size: usize, low_water: usize, max_age: Duration) -> KeyPool {
-        KeyPool::new(PoolSettings { size, low_water, max_age })
+        KeyPool::new(PoolSettings { size, low_water, max_age, version_check: Duration::from_secs(3600) })
+    }
+
+    #[tokio::test]
+    async fn a_rotation_wipes_older_keys_at_once_and_only_newer_ones_go_out() {
+        let t = FakeTransit::default();
+        let p = pool(8, 2, Duration::from_secs(60));
+        p.refill_once(&t).await.unwrap();
+        assert_eq!((p.len(), p.floor()), (8, 1));
+        t.version.store(2, Ordering::SeqCst);
+        // The check learns the new version by wrapping one key under it.
+        assert_eq!(p.check_version(&t).await.unwrap(), 2);
+        assert_eq!(p.len(), 1, "the eight v1 keys were wiped; the check's v2 key stays");
+        assert!(p.take().unwrap().wrapped.starts_with("vault:v2:"));
+        assert!(p.take().is_none(), "no v1 key is ever handed out after the rotation was seen");
+        // A refill after the rotation: only v2.
+        p.refill_once(&t).await.unwrap();
+        while let Some(k) = p.take() {
+            assert!(k.wrapped.starts_with("vault:v2:"), "{}", k.wrapped);
+        }
+    }
+
+    #[tokio::test]
+    async fn any_newer_answer_is_a_rotation_and_a_late_older_batch_is_not_pooled() {
+        let t = FakeTransit::default();
+        let p = pool(8, 8, Duration::from_secs(60));
+        p.refill_once(&t).await.unwrap();
+        // Another call (a PUT that found the pool empty) saw v3.
+        assert_eq!(p.observe_version(3), 8, "all eight v1 keys retired");
+        assert_eq!(p.observe_version(2), 0, "an older version does not lower the floor");
+        assert_eq!(p.floor(), 3);
+        // A batch wrapped under v1 that comes back after the floor rose.
+        assert_eq!(p.refill_once(&t).await.unwrap(), 8, "wrapped, but below the floor");
+        assert!(p.take().is_none(), "no key below the floor joins the pool");
+    }
+
+    #[tokio::test]
+    async fn the_background_loop_sees_a_rotation_within_the_check_interval() {
+        let t = Arc::new(FakeTransit::default());
+        let p = Arc::new(KeyPool::new(PoolSettings {
+            size: 4,
+            low_water: 2,
+            max_age: Duration::from_secs(3600),
+            version_check: Duration::from_millis(50),
+        }));
+        let task = tokio::spawn(p.clone().run(t.clone()));
+        wait_until(|| p.len() >= 4).await;
+        t.version.store(2, Ordering::SeqCst);
+        wait_until(|| p.floor() == 2).await;
+        wait_until(|| p.len() >= 4).await;
+        for _ in 0..4 {
+            let k = p.take().expect("refilled");
+            assert!(k.wrapped.starts_with("vault:v2:"), "{}", k.wrapped);
+        }
+        task.abort();
     }
 
     #[tokio::test]

@@ -57,6 +57,17 @@ struct BatchItem {
 #[derive(Deserialize)]
 struct KeyInfo {
     latest_version: u32,
+    /// Version -> creation time: unix seconds for symmetric keys.
+    #[serde(default)]
+    keys: std::collections::HashMap<String, serde_json::Value>,
+}
+
+/// What `rewrap` needs to know of a Transit key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyVersionInfo {
+    pub latest_version: u32,
+    /// When the latest version was created, if Transit says (symmetric keys do).
+    pub latest_created: Option<std::time::SystemTime>,
 }
 
 impl TransitClient {
@@ -146,8 +157,19 @@ impl TransitClient {
     }
 
     pub async fn latest_version(&self, key_name: &str) -> Result<u32, VaultError> {
+        Ok(self.key_versions(key_name).await?.latest_version)
+    }
+
+    /// The key's latest version and when it was created (needs `read` on
+    /// `<mount>/keys/<key>`, which the admin commands' policy has).
+    pub async fn key_versions(&self, key_name: &str) -> Result<KeyVersionInfo, VaultError> {
         let info: KeyInfo = self.call(reqwest::Method::GET, &self.path("keys", key_name)?, None).await?;
-        Ok(info.latest_version)
+        let latest_created = info
+            .keys
+            .get(&info.latest_version.to_string())
+            .and_then(serde_json::Value::as_u64)
+            .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        Ok(KeyVersionInfo { latest_version: info.latest_version, latest_created })
     }
 
     pub async fn lookup_self(&self) -> Result<(), VaultError> {

@@ -1,0 +1,178 @@
+"""The documented key rotation (docs/OPERATIONS.md, "Rotating the Transit
+key"), run end to end against real OpenBao and s3s-fs with writes going on
+throughout: rotate, wait for the proxies to see it, `rewrap` until it
+reports nothing left, raise `min_decryption_version`, restart the proxy.
+Every acknowledged object must still read.
+
+What this attacks: the key pool handing out keys wrapped under the old
+version after a rotation (for up to its maximum age), and `rewrap` saying
+"nothing left" while open uploads or late writes still use that version.
+Either way an object gets 200 on its PUT and can never be decrypted once
+`min_decryption_version` passes its version."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import s3_client
+from test_core import MiB, body_of
+from test_failures import scrape
+from test_key_lifecycle import admin, wrapped
+
+PART = 5 * MiB
+
+
+class Writer(threading.Thread):
+    """PUTs small objects one after another until stopped; remembers the
+    ones the proxy acknowledged (those must never be lost)."""
+
+    def __init__(self, client, bucket: str, prefix: str):
+        super().__init__(daemon=True)
+        self.client, self.bucket, self.prefix = client, bucket, prefix
+        self.acked: dict[str, bytes] = {}
+        self.errors: list[str] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        i = 0
+        while not self.halt.is_set():
+            key, body = f"{self.prefix}{i:06d}", body_of(100 + i % 900, i)
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
+                self.acked[key] = body
+            except Exception as e:  # noqa: BLE001 - counted, and the test fails on any
+                self.errors.append(f"{key}: {e}")
+            i += 1
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(30)
+
+
+def rotations_seen(health: str) -> float:
+    return scrape(health).get(("cloudtaser_s3proxy_key_rotations_total", ()), 0.0)
+
+
+@pytest.fixture()
+def pooled(stack, request):
+    """A proxy with a key pool (the default) on a Transit key of its own,
+    checking the key's version every second."""
+    name = f"rot-p-{secrets.token_hex(3)}"
+    stack.vault.ok("POST", f"transit/keys/{name}", {})
+    settings = {"CLOUDTASER_S3PROXY_TRANSIT_KEY": name, "CLOUDTASER_S3PROXY_KEY_POOL_SIZE": "64",
+                "CLOUDTASER_S3PROXY_KEY_VERSION_CHECK_SECS": "1"}
+    proc, endpoint, health = stack.start_proxy(f"proxy-{name}", **settings)
+    yield name, settings, proc, endpoint, health
+    proc.stop()
+
+
+@pytest.fixture()
+def on_garage(stack, garage_stack, request):
+    """The same on Garage, which lists open multipart uploads (s3s-fs does
+    not, and rewrap then says it cannot know)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import garage  # noqa: PLC0415 - bench/garage.py
+
+    name = f"rot-g-{secrets.token_hex(3)}"
+    stack.vault.ok("POST", f"transit/keys/{name}", {})
+    settings = {"CLOUDTASER_S3PROXY_TRANSIT_KEY": name, "CLOUDTASER_S3PROXY_KEY_POOL_SIZE": "64",
+                "CLOUDTASER_S3PROXY_KEY_VERSION_CHECK_SECS": "1", "CLOUDTASER_S3PROXY_S3_ENDPOINT": garage_stack.endpoint,
+                "AWS_ACCESS_KEY_ID": garage.ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": garage.SECRET_KEY}
+    bucket = f"e2e-rotation-{secrets.token_hex(3)}"
+    garage_stack.direct.create_bucket(Bucket=bucket)
+    proc, endpoint, health = stack.start_proxy(f"proxy-{name}", **settings)
+    yield name, settings, proc, endpoint, health, garage_stack.direct, bucket
+    proc.stop()
+
+
+def test_the_documented_rotation_loses_no_acknowledged_object(stack, on_garage):
+    name, settings, proc, endpoint, health, upstream, bucket = on_garage
+    client = s3_client(endpoint, "w", "w")
+    tool_env = {k: v for k, v in settings.items() if k != "CLOUDTASER_S3PROXY_TRANSIT_KEY"}
+
+    # An upload begun before the rotation: its key is the old version's.
+    big = body_of(PART + 77, 5)
+    up = client.create_multipart_upload(Bucket=bucket, Key="rot/open-upload")["UploadId"]
+    e1 = client.upload_part(Bucket=bucket, Key="rot/open-upload", UploadId=up, PartNumber=1, Body=big[:PART])["ETag"]
+
+    writer = Writer(client, bucket, "rot/w-")
+    writer.start()
+    try:
+        time.sleep(1)
+        assert rotations_seen(health) == 0
+        stack.vault.ok("POST", f"transit/keys/{name}/rotate", {})
+        rotated = time.monotonic()
+        # The proxy sees the rotation within its check interval, and wipes
+        # the pooled keys of the old version at once.
+        while rotations_seen(health) < 1:
+            assert time.monotonic() - rotated < 10, "the proxy never saw the rotation"
+            time.sleep(0.1)
+        seen_after = time.monotonic() - rotated
+        assert seen_after < 3, f"rotation seen after {seen_after:.1f}s with a 1s check"
+        metrics = scrape(health)
+        assert metrics[("cloudtaser_s3proxy_key_version", ())] == 2
+        assert metrics[("cloudtaser_s3proxy_key_pool_retired_total", ())] > 0, "old pooled keys were wiped"
+
+        # The dry run counts the open upload as left: it will complete under v1.
+        dry = admin(stack, name, "rewrap", "--bucket", bucket, "--prefix", "rot/", "--dry-run", "--quiet", env=tool_env)
+        assert "open upload: rot/open-upload" in dry.stdout, dry.stdout
+        assert "left under older key versions: 0" not in dry.stdout, dry.stdout
+        # A real run rewraps what is there and refuses to call itself done.
+        run = admin(stack, name, "rewrap", "--bucket", bucket, "--prefix", "rot/", "--quiet", env=tool_env, check=False)
+        assert run.returncode != 0 and "open multipart upload(s) may be written under an older key version" in run.stderr, run
+        # The workload finishes its upload (under v1); rewrap then takes it too.
+        e2 = client.upload_part(Bucket=bucket, Key="rot/open-upload", UploadId=up, PartNumber=2, Body=big[PART:])["ETag"]
+        client.complete_multipart_upload(Bucket=bucket, Key="rot/open-upload", UploadId=up,
+                                         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+        assert wrapped(upstream, bucket, "rot/open-upload").startswith("vault:v1:")
+        final = admin(stack, name, "rewrap", "--bucket", bucket, "--prefix", "rot/", "--quiet", env=tool_env)
+        assert "left under older key versions: 0" in final.stdout, final.stdout
+        time.sleep(1)  # more writes after the last rewrap: they must be v2 by themselves
+    finally:
+        writer.stop()
+    assert not writer.errors, writer.errors[:5]
+    assert len(writer.acked) > 50, len(writer.acked)
+
+    # Everything at rest is under v2: nothing written after the rotation was
+    # seen got a v1 key, and rewrap moved everything before it.
+    keys = [*writer.acked, "rot/open-upload"]
+    old = [k for k in keys if not wrapped(upstream, bucket, k).startswith("vault:v2:")]
+    assert not old, f"{len(old)} objects still under v1 after the procedure: {old[:5]}"
+
+    # Retire v1 and restart the proxy (an empty key cache): every
+    # acknowledged object still reads.
+    stack.vault.ok("POST", f"transit/keys/{name}/config", {"min_decryption_version": 2})
+    proc.stop()
+    proc2, endpoint2, _ = stack.start_proxy(f"proxy-{name}-restarted", **settings)
+    try:
+        fresh = s3_client(endpoint2, "w", "w")
+        for key, body in writer.acked.items():
+            assert fresh.get_object(Bucket=bucket, Key=key)["Body"].read() == body, key
+        assert fresh.get_object(Bucket=bucket, Key="rot/open-upload")["Body"].read() == big
+    finally:
+        proc2.stop()
+
+
+def test_a_pooled_key_of_the_old_version_is_never_handed_out_after_the_check(stack, pooled, upstream, bucket):
+    """Without writes to drain it, the pool holds 64 keys of v1 for up to
+    its maximum age (300 s); after one check interval none is used."""
+    name, _settings, _proc, endpoint, health = pooled
+    client = s3_client(endpoint, "w", "w")
+    client.put_object(Bucket=bucket, Key="pool/before", Body=b"v1")
+    assert wrapped(upstream, bucket, "pool/before").startswith("vault:v1:")
+    stack.vault.ok("POST", f"transit/keys/{name}/rotate", {})
+    time.sleep(3)  # three check intervals
+    old = []
+    for i in range(80):  # more than the pool held
+        client.put_object(Bucket=bucket, Key=f"pool/after-{i}", Body=b"v2")
+        if not wrapped(upstream, bucket, f"pool/after-{i}").startswith("vault:v2:"):
+            old.append(i)
+    assert not old, f"{len(old)} of 80 writes after the rotation got a v1 key"
+    assert rotations_seen(health) == 1
