@@ -756,7 +756,7 @@ CHUNKED_CASES = [
     ("huge-declared-chunk", b"ffffffffffffffff\r\n" + PAYLOAD, len(PAYLOAD), [], 400, {"IncompleteBody"}),
     ("size-line-too-long", b"1" * 5000, 5, [], 400, {"IncompleteBody"}),
     ("trailer-without-colon", chunk(PAYLOAD) + b"0\r\nnot a trailer\r\n\r\n", len(PAYLOAD), [], 400,
-     {"IncompleteBody"}),
+     {"MalformedTrailerError"}),
     ("trailer-checksum-not-base64", chunk(PAYLOAD) + b"0\r\nx-amz-checksum-crc32:!!not base64!!\r\n\r\n",
      len(PAYLOAD), [("x-amz-trailer", "x-amz-checksum-crc32")], 400, {"InvalidRequest"}),
     ("trailer-checksum-wrong", chunk(PAYLOAD) + b"0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n", len(PAYLOAD),
