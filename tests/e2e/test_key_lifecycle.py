@@ -34,7 +34,9 @@ def wrapped(upstream, bucket, key):
 
 
 def admin(stack, key_name, *args, env=None, check=True):
-    cmd_env = stack.proxy_env(CLOUDTASER_S3PROXY_TRANSIT_KEY=key_name, **(env or {}))
+    # rewrap waits twice the version check after a rotation: 2 s here.
+    merged = {"CLOUDTASER_S3PROXY_KEY_VERSION_CHECK_SECS": "1", **(env or {})}
+    cmd_env = stack.proxy_env(CLOUDTASER_S3PROXY_TRANSIT_KEY=key_name, **merged)
     r = subprocess.run([stack_mod.proxy_binary(), *args], env=cmd_env, capture_output=True, text=True, timeout=300)
     if check:
         assert r.returncode == 0, r.stdout + r.stderr

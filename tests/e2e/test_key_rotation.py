@@ -176,3 +176,61 @@ def test_a_pooled_key_of_the_old_version_is_never_handed_out_after_the_check(sta
             old.append(i)
     assert not old, f"{len(old)} of 80 writes after the rotation got a v1 key"
     assert rotations_seen(health) == 1
+
+
+def test_rewrap_keeps_the_tags_of_multipart_objects_on_moto(stack, moto_stack):
+    """Found by the review: rewrap copies a multipart object part by part,
+    and CreateMultipartUpload copies no tags, so every multipart object
+    lost its tags. moto keeps tags; s3s-fs has none."""
+    name = f"rw-tags-{secrets.token_hex(3)}"
+    stack.vault.ok("POST", f"transit/keys/{name}", {})
+    env = {"CLOUDTASER_S3PROXY_S3_ENDPOINT": moto_stack.endpoint, "CLOUDTASER_S3PROXY_TRANSIT_KEY": name,
+           "CLOUDTASER_S3PROXY_KEY_VERSION_CHECK_SECS": "1"}
+    proc, endpoint, _ = stack.start_proxy(f"proxy-{name}", **env)
+    try:
+        c, d = s3_client(endpoint, "w", "w"), moto_stack.direct
+        bucket = name
+        d.create_bucket(Bucket=bucket)
+        big = body_of(PART + 99, 9)
+        up = c.create_multipart_upload(Bucket=bucket, Key="multi", Tagging="team=a&tier=gold")["UploadId"]
+        parts = [{"PartNumber": n, "ETag": c.upload_part(Bucket=bucket, Key="multi", UploadId=up, PartNumber=n,
+                                                          Body=chunk)["ETag"]}
+                 for n, chunk in ((1, big[:PART]), (2, big[PART:]))]
+        c.complete_multipart_upload(Bucket=bucket, Key="multi", UploadId=up, MultipartUpload={"Parts": parts})
+        c.put_object(Bucket=bucket, Key="single", Body=b"s", Tagging="team=b")
+        tags = lambda key: sorted((t["Key"], t["Value"]) for t in d.get_object_tagging(Bucket=bucket, Key=key)["TagSet"])  # noqa: E731
+        assert tags("multi") == [("team", "a"), ("tier", "gold")]
+        stack.vault.ok("POST", f"transit/keys/{name}/rotate", {})
+        tool_env = {k: v for k, v in env.items() if k != "CLOUDTASER_S3PROXY_TRANSIT_KEY"}
+        out = admin(stack, name, "rewrap", "--bucket", bucket, "--quiet", env=tool_env)
+        assert "rewrapped: 2," in out.stdout, out.stdout
+        assert wrapped(d, bucket, "multi").startswith("vault:v2:")
+        assert tags("multi") == [("team", "a"), ("tier", "gold")], "the multipart object's tags were carried"
+        assert tags("single") == [("team", "b")]
+        assert c.get_object(Bucket=bucket, Key="multi")["Body"].read() == big
+    finally:
+        proc.stop()
+
+
+def test_rewrap_leaves_objects_naming_a_transit_key_the_proxy_may_not_use(stack, upstream, bucket):
+    """Someone with the upstream's credentials relabels an object's envelope
+    to name another Transit key (one the admin token may reach). rewrap
+    refuses it, as the proxy refuses to read it, and calls Vault for nothing."""
+    name = f"rw-own-{secrets.token_hex(3)}"
+    foreign = f"rw-foreign-{secrets.token_hex(3)}"
+    for k in (name, foreign):
+        stack.vault.ok("POST", f"transit/keys/{k}", {})
+    proc, endpoint, _ = stack.start_proxy(f"proxy-{name}", CLOUDTASER_S3PROXY_TRANSIT_KEY=name)
+    try:
+        s3_client(endpoint, "w", "w").put_object(Bucket=bucket, Key="rwforeign/x", Body=b"mine")
+        head = upstream.head_object(Bucket=bucket, Key="rwforeign/x")
+        meta = {**head["Metadata"], "cloudtaser-transit-key": foreign}
+        upstream.copy_object(Bucket=bucket, Key="rwforeign/x", CopySource={"Bucket": bucket, "Key": "rwforeign/x"},
+                             Metadata=meta, MetadataDirective="REPLACE")
+        before = upstream.head_object(Bucket=bucket, Key="rwforeign/x")["Metadata"]
+        out = admin(stack, name, "rewrap", "--bucket", bucket, "--prefix", "rwforeign/", "--quiet", check=False)
+        assert out.returncode != 0
+        assert "outside CLOUDTASER_S3PROXY_TRANSIT_KEY and _TRANSIT_READ_KEYS" in out.stdout + out.stderr, out
+        assert upstream.head_object(Bucket=bucket, Key="rwforeign/x")["Metadata"] == before, "not touched"
+    finally:
+        proc.stop()

@@ -538,7 +538,8 @@ def test_rewrap_and_scan_see_noncurrent_versions(stack, moto_stack):
     that a current-only scan cannot see."""
     transit_key = "versions-e2e"
     stack.vault.ok("POST", f"transit/keys/{transit_key}", {"type": "aes256-gcm96"})
-    env = {"CLOUDTASER_S3PROXY_S3_ENDPOINT": moto_stack.endpoint, "CLOUDTASER_S3PROXY_TRANSIT_KEY": transit_key}
+    env = {"CLOUDTASER_S3PROXY_S3_ENDPOINT": moto_stack.endpoint, "CLOUDTASER_S3PROXY_TRANSIT_KEY": transit_key,
+           "CLOUDTASER_S3PROXY_KEY_VERSION_CHECK_SECS": "1"}
     proc, endpoint, _ = stack.start_proxy("proxy-versions-admin", **env)
     try:
         c, d, bucket = s3_client(endpoint, "w", "w"), moto_stack.direct, new_bucket(moto_stack)

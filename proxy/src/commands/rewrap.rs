@@ -45,6 +45,9 @@ struct Rewrapper<'a> {
     path: &'a RequestPath,
     upstream: &'a UpstreamClient,
     transit: &'a TransitClient,
+    /// The Transit keys the proxy may unwrap with: an envelope naming any
+    /// other is not the proxy's to touch, here as on the request path.
+    readable: &'a [String],
     bucket: String,
     dry_run: bool,
     latest: HashMap<String, u32>,
@@ -93,6 +96,11 @@ impl Rewrapper<'_> {
         let Some(envelope) = EnvelopeMetadata::from_headers(&head)? else {
             return Ok(Outcome::NotEncrypted);
         };
+        if !self.readable.contains(&envelope.transit_key) {
+            return Err(CommandError::Object(
+                "the object names a Transit key outside CLOUDTASER_S3PROXY_TRANSIT_KEY and _TRANSIT_READ_KEYS; not touched",
+            ));
+        }
         let version =
             key_version(&envelope.wrapped_key).ok_or(CommandError::Object("the wrapped key has no version"))?;
         if version >= self.latest_version(&envelope.transit_key).await? {
@@ -125,6 +133,13 @@ impl Rewrapper<'_> {
             }
             _ => {
                 let layout = self.path.claimed_layout(&object, &envelope, stored_len, Some(&etag)).await?;
+                // CreateMultipartUpload copies no tags from the source (a
+                // CopyObject does, with the directive): they are carried.
+                if head.get("x-amz-tagging-count").is_some_and(|c| c != "0")
+                    && let Some(tags) = crate::request::seal::object_tagging(self.upstream, &object).await?
+                {
+                    headers.insert("x-amz-tagging", HeaderValue::from_str(&tags)?);
+                }
                 self.path.copier().self_copy_by_parts(&object, headers, &etag, &layout).await
             }
         };
@@ -158,6 +173,7 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
         path: &path,
         upstream,
         transit: keys.transit(),
+        readable: &settings.keys.readable,
         bucket: args.bucket.clone(),
         dry_run: args.dry_run,
         latest: HashMap::new(),
@@ -243,6 +259,12 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
         .filter(|u| open_uploads::may_use_an_older_version(u.initiated, settled_from))
         .collect();
     progress.finish_and_clear();
+    if args.quiet {
+        // A hidden bar prints nothing: the reasons must still be seen.
+        for (key, e) in &summary.failed {
+            println!("failed: {key}: {e}");
+        }
+    }
     for upload in &open {
         println!("open upload: {} (upload id {}) may be written under an older key version", upload.key, upload.upload_id);
     }
