@@ -26,6 +26,13 @@ pub fn s3_error(operation: &'static str, status: StatusCode, body: &[u8]) -> Com
     CommandError::S3 { operation, status, code }
 }
 
+/// A line about one object (why it was refused, skipped or failed): above
+/// the progress bar, or on standard error when the bar is hidden (`--quiet`,
+/// `--json`), where it would otherwise vanish with the bar.
+pub fn say(progress: &indicatif::ProgressBar, line: String) {
+    if progress.is_hidden() { eprintln!("{line}") } else { progress.println(line) }
+}
+
 /// What an object's first bytes say about an object without an envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lead {

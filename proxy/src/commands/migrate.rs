@@ -22,7 +22,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CommandError;
-use super::listing::{KeyPages, Lead, VersionPages, body_of, lead_of, read_state, s3_error, write_state};
+use super::listing::{say, KeyPages, Lead, VersionPages, body_of, lead_of, read_state, s3_error, write_state};
 use super::scan::STRIPPED;
 use crate::app;
 use crate::cli::MigrateArgs;
@@ -253,7 +253,7 @@ pub async fn run(settings: &Settings, args: &MigrateArgs) -> Result<(), CommandE
         .set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));
     let resume = read_state(&args.walk.state_file);
     if let Some(after) = &resume {
-        progress.println(format!("resuming after {after}"));
+        say(&progress, format!("resuming after {after}"));
     }
     let mut summary = Summary::default();
     let mut pages = KeyPages::new(path.upstream(), &args.walk.bucket, &args.walk.prefix, resume.clone());
@@ -264,15 +264,15 @@ pub async fn run(settings: &Settings, args: &MigrateArgs) -> Result<(), CommandE
                 Ok(Outcome::WouldEncrypt) => summary.would_encrypt += 1,
                 Ok(Outcome::AlreadyEncrypted) => summary.already_encrypted += 1,
                 Ok(Outcome::Skipped(why)) => {
-                    progress.println(format!("skipped: {key}: {why}"));
+                    say(&progress, format!("skipped: {key}: {why}"));
                     summary.skipped.push((key.clone(), why));
                 }
                 Ok(Outcome::Refused(why)) => {
-                    progress.println(format!("refused: {key}: {why}"));
+                    say(&progress, format!("refused: {key}: {why}"));
                     summary.refused.push((key.clone(), why));
                 }
                 Err(e) => {
-                    progress.println(format!("failed: {key}: {e}"));
+                    say(&progress, format!("failed: {key}: {e}"));
                     summary.failed.push((key.clone(), e));
                 }
             }

@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::CommandError;
-use super::listing::{KeyPages, Lead, VersionPages, body_of, lead_of, s3_error};
+use super::listing::{say, KeyPages, Lead, VersionPages, body_of, lead_of, s3_error};
 use crate::app;
 use crate::cli::ScanArgs;
 use crate::format::{EnvelopeMetadata, StoredLayout};
@@ -219,7 +219,7 @@ pub async fn run(settings: &Settings, args: &ScanArgs) -> Result<Report, Command
         for (item, class, version, reason) in results {
             if class.is_finding() {
                 let which = item.version_id.as_deref().map(|v| format!(" (version {v})")).unwrap_or_default();
-                progress.println(format!("{}: {}{which}: {reason}", class.label(), item.key));
+                say(&progress, format!("{}: {}{which}: {reason}", class.label(), item.key));
             }
             report.add(item, class, version, reason);
             progress.inc(1);

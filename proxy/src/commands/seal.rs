@@ -31,7 +31,7 @@ use http_body_util::BodyExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CommandError;
-use super::listing::{KeyPages, body_of, read_state, s3_error, write_state};
+use super::listing::{say, KeyPages, body_of, read_state, s3_error, write_state};
 use crate::app;
 use crate::cli::SealArgs;
 use crate::error::ProxyError;
@@ -193,13 +193,13 @@ impl Counts {
             Ok(Outcome::AlreadySealed) => self.already += 1,
             Ok(Outcome::NotMultipart) => self.other += 1,
             Ok(Outcome::Refused(why)) => {
-                progress.println(format!(
+                say(&progress, format!(
                     "refused: {key}: {why}; the object may have been tampered with, and is not sealed"
                 ));
                 self.refused += 1;
             }
             Err(e) => {
-                progress.println(format!("failed: {key}: {e}"));
+                say(&progress, format!("failed: {key}: {e}"));
                 self.failed += 1;
             }
         }
