@@ -249,3 +249,25 @@ def test_decrypt_checks_a_single_put_objects_salt_and_size(stack, client, upstre
         r = tool(stack, *base, *extra, check=None)
         assert r.returncode != 0 and why in r.stderr, (name, r.stderr)
         assert not out.exists(), name
+
+
+def test_migrate_refuses_a_replacement_of_an_encrypted_object_on_a_versioned_bucket(stack, moto_stack):
+    """A replacement body that is not ciphertext cannot be told from the
+    owner's plaintext by itself; on a versioned bucket (moto) the version
+    it replaced was encrypted, so it was written around the proxy, and
+    migrate refuses to vouch for it. Before, migrate encrypted it as if the
+    owner had written it."""
+    bucket = "e2e-launder-versioned"
+    moto_stack.direct.create_bucket(Bucket=bucket)
+    moto_stack.direct.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    moto_stack.client.put_object(Bucket=bucket, Key="ver/obj", Body=b"the owner's data")
+    moto_stack.direct.put_object(Bucket=bucket, Key="ver/obj", Body=b"the attacker's replacement")
+    # An object that was plaintext in every version is migrated as before.
+    moto_stack.direct.put_object(Bucket=bucket, Key="ver/obj-legacy", Body=b"v1")
+    moto_stack.direct.put_object(Bucket=bucket, Key="ver/obj-legacy", Body=b"v2")
+    env = {"CLOUDTASER_S3PROXY_S3_ENDPOINT": moto_stack.endpoint}
+    r = tool(stack, "migrate", "--bucket", bucket, "--prefix", "ver/", "--quiet", check=1, **env)
+    assert "encrypted: 1, already encrypted: 0, skipped: 0, failed: 0, refused: 1" in r.stdout, r.stdout + r.stderr
+    assert "refused: ver/obj: an earlier version of it is encrypted" in r.stderr, r.stderr
+    assert moto_stack.direct.get_object(Bucket=bucket, Key="ver/obj")["Body"].read() == b"the attacker's replacement"
+    assert moto_stack.client.get_object(Bucket=bucket, Key="ver/obj-legacy")["Body"].read() == b"v2"
