@@ -93,7 +93,12 @@ pub struct SealArgs {
     /// 503 for a `multipart-pending` object asks for. It is checked like
     /// every object the command seals (part count, streams, every segment)
     /// and refused if it fails.
-    #[arg(long = "key", value_name = "OBJECT_KEY", conflicts_with_all = ["prefix", "state_file"])]
+    #[arg(
+        long = "key",
+        value_name = "OBJECT_KEY",
+        conflicts_with_all = ["prefix", "state_file"],
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
     pub object: Option<String>,
 }
 

@@ -36,9 +36,12 @@ pub async fn run(access: &VaultAccess, args: &DecryptArgs) -> Result<(), Command
             None => None,
         };
     let salt = match &args.salt {
-        Some(h) => Some(hex::decode(h).ok().and_then(|b| <[u8; SALT_LEN]>::try_from(b).ok()).ok_or(
-            CommandError::Usage("--salt must be the 64 hex digits of x-amz-meta-cloudtaser-salt"),
-        )?),
+        Some(h) => Some(
+            hex::decode(h)
+                .ok()
+                .and_then(|b| <[u8; SALT_LEN]>::try_from(b).ok())
+                .ok_or(CommandError::Usage("--salt must be the 64 hex digits of x-amz-meta-cloudtaser-salt"))?,
+        ),
         None => None,
     };
     let expected = Expected { manifest, salt, size: args.size };
@@ -73,12 +76,7 @@ pub struct Expected {
 /// without, only format-1 streams are accepted. A single-PUT stream needs
 /// its salt and size, as the proxy requires (docs/FORMAT.md): without the
 /// salt a body from another object under a shared data key would decrypt.
-pub fn decrypt_file(
-    key: &Arc<DataKey>,
-    input: &Path,
-    output: &Path,
-    meta: &Expected,
-) -> Result<u64, CommandError> {
+pub fn decrypt_file(key: &Arc<DataKey>, input: &Path, output: &Path, meta: &Expected) -> Result<u64, CommandError> {
     let manifest = meta.manifest.as_ref();
     let mut reader = std::io::BufReader::new(std::fs::File::open(input).map_err(CommandError::io(input))?);
     let mut writer = std::io::BufWriter::new(std::fs::File::create(output).map_err(CommandError::io(output))?);

@@ -22,7 +22,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CommandError;
-use super::listing::{say, KeyPages, Lead, VersionPages, body_of, lead_of, read_state, s3_error, write_state};
+use super::listing::{KeyPages, Lead, VersionPages, body_of, lead_of, read_state, s3_error, say, write_state};
 use super::scan::STRIPPED;
 use crate::app;
 use crate::cli::MigrateArgs;
@@ -154,7 +154,9 @@ async fn earlier_version_encrypted(path: &RequestPath, bucket: &str, key: &str) 
             Ok(Some(page)) => page,
             Ok(None) => return Ok(false),
             // No ListObjectVersions on this store (s3s-fs): no versions to consult.
-            Err(CommandError::S3 { status, .. }) if status.is_client_error() || status == StatusCode::NOT_IMPLEMENTED => {
+            Err(CommandError::S3 { status, .. })
+                if status.is_client_error() || status == StatusCode::NOT_IMPLEMENTED =>
+            {
                 return Ok(false);
             }
             Err(e) => return Err(e),

@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::CommandError;
-use super::listing::{say, KeyPages, Lead, VersionPages, body_of, lead_of, s3_error};
+use super::listing::{KeyPages, Lead, VersionPages, body_of, lead_of, s3_error, say};
 use crate::app;
 use crate::cli::ScanArgs;
 use crate::format::{EnvelopeMetadata, StoredLayout};

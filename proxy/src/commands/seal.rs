@@ -31,7 +31,7 @@ use http_body_util::BodyExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CommandError;
-use super::listing::{say, KeyPages, body_of, read_state, s3_error, write_state};
+use super::listing::{KeyPages, body_of, read_state, s3_error, say, write_state};
 use crate::app;
 use crate::cli::SealArgs;
 use crate::error::ProxyError;
@@ -193,13 +193,14 @@ impl Counts {
             Ok(Outcome::AlreadySealed) => self.already += 1,
             Ok(Outcome::NotMultipart) => self.other += 1,
             Ok(Outcome::Refused(why)) => {
-                say(&progress, format!(
-                    "refused: {key}: {why}; the object may have been tampered with, and is not sealed"
-                ));
+                say(
+                    progress,
+                    format!("refused: {key}: {why}; the object may have been tampered with, and is not sealed"),
+                );
                 self.refused += 1;
             }
             Err(e) => {
-                say(&progress, format!("failed: {key}: {e}"));
+                say(progress, format!("failed: {key}: {e}"));
                 self.failed += 1;
             }
         }
@@ -241,7 +242,12 @@ pub async fn run(settings: &Settings, args: &SealArgs) -> Result<(), CommandErro
         counts.sealed, counts.already, counts.other, counts.failed, counts.refused
     );
     if counts.refused > 0 {
-        return Err(CommandError::NotAll { verb: "sealed", failed: counts.failed, skipped: 0, refused: counts.refused });
+        return Err(CommandError::NotAll {
+            verb: "sealed",
+            failed: counts.failed,
+            skipped: 0,
+            refused: counts.refused,
+        });
     }
     if counts.failed > 0 {
         return Err(CommandError::Incomplete { count: counts.failed, verb: "sealed" });
