@@ -40,8 +40,8 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Write the manifest of multipart objects that have none: objects an
     /// interrupted CompleteMultipartUpload left pending (never served until
-    /// sealed) and format-1 multipart objects. Trusts the part table stored
-    /// at that moment.
+    /// sealed) and format-1 multipart objects. Each is verified first (part
+    /// count, streams, every segment) and refused if it fails.
     Seal(SealArgs),
     /// Decrypt a downloaded ciphertext file with its metadata and Vault
     /// access: the recovery path when the proxy is not in the way.
@@ -85,8 +85,22 @@ pub struct RewrapArgs {
     pub all_versions: bool,
 }
 
-/// `seal` takes exactly the shared arguments.
-pub type SealArgs = RewriteArgs;
+#[derive(Debug, Clone, Args)]
+pub struct SealArgs {
+    #[command(flatten)]
+    pub walk: RewriteArgs,
+    /// Seal this one object (its key) instead of a prefix: what a reader's
+    /// 503 for a `multipart-pending` object asks for. It is checked like
+    /// every object the command seals (part count, streams, every segment)
+    /// and refused if it fails.
+    #[arg(
+        long = "key",
+        value_name = "OBJECT_KEY",
+        conflicts_with_all = ["prefix", "state_file"],
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
+    pub object: Option<String>,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct MigrateArgs {
@@ -144,4 +158,13 @@ pub struct DecryptArgs {
     /// checked against it, so a file cut short at a part boundary fails.
     #[arg(long)]
     pub manifest: Option<String>,
+    /// The object's `x-amz-meta-cloudtaser-salt`, required for a single-PUT
+    /// object (as the proxy requires it): the stream's salt must be this
+    /// one, so a body moved from another object under the same data key fails.
+    #[arg(long)]
+    pub salt: Option<String>,
+    /// The object's `x-amz-meta-cloudtaser-size`, required for a single-PUT
+    /// object and checked for a format-2 one: the plaintext length must be it.
+    #[arg(long)]
+    pub size: Option<u64>,
 }

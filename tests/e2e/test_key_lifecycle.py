@@ -123,8 +123,11 @@ def test_decrypt_command_recovers_objects_without_the_proxy(stack, rotating, ups
         out = tmp_path / "plain.bin"
         # A format-2 multipart object is checked against its manifest.
         manifest = ["--manifest", meta["cloudtaser-manifest"]] if "cloudtaser-manifest" in meta else []
+        # A single-PUT object's salt and size are checked, as the proxy checks them.
+        single = ["--salt", meta["cloudtaser-salt"], "--size", meta["cloudtaser-size"]] if "cloudtaser-salt" in meta \
+            else []
         admin(stack, "", "decrypt", "--in", str(raw), "--out", str(out), "--wrapped-key", meta["cloudtaser-key"],
-              "--key-name", meta["cloudtaser-transit-key"], *manifest)
+              "--key-name", meta["cloudtaser-transit-key"], *manifest, *single)
         assert out.read_bytes() == want
     assert manifest, "the multipart object is format 2"
     bad = tmp_path / "bad.bin"

@@ -1,7 +1,9 @@
 //! `cloudtaser-s3proxy decrypt`: turns a downloaded ciphertext file back into
 //! plaintext with its wrapped key and Vault access, without the proxy or
 //! the bucket. Single-PUT and multipart objects alike: the file is read
-//! stream by stream, each stream's header giving its length.
+//! stream by stream, each stream's header giving its length. What the
+//! proxy checks of the metadata is checked here too: a single-PUT object's
+//! salt and size, a format-2 object's manifest (and size, when given).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -11,7 +13,7 @@ use super::CommandError;
 use crate::app;
 use crate::cli::DecryptArgs;
 use crate::format::{
-    DataKey, HEADER_LEN, Header, MANIFEST_TAG_LEN, ObjectLayout, Opener, ciphertext_len, verify_manifest,
+    DataKey, HEADER_LEN, Header, MANIFEST_TAG_LEN, ObjectLayout, Opener, SALT_LEN, ciphertext_len, verify_manifest,
 };
 use crate::settings::VaultAccess;
 
@@ -33,7 +35,17 @@ pub async fn run(access: &VaultAccess, args: &DecryptArgs) -> Result<(), Command
             )?),
             None => None,
         };
-    let result = decrypt_file(&key, &args.input, &tmp, manifest.as_ref());
+    let salt = match &args.salt {
+        Some(h) => Some(
+            hex::decode(h)
+                .ok()
+                .and_then(|b| <[u8; SALT_LEN]>::try_from(b).ok())
+                .ok_or(CommandError::Usage("--salt must be the 64 hex digits of x-amz-meta-cloudtaser-salt"))?,
+        ),
+        None => None,
+    };
+    let expected = Expected { manifest, salt, size: args.size };
+    let result = decrypt_file(&key, &args.input, &tmp, &expected);
     match result {
         Ok(bytes) => {
             std::fs::rename(&tmp, &args.output).map_err(CommandError::io(&args.output))?;
@@ -48,15 +60,24 @@ pub async fn run(access: &VaultAccess, args: &DecryptArgs) -> Result<(), Command
     }
 }
 
+/// What the object's metadata says, to be checked against the file.
+#[derive(Debug, Default)]
+pub struct Expected {
+    /// `cloudtaser-manifest`: format 2's part table tag.
+    pub manifest: Option<[u8; MANIFEST_TAG_LEN]>,
+    /// `cloudtaser-salt`: required of a single-PUT object.
+    pub salt: Option<[u8; SALT_LEN]>,
+    /// `cloudtaser-size`: required of a single-PUT object.
+    pub size: Option<u64>,
+}
+
 /// Decrypts every stream in `input` into `output`; returns the plaintext
-/// length. With `manifest`, the part table found must match it (format 2);
-/// without, only format-1 streams are accepted.
-pub fn decrypt_file(
-    key: &Arc<DataKey>,
-    input: &Path,
-    output: &Path,
-    manifest: Option<&[u8; MANIFEST_TAG_LEN]>,
-) -> Result<u64, CommandError> {
+/// length. With a manifest, the part table found must match it (format 2);
+/// without, only format-1 streams are accepted. A single-PUT stream needs
+/// its salt and size, as the proxy requires (docs/FORMAT.md): without the
+/// salt a body from another object under a shared data key would decrypt.
+pub fn decrypt_file(key: &Arc<DataKey>, input: &Path, output: &Path, meta: &Expected) -> Result<u64, CommandError> {
+    let manifest = meta.manifest.as_ref();
     let mut reader = std::io::BufReader::new(std::fs::File::open(input).map_err(CommandError::io(input))?);
     let mut writer = std::io::BufWriter::new(std::fs::File::create(output).map_err(CommandError::io(output))?);
     let mut total = 0u64;
@@ -82,7 +103,25 @@ pub fn decrypt_file(
             (Some(_), Some(_)) => return Err(CommandError::Ciphertext("the streams' part numbers do not ascend")),
         };
         let opener = Opener::single_stream(key.clone(), expected);
-        let mut opener = if manifest.is_some() { opener.manifest_checked() } else { opener };
+        let opener = if manifest.is_some() { opener.manifest_checked() } else { opener };
+        let mut opener = if expected == 0 {
+            let (Some(salt), Some(size)) = (meta.salt, meta.size) else {
+                return Err(CommandError::Usage(
+                    "a single-PUT object needs --salt and --size (its x-amz-meta-cloudtaser-salt and -size), as \
+                     the proxy requires them",
+                ));
+            };
+            if parsed.plaintext_len != size {
+                return Err(CommandError::Ciphertext(
+                    "the stream's plaintext length is not the object's x-amz-meta-cloudtaser-size",
+                ));
+            }
+            opener.expect_salt(Some(salt))
+        } else if meta.salt.is_some() {
+            return Err(CommandError::Usage("--salt is for single-PUT objects; a multipart object has none"));
+        } else {
+            opener
+        };
         let mut out = Vec::new();
         opener.update(&header, &mut out)?;
         let mut remaining = ciphertext_len(parsed.plaintext_len) - HEADER_LEN as u64;
@@ -109,6 +148,9 @@ pub fn decrypt_file(
     if let Some(tag) = manifest {
         let layout = ObjectLayout::from_parts(&table)?;
         verify_manifest(key.bytes(), &layout, tag).map_err(CommandError::NotWholeObject)?;
+    }
+    if meta.size.is_some_and(|size| size != total) {
+        return Err(CommandError::Ciphertext("the plaintext length is not the object's x-amz-meta-cloudtaser-size"));
     }
     writer.flush().map_err(CommandError::Stream)?;
     Ok(total)
@@ -150,20 +192,51 @@ mod tests {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
         let single = seal(&key, 0, &data);
         let multi = [seal(&key, 1, &data[..196_608]), seal(&key, 2, &data[196_608..])].concat();
-        for (name, blob) in [("single", &single), ("multi", &multi)] {
+        let single_meta = Expected { salt: Some([0; 32]), size: Some(data.len() as u64), ..Default::default() };
+        let none = Expected::default();
+        for (name, blob, meta) in [("single", &single, &single_meta), ("multi", &multi, &none)] {
             let (input, output) = (dir.join(name), dir.join(format!("{name}.out")));
             std::fs::write(&input, blob).unwrap();
-            assert_eq!(decrypt_file(&shared(&key), &input, &output, None).unwrap(), data.len() as u64);
+            assert_eq!(decrypt_file(&shared(&key), &input, &output, meta).unwrap(), data.len() as u64);
             assert_eq!(std::fs::read(&output).unwrap(), data);
         }
         let input = dir.join("cut");
         std::fs::write(&input, &multi[..multi.len() - 10]).unwrap();
-        assert!(decrypt_file(&shared(&key), &input, &dir.join("cut.out"), None).is_err());
+        assert!(decrypt_file(&shared(&key), &input, &dir.join("cut.out"), &none).is_err());
         std::fs::write(&input, [&multi[..], &single[..]].concat()).unwrap();
         assert!(
-            decrypt_file(&shared(&key), &input, &dir.join("cut.out"), None).is_err(),
+            decrypt_file(&shared(&key), &input, &dir.join("cut.out"), &none).is_err(),
             "a stream from another object"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn single_put_files_need_their_salt_and_size() {
+        let key = [6u8; 32];
+        let dir = std::env::temp_dir().join(format!("ct-decrypt-salt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = b"a single PUT".to_vec();
+        let (input, output) = (dir.join("single"), dir.join("single.out"));
+        std::fs::write(&input, seal(&key, 0, &data)).unwrap();
+        let right = Expected { salt: Some([0; 32]), size: Some(data.len() as u64), ..Default::default() };
+        assert_eq!(decrypt_file(&shared(&key), &input, &output, &right).unwrap(), data.len() as u64);
+        let cases = [
+            (Expected::default(), "needs --salt and --size"),
+            (Expected { size: Some(12), ..Default::default() }, "needs --salt and --size"),
+            (Expected { salt: Some([0; 32]), ..Default::default() }, "needs --salt and --size"),
+            // Another object's salt: the body was moved here from it.
+            (Expected { salt: Some([1; 32]), size: Some(12), ..Default::default() }, "another object"),
+            (Expected { salt: Some([0; 32]), size: Some(11), ..Default::default() }, "cloudtaser-size"),
+        ];
+        for (meta, why) in cases {
+            let err = decrypt_file(&shared(&key), &input, &output, &meta).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+        }
+        // A multipart file has no salt to give.
+        std::fs::write(&input, seal(&key, 1, &data)).unwrap();
+        let err = decrypt_file(&shared(&key), &input, &output, &right).unwrap_err();
+        assert!(err.to_string().contains("a multipart object has none"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -187,12 +260,16 @@ mod tests {
         let tag = manifest_tag(&key, &ObjectLayout::from_parts(&table).unwrap());
         let (input, output) = (dir.join("v2"), dir.join("v2.out"));
         std::fs::write(&input, streams.concat()).unwrap();
-        assert_eq!(decrypt_file(&shared(&key), &input, &output, Some(&tag)).unwrap(), data.len() as u64);
+        let sealed = Expected { manifest: Some(tag), ..Default::default() };
+        assert_eq!(decrypt_file(&shared(&key), &input, &output, &sealed).unwrap(), data.len() as u64);
         assert_eq!(std::fs::read(&output).unwrap(), data);
-        assert!(decrypt_file(&shared(&key), &input, &output, None).is_err(), "format 2 without its manifest");
+        let none = Expected::default();
+        assert!(decrypt_file(&shared(&key), &input, &output, &none).is_err(), "format 2 without its manifest");
+        let sized = Expected { manifest: Some(tag), size: Some(data.len() as u64 - 1), ..Default::default() };
+        assert!(decrypt_file(&shared(&key), &input, &output, &sized).is_err(), "another size");
         // Cut back to its first two parts: every stream verifies, the manifest does not.
         std::fs::write(&input, streams[..2].concat()).unwrap();
-        let err = decrypt_file(&shared(&key), &input, &output, Some(&tag)).unwrap_err();
+        let err = decrypt_file(&shared(&key), &input, &output, &sealed).unwrap_err();
         assert!(matches!(err, CommandError::NotWholeObject(_)), "{err}");
         assert!(err.to_string().ends_with(": the file is not the whole object"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -66,6 +66,14 @@ pub enum CommandError {
     Usage(&'static str),
     #[error("{url} was not ready within {}s", timeout.as_secs())]
     NotReady { url: String, timeout: std::time::Duration },
+    /// Some objects were skipped (changed meanwhile) or refused (possibly
+    /// tampered with, or unfinished); the summary and each object's reason
+    /// have been printed.
+    #[error(
+        "not every object was {verb}: {failed} failed, {skipped} skipped (changed meanwhile; a rerun retries them), \
+         {refused} refused (possibly tampered with, or unfinished; see the reasons above)"
+    )]
+    NotAll { verb: &'static str, failed: usize, skipped: usize, refused: usize },
     /// Some objects failed; the summary has been printed.
     #[error("{count} object(s) could not be {verb}; rerun to retry them")]
     Incomplete { count: usize, verb: &'static str },

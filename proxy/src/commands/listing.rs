@@ -1,11 +1,13 @@
 //! Walking a bucket's keys with ListObjectsV2, for the admin commands.
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 
 use super::CommandError;
+use crate::format::MAGIC;
 use crate::s3::classify::S3Request;
+use crate::s3::range::content_range_span;
 use crate::s3::xml;
 use crate::upstream::UpstreamClient;
 
@@ -22,6 +24,61 @@ pub async fn body_of(
 pub fn s3_error(operation: &'static str, status: StatusCode, body: &[u8]) -> CommandError {
     let code = xml::texts_of(body, b"Code").ok().and_then(|mut c| c.pop()).unwrap_or_default();
     CommandError::S3 { operation, status, code }
+}
+
+/// A line about one object (why it was refused, skipped or failed): above
+/// the progress bar, or on standard error when the bar is hidden (`--quiet`,
+/// `--json`), where it would otherwise vanish with the bar.
+pub fn say(progress: &indicatif::ProgressBar, line: String) {
+    if progress.is_hidden() { eprintln!("{line}") } else { progress.println(line) }
+}
+
+/// What an object's first bytes say about an object without an envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lead {
+    /// The body starts with the format's magic: CloudTaser ciphertext whose
+    /// envelope was stripped or replaced. Never plaintext: encrypting it would
+    /// bury the original data key's only record, and reads would then return
+    /// the old ciphertext as the object.
+    Ciphertext,
+    /// Anything else (the empty object included).
+    Other,
+    /// The object changed since it was examined (`If-Match` failed).
+    Changed,
+}
+
+/// Reads only the first bytes of the object `s3` names (`len` bytes long, at
+/// the version `etag` names) and says whether they are the format's magic.
+/// The answer must be what a ranged read gets: 206 with exactly the asked
+/// range as `Content-Range`, or 200 with the whole object when it is shorter
+/// than the range; anything else is an error, never a guess.
+pub async fn lead_of(
+    upstream: &UpstreamClient,
+    s3: &S3Request,
+    etag: &HeaderValue,
+    len: u64,
+) -> Result<Lead, CommandError> {
+    let want = MAGIC.len() as u64;
+    if len == 0 {
+        // A range on an empty object is unsatisfiable (416); nothing to read.
+        return Ok(Lead::Other);
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::RANGE, HeaderValue::from_str(&format!("bytes=0-{}", want - 1))?);
+    headers.insert(http::header::IF_MATCH, etag.clone());
+    let resp = upstream.send_buffered(Method::GET, s3, headers, Bytes::new()).await?;
+    let (status, headers, body) = body_of(resp).await?;
+    let expected = want.min(len);
+    let answered = match status {
+        StatusCode::PRECONDITION_FAILED => return Ok(Lead::Changed),
+        StatusCode::PARTIAL_CONTENT => content_range_span(&headers) == Some((0, expected - 1, len)),
+        StatusCode::OK => len < want,
+        _ => return Err(s3_error("ranged GET of the first bytes", status, &body)),
+    };
+    if !answered || body.len() as u64 != expected {
+        return Err(CommandError::Answered { operation: "ranged GET of the first bytes", status });
+    }
+    Ok(if body[..] == MAGIC[..] { Lead::Ciphertext } else { Lead::Other })
 }
 
 /// A bucket's keys under a prefix, page by page, optionally continuing

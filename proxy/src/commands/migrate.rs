@@ -8,16 +8,25 @@
 //! uploads, one pinned ranged read per part. Content headers, user
 //! metadata, tags and storage class are kept.
 //! Progress is recorded after every object, so a rerun continues.
+//!
+//! Only plaintext is encrypted. An object without an envelope whose body
+//! starts with the format's magic is ciphertext whose envelope was stripped
+//! (tampering), and an object whose earlier version (on a versioned bucket)
+//! carried an envelope was written around the proxy: both are refused, as is
+//! a `multipart-pending` leftover (unfinished, not plaintext). Anything
+//! refused or skipped makes the command exit non-zero, and the progress
+//! state never passes it.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CommandError;
-use super::listing::{KeyPages, body_of, read_state, s3_error, write_state};
+use super::listing::{KeyPages, Lead, VersionPages, body_of, lead_of, read_state, s3_error, say, write_state};
+use super::scan::STRIPPED;
 use crate::app;
 use crate::cli::MigrateArgs;
-use crate::format::{EnvelopeMetadata, ObjectLayout};
+use crate::format::{EnvelopeMetadata, ObjectLayout, StoredLayout};
 use crate::request::RequestPath;
 use crate::request::seal::{kept_headers, object_tagging};
 use crate::s3::classify::S3Request;
@@ -29,9 +38,18 @@ pub struct Summary {
     pub encrypted: u64,
     pub would_encrypt: u64,
     pub already_encrypted: u64,
-    /// Changed after it was listed, or too large: left as it is.
+    /// Changed after it was listed: left as it is (a rerun retries it).
     pub skipped: Vec<(String, String)>,
+    /// Not plaintext, or not finished: possibly tampered with, left as it is.
+    pub refused: Vec<(String, String)>,
     pub failed: Vec<(String, CommandError)>,
+}
+
+impl Summary {
+    /// Nothing so far failed, was skipped or refused.
+    fn is_clean(&self) -> bool {
+        self.failed.is_empty() && self.skipped.is_empty() && self.refused.is_empty()
+    }
 }
 
 enum Outcome {
@@ -39,7 +57,16 @@ enum Outcome {
     WouldEncrypt,
     AlreadyEncrypted,
     Skipped(String),
+    Refused(String),
 }
+
+/// Why a `multipart-pending` object is not migrated.
+const PENDING: &str = "a multipart object completed but never sealed: unfinished, not plaintext; \
+                       `cloudtaser-s3proxy seal --key` verifies it, then seals it";
+/// Why an object whose earlier version was encrypted is not migrated.
+const EARLIER_ENCRYPTED: &str = "an earlier version of it is encrypted, so this version was written around the \
+                                 proxy (or by someone with the upstream's credentials) and may have been tampered \
+                                 with; not encrypted";
 
 /// Rewrites a large object as an encrypted multipart upload, one ranged,
 /// ETag-pinned read per part; `Complete` carries `If-Match` too.
@@ -115,6 +142,46 @@ async fn migrate_multipart(
     Ok(Outcome::Encrypted)
 }
 
+/// Whether a noncurrent version of `key` carries an envelope (versioned
+/// buckets): then its current plaintext replaced an encrypted object. Stores
+/// that cannot list versions answer nothing here; there a replacement body
+/// that is not ciphertext cannot be told from the owner's plaintext
+/// (docs/THREAT-MODEL.md).
+async fn earlier_version_encrypted(path: &RequestPath, bucket: &str, key: &str) -> Result<bool, CommandError> {
+    let mut pages = VersionPages::new(path.upstream(), bucket, key);
+    loop {
+        let page = match pages.next().await {
+            Ok(Some(page)) => page,
+            Ok(None) => return Ok(false),
+            // No ListObjectVersions on this store (s3s-fs): no versions to consult.
+            Err(CommandError::S3 { status, .. })
+                if status.is_client_error() || status == StatusCode::NOT_IMPLEMENTED =>
+            {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        // Keys sort before every longer key they are a prefix of: once
+        // another key shows up, this one's versions are done.
+        let past = page.iter().any(|v| v.key != key);
+        for version in page.into_iter().filter(|v| v.key == key && !v.is_latest) {
+            let s3 = S3Request::internal(bucket, Some(key), vec![("versionId".to_owned(), version.version_id)]);
+            let resp = path.upstream().send_buffered(Method::HEAD, &s3, HeaderMap::new(), Bytes::new()).await?;
+            let (status, head, body) = body_of(resp).await?;
+            if !status.is_success() {
+                return Err(s3_error("HEAD of an earlier version", status, &body));
+            }
+            // A broken envelope is an envelope all the same.
+            if !matches!(EnvelopeMetadata::from_headers(&head), Ok(None)) {
+                return Ok(true);
+            }
+        }
+        if past {
+            return Ok(false);
+        }
+    }
+}
+
 async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, args: &MigrateArgs) -> Result<Outcome, CommandError> {
     let dry_run = args.walk.dry_run;
     let object = S3Request::internal(bucket, Some(key), vec![]);
@@ -124,6 +191,9 @@ async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, args: &Migrate
         return Err(s3_error("HEAD", status, &body));
     }
     match EnvelopeMetadata::from_headers(&head) {
+        Ok(Some(EnvelopeMetadata { layout: StoredLayout::MultipartPending, .. })) => {
+            return Ok(Outcome::Refused(PENDING.to_owned()));
+        }
         Ok(Some(_)) => return Ok(Outcome::AlreadyEncrypted),
         Ok(None) => {}
         // A broken envelope is not plaintext: rewriting it would bury the evidence.
@@ -134,6 +204,17 @@ async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, args: &Migrate
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .ok_or(CommandError::Object("HEAD gave no length"))?;
     let etag = head.get(http::header::ETAG).cloned().ok_or(CommandError::Object("HEAD gave no ETag"))?;
+    // Plaintext is what migrate encrypts; ciphertext without its envelope
+    // is evidence, and encrypting it would lose the original data key's
+    // only record.
+    match lead_of(path.upstream(), &object, &etag, len).await? {
+        Lead::Ciphertext => return Ok(Outcome::Refused(STRIPPED.to_owned())),
+        Lead::Changed => return Ok(Outcome::Skipped("changed since it was listed".to_owned())),
+        Lead::Other => {}
+    }
+    if earlier_version_encrypted(path, bucket, key).await? {
+        return Ok(Outcome::Refused(EARLIER_ENCRYPTED.to_owned()));
+    }
     if dry_run {
         return Ok(Outcome::WouldEncrypt);
     }
@@ -174,7 +255,7 @@ pub async fn run(settings: &Settings, args: &MigrateArgs) -> Result<(), CommandE
         .set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));
     let resume = read_state(&args.walk.state_file);
     if let Some(after) = &resume {
-        progress.println(format!("resuming after {after}"));
+        say(&progress, format!("resuming after {after}"));
     }
     let mut summary = Summary::default();
     let mut pages = KeyPages::new(path.upstream(), &args.walk.bucket, &args.walk.prefix, resume.clone());
@@ -185,37 +266,52 @@ pub async fn run(settings: &Settings, args: &MigrateArgs) -> Result<(), CommandE
                 Ok(Outcome::WouldEncrypt) => summary.would_encrypt += 1,
                 Ok(Outcome::AlreadyEncrypted) => summary.already_encrypted += 1,
                 Ok(Outcome::Skipped(why)) => {
-                    progress.println(format!("skipped: {key}: {why}"));
+                    say(&progress, format!("skipped: {key}: {why}"));
                     summary.skipped.push((key.clone(), why));
                 }
+                Ok(Outcome::Refused(why)) => {
+                    say(&progress, format!("refused: {key}: {why}"));
+                    summary.refused.push((key.clone(), why));
+                }
                 Err(e) => {
-                    progress.println(format!("failed: {key}: {e}"));
+                    say(&progress, format!("failed: {key}: {e}"));
                     summary.failed.push((key.clone(), e));
                 }
             }
-            // The recorded point never passes a failure, so a rerun retries it.
-            if !args.walk.dry_run && summary.failed.is_empty() {
+            // The recorded point never passes a failure, a skip or a
+            // refusal, so a rerun examines them again.
+            if !args.walk.dry_run && summary.is_clean() {
                 write_state(&args.walk.state_file, &key)?;
             }
             progress.inc(1);
             progress.set_message(format!(
-                "{} encrypted, {} already encrypted, {} skipped, {} failed",
+                "{} encrypted, {} already encrypted, {} skipped, {} failed, {} refused",
                 summary.encrypted + summary.would_encrypt,
                 summary.already_encrypted,
                 summary.skipped.len(),
-                summary.failed.len()
+                summary.failed.len(),
+                summary.refused.len()
             ));
         }
     }
     progress.finish_and_clear();
     let verb = if args.walk.dry_run { "would encrypt" } else { "encrypted" };
     println!(
-        "{verb}: {}, already encrypted: {}, skipped: {}, failed: {}",
+        "{verb}: {}, already encrypted: {}, skipped: {}, failed: {}, refused: {}",
         summary.encrypted + summary.would_encrypt,
         summary.already_encrypted,
         summary.skipped.len(),
-        summary.failed.len()
+        summary.failed.len(),
+        summary.refused.len()
     );
+    if !summary.skipped.is_empty() || !summary.refused.is_empty() {
+        return Err(CommandError::NotAll {
+            verb: "migrated",
+            failed: summary.failed.len(),
+            skipped: summary.skipped.len(),
+            refused: summary.refused.len(),
+        });
+    }
     if !summary.failed.is_empty() {
         return Err(CommandError::Incomplete { count: summary.failed.len(), verb: "migrated" });
     }

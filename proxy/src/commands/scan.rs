@@ -1,10 +1,12 @@
 //! `cloudtaser-s3proxy scan`: evidence that a bucket holds only ciphertext.
 //! Every object under the prefix is classified from its metadata as
-//! encrypted (single PUT or multipart), plaintext (no envelope), or
-//! unreadable; `--verify` also reads every encrypted object through the
-//! proxy's own read path, so a damaged one counts as unreadable. Exit status:
-//! 0 when everything is encrypted and readable, 1 when anything is plaintext
-//! or damaged, 2 when the scan itself failed.
+//! encrypted (single PUT or multipart), plaintext (no envelope), tampered
+//! (no envelope, but the body is CloudTaser ciphertext: its first bytes are
+//! the format's magic, read with one ranged GET), or unreadable; `--verify`
+//! also reads every encrypted object through the proxy's own read path, so a
+//! damaged one counts as unreadable. Exit status: 0 when everything is
+//! encrypted and readable, 1 when anything is plaintext, tampered or
+//! damaged, 2 when the scan itself failed.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::CommandError;
-use super::listing::{KeyPages, VersionPages, body_of, s3_error};
+use super::listing::{KeyPages, Lead, VersionPages, body_of, lead_of, s3_error, say};
 use crate::app;
 use crate::cli::ScanArgs;
 use crate::format::{EnvelopeMetadata, StoredLayout};
@@ -30,6 +32,10 @@ pub enum Class {
     EncryptedSingle,
     EncryptedMultipart,
     Plaintext,
+    /// Ciphertext without its envelope: stripped or replaced by someone
+    /// with the upstream's credentials. Not plaintext, and not readable
+    /// until the envelope is put back.
+    Tampered,
     Unreadable,
 }
 
@@ -57,16 +63,18 @@ pub struct Report {
     pub encrypted_single: u64,
     pub encrypted_multipart: u64,
     pub plaintext: u64,
+    /// Ciphertext whose envelope is gone (see [`Class::Tampered`]).
+    pub tampered: u64,
     pub unreadable: u64,
     /// Objects per `transit-key:vN`.
     pub key_versions: BTreeMap<String, u64>,
-    /// Every object that is plaintext or unreadable.
+    /// Every object that is plaintext, tampered or unreadable.
     pub findings: Vec<Finding>,
 }
 
 impl Report {
     pub fn clean(&self) -> bool {
-        self.plaintext == 0 && self.unreadable == 0
+        self.plaintext == 0 && self.tampered == 0 && self.unreadable == 0
     }
 
     fn add(&mut self, item: Item, class: Class, version: Option<String>, reason: String) {
@@ -78,12 +86,13 @@ impl Report {
             Class::EncryptedSingle => self.encrypted_single += 1,
             Class::EncryptedMultipart => self.encrypted_multipart += 1,
             Class::Plaintext => self.plaintext += 1,
+            Class::Tampered => self.tampered += 1,
             Class::Unreadable => self.unreadable += 1,
         }
         if let Some(v) = version {
             *self.key_versions.entry(v).or_default() += 1;
         }
-        if matches!(class, Class::Plaintext | Class::Unreadable) {
+        if class.is_finding() {
             self.findings.push(Finding { key: item.key, version_id: item.version_id, class, reason });
         }
     }
@@ -95,6 +104,41 @@ struct Item {
     key: String,
     version_id: Option<String>,
     is_latest: bool,
+}
+
+impl Class {
+    fn is_finding(self) -> bool {
+        matches!(self, Class::Plaintext | Class::Tampered | Class::Unreadable)
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Class::EncryptedSingle | Class::EncryptedMultipart => "encrypted",
+            Class::Plaintext => "plaintext",
+            Class::Tampered => "tampered",
+            Class::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// The reason given for an object whose envelope is gone but whose body is ciphertext.
+pub const STRIPPED: &str = "the body is CloudTaser ciphertext (it starts with CTS3) but carries no encryption \
+                            envelope: its metadata was stripped or replaced, so it may have been tampered with; \
+                            put the envelope back from a backup or an earlier version";
+
+/// An object without an envelope: plaintext, unless its first bytes are
+/// the format's magic (one ranged read of the version the HEAD examined).
+async fn without_envelope(path: &RequestPath, s3: &S3Request, head: &HeaderMap) -> (Class, Option<String>, String) {
+    let len = head.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let (Some(len), Some(etag)) = (len, head.get(http::header::ETAG)) else {
+        return (Class::Unreadable, None, "HEAD gave no length or ETag".to_owned());
+    };
+    match lead_of(path.upstream(), s3, etag, len).await {
+        Ok(Lead::Ciphertext) => (Class::Tampered, None, STRIPPED.to_owned()),
+        Ok(Lead::Other) => (Class::Plaintext, None, "no encryption envelope".to_owned()),
+        Ok(Lead::Changed) => (Class::Unreadable, None, "changed while it was being examined; scan again".to_owned()),
+        Err(e) => (Class::Unreadable, None, format!("reading its first bytes failed: {e}")),
+    }
 }
 
 /// One object: its class, the key version it uses, and why it is a finding.
@@ -115,7 +159,7 @@ async fn classify(path: &RequestPath, bucket: &str, item: &Item, verify: bool) -
     }
     let envelope = match EnvelopeMetadata::from_headers(&headers) {
         Ok(Some(e)) => e,
-        Ok(None) => return (Class::Plaintext, None, "no encryption envelope".to_owned()),
+        Ok(None) => return without_envelope(path, &head, &headers).await,
         Err(e) => return (Class::Unreadable, None, e.to_string()),
     };
     let version = key_version(&envelope.wrapped_key).map(|v| format!("{}:v{v}", envelope.transit_key));
@@ -123,7 +167,11 @@ async fn classify(path: &RequestPath, bucket: &str, item: &Item, verify: bool) -
         StoredLayout::Single(_) => Class::EncryptedSingle,
         StoredLayout::Multipart | StoredLayout::MultipartSealed(_) => Class::EncryptedMultipart,
         StoredLayout::MultipartPending => {
-            return (Class::Unreadable, version, "completed but never sealed: run cloudtaser-s3proxy seal".to_owned());
+            return (
+                Class::Unreadable,
+                version,
+                "completed but never sealed: `cloudtaser-s3proxy seal --key` verifies it, then seals it".to_owned(),
+            );
         }
     };
     if verify && let Err(e) = path.verify_object(bucket, key, version_id).await {
@@ -169,25 +217,24 @@ pub async fn run(settings: &Settings, args: &ScanArgs) -> Result<Report, Command
             .collect()
             .await;
         for (item, class, version, reason) in results {
-            if matches!(class, Class::Plaintext | Class::Unreadable) {
+            if class.is_finding() {
                 let which = item.version_id.as_deref().map(|v| format!(" (version {v})")).unwrap_or_default();
-                progress.println(format!(
-                    "{}: {}{which}: {reason}",
-                    if class == Class::Plaintext { "plaintext" } else { "unreadable" },
-                    item.key
-                ));
+                say(&progress, format!("{}: {}{which}: {reason}", class.label(), item.key));
             }
             report.add(item, class, version, reason);
             progress.inc(1);
         }
-        progress.set_message(format!("{} plaintext, {} unreadable", report.plaintext, report.unreadable));
+        progress.set_message(format!(
+            "{} plaintext, {} unreadable, {} tampered",
+            report.plaintext, report.unreadable, report.tampered
+        ));
     }
     progress.finish_and_clear();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "scanned {} {} in {}/{}: {} encrypted ({} single, {} multipart), {} plaintext, {} unreadable{}",
+            "scanned {} {} in {}/{}: {} encrypted ({} single, {} multipart), {} plaintext, {} unreadable, {} tampered{}",
             report.objects,
             if report.all_versions { "object versions" } else { "objects" },
             report.bucket,
@@ -197,6 +244,7 @@ pub async fn run(settings: &Settings, args: &ScanArgs) -> Result<Report, Command
             report.encrypted_multipart,
             report.plaintext,
             report.unreadable,
+            report.tampered,
             if report.verified { " (every encrypted object decrypted and verified)" } else { "" }
         );
         for (version, n) in &report.key_versions {

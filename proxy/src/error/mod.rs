@@ -90,7 +90,7 @@ pub enum ProxyError {
     #[error("The object changed while it was being {0}; retry the request.")]
     ObjectChanged(&'static str),
     #[error(
-        "The multipart object's part table was never sealed, so it cannot be verified. If a CompleteMultipartUpload for it was interrupted, cloudtaser-s3proxy seal finishes it; otherwise the object may have been tampered with."
+        "The multipart object's part table was never sealed, so it cannot be verified, and the object may have been tampered with. If a CompleteMultipartUpload for it was interrupted, the operator's cloudtaser-s3proxy seal --key <key> checks every part and segment before it seals the object, and refuses one that fails."
     )]
     SealPending,
     #[error(
