@@ -4,6 +4,7 @@ pub mod decrypt;
 mod error;
 pub mod listing;
 pub mod migrate;
+pub mod probe;
 pub mod rewrap;
 pub mod scan;
 pub mod seal;

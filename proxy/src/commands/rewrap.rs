@@ -127,7 +127,7 @@ impl Rewrapper<'_> {
                 self.path.copier().self_copy_by_parts(&object, headers, &etag, &layout).await
             }
         };
-        copied?;
+        copied.map_err(CommandError::from_copy("rewrapped"))?;
         Ok(Outcome::Rewrapped)
     }
 
@@ -153,6 +153,7 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
     let args = &rewrap_args.walk;
     let (keys, path) = app::tool_request_path(settings).await?;
     let upstream = path.upstream();
+    super::probe::require_conditional_writes(upstream, &args.bucket, args.assume_quiesced, args.dry_run).await?;
     let mut rewrapper = Rewrapper {
         path: &path,
         upstream,

@@ -66,12 +66,14 @@ async fn seal_one(
         .ok_or(CommandError::Object("the object has no length"))?;
     let layout = path.claimed_layout(&object, &envelope, stored_len, Some(&etag)).await?;
     let data_key = keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
-    path.copier().seal_completed(&object, &envelope, &data_key, &layout, &etag).await?;
+    let sealed = path.copier().seal_completed(&object, &envelope, &data_key, &layout, &etag).await;
+    sealed.map_err(CommandError::from_copy("sealed"))?;
     Ok(Outcome::Sealed)
 }
 
 pub async fn run(settings: &Settings, args: &SealArgs) -> Result<(), CommandError> {
     let (keys, path) = app::tool_request_path(settings).await?;
+    super::probe::require_conditional_writes(path.upstream(), &args.bucket, args.assume_quiesced, args.dry_run).await?;
     let progress = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
     progress
         .set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));

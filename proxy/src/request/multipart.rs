@@ -539,7 +539,8 @@ impl RequestPath {
         // Its own task: a client that goes away, or a slow Complete's
         // response body being dropped, must not stop a seal half done (the
         // copy upload left open, the object pending); shutdown waits for it.
-        let task = self.seals.spawn(async move { copier.seal_completed(&s3, &pending, &data_key, &layout, &etag).await });
+        let task =
+            self.seals.spawn(async move { copier.seal_completed(&s3, &pending, &data_key, &layout, &etag).await });
         let mut sealing: Sealing = Box::pin(async move { joined(task.await) });
         match tokio::time::timeout(self.complete_keepalive, &mut sealing).await {
             Ok(sealed) => {
@@ -603,7 +604,8 @@ impl RequestPath {
         tracing::info!("a retried Complete finishes sealing an object its first attempt completed");
         // Its own task, as at a first Complete (see there).
         let (copier, data_key, target) = (self.copier(), data_key.clone(), object.clone());
-        let task = self.seals.spawn(async move { copier.seal_completed(&target, &envelope, &data_key, &layout, &etag).await });
+        let task =
+            self.seals.spawn(async move { copier.seal_completed(&target, &envelope, &data_key, &layout, &etag).await });
         let sealed = joined(task.await)?;
         let doc = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CompleteMultipartUploadResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Bucket>{}</Bucket><Key>{}</Key><ETag>{}</ETag></CompleteMultipartUploadResult>",
