@@ -176,7 +176,11 @@ async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, args: &Migrate
 pub async fn run(settings: &Settings, args: &MigrateArgs) -> Result<(), CommandError> {
     let (_, path) = app::tool_request_path(settings).await?;
     let walk = &args.walk;
-    super::probe::require_conditional_writes(path.upstream(), &walk.bucket, walk.assume_quiesced, walk.dry_run).await?;
+    // PutObject for single objects; Complete for large ones, then the seal.
+    let needs =
+        [super::probe::Condition::Put, super::probe::Condition::Complete, super::probe::of_seal(&path.copier())];
+    super::probe::require_conditional_writes(path.upstream(), &walk.bucket, &needs, walk.assume_quiesced, walk.dry_run)
+        .await?;
     let progress = if args.walk.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
     progress
         .set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));

@@ -153,7 +153,10 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
     let args = &rewrap_args.walk;
     let (keys, path) = app::tool_request_path(settings).await?;
     let upstream = path.upstream();
-    super::probe::require_conditional_writes(upstream, &args.bucket, args.assume_quiesced, args.dry_run).await?;
+    // Single objects are copied whole, multipart ones by parts.
+    let needs = [super::probe::Condition::Copy, super::probe::Condition::Complete];
+    super::probe::require_conditional_writes(upstream, &args.bucket, &needs, args.assume_quiesced, args.dry_run)
+        .await?;
     let mut rewrapper = Rewrapper {
         path: &path,
         upstream,

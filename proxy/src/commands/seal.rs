@@ -73,7 +73,9 @@ async fn seal_one(
 
 pub async fn run(settings: &Settings, args: &SealArgs) -> Result<(), CommandError> {
     let (keys, path) = app::tool_request_path(settings).await?;
-    super::probe::require_conditional_writes(path.upstream(), &args.bucket, args.assume_quiesced, args.dry_run).await?;
+    let needs = [super::probe::of_seal(&path.copier())];
+    super::probe::require_conditional_writes(path.upstream(), &args.bucket, &needs, args.assume_quiesced, args.dry_run)
+        .await?;
     let progress = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
     progress
         .set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));

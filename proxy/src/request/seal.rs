@@ -247,6 +247,11 @@ impl RequestPath {
 }
 
 impl SelfCopier {
+    /// How this copier seals: which conditional write its copies rely on.
+    pub fn method(&self) -> SealMethod {
+        self.method
+    }
+
     /// Seals the object `s3` names, completed upstream as `etag`, whose
     /// streams are `layout`, under the data key `key` of `pending` (the
     /// upload id's, or what `seal` read). The sealed envelope is built from
