@@ -182,7 +182,9 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
                 Ok(Outcome::Current) => summary.current += 1,
                 Ok(Outcome::NotEncrypted) => summary.not_encrypted += 1,
                 Err(e) => {
-                    progress.println(format!("failed: {key}: {e}"));
+                    // On standard error whatever the progress bar: a hidden one (`--quiet`,
+                    // no terminal) prints nothing, and no failure may go unreported.
+                    progress.suspend(|| eprintln!("failed: {key}: {e}"));
                     summary.failed.push((key.clone(), e));
                 }
             }

@@ -89,7 +89,8 @@ pub async fn run(settings: &Settings, args: &SealArgs) -> Result<(), CommandErro
                 Ok(Outcome::AlreadySealed) => already += 1,
                 Ok(Outcome::NotMultipart) => other += 1,
                 Err(e) => {
-                    progress.println(format!("failed: {key}: {e}"));
+                    // On standard error whatever the progress bar (see `rewrap`).
+                    progress.suspend(|| eprintln!("failed: {key}: {e}"));
                     failed += 1;
                 }
             }
