@@ -452,3 +452,76 @@ impl SelfCopier {
         etag_of("UploadPartCopy", &body)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::body::full;
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &'static str) -> Response<ProxyBody> {
+        let mut resp = Response::new(full(Bytes::from_static(body.as_bytes())));
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+        for (k, v) in headers {
+            resp.headers_mut().insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        resp
+    }
+
+    fn changed(r: &Result<(HeaderMap, Bytes), ProxyError>) -> bool {
+        matches!(r, Err(ProxyError::ObjectChanged(_)))
+    }
+
+    #[tokio::test]
+    async fn a_failed_condition_is_another_writers_change() {
+        let precondition = "<Error><Code>PreconditionFailed</Code></Error>";
+        for resp in [
+            answer(412, &[], precondition),
+            answer(412, &[], ""),
+            // S3 may answer a Complete 200 with its failure inside.
+            answer(200, &[], precondition),
+            answer(409, &[], "<Error><Code>ConditionalRequestConflict</Code></Error>"),
+        ] {
+            assert!(changed(&judged("CompleteMultipartUpload", resp).await));
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_clean_200_document_is_taken() {
+        let ok = "<CompleteMultipartUploadResult><ETag>\"e-2\"</ETag></CompleteMultipartUploadResult>";
+        let (_, body) = judged("CompleteMultipartUpload", answer(200, &[], ok)).await.unwrap();
+        assert_eq!(etag_of("CompleteMultipartUpload", &body).unwrap(), "\"e-2\"");
+        for resp in [
+            answer(200, &[], "<Error><Code>InternalError</Code></Error>"),
+            answer(409, &[], "<Error><Code>OperationAborted</Code></Error>"),
+            answer(500, &[], ""),
+            answer(201, &[], ok),
+            answer(200, &[("x-amz-meta-cloudtaser-key", "vault:v1:k")], ok),
+            answer(200, &[], "CTS3 ciphertext"),
+        ] {
+            let r = judged("CompleteMultipartUpload", resp).await;
+            assert!(r.is_err() && !changed(&r));
+        }
+        assert!(etag_of("CopyObject", b"<CopyObjectResult/>").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_seal_outlives_its_handle_and_idle_waits_for_it() {
+        let tasks = Arc::new(SealTasks::default());
+        tokio::time::timeout(Duration::from_millis(50), tasks.idle()).await.expect("idle with nothing running");
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        // The handle is dropped at once, as when a client goes away.
+        drop(tasks.spawn(async move {
+            let _ = wait.await;
+            let _ = done.send(());
+        }));
+        assert_eq!(tasks.running(), 1);
+        assert!(tokio::time::timeout(Duration::from_millis(50), tasks.idle()).await.is_err(), "a seal is running");
+        go.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), tasks.idle()).await.expect("idle once the seal ended");
+        finished.await.expect("the seal ran to its end");
+        assert_eq!(tasks.running(), 0);
+    }
+}
