@@ -71,6 +71,12 @@ pub struct RewriteArgs {
     /// Show no progress bar (the summary is still printed).
     #[arg(long)]
     pub quiet: bool,
+    /// Run even where the upstream does not enforce conditional writes
+    /// (If-Match), which is probed first: there, an object written while
+    /// the command runs could be reverted to its old content. Only once
+    /// every writer to the bucket is stopped.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_ASSUME_QUIESCED")]
+    pub assume_quiesced: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -107,9 +107,18 @@ pub async fn serve_s3(
         });
     }
     tracing::info!("draining in-flight requests");
+    // Seals run as their own tasks (a client that went away does not stop
+    // one): the drain waits for them too, or the process would exit with
+    // objects left pending and copy uploads open.
+    let drained = async {
+        graceful.shutdown().await;
+        path.seals().idle().await;
+    };
     tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out"),
+        () = drained => {}
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!(seals_running = path.seals().running(), "drain timed out")
+        }
     }
     Ok(())
 }

@@ -37,10 +37,25 @@ class Forged:
 Rule = Callable[[str, str, dict[str, str]], "Forged | None"]
 
 
+@dataclass
+class Hold:
+    """Holds the first request `matches` accepts (its body already read)
+    until `release()`, then relays or forges it as usual: the window in
+    which a test lets another writer act. `arrived` is set when it is held."""
+
+    matches: Callable[[str, str, dict[str, str]], bool]
+    arrived: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self.released.set()
+
+
 class HostileUpstream:
     def __init__(self, upstream: str):
         target = urllib.parse.urlsplit(upstream)
         self.rules: list[Rule] = []
+        self.holds: list[Hold] = []
         self.seen: list[Seen] = []
         self.forged = 0
         lock = threading.Lock()
@@ -55,6 +70,12 @@ class HostileUpstream:
                 with lock:
                     relay.seen.append(Seen(self.command, self.path, headers))
                     rules = list(relay.rules)
+                    held = next((h for h in relay.holds if not h.arrived.is_set()
+                                 and h.matches(self.command, self.path, headers)), None)
+                    if held is not None:
+                        held.arrived.set()
+                if held is not None:
+                    held.released.wait(timeout=120)
                 for rule in rules:
                     forged = rule(self.command, self.path, headers)
                     if forged is not None:
@@ -101,10 +122,21 @@ class HostileUpstream:
     def forge(self, rule: Rule) -> None:
         self.rules.append(rule)
 
+    def hold(self, matches: Callable[[str, str, dict[str, str]], bool]) -> Hold:
+        """Holds the next request `matches` accepts until the hold is released."""
+        h = Hold(matches)
+        self.holds.append(h)
+        return h
+
     def reset(self) -> None:
+        for h in self.holds:
+            h.release()
+        self.holds.clear()
         self.rules.clear()
         self.seen.clear()
         self.forged = 0
 
     def close(self) -> None:
+        for h in self.holds:
+            h.release()
         self.server.shutdown()

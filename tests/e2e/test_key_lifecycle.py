@@ -84,7 +84,8 @@ def test_rewrap_command(stack, rotating, upstream, bucket, tmp_path):
     assert wrapped(upstream, bucket, "rw/single-0").startswith("vault:v1:"), "dry run changes nothing"
 
     state = tmp_path / "rewrap.state"
-    run = admin(stack, name, "rewrap", "--bucket", bucket, "--prefix", "rw/", "--state-file", str(state), "--quiet")
+    run = admin(stack, name, "rewrap", "--bucket", bucket, "--prefix", "rw/", "--state-file", str(state), "--quiet",
+                "--assume-quiesced")
     assert "rewrapped: 4, already current: 0, not encrypted: 1, failed: 0" in run.stdout
     for k in [*single, "rw/multi"]:
         assert wrapped(upstream, bucket, k).startswith("vault:v2:"), k
@@ -101,9 +102,10 @@ def test_rewrap_command(stack, rotating, upstream, bucket, tmp_path):
 
     # A rerun resumes after the recorded key and finds nothing left to do.
     assert state.read_text().strip() == "rw/single-2"
-    again = admin(stack, name, "rewrap", "--bucket", bucket, "--prefix", "rw/", "--quiet")
+    again = admin(stack, name, "rewrap", "--bucket", bucket, "--prefix", "rw/", "--quiet", "--assume-quiesced")
     assert "rewrapped: 0, already current: 4, not encrypted: 1" in again.stdout
-    resumed = admin(stack, name, "rewrap", "--bucket", bucket, "--prefix", "rw/", "--state-file", str(state), "--quiet")
+    resumed = admin(stack, name, "rewrap", "--bucket", bucket, "--prefix", "rw/", "--state-file", str(state), "--quiet",
+                    "--assume-quiesced")
     assert "rewrapped: 0, already current: 0, not encrypted: 0, failed: 0" in resumed.stdout
 
 

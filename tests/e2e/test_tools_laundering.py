@@ -266,7 +266,8 @@ def test_migrate_refuses_a_replacement_of_an_encrypted_object_on_a_versioned_buc
     moto_stack.direct.put_object(Bucket=bucket, Key="ver/obj-legacy", Body=b"v1")
     moto_stack.direct.put_object(Bucket=bucket, Key="ver/obj-legacy", Body=b"v2")
     env = {"CLOUDTASER_S3PROXY_S3_ENDPOINT": moto_stack.endpoint}
-    r = tool(stack, "migrate", "--bucket", bucket, "--prefix", "ver/", "--quiet", check=1, **env)
+    r = tool(stack, "migrate", "--bucket", bucket, "--prefix", "ver/", "--quiet", "--assume-quiesced", check=1,
+             **env)
     assert "encrypted: 1, already encrypted: 0, skipped: 0, failed: 0, refused: 1" in r.stdout, r.stdout + r.stderr
     assert "refused: ver/obj: an earlier version of it is encrypted" in r.stderr, r.stderr
     assert moto_stack.direct.get_object(Bucket=bucket, Key="ver/obj")["Body"].read() == b"the attacker's replacement"

@@ -74,6 +74,20 @@ pub enum CommandError {
          {refused} refused (possibly tampered with, or unfinished; see the reasons above)"
     )]
     NotAll { verb: &'static str, failed: usize, skipped: usize, refused: usize },
+    /// The upstream carried out a write whose condition did not hold
+    /// (`commands::probe`): a rewrite could revert a concurrent write.
+    #[error(
+        "the upstream does not enforce conditional writes ({check} was carried out instead of refused with 412): \
+         an object a workload writes while this command runs could be reverted to its old content. Stop every \
+         writer to the bucket, then rerun with --assume-quiesced (CLOUDTASER_S3PROXY_ASSUME_QUIESCED=true)"
+    )]
+    NoConditionalWrites { check: &'static str },
+    /// Another writer changed the object between its examination and the
+    /// copy: the copy's condition failed and nothing was changed.
+    #[error(
+        "another writer changed the object while it was being {0}; it was left as that writer wrote it (rerun to retry)"
+    )]
+    ChangedByAnotherWriter(&'static str),
     /// Some objects failed; the summary has been printed.
     #[error("{count} object(s) could not be {verb}; rerun to retry them")]
     Incomplete { count: usize, verb: &'static str },
@@ -85,6 +99,15 @@ pub enum CommandError {
 }
 
 impl CommandError {
+    /// `e`, told apart when it says another writer changed the object
+    /// while it was being `verb` (a failed `If-Match`, `request::seal`).
+    pub fn from_copy(verb: &'static str) -> impl FnOnce(ProxyError) -> Self {
+        move |e| match e {
+            ProxyError::ObjectChanged(_) => CommandError::ChangedByAnotherWriter(verb),
+            e => CommandError::Proxy(e),
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| CommandError::Io { path, source }

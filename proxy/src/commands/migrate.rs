@@ -138,8 +138,14 @@ async fn migrate_multipart(
     let completed = xml::texts_of(&body, b"ETag")?.pop().ok_or(CommandError::Object("Complete gave no ETag"))?;
     let completed = HeaderValue::from_str(&completed)?;
     let layout = ObjectLayout::from_parts(&table)?;
-    path.copier().seal_completed(&object, &upload.pending(), &upload.data_key.key, &layout, &completed).await?;
-    Ok(Outcome::Encrypted)
+    match path.copier().seal_completed(&object, &upload.pending(), &upload.data_key.key, &layout, &completed).await {
+        Ok(_) => Ok(Outcome::Encrypted),
+        // Another writer replaced it after the Complete: theirs stands.
+        Err(crate::error::ProxyError::ObjectChanged(_)) => {
+            Ok(Outcome::Skipped("changed while it was being encrypted".to_owned()))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Whether a noncurrent version of `key` carries an envelope (versioned
@@ -250,6 +256,12 @@ async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, args: &Migrate
 
 pub async fn run(settings: &Settings, args: &MigrateArgs) -> Result<(), CommandError> {
     let (_, path) = app::tool_request_path(settings).await?;
+    let walk = &args.walk;
+    // PutObject for single objects; Complete for large ones, then the seal.
+    let needs =
+        [super::probe::Condition::Put, super::probe::Condition::Complete, super::probe::of_seal(&path.copier())];
+    super::probe::require_conditional_writes(path.upstream(), &walk.bucket, &needs, walk.assume_quiesced, walk.dry_run)
+        .await?;
     let progress = if args.walk.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
     progress
         .set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));

@@ -5,6 +5,7 @@ mod error;
 pub mod listing;
 pub mod migrate;
 mod open_uploads;
+pub mod probe;
 pub mod rewrap;
 pub mod scan;
 pub mod seal;

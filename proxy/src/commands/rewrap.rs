@@ -22,8 +22,8 @@ use crate::s3::classify::S3Request;
 use crate::settings::Settings;
 use crate::upstream::UpstreamClient;
 
-use super::{CommandError, open_uploads};
 use super::listing::{KeyPages, ObjectVersion, VersionPages, body_of, read_state, s3_error, write_state};
+use super::{CommandError, open_uploads};
 
 #[derive(Default, Debug)]
 pub struct Summary {
@@ -143,7 +143,7 @@ impl Rewrapper<'_> {
                 self.path.copier().self_copy_by_parts(&object, headers, &etag, &layout).await
             }
         };
-        copied?;
+        copied.map_err(CommandError::from_copy("rewrapped"))?;
         Ok(Outcome::Rewrapped)
     }
 
@@ -169,6 +169,10 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
     let args = &rewrap_args.walk;
     let (keys, path) = app::tool_request_path(settings).await?;
     let upstream = path.upstream();
+    // Single objects are copied whole, multipart ones by parts.
+    let needs = [super::probe::Condition::Copy, super::probe::Condition::Complete];
+    super::probe::require_conditional_writes(upstream, &args.bucket, &needs, args.assume_quiesced, args.dry_run)
+        .await?;
     let mut rewrapper = Rewrapper {
         path: &path,
         upstream,
@@ -213,7 +217,9 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
                 Ok(Outcome::Current) => summary.current += 1,
                 Ok(Outcome::NotEncrypted) => summary.not_encrypted += 1,
                 Err(e) => {
-                    progress.println(format!("failed: {key}: {e}"));
+                    // On standard error whatever the progress bar: a hidden one (`--quiet`,
+                    // no terminal) prints nothing, and no failure may go unreported.
+                    progress.suspend(|| eprintln!("failed: {key}: {e}"));
                     summary.failed.push((key.clone(), e));
                 }
             }
@@ -253,20 +259,14 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
     // Uploads still open may complete under an older key version after the
     // walk has passed their key; they are left, and reported.
     let listed = open_uploads::list(upstream, &args.bucket, &args.prefix).await?;
-    let open: Vec<_> = listed
-        .iter()
-        .flatten()
-        .filter(|u| open_uploads::may_use_an_older_version(u.initiated, settled_from))
-        .collect();
+    let open: Vec<_> =
+        listed.iter().flatten().filter(|u| open_uploads::may_use_an_older_version(u.initiated, settled_from)).collect();
     progress.finish_and_clear();
-    if args.quiet {
-        // A hidden bar prints nothing: the reasons must still be seen.
-        for (key, e) in &summary.failed {
-            println!("failed: {key}: {e}");
-        }
-    }
     for upload in &open {
-        println!("open upload: {} (upload id {}) may be written under an older key version", upload.key, upload.upload_id);
+        println!(
+            "open upload: {} (upload id {}) may be written under an older key version",
+            upload.key, upload.upload_id
+        );
     }
     if listed.is_none() {
         println!(

@@ -173,7 +173,8 @@ async fn seal_one(
     if dry_run {
         return Ok(Outcome::WouldSeal);
     }
-    path.copier().seal_completed(&object, &envelope, &data_key, &layout, &etag).await?;
+    let sealed = path.copier().seal_completed(&object, &envelope, &data_key, &layout, &etag).await;
+    sealed.map_err(CommandError::from_copy("sealed"))?;
     Ok(Outcome::Sealed)
 }
 
@@ -210,6 +211,9 @@ impl Counts {
 pub async fn run(settings: &Settings, args: &SealArgs) -> Result<(), CommandError> {
     let walk = &args.walk;
     let (keys, path) = app::tool_request_path(settings).await?;
+    let needs = [super::probe::of_seal(&path.copier())];
+    super::probe::require_conditional_writes(path.upstream(), &walk.bucket, &needs, walk.assume_quiesced, walk.dry_run)
+        .await?;
     let progress = if walk.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
     progress
         .set_style(ProgressStyle::with_template("{spinner} {elapsed} {pos} objects  {msg}").expect("static template"));

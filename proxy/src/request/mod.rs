@@ -84,6 +84,9 @@ pub struct RequestPath {
     complete_keepalive: Duration,
     /// Whether plaintext digests in user metadata are stored (`s3::metadata`).
     keep_digests: crate::s3::metadata::KeepDigests,
+    /// Seals running at CompleteMultipartUpload, each its own task, which
+    /// the shutdown drain waits for.
+    seals: Arc<seal::SealTasks>,
 }
 
 impl RequestPath {
@@ -108,7 +111,13 @@ impl RequestPath {
             format_1_multipart_reads: true,
             complete_keepalive: Duration::from_secs(5),
             keep_digests: Default::default(),
+            seals: Default::default(),
         }
+    }
+
+    /// The seals running now, for the shutdown drain to wait for.
+    pub fn seals(&self) -> &seal::SealTasks {
+        &self.seals
     }
 
     /// How long CompleteMultipartUpload waits for its seal before it

@@ -80,6 +80,17 @@ fn checked_layout(named: &[(u32, String)], stored: &[StoredPart]) -> Result<Obje
 /// A completed upload's seal in progress.
 type Sealing = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Sealed, ProxyError>> + Send>>;
 
+/// A seal task's result. A panic is the seal's own and goes on; a task
+/// cancelled (the runtime stopping) leaves the object pending, which
+/// `cloudtaser-s3proxy seal` or a retried Complete finishes.
+fn joined(done: Result<Result<Sealed, ProxyError>, tokio::task::JoinError>) -> Result<Sealed, ProxyError> {
+    match done {
+        Ok(sealed) => sealed,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(ProxyError::SealPending),
+    }
+}
+
 /// The upstream's Complete result with the sealed object's ETag, as
 /// workloads see it: its checksums (of ciphertext) dropped, and the
 /// client's checksum of the whole object, verified, in their place.
@@ -525,8 +536,12 @@ impl RequestPath {
         let etag = header_value(&completed)?;
         let copier = self.copier();
         let resource = s3.resource();
-        let mut sealing: Sealing =
-            Box::pin(async move { copier.seal_completed(&s3, &pending, &data_key, &layout, &etag).await });
+        // Its own task: a client that goes away, or a slow Complete's
+        // response body being dropped, must not stop a seal half done (the
+        // copy upload left open, the object pending); shutdown waits for it.
+        let task =
+            self.seals.spawn(async move { copier.seal_completed(&s3, &pending, &data_key, &layout, &etag).await });
+        let mut sealing: Sealing = Box::pin(async move { joined(task.await) });
         match tokio::time::timeout(self.complete_keepalive, &mut sealing).await {
             Ok(sealed) => {
                 let sealed = sealed?;
@@ -556,7 +571,7 @@ impl RequestPath {
         &self,
         s3: &S3Request,
         key: &UploadKey,
-        data_key: &crate::keys::DataKey,
+        data_key: &std::sync::Arc<crate::keys::DataKey>,
         named: &[(u32, String)],
         checksum: Option<&VerifiedObjectChecksum>,
     ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
@@ -587,7 +602,11 @@ impl RequestPath {
             return Ok(None);
         }
         tracing::info!("a retried Complete finishes sealing an object its first attempt completed");
-        let sealed = self.copier().seal_completed(&object, &envelope, data_key, &layout, &etag).await?;
+        // Its own task, as at a first Complete (see there).
+        let (copier, data_key, target) = (self.copier(), data_key.clone(), object.clone());
+        let task =
+            self.seals.spawn(async move { copier.seal_completed(&target, &envelope, &data_key, &layout, &etag).await });
+        let sealed = joined(task.await)?;
         let doc = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CompleteMultipartUploadResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Bucket>{}</Bucket><Key>{}</Key><ETag>{}</ETag></CompleteMultipartUploadResult>",
             quick_xml::escape::escape(object.bucket.as_deref().unwrap_or("")),

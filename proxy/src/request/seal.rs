@@ -11,11 +11,16 @@
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
 
 use super::RequestPath;
+use super::answers::{self, ControlAnswer, Step};
+use crate::body::ProxyBody;
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::format::{
     EnvelopeMetadata, MAX_PART_TABLE_LEN, ObjectLayout, SealedParts, StoredLayout, encode_part_table, manifest_tag,
@@ -78,9 +83,101 @@ fn copy_source(object: &S3Request) -> Result<HeaderValue, ProxyError> {
     super::header_value(&format!("/{bucket}/{}", encode_key(key)))
 }
 
-/// Whether a (possibly 200) answer is an S3 error document.
-fn is_error(status: StatusCode, body: &[u8]) -> bool {
-    !status.is_success() || xml::texts_of(body, b"Code").map_or(true, |c| !c.is_empty())
+/// What a self-copy writes over: the object, changed by another writer
+/// since it was examined. Nothing was changed by the copy.
+const CHANGED: ProxyError = ProxyError::ObjectChanged("copied onto itself");
+
+/// Whether an S3 error says a condition of the copy failed: the source's
+/// `x-amz-copy-source-if-match` or the destination's `If-Match` (`412`),
+/// or S3's `409 ConditionalRequestConflict` (a write raced the Complete).
+fn condition_failed(status: StatusCode, code: &str) -> bool {
+    status == StatusCode::PRECONDITION_FAILED
+        || code == "PreconditionFailed"
+        || (status == StatusCode::CONFLICT && code == "ConditionalRequestConflict")
+}
+
+/// The document a self-copy step answered, judged by the answers table
+/// (`200` and a document that is no object, nothing else). A failed
+/// condition is `CHANGED`; any other error, or a `200` carrying an
+/// `<Error>` (S3's late Complete failure), fails the step.
+async fn judged(step: &'static str, resp: Response<ProxyBody>) -> Result<(HeaderMap, Bytes), ProxyError> {
+    let (status, headers, body) = match answers::accept_control(Step::Control, resp).await? {
+        ControlAnswer::Expected(parts, body) => (parts.status, parts.headers, body),
+        ControlAnswer::Verdict(v) => {
+            let (parts, body) = v.into_parts();
+            (parts.status, parts.headers, super::collect_small(body).await?)
+        }
+    };
+    let code = xml::texts_of(&body, b"Code").ok().and_then(|mut c| c.pop());
+    if condition_failed(status, code.as_deref().unwrap_or_default()) {
+        return Err(CHANGED);
+    }
+    if status != StatusCode::OK || code.is_some() {
+        return Err(failed(step, status, &body));
+    }
+    Ok((headers, body))
+}
+
+/// The `ETag` element of a step's document.
+fn etag_of(step: &'static str, body: &[u8]) -> Result<String, ProxyError> {
+    xml::texts_of(body, b"ETag")?.pop().ok_or_else(|| failed(step, StatusCode::OK, body))
+}
+
+/// The seals the proxy runs at CompleteMultipartUpload, each as its own
+/// task: a client that disconnects mid-seal does not cancel it (the copy
+/// upload would be left open and the object pending), and the shutdown
+/// drain waits for them (`server`).
+#[derive(Debug, Default)]
+pub struct SealTasks {
+    running: AtomicUsize,
+    idle: Notify,
+}
+
+/// Counts one running seal; the count drops when the task ends, however.
+struct Running(Arc<SealTasks>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl SealTasks {
+    /// Runs `seal` to completion on its own task; its result, when awaited.
+    pub fn spawn<F>(self: &Arc<Self>, seal: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        let running = Running(self.clone());
+        tokio::spawn(async move {
+            let _running = running;
+            seal.await
+        })
+    }
+
+    /// Seals running now.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Returns once no seal is running.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            // Registered before the count is read, so a seal that ends in
+            // between still wakes this.
+            notified.as_mut().enable();
+            if self.running() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// The envelope a sealed object carries.
@@ -150,6 +247,11 @@ impl RequestPath {
 }
 
 impl SelfCopier {
+    /// How this copier seals: which conditional write its copies rely on.
+    pub fn method(&self) -> SealMethod {
+        self.method
+    }
+
     /// Seals the object `s3` names, completed upstream as `etag`, whose
     /// streams are `layout`, under the data key `key` of `pending` (the
     /// upload id's, or what `seal` read). The sealed envelope is built from
@@ -168,9 +270,16 @@ impl SelfCopier {
         let mut pinned = HeaderMap::new();
         pinned.insert(http::header::IF_MATCH, etag.clone());
         let head = self.upstream.send_buffered(Method::HEAD, &object, pinned, Bytes::new()).await?;
-        if !head.status().is_success() {
-            return Err(ProxyError::ObjectChanged("sealed"));
-        }
+        let head = match answers::accept(Step::ObjectHead, head, true).await {
+            Ok(answers::Answer::Expected(head)) => head,
+            // Replaced (412) or deleted (404) since the upstream completed it.
+            Err(ProxyError::PreconditionFailed) => return Err(ProxyError::ObjectChanged("sealed")),
+            Ok(answers::Answer::Verdict(v)) if v.status() == StatusCode::NOT_FOUND => {
+                return Err(ProxyError::ObjectChanged("sealed"));
+            }
+            Ok(answers::Answer::Verdict(v)) => return Err(failed("HEAD", v.status(), b"")),
+            Err(e) => return Err(e),
+        };
         let stored = match EnvelopeMetadata::from_headers(head.headers())? {
             Some(e)
                 if e.layout.is_multipart()
@@ -218,6 +327,12 @@ impl SelfCopier {
 
     /// CopyObject onto itself with `headers` as the new metadata, only if
     /// the object is still `etag` (single objects up to 5 GiB; GCS any size).
+    /// Both ends are pinned: the source with `x-amz-copy-source-if-match`,
+    /// the destination with `If-Match`, so a write by someone else that
+    /// lands before the copy does is never replaced by the old content
+    /// (where the upstream enforces conditional writes: the admin tools
+    /// probe that first, `commands::probe`). A failed condition is
+    /// `ProxyError::ObjectChanged`, and nothing was written.
     pub async fn self_copy_whole(
         &self,
         object: &S3Request,
@@ -226,21 +341,21 @@ impl SelfCopier {
     ) -> Result<Sealed, ProxyError> {
         headers.insert("x-amz-copy-source", copy_source(object)?);
         headers.insert("x-amz-copy-source-if-match", etag.clone());
+        headers.insert(http::header::IF_MATCH, etag.clone());
         headers.insert("x-amz-metadata-directive", HeaderValue::from_static("REPLACE"));
         headers.insert("x-amz-tagging-directive", HeaderValue::from_static("COPY"));
         let resp = self.upstream.send_buffered(Method::PUT, object, headers, Bytes::new()).await?;
-        let (status, version_id) = (resp.status(), resp.headers().get("x-amz-version-id").cloned());
-        let body = super::collect_small(resp.into_body()).await?;
-        if is_error(status, &body) {
-            return Err(failed("CopyObject", status, &body));
-        }
-        let etag = xml::texts_of(&body, b"ETag")?.pop().ok_or_else(|| failed("CopyObject", status, &body))?;
-        Ok(Sealed { etag, version_id })
+        let (headers, body) = judged("CopyObject", resp).await?;
+        Ok(Sealed { etag: etag_of("CopyObject", &body)?, version_id: headers.get("x-amz-version-id").cloned() })
     }
 
     /// A multipart copy onto itself whose parts are exactly the object's
     /// streams, with `headers` as the new metadata, only if the object is
-    /// still `etag`: keeps the layout and the `-N` ETag, any size.
+    /// still `etag`: keeps the layout and the `-N` ETag, any size. Every
+    /// UploadPartCopy pins the source and the Complete pins the destination
+    /// (`If-Match`): a write by someone else between the last part copy and
+    /// the Complete makes the Complete fail (`ProxyError::ObjectChanged`)
+    /// instead of reverting it. On any failure the copy upload is aborted.
     pub async fn self_copy_by_parts(
         &self,
         object: &S3Request,
@@ -252,28 +367,35 @@ impl SelfCopier {
         let mut create = object.clone();
         create.query.push(("uploads".into(), String::new()));
         let resp = self.upstream.send_buffered(Method::POST, &create, headers, Bytes::new()).await?;
-        let status = resp.status();
-        let body = super::collect_small(resp.into_body()).await?;
-        let upload_id = xml::texts_of(&body, b"UploadId")?.pop().filter(|_| status.is_success());
-        let upload_id = upload_id.ok_or_else(|| failed("CreateMultipartUpload", status, &body))?;
+        let (_, body) = judged("CreateMultipartUpload", resp).await?;
+        let upload_id = xml::texts_of(&body, b"UploadId")?.pop();
+        let upload_id = upload_id.ok_or_else(|| failed("CreateMultipartUpload", StatusCode::OK, &body))?;
         let mut upload = object.clone();
         upload.query.push(("uploadId".into(), upload_id));
-        let result = match self.copy_streams(&upload, &source, etag, layout).await {
-            Ok(complete) => {
-                let resp = self.upstream.send_buffered(Method::POST, &upload, HeaderMap::new(), complete).await?;
-                let (status, version_id) = (resp.status(), resp.headers().get("x-amz-version-id").cloned());
-                let body = super::collect_small(resp.into_body()).await?;
-                match xml::texts_of(&body, b"ETag")?.pop() {
-                    Some(etag) if !is_error(status, &body) => Ok(Sealed { etag, version_id }),
-                    _ => Err(failed("CompleteMultipartUpload", status, &body)),
-                }
-            }
-            Err(e) => Err(e),
-        };
+        let result = self.copy_and_complete(&upload, &source, etag, layout).await;
         if result.is_err() {
+            // Aborted whatever failed, so no copy upload (and none of its
+            // parts) lingers; its own failure changes nothing more.
             let _ = self.upstream.send_buffered(Method::DELETE, &upload, HeaderMap::new(), Bytes::new()).await;
         }
         result
+    }
+
+    /// The part copies, then the Complete pinned to `etag`.
+    async fn copy_and_complete(
+        &self,
+        upload: &S3Request,
+        source: &HeaderValue,
+        etag: &HeaderValue,
+        layout: &ObjectLayout,
+    ) -> Result<Sealed, ProxyError> {
+        let complete = self.copy_streams(upload, source, etag, layout).await?;
+        let mut pinned = HeaderMap::new();
+        pinned.insert(http::header::IF_MATCH, etag.clone());
+        let resp = self.upstream.send_buffered(Method::POST, upload, pinned, complete).await?;
+        let (headers, body) = judged("CompleteMultipartUpload", resp).await?;
+        let etag = etag_of("CompleteMultipartUpload", &body)?;
+        Ok(Sealed { etag, version_id: headers.get("x-amz-version-id").cloned() })
     }
 
     /// One UploadPartCopy per stream; the CompleteMultipartUpload document.
@@ -326,11 +448,80 @@ impl SelfCopier {
         headers.insert("x-amz-copy-source-if-match", etag.clone());
         headers.insert("x-amz-copy-source-range", super::header_value(&format!("bytes={start}-{}", start + len - 1))?);
         let resp = self.upstream.send_buffered(Method::PUT, &part, headers, Bytes::new()).await?;
-        let status = resp.status();
-        let body = super::collect_small(resp.into_body()).await?;
-        match xml::texts_of(&body, b"ETag")?.pop() {
-            Some(etag) if !is_error(status, &body) => Ok(etag),
-            _ => Err(failed("UploadPartCopy", status, &body)),
+        let (_, body) = judged("UploadPartCopy", resp).await?;
+        etag_of("UploadPartCopy", &body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::body::full;
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &'static str) -> Response<ProxyBody> {
+        let mut resp = Response::new(full(Bytes::from_static(body.as_bytes())));
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+        for (k, v) in headers {
+            resp.headers_mut().insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
+        resp
+    }
+
+    fn changed(r: &Result<(HeaderMap, Bytes), ProxyError>) -> bool {
+        matches!(r, Err(ProxyError::ObjectChanged(_)))
+    }
+
+    #[tokio::test]
+    async fn a_failed_condition_is_another_writers_change() {
+        let precondition = "<Error><Code>PreconditionFailed</Code></Error>";
+        for resp in [
+            answer(412, &[], precondition),
+            answer(412, &[], ""),
+            // S3 may answer a Complete 200 with its failure inside.
+            answer(200, &[], precondition),
+            answer(409, &[], "<Error><Code>ConditionalRequestConflict</Code></Error>"),
+        ] {
+            assert!(changed(&judged("CompleteMultipartUpload", resp).await));
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_clean_200_document_is_taken() {
+        let ok = "<CompleteMultipartUploadResult><ETag>\"e-2\"</ETag></CompleteMultipartUploadResult>";
+        let (_, body) = judged("CompleteMultipartUpload", answer(200, &[], ok)).await.unwrap();
+        assert_eq!(etag_of("CompleteMultipartUpload", &body).unwrap(), "\"e-2\"");
+        for resp in [
+            answer(200, &[], "<Error><Code>InternalError</Code></Error>"),
+            answer(409, &[], "<Error><Code>OperationAborted</Code></Error>"),
+            answer(500, &[], ""),
+            answer(201, &[], ok),
+            answer(200, &[("x-amz-meta-cloudtaser-key", "vault:v1:k")], ok),
+            answer(200, &[], "CTS3 ciphertext"),
+        ] {
+            let r = judged("CompleteMultipartUpload", resp).await;
+            assert!(r.is_err() && !changed(&r));
+        }
+        assert!(etag_of("CopyObject", b"<CopyObjectResult/>").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_seal_outlives_its_handle_and_idle_waits_for_it() {
+        let tasks = Arc::new(SealTasks::default());
+        tokio::time::timeout(Duration::from_millis(50), tasks.idle()).await.expect("idle with nothing running");
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        // The handle is dropped at once, as when a client goes away.
+        drop(tasks.spawn(async move {
+            let _ = wait.await;
+            let _ = done.send(());
+        }));
+        assert_eq!(tasks.running(), 1);
+        assert!(tokio::time::timeout(Duration::from_millis(50), tasks.idle()).await.is_err(), "a seal is running");
+        go.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), tasks.idle()).await.expect("idle once the seal ended");
+        finished.await.expect("the seal ran to its end");
+        assert_eq!(tasks.running(), 0);
     }
 }
