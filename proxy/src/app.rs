@@ -54,7 +54,8 @@ pub fn key_service(keys: &KeySettings, session: Arc<Session>, key_name: &str) ->
 /// pre-wrapped data keys, which starts filling now. The admin commands
 /// write too few objects to need one.
 pub fn serving_key_service(keys: &KeySettings, session: Arc<Session>) -> Arc<KeyService> {
-    let service = build_key_service(keys, session, &keys.write_key).with_pool(keys.pool);
+    let service =
+        build_key_service(keys, session, &keys.write_key).with_pool(keys.pool).with_version_check(keys.version_check);
     service.start_pool();
     Arc::new(service)
 }

@@ -441,6 +441,7 @@ impl ProxyConfig {
             readable,
             cache_size: self.key_cache_size,
             cache_ttl: Duration::from_secs(self.key_cache_ttl_secs),
+            version_check: Duration::from_secs(self.key_version_check_secs),
             pool: None,
         }
     }

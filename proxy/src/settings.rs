@@ -91,6 +91,10 @@ pub struct KeySettings {
     /// Unwrapped data keys kept for reads (0: no cache).
     pub cache_size: usize,
     pub cache_ttl: Duration,
+    /// How often `serve` checks the write key's current version
+    /// (`CLOUDTASER_S3PROXY_KEY_VERSION_CHECK_SECS`); `rewrap` waits twice
+    /// this after a rotation.
+    pub version_check: Duration,
     /// The pool of pre-wrapped data keys `serve` keeps (`None`: off, and
     /// always for [`VaultAccess`]).
     pub pool: Option<PoolSettings>,

@@ -242,3 +242,122 @@ def test_rewrap_leaves_objects_naming_a_transit_key_the_proxy_may_not_use(stack,
         assert upstream.head_object(Bucket=bucket, Key="rwforeign/x")["Metadata"] == before, "not touched"
     finally:
         proc.stop()
+
+
+def slow_put(endpoint: str, path: str, body: bytes, pause: float, chunks: int):
+    """A PUT whose body arrives in `chunks` pieces `pause` seconds apart."""
+    import http.client  # noqa: PLC0415
+    import urllib.parse  # noqa: PLC0415
+
+    u = urllib.parse.urlparse(endpoint)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    step = -(-len(body) // chunks)
+
+    def pieces():
+        for i in range(0, len(body), step):
+            yield body[i:i + step]
+            time.sleep(pause)
+
+    conn.request("PUT", path, body=pieces(), headers={"Content-Length": str(len(body))})
+    r = conn.getresponse()
+    out = (r.status, r.read())
+    conn.close()
+    return out
+
+
+def test_a_put_that_streams_across_a_rotation_is_refused_not_stored_old(stack, pooled, upstream, bucket):
+    """Found by the independent attack: a PUT that took its key before the
+    rotation and finished after rewrap's walk was stored under v1, and lost
+    once min_decryption_version rose. Its end now checks the key is still
+    current: 503 (SDKs retry), nothing stored."""
+    name, _settings, _proc, endpoint, health = pooled
+    body = body_of(64 * 1024, 31)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=slow_put(endpoint, f"/{bucket}/slow/put", body, 0.4, 10)))
+    t.start()
+    time.sleep(0.8)
+    stack.vault.ok("POST", f"transit/keys/{name}/rotate", {})
+    t.join(60)
+    status, answer = result["r"]
+    assert status == 503 and b"rotated while this upload was in progress" in answer, (status, answer[:300])
+    with pytest.raises(Exception):
+        upstream.head_object(Bucket=bucket, Key="slow/put")
+    client = s3_client(endpoint, "w", "w")
+    client.put_object(Bucket=bucket, Key="slow/put", Body=body)
+    assert wrapped(upstream, bucket, "slow/put").startswith("vault:v2:")
+
+
+def test_rewrap_takes_objects_copied_behind_its_walk(stack, upstream, bucket):
+    """Found by the independent attack: a workload's CopyObject keeps its
+    source's envelope, so a copy made during the walk, to a key the walk had
+    passed, stayed under v1 while rewrap said 0. rewrap now takes, pass
+    after pass, what changed since the walk began."""
+    from hostile_upstream import HostileUpstream  # noqa: PLC0415
+
+    name = f"rw-copy-{secrets.token_hex(3)}"
+    stack.vault.ok("POST", f"transit/keys/{name}", {})
+    settings = {"CLOUDTASER_S3PROXY_TRANSIT_KEY": name, "CLOUDTASER_S3PROXY_KEY_VERSION_CHECK_SECS": "1"}
+    proc, endpoint, _ = stack.start_proxy(f"proxy-{name}", **settings)
+    relay = HostileUpstream(stack.s3_endpoint)
+    try:
+        c = s3_client(endpoint, "w", "w")
+        c.put_object(Bucket=bucket, Key="rwcopy/a-first", Body=b"first")
+        c.put_object(Bucket=bucket, Key="rwcopy/tmp-z", Body=b"the job's output")
+        stack.vault.ok("POST", f"transit/keys/{name}/rotate", {})
+        time.sleep(2.5)
+        held = relay.hold(lambda m, p, h: m == "PUT" and p.split("?")[0].endswith("/rwcopy/a-first")
+                          and "x-amz-copy-source" in h)
+        tool_env = {"CLOUDTASER_S3PROXY_S3_ENDPOINT": relay.endpoint, "CLOUDTASER_S3PROXY_KEY_VERSION_CHECK_SECS": "1"}
+        out = {}
+        t = threading.Thread(target=lambda: out.update(r=admin(
+            stack, name, "rewrap", "--bucket", bucket, "--prefix", "rwcopy/", "--quiet", *QUIESCED, env=tool_env,
+            check=False)))
+        t.start()
+        assert held.arrived.wait(60), "rewrap never copied a-first"
+        # Behind the walk's listing: a copy of the not-yet-rewrapped object.
+        c.copy_object(Bucket=bucket, Key="rwcopy/b-final", CopySource={"Bucket": bucket, "Key": "rwcopy/tmp-z"})
+        # The copy took the source's v1 envelope (the listing page is already read).
+        assert wrapped(upstream, bucket, "rwcopy/b-final").startswith("vault:v1:")
+        held.release()
+        t.join(120)
+        r = out["r"]
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "left under older key versions: 0" in r.stdout, r.stdout
+        for k in ("rwcopy/a-first", "rwcopy/tmp-z", "rwcopy/b-final"):
+            assert wrapped(upstream, bucket, k).startswith("vault:v2:"), k
+    finally:
+        relay.close()
+        proc.stop()
+
+
+def test_a_rotation_during_rewrap_is_reported_not_counted_done(stack, upstream, bucket):
+    """Found by the independent attack: a second rotation while rewrap ran
+    (auto_rotate_period) left everything a version behind while it said 0."""
+    from hostile_upstream import HostileUpstream  # noqa: PLC0415
+
+    name = f"rw-rot2-{secrets.token_hex(3)}"
+    stack.vault.ok("POST", f"transit/keys/{name}", {})
+    proc, endpoint, _ = stack.start_proxy(f"proxy-{name}", CLOUDTASER_S3PROXY_TRANSIT_KEY=name)
+    relay = HostileUpstream(stack.s3_endpoint)
+    try:
+        s3_client(endpoint, "w", "w").put_object(Bucket=bucket, Key="rwrot2/x", Body=b"x")
+        stack.vault.ok("POST", f"transit/keys/{name}/rotate", {})
+        time.sleep(2.5)
+        held = relay.hold(lambda m, p, h: m == "PUT" and "x-amz-copy-source" in h)
+        tool_env = {"CLOUDTASER_S3PROXY_S3_ENDPOINT": relay.endpoint, "CLOUDTASER_S3PROXY_KEY_VERSION_CHECK_SECS": "1"}
+        out = {}
+        t = threading.Thread(target=lambda: out.update(r=admin(
+            stack, name, "rewrap", "--bucket", bucket, "--prefix", "rwrot2/", "--quiet", *QUIESCED, env=tool_env,
+            check=False)))
+        t.start()
+        assert held.arrived.wait(60)
+        stack.vault.ok("POST", f"transit/keys/{name}/rotate", {})
+        held.release()
+        t.join(120)
+        r = out["r"]
+        assert r.returncode != 0, r.stdout
+        assert "the key was rotated during this run (v2 to v3)" in r.stdout + r.stderr, r.stdout + r.stderr
+        assert "left under older key versions: 0" not in r.stdout
+    finally:
+        relay.close()
+        proc.stop()

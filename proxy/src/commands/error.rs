@@ -96,6 +96,9 @@ pub enum CommandError {
         "{count} open multipart upload(s) may be written under an older key version; complete or abort them, then run rewrap again"
     )]
     OpenUploads { count: usize },
+    /// The Transit key got a newer version while the command ran.
+    #[error("the key was rotated during this run (v{from} to v{to}); run rewrap again")]
+    RotatedDuringRun { from: u32, to: u32 },
 }
 
 impl CommandError {

@@ -7,6 +7,11 @@
 //! interrupted run continues where it stopped.
 
 use std::collections::HashMap;
+
+/// Passes over objects written during the walk, at most.
+const MAX_FOLLOW_UP_PASSES: usize = 5;
+/// How far the upstream's `LastModified` clock may be behind this one.
+const CLOCK_SKEW: Duration = Duration::from_secs(300);
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -188,7 +193,7 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
     // Proxies switch to a new key version within their version check of a
     // rotation; objects they write until then get the older one. Walking
     // the bucket before that would miss them, so the walk starts after it.
-    let settle = settings.keys.pool.map_or(Duration::ZERO, |p| p.version_check * 2);
+    let settle = settings.keys.version_check * 2;
     let newest = keys.transit().key_versions(keys.key_name()).await?;
     let settled_from = newest.latest_created.map(|created| created + settle);
     let unsettled = settled_from.and_then(|t| t.duration_since(SystemTime::now()).ok());
@@ -203,6 +208,7 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
         }
         _ => {}
     }
+    let walk_started = SystemTime::now();
     let resume = read_state(&args.state_file);
     if let Some(after) = &resume {
         progress.println(format!("resuming after {after}"));
@@ -235,6 +241,34 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
                 summary.failed.len()
             ));
         }
+    }
+    // Objects written during the walk behind its position: a workload's
+    // CopyObject keeps its source's envelope, so a copy of an object the
+    // walk had not reached yet lands under the older version where the walk
+    // has already been. Each further pass takes what changed since the last
+    // one began, until a pass finds nothing to rewrap.
+    let mut since = walk_started;
+    for _ in 0..MAX_FOLLOW_UP_PASSES {
+        if args.dry_run {
+            break;
+        }
+        let pass_started = SystemTime::now();
+        let changed = open_uploads::changed_since(upstream, &args.bucket, &args.prefix, since - CLOCK_SKEW).await?;
+        let before = summary.rewrapped;
+        for key in changed {
+            match rewrapper.rewrap_one(&key).await {
+                Ok(Outcome::Rewrapped) => summary.rewrapped += 1,
+                Ok(_) => {}
+                Err(e) => {
+                    progress.suspend(|| eprintln!("failed: {key}: {e}"));
+                    summary.failed.push((key.clone(), e));
+                }
+            }
+        }
+        if summary.rewrapped == before {
+            break;
+        }
+        since = pass_started;
     }
     // Printed after the progress bar, whether or not it is shown.
     let mut behind = Vec::new();
@@ -293,7 +327,16 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
         summary.not_encrypted,
         summary.failed.len()
     );
-    let left = summary.would_rewrap as usize + summary.failed.len() + open.len();
+    // A rotation during the run: everything done is behind again.
+    let now_newest = keys.transit().key_versions(keys.key_name()).await?.latest_version;
+    if now_newest != newest.latest_version {
+        println!(
+            "the key was rotated during this run (v{} to v{now_newest}): run rewrap again before raising min_decryption_version",
+            newest.latest_version
+        );
+    }
+    let rotated_during_run = usize::from(now_newest != newest.latest_version);
+    let left = summary.would_rewrap as usize + summary.failed.len() + open.len() + rotated_during_run;
     match unsettled.filter(|_| args.dry_run) {
         Some(wait) => println!(
             "left under older key versions: {left} so far; proxies may write under older versions for {}s more",
@@ -307,6 +350,9 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
     }
     if !open.is_empty() && !args.dry_run {
         return Err(CommandError::OpenUploads { count: open.len() });
+    }
+    if rotated_during_run > 0 {
+        return Err(CommandError::RotatedDuringRun { from: newest.latest_version, to: now_newest });
     }
     Ok(())
 }

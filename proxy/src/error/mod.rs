@@ -93,6 +93,11 @@ pub enum ProxyError {
         "The multipart object's part table was never sealed, so it cannot be verified, and the object may have been tampered with. If a CompleteMultipartUpload for it was interrupted, the operator's cloudtaser-s3proxy seal --key <key> checks every part and segment before it seals the object, and refuses one that fails."
     )]
     SealPending,
+    /// The Transit key was rotated while a PUT streamed: the object would be
+    /// stored under a key version `rewrap` may already have passed, so it is
+    /// not stored at all, and the client retries with a current key.
+    #[error("The encryption key was rotated while this upload was in progress; nothing was stored. Retry the request.")]
+    KeyRotatedDuringUpload,
     #[error(
         "The object is a multipart object without a manifest (format 1), and CLOUDTASER_S3PROXY_FORMAT1_MULTIPART is refuse."
     )]
@@ -158,7 +163,7 @@ impl ProxyError {
             InvalidRange { .. } => (S::RANGE_NOT_SATISFIABLE, "InvalidRange"),
             InvalidPartNumber => (S::RANGE_NOT_SATISFIABLE, "InvalidPartNumber"),
             NotImplemented(_) => (S::NOT_IMPLEMENTED, "NotImplemented"),
-            KeyServiceUnavailable(_) | Credentials(_) | ObjectChanged(_) | SealPending => {
+            KeyServiceUnavailable(_) | Credentials(_) | ObjectChanged(_) | SealPending | KeyRotatedDuringUpload => {
                 (S::SERVICE_UNAVAILABLE, "ServiceUnavailable")
             }
             KeyServiceSlowDown(_) | SlowDown => (S::SERVICE_UNAVAILABLE, "SlowDown"),
@@ -209,11 +214,12 @@ mod tests {
 
     #[test]
     fn the_table_gives_s3s_status_and_code() {
-        let cases: [(ProxyError, u16, &str); 8] = [
+        let cases: [(ProxyError, u16, &str); 9] = [
             (ProxyError::NoSuchUpload, 404, "NoSuchUpload"),
             (ProxyError::InvalidPart(MissingPart { part: 3 }), 400, "InvalidPart"),
             (ProxyError::ObjectChanged("read"), 503, "ServiceUnavailable"),
             (ProxyError::SealPending, 503, "ServiceUnavailable"),
+            (ProxyError::KeyRotatedDuringUpload, 503, "ServiceUnavailable"),
             (ProxyError::Format1Refused, 403, "AccessDenied"),
             (ProxyError::ReservedMetadata("x-amz-meta-cloudtaser-key".into()), 400, "InvalidArgument"),
             (ProxyError::Ciphertext(FormatError::Manifest), 500, "InternalError"),

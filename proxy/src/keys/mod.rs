@@ -72,6 +72,10 @@ pub struct KeyService {
     health: Arc<health::VaultHealth>,
     cache: KeyCache,
     pool: Option<Arc<KeyPool>>,
+    /// The newest version of the write key seen in any Transit answer.
+    latest: Arc<std::sync::atomic::AtomicU32>,
+    /// How often the current version is checked when there is no pool to do it.
+    version_check: Option<Duration>,
     unwrapping: single_flight::SingleFlight<cache::CacheKey, Result<Arc<DataKey>, VaultError>>,
 }
 
@@ -84,6 +88,8 @@ impl KeyService {
             health: Arc::default(),
             cache: KeyCache::new(cache_capacity, cache_ttl),
             pool: None,
+            latest: Arc::default(),
+            version_check: None,
             unwrapping: single_flight::SingleFlight::default(),
         }
     }
@@ -106,12 +112,54 @@ impl KeyService {
         self
     }
 
-    /// Starts filling the pool in the background, if there is one.
+    /// Checks the write key's current version this often even without a
+    /// pool (which checks on its own), so a PUT that streams across a
+    /// rotation is refused at its end ([`KeyService::is_current`]).
+    pub fn with_version_check(mut self, interval: Duration) -> Self {
+        self.version_check = Some(interval);
+        self
+    }
+
+    /// Starts filling the pool in the background, if there is one; without
+    /// one, starts the version check.
     pub fn start_pool(&self) {
-        if let Some(pool) = &self.pool {
-            let wrapper = TransitWrapper { transit: self.transit.clone(), health: self.health.clone() };
-            tokio::spawn(pool.clone().run(Arc::new(wrapper)));
+        let wrapper = TransitWrapper { transit: self.transit.clone(), health: self.health.clone() };
+        match (&self.pool, self.version_check) {
+            (Some(pool), _) => {
+                tokio::spawn(pool.clone().run(Arc::new(wrapper)));
+            }
+            (None, Some(interval)) => {
+                let latest = self.latest.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(interval).await;
+                        // One throwaway key: Transit wraps under its current version.
+                        let answer = match DataKey::random() {
+                            Ok(key) => pool::Wrapper::wrap(&wrapper, std::slice::from_ref(&key)).await,
+                            Err(_) => continue,
+                        };
+                        let checked = answer.as_ref().ok().and_then(|w| w.first()).and_then(|w| key_version(w));
+                        if let Some(v) = checked {
+                            latest.fetch_max(v, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        crate::metrics::metrics().key_version_check(checked.is_some());
+                    }
+                });
+            }
+            (None, None) => {}
         }
+    }
+
+    /// The newest version of the write key the proxy has seen (0: none yet).
+    pub fn current_version(&self) -> u32 {
+        let pooled = self.pool.as_ref().map_or(0, |p| p.floor());
+        self.latest.load(std::sync::atomic::Ordering::SeqCst).max(pooled)
+    }
+
+    /// Whether a data key wrapped as `wrapped` is still under the current
+    /// version of the write key.
+    pub fn is_current(&self, wrapped: &str) -> bool {
+        key_version(wrapped).is_some_and(|v| v >= self.current_version())
     }
 
     pub fn pool(&self) -> Option<&Arc<KeyPool>> {
@@ -139,8 +187,11 @@ impl KeyService {
                 let (key, wrapped) = self.health.observe(self.transit.generate_data_key().await)?;
                 // Transit answered with its current version: if that is a
                 // rotation, the pool's older keys go now, not at the next check.
-                if let (Some(pool), Some(version)) = (&self.pool, key_version(&wrapped)) {
-                    pool.observe_version(version);
+                if let Some(version) = key_version(&wrapped) {
+                    self.latest.fetch_max(version, std::sync::atomic::Ordering::SeqCst);
+                    if let Some(pool) = &self.pool {
+                        pool.observe_version(version);
+                    }
                 }
                 (key, wrapped)
             }

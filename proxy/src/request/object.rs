@@ -25,7 +25,7 @@ use crate::stream::aws_chunked::{self, BodyEncoding, ChunkedDecoder};
 use crate::stream::checksum::ChecksumVerifier;
 use crate::stream::framing::UploadFraming;
 use crate::stream::idle::IdleLimited;
-use crate::stream::transform::{OpenedDownload, SealedUpload, read_prefix};
+use crate::stream::transform::{KeyCheck, OpenedDownload, SealedUpload, read_prefix};
 use crate::upstream::sign::Payload;
 
 /// Headers that describe the plaintext body the client sent; the upstream
@@ -35,6 +35,14 @@ const PLAINTEXT_BODY_HEADERS: &[&str] =
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// What a PutObject adds to `seal_and_send` (UploadPart has neither): the
+/// object's envelope, and the check that its data key is still current
+/// when the body has arrived.
+pub(super) struct WholeObject {
+    envelope: EnvelopeMetadata,
+    key_check: KeyCheck,
 }
 
 impl RequestPath {
@@ -73,7 +81,8 @@ impl RequestPath {
             name: "PutObject",
             ..S3Request::internal(bucket, Some(key), vec![])
         };
-        self.seal_and_send(&s3, headers, body, &data_key.key, 0, Some(envelope)).await
+        let whole = WholeObject { envelope, key_check: self.key_check(&data_key.wrapped) };
+        self.seal_and_send(&s3, headers, body, &data_key.key, 0, Some(whole)).await
     }
 
     pub(super) async fn put_object(
@@ -92,7 +101,18 @@ impl RequestPath {
         let mut headers = parts.headers;
         crate::s3::metadata::remove_plaintext_digests(&mut headers, self.keep_digests);
         conditional::to_upstream_etags(&mut headers);
-        self.seal_and_send(s3, headers, body, &data_key.key, 0, Some(envelope)).await
+        let whole = WholeObject { envelope, key_check: self.key_check(&data_key.wrapped) };
+        self.seal_and_send(s3, headers, body, &data_key.key, 0, Some(whole)).await
+    }
+
+    /// Whether a single object's data key is still current when its body
+    /// has arrived: a PUT that streamed across a rotation would otherwise
+    /// store an object under the old version after `rewrap` walked past
+    /// its key, and raising `min_decryption_version` would lose it. Parts
+    /// keep their upload's key (`rewrap` reports open uploads).
+    fn key_check(&self, wrapped: &str) -> KeyCheck {
+        let (keys, wrapped) = (self.keys.clone(), wrapped.to_owned());
+        Box::new(move || keys.is_current(&wrapped))
     }
 
     /// Encrypts a client body into one stream and sends it upstream (PutObject, UploadPart).
@@ -103,12 +123,13 @@ impl RequestPath {
         body: B,
         data_key: &DataKey,
         part_number: u32,
-        envelope: Option<EnvelopeMetadata>,
+        whole: Option<WholeObject>,
     ) -> Result<Response<ProxyBody>, ProxyError>
     where
         B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<crate::body::BoxError>,
     {
+        let (envelope, key_check) = whole.map(|w| (w.envelope, w.key_check)).unzip();
         let encoding = BodyEncoding::of(&headers);
         let plaintext_len = aws_chunked::plaintext_length(&headers, encoding)?;
         // A part's own CRC64NVME lets Complete verify a full-object checksum.
@@ -133,7 +154,7 @@ impl RequestPath {
         let payload = if framing.is_chunked() { Payload::StreamingTrailer } else { Payload::Unsigned };
         let wire_len = framing.framed_len(plaintext_len);
         let body = IdleLimited::new(body, self.body_idle_timeout);
-        let (sealed, outcome) = SealedUpload::new(body, decoder, verifier, sealer, framing, wire_len);
+        let (sealed, outcome) = SealedUpload::new(body, decoder, verifier, sealer, framing, wire_len, key_check);
         let req = self.upstream.request(Method::PUT, s3, headers, boxed(sealed), payload).await?;
         let sent = self.upstream.send_raw(req).await;
         // A failure inside the body (bad digest, short body) explains an upstream error.

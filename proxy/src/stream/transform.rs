@@ -113,7 +113,14 @@ where
 pub type SealedUpload<B> = Transformed<B, Seal>;
 
 /// Decode, verify, seal and frame.
+/// Asked once a body has arrived in full, before its last segment goes
+/// upstream: whether the data key may still be used (false after a
+/// rotation past its version). False ends the body with an error, so the
+/// upstream stores nothing.
+pub type KeyCheck = Box<dyn Fn() -> bool + Send + Sync>;
+
 pub struct Seal {
+    key_check: Option<KeyCheck>,
     decoder: Option<ChunkedDecoder>,
     verifier: Option<ChecksumVerifier>,
     sealer: Sealer,
@@ -133,9 +140,10 @@ where
         sealer: Sealer,
         framing: UploadFraming,
         wire_len: u64,
+        key_check: Option<KeyCheck>,
     ) -> (Self, SharedOutcome) {
         let outcome = SharedOutcome::default();
-        let step = Seal { decoder, verifier: Some(verifier), sealer, framing, outcome: outcome.clone() };
+        let step = Seal { key_check, decoder, verifier: Some(verifier), sealer, framing, outcome: outcome.clone() };
         (Transformed::with_step(source, step, wire_len), outcome)
     }
 }
@@ -175,6 +183,9 @@ impl Step for Seal {
             None => &[],
         };
         let (verified, digests) = self.verifier.take().expect("the end comes once").finish_with_digests(trailers)?;
+        if self.key_check.as_ref().is_some_and(|still_current| !still_current()) {
+            return Err(ProxyError::KeyRotatedDuringUpload);
+        }
         let mut sealed = Vec::new();
         self.sealer.finish(&mut sealed).map_err(length_error)?;
         self.frame_all(sealed, out);
@@ -318,7 +329,8 @@ mod tests {
         let sealer = Sealer::new(&KEY, header).with_room(framing.room());
         let verifier = ChecksumVerifier::from_headers(&http::HeaderMap::new()).unwrap();
         let wire_len = framing.framed_len(data.len() as u64);
-        let (body, outcome) = SealedUpload::new(source(data, piece, fail), None, verifier, sealer, framing, wire_len);
+        let (body, outcome) =
+            SealedUpload::new(source(data, piece, fail), None, verifier, sealer, framing, wire_len, None);
         let collected = block_on(body.collect());
         (collected.map(|c| c.to_bytes()), outcome)
     }
@@ -372,7 +384,7 @@ mod tests {
         let framing = UploadFraming::new(UploadIntegrity::Unsigned, 10);
         let sealer = Sealer::new(&KEY, Header::new(0, 10, [1; 32]).unwrap());
         let verifier = ChecksumVerifier::from_headers(&http::HeaderMap::new()).unwrap();
-        let (body, outcome) = SealedUpload::new(source(b"short", 5, false), None, verifier, sealer, framing, 0);
+        let (body, outcome) = SealedUpload::new(source(b"short", 5, false), None, verifier, sealer, framing, 0, None);
         assert!(block_on(body.collect()).is_err());
         assert_eq!(outcome.lock().unwrap().failure.as_ref().unwrap().code(), "IncompleteBody");
     }

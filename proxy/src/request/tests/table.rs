@@ -72,6 +72,7 @@ async fn every_variant() -> Vec<(ProxyError, u16, &'static str)> {
         (ProxyError::InvalidPartNumber, 416, "InvalidPartNumber"),
         (ProxyError::ObjectChanged("read"), 503, "ServiceUnavailable"),
         (ProxyError::SealPending, 503, "ServiceUnavailable"),
+        (ProxyError::KeyRotatedDuringUpload, 503, "ServiceUnavailable"),
         (ProxyError::Format1Refused, 403, "AccessDenied"),
         (ProxyError::NoSuchUpload, 404, "NoSuchUpload"),
         (MissingPart { part: 2 }.into(), 400, "InvalidPart"),
@@ -114,6 +115,7 @@ async fn every_variant() -> Vec<(ProxyError, u16, &'static str)> {
             | InvalidPartNumber
             | ObjectChanged(..)
             | SealPending
+            | KeyRotatedDuringUpload
             | Format1Refused
             | NoSuchUpload
             | InvalidPart(..)
