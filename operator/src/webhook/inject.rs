@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use cloudtaser_s3proxy::env_names as proxy_env;
 
-use crate::crd::{CredentialsSource, InvalidSpec, S3ProxyConfigSpec, VaultAuthMethod};
+use crate::crd::{CredentialsSource, DEFAULT_WEB_IDENTITY_AUDIENCE, InvalidSpec, S3ProxyConfigSpec, VaultAuthMethod};
 use crate::quantity::Quantity as ParsedQuantity;
 
 pub const ANNOTATION: &str = "cloudtaser.io/s3-proxy";
@@ -40,6 +40,12 @@ const HEALTH_PORT: i32 = 8191;
 const VAULT_TOKEN_VOLUME: &str = "cloudtaser-vault-token";
 const VAULT_TOKEN_DIR: &str = "/var/run/secrets/cloudtaser/vault";
 const VAULT_CA_VOLUME: &str = "cloudtaser-vault-ca";
+/// `credentials.source: webIdentity`: the proxy's own AWS token.
+const AWS_TOKEN_VOLUME: &str = "cloudtaser-aws-token";
+const AWS_TOKEN_DIR: &str = "/var/run/secrets/cloudtaser/aws";
+/// The lifetime the kubelet is asked for; it refreshes the file at 80% of
+/// it, and STS accepts tokens up to 24 h old (the EKS webhook asks 86400).
+const AWS_TOKEN_SECONDS: i64 = 86400;
 const VAULT_CA_DIR: &str = "/etc/cloudtaser/vault-ca";
 /// Mode of the proxy's own projected token volumes. The kubelet uses it only
 /// when the pod has no `fsGroup` and its containers do not all share one
@@ -111,6 +117,14 @@ pub enum Denial {
     InvalidConfig { config: String, error: InvalidSpec },
     #[error("{0}")]
     BadOverride(#[from] BadSetting),
+    #[error(
+        "container {container} carries the proxy's role ({role}) in AWS_ROLE_ARN: with it the workload could write to the bucket without the proxy. Remove the eks.amazonaws.com/role-arn annotation from the pod's service account (the proxy gets its role from credentials.roleArn)"
+    )]
+    WorkloadHoldsProxyRole { container: String, role: String },
+    #[error(
+        "container {container} mounts volume {volume}, a service-account token with the proxy's audience {audience}: with it the workload could assume the proxy's role and write plaintext. Only the {SIDECAR} container may hold that token"
+    )]
+    WorkloadMountsProxyToken { container: String, volume: String, audience: String },
     #[error(
         "pod has restartPolicy {0}: with classic (non-native) sidecars the proxy keeps running after the workload exits, so the pod would never complete; the operator must run with proxy.nativeSidecar=true (Kubernetes >= 1.29) to proxy Jobs and other run-to-completion pods"
     )]
@@ -500,7 +514,40 @@ fn sidecar(
             ..Default::default()
         });
     }
+    // Never the node's role: with IMDS the SDK would fall back to it when
+    // the configured identity is missing, and work, for the wrong principal.
+    vars.push(env("AWS_EC2_METADATA_DISABLED", "true"));
     match config.credentials.source {
+        CredentialsSource::WebIdentity => {
+            let audience =
+                config.credentials.audience.clone().unwrap_or_else(|| DEFAULT_WEB_IDENTITY_AUDIENCE.to_owned());
+            vars.push(env("AWS_ROLE_ARN", config.credentials.role_arn.clone().unwrap_or_default()));
+            vars.push(env("AWS_WEB_IDENTITY_TOKEN_FILE", format!("{AWS_TOKEN_DIR}/token")));
+            vars.push(env("AWS_ROLE_SESSION_NAME", SIDECAR));
+            vars.push(env("AWS_STS_REGIONAL_ENDPOINTS", "regional"));
+            vars.push(env("AWS_REGION", &config.upstream.region));
+            volumes.push(Volume {
+                name: AWS_TOKEN_VOLUME.to_owned(),
+                projected: Some(ProjectedVolumeSource {
+                    sources: Some(vec![VolumeProjection {
+                        service_account_token: Some(ServiceAccountTokenProjection {
+                            audience: Some(audience),
+                            expiration_seconds: Some(AWS_TOKEN_SECONDS),
+                            path: "token".to_owned(),
+                        }),
+                        ..Default::default()
+                    }]),
+                    default_mode: Some(TOKEN_MODE),
+                }),
+                ..Default::default()
+            });
+            mounts.push(VolumeMount {
+                name: AWS_TOKEN_VOLUME.to_owned(),
+                mount_path: AWS_TOKEN_DIR.to_owned(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
         CredentialsSource::Secret => {
             if let Some(s) = &config.credentials.secret_ref {
                 vars.push(secret_env("AWS_ACCESS_KEY_ID", &s.name, &s.access_key_id_key));
@@ -602,6 +649,44 @@ fn container_image(spec: &k8s_openapi::api::core::v1::PodSpec) -> String {
         .unwrap_or_default()
 }
 
+/// With `webIdentity`, the proxy's role and token are the proxy's alone: a
+/// workload container that carries the role ARN (the EKS webhook put it
+/// there from an annotated service account) or mounts a token with the
+/// proxy's audience could reach the bucket without the proxy.
+fn only_the_proxy_holds_its_identity(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    config: &S3ProxyConfigSpec,
+) -> Result<(), Denial> {
+    let role = config.credentials.role_arn.clone().unwrap_or_default();
+    let audience = config.credentials.audience.clone().unwrap_or_else(|| DEFAULT_WEB_IDENTITY_AUDIENCE.to_owned());
+    let proxy_token_volumes: Vec<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| {
+            v.name == AWS_TOKEN_VOLUME
+                || v.projected.iter().flat_map(|p| p.sources.iter().flatten()).any(|source| {
+                    source.service_account_token.as_ref().is_some_and(|t| t.audience.as_deref() == Some(&audience))
+                })
+        })
+        .map(|v| v.name.as_str())
+        .collect();
+    let workloads = spec.init_containers.iter().flatten().chain(&spec.containers).filter(|c| c.name != SIDECAR);
+    for c in workloads {
+        if c.env.iter().flatten().any(|e| e.name == "AWS_ROLE_ARN" && e.value.as_deref() == Some(&role)) {
+            return Err(Denial::WorkloadHoldsProxyRole { container: c.name.clone(), role });
+        }
+        if let Some(m) = c.volume_mounts.iter().flatten().find(|m| proxy_token_volumes.contains(&m.name.as_str())) {
+            return Err(Denial::WorkloadMountsProxyToken {
+                container: c.name.clone(),
+                volume: m.name.clone(),
+                audience,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Injects (or re-applies, idempotently) the proxy into `pod`.
 pub fn inject(
     pod: &Pod,
@@ -620,9 +705,17 @@ pub fn inject(
     if !options.native_sidecar && restart_policy != "Always" {
         return Err(Denial::ClassicRunToCompletion(restart_policy));
     }
+    if config.credentials.source == CredentialsSource::WebIdentity {
+        only_the_proxy_holds_its_identity(spec, config)?;
+    }
     let (container, volumes) =
         sidecar(&Pod { spec: Some(spec.clone()), ..Default::default() }, config, options, &annotations)?;
     let mut warnings = Vec::new();
+    if config.credentials.source == CredentialsSource::ServiceAccount {
+        warnings.push(format!(
+            "S3ProxyConfig {config_name} uses credentials.source serviceAccount: every container of this pod holds the proxy's cloud role, so a client that ignores {ENDPOINT_ENV} can write plaintext to the bucket; use credentials.source webIdentity (docs/OPERATOR.md)"
+        ));
+    }
 
     // The sidecar: replaced in place on reinvocation, otherwise added first.
     spec.containers.retain(|c| c.name != SIDECAR || !options.native_sidecar);
