@@ -70,8 +70,12 @@ impl S3ProxyConfigSpec {
     /// schema's patterns cannot say (`..` segments). Also the check for the
     /// chart's cluster default, which never passes the API server.
     pub fn validate(&self) -> Result<(), InvalidSpec> {
-        let invalid =
-            |field, index, value: &str, reason| InvalidSpec { field, index: Some(index), value: value.to_owned(), reason };
+        let invalid = |field, index, value: &str, reason| InvalidSpec {
+            field,
+            index: Some(index),
+            value: value.to_owned(),
+            reason,
+        };
         for (i, op) in self.allowed_operations.iter().enumerate() {
             if let Some(reason) = operation_problem(op) {
                 return Err(invalid("allowedOperations", i, op, reason));
@@ -114,7 +118,8 @@ fn role_arn_problem(arn: &str) -> Option<&'static str> {
     let name_ok = !name.is_empty()
         && name.len() <= 512
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c));
-    if !partition.starts_with("aws") || account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) || !name_ok {
+    if !partition.starts_with("aws") || account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) || !name_ok
+    {
         return bad;
     }
     None

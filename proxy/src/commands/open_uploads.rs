@@ -30,7 +30,11 @@ pub struct OpenUpload {
 
 /// Every open upload under `prefix`, following the listing's markers;
 /// `None` when the upstream does not implement the listing (s3s-fs).
-pub async fn list(upstream: &UpstreamClient, bucket: &str, prefix: &str) -> Result<Option<Vec<OpenUpload>>, CommandError> {
+pub async fn list(
+    upstream: &UpstreamClient,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Option<Vec<OpenUpload>>, CommandError> {
     let mut uploads = Vec::new();
     let mut markers: Option<(String, String)> = None;
     loop {
@@ -100,7 +104,8 @@ fn parse(xml: &[u8]) -> Result<Page, CommandError> {
                     (Some(b"Key"), Some(u)) => u.0 = text,
                     (Some(b"UploadId"), Some(u)) => u.1 = text,
                     (Some(b"Initiated"), Some(u)) => {
-                        u.2 = DateTime::from_str(&text, Format::DateTime).ok().and_then(|d| SystemTime::try_from(d).ok())
+                        u.2 =
+                            DateTime::from_str(&text, Format::DateTime).ok().and_then(|d| SystemTime::try_from(d).ok())
                     }
                     (Some(b"IsTruncated"), None) => truncated = text == "true",
                     (Some(b"NextKeyMarker"), None) => next_key = Some(text),

@@ -22,8 +22,8 @@ use crate::s3::classify::S3Request;
 use crate::settings::Settings;
 use crate::upstream::UpstreamClient;
 
-use super::{CommandError, open_uploads};
 use super::listing::{KeyPages, ObjectVersion, VersionPages, body_of, read_state, s3_error, write_state};
+use super::{CommandError, open_uploads};
 
 #[derive(Default, Debug)]
 pub struct Summary {
@@ -253,11 +253,8 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
     // Uploads still open may complete under an older key version after the
     // walk has passed their key; they are left, and reported.
     let listed = open_uploads::list(upstream, &args.bucket, &args.prefix).await?;
-    let open: Vec<_> = listed
-        .iter()
-        .flatten()
-        .filter(|u| open_uploads::may_use_an_older_version(u.initiated, settled_from))
-        .collect();
+    let open: Vec<_> =
+        listed.iter().flatten().filter(|u| open_uploads::may_use_an_older_version(u.initiated, settled_from)).collect();
     progress.finish_and_clear();
     if args.quiet {
         // A hidden bar prints nothing: the reasons must still be seen.
@@ -266,7 +263,10 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
         }
     }
     for upload in &open {
-        println!("open upload: {} (upload id {}) may be written under an older key version", upload.key, upload.upload_id);
+        println!(
+            "open upload: {} (upload id {}) may be written under an older key version",
+            upload.key, upload.upload_id
+        );
     }
     if listed.is_none() {
         println!(
