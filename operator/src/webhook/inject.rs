@@ -126,6 +126,10 @@ pub enum Denial {
     )]
     WorkloadMountsProxyToken { container: String, volume: String, audience: String },
     #[error(
+        "pod sets shareProcessNamespace: its other containers could read the proxy's token through /proc and assume the proxy's role; remove shareProcessNamespace or use another credentials.source"
+    )]
+    SharedProcessNamespace,
+    #[error(
         "pod has restartPolicy {0}: with classic (non-native) sidecars the proxy keeps running after the workload exits, so the pod would never complete; the operator must run with proxy.nativeSidecar=true (Kubernetes >= 1.29) to proxy Jobs and other run-to-completion pods"
     )]
     ClassicRunToCompletion(String),
@@ -657,6 +661,9 @@ fn only_the_proxy_holds_its_identity(
     spec: &k8s_openapi::api::core::v1::PodSpec,
     config: &S3ProxyConfigSpec,
 ) -> Result<(), Denial> {
+    if spec.share_process_namespace == Some(true) {
+        return Err(Denial::SharedProcessNamespace);
+    }
     let role = config.credentials.role_arn.clone().unwrap_or_default();
     let audience = config.credentials.audience.clone().unwrap_or_else(|| DEFAULT_WEB_IDENTITY_AUDIENCE.to_owned());
     let proxy_token_volumes: Vec<&str> = spec
