@@ -130,6 +130,10 @@ pub enum Denial {
     )]
     SharedProcessNamespace,
     #[error(
+        "container {container} reads the token in volume {volume} only because every container of the pod runs as UID {uid} (the kubelet then gives it that UID at mode 0600); the proxy, configured to run as UID {proxy_uid}, would make it a root-owned 0{mode:o} file the container cannot read. Set the pod's fsGroup, or defaultMode 0644 on that volume, or the S3ProxyConfig's proxy.runAsUser to {uid}"
+    )]
+    WorkloadTokenWouldBeLost { container: String, volume: String, uid: i64, proxy_uid: i64, mode: i32 },
+    #[error(
         "pod has restartPolicy {0}: with classic (non-native) sidecars the proxy keeps running after the workload exits, so the pod would never complete; the operator must run with proxy.nativeSidecar=true (Kubernetes >= 1.29) to proxy Jobs and other run-to-completion pods"
     )]
     ClassicRunToCompletion(String),
@@ -694,6 +698,67 @@ fn only_the_proxy_holds_its_identity(
     Ok(())
 }
 
+/// The effective `runAsUser` of a container (its own, else the pod's).
+fn run_as_user(spec: &k8s_openapi::api::core::v1::PodSpec, c: &Container) -> Option<i64> {
+    c.security_context.as_ref().and_then(|s| s.run_as_user).or_else(|| spec.security_context.as_ref()?.run_as_user)
+}
+
+/// The kubelet's rule for projected service-account tokens
+/// (`FsUserFrom`, `pkg/volume/util/util.go`; `collectData`,
+/// `pkg/volume/projected/projected.go`; docs/OPERATOR.md, "Token files"):
+/// when every container runs as one UID and the pod has no `fsGroup`, each
+/// token file is that UID's at 0600, whatever the volume's `defaultMode`;
+/// otherwise it is root's at `defaultMode`. Adding the proxy with another
+/// UID would turn the first case into the second, and a workload whose
+/// token volume has a `defaultMode` without read for others would lose its
+/// own token. Returns the UID the proxy must run as to keep it, if any.
+fn uid_that_keeps_workload_tokens(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    config: &S3ProxyConfigSpec,
+) -> Result<Option<i64>, Denial> {
+    if spec.security_context.as_ref().and_then(|s| s.fs_group).is_some() {
+        return Ok(None);
+    }
+    let workloads: Vec<&Container> =
+        spec.init_containers.iter().flatten().chain(&spec.containers).filter(|c| c.name != SIDECAR).collect();
+    let mut uids = workloads.iter().map(|c| run_as_user(spec, c));
+    let Some(Some(uid)) = uids.next() else { return Ok(None) };
+    // Root reads any file; and FsUser is nil unless all agree.
+    if uid == 0 || !uids.all(|u| u == Some(uid)) {
+        return Ok(None);
+    }
+    let proxy = config.proxy.clone().unwrap_or_default();
+    let proxy_uid = proxy.run_as_user.unwrap_or(PROXY_UID);
+    if proxy.platform_assigns_user || proxy_uid == uid {
+        return Ok(None);
+    }
+    for c in workloads {
+        for m in c.volume_mounts.iter().flatten() {
+            let Some(projected) =
+                spec.volumes.iter().flatten().find(|v| v.name == m.name).and_then(|v| v.projected.as_ref())
+            else {
+                continue;
+            };
+            let has_token = projected.sources.iter().flatten().any(|s| s.service_account_token.is_some());
+            let mode = projected.default_mode.unwrap_or(0o644);
+            if !has_token || mode & 0o004 != 0 {
+                continue;
+            }
+            if proxy.run_as_user.is_some() {
+                return Err(Denial::WorkloadTokenWouldBeLost {
+                    container: c.name.clone(),
+                    volume: m.name.clone(),
+                    uid,
+                    proxy_uid,
+                    mode,
+                });
+            }
+            return Ok(Some(uid));
+        }
+    }
+    Ok(None)
+}
+
 /// Injects (or re-applies, idempotently) the proxy into `pod`.
 pub fn inject(
     pod: &Pod,
@@ -715,9 +780,18 @@ pub fn inject(
     if config.credentials.source == CredentialsSource::WebIdentity {
         only_the_proxy_holds_its_identity(spec, config)?;
     }
-    let (container, volumes) =
+    let keep_uid = uid_that_keeps_workload_tokens(spec, config)?;
+    let (mut container, volumes) =
         sidecar(&Pod { spec: Some(spec.clone()), ..Default::default() }, config, options, &annotations)?;
     let mut warnings = Vec::new();
+    if let Some(uid) = keep_uid {
+        if let Some(sc) = container.security_context.as_mut() {
+            sc.run_as_user = Some(uid);
+        }
+        warnings.push(format!(
+            "the proxy runs as UID {uid}, the UID every container of this pod runs as: with another UID the kubelet would make the pod's service-account token files root-owned at their defaultMode, which the containers cannot read (set fsGroup, or defaultMode 0644, to let the proxy keep its own UID)"
+        ));
+    }
     if config.credentials.source == CredentialsSource::ServiceAccount {
         warnings.push(format!(
             "S3ProxyConfig {config_name} uses credentials.source serviceAccount: every container of this pod holds the proxy's cloud role, so a client that ignores {ENDPOINT_ENV} can write plaintext to the bucket; use credentials.source webIdentity (docs/OPERATOR.md)"
