@@ -600,6 +600,12 @@ fn sidecar(
     let (source, value) = pick(annotations, IMAGE_ANNOTATION, proxy_spec.image.as_ref(), &options.image);
     let image = image(source, value)?;
     let resources = resources(annotations, options)?;
+    if let Some(limit) = resources.limits.as_ref().and_then(|l| l.get("memory"))
+        && let Ok(parsed) = ParsedQuantity::parse(&limit.0)
+    {
+        let bytes = u64::try_from(parsed.milli_value() / 1000).unwrap_or(u64::MAX);
+        vars.push(env(proxy_env::MAX_CONNECTIONS, max_connections_for(bytes).to_string()));
+    }
     let mut security = hardened();
     if proxy_spec.platform_assigns_user {
         // OpenShift's restricted SCC assigns a UID from the namespace's range.
@@ -644,6 +650,22 @@ fn sidecar(
         });
     }
     Ok((container, volumes))
+}
+
+/// The proxy's base footprint and the most one connection adds, measured
+/// (docs/OPERATIONS.md, "Memory"): a single 1 GiB stream peaks at 30-35 MiB
+/// RSS, and 64 concurrent 1 GiB GETs at 85 MiB, about 0.8 MiB each (256 KiB
+/// buffered each way, plus the cipher's segment buffers).
+const PROXY_BASE_BYTES: u64 = 48 << 20;
+const BYTES_PER_CONNECTION: u64 = 1 << 20;
+
+/// How many connections the proxy may hold at once within `memory_limit`,
+/// so that a client opening hundreds of parallel transfers queues in the
+/// kernel instead of getting the sidecar OOM-killed (which fails every
+/// transfer of the pod): 80 for the default 128 Mi, never below 16 or
+/// above the proxy's own default of 1024.
+pub fn max_connections_for(memory_limit: u64) -> u64 {
+    (memory_limit.saturating_sub(PROXY_BASE_BYTES) / BYTES_PER_CONNECTION).clamp(16, 1024)
 }
 
 /// The image of the proxy container in an injected pod spec.
@@ -898,6 +920,14 @@ mod tests {
         assert!(
             bad(InjectOptions { memory_limit: "1KB".into(), ..Default::default() }).contains("invalid memory limit")
         );
+    }
+
+    #[test]
+    fn connections_follow_the_memory_limit() {
+        assert_eq!(max_connections_for(128 << 20), 80);
+        assert_eq!(max_connections_for(256 << 20), 208);
+        assert_eq!(max_connections_for(32 << 20), 16, "a floor, so a small limit still serves");
+        assert_eq!(max_connections_for(8 << 30), 1024, "the proxy's own default is the ceiling");
     }
 
     #[test]
