@@ -19,7 +19,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::config_ref::ConfigRef;
-use crate::crd::{S3ProxyConfig, S3ProxyConfigStatus};
+use crate::crd::{CredentialsSource, S3ProxyConfig, S3ProxyConfigStatus};
 use crate::metrics::{ConfigLabel, Metrics};
 use crate::webhook::inject::{ANNOTATION, SIDECAR};
 
@@ -57,8 +57,12 @@ pub fn proxy_image(pod: &Pod) -> Option<String> {
 }
 
 fn condition(ready: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
+    typed_condition("Ready", ready, reason, message, generation)
+}
+
+fn typed_condition(type_: &str, ready: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
     Condition {
-        type_: "Ready".to_owned(),
+        type_: type_.to_owned(),
         status: if ready { "True" } else { "False" }.to_owned(),
         reason: reason.to_owned(),
         message,
@@ -124,15 +128,52 @@ pub async fn reconcile(config: Arc<S3ProxyConfig>, ctx: Arc<Context>) -> Result<
         Some((reason, message)) => condition(false, reason, message, generation),
         None => condition(true, "Valid", "the configuration is valid".to_owned(), generation),
     };
-    // Keep the transition time when the status does not change.
-    let ready = match config.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready")) {
-        Some(old) if old.status == ready.status && old.reason == ready.reason => {
-            Condition { last_transition_time: old.last_transition_time.clone(), ..ready }
+    // Whether the cloud identity is the proxy's alone: with serviceAccount
+    // every container of the pod holds the role, so a workload that
+    // ignores the endpoint writes plaintext with it (docs/OPERATOR.md).
+    let isolated = match config.spec.credentials.source {
+        CredentialsSource::WebIdentity => typed_condition(
+            "IdentityIsolated",
+            true,
+            "ProxyToken",
+            "only the proxy container holds the token and role it uses".to_owned(),
+            generation,
+        ),
+        CredentialsSource::Secret => typed_condition(
+            "IdentityIsolated",
+            true,
+            "ProxySecret",
+            "only the proxy container reads the credentials Secret".to_owned(),
+            generation,
+        ),
+        CredentialsSource::ServiceAccount => {
+            let message = "credentials.source serviceAccount: every container of an injected pod holds the proxy's cloud role, so a client that ignores AWS_ENDPOINT_URL_S3 can write plaintext to the bucket; use credentials.source webIdentity".to_owned();
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "SharedIdentity".into(),
+                note: Some(message.clone()),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(e) = recorder.publish(&event, &config.object_ref(&())).await {
+                tracing::warn!(error = %e, config = %name, "could not publish the SharedIdentity event");
+            }
+            typed_condition("IdentityIsolated", false, "SharedWithWorkload", message, generation)
         }
-        _ => ready,
+    };
+    // Keep each condition's transition time when it does not change.
+    let kept = |new: Condition| match config
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == new.type_))
+    {
+        Some(old) if old.status == new.status && old.reason == new.reason => {
+            Condition { last_transition_time: old.last_transition_time.clone(), ..new }
+        }
+        _ => new,
     };
     let status = S3ProxyConfigStatus {
-        conditions: vec![ready],
+        conditions: vec![kept(ready), kept(isolated)],
         observed_generation: generation,
         injected_pods: injected,
         unprotected_pods: unprotected,

@@ -56,10 +56,11 @@ pub struct S3ProxyConfigSpec {
 
 /// A value in a spec the proxy would refuse, with the field and entry it is in.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("spec.{field}[{index}] has an invalid entry {value:?}: {reason}")]
+#[error("spec.{field}{} has an invalid entry {value:?}: {reason}", index.map(|i| format!("[{i}]")).unwrap_or_default())]
 pub struct InvalidSpec {
     pub field: &'static str,
-    pub index: usize,
+    /// The entry's index, for list fields.
+    pub index: Option<usize>,
     pub value: String,
     pub reason: &'static str,
 }
@@ -69,7 +70,12 @@ impl S3ProxyConfigSpec {
     /// schema's patterns cannot say (`..` segments). Also the check for the
     /// chart's cluster default, which never passes the API server.
     pub fn validate(&self) -> Result<(), InvalidSpec> {
-        let invalid = |field, index, value: &str, reason| InvalidSpec { field, index, value: value.to_owned(), reason };
+        let invalid = |field, index, value: &str, reason| InvalidSpec {
+            field,
+            index: Some(index),
+            value: value.to_owned(),
+            reason,
+        };
         for (i, op) in self.allowed_operations.iter().enumerate() {
             if let Some(reason) = operation_problem(op) {
                 return Err(invalid("allowedOperations", i, op, reason));
@@ -80,8 +86,43 @@ impl S3ProxyConfigSpec {
                 return Err(invalid("buckets", i, entry, reason));
             }
         }
+        if let Some(arn) = &self.credentials.role_arn
+            && let Some(reason) = role_arn_problem(arn)
+        {
+            return Err(InvalidSpec { field: "credentials.roleArn", index: None, value: arn.clone(), reason });
+        }
+        if let Some(audience) = &self.credentials.audience
+            && (audience.is_empty() || audience == "sts.amazonaws.com")
+        {
+            return Err(InvalidSpec {
+                field: "credentials.audience",
+                index: None,
+                value: audience.clone(),
+                reason: "must be an audience of the proxy's own, not empty and not sts.amazonaws.com (the audience the workload's IRSA token has, which would let the workload assume the proxy's role)",
+            });
+        }
         Ok(())
     }
+}
+
+/// An IAM role ARN: `arn:<partition>:iam::<12-digit account>:role/<path/name>`.
+fn role_arn_problem(arn: &str) -> Option<&'static str> {
+    let bad = Some("expected an IAM role ARN such as arn:aws:iam::123456789012:role/cloudtaser-s3proxy");
+    let mut fields = arn.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) =
+        (fields.next(), fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return bad;
+    };
+    let name = resource.strip_prefix("role/").unwrap_or("");
+    let name_ok = !name.is_empty()
+        && name.len() <= 512
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c));
+    if !partition.starts_with("aws") || account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) || !name_ok
+    {
+        return bad;
+    }
+    None
 }
 
 fn operation_problem(op: &str) -> Option<&'static str> {
@@ -195,19 +236,41 @@ pub enum VaultAuthMethod {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.source != 'secret' || has(self.secretRef)", "message": "source secret needs secretRef"},
-    {"rule": "self.source != 'serviceAccount' || !has(self.secretRef)", "message": "source serviceAccount takes no secretRef"}
+    {"rule": "self.source != 'serviceAccount' || !has(self.secretRef)", "message": "source serviceAccount takes no secretRef"},
+    {"rule": "self.source != 'webIdentity' || has(self.roleArn)", "message": "source webIdentity needs roleArn"},
+    {"rule": "self.source != 'webIdentity' || !has(self.secretRef)", "message": "source webIdentity takes no secretRef"},
+    {"rule": "self.source == 'webIdentity' || (!has(self.roleArn) && !has(self.audience))", "message": "roleArn and audience are for source webIdentity"}
 ]))]
 pub struct CredentialsSpec {
-    /// `serviceAccount`: the pod's IRSA or Pod Identity role. `secret`: HMAC
-    /// or static keys from a Secret.
+    /// `webIdentity` (recommended on EKS): the proxy container alone gets a
+    /// service-account token with `audience` and assumes `roleArn` with it;
+    /// no workload container holds that token or role. `serviceAccount`:
+    /// the pod's IRSA or Pod Identity role, which every container of the
+    /// pod holds (kept for compatibility; a workload that ignores the
+    /// endpoint can write plaintext with it). `secret`: HMAC or static keys
+    /// from a Secret.
     pub source: CredentialsSource,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<KeysSecretRef>,
+    /// `webIdentity`: the IAM role the proxy assumes. Its trust policy must
+    /// require this audience and the pod's service account (docs/OPERATOR.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"))]
+    pub role_arn: Option<String>,
+    /// `webIdentity`: the audience of the proxy's token (default
+    /// `cloudtaser-s3proxy`). It must differ from `sts.amazonaws.com`, the
+    /// audience of the token the EKS webhook gives workloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
 }
+
+/// The audience of the proxy's web-identity token unless the config names one.
+pub const DEFAULT_WEB_IDENTITY_AUDIENCE: &str = "cloudtaser-s3proxy";
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum CredentialsSource {
+    WebIdentity,
     ServiceAccount,
     Secret,
 }
@@ -299,6 +362,43 @@ mod tests {
     }
 
     #[test]
+    fn web_identity_needs_a_role_arn_and_an_audience_of_its_own() {
+        let with = |arn: &str, audience: Option<&str>| {
+            let mut s = spec(&[], &[]);
+            s.credentials.source = CredentialsSource::WebIdentity;
+            s.credentials.role_arn = Some(arn.to_owned());
+            s.credentials.audience = audience.map(str::to_owned);
+            s.validate()
+        };
+        for good in [
+            "arn:aws:iam::123456789012:role/cloudtaser-s3proxy",
+            "arn:aws-cn:iam::123456789012:role/team/a+b=c,d.e@f_g-h",
+            "arn:aws-us-gov:iam::123456789012:role/x",
+        ] {
+            assert_eq!(with(good, None), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "arn:aws:iam::12345:role/x",
+            "arn:aws:iam::123456789012:user/x",
+            "arn:aws:iam::123456789012:role/",
+            "arn:aws:sts::123456789012:role/x",
+            "arn:gcp:iam::123456789012:role/x",
+            "arn:aws:iam:eu-west-1:123456789012:role/x",
+            "arn:aws:iam::123456789012:role/x y",
+        ] {
+            let e = with(bad, None).unwrap_err();
+            assert_eq!((e.field, e.index), ("credentials.roleArn", None), "{bad}");
+            assert!(e.to_string().starts_with("spec.credentials.roleArn has an invalid entry"), "{e}");
+        }
+        let arn = "arn:aws:iam::123456789012:role/p";
+        assert_eq!(with(arn, Some("my-proxy")), Ok(()));
+        for audience in ["", "sts.amazonaws.com"] {
+            assert_eq!(with(arn, Some(audience)).unwrap_err().field, "credentials.audience");
+        }
+    }
+
+    #[test]
     fn unset_and_good_lists_are_valid() {
         assert_eq!(spec(&[], &[]).validate(), Ok(()));
         let good = spec(
@@ -318,7 +418,7 @@ mod tests {
             ("GetObject2", "letters only"),
         ] {
             let err = spec(&["default", bad], &[]).validate().unwrap_err();
-            assert_eq!((err.field, err.index, err.value.as_str()), ("allowedOperations", 1, bad));
+            assert_eq!((err.field, err.index, err.value.as_str()), ("allowedOperations", Some(1), bad));
             assert!(err.reason.contains(reason), "{bad:?}: {err}");
             assert!(err.to_string().starts_with(&format!("spec.allowedOperations[1] has an invalid entry {bad:?}: ")));
         }
@@ -347,7 +447,7 @@ mod tests {
             ("orders/..", "`..` path segment"),
         ] {
             let err = spec(&[], &["orders", bad]).validate().unwrap_err();
-            assert_eq!((err.field, err.index, err.value.as_str()), ("buckets", 1, bad));
+            assert_eq!((err.field, err.index, err.value.as_str()), ("buckets", Some(1), bad));
             assert!(err.reason.contains(reason), "{bad:?}: {err}");
             assert!(err.to_string().starts_with(&format!("spec.buckets[1] has an invalid entry {bad:?}: ")));
         }

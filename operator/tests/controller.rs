@@ -222,3 +222,43 @@ async fn invalid_operation_and_bucket_lists_make_the_config_not_ready() {
         assert_eq!(ready["message"], message);
     }
 }
+
+/// With `serviceAccount`, every container of an injected pod holds the
+/// proxy's cloud role: the config says so in a condition and a Warning
+/// event on itself, every reconcile, so it cannot go unnoticed.
+#[tokio::test]
+async fn a_shared_cloud_identity_is_a_condition_and_a_warning() {
+    let mut shared = config();
+    shared.spec.credentials = serde_json::from_value(json!({"source": "serviceAccount"})).unwrap();
+    let (patch, _) = run_with(shared, |mut h| {
+        tokio::spawn(async move {
+            expect(
+                &mut h,
+                Method::GET,
+                "/api/v1/namespaces/shop/pods",
+                200,
+                json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+            )
+            .await;
+            let event =
+                expect(&mut h, Method::POST, "/apis/events.k8s.io/v1/namespaces/shop/events", 201, json!({})).await;
+            assert_eq!(event["reason"], "SharedIdentity", "{event}");
+            assert_eq!(event["regarding"]["kind"], "S3ProxyConfig", "{event}");
+            expect(
+                &mut h,
+                Method::PATCH,
+                "/apis/cloudtaser.io/v1alpha1/namespaces/shop/s3proxyconfigs/default/status",
+                200,
+                serde_json::to_value(config()).unwrap(),
+            )
+            .await
+        })
+    })
+    .await;
+    let conditions = &patch["status"]["conditions"];
+    assert_eq!(conditions[0]["type"], "Ready");
+    assert_eq!(conditions[0]["status"], "True", "still valid: compatibility");
+    assert_eq!(conditions[1]["type"], "IdentityIsolated");
+    assert_eq!(conditions[1]["status"], "False");
+    assert_eq!(conditions[1]["reason"], "SharedWithWorkload");
+}

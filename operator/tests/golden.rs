@@ -36,6 +36,8 @@ struct CaseOptions {
 struct Checked {
     token_files: usize,
     proxies: usize,
+    /// Workload containers' token files checked to stay readable.
+    workload_token_files: usize,
 }
 
 fn run_review(configs: Configs, options: InjectOptions, pod: &Value, namespace: &str) -> Value {
@@ -46,8 +48,26 @@ fn run_review(configs: Configs, options: InjectOptions, pod: &Value, namespace: 
 
 /// Every token file the proxy reads is readable by its UID (per the kubelet's
 /// rules in `kubelet`), and the proxy's own parser accepts its env and args.
-fn check_injected(dir: &Path, pod: &Value, checked: &mut Checked) {
+fn check_injected(dir: &Path, input: &Value, pod: &Value, checked: &mut Checked) {
+    let before: k8s_openapi::api::core::v1::Pod = serde_json::from_value(input.clone()).unwrap();
     let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod.clone()).unwrap();
+    // Every workload container keeps every token file it could read.
+    for (container, volume) in kubelet::workload_token_mounts(&before) {
+        let c = |p: &k8s_openapi::api::core::v1::Pod| {
+            let spec = p.spec.as_ref().unwrap();
+            spec.init_containers.iter().flatten().chain(&spec.containers).find(|c| c.name == container).cloned()
+        };
+        let (old, new) = (c(&before).unwrap(), c(&pod).expect("the workload container is still there"));
+        if kubelet::can_read(&before, &old, &kubelet::token_file(&before, &volume)) {
+            let file = kubelet::token_file(&pod, &volume);
+            assert!(
+                kubelet::can_read(&pod, &new, &file),
+                "{}: container {container} could read its token in volume {volume} before injection, not after: {file:?}",
+                dir.display()
+            );
+            checked.workload_token_files += 1;
+        }
+    }
     let spec = pod.spec.as_ref().unwrap();
     let Some(proxy) = spec.init_containers.iter().flatten().chain(&spec.containers).find(|c| c.name == SIDECAR) else {
         return;
@@ -112,7 +132,7 @@ fn check_case(dir: &Path, checked: &mut Checked) {
     assert_eq!(pod, expected, "{}: injected pod differs from expected.yaml", dir.display());
     let expected_warnings: Vec<String> = read("warnings.txt").unwrap_or_default().lines().map(str::to_owned).collect();
     assert_eq!(warnings, expected_warnings, "{}", dir.display());
-    check_injected(dir, &pod, checked);
+    check_injected(dir, &input, &pod, checked);
 
     // Reinvocation (reinvocationPolicy: IfNeeded) must change nothing.
     let again = run_review(configs(), options, &pod, &namespace);
@@ -144,6 +164,7 @@ fn golden_cases() {
     // (two tokens each in the token-* cases) went through the kubelet's rules.
     assert!(checked.proxies >= 20, "{} proxies checked", checked.proxies);
     assert!(checked.token_files >= 28, "{} token files checked", checked.token_files);
+    assert!(checked.workload_token_files >= 8, "{} workload token files checked", checked.workload_token_files);
 }
 
 /// The readability check can fail: the mode the operator used to give the

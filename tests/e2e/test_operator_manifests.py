@@ -160,6 +160,7 @@ def test_example_configs_validate_against_the_crd(example):
     (("spec", "vault", "address"), "vault.example:8200"),
     (("spec", "credentials", "source"), "instanceProfile"),
     (("spec", "vault", "auth", "method"), "userpass"),
+    (("spec", "credentials", "roleArn"), "arn:aws:iam::123:role/x"),
 ])
 def test_bad_configs_are_rejected_by_the_schema(path, value):
     doc = yaml.safe_load((ROOT / "docs" / "examples" / "static.yaml").read_text())

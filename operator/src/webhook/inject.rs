@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use cloudtaser_s3proxy::env_names as proxy_env;
 
-use crate::crd::{CredentialsSource, InvalidSpec, S3ProxyConfigSpec, VaultAuthMethod};
+use crate::crd::{CredentialsSource, DEFAULT_WEB_IDENTITY_AUDIENCE, InvalidSpec, S3ProxyConfigSpec, VaultAuthMethod};
 use crate::quantity::Quantity as ParsedQuantity;
 
 pub const ANNOTATION: &str = "cloudtaser.io/s3-proxy";
@@ -40,6 +40,12 @@ const HEALTH_PORT: i32 = 8191;
 const VAULT_TOKEN_VOLUME: &str = "cloudtaser-vault-token";
 const VAULT_TOKEN_DIR: &str = "/var/run/secrets/cloudtaser/vault";
 const VAULT_CA_VOLUME: &str = "cloudtaser-vault-ca";
+/// `credentials.source: webIdentity`: the proxy's own AWS token.
+const AWS_TOKEN_VOLUME: &str = "cloudtaser-aws-token";
+const AWS_TOKEN_DIR: &str = "/var/run/secrets/cloudtaser/aws";
+/// The lifetime the kubelet is asked for; it refreshes the file at 80% of
+/// it, and STS accepts tokens up to 24 h old (the EKS webhook asks 86400).
+const AWS_TOKEN_SECONDS: i64 = 86400;
 const VAULT_CA_DIR: &str = "/etc/cloudtaser/vault-ca";
 /// Mode of the proxy's own projected token volumes. The kubelet uses it only
 /// when the pod has no `fsGroup` and its containers do not all share one
@@ -111,6 +117,22 @@ pub enum Denial {
     InvalidConfig { config: String, error: InvalidSpec },
     #[error("{0}")]
     BadOverride(#[from] BadSetting),
+    #[error(
+        "container {container} carries the proxy's role ({role}) in AWS_ROLE_ARN: with it the workload could write to the bucket without the proxy. Remove the eks.amazonaws.com/role-arn annotation from the pod's service account (the proxy gets its role from credentials.roleArn)"
+    )]
+    WorkloadHoldsProxyRole { container: String, role: String },
+    #[error(
+        "container {container} mounts volume {volume}, a service-account token with the proxy's audience {audience}: with it the workload could assume the proxy's role and write plaintext. Only the {SIDECAR} container may hold that token"
+    )]
+    WorkloadMountsProxyToken { container: String, volume: String, audience: String },
+    #[error(
+        "pod sets shareProcessNamespace: its other containers could read the proxy's token through /proc and assume the proxy's role; remove shareProcessNamespace or use another credentials.source"
+    )]
+    SharedProcessNamespace,
+    #[error(
+        "container {container} reads the token in volume {volume} only because every container of the pod runs as UID {uid} (the kubelet then gives it that UID at mode 0600); the proxy, configured to run as UID {proxy_uid}, would make it a root-owned 0{mode:o} file the container cannot read. Set the pod's fsGroup, or defaultMode 0644 on that volume, or the S3ProxyConfig's proxy.runAsUser to {uid}"
+    )]
+    WorkloadTokenWouldBeLost { container: String, volume: String, uid: i64, proxy_uid: i64, mode: i32 },
     #[error(
         "pod has restartPolicy {0}: with classic (non-native) sidecars the proxy keeps running after the workload exits, so the pod would never complete; the operator must run with proxy.nativeSidecar=true (Kubernetes >= 1.29) to proxy Jobs and other run-to-completion pods"
     )]
@@ -500,7 +522,40 @@ fn sidecar(
             ..Default::default()
         });
     }
+    // Never the node's role: with IMDS the SDK would fall back to it when
+    // the configured identity is missing, and work, for the wrong principal.
+    vars.push(env("AWS_EC2_METADATA_DISABLED", "true"));
     match config.credentials.source {
+        CredentialsSource::WebIdentity => {
+            let audience =
+                config.credentials.audience.clone().unwrap_or_else(|| DEFAULT_WEB_IDENTITY_AUDIENCE.to_owned());
+            vars.push(env("AWS_ROLE_ARN", config.credentials.role_arn.clone().unwrap_or_default()));
+            vars.push(env("AWS_WEB_IDENTITY_TOKEN_FILE", format!("{AWS_TOKEN_DIR}/token")));
+            vars.push(env("AWS_ROLE_SESSION_NAME", SIDECAR));
+            vars.push(env("AWS_STS_REGIONAL_ENDPOINTS", "regional"));
+            vars.push(env("AWS_REGION", &config.upstream.region));
+            volumes.push(Volume {
+                name: AWS_TOKEN_VOLUME.to_owned(),
+                projected: Some(ProjectedVolumeSource {
+                    sources: Some(vec![VolumeProjection {
+                        service_account_token: Some(ServiceAccountTokenProjection {
+                            audience: Some(audience),
+                            expiration_seconds: Some(AWS_TOKEN_SECONDS),
+                            path: "token".to_owned(),
+                        }),
+                        ..Default::default()
+                    }]),
+                    default_mode: Some(TOKEN_MODE),
+                }),
+                ..Default::default()
+            });
+            mounts.push(VolumeMount {
+                name: AWS_TOKEN_VOLUME.to_owned(),
+                mount_path: AWS_TOKEN_DIR.to_owned(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
         CredentialsSource::Secret => {
             if let Some(s) = &config.credentials.secret_ref {
                 vars.push(secret_env("AWS_ACCESS_KEY_ID", &s.name, &s.access_key_id_key));
@@ -545,6 +600,12 @@ fn sidecar(
     let (source, value) = pick(annotations, IMAGE_ANNOTATION, proxy_spec.image.as_ref(), &options.image);
     let image = image(source, value)?;
     let resources = resources(annotations, options)?;
+    if let Some(limit) = resources.limits.as_ref().and_then(|l| l.get("memory"))
+        && let Ok(parsed) = ParsedQuantity::parse(&limit.0)
+    {
+        let bytes = u64::try_from(parsed.milli_value() / 1000).unwrap_or(u64::MAX);
+        vars.push(env(proxy_env::MAX_CONNECTIONS, max_connections_for(bytes).to_string()));
+    }
     let mut security = hardened();
     if proxy_spec.platform_assigns_user {
         // OpenShift's restricted SCC assigns a UID from the namespace's range.
@@ -591,6 +652,22 @@ fn sidecar(
     Ok((container, volumes))
 }
 
+/// The proxy's base footprint and the most one connection adds, measured
+/// (docs/OPERATIONS.md, "Memory"): a single 1 GiB stream peaks at 30-35 MiB
+/// RSS, and 64 concurrent 1 GiB GETs at 85 MiB, about 0.8 MiB each (256 KiB
+/// buffered each way, plus the cipher's segment buffers).
+const PROXY_BASE_BYTES: u64 = 48 << 20;
+const BYTES_PER_CONNECTION: u64 = 1 << 20;
+
+/// How many connections the proxy may hold at once within `memory_limit`,
+/// so that a client opening hundreds of parallel transfers queues in the
+/// kernel instead of getting the sidecar OOM-killed (which fails every
+/// transfer of the pod): 80 for the default 128 Mi, never below 16 or
+/// above the proxy's own default of 1024.
+pub fn max_connections_for(memory_limit: u64) -> u64 {
+    (memory_limit.saturating_sub(PROXY_BASE_BYTES) / BYTES_PER_CONNECTION).clamp(16, 1024)
+}
+
 /// The image of the proxy container in an injected pod spec.
 fn container_image(spec: &k8s_openapi::api::core::v1::PodSpec) -> String {
     spec.init_containers
@@ -600,6 +677,108 @@ fn container_image(spec: &k8s_openapi::api::core::v1::PodSpec) -> String {
         .find(|c| c.name == SIDECAR)
         .and_then(|c| c.image.clone())
         .unwrap_or_default()
+}
+
+/// With `webIdentity`, the proxy's role and token are the proxy's alone: a
+/// workload container that carries the role ARN (the EKS webhook put it
+/// there from an annotated service account) or mounts a token with the
+/// proxy's audience could reach the bucket without the proxy.
+fn only_the_proxy_holds_its_identity(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    config: &S3ProxyConfigSpec,
+) -> Result<(), Denial> {
+    if spec.share_process_namespace == Some(true) {
+        return Err(Denial::SharedProcessNamespace);
+    }
+    let role = config.credentials.role_arn.clone().unwrap_or_default();
+    let audience = config.credentials.audience.clone().unwrap_or_else(|| DEFAULT_WEB_IDENTITY_AUDIENCE.to_owned());
+    let proxy_token_volumes: Vec<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| {
+            v.name == AWS_TOKEN_VOLUME
+                || v.projected.iter().flat_map(|p| p.sources.iter().flatten()).any(|source| {
+                    source.service_account_token.as_ref().is_some_and(|t| t.audience.as_deref() == Some(&audience))
+                })
+        })
+        .map(|v| v.name.as_str())
+        .collect();
+    let workloads = spec.init_containers.iter().flatten().chain(&spec.containers).filter(|c| c.name != SIDECAR);
+    for c in workloads {
+        if c.env.iter().flatten().any(|e| e.name == "AWS_ROLE_ARN" && e.value.as_deref() == Some(&role)) {
+            return Err(Denial::WorkloadHoldsProxyRole { container: c.name.clone(), role });
+        }
+        if let Some(m) = c.volume_mounts.iter().flatten().find(|m| proxy_token_volumes.contains(&m.name.as_str())) {
+            return Err(Denial::WorkloadMountsProxyToken {
+                container: c.name.clone(),
+                volume: m.name.clone(),
+                audience,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The effective `runAsUser` of a container (its own, else the pod's).
+fn run_as_user(spec: &k8s_openapi::api::core::v1::PodSpec, c: &Container) -> Option<i64> {
+    c.security_context.as_ref().and_then(|s| s.run_as_user).or_else(|| spec.security_context.as_ref()?.run_as_user)
+}
+
+/// The kubelet's rule for projected service-account tokens
+/// (`FsUserFrom`, `pkg/volume/util/util.go`; `collectData`,
+/// `pkg/volume/projected/projected.go`; docs/OPERATOR.md, "Token files"):
+/// when every container runs as one UID and the pod has no `fsGroup`, each
+/// token file is that UID's at 0600, whatever the volume's `defaultMode`;
+/// otherwise it is root's at `defaultMode`. Adding the proxy with another
+/// UID would turn the first case into the second, and a workload whose
+/// token volume has a `defaultMode` without read for others would lose its
+/// own token. Returns the UID the proxy must run as to keep it, if any.
+fn uid_that_keeps_workload_tokens(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    config: &S3ProxyConfigSpec,
+) -> Result<Option<i64>, Denial> {
+    if spec.security_context.as_ref().and_then(|s| s.fs_group).is_some() {
+        return Ok(None);
+    }
+    let workloads: Vec<&Container> =
+        spec.init_containers.iter().flatten().chain(&spec.containers).filter(|c| c.name != SIDECAR).collect();
+    let mut uids = workloads.iter().map(|c| run_as_user(spec, c));
+    let Some(Some(uid)) = uids.next() else { return Ok(None) };
+    // Root reads any file; and FsUser is nil unless all agree.
+    if uid == 0 || !uids.all(|u| u == Some(uid)) {
+        return Ok(None);
+    }
+    let proxy = config.proxy.clone().unwrap_or_default();
+    let proxy_uid = proxy.run_as_user.unwrap_or(PROXY_UID);
+    if proxy.platform_assigns_user || proxy_uid == uid {
+        return Ok(None);
+    }
+    for c in workloads {
+        for m in c.volume_mounts.iter().flatten() {
+            let Some(projected) =
+                spec.volumes.iter().flatten().find(|v| v.name == m.name).and_then(|v| v.projected.as_ref())
+            else {
+                continue;
+            };
+            let has_token = projected.sources.iter().flatten().any(|s| s.service_account_token.is_some());
+            let mode = projected.default_mode.unwrap_or(0o644);
+            if !has_token || mode & 0o004 != 0 {
+                continue;
+            }
+            if proxy.run_as_user.is_some() {
+                return Err(Denial::WorkloadTokenWouldBeLost {
+                    container: c.name.clone(),
+                    volume: m.name.clone(),
+                    uid,
+                    proxy_uid,
+                    mode,
+                });
+            }
+            return Ok(Some(uid));
+        }
+    }
+    Ok(None)
 }
 
 /// Injects (or re-applies, idempotently) the proxy into `pod`.
@@ -620,9 +799,26 @@ pub fn inject(
     if !options.native_sidecar && restart_policy != "Always" {
         return Err(Denial::ClassicRunToCompletion(restart_policy));
     }
-    let (container, volumes) =
+    if config.credentials.source == CredentialsSource::WebIdentity {
+        only_the_proxy_holds_its_identity(spec, config)?;
+    }
+    let keep_uid = uid_that_keeps_workload_tokens(spec, config)?;
+    let (mut container, volumes) =
         sidecar(&Pod { spec: Some(spec.clone()), ..Default::default() }, config, options, &annotations)?;
     let mut warnings = Vec::new();
+    if let Some(uid) = keep_uid {
+        if let Some(sc) = container.security_context.as_mut() {
+            sc.run_as_user = Some(uid);
+        }
+        warnings.push(format!(
+            "the proxy runs as UID {uid}, the UID every container of this pod runs as: with another UID the kubelet would make the pod's service-account token files root-owned at their defaultMode, which the containers cannot read (set fsGroup, or defaultMode 0644, to let the proxy keep its own UID)"
+        ));
+    }
+    if config.credentials.source == CredentialsSource::ServiceAccount {
+        warnings.push(format!(
+            "S3ProxyConfig {config_name} uses credentials.source serviceAccount: every container of this pod holds the proxy's cloud role, so a client that ignores {ENDPOINT_ENV} can write plaintext to the bucket; use credentials.source webIdentity (docs/OPERATOR.md)"
+        ));
+    }
 
     // The sidecar: replaced in place on reinvocation, otherwise added first.
     spec.containers.retain(|c| c.name != SIDECAR || !options.native_sidecar);
@@ -724,6 +920,14 @@ mod tests {
         assert!(
             bad(InjectOptions { memory_limit: "1KB".into(), ..Default::default() }).contains("invalid memory limit")
         );
+    }
+
+    #[test]
+    fn connections_follow_the_memory_limit() {
+        assert_eq!(max_connections_for(128 << 20), 80);
+        assert_eq!(max_connections_for(256 << 20), 208);
+        assert_eq!(max_connections_for(32 << 20), 16, "a floor, so a small limit still serves");
+        assert_eq!(max_connections_for(8 << 30), 1024, "the proxy's own default is the ceiling");
     }
 
     #[test]

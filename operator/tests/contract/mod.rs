@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Container;
 /// Env the proxy does not parse itself but the AWS SDK's default chain
 /// reads: static keys, and the IRSA / Pod Identity env the webhook copies
 /// (`inject::ROLE_ENV`).
-const AWS_SDK_ENV: &[&str] = &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+const AWS_SDK_ENV: &[&str] = &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_EC2_METADATA_DISABLED"];
 
 /// Parses the proxy container's env and args as the proxy would; Err says why not.
 pub fn proxy_accepts(container: &Container) -> Result<(), String> {

@@ -91,6 +91,30 @@ pub fn can_read(pod: &Pod, container: &Container, file: &TokenFile) -> bool {
     }
 }
 
+/// (container, volume) for every projected service-account-token volume a
+/// container other than the proxy mounts.
+pub fn workload_token_mounts(pod: &Pod) -> Vec<(String, String)> {
+    let Some(spec) = pod.spec.as_ref() else { return Vec::new() };
+    let is_token = |name: &str| {
+        spec.volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == name)
+            .and_then(|v| v.projected.as_ref())
+            .is_some_and(|p| p.sources.iter().flatten().any(|s| s.service_account_token.is_some()))
+    };
+    let mut out = Vec::new();
+    for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
+        if c.name == cloudtaser_operator::webhook::inject::SIDECAR {
+            continue;
+        }
+        for m in c.volume_mounts.iter().flatten().filter(|m| is_token(&m.name)) {
+            out.push((c.name.clone(), m.name.clone()));
+        }
+    }
+    out
+}
+
 /// Every token file the proxy is told to read (by its env), with the volume it is in.
 pub fn proxy_token_files(container: &Container) -> Vec<(String, String)> {
     let mut out = Vec::new();
