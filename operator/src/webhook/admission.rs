@@ -110,7 +110,9 @@ fn diff_with_insertions(base: &serde_json::Value, after: &serde_json::Value) -> 
             _ if !base.get("spec").is_some_and(serde_json::Value::is_object) => continue,
             Some(serde_json::Value::Array(items)) => match items.iter().position(|c| c["name"] == SIDECAR) {
                 Some(at) if at == index => continue,
-                Some(at) => serde_json::json!({"op": "move", "from": format!("/spec/{list}/{at}"), "path": format!("/spec/{list}/{index}")}),
+                Some(at) => {
+                    serde_json::json!({"op": "move", "from": format!("/spec/{list}/{at}"), "path": format!("/spec/{list}/{index}")})
+                }
                 None if index <= items.len() => {
                     serde_json::json!({"op": "add", "path": format!("/spec/{list}/{index}"), "value": container})
                 }

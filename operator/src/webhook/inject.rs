@@ -14,10 +14,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use cloudtaser_s3proxy::env_names as proxy_env;
 
-use crate::crd::{CredentialsSource, InvalidSpec, S3ProxyConfigSpec, VaultAuthMethod};
-use crate::quantity::Quantity as ParsedQuantity;
 use super::mesh::{self, Mesh};
 use super::reinvoke::merge_own;
+use crate::crd::{CredentialsSource, InvalidSpec, S3ProxyConfigSpec, VaultAuthMethod};
+use crate::quantity::Quantity as ParsedQuantity;
 
 pub const ANNOTATION: &str = "cloudtaser.io/s3-proxy";
 pub const STATUS_ANNOTATION: &str = "cloudtaser.io/s3-proxy-status";
@@ -638,13 +638,7 @@ fn mesh_adjust(pod: &mut Pod, container: &mut Container, warnings: &mut Vec<Stri
 /// either way it goes where `mesh` says, so the result does not depend on
 /// the order the webhooks ran in.
 fn place(spec: &mut k8s_openapi::api::core::v1::PodSpec, container: Container, native: bool) {
-    let existing = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(&spec.containers)
-        .find(|c| c.name == SIDECAR)
-        .cloned();
+    let existing = spec.init_containers.iter().flatten().chain(&spec.containers).find(|c| c.name == SIDECAR).cloned();
     let container = match existing {
         Some(existing) => merge_own(&existing, container),
         None => container,
@@ -707,7 +701,7 @@ pub fn inject(
         // Those after the proxy (mesh containers may come before it).
         spec.init_containers.iter_mut().flatten().skip_while(|c| c.name != SIDECAR).skip(1).collect()
     } else {
-        for c in spec.init_containers.iter().flatten() {
+        for c in spec.init_containers.iter().flatten().filter(|c| !(meshed && mesh::is_mesh_container(&c.name))) {
             warnings.push(format!(
                 "init container {}: runs before the CloudTaser proxy starts (classic sidecar mode), so its {ENDPOINT_ENV} is left as it is and any S3 traffic it sends is not encrypted by the proxy",
                 c.name

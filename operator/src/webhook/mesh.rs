@@ -70,7 +70,10 @@ impl MeshKind {
 pub enum Mesh {
     /// No sidecar mesh (or Istio ambient, which needs nothing: see docs).
     None,
-    Sidecar { kind: MeshKind, uid: i64 },
+    Sidecar {
+        kind: MeshKind,
+        uid: i64,
+    },
     /// Signs of both meshes: one bypass UID cannot serve both.
     Both,
 }
@@ -208,11 +211,16 @@ mod tests {
     fn signals() {
         let p = pod("metadata: {annotations: {sidecar.istio.io/inject: 'true'}}\nspec: {containers: []}");
         assert_eq!(detect(&p), Mesh::Sidecar { kind: MeshKind::Istio, uid: 1337 });
-        let p = pod("metadata: {labels: {sidecar.istio.io/inject: 'false'}, annotations: {sidecar.istio.io/inject: 'true'}}\nspec: {containers: []}");
+        let p = pod(
+            "metadata: {labels: {sidecar.istio.io/inject: 'false'}, annotations: {sidecar.istio.io/inject: 'true'}}\nspec: {containers: []}",
+        );
         assert_eq!(detect(&p), Mesh::None, "the label wins");
-        let p = pod("metadata: {annotations: {linkerd.io/inject: enabled, config.linkerd.io/proxy-uid: '3000'}}\nspec: {containers: []}");
+        let p = pod(
+            "metadata: {annotations: {linkerd.io/inject: enabled, config.linkerd.io/proxy-uid: '3000'}}\nspec: {containers: []}",
+        );
         assert_eq!(detect(&p), Mesh::Sidecar { kind: MeshKind::Linkerd, uid: 3000 });
-        let p = pod("metadata: {}\nspec: {containers: [{name: istio-proxy, securityContext: {runAsUser: 1000650000}}]}");
+        let p =
+            pod("metadata: {}\nspec: {containers: [{name: istio-proxy, securityContext: {runAsUser: 1000650000}}]}");
         assert_eq!(detect(&p), Mesh::Sidecar { kind: MeshKind::Istio, uid: 1000650000 });
         let p = pod("metadata: {labels: {istio.io/dataplane-mode: ambient}}\nspec: {containers: []}");
         assert_eq!(detect(&p), Mesh::None);

@@ -49,8 +49,14 @@ pub fn merge_own(existing: &Container, ours: Container) -> Container {
         }
     }
     // Our env vars: foreign ones with the proxy's prefix go.
-    let ours_names: Vec<Value> =
-        ours_json.get("env").and_then(Value::as_array).into_iter().flatten().filter_map(|v| v.get("name")).cloned().collect();
+    let ours_names: Vec<Value> = ours_json
+        .get("env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.get("name"))
+        .cloned()
+        .collect();
     let foreign_setting = |v: &Value| {
         let name = v.get("name").and_then(Value::as_str).unwrap_or_default();
         name.starts_with(PROXY_ENV_PREFIX) && !ours_names.iter().any(|n| n == name)
