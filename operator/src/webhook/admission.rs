@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
-use super::inject::{ANNOTATION, InjectOptions, Injected, inject};
+use super::inject::{ANNOTATION, InjectOptions, Injected, SIDECAR, inject};
 use crate::config_ref::ConfigRef;
 use crate::crd::S3ProxyConfigSpec;
 use crate::metrics::Metrics;
@@ -76,13 +76,59 @@ pub fn to_wire(review: &AdmissionReview<DynamicObject>) -> serde_json::Value {
 /// webhooks before validation); the API server would then fail the request
 /// on a patch that does not apply. Such pods are patched from what was
 /// received to the injected pod instead.
+///
+/// The proxy container is inserted (or moved) with an explicit operation
+/// first, and the difference is taken from the pod with it in place: an
+/// index-based difference alone would rewrite the user's container at the
+/// proxy's index into the proxy and re-add it one place on, leaving the
+/// fields the typed pod does not know (a newer Kubernetes field on the
+/// user's first init container) on the proxy.
 fn patch_for(received: &DynamicObject, before: &serde_json::Value, after: &serde_json::Value) -> json_patch::Patch {
-    let patch = json_patch::diff(before, after);
+    let patch = diff_with_insertions(before, after);
     let Ok(received) = serde_json::to_value(received) else { return patch };
     if patch.0.is_empty() || json_patch::patch(&mut received.clone(), &patch).is_ok() {
         return patch;
     }
-    json_patch::diff(&received, after)
+    diff_with_insertions(&received, after)
+}
+
+/// Explicit `add` (or `move`) operations that put the proxy container where
+/// `after` has it, followed by the difference from there to `after`.
+fn diff_with_insertions(base: &serde_json::Value, after: &serde_json::Value) -> json_patch::Patch {
+    let mut base = base.clone();
+    let mut ops: Vec<json_patch::PatchOperation> = Vec::new();
+    for list in ["initContainers", "containers"] {
+        let Some(index) = after
+            .pointer(&format!("/spec/{list}"))
+            .and_then(serde_json::Value::as_array)
+            .and_then(|items| items.iter().position(|c| c["name"] == SIDECAR))
+        else {
+            continue;
+        };
+        let container = after[&"spec"][list][index].clone();
+        let op = match base.pointer(&format!("/spec/{list}")) {
+            _ if !base.get("spec").is_some_and(serde_json::Value::is_object) => continue,
+            Some(serde_json::Value::Array(items)) => match items.iter().position(|c| c["name"] == SIDECAR) {
+                Some(at) if at == index => continue,
+                Some(at) => {
+                    serde_json::json!({"op": "move", "from": format!("/spec/{list}/{at}"), "path": format!("/spec/{list}/{index}")})
+                }
+                None if index <= items.len() => {
+                    serde_json::json!({"op": "add", "path": format!("/spec/{list}/{index}"), "value": container})
+                }
+                None => continue,
+            },
+            Some(_) => continue,
+            None => serde_json::json!({"op": "add", "path": format!("/spec/{list}"), "value": [container]}),
+        };
+        let Ok(op) = serde_json::from_value::<json_patch::PatchOperation>(op) else { continue };
+        if json_patch::patch(&mut base, std::slice::from_ref(&op)).is_err() {
+            continue;
+        }
+        ops.push(op);
+    }
+    ops.extend(json_patch::diff(&base, after).0);
+    json_patch::Patch(ops)
 }
 
 impl Admission {
@@ -258,6 +304,34 @@ mod tests {
             Admission { options: InjectOptions { native_sidecar: false, ..InjectOptions::default() }, ..admission };
         let out = patched(&classic, &pod);
         assert_eq!(out["spec"]["containers"][0]["name"], "cloudtaser-s3proxy");
+    }
+
+    /// A field k8s-openapi does not know (here a made-up 1.34+ field) on
+    /// the user's first init container stays on that container: the proxy
+    /// is inserted before it with an explicit `add`, not by rewriting index 0.
+    #[test]
+    fn unknown_fields_stay_on_the_first_init_container() {
+        let pod = json!({
+            "metadata": {"annotations": {"cloudtaser.io/s3-proxy": "true"}},
+            "spec": {
+                "containers": [{"name": "app", "image": "app:1"}],
+                "initContainers": [
+                    {"name": "migrate", "image": "migrate:1", "restartPolicyRules": [{"action": "Restart"}]},
+                    {"name": "setup", "image": "busybox"}
+                ]
+            }
+        });
+        let response = admission().review(review_of(&pod)).response.unwrap();
+        let patch: Value = serde_json::from_slice(&response.patch.clone().unwrap()).unwrap();
+        assert_eq!(patch[0]["op"], "add", "{patch}");
+        assert_eq!(patch[0]["path"], "/spec/initContainers/0", "{patch}");
+        let out = patched(&admission(), &pod);
+        let inits = out["spec"]["initContainers"].as_array().unwrap();
+        assert_eq!(inits[0]["name"], "cloudtaser-s3proxy");
+        assert!(inits[0].get("restartPolicyRules").is_none(), "moved onto the proxy: {}", inits[0]);
+        assert_eq!(inits[1]["name"], "migrate");
+        assert_eq!(inits[1]["restartPolicyRules"], json!([{"action": "Restart"}]));
+        assert_eq!(inits[2]["name"], "setup");
     }
 
     /// Well-formed pods keep the typed difference: fields the typed pod

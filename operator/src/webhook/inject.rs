@@ -14,6 +14,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use cloudtaser_s3proxy::env_names as proxy_env;
 
+use super::mesh::{self, Mesh};
+use super::reinvoke::merge_own;
 use crate::crd::{CredentialsSource, DEFAULT_WEB_IDENTITY_AUDIENCE, InvalidSpec, S3ProxyConfigSpec, VaultAuthMethod};
 use crate::quantity::Quantity as ParsedQuantity;
 
@@ -137,6 +139,10 @@ pub enum Denial {
         "pod has restartPolicy {0}: with classic (non-native) sidecars the proxy keeps running after the workload exits, so the pod would never complete; the operator must run with proxy.nativeSidecar=true (Kubernetes >= 1.29) to proxy Jobs and other run-to-completion pods"
     )]
     ClassicRunToCompletion(String),
+    #[error(
+        "pod shows signs of both Istio and Linkerd (annotations, labels or containers): the proxy can bypass only one mesh's capture; mesh the pod with one of them"
+    )]
+    TwoMeshes,
 }
 
 /// A proxy setting (chart default, config or annotation) the API server or
@@ -781,6 +787,56 @@ fn uid_that_keeps_workload_tokens(
     Ok(None)
 }
 
+/// For a pod in an Istio or Linkerd sidecar mesh: the proxy runs as the
+/// mesh's bypass UID (its egress to Vault and the provider skips capture,
+/// so it works before the mesh proxy runs) and its health port is excluded
+/// from inbound capture. Returns whether the pod is meshed.
+fn mesh_adjust(pod: &mut Pod, container: &mut Container, warnings: &mut Vec<String>) -> Result<bool, Denial> {
+    let (kind, uid) = match mesh::detect(pod) {
+        Mesh::None => return Ok(false),
+        Mesh::Both => return Err(Denial::TwoMeshes),
+        Mesh::Sidecar { kind, uid } => (kind, uid),
+    };
+    mesh::exclude_inbound(pod, kind, HEALTH_PORT);
+    let security = container.security_context.get_or_insert_with(Default::default);
+    if security.run_as_user.is_none() {
+        // The platform assigns the UID (OpenShift): it cannot be the mesh's.
+        warnings.push(format!(
+            "pod is in the {} mesh but the proxy's UID is assigned by the platform, so its connections to Vault and the storage provider are captured by the mesh and fail until the mesh proxy is ready; set proxy.runAsUser in the S3ProxyConfig to the mesh proxy's UID",
+            kind.name()
+        ));
+    } else {
+        security.run_as_user = Some(uid);
+        security.run_as_group = Some(uid);
+    }
+    Ok(true)
+}
+
+/// Puts the proxy container in the pod: on reinvocation only the
+/// operator's own fields are set on the one already there (see `reinvoke`);
+/// either way it goes where `mesh` says, so the result does not depend on
+/// the order the webhooks ran in.
+fn place(spec: &mut k8s_openapi::api::core::v1::PodSpec, container: Container, native: bool) {
+    let existing = spec.init_containers.iter().flatten().chain(&spec.containers).find(|c| c.name == SIDECAR).cloned();
+    let container = match existing {
+        Some(existing) => merge_own(&existing, container),
+        None => container,
+    };
+    spec.containers.retain(|c| c.name != SIDECAR);
+    let inits = spec.init_containers.get_or_insert_with(Vec::new);
+    inits.retain(|c| c.name != SIDECAR);
+    if native {
+        let at = mesh::native_index(inits);
+        inits.insert(at, container);
+    } else {
+        let at = mesh::classic_index(&spec.containers);
+        spec.containers.insert(at, container);
+    }
+    if spec.init_containers.as_ref().is_some_and(Vec::is_empty) {
+        spec.init_containers = None;
+    }
+}
+
 /// Injects (or re-applies, idempotently) the proxy into `pod`.
 pub fn inject(
     pod: &Pod,
@@ -820,24 +876,9 @@ pub fn inject(
         ));
     }
 
-    // The sidecar: replaced in place on reinvocation, otherwise added first.
-    spec.containers.retain(|c| c.name != SIDECAR || !options.native_sidecar);
-    let inits = spec.init_containers.get_or_insert_with(Vec::new);
-    if options.native_sidecar {
-        match inits.iter_mut().find(|c| c.name == SIDECAR) {
-            Some(existing) => *existing = container,
-            None => inits.insert(0, container),
-        }
-    } else {
-        inits.retain(|c| c.name != SIDECAR);
-        match spec.containers.iter_mut().find(|c| c.name == SIDECAR) {
-            Some(existing) => *existing = container,
-            None => spec.containers.insert(0, container),
-        }
-    }
-    if spec.init_containers.as_ref().is_some_and(Vec::is_empty) {
-        spec.init_containers = None;
-    }
+    let meshed = mesh_adjust(&mut pod, &mut container, &mut warnings)?;
+    let spec = pod.spec.get_or_insert_with(Default::default);
+    place(spec, container, options.native_sidecar);
     let pod_volumes = spec.volumes.get_or_insert_with(Vec::new);
     for v in volumes {
         match pod_volumes.iter_mut().find(|x| x.name == v.name) {
@@ -854,9 +895,10 @@ pub fn inject(
     // left alone.
     let image = container_image(spec);
     let inits: Vec<&mut Container> = if options.native_sidecar {
-        spec.init_containers.iter_mut().flatten().skip(1).collect()
+        // Those after the proxy (mesh containers may come before it).
+        spec.init_containers.iter_mut().flatten().skip_while(|c| c.name != SIDECAR).skip(1).collect()
     } else {
-        for c in spec.init_containers.iter().flatten() {
+        for c in spec.init_containers.iter().flatten().filter(|c| !(meshed && mesh::is_mesh_container(&c.name))) {
             warnings.push(format!(
                 "init container {}: runs before the CloudTaser proxy starts (classic sidecar mode), so its {ENDPOINT_ENV} is left as it is and any S3 traffic it sends is not encrypted by the proxy",
                 c.name
@@ -864,7 +906,9 @@ pub fn inject(
         }
         Vec::new()
     };
-    for c in spec.containers.iter_mut().chain(inits).filter(|c| c.name != SIDECAR) {
+    // The meshes' own containers are not workloads.
+    let workload = |c: &&mut Container| c.name != SIDECAR && !(meshed && mesh::is_mesh_container(&c.name));
+    for c in spec.containers.iter_mut().chain(inits).filter(workload) {
         let list = c.env.get_or_insert_with(Vec::new);
         if let Some(existing) = list.iter().find(|e| e.name == ENDPOINT_ENV)
             && existing.value.as_deref() != Some(ENDPOINT)

@@ -3,4 +3,6 @@
 
 pub mod admission;
 pub mod inject;
+pub mod mesh;
+pub mod reinvoke;
 pub mod server;
