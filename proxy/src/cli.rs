@@ -52,6 +52,15 @@ pub enum Command {
         #[arg(long, default_value_t = 120)]
         timeout_secs: u64,
     },
+    /// Wait until the proxy next to this process has had no S3 request in
+    /// flight for `--quiet-secs`, at most `--max-secs` (a classic sidecar's
+    /// preStop hook, so uploads made while the application shuts down finish).
+    WaitIdle {
+        #[arg(long, default_value_t = 3)]
+        quiet_secs: u64,
+        #[arg(long, default_value_t = 25)]
+        max_secs: u64,
+    },
 }
 
 /// What the commands that rewrite a bucket's objects share.

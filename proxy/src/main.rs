@@ -57,6 +57,7 @@ enum Job {
     Scan(Settings, ScanArgs),
     Decrypt(VaultAccess, DecryptArgs),
     WaitReady { health: SocketAddr, timeout: Duration },
+    WaitIdle { health: SocketAddr, quiet: Duration, max: Duration },
 }
 
 impl Job {
@@ -71,6 +72,11 @@ impl Job {
             Command::WaitReady { timeout_secs } => {
                 Job::WaitReady { health: config.listeners().health.address, timeout: Duration::from_secs(timeout_secs) }
             }
+            Command::WaitIdle { quiet_secs, max_secs } => Job::WaitIdle {
+                health: config.listeners().health.address,
+                quiet: Duration::from_secs(quiet_secs),
+                max: Duration::from_secs(max_secs),
+            },
         })
     }
 
@@ -86,6 +92,7 @@ impl Job {
                 .map_err(Into::into),
             Job::Decrypt(access, args) => done(commands::decrypt::run(&access, &args).await),
             Job::WaitReady { health, timeout } => done(commands::wait_ready::run(health, timeout).await),
+            Job::WaitIdle { health, quiet, max } => done(commands::wait_idle::run(health, quiet, max).await),
         }
     }
 }

@@ -96,3 +96,35 @@ def test_wait_ready_for_classic_sidecars(stack):
     late = subprocess.run([stack_mod.proxy_binary(), "wait-ready", "--timeout-secs", "1"], capture_output=True, text=True,
                           env={"CLOUDTASER_S3PROXY_HEALTH_LISTEN": closed}, timeout=30)
     assert late.returncode != 0 and "not ready" in late.stderr
+
+
+def test_wait_idle_keeps_a_classic_sidecar_serving_until_uploads_finish(stack, bucket):
+    """A classic sidecar's preStop runs `wait-idle`: the kubelet sends SIGTERM
+    to the proxy only when no request has been in flight for the quiet
+    period, so an upload the application starts while it shuts down ends."""
+    import subprocess
+    import threading
+    import time
+
+    import stack as stack_mod
+    from test_key_rotation import slow_put
+
+    health = stack.health_endpoint.removeprefix("http://")
+    env = {"CLOUDTASER_S3PROXY_HEALTH_LISTEN": health}
+    cmd = [stack_mod.proxy_binary(), "wait-idle", "--quiet-secs", "1", "--max-secs", "20"]
+    started = time.monotonic()
+    idle = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=30)
+    assert idle.returncode == 0 and time.monotonic() - started < 5, "an idle proxy is let go at once"
+
+    result = {}
+    upload = threading.Thread(target=lambda: result.update(
+        r=slow_put(stack.proxy_endpoint, f"/{bucket}/shutdown/last-upload", b"x" * 40_000, 0.5, 8)))
+    upload.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    waited = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=30)
+    finished_after = time.monotonic() - started
+    upload.join(30)
+    assert waited.returncode == 0, waited.stderr
+    assert result["r"][0] == 200, result
+    assert finished_after >= 3, f"wait-idle returned after {finished_after:.1f}s, before the upload ended"

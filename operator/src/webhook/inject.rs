@@ -645,10 +645,21 @@ fn sidecar(
         container.restart_policy = Some("Always".to_owned());
     } else {
         // The kubelet starts the next container only once postStart returns.
+        // On shutdown every container gets SIGTERM at once, each after its
+        // own preStop: the proxy's waits until no request has been in
+        // flight for a while, so the application's last uploads finish
+        // (`wait-idle`; Linkerd's `proxy-wait-before-exit-seconds` is a
+        // fixed sleep). Native sidecars are stopped after the application.
         container.lifecycle = Some(Lifecycle {
             post_start: Some(LifecycleHandler {
                 exec: Some(ExecAction {
                     command: Some(vec!["/cloudtaser-s3proxy".to_owned(), "wait-ready".to_owned()]),
+                }),
+                ..Default::default()
+            }),
+            pre_stop: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(vec!["/cloudtaser-s3proxy".to_owned(), "wait-idle".to_owned()]),
                 }),
                 ..Default::default()
             }),

@@ -9,6 +9,7 @@ pub mod probe;
 pub mod rewrap;
 pub mod scan;
 pub mod seal;
+pub mod wait_idle;
 pub mod wait_ready;
 
 pub use error::CommandError;
