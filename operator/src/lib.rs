@@ -1,6 +1,7 @@
 //! CloudTaser operator: injects the S3 proxy into annotated pods and keeps
 //! `S3ProxyConfig` resources reconciled. See docs/OPERATOR.md.
 
+pub mod capabilities;
 pub mod config_cache;
 pub mod config_ref;
 pub mod controller;

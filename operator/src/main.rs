@@ -259,6 +259,25 @@ async fn self_managed_tls(
     Ok(cert)
 }
 
+/// Native sidecars also need every kubelet at 1.29 or later: nodes with an
+/// older one are counted in a metric and logged, every 5 minutes.
+async fn watch_kubelets(client: kube::Client, metrics: Arc<Metrics>) {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
+    loop {
+        match nodes.list(&Default::default()).await {
+            Ok(list) => {
+                let old = cloudtaser_operator::capabilities::kubelets_without_native_sidecars(&list.items);
+                metrics.nodes_without_native_sidecars.set(old.len() as i64);
+                for (node, version) in &old {
+                    tracing::warn!(%node, %version, "kubelet older than 1.29: injected pods scheduled here stay in Init (native sidecars); upgrade the node or set proxy.nativeSidecar=false");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not list nodes to check their kubelet versions"),
+        }
+        tokio::time::sleep(Duration::from_secs(300)).await;
+    }
+}
+
 async fn run(args: RunArgs) -> Result<(), StartupError> {
     // Bad defaults stop the operator here, instead of being blamed on pods.
     let cluster_default = args.cluster_default.as_deref().map(read_cluster_default).transpose()?;
@@ -272,8 +291,24 @@ async fn run(args: RunArgs) -> Result<(), StartupError> {
         log_level: args.proxy_log_level.clone(),
     };
     options.validate().map_err(StartupError::ChartOptions)?;
+    let mut options = options;
     let metrics = Arc::new(Metrics::default());
     let client = kube::Client::try_default().await.map_err(StartupError::Kube)?;
+    if options.native_sidecar {
+        // Pods stuck in Init for good are worse than classic sidecars.
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &args.namespace);
+        match cloudtaser_operator::capabilities::api_keeps_native_sidecars(&pods, &options.image).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    "the API server drops restartPolicy on init containers (no native sidecars, Kubernetes < 1.29): injecting classic sidecars instead"
+                );
+                options.native_sidecar = false;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not check native sidecar support; keeping the configured mode"),
+        }
+        tokio::spawn(watch_kubelets(client.clone(), metrics.clone()));
+    }
     let cert = match args.tls_mode {
         TlsMode::Files => {
             let cert = tls::ReloadingCert::new(args.tls_cert.clone(), args.tls_key.clone(), &metrics)?;

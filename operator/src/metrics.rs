@@ -28,6 +28,7 @@ pub struct Metrics {
     pub stale_proxy_pods: Family<ConfigLabel, Gauge>,
     pub cert_expiry_seconds: Gauge<f64, AtomicU64>,
     pub reconcile_errors: Counter,
+    pub nodes_without_native_sidecars: Gauge,
 }
 
 impl Default for Metrics {
@@ -39,6 +40,12 @@ impl Default for Metrics {
         let stale_proxy_pods = Family::<ConfigLabel, Gauge>::default();
         let cert_expiry_seconds = Gauge::<f64, AtomicU64>::default();
         let reconcile_errors = Counter::default();
+        let nodes_without_native_sidecars = Gauge::default();
+        registry.register(
+            "nodes_without_native_sidecars",
+            "Nodes whose kubelet is older than 1.29, where natively injected pods would stay in Init",
+            nodes_without_native_sidecars.clone(),
+        );
         registry.register("admissions", "Admission reviews by result", admissions.clone());
         registry.register("injections", "Pods the proxy was injected into", injections.clone());
         registry.register(
@@ -65,6 +72,7 @@ impl Default for Metrics {
             stale_proxy_pods,
             cert_expiry_seconds,
             reconcile_errors,
+            nodes_without_native_sidecars,
         }
     }
 }

@@ -13,6 +13,7 @@ pub fn client(namespace: &str) -> (kube::Client, Handle) {
 }
 
 /// Answers the next request, checking its method and path; returns the body it carried.
+#[allow(dead_code)] // used by controller.rs and self_managed_tls.rs, not capabilities.rs
 pub async fn expect(handle: &mut Handle, method: Method, path: &str, status: u16, body: Value) -> Value {
     let (request, send) = handle.next_request().await.expect("a request");
     assert_eq!(request.method(), method, "{}", request.uri());
