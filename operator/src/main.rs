@@ -105,6 +105,10 @@ struct RunArgs {
     proxy_cpu_limit: Option<String>,
     #[arg(long, env = "CLOUDTASER_PROXY_LOG_LEVEL", default_value = "info")]
     proxy_log_level: String,
+    /// OpenShift: leave the proxy's UID and GID to the SCC (restricted-v2
+    /// assigns one from the namespace's range), unless a config names them.
+    #[arg(long, env = "CLOUDTASER_PROXY_PLATFORM_ASSIGNS_USER", default_value_t = false, action = clap::ArgAction::Set)]
+    proxy_platform_assigns_user: bool,
     /// YAML of an S3ProxyConfig spec used for `cloudtaser.io/s3-proxy: "true"`
     /// in namespaces without a `default` config.
     #[arg(long, env = "CLOUDTASER_CLUSTER_DEFAULT")]
@@ -289,6 +293,7 @@ async fn run(args: RunArgs) -> Result<(), StartupError> {
         memory_limit: args.proxy_memory_limit.clone(),
         cpu_limit: args.proxy_cpu_limit.clone(),
         log_level: args.proxy_log_level.clone(),
+        platform_assigns_user: args.proxy_platform_assigns_user,
     };
     options.validate().map_err(StartupError::ChartOptions)?;
     let mut options = options;

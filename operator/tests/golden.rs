@@ -29,6 +29,8 @@ struct CaseOptions {
     native_sidecar: Option<bool>,
     /// The namespace the pod is created in, when not the config's.
     pod_namespace: Option<String>,
+    /// The chart's `platformAssignsUser` (OpenShift).
+    platform_assigns_user: Option<bool>,
 }
 
 /// What a case that injected checked beyond the expected YAML.
@@ -96,6 +98,7 @@ fn check_case(dir: &Path, checked: &mut Checked) {
     if let Some(native) = case_options.native_sidecar {
         options.native_sidecar = native;
     }
+    options.platform_assigns_user = case_options.platform_assigns_user.unwrap_or(false);
     let configs = || {
         let mut c = Configs::default();
         c.0.insert((config.namespace.clone(), config.name.clone()), config.spec.clone());

@@ -84,6 +84,10 @@ pub struct InjectOptions {
     pub memory_limit: String,
     pub cpu_limit: Option<String>,
     pub log_level: String,
+    /// The chart's `platformAssignsUser` (OpenShift): the proxy gets no
+    /// `runAsUser`/`runAsGroup` unless a config names them, so the SCC
+    /// assigns one from the namespace's range.
+    pub platform_assigns_user: bool,
 }
 
 impl Default for InjectOptions {
@@ -96,6 +100,7 @@ impl Default for InjectOptions {
             memory_limit: "128Mi".to_owned(),
             cpu_limit: None,
             log_level: "info".to_owned(),
+            platform_assigns_user: false,
         }
     }
 }
@@ -613,7 +618,9 @@ fn sidecar(
         vars.push(env(proxy_env::MAX_CONNECTIONS, max_connections_for(bytes).to_string()));
     }
     let mut security = hardened();
-    if proxy_spec.platform_assigns_user {
+    let platform_assigns =
+        proxy_spec.platform_assigns_user || (options.platform_assigns_user && proxy_spec.run_as_user.is_none());
+    if platform_assigns {
         // OpenShift's restricted SCC assigns a UID from the namespace's range.
         security.run_as_user = None;
         security.run_as_group = None;
@@ -754,6 +761,7 @@ fn run_as_user(spec: &k8s_openapi::api::core::v1::PodSpec, c: &Container) -> Opt
 fn uid_that_keeps_workload_tokens(
     spec: &k8s_openapi::api::core::v1::PodSpec,
     config: &S3ProxyConfigSpec,
+    options: &InjectOptions,
 ) -> Result<Option<i64>, Denial> {
     if spec.security_context.as_ref().and_then(|s| s.fs_group).is_some() {
         return Ok(None);
@@ -768,7 +776,9 @@ fn uid_that_keeps_workload_tokens(
     }
     let proxy = config.proxy.clone().unwrap_or_default();
     let proxy_uid = proxy.run_as_user.unwrap_or(PROXY_UID);
-    if proxy.platform_assigns_user || proxy_uid == uid {
+    let platform_assigns =
+        proxy.platform_assigns_user || (options.platform_assigns_user && proxy.run_as_user.is_none());
+    if platform_assigns || proxy_uid == uid {
         return Ok(None);
     }
     for c in workloads {
@@ -869,7 +879,7 @@ pub fn inject(
     if config.credentials.source == CredentialsSource::WebIdentity {
         only_the_proxy_holds_its_identity(spec, config)?;
     }
-    let keep_uid = uid_that_keeps_workload_tokens(spec, config)?;
+    let keep_uid = uid_that_keeps_workload_tokens(spec, config, options)?;
     let (mut container, volumes) =
         sidecar(&Pod { spec: Some(spec.clone()), ..Default::default() }, config, options, &annotations)?;
     let mut warnings = Vec::new();
