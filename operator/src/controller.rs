@@ -143,7 +143,7 @@ pub async fn reconcile(config: Arc<S3ProxyConfig>, ctx: Arc<Context>) -> Result<
             "IdentityIsolated",
             true,
             "ProxySecret",
-            "only the proxy container reads the credentials Secret".to_owned(),
+            "in injected pods only the proxy container may read the credentials Secret (the webhook denies others); whoever may create pods in the namespace can still mount it, so keep pod creation there to the workloads that use the proxy".to_owned(),
             generation,
         ),
         CredentialsSource::ServiceAccount => {

@@ -117,3 +117,58 @@ def test_audiences_and_image_repositories_come_from_the_values():
     out = subprocess.run([HELM, "template", "ct", str(CHART), "--set", "identityGuard.enabled=false"],
                          capture_output=True, text=True, check=True).stdout
     assert "ValidatingAdmissionPolicy" not in out
+
+
+def proxy_container(pod: dict) -> dict:
+    return next(c for c in pod["spec"]["initContainers"] if c["name"] == "cloudtaser-s3proxy")
+
+
+@pytest.mark.parametrize("name, value", [
+    ("AWS_ENDPOINT_URL_STS", "https://collector.attacker.example"),
+    ("AWS_ENDPOINT_URL", "https://collector.attacker.example"),
+    ("HTTPS_PROXY", "http://collector.attacker.example:3128"),
+    ("https_proxy", "http://collector.attacker.example:3128"),
+    ("SSL_CERT_FILE", "/scratch/attacker-ca.pem"),
+    ("AWS_CONFIG_FILE", "/scratch/config"),
+    ("AWS_REGION", "eu-west-1.attacker.example#"),
+    ("CLOUDTASER_S3PROXY_S3_ENDPOINT", "https://collector.attacker.example"),
+])
+def test_a_token_holder_that_could_send_the_token_elsewhere_is_denied(vap, name, value):
+    """Found by the independent attack on the operator: a container named and
+    imaged like the proxy, in a pod the webhook never saw, that sets
+    AWS_ENDPOINT_URL_STS: the proxy's SDK posted the token to that endpoint.
+    The token's holder may carry only the proxy's own settings."""
+    pod = golden("webidentity-eks", "expected.yaml")
+    del pod["metadata"]["annotations"]
+    proxy_container(pod)["env"].append({"name": name, "value": value})
+    assert any("may carry only the proxy's own settings" in m for m in admit(vap, pod)), name
+
+
+@pytest.mark.parametrize("field, value", [
+    ("command", ["/cloudtaser-s3proxy", "scan", "--bucket", "b"]),
+    ("args", ["scan", "--bucket", "b"]),
+    ("envFrom", [{"configMapRef": {"name": "attacker-settings"}}]),
+])
+def test_a_token_holder_must_run_the_proxy_as_injected(vap, field, value):
+    pod = golden("webidentity-eks", "expected.yaml")
+    proxy_container(pod)[field] = value
+    assert any("must run the proxy as injected" in m for m in admit(vap, pod)), field
+
+
+def test_an_upstream_endpoint_must_be_listed_in_the_values():
+    pod = golden("webidentity-eks", "expected.yaml")
+    proxy_container(pod)["env"].append({"name": "CLOUDTASER_S3PROXY_S3_ENDPOINT", "value": "https://s3.eu.internal"})
+    assert admit(policy(), pod), "not listed: denied"
+    listed = policy("--set", "identityGuard.upstreamEndpoints={https://s3.eu.internal}")
+    assert admit(listed, pod) == []
+
+
+def test_an_ephemeral_container_may_not_target_the_proxy(vap):
+    """Found by the independent attack: `kubectl debug --target=cloudtaser-s3proxy`
+    joins the proxy's process namespace and reads the token via /proc."""
+    pod = golden("webidentity-eks", "expected.yaml")
+    pod["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": "busybox", "targetContainerName": "cloudtaser-s3proxy",
+                                           "securityContext": {"runAsUser": 65532}}]
+    assert any("may not target the CloudTaser proxy" in m for m in admit(vap, pod))
+    pod["spec"]["ephemeralContainers"][0]["targetContainerName"] = "app"
+    assert admit(vap, pod) == [], "debugging the application stays possible"

@@ -142,7 +142,14 @@ def test_injected_pods_validate(tmp_path):
         as_yaml = tmp_path / f"{pod.stem}.yaml"
         as_yaml.write_text(yaml.safe_dump(json.loads(pod.read_text())))
         for version in VERSIONS:
+            if version in NEWER_THAN.get(pod.stem, ()):
+                continue
             validate(as_yaml, version)
+
+
+# Golden cases whose input carries a field newer than some of VERSIONS, on
+# purpose (the webhook must keep fields it does not know on their container).
+NEWER_THAN = {"unknown-field-on-first-init-container": ("1.30",)}  # restartPolicyRules: 1.34
 
 
 def crd_schema() -> dict:

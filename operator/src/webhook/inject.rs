@@ -137,6 +137,10 @@ pub enum Denial {
     )]
     SharedProcessNamespace,
     #[error(
+        "container {container} reads Secret {secret}, which holds the proxy's storage credentials: with them the workload could write to the bucket without the proxy. Only the {SIDECAR} container may read it"
+    )]
+    WorkloadReadsProxySecret { container: String, secret: String },
+    #[error(
         "container {container} reads the token in volume {volume} only because every container of the pod runs as UID {uid} (the kubelet then gives it that UID at mode 0600); the proxy, configured to run as UID {proxy_uid}, would make it a root-owned 0{mode:o} file the container cannot read. Set the pod's fsGroup, or defaultMode 0644 on that volume, or the S3ProxyConfig's proxy.runAsUser to {uid}"
     )]
     WorkloadTokenWouldBeLost { container: String, volume: String, uid: i64, proxy_uid: i64, mode: i32 },
@@ -744,6 +748,40 @@ fn only_the_proxy_holds_its_identity(
     Ok(())
 }
 
+/// With `secret`, the keys are the proxy's alone: a workload container that
+/// reads the same Secret (env, envFrom, or a mounted volume) could reach
+/// the bucket without the proxy. Pod RBAC cannot stop it: whoever may create
+/// pods in the namespace may mount its Secrets.
+fn only_the_proxy_reads_its_secret(spec: &k8s_openapi::api::core::v1::PodSpec, secret: &str) -> Result<(), Denial> {
+    let named = |n: Option<&String>| n.is_some_and(|n| n == secret);
+    let volumes: Vec<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| {
+            named(v.secret.as_ref().and_then(|s| s.secret_name.as_ref()))
+                || v.projected
+                    .iter()
+                    .flat_map(|p| p.sources.iter().flatten())
+                    .any(|s| s.secret.as_ref().is_some_and(|s| s.name == secret))
+        })
+        .map(|v| v.name.as_str())
+        .collect();
+    let workloads = spec.init_containers.iter().flatten().chain(&spec.containers).filter(|c| c.name != SIDECAR);
+    for c in workloads {
+        let by_env =
+            c.env.iter().flatten().any(|e| {
+                e.value_from.as_ref().and_then(|f| f.secret_key_ref.as_ref()).is_some_and(|r| r.name == secret)
+            });
+        let by_env_from = c.env_from.iter().flatten().any(|f| f.secret_ref.as_ref().is_some_and(|r| r.name == secret));
+        let by_mount = c.volume_mounts.iter().flatten().any(|m| volumes.contains(&m.name.as_str()));
+        if by_env || by_env_from || by_mount {
+            return Err(Denial::WorkloadReadsProxySecret { container: c.name.clone(), secret: secret.to_owned() });
+        }
+    }
+    Ok(())
+}
+
 /// The effective `runAsUser` of a container (its own, else the pod's).
 fn run_as_user(spec: &k8s_openapi::api::core::v1::PodSpec, c: &Container) -> Option<i64> {
     c.security_context.as_ref().and_then(|s| s.run_as_user).or_else(|| spec.security_context.as_ref()?.run_as_user)
@@ -879,17 +917,17 @@ pub fn inject(
     if config.credentials.source == CredentialsSource::WebIdentity {
         only_the_proxy_holds_its_identity(spec, config)?;
     }
+    if let Some(secret) = config.credentials.secret_ref.as_ref().map(|s| s.name.as_str()) {
+        only_the_proxy_reads_its_secret(spec, secret)?;
+    }
     let keep_uid = uid_that_keeps_workload_tokens(spec, config, options)?;
     let (mut container, volumes) =
         sidecar(&Pod { spec: Some(spec.clone()), ..Default::default() }, config, options, &annotations)?;
     let mut warnings = Vec::new();
-    if let Some(uid) = keep_uid {
-        if let Some(sc) = container.security_context.as_mut() {
-            sc.run_as_user = Some(uid);
-        }
-        warnings.push(format!(
-            "the proxy runs as UID {uid}, the UID every container of this pod runs as: with another UID the kubelet would make the pod's service-account token files root-owned at their defaultMode, which the containers cannot read (set fsGroup, or defaultMode 0644, to let the proxy keep its own UID)"
-        ));
+    if let Some(uid) = keep_uid
+        && let Some(sc) = container.security_context.as_mut()
+    {
+        sc.run_as_user = Some(uid);
     }
     if config.credentials.source == CredentialsSource::ServiceAccount {
         warnings.push(format!(
@@ -898,6 +936,21 @@ pub fn inject(
     }
 
     let meshed = mesh_adjust(&mut pod, &mut container, &mut warnings)?;
+    // The mesh's bypass UID wins (the proxy cannot reach Vault otherwise),
+    // so say which of the two the proxy ended up with.
+    if let Some(uid) = keep_uid {
+        let now = container.security_context.as_ref().and_then(|s| s.run_as_user);
+        if now == Some(uid) {
+            warnings.push(format!(
+                "the proxy runs as UID {uid}, the UID every container of this pod runs as: with another UID the kubelet would make the pod's service-account token files root-owned at their defaultMode, which the containers cannot read (set fsGroup, or defaultMode 0644, to let the proxy keep its own UID)"
+            ));
+        } else {
+            warnings.push(format!(
+                "the proxy runs as the mesh's UID {}, not UID {uid} which every other container of this pod runs as: once the pod runs, the kubelet makes its service-account token files root-owned at their defaultMode, which the containers cannot read unless the mesh's own proxy already made the UIDs differ; set the pod's fsGroup, or defaultMode 0644 on those volumes",
+                now.unwrap_or_default()
+            ));
+        }
+    }
     let spec = pod.spec.get_or_insert_with(Default::default);
     place(spec, container, options.native_sidecar);
     let pod_volumes = spec.volumes.get_or_insert_with(Vec::new);

@@ -116,7 +116,7 @@ pub fn detect(pod: &Pod) -> Mesh {
         (true, false) => {
             // On OpenShift Istio takes the UID from the namespace's range;
             // the injected istio-proxy then says which (inject.go `GetProxyIDs`).
-            let uid = run_as_user(spec, ISTIO_PROXY).unwrap_or(ISTIO_UID);
+            let uid = run_as_user(spec, ISTIO_PROXY).filter(|u| is_user(*u)).unwrap_or(ISTIO_UID);
             Mesh::Sidecar { kind: MeshKind::Istio, uid }
         }
         (false, true) => {
@@ -124,6 +124,7 @@ pub fn detect(pod: &Pod) -> Mesh {
                 .get(LINKERD_UID_ANNOTATION)
                 .and_then(|v| v.parse().ok())
                 .or_else(|| run_as_user(spec, LINKERD_PROXY))
+                .filter(|u| is_user(*u))
                 .unwrap_or(LINKERD_UID);
             Mesh::Sidecar { kind: MeshKind::Linkerd, uid }
         }
@@ -131,6 +132,13 @@ pub fn detect(pod: &Pod) -> Mesh {
         // on the node before the pod and kubelet probes are exempted.
         (false, false) => Mesh::None,
     }
+}
+
+/// A UID the proxy may run as: not root (its `runAsNonRoot` would stop
+/// it) and within what the API server accepts. A pod's own annotation
+/// (`config.linkerd.io/proxy-uid: "0"`) must not be able to break the proxy.
+fn is_user(uid: i64) -> bool {
+    (1..=i64::from(i32::MAX)).contains(&uid)
 }
 
 /// Whether the pod is enrolled in Istio ambient mode (only reported).
@@ -227,5 +235,16 @@ mod tests {
         assert!(is_ambient(&p));
         let p = pod("metadata: {annotations: {linkerd.io/inject: enabled}}\nspec: {containers: [{name: istio-proxy}]}");
         assert_eq!(detect(&p), Mesh::Both);
+    }
+
+    #[test]
+    fn a_pods_own_uid_annotation_cannot_make_the_proxy_root() {
+        for bad in ["0", "-1", "4294967296"] {
+            let pod: Pod = serde_yaml::from_str(&format!(
+                "metadata: {{annotations: {{linkerd.io/inject: enabled, config.linkerd.io/proxy-uid: '{bad}'}}}}\nspec: {{containers: []}}"
+            ))
+            .unwrap();
+            assert_eq!(detect(&pod), Mesh::Sidecar { kind: MeshKind::Linkerd, uid: LINKERD_UID }, "{bad}");
+        }
     }
 }

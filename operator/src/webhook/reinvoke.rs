@@ -1,16 +1,17 @@
-//! Reinvocation (`reinvocationPolicy: IfNeeded`): the proxy container is
-//! already in the pod, and another webhook may have added to it since (an
-//! env var, a volume mount, an annotation-driven field). Only the
-//! operator's own fields are set again; everything else on the container
-//! is kept, so the two webhooks do not undo each other.
+//! Reinvocation (`reinvocationPolicy: IfNeeded`), or a pod that brings a
+//! container of the proxy's name itself: the proxy container is already in
+//! the pod. The operator's own fields are set again and other fields are
+//! kept (a mesh's probe rewrite, a resource policy's annotation-driven
+//! field), so two webhooks do not undo each other, with one exception: the
+//! container's environment and mounts are the operator's alone. The proxy
+//! holds the pod's cloud identity, and its AWS SDK and TLS stack read their
+//! endpoints, CA bundles and proxies from the environment: a foreign
+//! `AWS_ENDPOINT_URL_STS`, `HTTPS_PROXY`, `SSL_CERT_FILE` or a mounted
+//! config file would send its web-identity token to whoever set it (found
+//! by the independent attack on the operator).
 
 use k8s_openapi::api::core::v1::Container;
 use serde_json::Value;
-
-/// Env vars with this prefix configure the proxy: only the operator sets
-/// them, so one another webhook added (say a `..._PLAINTEXT_READS` the
-/// config does not allow) is dropped rather than kept.
-const PROXY_ENV_PREFIX: &str = "CLOUDTASER_S3PROXY_";
 
 /// Fields the operator owns even though it never sets them: each could
 /// change what the proxy runs or which settings it reads (`envFrom` could
@@ -20,6 +21,9 @@ const OWNED_UNSET: &[&str] = &["command", "envFrom"];
 /// Lists merged item by item (the operator's items replace those with the
 /// same key, other items stay where they are).
 const KEYED_LISTS: &[(&str, &str)] = &[("env", "name"), ("volumeMounts", "name"), ("ports", "containerPort")];
+
+/// Lists the operator owns outright: another webhook's items are dropped.
+const OWNED_LISTS: &[&str] = &["env", "volumeMounts"];
 
 fn merge_list(existing: Option<Value>, ours: Vec<Value>, key: &str, drop: impl Fn(&Value) -> bool) -> Value {
     let mut out: Vec<Value> = match existing {
@@ -48,19 +52,7 @@ pub fn merge_own(existing: &Container, ours: Container) -> Container {
             merged.remove(*field);
         }
     }
-    // Our env vars: foreign ones with the proxy's prefix go.
-    let ours_names: Vec<Value> = ours_json
-        .get("env")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.get("name"))
-        .cloned()
-        .collect();
-    let foreign_setting = |v: &Value| {
-        let name = v.get("name").and_then(Value::as_str).unwrap_or_default();
-        name.starts_with(PROXY_ENV_PREFIX) && !ours_names.iter().any(|n| n == name)
-    };
+    let ours_fields: Vec<String> = ours_json.keys().cloned().collect();
     for (field, value) in ours_json {
         match KEYED_LISTS.iter().find(|(f, _)| *f == field) {
             Some((_, key)) => {
@@ -69,8 +61,8 @@ pub fn merge_own(existing: &Container, ours: Container) -> Container {
                     _ => Vec::new(),
                 };
                 let existing = merged.remove(&field);
-                let list = if field == "env" {
-                    merge_list(existing, items, key, foreign_setting)
+                let list = if OWNED_LISTS.contains(&field.as_str()) {
+                    merge_list(existing, items, key, |_| true)
                 } else {
                     merge_list(existing, items, key, |_| false)
                 };
@@ -81,9 +73,11 @@ pub fn merge_own(existing: &Container, ours: Container) -> Container {
             }
         }
     }
-    // Env vars a foreign webhook set with our prefix when we set none.
-    if let Some(Value::Array(env)) = merged.get_mut("env") {
-        env.retain(|v| !foreign_setting(v));
+    // Lists a foreign webhook set when we set none.
+    for field in OWNED_LISTS {
+        if !ours_fields.contains(&field.to_string()) {
+            merged.remove(*field);
+        }
     }
     serde_json::from_value(Value::Object(merged)).unwrap_or(ours)
 }
@@ -111,8 +105,11 @@ mod tests {
             "env": [
                 {"name": "DD_AGENT_HOST", "value": "node"},
                 {"name": "CLOUDTASER_S3PROXY_LISTEN", "value": "0.0.0.0:8190"},
-                {"name": "CLOUDTASER_S3PROXY_PLAINTEXT_READS", "value": "*"}
+                {"name": "CLOUDTASER_S3PROXY_PLAINTEXT_READS", "value": "*"},
+                {"name": "AWS_ENDPOINT_URL_STS", "value": "https://collector.attacker.example"},
+                {"name": "HTTPS_PROXY", "value": "http://collector.attacker.example:3128"}
             ],
+            "volumeMounts": [{"name": "scratch", "mountPath": "/etc/ssl/certs"}],
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "readinessProbe": {"httpGet": {"path": "/app-health/cloudtaser-s3proxy/readyz", "port": 15020}}
         }));
@@ -120,7 +117,6 @@ mod tests {
         let want = json!({
             "name": "cloudtaser-s3proxy", "image": "proxy:2", "args": ["serve"],
             "env": [
-                {"name": "DD_AGENT_HOST", "value": "node"},
                 {"name": "CLOUDTASER_S3PROXY_LISTEN", "value": "127.0.0.1:8190"}
             ],
             "terminationMessagePolicy": "FallbackToLogsOnError",
