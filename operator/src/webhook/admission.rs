@@ -97,6 +97,25 @@ fn patch_for(received: &DynamicObject, before: &serde_json::Value, after: &serde
 fn diff_with_insertions(base: &serde_json::Value, after: &serde_json::Value) -> json_patch::Patch {
     let mut base = base.clone();
     let mut ops: Vec<json_patch::PatchOperation> = Vec::new();
+    // A proxy that leaves a list (classic to native) is removed explicitly:
+    // an index-by-index diff would shift every later container's fields
+    // onto its neighbour (found by the independent attack on the operator).
+    for list in ["initContainers", "containers"] {
+        let has_proxy = |v: &serde_json::Value| {
+            v.pointer(&format!("/spec/{list}"))
+                .and_then(serde_json::Value::as_array)
+                .and_then(|items| items.iter().position(|c| c["name"] == SIDECAR))
+        };
+        if has_proxy(after).is_some() {
+            continue;
+        }
+        let Some(at) = has_proxy(&base) else { continue };
+        let op = serde_json::json!({"op": "remove", "path": format!("/spec/{list}/{at}")});
+        let Ok(op) = serde_json::from_value::<json_patch::PatchOperation>(op) else { continue };
+        if json_patch::patch(&mut base, std::slice::from_ref(&op)).is_ok() {
+            ops.push(op);
+        }
+    }
     for list in ["initContainers", "containers"] {
         let Some(index) = after
             .pointer(&format!("/spec/{list}"))
@@ -332,6 +351,30 @@ mod tests {
         assert_eq!(inits[1]["name"], "migrate");
         assert_eq!(inits[1]["restartPolicyRules"], json!([{"action": "Restart"}]));
         assert_eq!(inits[2]["name"], "setup");
+    }
+
+    /// A pod injected in classic mode (GitOps output of `inject`) met by a
+    /// native-mode webhook: the proxy moves lists, and the user's
+    /// containers keep their own fields (before, `app`'s
+    /// `restartPolicyRules` landed on `app2`).
+    #[test]
+    fn a_proxy_that_changes_lists_moves_no_field_between_containers() {
+        let pod = json!({
+            "metadata": {"annotations": {"cloudtaser.io/s3-proxy": "true"}},
+            "spec": {"containers": [
+                {"name": "cloudtaser-s3proxy", "image": "ghcr.io/cloudtaser/s3proxy:0.1.0"},
+                {"name": "app", "image": "app:1", "restartPolicy": "Never", "restartPolicyRules": [{"action": "Restart"}]},
+                {"name": "app2", "image": "app:2"}
+            ]}
+        });
+        let out = patched(&admission(), &pod);
+        let containers = out["spec"]["containers"].as_array().unwrap();
+        assert_eq!(containers.len(), 2, "{out}");
+        assert_eq!(containers[0]["name"], "app");
+        assert_eq!(containers[0]["restartPolicyRules"], json!([{"action": "Restart"}]));
+        assert_eq!(containers[1]["name"], "app2");
+        assert!(containers[1].get("restartPolicyRules").is_none(), "moved onto app2: {}", containers[1]);
+        assert_eq!(out["spec"]["initContainers"][0]["name"], "cloudtaser-s3proxy");
     }
 
     /// Well-formed pods keep the typed difference: fields the typed pod
