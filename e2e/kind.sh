@@ -12,7 +12,9 @@
 # 7. namespaces: a pod naming another namespace's config is denied;
 # 8. classic sidecars: a Job is denied (upgrading the release with
 #    proxy.nativeSidecar=false), and init containers keep their endpoint;
-# 9. `cloudtaser-operator inject`: its output applies and the Job completes.
+# 9. `cloudtaser-operator inject`: its output applies and the Job completes;
+# 10. with istioctl installed: an Istio-meshed Deployment round-trips, its
+#     proxy running as Istio's bypass UID with 8191 excluded from capture.
 # Written without a cluster to run it on: it has not been run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,4 +77,18 @@ done
 [ -n "$denied" ] || { echo "a classic-mode Job pod was admitted" >&2; exit 1; }
 kubectl -n e2e delete job aws-cli-roundtrip --wait
 helm upgrade cloudtaser charts/cloudtaser-operator -n cloudtaser --reuse-values --wait --set proxy.nativeSidecar=true
+# 10. Service mesh (docs/OPERATOR.md, "Service meshes"), only where istioctl
+# is installed: Istio is not on the registries this project installs from.
+if command -v istioctl >/dev/null; then
+  istioctl install -y --set profile=minimal
+  kubectl apply -f e2e/manifests/meshed.yaml
+  kubectl -n e2e-mesh rollout status deploy/meshed-roundtrip --timeout=300s
+  pod=$(kubectl -n e2e-mesh get pod -l app=meshed-roundtrip -o jsonpath='{.items[0].metadata.name}')
+  kubectl -n e2e-mesh get pod "$pod" -o jsonpath='{.spec.initContainers[?(@.name=="cloudtaser-s3proxy")].securityContext.runAsUser}' | grep -qx 1337
+  kubectl -n e2e-mesh get pod "$pod" -o jsonpath='{.metadata.annotations.traffic\.sidecar\.istio\.io/excludeInboundPorts}' | grep -q 8191
+  for _ in $(seq 60); do kubectl -n e2e-mesh logs "$pod" -c app | grep -q "MESHED ROUNDTRIP OK" && break; sleep 2; done
+  kubectl -n e2e-mesh logs "$pod" -c app | grep -q "MESHED ROUNDTRIP OK"
+else
+  echo "istioctl not installed: skipping the meshed case" >&2
+fi
 echo "kind e2e passed"
