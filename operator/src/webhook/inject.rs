@@ -782,6 +782,35 @@ fn only_the_proxy_reads_its_secret(spec: &k8s_openapi::api::core::v1::PodSpec, s
     Ok(())
 }
 
+/// A workload container holding a token with the audience the proxy's
+/// Vault login uses (Kubernetes auth), if any.
+fn workload_with_vault_token(spec: &k8s_openapi::api::core::v1::PodSpec, config: &S3ProxyConfigSpec) -> Option<String> {
+    let auth = &config.vault.auth;
+    if auth.method != VaultAuthMethod::Kubernetes {
+        return None;
+    }
+    let audience = auth.audience.clone().unwrap_or_else(|| "vault".to_owned());
+    let volumes: Vec<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| v.name != VAULT_TOKEN_VOLUME)
+        .filter(|v| {
+            v.projected.iter().flat_map(|p| p.sources.iter().flatten()).any(|s| {
+                s.service_account_token.as_ref().is_some_and(|t| t.audience.as_deref() == Some(audience.as_str()))
+            })
+        })
+        .map(|v| v.name.as_str())
+        .collect();
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .filter(|c| c.name != SIDECAR)
+        .find(|c| c.volume_mounts.iter().flatten().any(|m| volumes.contains(&m.name.as_str())))
+        .map(|c| c.name.clone())
+}
+
 /// The effective `runAsUser` of a container (its own, else the pod's).
 fn run_as_user(spec: &k8s_openapi::api::core::v1::PodSpec, c: &Container) -> Option<i64> {
     c.security_context.as_ref().and_then(|s| s.run_as_user).or_else(|| spec.security_context.as_ref()?.run_as_user)
@@ -928,6 +957,11 @@ pub fn inject(
         && let Some(sc) = container.security_context.as_mut()
     {
         sc.run_as_user = Some(uid);
+    }
+    if let Some(container) = workload_with_vault_token(spec, config) {
+        warnings.push(format!(
+            "container {container} mounts a service-account token with the audience the proxy logs in to Vault with: Vault's Kubernetes auth binds the proxy's role to the service account, so this container can log in as the proxy and use its Transit keys (never to write plaintext, but to decrypt what the proxy can); give the proxy's pods a service account of their own, or the role an audience no other container uses"
+        ));
     }
     if config.credentials.source == CredentialsSource::ServiceAccount {
         warnings.push(format!(
