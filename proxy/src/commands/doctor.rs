@@ -158,21 +158,25 @@ pub async fn run(settings: Result<Settings, ConfigError>, configured_buckets: &[
     let buckets = buckets_to_check(&args.bucket, configured_buckets);
     let vault = check_vault(&mut report, &settings).await;
     let upstream = check_credentials(&mut report, &settings).await;
-    if let (Some(vault), Some(upstream)) = (&vault, &upstream) {
-        sample_versions(&mut report, &settings, vault, upstream, &args.bucket, args.sample).await;
-    } else if !args.bucket.is_empty() {
-        report.skip("key versions of stored objects", "not run: Vault or the upstream failed above");
-    }
     let Some(upstream) = upstream else {
-        for name in ["buckets", "write probe", "clock", "conditional writes"] {
+        for name in ["buckets", "key versions of stored objects", "write probe", "clock", "conditional writes"] {
             report.skip(name, "not run: the upstream client could not be built");
         }
         return report;
     };
-    let date = check_buckets(&mut report, &upstream, &buckets).await;
-    check_write_probe(&mut report, &settings, &upstream, &buckets, args.write_probe).await;
+    let (answering, date) = check_buckets(&mut report, &upstream, &buckets).await;
+    // Only the buckets that answered: the others' failure is reported once, above.
+    let sampled: Vec<String> = args.bucket.iter().filter(|b| answering.contains(b)).cloned().collect();
+    match &vault {
+        Some(vault) => sample_versions(&mut report, &settings, vault, &upstream, &sampled, args.sample).await,
+        None if !args.bucket.is_empty() => {
+            report.skip("key versions of stored objects", "not run: Vault failed above")
+        }
+        None => {}
+    }
+    check_write_probe(&mut report, &settings, &upstream, &answering, args.write_probe).await;
     check_clock(&mut report, date, SystemTime::now());
-    check_conditional_writes(&mut report, &upstream, &buckets, args.write_probe).await;
+    check_conditional_writes(&mut report, &upstream, &answering, args.write_probe).await;
     report
 }
 
@@ -476,12 +480,18 @@ fn timestamp(at: SystemTime) -> String {
         .unwrap_or_else(|_| "an unprintable time".to_owned())
 }
 
-/// HEAD on each bucket; returns the upstream's `Date` from the first answer.
-async fn check_buckets(report: &mut Report, upstream: &UpstreamClient, buckets: &[String]) -> Option<String> {
+/// HEAD on each bucket; returns the buckets that answered, and the
+/// upstream's `Date` from the first answer.
+async fn check_buckets(
+    report: &mut Report,
+    upstream: &UpstreamClient,
+    buckets: &[String],
+) -> (Vec<String>, Option<String>) {
     const NAME: &str = "buckets";
+    let mut answering = Vec::new();
     if buckets.is_empty() {
         report.skip(NAME, "no bucket given (--bucket, or CLOUDTASER_S3PROXY_BUCKETS)");
-        return None;
+        return (answering, None);
     }
     let mut date = None;
     for bucket in buckets {
@@ -503,7 +513,10 @@ async fn check_buckets(report: &mut Report, upstream: &UpstreamClient, buckets: 
         }
         let region = headers.get("x-amz-bucket-region").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         match resp.status() {
-            s if s.is_success() => report.ok(NAME, format!("{bucket} answers HEAD ({s})")),
+            s if s.is_success() => {
+                report.ok(NAME, format!("{bucket} answers HEAD ({s})"));
+                answering.push(bucket.clone());
+            }
             StatusCode::NOT_FOUND => report.fail(
                 NAME,
                 format!("{bucket} does not exist (404)"),
@@ -523,7 +536,7 @@ async fn check_buckets(report: &mut Report, upstream: &UpstreamClient, buckets: 
             s => report.fail(NAME, format!("{bucket} answered HEAD with {s}"), "check the upstream and the bucket"),
         }
     }
-    date
+    (answering, date)
 }
 
 /// A sample of each `--bucket`'s objects: every data key's Transit
@@ -659,7 +672,7 @@ async fn check_write_probe(
         return;
     }
     if buckets.is_empty() {
-        report.skip(NAME, "no bucket given (--bucket)");
+        report.skip(NAME, "no bucket that answers HEAD to write to (--bucket)");
         return;
     }
     let path = match app::tool_request_path(settings).await {
@@ -841,6 +854,9 @@ async fn check_conditional_writes(report: &mut Report, upstream: &UpstreamClient
     if !enabled {
         report.skip(NAME, "not run (needs --write-probe: the probe writes and deletes an object)");
         return;
+    }
+    if buckets.is_empty() {
+        report.skip(NAME, "no bucket that answers HEAD to probe (--bucket)");
     }
     for bucket in buckets {
         let mut unenforced = Vec::new();
