@@ -56,9 +56,9 @@ enum Job {
     Seal(Settings, SealArgs),
     Scan(Settings, ScanArgs),
     Decrypt(VaultAccess, DecryptArgs),
-    /// Settings that do not resolve are `doctor`'s first finding, not an
-    /// exit before it; the bucket entries are checked as buckets.
-    Doctor { settings: Result<Settings, ConfigError>, buckets: Vec<String>, args: DoctorArgs },
+    // Settings that do not resolve are `doctor`'s first finding, not an
+    // exit before it; the `CLOUDTASER_S3PROXY_BUCKETS` entries are checked as buckets.
+    Doctor(Vec<String>, Result<Settings, ConfigError>, DoctorArgs),
     WaitReady { health: SocketAddr, timeout: Duration },
     WaitIdle { health: SocketAddr, quiet: Duration, max: Duration },
 }
@@ -72,7 +72,7 @@ impl Job {
             Command::Seal(args) => Job::Seal(config.resolve()?, args),
             Command::Scan(args) => Job::Scan(config.resolve()?, args),
             Command::Decrypt(args) => Job::Decrypt(config.resolve_vault()?, args),
-            Command::Doctor(args) => Job::Doctor { buckets: config.buckets.clone(), settings: config.resolve(), args },
+            Command::Doctor(args) => Job::Doctor(config.buckets.clone(), config.resolve(), args),
             Command::WaitReady { timeout_secs } => {
                 Job::WaitReady { health: config.listeners().health.address, timeout: Duration::from_secs(timeout_secs) }
             }
@@ -95,7 +95,7 @@ impl Job {
                 .map(|report| if report.clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
                 .map_err(Into::into),
             Job::Decrypt(access, args) => done(commands::decrypt::run(&access, &args).await),
-            Job::Doctor { settings, buckets, args } => {
+            Job::Doctor(buckets, settings, args) => {
                 let report = commands::doctor::run(settings, &buckets, &args).await;
                 print!("{}", report.render(args.output));
                 Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })

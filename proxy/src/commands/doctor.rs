@@ -169,9 +169,7 @@ pub async fn run(settings: Result<Settings, ConfigError>, configured_buckets: &[
     let sampled: Vec<String> = args.bucket.iter().filter(|b| answering.contains(b)).cloned().collect();
     match &vault {
         Some(vault) => sample_versions(&mut report, &settings, vault, &upstream, &sampled, args.sample).await,
-        None if !args.bucket.is_empty() => {
-            report.skip("key versions of stored objects", "not run: Vault failed above")
-        }
+        None if !args.bucket.is_empty() => report.skip("key versions of stored objects", "not run: Vault failed above"),
         None => {}
     }
     check_write_probe(&mut report, &settings, &upstream, &answering, args.write_probe).await;
@@ -245,7 +243,12 @@ async fn check_vault(report: &mut Report, settings: &Settings) -> Option<VaultSt
     match health {
         Ok(h) => report.ok(
             "vault reachable",
-            format!("{} answered (OpenBao/Vault {}{})", vault.address, h.version, if h.sealed { ", sealed" } else { "" }),
+            format!(
+                "{} answered (OpenBao/Vault {}{})",
+                vault.address,
+                h.version,
+                if h.sealed { ", sealed" } else { "" }
+            ),
         ),
         Err(e) => {
             let (found, fix) = vault_unreachable(&vault.address, &e);
@@ -292,7 +295,9 @@ fn vault_unreachable(address: &str, e: &VaultError) -> (String, String) {
 
 fn login_fix(auth: &AuthMethod) -> String {
     match auth {
-        AuthMethod::Token(_) => "VAULT_TOKEN (or its file) is not a valid token: issue one with the proxy's policy".into(),
+        AuthMethod::Token(_) => {
+            "VAULT_TOKEN (or its file) is not a valid token: issue one with the proxy's policy".into()
+        }
         AuthMethod::Kubernetes { mount, role, .. } => format!(
             "check that the Kubernetes auth role `{role}` (mount auth/{mount}) binds this pod's service account and \
              namespace, that its audience matches the projected token's, and that the token reviewer may call \
@@ -367,7 +372,10 @@ async fn check_capabilities(report: &mut Report, session: &Session, token: &str,
             "give the proxy a token whose policy grants only `update` on the paths above",
         );
     } else {
-        report.ok(NAME, format!("the token may call the {} Transit paths the proxy needs ({})", paths.len(), paths.join(", ")));
+        report.ok(
+            NAME,
+            format!("the token may call the {} Transit paths the proxy needs ({})", paths.len(), paths.join(", ")),
+        );
     }
 }
 
@@ -568,13 +576,20 @@ async fn sample_versions(
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Sampled {
     /// Wrapped under `key`, version `version`.
-    Encrypted { key: String, version: u32 },
+    Encrypted {
+        key: String,
+        version: u32,
+    },
     Plaintext,
     /// An envelope that does not parse.
     Malformed,
 }
 
-async fn sample_bucket(upstream: &UpstreamClient, bucket: &str, limit: usize) -> Result<Vec<Sampled>, super::CommandError> {
+async fn sample_bucket(
+    upstream: &UpstreamClient,
+    bucket: &str,
+    limit: usize,
+) -> Result<Vec<Sampled>, super::CommandError> {
     let mut pages = KeyPages::new(upstream, bucket, "", None);
     let mut out = Vec::new();
     while out.len() < limit {
@@ -718,7 +733,8 @@ impl ProbeFailure {
     fn fix(&self) -> String {
         match self {
             ProbeFailure::Refused { status, .. } if *status == StatusCode::FORBIDDEN => {
-                "the proxy's upstream credentials need s3:PutObject, s3:GetObject and s3:DeleteObject on the bucket".into()
+                "the proxy's upstream credentials need s3:PutObject, s3:GetObject and s3:DeleteObject on the bucket"
+                    .into()
             }
             ProbeFailure::Refused { .. } => "see the proxy's log for the request's error".into(),
             ProbeFailure::NotCiphertext(_) | ProbeFailure::Differs => {
@@ -767,9 +783,13 @@ async fn probe_read(
 ) -> Result<(), ProbeFailure> {
     // What the storage holds, read with the proxy's upstream credentials.
     let s3 = S3Request::internal(bucket, Some(key), vec![]);
-    let (status, headers, stored) =
-        body_of(upstream.send_buffered(Method::GET, &s3, HeaderMap::new(), Bytes::new()).await.map_err(super::CommandError::from)?)
-            .await?;
+    let (status, headers, stored) = body_of(
+        upstream
+            .send_buffered(Method::GET, &s3, HeaderMap::new(), Bytes::new())
+            .await
+            .map_err(super::CommandError::from)?,
+    )
+    .await?;
     if !status.is_success() {
         return Err(ProbeFailure::Refused { step: "GET of the stored bytes", status });
     }
