@@ -760,7 +760,9 @@ async fn probe_round_trip(
             .header(http::header::CONTENT_LENGTH, body.len())
             .body(http_body_util::Full::new(Bytes::from_static(body)))
     };
-    let build = |r: Result<_, http::Error>| r.map_err(|_| ProbeFailure::NotCiphertext("probe request"));
+    let build = |r: Result<_, http::Error>| {
+        r.map_err(|_| ProbeFailure::Command(super::CommandError::Object("the probe request could not be built")))
+    };
     let put = path.handle(build(request(Method::PUT, PROBE_BODY))?).await;
     if !put.status().is_success() {
         return Err(ProbeFailure::Refused { step: "PUT through the proxy", status: put.status() });
