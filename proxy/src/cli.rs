@@ -46,6 +46,11 @@ pub enum Command {
     /// Decrypt a downloaded ciphertext file with its metadata and Vault
     /// access: the recovery path when the proxy is not in the way.
     Decrypt(DecryptArgs),
+    /// Check, in order, everything the proxy depends on with the settings it
+    /// would run with (Vault, login, the token's policy, the Transit keys,
+    /// the upstream credentials, the buckets, the clock), one line each with
+    /// the fix for what fails. Exit status 0: nothing failed; 1: a check failed.
+    Doctor(DoctorArgs),
     /// Wait until the proxy next to this process is ready (a classic
     /// sidecar's postStart hook, so the workload starts after the proxy).
     WaitReady {
@@ -182,4 +187,28 @@ pub struct DecryptArgs {
     /// object and checked for a format-2 one: the plaintext length must be it.
     #[arg(long)]
     pub size: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// A bucket to check (HEAD, and a sample of its objects' key versions);
+    /// repeatable. The buckets of CLOUDTASER_S3PROXY_BUCKETS are checked too.
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub bucket: Vec<String>,
+    /// Objects sampled per `--bucket` for their data keys' Transit versions.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub sample: u32,
+    /// Also write a small probe object to each bucket through the proxy's
+    /// own request path (checked to be ciphertext at rest, read back, deleted)
+    /// and probe whether the upstream enforces conditional writes.
+    #[arg(long)]
+    pub write_probe: bool,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use cloudtaser_s3proxy::app;
-use cloudtaser_s3proxy::cli::{Cli, Command, DecryptArgs, MigrateArgs, RewrapArgs, ScanArgs, SealArgs};
+use cloudtaser_s3proxy::cli::{Cli, Command, DecryptArgs, DoctorArgs, MigrateArgs, RewrapArgs, ScanArgs, SealArgs};
 use cloudtaser_s3proxy::commands;
 use cloudtaser_s3proxy::config::{ConfigError, LogFormat, ProxyConfig};
 use cloudtaser_s3proxy::logging;
@@ -56,6 +56,9 @@ enum Job {
     Seal(Settings, SealArgs),
     Scan(Settings, ScanArgs),
     Decrypt(VaultAccess, DecryptArgs),
+    // Settings that do not resolve are `doctor`'s first finding, not an
+    // exit before it; the `CLOUDTASER_S3PROXY_BUCKETS` entries are checked as buckets.
+    Doctor(Vec<String>, Result<Settings, ConfigError>, DoctorArgs),
     WaitReady { health: SocketAddr, timeout: Duration },
     WaitIdle { health: SocketAddr, quiet: Duration, max: Duration },
 }
@@ -69,6 +72,7 @@ impl Job {
             Command::Seal(args) => Job::Seal(config.resolve()?, args),
             Command::Scan(args) => Job::Scan(config.resolve()?, args),
             Command::Decrypt(args) => Job::Decrypt(config.resolve_vault()?, args),
+            Command::Doctor(args) => Job::Doctor(config.buckets.clone(), config.resolve(), args),
             Command::WaitReady { timeout_secs } => {
                 Job::WaitReady { health: config.listeners().health.address, timeout: Duration::from_secs(timeout_secs) }
             }
@@ -91,6 +95,11 @@ impl Job {
                 .map(|report| if report.clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
                 .map_err(Into::into),
             Job::Decrypt(access, args) => done(commands::decrypt::run(&access, &args).await),
+            Job::Doctor(buckets, settings, args) => {
+                let report = commands::doctor::run(settings, &buckets, &args).await;
+                print!("{}", report.render(args.output));
+                Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            }
             Job::WaitReady { health, timeout } => done(commands::wait_ready::run(health, timeout).await),
             Job::WaitIdle { health, quiet, max } => done(commands::wait_idle::run(health, quiet, max).await),
         }

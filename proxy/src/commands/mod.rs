@@ -1,6 +1,7 @@
 //! Admin commands that run instead of the proxy.
 
 pub mod decrypt;
+pub mod doctor;
 mod error;
 pub mod listing;
 pub mod migrate;
