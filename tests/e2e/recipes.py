@@ -38,8 +38,6 @@ def workload_env(**extra: str) -> dict:
             "AWS_SECRET_ACCESS_KEY": stack_mod.WORKLOAD_SECRET_KEY,
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": "/dev/null",
-            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
         }
     )
     env.update(extra)

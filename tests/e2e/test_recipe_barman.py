@@ -93,8 +93,7 @@ def barman_args(endpoint: str, bucket: str) -> list[str]:
 def shell_env(env: dict) -> str:
     """The workload credentials as a prefix for archive/restore commands,
     which PostgreSQL runs through the shell with its own environment."""
-    keep = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED",
-            "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+    keep = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED")
     return " ".join(f"{k}={env[k]}" for k in keep)
 
 
