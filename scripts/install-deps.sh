@@ -60,11 +60,11 @@ fi
 # environment, so the tools' dependency pins never move the suite's boto3.
 # libpq-dev and gcc build psycopg2 (barman's PostgreSQL driver).
 if [ ! -x /usr/lib/postgresql/15/bin/initdb ] || ! command -v duplicity >/dev/null \
-  || [ ! -e /usr/include/postgresql/libpq-fe.h ] || ! /usr/bin/python3 -c 'import ensurepip' 2>/dev/null; then
-  log "installing PostgreSQL, duplicity, libpq-dev and python3-venv (Debian)"
+  || ! /usr/bin/python3 -c 'import boto3' 2>/dev/null || [ ! -e /usr/include/postgresql/libpq-fe.h ] || ! /usr/bin/python3 -c 'import ensurepip' 2>/dev/null; then
+  log "installing PostgreSQL, duplicity, python3-boto3, libpq-dev and python3-venv (Debian)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends postgresql-15 duplicity libpq-dev python3-venv gcc >/dev/null
+  apt-get install -y -qq --no-install-recommends postgresql-15 duplicity python3-boto3 libpq-dev python3-venv gcc >/dev/null
 fi
 RECIPES_VENV="${CLOUDTASER_RECIPES_VENV:-/opt/cloudtaser-recipes}"
 if [ ! -x "$RECIPES_VENV/bin/pip" ]; then
