@@ -53,14 +53,15 @@ if [ ! -x "$GARAGE" ]; then
   cargo install garage --version 2.5.0 --locked --root "$TOOLS/garage" --quiet
 fi
 # The workload recipes (tests/e2e/test_recipe_*.py): PostgreSQL and
-# duplicity from Debian, the Python tools (barman-cloud, DVC, MLflow) pinned
+# duplicity (with python3-boto3 for its boto3+s3 backend) from Debian, the Python tools (barman-cloud, DVC, MLflow) pinned
 # in tests/e2e/requirements-recipes.txt, in a virtualenv of their own on
 # Debian's python3: outside /root, so PostgreSQL's postgres user can run
 # barman-cloud-wal-archive as its archive_command, and apart from the test
 # environment, so the tools' dependency pins never move the suite's boto3.
 # libpq-dev and gcc build psycopg2 (barman's PostgreSQL driver).
 if [ ! -x /usr/lib/postgresql/15/bin/initdb ] || ! command -v duplicity >/dev/null \
-  || ! /usr/bin/python3 -c 'import boto3' 2>/dev/null || [ ! -e /usr/include/postgresql/libpq-fe.h ] || ! /usr/bin/python3 -c 'import ensurepip' 2>/dev/null; then
+  || ! /usr/bin/python3 -c 'import boto3' 2>/dev/null || [ ! -e /usr/include/postgresql/libpq-fe.h ] \
+  || ! /usr/bin/python3 -c 'import ensurepip' 2>/dev/null; then
   log "installing PostgreSQL, duplicity, python3-boto3, libpq-dev and python3-venv (Debian)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
