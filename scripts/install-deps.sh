@@ -52,4 +52,29 @@ if [ ! -x "$GARAGE" ]; then
   log "building garage 2.5.0 (takes about 18 minutes once)"
   cargo install garage --version 2.5.0 --locked --root "$TOOLS/garage" --quiet
 fi
+# The workload recipes (tests/e2e/test_recipe_*.py): PostgreSQL and
+# duplicity (with python3-boto3 for its boto3+s3 backend) from Debian, the Python tools (barman-cloud, DVC, MLflow) pinned
+# in tests/e2e/requirements-recipes.txt, in a virtualenv of their own on
+# Debian's python3: outside /root, so PostgreSQL's postgres user can run
+# barman-cloud-wal-archive as its archive_command, and apart from the test
+# environment, so the tools' dependency pins never move the suite's boto3.
+# libpq-dev and gcc build psycopg2 (barman's PostgreSQL driver).
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ] || ! command -v duplicity >/dev/null \
+  || ! /usr/bin/python3 -c 'import boto3' 2>/dev/null || [ ! -e /usr/include/postgresql/libpq-fe.h ] \
+  || ! /usr/bin/python3 -c 'import ensurepip' 2>/dev/null; then
+  log "installing PostgreSQL, duplicity, python3-boto3, libpq-dev and python3-venv (Debian)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends postgresql-15 duplicity python3-boto3 libpq-dev python3-venv gcc >/dev/null
+fi
+RECIPES_VENV="${CLOUDTASER_RECIPES_VENV:-/opt/cloudtaser-recipes}"
+if [ ! -x "$RECIPES_VENV/bin/pip" ]; then
+  log "creating the recipe tools' virtualenv at $RECIPES_VENV"
+  /usr/bin/python3 -m venv "$RECIPES_VENV"
+fi
+if ! cmp -s tests/e2e/requirements-recipes.txt "$RECIPES_VENV/.installed-requirements"; then
+  log "installing the recipe tools (PyPI, tests/e2e/requirements-recipes.txt)"
+  "$RECIPES_VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/e2e/requirements-recipes.txt
+  cp tests/e2e/requirements-recipes.txt "$RECIPES_VENV/.installed-requirements"
+fi
 log "dependencies ready"
