@@ -287,6 +287,22 @@ def test_a_put_that_streams_across_a_rotation_is_refused_not_stored_old(stack, p
     assert wrapped(upstream, bucket, "slow/put").startswith("vault:v2:")
 
 
+def rewrap_in_background(stack, name: str, bucket: str, prefix: str, relay):
+    """Starts `rewrap` on `prefix` with the relay as its upstream; returns a
+    function that waits for it and gives its completed process."""
+    tool_env = {"CLOUDTASER_S3PROXY_S3_ENDPOINT": relay.endpoint, "CLOUDTASER_S3PROXY_KEY_VERSION_CHECK_SECS": "1"}
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=admin(
+        stack, name, "rewrap", "--bucket", bucket, "--prefix", prefix, "--quiet", *QUIESCED, env=tool_env, check=False)))
+    t.start()
+
+    def wait():
+        t.join(120)
+        return out["r"]
+
+    return wait
+
+
 def test_rewrap_takes_objects_copied_behind_its_walk(stack, upstream, bucket):
     """Found by the independent attack: a workload's CopyObject keeps its
     source's envelope, so a copy made during the walk, to a key the walk had
@@ -307,20 +323,14 @@ def test_rewrap_takes_objects_copied_behind_its_walk(stack, upstream, bucket):
         time.sleep(2.5)
         held = relay.hold(lambda m, p, h: m == "PUT" and p.split("?")[0].endswith("/rwcopy/a-first")
                           and "x-amz-copy-source" in h)
-        tool_env = {"CLOUDTASER_S3PROXY_S3_ENDPOINT": relay.endpoint, "CLOUDTASER_S3PROXY_KEY_VERSION_CHECK_SECS": "1"}
-        out = {}
-        t = threading.Thread(target=lambda: out.update(r=admin(
-            stack, name, "rewrap", "--bucket", bucket, "--prefix", "rwcopy/", "--quiet", *QUIESCED, env=tool_env,
-            check=False)))
-        t.start()
+        run = rewrap_in_background(stack, name, bucket, "rwcopy/", relay)
         assert held.arrived.wait(60), "rewrap never copied a-first"
         # Behind the walk's listing: a copy of the not-yet-rewrapped object.
         c.copy_object(Bucket=bucket, Key="rwcopy/b-final", CopySource={"Bucket": bucket, "Key": "rwcopy/tmp-z"})
         # The copy took the source's v1 envelope (the listing page is already read).
         assert wrapped(upstream, bucket, "rwcopy/b-final").startswith("vault:v1:")
         held.release()
-        t.join(120)
-        r = out["r"]
+        r = run()
         assert r.returncode == 0, r.stdout + r.stderr
         assert "left under older key versions: 0" in r.stdout, r.stdout
         for k in ("rwcopy/a-first", "rwcopy/tmp-z", "rwcopy/b-final"):
@@ -344,17 +354,11 @@ def test_a_rotation_during_rewrap_is_reported_not_counted_done(stack, upstream, 
         stack.vault.ok("POST", f"transit/keys/{name}/rotate", {})
         time.sleep(2.5)
         held = relay.hold(lambda m, p, h: m == "PUT" and "x-amz-copy-source" in h)
-        tool_env = {"CLOUDTASER_S3PROXY_S3_ENDPOINT": relay.endpoint, "CLOUDTASER_S3PROXY_KEY_VERSION_CHECK_SECS": "1"}
-        out = {}
-        t = threading.Thread(target=lambda: out.update(r=admin(
-            stack, name, "rewrap", "--bucket", bucket, "--prefix", "rwrot2/", "--quiet", *QUIESCED, env=tool_env,
-            check=False)))
-        t.start()
+        run = rewrap_in_background(stack, name, bucket, "rwrot2/", relay)
         assert held.arrived.wait(60)
         stack.vault.ok("POST", f"transit/keys/{name}/rotate", {})
         held.release()
-        t.join(120)
-        r = out["r"]
+        r = run()
         assert r.returncode != 0, r.stdout
         assert "the key was rotated during this run (v2 to v3)" in r.stdout + r.stderr, r.stdout + r.stderr
         assert "left under older key versions: 0" not in r.stdout

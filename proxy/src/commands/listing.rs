@@ -1,5 +1,9 @@
 //! Walking a bucket's keys with ListObjectsV2, for the admin commands.
 
+use std::time::SystemTime;
+
+use aws_smithy_types::DateTime;
+use aws_smithy_types::date_time::Format;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
@@ -99,16 +103,27 @@ impl<'a> KeyPages<'a> {
 
     /// The next page, or `None` once the listing is done.
     pub async fn next(&mut self) -> Result<Option<Vec<String>>, CommandError> {
+        Ok(self.next_objects().await?.map(|page| page.into_iter().map(|(key, _)| key).collect()))
+    }
+
+    /// The next page with each object's `LastModified` (`None` when it
+    /// does not parse), or `None` once the listing is done.
+    pub async fn next_objects(&mut self) -> Result<Option<Vec<(String, Option<SystemTime>)>>, CommandError> {
         if self.done {
             return Ok(None);
         }
-        let (keys, next) =
+        let (objects, next) =
             list_page(self.upstream, self.bucket, self.prefix, self.token.as_deref(), self.start_after.as_deref())
                 .await?;
         self.done = next.is_none();
         self.token = next;
-        Ok(Some(keys))
+        Ok(Some(objects))
     }
+}
+
+/// A time in an S3 listing (`2026-12-05T12:00:00.000Z`).
+pub fn s3_time(text: &str) -> Option<SystemTime> {
+    DateTime::from_str(text, Format::DateTime).ok().and_then(|d| SystemTime::try_from(d).ok())
 }
 
 /// One page of keys under `prefix`, after `start_after` on the first page;
@@ -119,7 +134,7 @@ async fn list_page(
     prefix: &str,
     token: Option<&str>,
     start_after: Option<&str>,
-) -> Result<(Vec<String>, Option<String>), CommandError> {
+) -> Result<ObjectPage, CommandError> {
     let mut query = vec![("list-type".into(), "2".into()), ("prefix".into(), prefix.to_owned())];
     if let Some(t) = token {
         query.push(("continuation-token".into(), t.to_owned()));
@@ -129,13 +144,42 @@ async fn list_page(
     let s3 = S3Request::internal(bucket, None, query);
     let resp = upstream.send_buffered(Method::GET, &s3, HeaderMap::new(), Bytes::new()).await?;
     let (status, _, body) = body_of(resp).await?;
-    if !status.is_success() {
+    if status != StatusCode::OK {
         return Err(s3_error("listing the bucket", status, &body));
     }
-    let keys = xml::texts_of(&body, b"Key")?;
-    let truncated = xml::texts_of(&body, b"IsTruncated")?.first().is_some_and(|t| t == "true");
-    let next = xml::texts_of(&body, b"NextContinuationToken")?.pop();
-    Ok((keys, if truncated { next } else { None }))
+    parse_objects(&body)
+}
+
+type ObjectPage = (Vec<(String, Option<SystemTime>)>, Option<String>);
+
+fn parse_objects(xml: &[u8]) -> Result<ObjectPage, CommandError> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(xml);
+    let mut objects = Vec::new();
+    let mut entry: Option<(String, Option<SystemTime>)> = None;
+    let mut current: Option<Vec<u8>> = None;
+    let (mut truncated, mut next) = (false, None);
+    loop {
+        match reader.read_event()? {
+            Event::Eof => break,
+            Event::Start(s) if s.name().as_ref() == b"Contents" => entry = Some(Default::default()),
+            Event::End(e) if e.name().as_ref() == b"Contents" => objects.extend(entry.take()),
+            Event::Start(s) => current = Some(s.name().as_ref().to_vec()),
+            Event::End(_) => current = None,
+            Event::Text(t) => {
+                let text = t.unescape()?.into_owned();
+                match (current.as_deref(), entry.as_mut()) {
+                    (Some(b"Key"), Some(o)) => o.0 = text,
+                    (Some(b"LastModified"), Some(o)) => o.1 = s3_time(&text),
+                    (Some(b"IsTruncated"), None) => truncated = text == "true",
+                    (Some(b"NextContinuationToken"), None) => next = Some(text),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((objects, if truncated { next } else { None }))
 }
 
 /// One stored version of an object, from ListObjectVersions (delete markers
@@ -245,6 +289,23 @@ pub fn write_state(path: &Option<std::path::PathBuf>, key: &str) -> Result<(), C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_objects_and_when_they_changed() {
+        let xml =
+            br#"<ListBucketResult><IsTruncated>true</IsTruncated><NextContinuationToken>t2</NextContinuationToken>
+            <Contents><Key>a</Key><LastModified>2026-12-05T12:00:00.000Z</LastModified></Contents>
+            <CommonPrefixes><Prefix>dir/</Prefix></CommonPrefixes>
+            <Contents><Key>b</Key><LastModified>garbled</LastModified></Contents></ListBucketResult>"#;
+        let (objects, next) = parse_objects(xml).unwrap();
+        assert_eq!(next.as_deref(), Some("t2"));
+        assert_eq!(
+            objects[0],
+            ("a".to_owned(), Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_796_472_000)))
+        );
+        assert_eq!(objects[1], ("b".to_owned(), None));
+        assert_eq!(objects.len(), 2, "common prefixes are not objects");
+    }
 
     #[test]
     fn versions_without_delete_markers() {

@@ -1,8 +1,5 @@
-//! What `rewrap` lists besides its walk: objects written since the walk
-//! began ([`changed_since`]), and the multipart uploads still open under a
-//! prefix (ListMultipartUploads, [`list`]).
-//!
-//! An open upload an upload's data key was chosen when it was created, and
+//! The multipart uploads still open under a prefix (ListMultipartUploads),
+//! for `rewrap`. An open upload an upload's data key was chosen when it was created, and
 //! the upstream's listing cannot say under which Transit key version it is
 //! wrapped (the wrapped key lives in the workload's upload id and in the
 //! upload's metadata, which no listing returns). What the listing does say
@@ -11,8 +8,6 @@
 
 use std::time::SystemTime;
 
-use aws_smithy_types::DateTime;
-use aws_smithy_types::date_time::Format;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 
@@ -20,7 +15,7 @@ use crate::s3::classify::S3Request;
 use crate::upstream::UpstreamClient;
 
 use super::CommandError;
-use super::listing::{body_of, s3_error};
+use super::listing::{body_of, s3_error, s3_time};
 
 /// One open upload as the upstream lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,73 +72,6 @@ pub fn may_use_an_older_version(initiated: Option<SystemTime>, settled_from: Opt
     }
 }
 
-/// The keys under `prefix` whose `LastModified` is at or after `since`
-/// (ListObjectsV2, every page).
-pub async fn changed_since(
-    upstream: &UpstreamClient,
-    bucket: &str,
-    prefix: &str,
-    since: SystemTime,
-) -> Result<Vec<String>, CommandError> {
-    let mut keys = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut query = vec![("list-type".into(), "2".into()), ("prefix".into(), prefix.to_owned())];
-        if let Some(t) = &token {
-            query.push(("continuation-token".into(), t.clone()));
-        }
-        let s3 = S3Request::internal(bucket, None, query);
-        let resp = upstream.send_buffered(Method::GET, &s3, HeaderMap::new(), Bytes::new()).await?;
-        let (status, _, body) = body_of(resp).await?;
-        if status != http::StatusCode::OK {
-            return Err(s3_error("listing the bucket", status, &body));
-        }
-        let (page, next) = parse_objects(&body)?;
-        // An unknown time counts as changed: a pass too many costs a HEAD.
-        keys.extend(page.into_iter().filter(|(_, at)| at.is_none_or(|t| t >= since)).map(|(k, _)| k));
-        match next {
-            Some(next) if token.as_ref() != Some(&next) => token = Some(next),
-            Some(_) => return Err(CommandError::Object("the listing did not advance")),
-            None => return Ok(keys),
-        }
-    }
-}
-
-type ObjectPage = (Vec<(String, Option<SystemTime>)>, Option<String>);
-
-fn parse_objects(xml: &[u8]) -> Result<ObjectPage, CommandError> {
-    use quick_xml::events::Event;
-    let mut reader = quick_xml::Reader::from_reader(xml);
-    let mut objects = Vec::new();
-    let mut entry: Option<(String, Option<SystemTime>)> = None;
-    let mut current: Option<Vec<u8>> = None;
-    let (mut truncated, mut next) = (false, None);
-    loop {
-        match reader.read_event()? {
-            Event::Eof => break,
-            Event::Start(s) if s.name().as_ref() == b"Contents" => entry = Some(Default::default()),
-            Event::End(e) if e.name().as_ref() == b"Contents" => objects.extend(entry.take()),
-            Event::Start(s) => current = Some(s.name().as_ref().to_vec()),
-            Event::End(_) => current = None,
-            Event::Text(t) => {
-                let text = t.unescape()?.into_owned();
-                match (current.as_deref(), entry.as_mut()) {
-                    (Some(b"Key"), Some(o)) => o.0 = text,
-                    (Some(b"LastModified"), Some(o)) => {
-                        o.1 =
-                            DateTime::from_str(&text, Format::DateTime).ok().and_then(|d| SystemTime::try_from(d).ok())
-                    }
-                    (Some(b"IsTruncated"), None) => truncated = text == "true",
-                    (Some(b"NextContinuationToken"), None) => next = Some(text),
-                    _ => {}
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok((objects, if truncated { next } else { None }))
-}
-
 struct Page {
     uploads: Vec<OpenUpload>,
     /// (NextKeyMarker, NextUploadIdMarker) when the listing is truncated.
@@ -173,10 +101,7 @@ fn parse(xml: &[u8]) -> Result<Page, CommandError> {
                 match (current.as_deref(), entry.as_mut()) {
                     (Some(b"Key"), Some(u)) => u.0 = text,
                     (Some(b"UploadId"), Some(u)) => u.1 = text,
-                    (Some(b"Initiated"), Some(u)) => {
-                        u.2 =
-                            DateTime::from_str(&text, Format::DateTime).ok().and_then(|d| SystemTime::try_from(d).ok())
-                    }
+                    (Some(b"Initiated"), Some(u)) => u.2 = s3_time(&text),
                     (Some(b"IsTruncated"), None) => truncated = text == "true",
                     (Some(b"NextKeyMarker"), None) => next_key = Some(text),
                     (Some(b"NextUploadIdMarker"), None) => next_id = Some(text),
@@ -210,20 +135,6 @@ mod tests {
         assert_eq!(page.uploads.len(), 2);
         assert_eq!(page.uploads[0].initiated, Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_472_000)));
         assert_eq!((page.uploads[1].key.as_str(), page.uploads[1].initiated), ("k&2", None));
-    }
-
-    #[test]
-    fn reads_objects_and_when_they_changed() {
-        let xml =
-            br#"<ListBucketResult><IsTruncated>true</IsTruncated><NextContinuationToken>t2</NextContinuationToken>
-            <Contents><Key>a</Key><LastModified>2026-12-05T12:00:00.000Z</LastModified></Contents>
-            <CommonPrefixes><Prefix>dir/</Prefix></CommonPrefixes>
-            <Contents><Key>b</Key><LastModified>garbled</LastModified></Contents></ListBucketResult>"#;
-        let (objects, next) = parse_objects(xml).unwrap();
-        assert_eq!(next.as_deref(), Some("t2"));
-        assert_eq!(objects[0], ("a".to_owned(), Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_472_000))));
-        assert_eq!(objects[1], ("b".to_owned(), None));
-        assert_eq!(objects.len(), 2, "common prefixes are not objects");
     }
 
     #[test]
