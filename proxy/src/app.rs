@@ -66,11 +66,24 @@ fn build_key_service(keys: &KeySettings, session: Arc<Session>, key_name: &str) 
 }
 
 pub async fn upstream_client(settings: &UpstreamSettings) -> Result<UpstreamClient, AppError> {
-    let upstream = settings.upstream.clone();
-    let credentials = match &settings.credentials.origin {
+    upstream_client_with(settings, credential_source(settings).await)
+}
+
+/// Where the upstream credentials come from, as the settings say.
+pub async fn credential_source(settings: &UpstreamSettings) -> CredentialSource {
+    match &settings.credentials.origin {
         CredentialOrigin::Directory(dir) => CredentialSource::from_directory(dir.clone()),
-        CredentialOrigin::DefaultChain => CredentialSource::from_default_chain(&upstream.region).await,
-    };
+        CredentialOrigin::DefaultChain => CredentialSource::from_default_chain(&settings.upstream.region).await,
+    }
+}
+
+/// The upstream client over a credential source already built (`doctor`
+/// looks at the credentials first, and the client then uses what it found).
+pub fn upstream_client_with(
+    settings: &UpstreamSettings,
+    credentials: CredentialSource,
+) -> Result<UpstreamClient, AppError> {
+    let upstream = settings.upstream.clone();
     let credentials = Arc::new(credentials.with_refresh_margin(settings.credentials.refresh_margin));
     let signer = Signer::new(credentials, upstream.region.clone(), upstream.is_gcs);
     let forwarder = Forwarder::new(crate::server::CONNECTION_BUFFER, settings.timeouts)?;

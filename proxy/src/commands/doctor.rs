@@ -21,7 +21,6 @@ use super::probe::{Condition, PROBE_PREFIX, unenforced_condition};
 use crate::app;
 use crate::cli::{DoctorArgs, OutputFormat};
 use crate::config::ConfigError;
-use crate::credentials::CredentialSource;
 use crate::format::{EnvelopeMetadata, MAGIC};
 use crate::keys::{AuthMethod, Session, VaultError, key_version};
 use crate::s3::classify::S3Request;
@@ -441,10 +440,7 @@ async fn check_transit_keys(
 async fn check_credentials(report: &mut Report, settings: &Settings) -> Option<UpstreamClient> {
     const NAME: &str = "upstream credentials";
     let upstream = &settings.upstream;
-    let source = match &upstream.credentials.origin {
-        CredentialOrigin::Directory(dir) => CredentialSource::from_directory(dir.clone()),
-        CredentialOrigin::DefaultChain => CredentialSource::from_default_chain(&upstream.upstream.region).await,
-    };
+    let source = app::credential_source(upstream).await;
     match source.current().await {
         // The provider's name and the expiry only: never the key id.
         Ok(c) => {
@@ -473,7 +469,7 @@ async fn check_credentials(report: &mut Report, settings: &Settings) -> Option<U
              AWS_SECRET_ACCESS_KEY, or the pod's IRSA / Pod Identity / workload identity",
         ),
     }
-    match app::upstream_client(upstream).await {
+    match app::upstream_client_with(upstream, source) {
         Ok(client) => Some(client),
         Err(e) => {
             report.fail("upstream client", e.to_string(), "check CLOUDTASER_S3PROXY_S3_ENDPOINT");
