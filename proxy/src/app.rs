@@ -100,6 +100,7 @@ pub fn serving_request_path(settings: &Settings, keys: Arc<KeyService>, client: 
         .with_body_idle_timeout(request.body_idle_timeout)
         .with_seal_method(request.seal_method, settings.upstream.upstream.is_gcs)
         .with_format_1_multipart_reads(request.format_1_multipart_reads)
+        .with_name_binding(request.name_binding)
         .with_complete_keepalive(request.complete_keepalive)
         .with_plaintext_digests(request.keep_digests)
 }
@@ -114,6 +115,8 @@ pub async fn tool_request_path(settings: &Settings) -> Result<(Arc<KeyService>, 
     let client = upstream_client(&settings.upstream).await?;
     let path = RequestPath::new(keys.clone(), client, Default::default(), settings.request.virtual_host_suffix.clone())
         .with_seal_method(settings.request.seal_method, settings.upstream.upstream.is_gcs)
+        .with_name_binding(settings.request.name_binding)
+        .with_format_1_multipart_reads(settings.request.format_1_multipart_reads)
         .with_plaintext_digests(settings.request.keep_digests);
     Ok((keys, path))
 }

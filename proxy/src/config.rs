@@ -239,6 +239,14 @@ pub struct ProxyConfig {
     #[arg(long, env = "CLOUDTASER_S3PROXY_FORMAT1_MULTIPART", value_enum, default_value_t = Format1Multipart::Read)]
     pub format1_multipart: Format1Multipart,
 
+    /// Which name of an object its envelope MAC binds (format 3): `key`
+    /// (the object key: a copy onto another key is refused, a replica in
+    /// another bucket under the same key reads), `bucket-key` (both), or
+    /// `none`. Readers verify whatever binding each object records; this
+    /// chooses it for new objects (docs/THREAT-MODEL.md).
+    #[arg(long, env = "CLOUDTASER_S3PROXY_NAME_BINDING", value_enum, default_value_t = crate::format::Binding::Key)]
+    pub name_binding: crate::format::Binding,
+
     /// Milliseconds CompleteMultipartUpload waits for the seal (format 2)
     /// before it answers `200` and sends a space every as many milliseconds
     /// until the result, as S3 does for a slow Complete, so clients do not
@@ -372,6 +380,7 @@ impl ProxyConfig {
                 other => other,
             },
             format_1_multipart_reads: self.format1_multipart == Format1Multipart::Read,
+            name_binding: self.name_binding,
             complete_keepalive: Duration::from_millis(self.complete_keepalive_ms),
             virtual_host_suffix,
             keep_digests: if self.keep_plaintext_digests { KeepDigests::Keep } else { KeepDigests::Strip },

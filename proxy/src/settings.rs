@@ -139,6 +139,8 @@ pub struct RequestSettings {
     pub seal_method: SealMethod,
     /// Whether format-1 multipart objects (no manifest) are read.
     pub format_1_multipart_reads: bool,
+    /// Which name a new object's envelope MAC binds (format 3).
+    pub name_binding: crate::format::Binding,
     /// How long Complete waits for its seal before keep-alive spaces, and their interval.
     pub complete_keepalive: Duration,
     /// The domain under which `<bucket>.<suffix>` hosts address buckets;

@@ -132,6 +132,10 @@ async fn check(
     // A pending object's streams are format 2, which an opener accepts only
     // under a manifest: the one this seal is about to write over `layout`.
     let mut opener = match envelope.layout {
+        // A format-3 upload's parts are version 3, and nothing else.
+        StoredLayout::MultipartPending if envelope.auth.is_some() => {
+            opener.manifest_checked().require_version(crate::format::VERSION_3)
+        }
         StoredLayout::MultipartPending => opener.manifest_checked(),
         _ => opener,
     };

@@ -110,6 +110,12 @@ pub enum ProxyError {
     InvalidPart(#[from] MissingPart),
     #[error("The list of parts was not in ascending order. Parts must be ordered by part number.")]
     InvalidPartOrder,
+    /// Format 3 stores every object's part table in its metadata, so no
+    /// read has to walk the parts (docs/FORMAT.md, "Bounded reads").
+    #[error(
+        "The parts' sizes are too irregular to record: upload parts of one size (the last may be smaller). Nothing was completed; the parts are still in the upload."
+    )]
+    PartTableTooLong,
     #[error("The upstream answered a request without object data with an object; it was not passed on.")]
     UnexpectedObject,
     #[error("{0}")]
@@ -158,6 +164,7 @@ impl ProxyError {
             MalformedTrailer(_) => (S::BAD_REQUEST, "MalformedTrailerError"),
             InvalidPart(_) => (S::BAD_REQUEST, "InvalidPart"),
             InvalidPartOrder => (S::BAD_REQUEST, "InvalidPartOrder"),
+            PartTableTooLong => (S::BAD_REQUEST, "InvalidRequest"),
             NoSuchUpload => (S::NOT_FOUND, "NoSuchUpload"),
             PreconditionFailed => (S::PRECONDITION_FAILED, "PreconditionFailed"),
             InvalidRange { .. } => (S::RANGE_NOT_SATISFIABLE, "InvalidRange"),

@@ -289,6 +289,10 @@ pub enum InternalError {
     Xml { context: &'static str, source: BoxError },
     #[error("the copy source has no length")]
     CopySourceLength,
+    /// An envelope the proxy built could not take its MAC (a layout
+    /// without its table): a bug, never a client's doing.
+    #[error("the envelope could not be authenticated")]
+    Envelope,
     #[error(transparent)]
     Format(FormatError),
 }

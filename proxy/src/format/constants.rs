@@ -12,6 +12,10 @@ pub const VERSION: u8 = 1;
 /// the associated data of every segment, so a part cannot be passed off as
 /// format 1, where no manifest is required.
 pub const MULTIPART_VERSION: u8 = 2;
+/// The version of every stream of a format-3 object, single PUT or part:
+/// such a body cannot be relabelled as format 1 or 2, and no older stream
+/// can be passed off as one (docs/FORMAT.md, "Format 3").
+pub const VERSION_3: u8 = 3;
 pub const SALT_LEN: usize = 32;
 /// magic(4) version(1) segment_log2(1) reserved(2) part(4) plaintext_len(8) salt(32)
 pub const HEADER_LEN: usize = 52;
@@ -38,6 +42,17 @@ pub(super) const MANIFEST_CONTEXT: &[u8] = b"cloudtaser-s3 v2 manifest";
 pub const FORMAT_1: u8 = 1;
 /// Multipart objects whose part table is sealed by a manifest.
 pub const FORMAT_2: u8 = 2;
+/// Objects whose envelope is authenticated as a whole by a MAC.
+pub const FORMAT_3: u8 = 3;
+pub const ENVELOPE_MAC_LEN: usize = 32;
+/// HKDF info of the envelope MAC key, and the MAC input's leading context.
+pub(super) const ENVELOPE_KEY_INFO: &[u8] = b"cloudtaser-s3 v3 envelope key";
+pub(super) const ENVELOPE_CONTEXT: &[u8] = b"cloudtaser-s3 v3 envelope";
+/// HKDF info of the upload id key, and the upload id tag's context.
+pub(super) const UPLOAD_ID_KEY_INFO: &[u8] = b"cloudtaser-s3 v3 upload id key";
+pub(super) const UPLOAD_ID_CONTEXT: &[u8] = b"cloudtaser-s3 v3 upload id";
+/// The upload id tag: HMAC-SHA256 truncated to 128 bits.
+pub const UPLOAD_ID_TAG_LEN: usize = 16;
 /// A longer part table is not stored: readers learn it from the stream
 /// headers instead, and the manifest still seals it. S3 allows 2 KiB of
 /// user metadata per object; the rest of the envelope takes about 200

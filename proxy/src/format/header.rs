@@ -1,11 +1,13 @@
 use super::FormatError;
-use super::constants::{HEADER_LEN, MAGIC, MAX_STREAM_LEN, MULTIPART_VERSION, SALT_LEN, SEGMENT_LEN_LOG2, VERSION};
+use super::constants::{
+    HEADER_LEN, MAGIC, MAX_STREAM_LEN, MULTIPART_VERSION, SALT_LEN, SEGMENT_LEN_LOG2, VERSION, VERSION_3,
+};
 
 /// The per-stream header. It is written in clear at the start of every
 /// stream and authenticated as associated data of every segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// [`VERSION`] or [`MULTIPART_VERSION`].
+    /// [`VERSION`], [`MULTIPART_VERSION`] or [`VERSION_3`].
     pub version: u8,
     /// Multipart part number, 0 for a single-PUT object.
     pub part_number: u32,
@@ -24,6 +26,11 @@ impl Header {
     /// The same header marked as a part of a format-2 multipart upload.
     pub fn multipart_v2(self) -> Self {
         Self { version: MULTIPART_VERSION, ..self }
+    }
+
+    /// The same header as a stream of a format-3 object.
+    pub fn format_3(self) -> Self {
+        Self { version: VERSION_3, ..self }
     }
 
     /// A header with a fresh random salt.
@@ -53,7 +60,7 @@ impl Header {
             return Err(FormatError::MalformedHeader("bad magic"));
         }
         let version = bytes[4];
-        if version != VERSION && version != MULTIPART_VERSION {
+        if ![VERSION, MULTIPART_VERSION, VERSION_3].contains(&version) {
             return Err(FormatError::UnsupportedVersion(version));
         }
         if bytes[5] != SEGMENT_LEN_LOG2 {
@@ -86,8 +93,8 @@ mod tests {
         b[0] = b'X';
         assert_eq!(Header::decode(&b), Err(FormatError::MalformedHeader("bad magic")));
         let mut b = good;
-        b[4] = 3;
-        assert_eq!(Header::decode(&b), Err(FormatError::UnsupportedVersion(3)));
+        b[4] = 4;
+        assert_eq!(Header::decode(&b), Err(FormatError::UnsupportedVersion(4)));
         let v2 = Header::new(4, 1, [0u8; SALT_LEN]).unwrap().multipart_v2();
         assert_eq!(Header::decode(&v2.encode()).unwrap().version, MULTIPART_VERSION);
         let mut b = good;

@@ -2,7 +2,7 @@
 
 use http::HeaderMap;
 
-use super::constants::{FORMAT_1, FORMAT_2, MANIFEST_TAG_LEN};
+use super::constants::{ENVELOPE_MAC_LEN, FORMAT_1, FORMAT_2, FORMAT_3, MANIFEST_TAG_LEN};
 use super::layout::ObjectLayout;
 use super::manifest::{decode_part_table, encode_part_table};
 
@@ -16,6 +16,9 @@ pub const META_SALT: &str = "x-amz-meta-cloudtaser-salt";
 
 pub const META_PARTS: &str = "x-amz-meta-cloudtaser-parts";
 pub const META_MANIFEST: &str = "x-amz-meta-cloudtaser-manifest";
+pub const META_BINDING: &str = "x-amz-meta-cloudtaser-binding";
+pub const META_STREAMS: &str = "x-amz-meta-cloudtaser-streams";
+pub const META_MAC: &str = "x-amz-meta-cloudtaser-mac";
 
 const LAYOUT_MULTIPART: &str = "multipart";
 const LAYOUT_PENDING: &str = "multipart-pending";
@@ -42,16 +45,65 @@ impl StoredLayout {
     }
 }
 
-/// What a sealed format-2 object's metadata records.
+/// What a sealed multipart object's metadata records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedParts {
     /// Plaintext length of the whole object.
     pub total: u64,
-    /// (part number, plaintext length) of every stream, unless the table
-    /// was too long to store ([`MAX_PART_TABLE_LEN`]).
+    /// (part number, plaintext length) of every stream. Format 2 leaves out
+    /// a table too long to store ([`MAX_PART_TABLE_LEN`]); format 3 always
+    /// has one.
     pub table: Option<Vec<(u32, u64)>>,
-    /// `format::manifest_tag` of the table.
+    /// Format 2: `format::manifest_tag` of the table. Format 3: SHA-256 of
+    /// the stream headers in stored order (`cloudtaser-streams`), which the
+    /// envelope MAC covers.
     pub tag: [u8; MANIFEST_TAG_LEN],
+}
+
+/// Which name of the object the format-3 envelope MAC binds
+/// (`CLOUDTASER_S3PROXY_NAME_BINDING`; docs/THREAT-MODEL.md says what each allows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Binding {
+    /// Neither: the object reads under any name.
+    None,
+    /// The object key: replicas and DR copies in other buckets keep reading.
+    #[default]
+    Key,
+    /// The bucket and the key.
+    BucketKey,
+}
+
+impl Binding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Binding::None => "none",
+            Binding::Key => "key",
+            Binding::BucketKey => "bucket-key",
+        }
+    }
+
+    /// The byte the MAC input carries.
+    pub fn code(self) -> u8 {
+        match self {
+            Binding::None => 0,
+            Binding::Key => 1,
+            Binding::BucketKey => 2,
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [Binding::None, Binding::Key, Binding::BucketKey].into_iter().find(|b| b.as_str() == text)
+    }
+}
+
+/// What makes an envelope format 3: the name binding and the MAC over the
+/// whole envelope (`format::envelope_mac`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Authenticated {
+    pub binding: Binding,
+    /// `None` only while the envelope is being built, and on
+    /// `multipart-pending` objects, which are never served.
+    pub mac: Option<[u8; ENVELOPE_MAC_LEN]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +118,8 @@ pub struct EnvelopeMetadata {
     /// data key (written by earlier proxies' reuse window, or other writers;
     /// docs/FORMAT.md).
     pub salt: Option<[u8; 32]>,
+    /// Format 3's binding and MAC; `None` for formats 1 and 2.
+    pub auth: Option<Authenticated>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -75,6 +129,9 @@ pub struct MetadataError(pub &'static str);
 impl EnvelopeMetadata {
     /// The format the layout belongs to.
     pub fn format(&self) -> u8 {
+        if self.auth.is_some() {
+            return FORMAT_3;
+        }
         match self.layout {
             StoredLayout::Single(_) | StoredLayout::Multipart => FORMAT_1,
             StoredLayout::MultipartPending | StoredLayout::MultipartSealed(_) => FORMAT_2,
@@ -94,7 +151,8 @@ impl EnvelopeMetadata {
             StoredLayout::MultipartSealed(sealed) => {
                 out.push((META_LAYOUT, LAYOUT_MULTIPART.to_owned()));
                 out.push((META_SIZE, sealed.total.to_string()));
-                out.push((META_MANIFEST, hex::encode(sealed.tag)));
+                let tag_name = if self.auth.is_some() { META_STREAMS } else { META_MANIFEST };
+                out.push((tag_name, hex::encode(sealed.tag)));
                 if let Some(table) = &sealed.table
                     && let Ok(layout) = ObjectLayout::from_parts(table)
                 {
@@ -104,6 +162,12 @@ impl EnvelopeMetadata {
         }
         if let Some(salt) = &self.salt {
             out.push((META_SALT, hex::encode(salt)));
+        }
+        if let Some(auth) = &self.auth {
+            out.push((META_BINDING, auth.binding.as_str().to_owned()));
+            if let Some(mac) = &auth.mac {
+                out.push((META_MAC, hex::encode(mac)));
+            }
         }
         out
     }
@@ -126,28 +190,42 @@ impl EnvelopeMetadata {
         let size = || get(META_SIZE).and_then(|v| v.parse::<u64>().ok()).ok_or(MetadataError(META_SIZE));
         let absent = |name: &'static str| if headers.contains_key(name) { Err(MetadataError(name)) } else { Ok(()) };
         let layout = match (format, get(META_LAYOUT).as_deref()) {
-            (FORMAT_1, None) => StoredLayout::Single(size()?),
+            (FORMAT_1 | FORMAT_3, None) => StoredLayout::Single(size()?),
             (FORMAT_1, Some(LAYOUT_MULTIPART)) => {
                 absent(META_SIZE)?;
                 StoredLayout::Multipart
             }
-            (FORMAT_2, Some(LAYOUT_PENDING)) => {
+            (FORMAT_2 | FORMAT_3, Some(LAYOUT_PENDING)) => {
                 absent(META_SIZE)?;
                 StoredLayout::MultipartPending
             }
-            (FORMAT_2, Some(LAYOUT_MULTIPART)) => StoredLayout::MultipartSealed(sealed_parts(&get, size()?)?),
-            (FORMAT_1 | FORMAT_2, _) => return Err(MetadataError(META_LAYOUT)),
+            (FORMAT_2, Some(LAYOUT_MULTIPART)) => {
+                absent(META_STREAMS)?;
+                StoredLayout::MultipartSealed(sealed_parts(&get, size()?, META_MANIFEST)?)
+            }
+            (FORMAT_3, Some(LAYOUT_MULTIPART)) => {
+                absent(META_MANIFEST)?;
+                let sealed = sealed_parts(&get, size()?, META_STREAMS)?;
+                // Format 3 always stores its table: no read walks the headers.
+                if sealed.table.is_none() {
+                    return Err(MetadataError(META_PARTS));
+                }
+                StoredLayout::MultipartSealed(sealed)
+            }
+            (FORMAT_1 | FORMAT_2 | FORMAT_3, _) => return Err(MetadataError(META_LAYOUT)),
             _ => return Err(MetadataError(META_FORMAT)),
         };
         if !matches!(layout, StoredLayout::MultipartSealed(_)) {
             absent(META_MANIFEST)?;
+            absent(META_STREAMS)?;
             absent(META_PARTS)?;
         }
         if !wrapped_key.starts_with("vault:v") {
             return Err(MetadataError(META_WRAPPED_KEY));
         }
+        let single = matches!(layout, StoredLayout::Single(_));
         let salt = match get(META_SALT) {
-            Some(h) if format == FORMAT_1 => {
+            Some(h) if single || (format == FORMAT_1) => {
                 Some(hex::decode(h).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or(MetadataError(META_SALT))?)
             }
             // Each part stream has its own salt; the upload's key is never shared.
@@ -155,18 +233,41 @@ impl EnvelopeMetadata {
             // Required of every single-PUT object: without it a reader could
             // not tell this object's body from another one under a shared
             // data key, and deleting it would switch the check off.
-            None if matches!(layout, StoredLayout::Single(_)) => return Err(MetadataError(META_SALT)),
+            None if single => return Err(MetadataError(META_SALT)),
             None => None,
         };
-        Ok(Some(Self { wrapped_key, transit_key, layout, salt }))
+        let auth = if format == FORMAT_3 {
+            let binding = get(META_BINDING).and_then(|b| Binding::parse(&b)).ok_or(MetadataError(META_BINDING))?;
+            let mac = match get(META_MAC) {
+                Some(h) => Some(
+                    hex::decode(h)
+                        .ok()
+                        .and_then(|b| <[u8; ENVELOPE_MAC_LEN]>::try_from(b).ok())
+                        .ok_or(MetadataError(META_MAC))?,
+                ),
+                // Only a pending object, never served, has no MAC yet.
+                None if matches!(layout, StoredLayout::MultipartPending) => None,
+                None => return Err(MetadataError(META_MAC)),
+            };
+            Some(Authenticated { binding, mac })
+        } else {
+            absent(META_BINDING)?;
+            absent(META_MAC)?;
+            None
+        };
+        Ok(Some(Self { wrapped_key, transit_key, layout, salt, auth }))
     }
 }
 
-fn sealed_parts(get: &dyn Fn(&'static str) -> Option<String>, total: u64) -> Result<SealedParts, MetadataError> {
-    let tag = get(META_MANIFEST)
+fn sealed_parts(
+    get: &dyn Fn(&'static str) -> Option<String>,
+    total: u64,
+    tag_name: &'static str,
+) -> Result<SealedParts, MetadataError> {
+    let tag = get(tag_name)
         .and_then(|h| hex::decode(h).ok())
         .and_then(|b| <[u8; MANIFEST_TAG_LEN]>::try_from(b).ok())
-        .ok_or(MetadataError(META_MANIFEST))?;
+        .ok_or(MetadataError(tag_name))?;
     let table = match get(META_PARTS) {
         Some(text) => {
             let table = decode_part_table(&text).ok_or(MetadataError(META_PARTS))?;
@@ -192,6 +293,7 @@ mod tests {
             transit_key: "k".into(),
             layout: StoredLayout::Single(42),
             salt: Some([7; 32]),
+            auth: None,
         };
         let mut h = HeaderMap::new();
         for (k, v) in m.to_headers() {
@@ -233,6 +335,7 @@ mod tests {
             transit_key: "k".into(),
             layout: StoredLayout::MultipartPending,
             salt: None,
+            auth: None,
         };
         let sealed = |table| EnvelopeMetadata {
             layout: StoredLayout::MultipartSealed(SealedParts { total: 15, table, tag: [9; 32] }),
@@ -253,6 +356,7 @@ mod tests {
             transit_key: "k".into(),
             layout: StoredLayout::MultipartSealed(SealedParts { total: 15, table: Some(vec![(1, 15)]), tag: [9; 32] }),
             salt: None,
+            auth: None,
         };
         let broken = |edit: &dyn Fn(&mut HeaderMap)| {
             let mut h = headers_of(&sealed);
@@ -280,7 +384,9 @@ mod tests {
             Err(MetadataError(META_MANIFEST))
         );
         assert_eq!(broken(&|h| drop(h.insert(META_LAYOUT, "other".parse().unwrap()))), Err(MetadataError(META_LAYOUT)));
-        assert_eq!(broken(&|h| drop(h.insert(META_FORMAT, "3".parse().unwrap()))), Err(MetadataError(META_FORMAT)));
+        assert_eq!(broken(&|h| drop(h.insert(META_FORMAT, "4".parse().unwrap()))), Err(MetadataError(META_FORMAT)));
+        // A format-3 label on a format-2 envelope lacks the streams digest.
+        assert_eq!(broken(&|h| drop(h.insert(META_FORMAT, "3".parse().unwrap()))), Err(MetadataError(META_MANIFEST)));
         assert_eq!(
             broken(&|h| drop(h.insert(META_SALT, hex::encode([1u8; 32]).parse().unwrap()))),
             Err(MetadataError(META_SALT))

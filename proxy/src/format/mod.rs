@@ -1,7 +1,8 @@
-//! The CloudTaser ciphertext format (versions 1 and 2). Pure data transformation:
+//! The CloudTaser ciphertext format (versions 1, 2 and 3). Pure data transformation:
 //! no I/O, no HTTP. `docs/FORMAT.md` is the normative description.
 
 mod constants;
+mod envelope;
 mod header;
 mod key;
 mod layout;
@@ -12,14 +13,19 @@ mod size;
 mod stream;
 
 pub use constants::{
-    FORMAT_1, FORMAT_2, HEADER_LEN, MAGIC, MANIFEST_TAG_LEN, MAX_PART_TABLE_LEN, MAX_PARTS, MAX_STREAM_LEN,
-    MULTIPART_VERSION, SALT_LEN, SEGMENT_LEN, TAG_LEN, VERSION,
+    ENVELOPE_MAC_LEN, FORMAT_1, FORMAT_2, FORMAT_3, HEADER_LEN, MAGIC, MANIFEST_TAG_LEN, MAX_PART_TABLE_LEN, MAX_PARTS,
+    MAX_STREAM_LEN, MULTIPART_VERSION, SALT_LEN, SEGMENT_LEN, TAG_LEN, UPLOAD_ID_TAG_LEN, VERSION, VERSION_3,
+};
+pub use envelope::{
+    ObjectName, envelope_bytes, streams_digest, upload_id_tag, verify_envelope, verify_upload_id_tag, with_mac,
 };
 pub use header::Header;
 pub use key::DataKey;
 pub use layout::{LayoutSpan, ObjectLayout, StreamExtent};
 pub use manifest::{decode_part_table, encode_part_table, manifest_bytes, manifest_tag, verify_manifest};
-pub use metadata::{EnvelopeMetadata, META_PREFIX, META_WRAPPED_KEY, MetadataError, SealedParts, StoredLayout};
+pub use metadata::{
+    Authenticated, Binding, EnvelopeMetadata, META_PREFIX, META_WRAPPED_KEY, MetadataError, SealedParts, StoredLayout,
+};
 pub use segment::SegmentCipher;
 pub use size::{ciphertext_len, plaintext_len, segment_count};
 pub use stream::{Opener, Room, Sealer};
@@ -47,4 +53,10 @@ pub enum FormatError {
     Manifest,
     #[error("stream version {0} is not allowed in this object")]
     VersionMismatch(u8),
+    #[error("the object's envelope does not verify under its data key and name")]
+    Envelope,
+    #[error("the upload id was not issued for this upload, bucket and key")]
+    UploadId,
+    #[error("the stream headers do not match the sealed envelope")]
+    Streams,
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::FormatError;
-use super::constants::{HEADER_LEN, SEGMENT_LEN, TAG_LEN, VERSION};
+use super::constants::{HEADER_LEN, MULTIPART_VERSION, SEGMENT_LEN, TAG_LEN, VERSION};
 use super::header::Header;
 use super::key::DataKey;
 use super::layout::{LayoutSpan, ObjectLayout};
@@ -157,6 +157,12 @@ pub struct Opener {
     /// Whether format-2 streams are accepted: only where a manifest has
     /// vouched for the layout.
     manifest_checked: bool,
+    /// Format 3: every stream must be version 3, or (an object upgraded in
+    /// place by `seal`/`rewrap`) the version its envelope MAC was made over.
+    required_version: Option<u8>,
+    /// Format 3, whole multipart reads: the SHA-256 the stream headers must
+    /// hash to, checked before the last stream's first byte is released.
+    streams: Option<(aws_lc_rs::digest::Context, [u8; 32])>,
 }
 
 struct OpenStream {
@@ -208,7 +214,23 @@ impl Opener {
             final_seen: false,
             expected_salt: None,
             manifest_checked: false,
+            required_version: None,
+            streams: None,
         }
+    }
+
+    /// Accepts only streams of `version` (format 3's authenticated envelope
+    /// names it).
+    pub fn require_version(mut self, version: u8) -> Self {
+        self.required_version = Some(version);
+        self
+    }
+
+    /// Requires the stream headers, read from the first, to hash to
+    /// `digest` (format 3's `cloudtaser-streams`). Only for whole reads.
+    pub fn expect_streams(mut self, digest: [u8; 32]) -> Self {
+        self.streams = Some((aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256), digest));
+        self
     }
 
     /// Accepts format-2 streams: the caller has verified the layout
@@ -228,7 +250,13 @@ impl Opener {
     /// Accepts a stream header; ranged reads fetch it separately.
     pub fn set_header(&mut self, bytes: &[u8]) -> Result<(), FormatError> {
         let header = Header::decode(bytes)?;
-        if header.version != VERSION && !self.manifest_checked {
+        let allowed = match self.required_version {
+            Some(version) => header.version == version,
+            // A format-3 stream is never read under a format-1 or 2 label.
+            None if self.manifest_checked => header.version == VERSION || header.version == MULTIPART_VERSION,
+            None => header.version == VERSION,
+        };
+        if !allowed {
             return Err(FormatError::VersionMismatch(header.version));
         }
         if self.expected_salt.is_some_and(|salt| salt != header.salt) {
@@ -259,6 +287,16 @@ impl Opener {
         let segments = segment_count(plaintext_len);
         if self.next_index >= segments {
             return Err(FormatError::Truncated);
+        }
+        if let Some((ctx, _)) = self.streams.as_mut() {
+            ctx.update(&bytes[..HEADER_LEN]);
+            let last = self.layout.as_ref().is_some_and(|l| self.next_stream + 1 == l.parts);
+            if last {
+                let (ctx, digest) = self.streams.take().expect("checked above");
+                if ctx.finish().as_ref() != digest {
+                    return Err(FormatError::Streams);
+                }
+            }
         }
         self.stream =
             Some(OpenStream { cipher: SegmentCipher::new(self.data_key.bytes(), &header), plaintext_len, segments });

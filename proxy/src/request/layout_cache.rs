@@ -71,12 +71,18 @@ mod tests {
     fn known(etag: Option<&'static str>) -> Arc<KnownLayout> {
         Arc::new(KnownLayout {
             etag: etag.map(HeaderValue::from_static),
-            checked: CheckedLayout { layout: crate::format::ObjectLayout::single(10), sealed: false },
+            checked: CheckedLayout {
+                layout: crate::format::ObjectLayout::single(10),
+                sealed: false,
+                version: None,
+                streams: None,
+            },
             envelope: EnvelopeMetadata {
                 wrapped_key: "vault:v1:k".into(),
                 transit_key: "t".into(),
                 layout: crate::format::StoredLayout::Single(10),
                 salt: Some([0; 32]),
+                auth: None,
             },
             first_header: Bytes::new(),
         })

@@ -79,6 +79,8 @@ pub struct RequestPath {
     /// Whether format-1 multipart objects (no manifest) are read
     /// (`CLOUDTASER_S3PROXY_FORMAT1_MULTIPART`).
     format_1_multipart_reads: bool,
+    /// Which name a new object's envelope MAC binds (`CLOUDTASER_S3PROXY_NAME_BINDING`).
+    binding: crate::format::Binding,
     /// How long Complete waits for the seal before answering 200 with
     /// keep-alive spaces, and the time between spaces.
     complete_keepalive: Duration,
@@ -109,6 +111,7 @@ impl RequestPath {
             virtual_host_suffix,
             seal_method: seal::SealMethod::PartCopy,
             format_1_multipart_reads: true,
+            binding: crate::format::Binding::default(),
             complete_keepalive: Duration::from_secs(5),
             keep_digests: Default::default(),
             seals: Default::default(),
@@ -131,6 +134,11 @@ impl RequestPath {
     /// before format 2) are read at all. Once `seal` has upgraded a
     /// bucket, refusing them also stops a sealed object from being
     /// relabelled as format 1 and cut short.
+    pub fn with_name_binding(mut self, binding: crate::format::Binding) -> Self {
+        self.binding = binding;
+        self
+    }
+
     pub fn with_format_1_multipart_reads(mut self, on: bool) -> Self {
         self.format_1_multipart_reads = on;
         self

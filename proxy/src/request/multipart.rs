@@ -9,10 +9,14 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use super::answers::{self, ControlAnswer, Step};
 use super::respond;
 use super::seal::Sealed;
+use super::stored::object_name;
 use super::{RequestPath, collect_small, header_value, read_small_body, reject_reserved_metadata};
 use crate::body::ProxyBody;
 use crate::error::{ArgumentError, InternalError, MissingPart, ProxyError, RequestError, Unsupported, UpstreamFailure};
-use crate::format::{EnvelopeMetadata, ObjectLayout, StoredLayout, plaintext_len};
+use crate::format::{
+    EnvelopeMetadata, MAX_PART_TABLE_LEN, MULTIPART_VERSION, ObjectLayout, StoredLayout, VERSION_3,
+    encode_part_table, plaintext_len, upload_id_tag, verify_upload_id_tag,
+};
 use crate::s3::classify::{S3Request, copy_source};
 use crate::s3::headers::remove_checksum_headers;
 use crate::s3::upload_id::{self, UploadId, UploadKey};
@@ -221,6 +225,9 @@ impl EncryptedUpload {
             transit_key: self.transit_key.clone(),
             layout: StoredLayout::MultipartPending,
             salt: None,
+            // Only the keys are compared with the stored envelope, from
+            // which the seal builds the sealed one.
+            auth: None,
         }
     }
 }
@@ -240,6 +247,26 @@ impl RequestPath {
         })
     }
 
+    /// The data key of the upload `s3` (already carrying the upstream id)
+    /// names, and the version its parts are written as. A format-3 id's tag
+    /// must be the one issued for this upstream upload, bucket and key:
+    /// otherwise, as for any id the proxy never issued, NoSuchUpload, and
+    /// nothing is encrypted.
+    async fn checked_upload(
+        &self,
+        s3: &S3Request,
+        key: &UploadKey,
+    ) -> Result<(std::sync::Arc<crate::keys::DataKey>, u8), ProxyError> {
+        let data_key = self.upload_data_key(key).await?;
+        let Some(tag) = &key.tag else { return Ok((data_key, MULTIPART_VERSION)) };
+        let upstream = s3.query_value("uploadId").unwrap_or_default();
+        verify_upload_id_tag(data_key.bytes(), object_name(s3), upstream, tag).map_err(|_| {
+            tracing::info!("an upload id was presented for another upload or object");
+            ProxyError::NoSuchUpload
+        })?;
+        Ok((data_key, VERSION_3))
+    }
+
     pub(super) async fn create_multipart_upload(
         &self,
         s3: &S3Request,
@@ -255,15 +282,9 @@ impl RequestPath {
             return Err(Unsupported::SseCMultipart.into());
         }
         let data_key = self.keys.generate_fresh().await?;
-        let key = UploadKey { transit_key: self.keys.key_name().to_owned(), wrapped_key: data_key.wrapped.clone() };
         // Pending until CompleteMultipartUpload seals the part table. Each
         // part stream has its own salt; the upload's key is never shared.
-        let envelope = EnvelopeMetadata {
-            wrapped_key: key.wrapped_key.clone(),
-            transit_key: key.transit_key.clone(),
-            layout: StoredLayout::MultipartPending,
-            salt: None,
-        };
+        let envelope = self.envelope(&data_key.wrapped, StoredLayout::MultipartPending);
         // Parts carry checksums of ciphertext the client never declared.
         remove_checksum_headers(&mut headers);
         for (name, value) in envelope.to_headers() {
@@ -274,7 +295,18 @@ impl RequestPath {
             ControlAnswer::Expected(parts, doc) => (parts, doc),
             ControlAnswer::Verdict(v) => return Ok(v),
         };
-        let map = |name: &[u8], text: &str| (name == b"UploadId").then(|| upload_id::encode(text, &key));
+        let name = object_name(s3);
+        let map = |element: &[u8], upstream: &str| {
+            (element == b"UploadId").then(|| {
+                let tag = upload_id_tag(data_key.key.bytes(), name, upstream).to_vec();
+                let key = UploadKey {
+                    transit_key: envelope.transit_key.clone(),
+                    wrapped_key: envelope.wrapped_key.clone(),
+                    tag: Some(tag),
+                };
+                upload_id::encode(upstream, &key)
+            })
+        };
         let xml = xml::rewrite(&doc, &map)?;
         Ok(respond::buffered(parts.headers, parts.status, xml))
     }
@@ -323,7 +355,7 @@ impl RequestPath {
             name: "UploadPart",
             ..S3Request::internal(&upload.bucket, Some(&upload.key), query)
         };
-        let resp = self.seal_and_send(&s3, headers, body, &upload.data_key.key, number, None).await?;
+        let resp = self.seal_and_send(&s3, headers, body, &upload.data_key.key, (number, VERSION_3), None).await?;
         let status = resp.status();
         match resp.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok()) {
             Some(etag) if status.is_success() => Ok(etag.to_owned()),
@@ -339,8 +371,8 @@ impl RequestPath {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let number = part_number(&s3)?;
         let key = upstream_upload(&mut s3)?.key.ok_or_else(no_such_upload)?;
-        let data_key = self.upload_data_key(&key).await?;
-        let resp = self.seal_and_send(&s3, parts.headers, body, &data_key, number, None).await?;
+        let (data_key, version) = self.checked_upload(&s3, &key).await?;
+        let resp = self.seal_and_send(&s3, parts.headers, body, &data_key, (number, version), None).await?;
         self.remember_part(&s3, number, &resp);
         Ok(resp)
     }
@@ -390,7 +422,7 @@ impl RequestPath {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let number = part_number(&s3)?;
         let key = upstream_upload(&mut s3)?.key.ok_or_else(no_such_upload)?;
-        let data_key = self.upload_data_key(&key).await?;
+        let (data_key, version) = self.checked_upload(&s3, &key).await?;
         let source = copy_source(&parts.headers)?;
         let mut read_headers = HeaderMap::new();
         if let Some(range) = parts.headers.get("x-amz-copy-source-range") {
@@ -435,7 +467,8 @@ impl RequestPath {
         let len = read.headers().get(http::header::CONTENT_LENGTH).cloned().ok_or(InternalError::CopySourceLength)?;
         let mut headers = HeaderMap::new();
         headers.insert(http::header::CONTENT_LENGTH, len);
-        let uploaded = self.seal_and_send(&s3, headers, read.into_body(), &data_key, number, None).await?;
+        let uploaded =
+            self.seal_and_send(&s3, headers, read.into_body(), &data_key, (number, version), None).await?;
         if !uploaded.status().is_success() {
             return Ok(uploaded);
         }
@@ -482,7 +515,7 @@ impl RequestPath {
         let requested = requested_object_checksum(&headers)?;
         // The key first: an id no proxy issued is NoSuchUpload, and an
         // unreachable Vault fails the request before the object exists.
-        let data_key = self.upload_data_key(&key).await?;
+        let (data_key, version) = self.checked_upload(&s3, &key).await?;
         let stored = match self.stored_parts(&s3).await {
             Ok(parts) if !parts.is_empty() => parts,
             // Gone (or, on s3s-fs, listed empty): perhaps a retry of a Complete
@@ -498,6 +531,12 @@ impl RequestPath {
             Err(e) => return Err(e),
         };
         let layout = checked_layout(&named, &stored)?;
+        // Format 3 keeps every table in the metadata, so that no read of the
+        // object walks its parts; one that cannot be kept is refused before
+        // the upstream completes anything.
+        if version == VERSION_3 && encode_part_table(&layout).len() > MAX_PART_TABLE_LEN {
+            return Err(ProxyError::PartTableTooLong);
+        }
         // Before the upstream completes anything: a wrong checksum leaves
         // no object (and whatever was at the key before stays).
         let checksum = self.verify_complete_checksum(&s3, requested.as_ref(), &named)?;
@@ -532,6 +571,7 @@ impl RequestPath {
             transit_key: key.transit_key,
             layout: StoredLayout::MultipartPending,
             salt: None,
+            auth: None,
         };
         let etag = header_value(&completed)?;
         let copier = self.copier();

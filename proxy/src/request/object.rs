@@ -13,8 +13,11 @@ use super::respond::{self, PlaintextView};
 use super::stored::malformed;
 use super::{RequestPath, envelope_of, header_value, reject_reserved_metadata};
 use crate::body::{ProxyBody, boxed, empty};
-use crate::error::{ArgumentError, ProxyError, RequestError, UpstreamFailure};
-use crate::format::{EnvelopeMetadata, FormatError, HEADER_LEN, Header, Sealer, StoredLayout, ciphertext_len};
+use crate::error::{ArgumentError, InternalError, ProxyError, RequestError, UpstreamFailure};
+use crate::format::{
+    Authenticated, EnvelopeMetadata, FormatError, HEADER_LEN, Header, Sealer, StoredLayout, VERSION_3,
+    ciphertext_len, with_mac,
+};
 use crate::keys::DataKey;
 use crate::metrics::{BytesKind, Direction, metrics};
 use crate::s3::classify::S3Request;
@@ -46,14 +49,16 @@ pub(super) struct WholeObject {
 }
 
 impl RequestPath {
-    /// The envelope of a new object under the configured Transit key. A
-    /// single stream's salt is filled in once the stream draws it.
+    /// The format-3 envelope of a new object under the configured Transit
+    /// key. A single stream's salt is filled in once the stream draws it,
+    /// and the MAC once everything it covers is known.
     pub(super) fn envelope(&self, wrapped_key: &str, layout: StoredLayout) -> EnvelopeMetadata {
         EnvelopeMetadata {
             wrapped_key: wrapped_key.to_owned(),
             transit_key: self.keys.key_name().to_owned(),
             layout,
             salt: None,
+            auth: Some(Authenticated { binding: self.binding, mac: None }),
         }
     }
 
@@ -82,7 +87,7 @@ impl RequestPath {
             ..S3Request::internal(bucket, Some(key), vec![])
         };
         let whole = WholeObject { envelope, key_check: self.key_check(&data_key.wrapped) };
-        self.seal_and_send(&s3, headers, body, &data_key.key, 0, Some(whole)).await
+        self.seal_and_send(&s3, headers, body, &data_key.key, (0, VERSION_3), Some(whole)).await
     }
 
     pub(super) async fn put_object(
@@ -102,7 +107,7 @@ impl RequestPath {
         crate::s3::metadata::remove_plaintext_digests(&mut headers, self.keep_digests);
         conditional::to_upstream_etags(&mut headers);
         let whole = WholeObject { envelope, key_check: self.key_check(&data_key.wrapped) };
-        self.seal_and_send(s3, headers, body, &data_key.key, 0, Some(whole)).await
+        self.seal_and_send(s3, headers, body, &data_key.key, (0, VERSION_3), Some(whole)).await
     }
 
     /// Whether a single object's data key is still current when its body
@@ -115,14 +120,17 @@ impl RequestPath {
         Box::new(move || keys.is_current(&wrapped))
     }
 
-    /// Encrypts a client body into one stream and sends it upstream (PutObject, UploadPart).
+    /// Encrypts a client body into one stream and sends it upstream
+    /// (PutObject, UploadPart). `stream` is the part number (0 for a whole
+    /// object) and the stream version: 3, or 2 for a part of an upload
+    /// opened before format 3 (a `ctu1.` id).
     pub(super) async fn seal_and_send<B>(
         &self,
         s3: &S3Request,
         mut headers: HeaderMap,
         body: B,
         data_key: &DataKey,
-        part_number: u32,
+        (part_number, version): (u32, u8),
         whole: Option<WholeObject>,
     ) -> Result<Response<ProxyBody>, ProxyError>
     where
@@ -136,9 +144,18 @@ impl RequestPath {
         let verifier = ChecksumVerifier::from_headers(&headers)?.observing_crc64nvme(part_number > 0);
         let decoder = (encoding == BodyEncoding::AwsChunked).then(|| ChunkedDecoder::declared_by(&headers));
         let header = Header::random(part_number, plaintext_len).map_err(ArgumentError::TooLarge)?;
-        // Parts are format 2: readable only once a manifest seals the table.
-        let header = if part_number > 0 { header.multipart_v2() } else { header };
-        let envelope = envelope.map(|e| EnvelopeMetadata { salt: Some(header.salt), ..e });
+        // The version is every segment's associated data: a format-3 stream
+        // never reads under an older label, and a part only once sealed.
+        let header = match version {
+            VERSION_3 => header.format_3(),
+            _ if part_number > 0 => header.multipart_v2(),
+            _ => header,
+        };
+        let name = super::stored::object_name(s3);
+        let envelope = match envelope.map(|e| EnvelopeMetadata { salt: Some(header.salt), ..e }) {
+            Some(e) if e.auth.is_some() => Some(with_mac(data_key.bytes(), e, name).ok_or(InternalError::Envelope)?),
+            other => other,
+        };
         let framing = UploadFraming::new(self.upstream.integrity(), plaintext_len);
         let sealer = Sealer::new(data_key.bytes(), header).with_room(framing.room());
 
@@ -147,7 +164,7 @@ impl RequestPath {
         }
         remove_checksum_headers(&mut headers);
         set_content_encoding(&mut headers, framing.is_chunked());
-        let envelope_headers = envelope.as_ref().map(|e| e.to_headers()).into_iter().flatten();
+        let envelope_headers = envelope.as_ref().map(EnvelopeMetadata::to_headers).into_iter().flatten();
         for (name, value) in envelope_headers.chain(framing.headers(plaintext_len)) {
             headers.insert(name, header_value(&value)?);
         }
@@ -498,7 +515,36 @@ impl RequestPath {
             Ok(None) => return Err(ProxyError::NotEncryptedSource),
             Err(e) => return Err(ProxyError::Envelope(e)),
         };
-        if replace {
+        let etag = head.headers().get(http::header::ETAG).ok_or(malformed("no ETag on the copy source"))?;
+        if envelope.auth.is_some() {
+            // Format 3: the source is verified under its own name, and the
+            // copy gets a MAC for its new name (a metadata-only REPLACE; no
+            // body byte moves). A source that does not verify, such as one
+            // copied onto its key by someone with the store's credentials,
+            // is not copied.
+            let stored_len = content_length(head.headers()).ok_or(malformed("no stored length"))?;
+            self.stored_layout(&source, &envelope, stored_len, Some(etag), None).await?;
+            let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
+            let rebound = EnvelopeMetadata {
+                auth: Some(Authenticated { binding: self.binding, mac: None }),
+                ..envelope.clone()
+            };
+            let rebound = with_mac(key.bytes(), rebound, super::stored::object_name(s3)).ok_or(InternalError::Envelope)?;
+            if !replace {
+                // COPY, as S3 does it: the source's metadata and content headers.
+                let kept = super::seal::kept_headers(head.headers());
+                for name in kept.keys() {
+                    headers.remove(name);
+                }
+                for (name, value) in kept.iter() {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+            headers.insert("x-amz-metadata-directive", HeaderValue::from_static("REPLACE"));
+            for (name, value) in rebound.to_headers() {
+                headers.insert(name, header_value(&value)?);
+            }
+        } else if replace {
             for (name, value) in envelope.to_headers() {
                 headers.insert(name, header_value(&value)?);
             }
@@ -506,7 +552,6 @@ impl RequestPath {
         // Copy exactly what was examined: the source as parsed, re-encoded,
         // pinned to the ETag the examination saw.
         headers.insert("x-amz-copy-source", header_value(&copy_source_header(&source))?);
-        let etag = head.headers().get(http::header::ETAG).ok_or(malformed("no ETag on the copy source"))?;
         headers.insert("x-amz-copy-source-if-match", etag.clone());
         let resp = self.send_buffered(Method::PUT, s3, headers, Bytes::new()).await?;
         let (parts, doc) = match answers::accept_control(Step::Control, resp).await? {

@@ -23,7 +23,8 @@ use super::answers::{self, ControlAnswer, Step};
 use crate::body::ProxyBody;
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::format::{
-    EnvelopeMetadata, MAX_PART_TABLE_LEN, ObjectLayout, SealedParts, StoredLayout, encode_part_table, manifest_tag,
+    EnvelopeMetadata, FormatError, HEADER_LEN, Header, MAX_PART_TABLE_LEN, ObjectLayout, ObjectName, SealedParts,
+    StoredLayout, VERSION_3, encode_part_table, manifest_tag, streams_digest, with_mac,
 };
 use crate::keys::DataKey;
 use crate::s3::classify::S3Request;
@@ -180,13 +181,27 @@ impl SealTasks {
     }
 }
 
-/// The envelope a sealed object carries.
-pub fn sealed_envelope(pending: &EnvelopeMetadata, key: &DataKey, layout: &ObjectLayout) -> EnvelopeMetadata {
+/// The envelope a sealed object carries. Format 2: the manifest tag over
+/// the table. Format 3 (`pending.auth` set): `streams` (the SHA-256 of the
+/// stream headers) and the envelope MAC for `name`; its table is always
+/// stored (Complete refuses one too long), or the seal fails.
+pub fn sealed_envelope(
+    pending: &EnvelopeMetadata,
+    key: &DataKey,
+    layout: &ObjectLayout,
+    streams: Option<[u8; 32]>,
+    name: ObjectName<'_>,
+) -> Result<EnvelopeMetadata, ProxyError> {
     let table = layout.streams().iter().map(|s| (s.part_number, s.plaintext_len)).collect();
-    // Too long a table is left for readers to learn from the headers.
+    // Too long a table is left for format-2 readers to learn from the headers.
     let table = (encode_part_table(layout).len() <= MAX_PART_TABLE_LEN).then_some(table);
-    let sealed = SealedParts { total: layout.total, table, tag: manifest_tag(key.bytes(), layout) };
-    EnvelopeMetadata { layout: StoredLayout::MultipartSealed(sealed), salt: None, ..pending.clone() }
+    let Some(streams) = streams.filter(|_| pending.auth.is_some()) else {
+        let sealed = SealedParts { total: layout.total, table, tag: manifest_tag(key.bytes(), layout) };
+        return Ok(EnvelopeMetadata { layout: StoredLayout::MultipartSealed(sealed), salt: None, ..pending.clone() });
+    };
+    let sealed = SealedParts { total: layout.total, table, tag: streams };
+    let envelope = EnvelopeMetadata { layout: StoredLayout::MultipartSealed(sealed), salt: None, ..pending.clone() };
+    with_mac(key.bytes(), envelope, name).ok_or(ProxyError::PartTableTooLong)
 }
 
 /// The headers that describe the object in a HEAD answer and must survive a
@@ -296,7 +311,14 @@ impl SelfCopier {
         {
             headers.insert("x-amz-tagging", super::header_value(&tags)?);
         }
-        for (name, value) in sealed_envelope(&stored, key, layout).to_headers() {
+        // Format 3 seals the stream headers too: every salt, so that a
+        // stream from another attempt at a part cannot stand in for it.
+        let streams = match stored.auth {
+            Some(_) => Some(self.stream_headers_digest(&object, etag, layout).await?),
+            None => None,
+        };
+        let name = ObjectName { bucket: object.bucket.as_deref().unwrap_or(""), key: object.key.as_deref().unwrap_or("") };
+        for (name, value) in sealed_envelope(&stored, key, layout, streams, name)?.to_headers() {
             headers.insert(name, super::header_value(&value)?);
         }
         let unsealed_version = head.headers().get("x-amz-version-id").cloned();
@@ -323,6 +345,47 @@ impl SelfCopier {
             }
         }
         Ok(sealed)
+    }
+
+    /// SHA-256 of the object's stream headers, read at the layout's stream
+    /// offsets (one 52-byte ranged read each, eight at a time, pinned to
+    /// `etag`). Each must be a version-3 header matching its table entry:
+    /// the seal never vouches for a stream it has not looked at.
+    async fn stream_headers_digest(
+        &self,
+        object: &S3Request,
+        etag: &HeaderValue,
+        layout: &ObjectLayout,
+    ) -> Result<[u8; 32], ProxyError> {
+        // Boxed for the same reason as `copy_streams`' futures.
+        type Read<'a> =
+            std::pin::Pin<Box<dyn std::future::Future<Output = Result<[u8; HEADER_LEN], ProxyError>> + Send + 'a>>;
+        let reads: Vec<Read<'_>> = layout.streams().iter().map(|stream| {
+            let stream = *stream;
+            Box::pin(async move {
+                let last = stream.stored_start + HEADER_LEN as u64 - 1;
+                let mut headers = HeaderMap::new();
+                headers.insert(http::header::RANGE, super::header_value(&format!("bytes={}-{last}", stream.stored_start))?);
+                headers.insert(http::header::IF_MATCH, etag.clone());
+                let resp = self.upstream.send_buffered(Method::GET, object, headers, Bytes::new()).await?;
+                if resp.status() == StatusCode::PRECONDITION_FAILED {
+                    return Err(CHANGED);
+                }
+                answers::range_answered(Step::ObjectRead, resp.headers(), stream.stored_start, last)?;
+                let bytes = super::collect_small(resp.into_body()).await?;
+                let header = Header::decode(&bytes).map_err(ProxyError::Ciphertext)?;
+                if header.version != VERSION_3 {
+                    return Err(ProxyError::Ciphertext(FormatError::VersionMismatch(header.version)));
+                }
+                if header.part_number != stream.part_number || header.plaintext_len != stream.plaintext_len {
+                    return Err(ProxyError::Ciphertext(FormatError::MalformedHeader("stream is not the expected part")));
+                }
+                Ok::<_, ProxyError>(header.encode())
+            }) as Read<'_>
+        }).collect();
+        let headers: Vec<[u8; HEADER_LEN]> =
+            futures_util::stream::iter(reads).buffered(COPY_CONCURRENCY).try_collect().await?;
+        Ok(streams_digest(&headers))
     }
 
     /// CopyObject onto itself with `headers` as the new metadata, only if

@@ -9,28 +9,38 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use super::RequestPath;
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::format::{
-    EnvelopeMetadata, FormatError, HEADER_LEN, Header, LayoutSpan, MAX_PARTS, ObjectLayout, Opener, SealedParts,
-    StoredLayout, VERSION, ciphertext_len, verify_manifest,
+    EnvelopeMetadata, FormatError, HEADER_LEN, Header, LayoutSpan, MAX_PARTS, ObjectLayout, ObjectName, Opener,
+    SealedParts, StoredLayout, VERSION, VERSION_3, ciphertext_len, verify_envelope, verify_manifest,
 };
 use crate::keys::DataKey;
 use crate::s3::classify::S3Request;
 use crate::s3::range::content_range;
 use std::sync::Arc;
 
-/// A layout a reader may trust: its stored length matched, and a format-2
-/// object's part table matched its manifest.
+/// A layout a reader may trust: its stored length matched, a format-2
+/// object's part table matched its manifest, and a format-3 object's
+/// envelope MAC verified for the name it was read under.
 #[derive(Debug, Clone)]
 pub struct CheckedLayout {
     pub layout: ObjectLayout,
-    /// Whether a manifest vouched for the layout (format 2): only then are
-    /// format-2 streams accepted.
+    /// Whether a manifest or envelope MAC vouched for the part table
+    /// (formats 2 and 3): only then are multipart streams accepted.
     pub sealed: bool,
+    /// Format 3: the one stream version its streams may have.
+    pub version: Option<u8>,
+    /// Format 3 multipart: the SHA-256 the stream headers hash to, which a
+    /// whole read checks.
+    pub streams: Option<[u8; 32]>,
 }
 
 impl CheckedLayout {
     /// An opener for the whole object.
     pub fn whole(&self, key: &Arc<DataKey>, envelope: &EnvelopeMetadata) -> Opener {
-        self.with_policy(Opener::whole(key.clone(), self.layout.clone()), envelope)
+        let opener = self.with_policy(Opener::whole(key.clone(), self.layout.clone()), envelope);
+        match self.streams {
+            Some(digest) => opener.expect_streams(digest),
+            None => opener,
+        }
     }
 
     /// An opener for `take` bytes from `span`.
@@ -40,7 +50,11 @@ impl CheckedLayout {
 
     fn with_policy(&self, opener: Opener, envelope: &EnvelopeMetadata) -> Opener {
         let opener = opener.expect_salt(envelope.salt);
-        if self.sealed { opener.manifest_checked() } else { opener }
+        let opener = if self.sealed { opener.manifest_checked() } else { opener };
+        match self.version {
+            Some(version) => opener.require_version(version),
+            None => opener,
+        }
     }
 }
 
@@ -53,6 +67,11 @@ fn format_1_layout(first: &Header, stored_len: u64) -> Result<ObjectLayout, Prox
     }
     ObjectLayout::multipart(first.plaintext_len, stored_len)
         .ok_or(malformed("part layout does not match the stored length"))
+}
+
+/// The name a request reads an object under: what a format-3 MAC binds.
+pub(super) fn object_name(s3: &S3Request) -> ObjectName<'_> {
+    ObjectName { bucket: s3.bucket.as_deref().unwrap_or(""), key: s3.key.as_deref().unwrap_or("") }
 }
 
 pub(super) fn malformed(what: &'static str) -> ProxyError {
@@ -71,6 +90,9 @@ impl RequestPath {
         etag: Option<&HeaderValue>,
         first_header: Option<&[u8]>,
     ) -> Result<CheckedLayout, ProxyError> {
+        if envelope.auth.is_some() {
+            return self.authenticated_layout(s3, envelope, stored_len).await;
+        }
         let (layout, sealed) = match &envelope.layout {
             StoredLayout::Single(len) => (ObjectLayout::single(*len), false),
             StoredLayout::Multipart => {
@@ -95,7 +117,37 @@ impl RequestPath {
                 actual: stored_len,
             }));
         }
-        Ok(CheckedLayout { layout, sealed })
+        Ok(CheckedLayout { layout, sealed, version: None, streams: None })
+    }
+
+    /// A format-3 object's layout, from its metadata alone once the MAC
+    /// verified: no stream header is read, so a HEAD costs one upstream
+    /// request (and a Transit `decrypt` when the data key is not cached).
+    async fn authenticated_layout(
+        &self,
+        s3: &S3Request,
+        envelope: &EnvelopeMetadata,
+        stored_len: u64,
+    ) -> Result<CheckedLayout, ProxyError> {
+        let (layout, streams) = match &envelope.layout {
+            StoredLayout::Single(len) => (ObjectLayout::single(*len), None),
+            StoredLayout::MultipartSealed(SealedParts { table: Some(table), tag, .. }) => {
+                (ObjectLayout::from_parts(table).map_err(ProxyError::Ciphertext)?, Some(*tag))
+            }
+            StoredLayout::MultipartPending => return Err(ProxyError::SealPending),
+            StoredLayout::Multipart | StoredLayout::MultipartSealed(_) => {
+                return Err(ProxyError::Ciphertext(FormatError::Envelope));
+            }
+        };
+        let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
+        verify_envelope(key.bytes(), envelope, object_name(s3)).map_err(ProxyError::Ciphertext)?;
+        if layout.stored_len() != stored_len {
+            return Err(ProxyError::Ciphertext(FormatError::LengthMismatch {
+                declared: layout.stored_len(),
+                actual: stored_len,
+            }));
+        }
+        Ok(CheckedLayout { layout, sealed: true, version: Some(VERSION_3), streams })
     }
 
     /// The layout the stored object claims, unverified: for tools that move

@@ -12,24 +12,27 @@ fn uri(key: &str, query: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_one_part_upload_is_sealed_with_a_manifest() {
+async fn a_one_part_upload_is_sealed_with_an_authenticated_envelope() {
     let h = Harness::new();
     let data = plaintext(100_000, 20);
     let upload = h.create_upload("mp").await;
-    assert!(upload.starts_with("ctu1."), "the upload id carries the wrapped key: {upload}");
+    assert!(upload.starts_with("ctu3."), "the upload id carries the wrapped key: {upload}");
     let upstream_id = h.s3.requests().last().unwrap().clone();
     assert!(upstream_id.has_query("uploads"));
     assert_eq!(upstream_id.headers["x-amz-meta-cloudtaser-layout"], "multipart-pending");
     let part = h.upload_part("mp", &upload, 1, &data).await;
     part.expect(200);
     let up = h.upstream().into_iter().rfind(|r| r.has_query("partNumber")).unwrap();
-    assert!(!up.query_value("uploadId").unwrap().starts_with("ctu1."), "the upstream gets its own id");
+    assert!(!up.query_value("uploadId").unwrap().starts_with("ctu"), "the upstream gets its own id");
     let done = h.complete("mp", &upload, &[(1, part.header("etag").to_owned())]).await;
     done.expect(200);
     let etag = done.xml(b"ETag").pop().unwrap();
     assert!(etag.ends_with("-1\""), "{}", done.text());
     let stored = h.s3.object(BUCKET, "mp").unwrap();
-    assert!(stored.meta.contains_key("x-amz-meta-cloudtaser-manifest"), "{:?}", stored.meta);
+    for field in ["mac", "streams", "parts"] {
+        assert!(stored.meta.contains_key(&format!("x-amz-meta-cloudtaser-{field}")), "{:?}", stored.meta);
+    }
+    assert_eq!(stored.meta["x-amz-meta-cloudtaser-format"], "3");
     assert_eq!(stored.meta["x-amz-meta-cloudtaser-layout"], "multipart");
     assert_eq!(stored.etag, etag);
     let get = h.get("mp").await;
@@ -173,18 +176,43 @@ async fn upload_ids_no_proxy_issued_are_no_such_upload() {
     let key = crate::s3::upload_id::UploadKey {
         transit_key: TRANSIT_KEY.into(),
         wrapped_key: "vault:v1:AAAAAAAAAAE=".into(),
+        tag: None,
     };
     let upstream = crate::s3::upload_id::decode(&upload).upstream;
     let forged = crate::s3::upload_id::encode(&upstream, &key);
     h.upload_part("fx", &forged, 1, b"x").await.expect_error(404, "NoSuchUpload");
     // A Transit key the proxy is not configured for is refused before Vault.
-    let other = crate::s3::upload_id::UploadKey { transit_key: "other".into(), wrapped_key: key.wrapped_key };
+    let other = crate::s3::upload_id::UploadKey { transit_key: "other".into(), wrapped_key: key.wrapped_key, tag: None };
     let calls = h.vault.calls().len();
     h.upload_part("fx", &crate::s3::upload_id::encode(&upstream, &other), 1, b"x")
         .await
         .expect_error(404, "NoSuchUpload");
     assert_eq!(h.vault.calls().len(), calls);
     assert!(!h.upstream().iter().any(|r| r.method == "PUT"), "no part was sent");
+}
+
+#[tokio::test]
+async fn a_format_3_upload_id_works_only_for_its_upload_bucket_and_key() {
+    let h = Harness::new();
+    let upload = h.create_upload("mine").await;
+    assert!(upload.starts_with("ctu3."), "{upload}");
+    let decoded = crate::s3::upload_id::decode(&upload);
+    let key = decoded.key.clone().unwrap();
+    // Moved to another object, or to another upstream upload of the same one.
+    h.upload_part("theirs", &upload, 1, b"x").await.expect_error(404, "NoSuchUpload");
+    let other = h.create_upload("mine").await;
+    let moved = crate::s3::upload_id::encode(&crate::s3::upload_id::decode(&other).upstream, &key);
+    h.upload_part("mine", &moved, 1, b"x").await.expect_error(404, "NoSuchUpload");
+    // Minted from the wrapped key alone: without the tag it would be a
+    // format-2 id, whose version-2 parts no format-3 object accepts; with
+    // a guessed tag it is refused.
+    let guessed = crate::s3::upload_id::UploadKey { tag: Some(vec![0; 16]), ..key.clone() };
+    let minted = crate::s3::upload_id::encode(&decoded.upstream, &guessed);
+    h.upload_part("mine", &minted, 1, b"x").await.expect_error(404, "NoSuchUpload");
+    h.complete("mine", &minted, &[(1, "\"x\"".into())]).await.expect_error(404, "NoSuchUpload");
+    assert!(!h.upstream().iter().any(|r| r.method == "PUT"), "no part was sent");
+    // The genuine id still works.
+    h.upload_part("mine", &upload, 1, b"x").await.expect(200);
 }
 
 #[tokio::test]
@@ -211,7 +239,7 @@ async fn an_interrupted_seal_leaves_the_object_unreadable_until_complete_is_retr
     // The retried Complete finds the pending object and seals it.
     let done = h.complete("seal", &upload, &[(1, etag)]).await;
     done.expect(200);
-    assert!(h.s3.object(BUCKET, "seal").unwrap().meta.contains_key("x-amz-meta-cloudtaser-manifest"));
+    assert!(h.s3.object(BUCKET, "seal").unwrap().meta.contains_key("x-amz-meta-cloudtaser-mac"));
     assert_eq!(h.get("seal").await.expect(200).body, data);
 }
 
@@ -222,26 +250,29 @@ async fn object_copy_sealing_works_where_there_is_no_upload_part_copy() {
     h.multipart("gcs", &[&data]).await.expect(200);
     assert!(!h.upstream().iter().any(|r| r.headers.contains_key("x-amz-copy-source-range")));
     let stored = h.s3.object(BUCKET, "gcs").unwrap();
-    assert!(stored.meta.contains_key("x-amz-meta-cloudtaser-manifest"));
+    assert!(stored.meta.contains_key("x-amz-meta-cloudtaser-mac"));
     assert_eq!(h.get("gcs").await.body, data);
 }
 
 #[tokio::test]
-async fn a_multipart_object_whose_manifest_was_altered_is_refused() {
+async fn a_multipart_object_whose_sealed_envelope_was_altered_is_refused() {
     let h = Harness::new();
     let data = plaintext(20_000, 31);
     h.multipart("mf", &[&data]).await.expect(200);
-    h.s3.tamper(BUCKET, "mf", |o| {
-        let tag = o.meta["x-amz-meta-cloudtaser-manifest"].to_str().unwrap().to_owned();
-        let mut flipped = tag.into_bytes();
-        flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
-        let flipped = String::from_utf8(flipped).unwrap();
-        o.meta.insert("x-amz-meta-cloudtaser-manifest", flipped.parse().unwrap());
-    });
-    let r = h.get("mf").await;
-    r.expect_error(500, "InternalError");
-    assert!(!contains(&r.body, &data[..16]));
-    h.head("mf").await.expect(500);
+    for field in ["x-amz-meta-cloudtaser-mac", "x-amz-meta-cloudtaser-streams"] {
+        let before = h.s3.object(BUCKET, "mf").unwrap().meta[field].clone();
+        h.s3.tamper(BUCKET, "mf", |o| {
+            let mut flipped = o.meta[field].to_str().unwrap().to_owned().into_bytes();
+            flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
+            o.meta.insert(field, String::from_utf8(flipped).unwrap().parse().unwrap());
+        });
+        let r = h.get("mf").await;
+        r.expect_error(500, "InternalError");
+        assert!(!contains(&r.body, &data[..16]));
+        h.head("mf").await.expect(500);
+        h.s3.tamper(BUCKET, "mf", |o| drop(o.meta.insert(field, before.clone())));
+        assert_eq!(h.get("mf").await.expect(200).body, data);
+    }
 }
 
 /// Whether `r` is the seal's own CompleteMultipartUpload (its body lists

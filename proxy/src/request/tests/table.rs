@@ -77,6 +77,7 @@ async fn every_variant() -> Vec<(ProxyError, u16, &'static str)> {
         (ProxyError::NoSuchUpload, 404, "NoSuchUpload"),
         (MissingPart { part: 2 }.into(), 400, "InvalidPart"),
         (ProxyError::InvalidPartOrder, 400, "InvalidPartOrder"),
+        (ProxyError::PartTableTooLong, 400, "InvalidRequest"),
         (ProxyError::UnexpectedObject, 502, "BadGateway"),
         (InternalError::CopySourceLength.into(), 500, "InternalError"),
     ];
@@ -120,6 +121,7 @@ async fn every_variant() -> Vec<(ProxyError, u16, &'static str)> {
             | NoSuchUpload
             | InvalidPart(..)
             | InvalidPartOrder
+            | PartTableTooLong
             | UnexpectedObject
             | Internal(..) => {}
         }
