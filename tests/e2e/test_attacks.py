@@ -142,11 +142,18 @@ def test_upload_id_cannot_steer_vault(stack, client, upstream, bucket):
     unless it is configured, and Vault's own words never reach the client."""
     vault = stack.vault
     up = client.create_multipart_upload(Bucket=bucket, Key="attacks/mpu")
-    parts = up["UploadId"].split(".", 3)
-    assert parts[0] == "ctu1"
+    # ctu3.<transit>.<wrapped>.<tag>.<upstream id>: the forgeries use the
+    # format-2 spelling (no tag), which the proxy still accepts for uploads
+    # opened before format 3, and the format-3 one with this id's own tag.
+    parts = up["UploadId"].split(".", 4)
+    assert parts[0] == "ctu3"
+    parts = [parts[0], parts[1], parts[2], parts[4]]
+    tag = up["UploadId"].split(".", 4)[3]
     vault.ok("POST", "transit/keys/other-key", {"type": "aes256-gcm96"})
     b64 = lambda s: base64.urlsafe_b64encode(s.encode()).decode().rstrip("=")  # noqa: E731
     forged = {
+        "another key, tagged": f"ctu3.{b64('other-key')}.{parts[2]}.{tag}.{parts[3]}",
+        "forged wrapped key, tagged": f"ctu3.{parts[1]}.{b64('vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA')}.{tag}.{parts[3]}",
         "path traversal": f"ctu1.{b64('../keys/created-by-attacker')}.{parts[2]}.{parts[3]}",
         "another key": f"ctu1.{b64('other-key')}.{parts[2]}.{parts[3]}",
         "percent escape": f"ctu1.{b64('%2e%2e/keys/x')}.{parts[2]}.{parts[3]}",

@@ -58,18 +58,14 @@ def test_independent_manifest_agrees_with_vector(vector):
     assert envelope.manifest_tag(DEK, table[:-1]).hex() != vector["tag"]
 
 
-# Format 3. The blocks live in docs/FORMAT.md once merged there; until then in
-# docs/format3-vectors.md.
-VECTORS3_DOC = DOC.parent / "format3-vectors.md"
+# Format 3: the blocks of docs/FORMAT.md's "Format 3" vectors.
 
 
 def block(name: str) -> list[dict[str, str]]:
-    for doc in (DOC, VECTORS3_DOC):
-        text = doc.read_text(encoding="utf-8") if doc.exists() else ""
-        if f"```{name}\n" in text:
-            body = text.split(f"```{name}\n")[1].split("```")[0]
-            return [dict(kv.split("=", 1) for kv in line.split(" ")) for line in body.strip().splitlines()]
-    raise AssertionError(f"no ```{name} block in {DOC} or {VECTORS3_DOC}")
+    text = DOC.read_text(encoding="utf-8")
+    assert f"```{name}\n" in text, f"no ```{name} block in {DOC}"
+    body = text.split(f"```{name}\n")[1].split("```")[0]
+    return [dict(kv.split("=", 1) for kv in line.split(" ")) for line in body.strip().splitlines()]
 
 
 def v3_plaintext(vector: dict[str, str]) -> bytes:

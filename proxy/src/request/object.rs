@@ -291,9 +291,11 @@ impl RequestPath {
         let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
         let etag = resp.headers().get(http::header::ETAG).cloned();
         let (parts, mut body) = resp.into_parts();
-        // A format-1 multipart object's part size is in its first header.
+        // A format-1 multipart object's part size is in its first header,
+        // and a format-1 object's envelope is checked against it.
         let prefix = match envelope.layout {
             StoredLayout::Multipart => read_prefix(&mut body, HEADER_LEN).await?,
+            StoredLayout::Single(_) if envelope.auth.is_none() => read_prefix(&mut body, HEADER_LEN).await?,
             _ => Bytes::new(),
         };
         let checked = self.stored_layout(s3, &envelope, stored_len, etag.as_ref(), prefix.get(..HEADER_LEN)).await?;

@@ -94,7 +94,23 @@ impl RequestPath {
             return self.authenticated_layout(s3, envelope, stored_len).await;
         }
         let (layout, sealed) = match &envelope.layout {
-            StoredLayout::Single(len) => (ObjectLayout::single(*len), false),
+            StoredLayout::Single(len) => {
+                // Formats 1 and 2 have no MAC: what HEAD reports is checked
+                // against the stream header (a format-3 body relabelled as
+                // format 1 says version 3 there; a cut one its real length).
+                let header = match first_header {
+                    Some(h) => Header::decode(h),
+                    None => Header::decode(&self.stored_header(s3, etag, 0).await?),
+                }
+                .map_err(ProxyError::Ciphertext)?;
+                if header.version != VERSION {
+                    return Err(ProxyError::Ciphertext(FormatError::VersionMismatch(header.version)));
+                }
+                if header.plaintext_len != *len || envelope.salt != Some(header.salt) {
+                    return Err(malformed("stream header does not match the envelope"));
+                }
+                (ObjectLayout::single(*len), false)
+            }
             StoredLayout::Multipart => {
                 if !self.format_1_multipart_reads {
                     return Err(ProxyError::Format1Refused);
