@@ -10,7 +10,7 @@ from __future__ import annotations
 import botocore.exceptions
 import pytest
 
-from attack_helpers import HDR, SEALED, SEG, MiB, body_of, ct_len, stored
+from attack_helpers import HDR, SEALED, SEG, MiB, body_of, ct_len, quote_key, request, stored
 from test_attacks_at_rest import (
     assert_head_refused,
     assert_refused,
@@ -66,8 +66,9 @@ def test_single_put_cut_and_relabelled_is_refused_by_head_and_get(stack, workloa
     assert_head_refused(head(ep, BUCKET, key), "HEAD of a cut, relabelled object")
     assert_refused(get(ep, BUCKET, key), data, "GET of a cut, relabelled object", limit=0)
     assert_refused(get(ep, BUCKET, key, (0, 9)), data[:10], "ranged GET of a cut, relabelled object", limit=0)
-    attrs = get(ep, BUCKET, key, query="?attributes")
-    assert attrs.status == 500 and b"131072" not in attrs.body
+    attrs = request(ep, "GET", f"/{BUCKET}/{quote_key(key)}?attributes", [("x-amz-object-attributes", "ObjectSize")])
+    # s3s-fs has no GetObjectAttributes (501); either way nothing says 131072.
+    assert attrs.status in (500, 501) and b"131072" not in attrs.body
     # Relabelled as format 1 (MAC and binding removed): the stream headers
     # say version 3, which is every segment's associated data.
     legacy = {k: v for k, v in meta.items() if k not in ("cloudtaser-mac", "cloudtaser-binding")}
@@ -100,7 +101,6 @@ def test_whole_object_copied_onto_another_key_is_refused(stack, workload, upstre
 def test_copy_through_the_proxy_rebinds_and_refuses_an_unverified_source(stack, workload, upstream, f3_bucket):
     src, dst, bad = unique("copy/src"), unique("copy/dst"), unique("copy/bad")
     data, _, meta = put_single(stack, workload, upstream, src, SEG + 77)
-    workload.put_object_tagging(Bucket=BUCKET, Key=src, Tagging={"TagSet": [{"Key": "t", "Value": "1"}]})
     workload.copy_object(Bucket=BUCKET, Key=dst, CopySource={"Bucket": BUCKET, "Key": src})
     raw, dmeta = stored(upstream, BUCKET, dst)
     assert dmeta["cloudtaser-mac"] != meta["cloudtaser-mac"], "the copy is bound to its own key"
