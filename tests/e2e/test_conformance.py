@@ -15,7 +15,7 @@ import botocore.exceptions
 import pytest
 
 import stack as stack_mod
-from attack_helpers import request
+from attack_helpers import MiB, request
 from conftest import s3_client
 from test_core import MiB, body_of
 
@@ -229,9 +229,23 @@ def test_sse_c_works_for_every_single_object_operation(garage_stack):
     assert c.get_object(Bucket=bucket, Key="from-ssec")["Body"].read() == data[10:70_010]
     # At rest: the provider's SSE-C over CloudTaser's ciphertext.
     assert direct.get_object(Bucket=bucket, Key="obj", **sse_c(key))["Body"].read()[:4] == b"CTS3"
-    # Multipart uploads with SSE-C cannot be sealed (the key is not sent at Complete): refused up front.
-    status, code, _ = failure(lambda: c.create_multipart_upload(Bucket=bucket, Key="mp", **sse_c(key)))
-    assert (status, code) == (501, "NotImplemented")
+    # Multipart uploads with SSE-C: the upload id carries the key, sealed under
+    # the data key, so the Complete (sent without it) can seal the object.
+    mp = body_of(5 * MiB + 70_000, 13)
+    uid = c.create_multipart_upload(Bucket=bucket, Key="mp", **sse_c(key))["UploadId"]
+    assert uid.startswith("ctu3c.")
+    etags = [c.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=n, Body=body, **sse_c(key))["ETag"]
+             for n, body in ((1, mp[: 5 * MiB]), (2, mp[5 * MiB :]))]
+    c.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid, MultipartUpload={
+        "Parts": [{"PartNumber": n, "ETag": e} for n, e in zip((1, 2), etags)]})
+    assert c.get_object(Bucket=bucket, Key="mp", **sse_c(key))["Body"].read() == mp
+    got = c.get_object(Bucket=bucket, Key="mp", Range="bytes=5242870-5242899", **sse_c(key))["Body"].read()
+    assert got == mp[5242870:5242900]
+    assert c.head_object(Bucket=bucket, Key="mp", **sse_c(key))["ContentLength"] == len(mp)
+    assert failure(lambda: c.get_object(Bucket=bucket, Key="mp"))[0] == 400
+    stored = direct.head_object(Bucket=bucket, Key="mp", **sse_c(key))
+    assert stored["Metadata"]["cloudtaser-format"] == "3" and stored["Metadata"]["cloudtaser-layout"] == "multipart"
+    assert direct.get_object(Bucket=bucket, Key="mp", **sse_c(key))["Body"].read()[:4] == b"CTS3"
 
 
 # --- limits the proxy documents, pinned ----------------------------------------

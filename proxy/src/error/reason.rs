@@ -103,10 +103,6 @@ pub enum Unsupported {
     /// An operation the allow-list recognises and refuses, with its reason.
     #[error("{0}.")]
     Operation(&'static str),
-    #[error(
-        "SSE-C (customer-provided keys) is not supported for multipart uploads through CloudTaser: sealing the completed object needs the key after CompleteMultipartUpload. Use single PUTs, or SSE-S3/SSE-KMS, with CloudTaser's encryption underneath."
-    )]
-    SseCMultipart,
 }
 
 /// The query parameter names of an unsupported request, for its message.

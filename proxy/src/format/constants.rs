@@ -51,6 +51,10 @@ pub(super) const ENVELOPE_CONTEXT: &[u8] = b"cloudtaser-s3 v3 envelope";
 /// HKDF info of the upload id key, and the upload id tag's context.
 pub(super) const UPLOAD_ID_KEY_INFO: &[u8] = b"cloudtaser-s3 v3 upload id key";
 pub(super) const UPLOAD_ID_CONTEXT: &[u8] = b"cloudtaser-s3 v3 upload id";
+/// HKDF info of the key that seals an SSE-C customer key into an upload
+/// id, and the associated data's context.
+pub(super) const CUSTOMER_KEY_INFO: &[u8] = b"cloudtaser-s3 v3 sse-c key";
+pub(super) const CUSTOMER_KEY_CONTEXT: &[u8] = b"cloudtaser-s3 v3 sse-c";
 /// The upload id tag: HMAC-SHA256 truncated to 128 bits.
 pub const UPLOAD_ID_TAG_LEN: usize = 16;
 /// A longer part table is not stored: readers learn it from the stream

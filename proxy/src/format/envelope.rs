@@ -9,8 +9,8 @@ use aws_lc_rs::{digest, hmac};
 
 use super::FormatError;
 use super::constants::{
-    ENVELOPE_CONTEXT, ENVELOPE_KEY_INFO, ENVELOPE_MAC_LEN, FORMAT_3, HEADER_LEN, UPLOAD_ID_CONTEXT,
-    UPLOAD_ID_KEY_INFO, UPLOAD_ID_TAG_LEN,
+    CUSTOMER_KEY_CONTEXT, CUSTOMER_KEY_INFO, ENVELOPE_CONTEXT, ENVELOPE_KEY_INFO, ENVELOPE_MAC_LEN, FORMAT_3,
+    HEADER_LEN, UPLOAD_ID_CONTEXT, UPLOAD_ID_KEY_INFO, UPLOAD_ID_TAG_LEN,
 };
 use super::metadata::{Binding, EnvelopeMetadata, StoredLayout};
 
@@ -113,6 +113,74 @@ pub fn upload_id_tag(data_key: &[u8; 32], name: ObjectName<'_>, upstream_id: &st
     tag.as_ref()[..UPLOAD_ID_TAG_LEN].try_into().expect("16 of 32 bytes")
 }
 
+/// The associated data that binds a sealed customer key to its upload.
+fn customer_key_aad(name: ObjectName<'_>, upstream_id: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(64 + upstream_id.len());
+    aad.extend_from_slice(CUSTOMER_KEY_CONTEXT);
+    push_str(&mut aad, name.bucket);
+    push_str(&mut aad, name.key);
+    push_str(&mut aad, upstream_id);
+    aad
+}
+
+fn customer_key_cipher(data_key: &[u8; 32]) -> aws_lc_rs::aead::LessSafeKey {
+    use aws_lc_rs::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
+    let prk = Salt::new(HKDF_SHA256, &[]).extract(data_key);
+    let info = [CUSTOMER_KEY_INFO];
+    let okm = prk.expand(&info, &AES_256_GCM).expect("32 bytes is a valid HKDF-SHA256 output");
+    LessSafeKey::new(UnboundKey::from(okm))
+}
+
+/// An SSE-C customer key sealed for an upload id (nonce ‖ AES-256-GCM
+/// ciphertext ‖ tag) under a key derived from the upload's data key, bound
+/// to the upload, bucket and key: CompleteMultipartUpload, which clients
+/// send without the customer key, can then seal the object. Whoever holds
+/// the id already holds the customer key; nobody without the data key can
+/// read it back.
+pub fn seal_customer_key(
+    data_key: &[u8; 32],
+    name: ObjectName<'_>,
+    upstream_id: &str,
+    customer_key: &[u8],
+) -> Result<Vec<u8>, FormatError> {
+    use aws_lc_rs::aead::{Aad, NONCE_LEN, Nonce};
+    let mut nonce = [0u8; NONCE_LEN];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| FormatError::MalformedHeader("no randomness"))?;
+    let mut sealed = customer_key.to_vec();
+    customer_key_cipher(data_key)
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(customer_key_aad(name, upstream_id)),
+            &mut sealed,
+        )
+        .map_err(|_| FormatError::UploadId)?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// The customer key [`seal_customer_key`] sealed, in a wiping buffer.
+pub fn open_customer_key(
+    data_key: &[u8; 32],
+    name: ObjectName<'_>,
+    upstream_id: &str,
+    sealed: &[u8],
+) -> Result<zeroize::Zeroizing<Vec<u8>>, FormatError> {
+    use aws_lc_rs::aead::{Aad, NONCE_LEN, Nonce};
+    if sealed.len() < NONCE_LEN {
+        return Err(FormatError::UploadId);
+    }
+    let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| FormatError::UploadId)?;
+    let mut buf = zeroize::Zeroizing::new(ciphertext.to_vec());
+    let len = customer_key_cipher(data_key)
+        .open_in_place(nonce, Aad::from(customer_key_aad(name, upstream_id)), buf.as_mut_slice())
+        .map_err(|_| FormatError::UploadId)?
+        .len();
+    buf.truncate(len);
+    Ok(buf)
+}
+
 /// Checks an upload id tag in constant time.
 pub fn verify_upload_id_tag(
     data_key: &[u8; 32],
@@ -209,5 +277,19 @@ mod tests {
         assert!(verify_upload_id_tag(&KEY, ObjectName { bucket: "c", key: "dir/a" }, "u-1", &tag).is_err());
         assert!(verify_upload_id_tag(&[6; 32], NAME, "u-1", &tag).is_err());
         assert!(verify_upload_id_tag(&KEY, NAME, "u-1", &tag[..15]).is_err());
+    }
+
+    #[test]
+    fn a_sealed_customer_key_opens_only_for_its_upload_under_its_data_key() {
+        let sealed = seal_customer_key(&KEY, NAME, "u-1", &[9; 32]).unwrap();
+        assert_eq!(open_customer_key(&KEY, NAME, "u-1", &sealed).unwrap().as_slice(), &[9; 32]);
+        assert!(!sealed.windows(32).any(|w| w == [9; 32]), "the key is not in the id in the clear");
+        assert!(open_customer_key(&KEY, NAME, "u-2", &sealed).is_err());
+        assert!(open_customer_key(&KEY, ObjectName { bucket: "b", key: "dir/b" }, "u-1", &sealed).is_err());
+        assert!(open_customer_key(&[6; 32], NAME, "u-1", &sealed).is_err());
+        let mut flipped = sealed.clone();
+        flipped[20] ^= 1;
+        assert!(open_customer_key(&KEY, NAME, "u-1", &flipped).is_err());
+        assert!(open_customer_key(&KEY, NAME, "u-1", &sealed[..5]).is_err());
     }
 }

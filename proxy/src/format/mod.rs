@@ -17,7 +17,8 @@ pub use constants::{
     MAX_STREAM_LEN, MULTIPART_VERSION, SALT_LEN, SEGMENT_LEN, TAG_LEN, UPLOAD_ID_TAG_LEN, VERSION, VERSION_3,
 };
 pub use envelope::{
-    ObjectName, envelope_bytes, streams_digest, upload_id_tag, verify_envelope, verify_upload_id_tag, with_mac,
+    ObjectName, envelope_bytes, open_customer_key, seal_customer_key, streams_digest, upload_id_tag, verify_envelope,
+    verify_upload_id_tag, with_mac,
 };
 pub use header::Header;
 pub use key::DataKey;

@@ -12,11 +12,12 @@ use super::seal::Sealed;
 use super::stored::object_name;
 use super::{RequestPath, collect_small, header_value, read_small_body, reject_reserved_metadata};
 use crate::body::ProxyBody;
-use crate::error::{ArgumentError, InternalError, MissingPart, ProxyError, RequestError, Unsupported, UpstreamFailure};
+use crate::error::{ArgumentError, InternalError, MissingPart, ProxyError, RequestError, UpstreamFailure};
 use crate::format::{
     EnvelopeMetadata, MAX_PART_TABLE_LEN, MULTIPART_VERSION, ObjectLayout, StoredLayout, VERSION_3,
-    encode_part_table, plaintext_len, upload_id_tag, verify_upload_id_tag,
+    encode_part_table, open_customer_key, plaintext_len, seal_customer_key, upload_id_tag, verify_upload_id_tag,
 };
+use crate::s3::sse_c::CustomerKey;
 use crate::s3::classify::{S3Request, copy_source};
 use crate::s3::headers::remove_checksum_headers;
 use crate::s3::upload_id::{self, UploadId, UploadKey};
@@ -267,6 +268,24 @@ impl RequestPath {
         Ok((data_key, VERSION_3))
     }
 
+    /// The SSE-C customer key an upload id carries, for the seal; the one
+    /// the request sent wins. `None` for an upload without one.
+    fn customer_key(
+        &self,
+        s3: &S3Request,
+        key: &UploadKey,
+        data_key: &crate::keys::DataKey,
+    ) -> Result<Option<CustomerKey>, ProxyError> {
+        if let Some(sent) = &s3.sse_c {
+            return Ok(Some(sent.clone()));
+        }
+        let Some(sealed) = &key.sse_c else { return Ok(None) };
+        let upstream = s3.query_value("uploadId").unwrap_or_default();
+        let bytes =
+            open_customer_key(data_key.bytes(), object_name(s3), upstream, sealed).map_err(|_| ProxyError::NoSuchUpload)?;
+        CustomerKey::from_key_bytes(&bytes).map(Some).ok_or(ProxyError::NoSuchUpload)
+    }
+
     pub(super) async fn create_multipart_upload(
         &self,
         s3: &S3Request,
@@ -275,12 +294,14 @@ impl RequestPath {
         let mut headers = parts.headers;
         reject_reserved_metadata(&headers)?;
         crate::s3::metadata::remove_plaintext_digests(&mut headers, self.keep_digests);
-        if s3.sse_c.is_some() {
-            // Sealing reads and copies the completed object, which needs the
-            // customer key after CompleteMultipartUpload; S3 clients do not
-            // send it there, so the object could never be sealed.
-            return Err(Unsupported::SseCMultipart.into());
-        }
+        // Sealing reads and copies the completed object, which needs the
+        // customer key after CompleteMultipartUpload, where clients do not
+        // send it: the upload id carries it, sealed under a key derived from
+        // the data key (`format::seal_customer_key`).
+        let customer = match &s3.sse_c {
+            Some(key) => Some(key.key_bytes().ok_or(ArgumentError::SseC)?),
+            None => None,
+        };
         let data_key = self.keys.generate_fresh().await?;
         // Pending until CompleteMultipartUpload seals the part table. Each
         // part stream has its own salt; the upload's key is never shared.
@@ -299,13 +320,16 @@ impl RequestPath {
         let map = |element: &[u8], upstream: &str| {
             (element == b"UploadId").then(|| {
                 let tag = upload_id_tag(data_key.key.bytes(), name, upstream).to_vec();
+                let sse_c = customer.as_ref().map(|c| seal_customer_key(data_key.key.bytes(), name, upstream, c));
                 let key = UploadKey {
                     transit_key: envelope.transit_key.clone(),
                     wrapped_key: envelope.wrapped_key.clone(),
                     tag: Some(tag),
+                    sse_c: sse_c.transpose().ok()?,
                 };
-                upload_id::encode(upstream, &key)
+                Some(upload_id::encode(upstream, &key))
             })
+            .flatten()
         };
         let xml = xml::rewrite(&doc, &map)?;
         Ok(respond::buffered(parts.headers, parts.status, xml))
@@ -516,6 +540,7 @@ impl RequestPath {
         // The key first: an id no proxy issued is NoSuchUpload, and an
         // unreachable Vault fails the request before the object exists.
         let (data_key, version) = self.checked_upload(&s3, &key).await?;
+        let customer = self.customer_key(&s3, &key, &data_key)?;
         let stored = match self.stored_parts(&s3).await {
             Ok(parts) if !parts.is_empty() => parts,
             // Gone (or, on s3s-fs, listed empty): perhaps a retry of a Complete
@@ -523,7 +548,9 @@ impl RequestPath {
             listed @ (Ok(_) | Err(ProxyError::NoSuchUpload)) => {
                 // A retry is answered 200 only with its checksum verified too.
                 let checksum = self.verify_complete_checksum(&s3, requested.as_ref(), &named)?;
-                if let Some(resp) = self.finish_interrupted(&s3, &key, &data_key, &named, checksum.as_ref()).await? {
+                if let Some(resp) =
+                    self.finish_interrupted(&s3, &key, &data_key, &named, checksum.as_ref(), customer.clone()).await?
+                {
                     return Ok(resp);
                 }
                 listed?
@@ -574,6 +601,9 @@ impl RequestPath {
             auth: None,
         };
         let etag = header_value(&completed)?;
+        // The seal's requests carry the customer key; the Complete did not need it.
+        let mut s3 = s3;
+        s3.sse_c = customer;
         let copier = self.copier();
         let resource = s3.resource();
         // Its own task: a client that goes away, or a slow Complete's
@@ -614,8 +644,10 @@ impl RequestPath {
         data_key: &std::sync::Arc<crate::keys::DataKey>,
         named: &[(u32, String)],
         checksum: Option<&VerifiedObjectChecksum>,
+        customer: Option<CustomerKey>,
     ) -> Result<Option<Response<ProxyBody>>, ProxyError> {
-        let object = S3Request::internal(s3.bucket.as_deref().unwrap_or(""), s3.key.as_deref(), vec![]);
+        let mut object = S3Request::internal(s3.bucket.as_deref().unwrap_or(""), s3.key.as_deref(), vec![]);
+        object.sse_c = customer;
         let head = self.send_buffered(Method::HEAD, &object, HeaderMap::new(), Bytes::new()).await?;
         if !head.status().is_success() {
             return Ok(None);

@@ -84,6 +84,12 @@ fn copy_source(object: &S3Request) -> Result<HeaderValue, ProxyError> {
     super::header_value(&format!("/{bucket}/{}", encode_key(key)))
 }
 
+/// `object` for requests that touch no object bytes (tags, deletes,
+/// Complete and Abort of the copy upload): no SSE-C headers.
+fn without_customer_key(object: &S3Request) -> S3Request {
+    S3Request { sse_c: None, ..object.clone() }
+}
+
 /// What a self-copy writes over: the object, changed by another writer
 /// since it was examined. Nothing was changed by the copy.
 const CHANGED: ProxyError = ProxyError::ObjectChanged("copied onto itself");
@@ -281,7 +287,9 @@ impl SelfCopier {
         layout: &ObjectLayout,
         etag: &HeaderValue,
     ) -> Result<Sealed, ProxyError> {
-        let object = S3Request::internal(s3.bucket.as_deref().unwrap_or(""), s3.key.as_deref(), vec![]);
+        let mut object = S3Request::internal(s3.bucket.as_deref().unwrap_or(""), s3.key.as_deref(), vec![]);
+        // An SSE-C object's reads and copies need its customer key.
+        object.sse_c = s3.sse_c.clone();
         let mut pinned = HeaderMap::new();
         pinned.insert(http::header::IF_MATCH, etag.clone());
         let head = self.upstream.send_buffered(Method::HEAD, &object, pinned, Bytes::new()).await?;
@@ -307,7 +315,7 @@ impl SelfCopier {
         };
         let mut headers = kept_headers(head.headers());
         if head.headers().get("x-amz-tagging-count").is_some_and(|c| c != "0")
-            && let Some(tags) = object_tagging(&self.upstream, &object).await?
+            && let Some(tags) = object_tagging(&self.upstream, &without_customer_key(&object)).await?
         {
             headers.insert("x-amz-tagging", super::header_value(&tags)?);
         }
@@ -334,7 +342,7 @@ impl SelfCopier {
             && old != new
             && old != "null"
         {
-            let mut version = object.clone();
+            let mut version = without_customer_key(&object);
             version.query.push(("versionId".into(), old.to_str().unwrap_or_default().to_owned()));
             match self.upstream.send_buffered(Method::DELETE, &version, HeaderMap::new(), Bytes::new()).await {
                 Ok(resp) if resp.status().is_success() => {}
@@ -404,6 +412,9 @@ impl SelfCopier {
     ) -> Result<Sealed, ProxyError> {
         headers.insert("x-amz-copy-source", copy_source(object)?);
         headers.insert("x-amz-copy-source-if-match", etag.clone());
+        if let Some(key) = &object.sse_c {
+            key.apply_as_copy_source(&mut headers);
+        }
         headers.insert(http::header::IF_MATCH, etag.clone());
         headers.insert("x-amz-metadata-directive", HeaderValue::from_static("REPLACE"));
         headers.insert("x-amz-tagging-directive", HeaderValue::from_static("COPY"));
@@ -439,7 +450,8 @@ impl SelfCopier {
         if result.is_err() {
             // Aborted whatever failed, so no copy upload (and none of its
             // parts) lingers; its own failure changes nothing more.
-            let _ = self.upstream.send_buffered(Method::DELETE, &upload, HeaderMap::new(), Bytes::new()).await;
+            let abort = without_customer_key(&upload);
+            let _ = self.upstream.send_buffered(Method::DELETE, &abort, HeaderMap::new(), Bytes::new()).await;
         }
         result
     }
@@ -455,7 +467,7 @@ impl SelfCopier {
         let complete = self.copy_streams(upload, source, etag, layout).await?;
         let mut pinned = HeaderMap::new();
         pinned.insert(http::header::IF_MATCH, etag.clone());
-        let resp = self.upstream.send_buffered(Method::POST, upload, pinned, complete).await?;
+        let resp = self.upstream.send_buffered(Method::POST, &without_customer_key(upload), pinned, complete).await?;
         let (headers, body) = judged("CompleteMultipartUpload", resp).await?;
         let etag = etag_of("CompleteMultipartUpload", &body)?;
         Ok(Sealed { etag, version_id: headers.get("x-amz-version-id").cloned() })
@@ -510,6 +522,9 @@ impl SelfCopier {
         headers.insert("x-amz-copy-source", source.clone());
         headers.insert("x-amz-copy-source-if-match", etag.clone());
         headers.insert("x-amz-copy-source-range", super::header_value(&format!("bytes={start}-{}", start + len - 1))?);
+        if let Some(key) = &upload.sse_c {
+            key.apply_as_copy_source(&mut headers);
+        }
         let resp = self.upstream.send_buffered(Method::PUT, &part, headers, Bytes::new()).await?;
         let (_, body) = judged("UploadPartCopy", resp).await?;
         etag_of("UploadPartCopy", &body)

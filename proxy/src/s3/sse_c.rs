@@ -58,6 +58,36 @@ impl CustomerKey {
         }
     }
 
+    /// The key's bytes (base64-decoded), in a wiping buffer: what an
+    /// upload id carries, sealed, for CompleteMultipartUpload's seal.
+    /// `None` unless it is the 32-byte AES256 key S3 requires.
+    pub fn key_bytes(&self) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        use base64::Engine;
+        let bytes = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(self.key.as_bytes()).ok()?);
+        (bytes.len() == 32 && self.algorithm == "AES256").then_some(bytes)
+    }
+
+    /// The headers of an AES256 customer key given as its bytes.
+    pub fn from_key_bytes(bytes: &[u8]) -> Option<Self> {
+        use base64::Engine;
+        use md5::Digest as _;
+        if bytes.len() != 32 {
+            return None;
+        }
+        let engine = base64::engine::general_purpose::STANDARD;
+        let mut key = HeaderValue::from_str(&zeroize::Zeroizing::new(engine.encode(bytes))).ok()?;
+        key.set_sensitive(true);
+        let key_md5 = HeaderValue::from_str(&engine.encode(md5::Md5::digest(bytes))).ok()?;
+        Some(Self { algorithm: HeaderValue::from_static("AES256"), key, key_md5 })
+    }
+
+    /// Sets the key as a copy source's (`x-amz-copy-source-server-side-encryption-customer-*`).
+    pub fn apply_as_copy_source(&self, headers: &mut HeaderMap) {
+        for (name, value) in [(COPY_ALGORITHM, &self.algorithm), (COPY_KEY, &self.key), (COPY_KEY_MD5, &self.key_md5)] {
+            headers.insert(HeaderName::from_static(name), value.clone());
+        }
+    }
+
     /// Sets the object's SSE-C headers on an upstream request.
     pub fn apply(&self, headers: &mut HeaderMap) {
         for (name, value) in [(ALGORITHM, &self.algorithm), (KEY, &self.key), (KEY_MD5, &self.key_md5)] {
@@ -88,5 +118,23 @@ mod tests {
         let mut out = HeaderMap::new();
         source.unwrap().apply(&mut out);
         assert!(out.contains_key(KEY) && out.get(KEY).unwrap().is_sensitive() && !out.contains_key(COPY_KEY));
+    }
+
+    #[test]
+    fn a_key_round_trips_through_its_bytes_with_its_md5() {
+        use base64::Engine;
+        use md5::Digest as _;
+        let engine = base64::engine::general_purpose::STANDARD;
+        let mut h = HeaderMap::new();
+        h.insert(ALGORITHM, HeaderValue::from_static("AES256"));
+        h.insert(KEY, engine.encode([3u8; 32]).parse().unwrap());
+        h.insert(KEY_MD5, engine.encode(md5::Md5::digest([3u8; 32])).parse().unwrap());
+        let key = CustomerKey::of_object(&h).unwrap().unwrap();
+        let bytes = key.key_bytes().unwrap();
+        assert_eq!(CustomerKey::from_key_bytes(&bytes).unwrap(), key);
+        let mut copy = HeaderMap::new();
+        key.apply_as_copy_source(&mut copy);
+        assert_eq!(copy.get(COPY_KEY_MD5), h.get(KEY_MD5));
+        assert!(CustomerKey::from_key_bytes(&[1; 16]).is_none());
     }
 }

@@ -140,15 +140,53 @@ async fn delete_objects_keys_with_dot_segments_are_refused() {
     assert!(h.s3.object(BUCKET, "a/x").is_some());
 }
 
+fn with_customer_key(b: http::request::Builder, key: &[u8]) -> http::request::Builder {
+    b.header("x-amz-server-side-encryption-customer-algorithm", "AES256")
+        .header("x-amz-server-side-encryption-customer-key", STANDARD.encode(key))
+        .header("x-amz-server-side-encryption-customer-key-md5", STANDARD.encode(md5::Md5::digest(key)))
+}
+
 #[tokio::test]
-async fn sse_c_multipart_uploads_are_refused() {
+async fn sse_c_multipart_uploads_carry_their_key_sealed_to_the_seal() {
     let h = Harness::new();
     let key = [7u8; 32];
-    let create = client("POST", &format!("{}?uploads", object_uri("k")))
-        .header("x-amz-server-side-encryption-customer-algorithm", "AES256")
-        .header("x-amz-server-side-encryption-customer-key", STANDARD.encode(key))
-        .header("x-amz-server-side-encryption-customer-key-md5", STANDARD.encode(md5::Md5::digest(key)));
-    refused(&h, no_body(create), 501, "NotImplemented").await;
+    // A key S3 would not take is refused before anything is sent.
+    let short = with_customer_key(client("POST", &format!("{}?uploads", object_uri("k"))), &[7u8; 16]);
+    refused(&h, no_body(short), 400, "InvalidArgument").await;
+    let r = h.send(no_body(with_customer_key(client("POST", &format!("{}?uploads", object_uri("k"))), &key))).await;
+    r.expect(200);
+    let upload = r.xml(b"UploadId").pop().unwrap();
+    assert!(upload.starts_with("ctu3c."), "{upload}");
+    for encoded in [STANDARD.encode(key), base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)] {
+        assert!(!upload.contains(&encoded[..20]), "the customer key is sealed in the id");
+    }
+    let data = [5u8; 3000];
+    let part = format!("{}?partNumber=1&uploadId={}", object_uri("k"), enc(&upload));
+    let r = h.send(with_body(with_customer_key(client("PUT", &part), &key), &data)).await;
+    r.expect(200);
+    let before = h.upstream().len();
+    // Clients send no key at Complete: the seal takes it from the id.
+    h.complete("k", &upload, &[(1, r.header("etag").to_owned())]).await.expect(200);
+    let seal = &h.upstream()[before..];
+    let has = |r: &crate::testing::s3::Recorded, name: &str| r.headers.contains_key(name);
+    for r in seal {
+        let reads_or_writes_bytes = r.method == "HEAD"
+            || (r.method == "GET" && r.headers.contains_key("range"))
+            || (r.method == "POST" && r.has_query("uploads"))
+            || (r.method == "PUT" && has(r, "x-amz-copy-source"));
+        if reads_or_writes_bytes {
+            assert!(has(r, "x-amz-server-side-encryption-customer-key"), "{} {} lacks the key", r.method, r.path);
+        }
+        if r.method == "PUT" && has(r, "x-amz-copy-source") {
+            assert!(has(r, "x-amz-copy-source-server-side-encryption-customer-key"), "the copy source's key");
+        }
+        if r.method == "POST" && r.has_query("uploadId") {
+            assert!(!has(r, "x-amz-server-side-encryption-customer-key"), "Completes carry no key");
+        }
+    }
+    assert!(seal.iter().any(|r| r.method == "PUT" && has(r, "x-amz-copy-source")), "the object was sealed by part copies");
+    // The same id under another key cannot open the customer key.
+    h.complete("other", &upload, &[(1, "\"x\"".into())]).await.expect_error(404, "NoSuchUpload");
 }
 
 #[tokio::test]
