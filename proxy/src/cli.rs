@@ -187,6 +187,22 @@ pub struct DecryptArgs {
     /// object and checked for a format-2 one: the plaintext length must be it.
     #[arg(long)]
     pub size: Option<u64>,
+    /// Format 3: the object's `x-amz-meta-cloudtaser-mac`. The envelope is
+    /// verified (over `--binding`, `--bucket`, `--object-key`, the salt or
+    /// the part table and stream headers read from the file) before the
+    /// plaintext file appears; every stream must be version 3.
+    #[arg(long)]
+    pub mac: Option<String>,
+    /// Format 3: the object's `x-amz-meta-cloudtaser-binding`.
+    #[arg(long, value_enum, default_value_t = crate::format::Binding::Key, requires = "mac")]
+    pub binding: crate::format::Binding,
+    /// Format 3: the object's key (as S3 names it, not URL-encoded), which
+    /// the MAC binds unless the binding is `none`.
+    #[arg(long, requires = "mac")]
+    pub object_key: Option<String>,
+    /// Format 3: the object's bucket, which the binding `bucket-key` binds.
+    #[arg(long, requires = "mac")]
+    pub bucket: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -116,55 +116,83 @@ def split_id(upload_id: str) -> tuple[str, str, str, str]:
 # --- FINDINGS -----------------------------------------------------------------
 
 
-def test_FINDING_decrypt_tool_cannot_recover_any_format_3_object(stack, workload, upstream, bkt, tmp_path):
-    """FINDING (availability of the documented recovery path). `decrypt`,
-    the tool that recovers an object "without the proxy or the bucket",
-    refuses every format-3 stream ("stream version 3 is not allowed"):
-    commands/decrypt.rs builds `Opener::single_stream` with no
-    `require_version(3)`, and has no flag for the envelope MAC or the
-    format-3 part table. Every object written since format 3 is
-    unrecoverable with it (test_key_lifecycle.py's decrypt test fails too)."""
+def test_decrypt_tool_recovers_format_3_objects_and_checks_their_envelope(stack, workload, upstream, bkt, tmp_path):
+    """Was FINDING 3 (the recovery path refused every format-3 object).
+    `decrypt --mac --object-key` verifies the envelope MAC over the file's
+    salt or part table and stream headers; without `--mac` a format-3
+    stream is refused, and under another name nothing is written."""
     key = unique("f3i/recover")
     data = body_of(70_000, key)
     meta = put_single(workload, stack, upstream, key, data)
     raw = tmp_path / "download.bin"
     raw.write_bytes(stored(upstream, BUCKET, key)[0])
     out = tmp_path / "plain.bin"
-    r = tool(stack, "decrypt", "--in", str(raw), "--out", str(out), "--wrapped-key", meta["cloudtaser-key"],
-             "--key-name", meta["cloudtaser-transit-key"], "--salt", meta["cloudtaser-salt"],
-             "--size", meta["cloudtaser-size"], check=None)
-    assert r.returncode == 0, f"decrypt refused a format-3 object: {r.stderr.strip().splitlines()[-1:]}"
+    base = ["decrypt", "--in", str(raw), "--out", str(out), "--wrapped-key", meta["cloudtaser-key"],
+            "--key-name", meta["cloudtaser-transit-key"], "--salt", meta["cloudtaser-salt"],
+            "--size", meta["cloudtaser-size"]]
+    assert tool(stack, *base, check=None).returncode != 0, "a format-3 stream needs its MAC"
+    assert not out.exists()
+    r = tool(stack, *base, "--mac", meta["cloudtaser-mac"], "--object-key", key + "x", check=None)
+    assert r.returncode != 0 and not out.exists(), "verified under another name"
+    tool(stack, *base, "--mac", meta["cloudtaser-mac"], "--object-key", key)
     assert out.read_bytes() == data
+    # A multipart object: the table and headers come from the file.
+    mkey = unique("f3i/recover-mp")
+    mdata = body_of(PART + 1000, mkey)
+    put_multipart(workload, mkey, mdata)
+    mraw, mmeta = stored(upstream, BUCKET, mkey)
+    raw.write_bytes(mraw)
+    out.unlink()
+    mbase = ["decrypt", "--in", str(raw), "--out", str(out), "--wrapped-key", mmeta["cloudtaser-key"],
+             "--key-name", mmeta["cloudtaser-transit-key"], "--mac", mmeta["cloudtaser-mac"], "--object-key", mkey]
+    tool(stack, *mbase)
+    assert out.read_bytes() == mdata
+    raw.write_bytes(mraw[: ct_len(PART)])
+    out.unlink()
+    assert tool(stack, *mbase, check=None).returncode != 0 and not out.exists(), "a file cut to its first part"
 
 
-def test_FINDING_a_legacy_object_copied_onto_a_format_3_key_is_served_as_that_key(stack, workload, upstream, bkt):
-    """FINDING (claim 2 has a downgrade). Formats 1 and 2 stay readable and
-    bind no name, so attacker (a) copies any object written before format 3
-    (body and metadata) over a format-3 object, and the proxy serves the old
-    object's content under the victim's key: the "whole object copied onto
-    another key is refused" guarantee holds only while no format-1/2 object
-    exists in a bucket the proxy reads. request/stored.rs `stored_layout`
-    accepts `envelope.auth == None` under any name; no setting refuses
-    unbound single-PUT (or format-2) objects (FORMAT1_MULTIPART covers only
-    format-1 multipart)."""
+def test_a_legacy_object_copied_onto_a_format_3_key_is_refused_once_legacy_formats_are(stack, workload, upstream, bkt):
+    """Was FINDING 2. Formats 1 and 2 bind no name: with the default
+    `CLOUDTASER_S3PROXY_LEGACY_FORMATS=read` (buckets written before
+    format 3) an old object copied over a format-3 key reads as that key
+    (docs/THREAT-MODEL.md says so); with `refuse` it is refused (403) and
+    format-3 objects read as before."""
     victim, old = unique("f3i/victim"), unique("f3i/legacy")
     mine = body_of(3 * SEG + 1, victim)
     put_single(workload, stack, upstream, victim, mine)
     theirs = body_of(3 * SEG + 1, old)
     legacy_single(stack, workload, upstream, old, theirs)
-    served(get(stack.proxy_endpoint, BUCKET, old), theirs, "the legacy object under its own key")
     upstream.copy_object(Bucket=BUCKET, Key=victim, CopySource={"Bucket": BUCKET, "Key": old})
-    res = get(stack.proxy_endpoint, BUCKET, victim)
-    refused(res, theirs, "a format-1 object copied over a format-3 key")
+    served(get(stack.proxy_endpoint, BUCKET, victim), theirs, "the documented limit under `read`")
+    proc, strict, _ = stack.start_proxy("proxy-legacy-refused", CLOUDTASER_S3PROXY_LEGACY_FORMATS="refuse")
+    try:
+        for res in (get(strict, BUCKET, victim), get(strict, BUCKET, victim, (0, 9)), head(strict, BUCKET, victim)):
+            assert res.status == 403, res
+        fresh = unique("f3i/fresh")
+        put_single(workload, stack, upstream, fresh, mine)
+        served(get(strict, BUCKET, fresh), mine, "a format-3 object under `refuse`")
+        status, _ = raw_copy(strict, victim, unique("f3i/legacy-copy"))
+        assert status == 403, "a legacy source is not copied under `refuse`"
+    finally:
+        proc.stop()
 
 
-def rebuild_as_pending(upstream, src: str, dst: str, part_lens: list[int]) -> None:
+def raw_copy(endpoint: str, src: str, dst: str) -> tuple[int, bytes]:
+    res = request(endpoint, "PUT", f"/{BUCKET}/{quote_key(dst)}", [("x-amz-copy-source", f"/{BUCKET}/{quote_key(src)}")])
+    return res.status, res.body
+
+
+def rebuild_as_pending(upstream, src: str, dst: str, part_lens: list[int], mac: str | None = None) -> None:
     """Attacker (a): `src`'s streams, part for part (UploadPartCopy keeps
     the `-N` ETag `seal` checks), completed at `dst` under the envelope of
-    a format-3 upload that was never sealed."""
+    a format-3 upload that was never sealed (with `mac`, a genuine pending
+    MAC the attacker captured for another name)."""
     meta = upstream.head_object(Bucket=BUCKET, Key=src)["Metadata"]
     pending = {k: meta[k] for k in ("cloudtaser-key", "cloudtaser-transit-key", "cloudtaser-binding")}
     pending.update({"cloudtaser-format": "3", "cloudtaser-layout": "multipart-pending"})
+    if mac:
+        pending["cloudtaser-mac"] = mac
     uid = upstream.create_multipart_upload(Bucket=BUCKET, Key=dst, Metadata=pending)["UploadId"]
     parts, start = [], 0
     for n, plain in enumerate(part_lens, start=1):
@@ -177,64 +205,49 @@ def rebuild_as_pending(upstream, src: str, dst: str, part_lens: list[int]) -> No
     upstream.complete_multipart_upload(Bucket=BUCKET, Key=dst, UploadId=uid, MultipartUpload={"Parts": parts})
 
 
-def test_FINDING_seal_binds_a_moved_multipart_object_to_its_new_key(stack, workload, upstream, bkt):
-    """FINDING (claim 2 laundered by the operator's tool). A format-3
-    `multipart-pending` object carries no MAC, so nothing ties its streams to
-    its key. Attacker (a) rebuilds object A's streams at key B (UploadPartCopy,
-    so the ETag's part count matches) and marks B pending. A reader of B gets
-    503 "run cloudtaser-s3proxy seal --key B"; the operator does, and `seal`
-    (commands/seal.rs `seal_one` -> request/seal.rs `seal_completed`) checks
-    part count, headers and every segment (all A's, all authentic) and writes
-    a MAC for B: B now reads as A's content. The same holds for a retried
-    Complete (`finish_interrupted`). A pending envelope needs its own
-    name-bound tag (written at CreateMultipartUpload, e.g. the upload-id tag
-    over bucket/key/upstream id), checked before sealing."""
+def test_seal_refuses_a_multipart_object_moved_to_another_key(stack, workload, upstream, bkt):
+    """Was FINDING 1. A format-3 pending envelope carries a MAC bound to its
+    name, which every seal verifies first: A's streams rebuilt at B under
+    A's envelope (with no MAC, or with A's genuine pending MAC) are not made
+    authentic at B, and B is never served A's content."""
     src, dst = unique("f3i/seal-src"), unique("f3i/seal-dst")
     data = body_of(PART + 1000, src)
     put_multipart(workload, src, data)
-    put_single(workload, stack, upstream, dst, b"what B really holds" * 100)
-    rebuild_as_pending(upstream, src, dst, [PART, 1000])
-    res = get(stack.proxy_endpoint, BUCKET, dst)
-    assert res.status == 503, res
-    r = tool(stack, "seal", "--bucket", BUCKET, "--key", dst, "--quiet", check=None)
-    res = get(stack.proxy_endpoint, BUCKET, dst)
-    refused(res, data, f"A's streams sealed under B's key (seal exit {r.returncode}: {r.stdout.strip()})")
+    meta = upstream.head_object(Bucket=BUCKET, Key=src)["Metadata"]
+    dek = envelope.unwrap(stack.vault, meta["cloudtaser-transit-key"], meta["cloudtaser-key"])
+    captured = envelope.envelope_mac(dek, binding=meta["cloudtaser-binding"], bucket=BUCKET, key=src,
+                                     transit_key=meta["cloudtaser-transit-key"], size=0, pending=True).hex()
+    for mac in (None, captured):
+        put_single(workload, stack, upstream, dst, b"what B really holds" * 100)
+        rebuild_as_pending(upstream, src, dst, [PART, 1000], mac)
+        assert get(stack.proxy_endpoint, BUCKET, dst).status in (500, 503)
+        r = tool(stack, "seal", "--bucket", BUCKET, "--key", dst, "--quiet", check=None)
+        assert r.returncode != 0, f"seal sealed a moved object ({r.stdout.strip()})"
+        refused(get(stack.proxy_endpoint, BUCKET, dst), data, "A's streams under B's key after seal")
+        assert "cloudtaser-streams" not in upstream.head_object(Bucket=BUCKET, Key=dst)["Metadata"]
 
 
-def test_FINDING_a_ctu3_id_respelled_ctu1_escapes_its_binding_and_completes_upstream(stack, workload, upstream, bkt):
-    """FINDING (claims 4 and 5 bypassed by the legacy spelling; low
-    severity). A `ctu3.` id with its tag dropped is a valid `ctu1.` id:
-    request/multipart.rs `checked_upload` skips every binding check for it.
-    (1) An upload id issued for key A uploads parts under key B. (2) The
-    parts it writes are version-2 streams, which the format-3 upload cannot
-    seal: Complete checks the table only for `ctu3` (`version == VERSION_3`)
-    and nothing checks the parts' versions before the upstream completes,
-    so the object that was at the key is replaced by a `multipart-pending`
-    object no reader and no `seal` will ever accept. A `ctu1.` id should be
-    refused for an upload whose pending envelope is format 3 (or ctu1 be
-    accepted only under a setting, for the upgrade window)."""
+def test_a_ctu3_id_respelled_ctu1_is_refused(stack, workload, upstream, bkt):
+    """Was FINDING 4. A `ctu3.` id with its tag dropped is a `ctu1.` id,
+    which binds nothing: refused (404) unless
+    `CLOUDTASER_S3PROXY_LEGACY_UPLOAD_IDS=accept`, under any key, and the
+    object at the key is untouched."""
     key, other = unique("f3i/ctu1"), unique("f3i/ctu1-other")
     before = body_of(1000, key)
     put_single(workload, stack, upstream, key, before)
     uid = workload.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
     transit, wrapped, _, upstream_id = split_id(uid)
     legacy_id = f"ctu1.{transit}.{wrapped}.{upstream_id}"
-    moved = None
-    try:
-        workload.upload_part(Bucket=BUCKET, Key=other, UploadId=legacy_id, PartNumber=1, Body=b"x" * 100)
-        moved = "an upload id issued for one key uploaded a part under another"
-    except botocore.exceptions.ClientError as e:
-        assert e.response["Error"]["Code"] == "NoSuchUpload"
-    etag = workload.upload_part(Bucket=BUCKET, Key=key, UploadId=legacy_id, PartNumber=1, Body=b"y" * 100)["ETag"]
-    try:
-        workload.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=uid,
-                                           MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
-    except botocore.exceptions.ClientError:
-        pass
-    after = get(stack.proxy_endpoint, BUCKET, key)
-    lost = None if after.status == 200 and after.body == before else f"the object at the key now answers {after}"
-    problems = [p for p in (moved, lost) if p]
-    assert not problems, "; ".join(problems)
+    for k in (other, key):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            workload.upload_part(Bucket=BUCKET, Key=k, UploadId=legacy_id, PartNumber=1, Body=b"x" * 100)
+        assert e.value.response["Error"]["Code"] == "NoSuchUpload"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        workload.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=legacy_id,
+                                           MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": '"x"'}]})
+    assert e.value.response["Error"]["Code"] == "NoSuchUpload"
+    served(get(stack.proxy_endpoint, BUCKET, key), before, "the object at the key")
+    workload.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=uid)
 
 
 # --- claims that held -----------------------------------------------------------
@@ -456,15 +469,13 @@ def test_rewrap_keeps_format_3_readable_and_launders_nothing(stack, upstream, bk
         proc.stop()
 
 
-def test_FINDING_a_range_inside_a_later_part_costs_three_upstream_requests(stack, workload, upstream, bkt):
-    """FINDING (claim 5, "range <= 2", and FORMAT.md "one once the layout is
-    cached"; performance, not security). A range that starts past the first
-    segment of any part but the first needs that part's header: cold, the
-    proxy sends the probe (bytes=0-51, for the metadata and first header),
-    then the part's header, then the covering segments (request/object.rs
-    `get_range` + `read_covering`): 3 requests, and 2 once cached. The
-    format-3 table is in the metadata, so the probe could take the metadata
-    alone and the part's header could be read with the covering segments."""
+def test_a_range_inside_a_later_part_costs_at_most_three_upstream_requests(stack, workload, upstream, bkt):
+    """Was FINDING 5 (FORMAT.md claimed two). A range that starts past the
+    first segment of any part but the first needs that part's header: cold,
+    the probe (bytes=0-51, metadata and first header), the part's header,
+    the covering segments: 3, and 2 once the layout is cached; a range at a
+    part's first segment reads the header with the segments (FORMAT.md,
+    "Bounded reads")."""
     key = unique("f3i/range-cost")
     data = body_of(2 * PART + 1000, key)
     put_multipart(workload, key, data)
@@ -481,8 +492,8 @@ def test_FINDING_a_range_inside_a_later_part_costs_three_upstream_requests(stack
     before = upstream_requests(stack)
     served(get(ep, BUCKET, other, (a, a + 10)), data[a : a + 11], "part 2, segment 3 (cold)")
     costs["part 2, segment 3 (cold)"] = upstream_requests(stack) - before
-    assert costs["part 2, segment 0 (cold)"] <= 2, costs
-    assert costs["part 2, segment 3 (warm)"] <= 1 and costs["part 2, segment 3 (cold)"] <= 2, costs
+    assert costs["part 2, segment 0 (cold)"] == 2, costs
+    assert costs["part 2, segment 3 (warm)"] == 2 and costs["part 2, segment 3 (cold)"] == 3, costs
 
 
 def test_versioned_sources_and_attributes_verify_under_their_name_on_moto(moto_stack):

@@ -245,8 +245,6 @@ impl EnvelopeMetadata {
                         .and_then(|b| <[u8; ENVELOPE_MAC_LEN]>::try_from(b).ok())
                         .ok_or(MetadataError(META_MAC))?,
                 ),
-                // Only a pending object, never served, has no MAC yet.
-                None if matches!(layout, StoredLayout::MultipartPending) => None,
                 None => return Err(MetadataError(META_MAC)),
             };
             Some(Authenticated { binding, mac })

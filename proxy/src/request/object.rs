@@ -15,8 +15,8 @@ use super::{RequestPath, envelope_of, header_value, reject_reserved_metadata};
 use crate::body::{ProxyBody, boxed, empty};
 use crate::error::{ArgumentError, InternalError, ProxyError, RequestError, UpstreamFailure};
 use crate::format::{
-    Authenticated, EnvelopeMetadata, FormatError, HEADER_LEN, Header, Sealer, StoredLayout, VERSION_3,
-    ciphertext_len, with_mac,
+    Authenticated, EnvelopeMetadata, FormatError, HEADER_LEN, Header, Sealer, StoredLayout, VERSION_3, ciphertext_len,
+    with_mac,
 };
 use crate::keys::DataKey;
 use crate::metrics::{BytesKind, Direction, metrics};
@@ -527,11 +527,10 @@ impl RequestPath {
             let stored_len = content_length(head.headers()).ok_or(malformed("no stored length"))?;
             self.stored_layout(&source, &envelope, stored_len, Some(etag), None).await?;
             let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
-            let rebound = EnvelopeMetadata {
-                auth: Some(Authenticated { binding: self.binding, mac: None }),
-                ..envelope.clone()
-            };
-            let rebound = with_mac(key.bytes(), rebound, super::stored::object_name(s3)).ok_or(InternalError::Envelope)?;
+            let rebound =
+                EnvelopeMetadata { auth: Some(Authenticated { binding: self.binding, mac: None }), ..envelope.clone() };
+            let rebound =
+                with_mac(key.bytes(), rebound, super::stored::object_name(s3)).ok_or(InternalError::Envelope)?;
             if !replace {
                 // COPY, as S3 does it: the source's metadata and content headers.
                 let kept = super::seal::kept_headers(head.headers());
@@ -546,6 +545,8 @@ impl RequestPath {
             for (name, value) in rebound.to_headers() {
                 headers.insert(name, header_value(&value)?);
             }
+        } else if !self.legacy_reads {
+            return Err(ProxyError::LegacyFormatRefused);
         } else if replace {
             for (name, value) in envelope.to_headers() {
                 headers.insert(name, header_value(&value)?);
