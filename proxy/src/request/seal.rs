@@ -453,7 +453,25 @@ impl SelfCopier {
         etag: &HeaderValue,
         layout: &ObjectLayout,
     ) -> Result<Sealed, ProxyError> {
-        let source = copy_source(object)?;
+        let mut pinned = HeaderMap::new();
+        pinned.insert(http::header::IF_MATCH, etag.clone());
+        self.copy_by_parts(&copy_source(object)?, etag, object, headers, pinned, layout).await
+    }
+
+    /// A multipart copy of the source `source` names (pinned to `etag`) to
+    /// `dest`, one UploadPartCopy per stream, so the copy keeps the `-N`
+    /// ETag listings compute exact sizes from; `headers` are the new
+    /// object's, `conditions` go with the Complete. Aborted on any failure.
+    pub async fn copy_by_parts(
+        &self,
+        source: &HeaderValue,
+        etag: &HeaderValue,
+        dest: &S3Request,
+        headers: HeaderMap,
+        conditions: HeaderMap,
+        layout: &ObjectLayout,
+    ) -> Result<Sealed, ProxyError> {
+        let object = dest;
         let mut create = object.clone();
         create.query.push(("uploads".into(), String::new()));
         let resp = self.upstream.send_buffered(Method::POST, &create, headers, Bytes::new()).await?;
@@ -462,7 +480,7 @@ impl SelfCopier {
         let upload_id = upload_id.ok_or_else(|| failed("CreateMultipartUpload", StatusCode::OK, &body))?;
         let mut upload = object.clone();
         upload.query.push(("uploadId".into(), upload_id));
-        let result = self.copy_and_complete(&upload, &source, etag, layout).await;
+        let result = self.copy_and_complete(&upload, source, etag, conditions, layout).await;
         if result.is_err() {
             // Aborted whatever failed, so no copy upload (and none of its
             // parts) lingers; its own failure changes nothing more.
@@ -478,12 +496,12 @@ impl SelfCopier {
         upload: &S3Request,
         source: &HeaderValue,
         etag: &HeaderValue,
+        conditions: HeaderMap,
         layout: &ObjectLayout,
     ) -> Result<Sealed, ProxyError> {
         let complete = self.copy_streams(upload, source, etag, layout).await?;
-        let mut pinned = HeaderMap::new();
-        pinned.insert(http::header::IF_MATCH, etag.clone());
-        let resp = self.upstream.send_buffered(Method::POST, &without_customer_key(upload), pinned, complete).await?;
+        let resp =
+            self.upstream.send_buffered(Method::POST, &without_customer_key(upload), conditions, complete).await?;
         let (headers, body) = judged("CompleteMultipartUpload", resp).await?;
         let etag = etag_of("CompleteMultipartUpload", &body)?;
         Ok(Sealed { etag, version_id: headers.get("x-amz-version-id").cloned() })
