@@ -130,6 +130,13 @@ pub struct MigrateArgs {
     /// parts of this size (MiB; at least 5, as S3 requires).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(5..=5120))]
     pub part_size_mib: u32,
+    /// Also rewrite objects of formats 1 and 2 as format 3 (bound to their
+    /// names, authenticated as a whole): each is read through the proxy's
+    /// verified read path, pinned to the ETag it was examined at, and
+    /// written back with If-Match on it, under a new data key. Afterwards
+    /// `CLOUDTASER_S3PROXY_LEGACY_FORMATS=refuse` can be set.
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -195,6 +195,26 @@ impl RequestPath {
         Ok(resp)
     }
 
+    /// GetObject through the read path, for the admin tools (`migrate
+    /// --upgrade`): verified plaintext, or an S3 error.
+    pub async fn read_object(&self, s3: &S3Request, headers: HeaderMap) -> Result<Response<ProxyBody>, ProxyError> {
+        self.get_object(s3, headers).await
+    }
+
+    /// HeadObject through the read path, for the admin tools: the object's
+    /// plaintext length once its envelope and layout are checked.
+    pub async fn head_object_checked(
+        &self,
+        s3: &S3Request,
+        headers: HeaderMap,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let mut request = http::Request::new(());
+        *request.method_mut() = Method::HEAD;
+        *request.headers_mut() = headers;
+        let (parts, ()) = request.into_parts();
+        self.head_object(s3, parts).await
+    }
+
     pub(super) async fn head_object(&self, s3: &S3Request, parts: Parts) -> Result<Response<ProxyBody>, ProxyError> {
         let mut headers = parts.headers;
         headers.remove(http::header::RANGE);
