@@ -53,7 +53,12 @@ fn has_huge_part_count(xml: &[u8]) -> bool {
 
 fuzz_target!(|data: &[u8]| {
     let [mode, doc @ ..] = data else { return };
-    let key = UploadKey { transit_key: "orders".into(), wrapped_key: "vault:v1:abc".into() };
+    let key = UploadKey {
+        transit_key: "orders".into(),
+        wrapped_key: "vault:v1:abc".into(),
+        tag: Some(vec![7; 16]),
+        sse_c: None,
+    };
     let client_id = encode("upstream-id", &key);
     let result = match mode % 6 {
         // CreateMultipartUpload: the upstream's upload id becomes ours.
