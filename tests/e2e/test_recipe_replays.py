@@ -558,7 +558,7 @@ def test_duckdb_httpfs_head_then_ranges_and_glob_listing_then_ranges(garage_stac
 def test_listed_length_is_exact_for_part_sizes_off_the_64k_grid(garage_stack):
     """Reproduction: S3A with fs.s3a.multipart.size=5300000 (any byte
     count that is not a multiple of 65,536) writes a 3-part file; the
-    listing then says 32 bytes more than HEAD and GET, and the reader's
+    listing then says 16 bytes more than HEAD and GET, and the reader's
     tail read at (listed length - 8) does not end in PAR1. Suggested
     setting in docs/recipes/hadoop-s3a.md: part sizes in MiB."""
     ep, bucket = garage_stack.proxy_endpoint, new_bucket(garage_stack, "s3a-grid")
