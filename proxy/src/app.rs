@@ -101,6 +101,7 @@ pub fn serving_request_path(settings: &Settings, keys: Arc<KeyService>, client: 
         .with_seal_method(request.seal_method, settings.upstream.upstream.is_gcs)
         .with_format_1_multipart_reads(request.format_1_multipart_reads)
         .with_name_binding(request.name_binding)
+        .with_legacy_formats(request.legacy_reads, request.legacy_upload_ids)
         .with_complete_keepalive(request.complete_keepalive)
         .with_plaintext_digests(request.keep_digests)
 }
@@ -117,6 +118,9 @@ pub async fn tool_request_path(settings: &Settings) -> Result<(Arc<KeyService>, 
         .with_seal_method(settings.request.seal_method, settings.upstream.upstream.is_gcs)
         .with_name_binding(settings.request.name_binding)
         .with_format_1_multipart_reads(settings.request.format_1_multipart_reads)
+        // The tools read legacy objects whatever the proxy serves: `migrate
+        // --upgrade` rewrites them, `scan` reports them.
+        .with_legacy_formats(true, settings.request.legacy_upload_ids)
         .with_plaintext_digests(settings.request.keep_digests);
     Ok((keys, path))
 }

@@ -130,6 +130,13 @@ pub struct MigrateArgs {
     /// parts of this size (MiB; at least 5, as S3 requires).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(5..=5120))]
     pub part_size_mib: u32,
+    /// Also rewrite objects of formats 1 and 2 as format 3 (bound to their
+    /// names, authenticated as a whole): each is read through the proxy's
+    /// verified read path, pinned to the ETag it was examined at, and
+    /// written back with If-Match on it, under a new data key. Afterwards
+    /// `CLOUDTASER_S3PROXY_LEGACY_FORMATS=refuse` can be set.
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -187,6 +194,22 @@ pub struct DecryptArgs {
     /// object and checked for a format-2 one: the plaintext length must be it.
     #[arg(long)]
     pub size: Option<u64>,
+    /// Format 3: the object's `x-amz-meta-cloudtaser-mac`. The envelope is
+    /// verified (over `--binding`, `--bucket`, `--object-key`, the salt or
+    /// the part table and stream headers read from the file) before the
+    /// plaintext file appears; every stream must be version 3.
+    #[arg(long)]
+    pub mac: Option<String>,
+    /// Format 3: the object's `x-amz-meta-cloudtaser-binding`.
+    #[arg(long, value_enum, default_value_t = crate::format::Binding::Key, requires = "mac")]
+    pub binding: crate::format::Binding,
+    /// Format 3: the object's key (as S3 names it, not URL-encoded), which
+    /// the MAC binds unless the binding is `none`.
+    #[arg(long, requires = "mac")]
+    pub object_key: Option<String>,
+    /// Format 3: the object's bucket, which the binding `bucket-key` binds.
+    #[arg(long, requires = "mac")]
+    pub bucket: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -35,6 +35,20 @@ pub enum Format1Multipart {
     Refuse,
 }
 
+/// `CLOUDTASER_S3PROXY_LEGACY_FORMATS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LegacyFormats {
+    Read,
+    Refuse,
+}
+
+/// `CLOUDTASER_S3PROXY_LEGACY_UPLOAD_IDS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LegacyUploadIds {
+    Accept,
+    Refuse,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ProxyConfig {
     /// Address the S3 API listens on.
@@ -247,6 +261,20 @@ pub struct ProxyConfig {
     #[arg(long, env = "CLOUDTASER_S3PROXY_NAME_BINDING", value_enum, default_value_t = crate::format::Binding::Key)]
     pub name_binding: crate::format::Binding,
 
+    /// Objects written before format 3 (formats 1 and 2: no envelope MAC,
+    /// not bound to their names): `read` them, or `refuse` them with 403
+    /// once every bucket holds only format-3 objects. Until then, an old
+    /// object copied over a newer one's key by someone with the store's
+    /// credentials reads as that key's content (docs/THREAT-MODEL.md).
+    #[arg(long, env = "CLOUDTASER_S3PROXY_LEGACY_FORMATS", value_enum, default_value_t = LegacyFormats::Read)]
+    pub legacy_formats: LegacyFormats,
+
+    /// Upload ids of format 2 (`ctu1.`, no tag binding them to their
+    /// upload and object): `refuse` (404 NoSuchUpload), or `accept` them
+    /// while uploads opened by a proxy before format 3 finish.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_LEGACY_UPLOAD_IDS", value_enum, default_value_t = LegacyUploadIds::Refuse)]
+    pub legacy_upload_ids: LegacyUploadIds,
+
     /// Milliseconds CompleteMultipartUpload waits for the seal (format 2)
     /// before it answers `200` and sends a space every as many milliseconds
     /// until the result, as S3 does for a slow Complete, so clients do not
@@ -381,6 +409,8 @@ impl ProxyConfig {
             },
             format_1_multipart_reads: self.format1_multipart == Format1Multipart::Read,
             name_binding: self.name_binding,
+            legacy_reads: self.legacy_formats == LegacyFormats::Read,
+            legacy_upload_ids: self.legacy_upload_ids == LegacyUploadIds::Accept,
             complete_keepalive: Duration::from_millis(self.complete_keepalive_ms),
             virtual_host_suffix,
             keep_digests: if self.keep_plaintext_digests { KeepDigests::Keep } else { KeepDigests::Strip },

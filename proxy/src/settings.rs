@@ -141,6 +141,10 @@ pub struct RequestSettings {
     pub format_1_multipart_reads: bool,
     /// Which name a new object's envelope MAC binds (format 3).
     pub name_binding: crate::format::Binding,
+    /// Whether objects of formats 1 and 2 are read.
+    pub legacy_reads: bool,
+    /// Whether format-2 upload ids (`ctu1.`) are accepted.
+    pub legacy_upload_ids: bool,
     /// How long Complete waits for its seal before keep-alive spaces, and their interval.
     pub complete_keepalive: Duration,
     /// The domain under which `<bucket>.<suffix>` hosts address buckets;

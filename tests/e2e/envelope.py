@@ -138,8 +138,10 @@ def envelope_mac(
     salt: bytes | None = None,
     table: list[tuple[int, int]] | None = None,
     streams: bytes | None = None,
+    pending: bool = False,
 ) -> bytes:
-    """Format 3's `cloudtaser-mac`. A single PUT passes `salt`; a multipart
+    """Format 3's `cloudtaser-mac`. A `multipart-pending` object passes
+    `pending=True` (size 0, no salt or table). A single PUT passes `salt`; a multipart
     object passes `table` ((part number, plaintext length) in stored order)
     and `streams` (the 32-byte digest, not hex). `bucket` and `key` are the
     request's names; the binding decides which of them the MAC covers."""
@@ -149,7 +151,11 @@ def envelope_mac(
     msg += _str(key if code != 0 else "")
     msg += _str(transit_key)
     msg += struct.pack(">Q", size)
-    if salt is not None:
+    if pending:
+        if salt is not None or table is not None or streams is not None or size != 0:
+            raise FormatError("a pending object's MAC covers only its name and key")
+        msg += bytes([3])
+    elif salt is not None:
         if table is not None or streams is not None or len(salt) != 32:
             raise FormatError("a single PUT has a 32-byte salt and no table")
         msg += bytes([KIND_SINGLE]) + salt

@@ -44,7 +44,39 @@ pub async fn run(access: &VaultAccess, args: &DecryptArgs) -> Result<(), Command
         ),
         None => None,
     };
-    let expected = Expected { manifest, salt, size: args.size };
+    let mac = match &args.mac {
+        Some(h) => Some(
+            hex::decode(h)
+                .ok()
+                .and_then(|b| <[u8; crate::format::ENVELOPE_MAC_LEN]>::try_from(b).ok())
+                .ok_or(CommandError::Usage("--mac must be the 64 hex digits of x-amz-meta-cloudtaser-mac"))?,
+        ),
+        None => None,
+    };
+    let authenticated = match mac {
+        Some(mac) => {
+            let needs_key = args.binding != crate::format::Binding::None;
+            if (needs_key && args.object_key.is_none())
+                || (args.binding == crate::format::Binding::BucketKey && args.bucket.is_none())
+            {
+                return Err(CommandError::Usage(
+                    "--mac needs the name its --binding binds: --object-key, and --bucket for bucket-key",
+                ));
+            }
+            if manifest.is_some() {
+                return Err(CommandError::Usage("--manifest is format 2's; a format-3 object has --mac"));
+            }
+            Some(Authenticated3 {
+                mac,
+                binding: args.binding,
+                transit_key: key_name.clone(),
+                bucket: args.bucket.clone().unwrap_or_default(),
+                object_key: args.object_key.clone().unwrap_or_default(),
+            })
+        }
+        None => None,
+    };
+    let expected = Expected { manifest, salt, size: args.size, authenticated };
     let result = decrypt_file(&key, &args.input, &tmp, &expected);
     match result {
         Ok(bytes) => {
@@ -60,9 +92,21 @@ pub async fn run(access: &VaultAccess, args: &DecryptArgs) -> Result<(), Command
     }
 }
 
+/// A format-3 object's envelope, as far as the file does not hold it.
+#[derive(Debug)]
+pub struct Authenticated3 {
+    pub mac: [u8; crate::format::ENVELOPE_MAC_LEN],
+    pub binding: crate::format::Binding,
+    pub transit_key: String,
+    pub bucket: String,
+    pub object_key: String,
+}
+
 /// What the object's metadata says, to be checked against the file.
 #[derive(Debug, Default)]
 pub struct Expected {
+    /// Format 3: the MAC and what it binds.
+    pub authenticated: Option<Authenticated3>,
     /// `cloudtaser-manifest`: format 2's part table tag.
     pub manifest: Option<[u8; MANIFEST_TAG_LEN]>,
     /// `cloudtaser-salt`: required of a single-PUT object.
@@ -82,6 +126,7 @@ pub fn decrypt_file(key: &Arc<DataKey>, input: &Path, output: &Path, meta: &Expe
     let mut writer = std::io::BufWriter::new(std::fs::File::create(output).map_err(CommandError::io(output))?);
     let mut total = 0u64;
     let mut table: Vec<(u32, u64)> = Vec::new();
+    let mut headers: Vec<[u8; HEADER_LEN]> = Vec::new();
     let mut buf = vec![0u8; CHUNK];
     loop {
         let mut header = [0u8; HEADER_LEN];
@@ -93,17 +138,26 @@ pub fn decrypt_file(key: &Arc<DataKey>, input: &Path, output: &Path, meta: &Expe
         let parsed = Header::decode(&header)?;
         // A single PUT is stream 0 alone; multipart streams ascend from 1
         // (format 1: 1, 2, 3, …; format 2: as the manifest's table says).
-        let expected = match (table.last(), manifest) {
+        // Formats 2 and 3 seal their table, so it may have gaps.
+        let sealed_table = manifest.is_some() || meta.authenticated.is_some();
+        let expected = match (table.last(), sealed_table) {
             (None, _) => parsed.part_number,
             (Some((0, _)), _) => {
                 return Err(CommandError::Ciphertext("a single-PUT stream is followed by another stream"));
             }
-            (Some((p, _)), None) => p + 1,
-            (Some((p, _)), Some(_)) if parsed.part_number > *p => parsed.part_number,
-            (Some(_), Some(_)) => return Err(CommandError::Ciphertext("the streams' part numbers do not ascend")),
+            (Some((p, _)), false) => p + 1,
+            (Some((p, _)), true) if parsed.part_number > *p => parsed.part_number,
+            (Some(_), true) => return Err(CommandError::Ciphertext("the streams' part numbers do not ascend")),
         };
         let opener = Opener::single_stream(key.clone(), expected);
         let opener = if manifest.is_some() { opener.manifest_checked() } else { opener };
+        // Format 3: version-3 streams only, every header hashed for the MAC.
+        let opener = if meta.authenticated.is_some() {
+            headers.push(header);
+            opener.require_version(crate::format::VERSION_3)
+        } else {
+            opener
+        };
         let mut opener = if expected == 0 {
             let (Some(salt), Some(size)) = (meta.salt, meta.size) else {
                 return Err(CommandError::Usage(
@@ -152,8 +206,41 @@ pub fn decrypt_file(key: &Arc<DataKey>, input: &Path, output: &Path, meta: &Expe
     if meta.size.is_some_and(|size| size != total) {
         return Err(CommandError::Ciphertext("the plaintext length is not the object's x-amz-meta-cloudtaser-size"));
     }
+    if let Some(auth) = &meta.authenticated {
+        verify_format_3(key, auth, meta, &table, &headers, total)?;
+    }
     writer.flush().map_err(CommandError::Stream)?;
     Ok(total)
+}
+
+/// Format 3: the envelope MAC over what the file holds and the flags say
+/// (docs/FORMAT.md); the plaintext file is kept only if it verifies.
+fn verify_format_3(
+    key: &Arc<DataKey>,
+    auth: &Authenticated3,
+    meta: &Expected,
+    table: &[(u32, u64)],
+    headers: &[[u8; HEADER_LEN]],
+    total: u64,
+) -> Result<(), CommandError> {
+    use crate::format::{Authenticated, EnvelopeMetadata, ObjectName, SealedParts, StoredLayout, streams_digest};
+    let layout = match table {
+        [(0, len)] => StoredLayout::Single(*len),
+        _ => StoredLayout::MultipartSealed(SealedParts {
+            total,
+            table: Some(table.to_vec()),
+            tag: streams_digest(headers),
+        }),
+    };
+    let envelope = EnvelopeMetadata {
+        wrapped_key: String::new(),
+        transit_key: auth.transit_key.clone(),
+        salt: if matches!(layout, StoredLayout::Single(_)) { meta.salt } else { None },
+        layout,
+        auth: Some(Authenticated { binding: auth.binding, mac: Some(auth.mac) }),
+    };
+    let name = ObjectName { bucket: &auth.bucket, key: &auth.object_key };
+    crate::format::verify_envelope(key.bytes(), &envelope, name).map_err(CommandError::NotWholeObject)
 }
 
 fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {

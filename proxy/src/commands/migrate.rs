@@ -36,6 +36,8 @@ use crate::settings::Settings;
 #[derive(Debug, Default)]
 pub struct Summary {
     pub encrypted: u64,
+    /// Format 1 or 2 rewritten as format 3 (`--upgrade`).
+    pub upgraded: u64,
     pub would_encrypt: u64,
     pub already_encrypted: u64,
     /// Changed after it was listed: left as it is (a rerun retries it).
@@ -54,6 +56,7 @@ impl Summary {
 
 enum Outcome {
     Encrypted,
+    Upgraded,
     WouldEncrypt,
     AlreadyEncrypted,
     Skipped(String),
@@ -68,8 +71,55 @@ const EARLIER_ENCRYPTED: &str = "an earlier version of it is encrypted, so this 
                                  proxy (or by someone with the upstream's credentials) and may have been tampered \
                                  with; not encrypted";
 
+/// Where the bytes written come from: the stored plaintext (pre-proxy
+/// objects), or the plaintext of a format-1 or 2 object, read and verified
+/// through the proxy's read path (`--upgrade`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Plaintext,
+    Legacy,
+}
+
+/// A (ranged) read of the object's content as examined at `etag`: `None`
+/// when it changed since. A legacy object's reads go through the read
+/// path, which verifies every segment and its envelope, pinned with the
+/// ETag the workload-facing side shows (`s3::etag::client_etag`).
+async fn read_source(
+    path: &RequestPath,
+    object: &S3Request,
+    source: Source,
+    etag: &HeaderValue,
+    range: Option<(u64, u64)>,
+) -> Result<Option<http::Response<crate::body::ProxyBody>>, CommandError> {
+    let mut read = HeaderMap::new();
+    if let Some((start, end)) = range {
+        read.insert(http::header::RANGE, HeaderValue::from_str(&format!("bytes={start}-{end}"))?);
+    }
+    let resp = match source {
+        Source::Plaintext => {
+            read.insert(http::header::IF_MATCH, etag.clone());
+            path.upstream().send_buffered(Method::GET, object, read, Bytes::new()).await?
+        }
+        Source::Legacy => {
+            let client = crate::s3::etag::client_etag(etag.to_str().unwrap_or_default());
+            read.insert(http::header::IF_MATCH, HeaderValue::from_str(&client)?);
+            path.read_object(object, read).await?
+        }
+    };
+    let expected = if range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
+    match resp.status() {
+        StatusCode::PRECONDITION_FAILED => Ok(None),
+        s if s == expected => Ok(Some(resp)),
+        _ => {
+            let (status, _, body) = body_of(resp).await?;
+            Err(s3_error(if range.is_some() { "ranged GET" } else { "GET" }, status, &body))
+        }
+    }
+}
+
 /// Rewrites a large object as an encrypted multipart upload, one ranged,
 /// ETag-pinned read per part; `Complete` carries `If-Match` too.
+#[allow(clippy::too_many_arguments)]
 async fn migrate_multipart(
     path: &RequestPath,
     bucket: &str,
@@ -78,6 +128,7 @@ async fn migrate_multipart(
     etag: &HeaderValue,
     len: u64,
     part_len: u64,
+    from: Source,
 ) -> Result<Outcome, CommandError> {
     let object = S3Request::internal(bucket, Some(key), vec![]);
     let upload = path.create_encrypted_upload(bucket, key, headers).await?;
@@ -91,19 +142,17 @@ async fn migrate_multipart(
     for (index, start) in (0..len).step_by(part_len as usize).enumerate() {
         let end = (start + part_len).min(len) - 1;
         table.push((index as u32 + 1, end + 1 - start));
-        let mut read = HeaderMap::new();
-        read.insert(http::header::IF_MATCH, etag.clone());
-        read.insert(http::header::RANGE, HeaderValue::from_str(&format!("bytes={start}-{end}"))?);
-        let source = path.upstream().send_buffered(Method::GET, &object, read, Bytes::new()).await?;
-        if source.status() == StatusCode::PRECONDITION_FAILED {
-            abort().await;
-            return Ok(Outcome::Skipped("changed since it was listed".to_owned()));
-        }
-        if source.status() != StatusCode::PARTIAL_CONTENT {
-            abort().await;
-            let (status, _, body) = body_of(source).await?;
-            return Err(s3_error("ranged GET", status, &body));
-        }
+        let source = match read_source(path, &object, from, etag, Some((start, end))).await {
+            Ok(Some(source)) => source,
+            Ok(None) => {
+                abort().await;
+                return Ok(Outcome::Skipped("changed since it was listed".to_owned()));
+            }
+            Err(e) => {
+                abort().await;
+                return Err(e);
+            }
+        };
         let mut part_headers = HeaderMap::new();
         part_headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(end + 1 - start));
         let number = index as u32 + 1;
@@ -138,8 +187,9 @@ async fn migrate_multipart(
     let completed = xml::texts_of(&body, b"ETag")?.pop().ok_or(CommandError::Object("Complete gave no ETag"))?;
     let completed = HeaderValue::from_str(&completed)?;
     let layout = ObjectLayout::from_parts(&table)?;
+    let done = if from == Source::Legacy { Outcome::Upgraded } else { Outcome::Encrypted };
     match path.copier().seal_completed(&object, &upload.pending(), &upload.data_key.key, &layout, &completed).await {
-        Ok(_) => Ok(Outcome::Encrypted),
+        Ok(_) => Ok(done),
         // Another writer replaced it after the Complete: theirs stands.
         Err(crate::error::ProxyError::ObjectChanged(_)) => {
             Ok(Outcome::Skipped("changed while it was being encrypted".to_owned()))
@@ -196,31 +246,51 @@ async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, args: &Migrate
     if !status.is_success() {
         return Err(s3_error("HEAD", status, &body));
     }
-    match EnvelopeMetadata::from_headers(&head) {
+    let from = match EnvelopeMetadata::from_headers(&head) {
         Ok(Some(EnvelopeMetadata { layout: StoredLayout::MultipartPending, .. })) => {
             return Ok(Outcome::Refused(PENDING.to_owned()));
         }
+        Ok(Some(e)) if e.auth.is_none() && args.upgrade => Source::Legacy,
         Ok(Some(_)) => return Ok(Outcome::AlreadyEncrypted),
-        Ok(None) => {}
+        Ok(None) => Source::Plaintext,
         // A broken envelope is not plaintext: rewriting it would bury the evidence.
         Err(e) => return Err(CommandError::MalformedEnvelope(e)),
-    }
-    let len: u64 = head
+    };
+    let stored_len: u64 = head
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .ok_or(CommandError::Object("HEAD gave no length"))?;
     let etag = head.get(http::header::ETAG).cloned().ok_or(CommandError::Object("HEAD gave no ETag"))?;
-    // Plaintext is what migrate encrypts; ciphertext without its envelope
-    // is evidence, and encrypting it would lose the original data key's
-    // only record.
-    match lead_of(path.upstream(), &object, &etag, len).await? {
-        Lead::Ciphertext => return Ok(Outcome::Refused(STRIPPED.to_owned())),
-        Lead::Changed => return Ok(Outcome::Skipped("changed since it was listed".to_owned())),
-        Lead::Other => {}
-    }
-    if earlier_version_encrypted(path, bucket, key).await? {
-        return Ok(Outcome::Refused(EARLIER_ENCRYPTED.to_owned()));
-    }
+    let len = if from == Source::Plaintext {
+        // Plaintext is what migrate encrypts; ciphertext without its
+        // envelope is evidence, and encrypting it would lose the original
+        // data key's only record.
+        match lead_of(path.upstream(), &object, &etag, stored_len).await? {
+            Lead::Ciphertext => return Ok(Outcome::Refused(STRIPPED.to_owned())),
+            Lead::Changed => return Ok(Outcome::Skipped("changed since it was listed".to_owned())),
+            Lead::Other => {}
+        }
+        if earlier_version_encrypted(path, bucket, key).await? {
+            return Ok(Outcome::Refused(EARLIER_ENCRYPTED.to_owned()));
+        }
+        stored_len
+    } else {
+        // The plaintext length, from the verified read path's HEAD.
+        let client = crate::s3::etag::client_etag(etag.to_str().unwrap_or_default());
+        let mut pinned = HeaderMap::new();
+        pinned.insert(http::header::IF_MATCH, HeaderValue::from_str(&client)?);
+        let resp = path.head_object_checked(&object, pinned).await?;
+        if resp.status() == StatusCode::PRECONDITION_FAILED {
+            return Ok(Outcome::Skipped("changed since it was listed".to_owned()));
+        }
+        if !resp.status().is_success() {
+            return Err(CommandError::Answered { operation: "HEAD", status: resp.status() });
+        }
+        resp.headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .ok_or(CommandError::Object("HEAD gave no length"))?
+    };
     if dry_run {
         return Ok(Outcome::WouldEncrypt);
     }
@@ -231,23 +301,17 @@ async fn migrate_one(path: &RequestPath, bucket: &str, key: &str, args: &Migrate
     }
     let part_len = u64::from(args.part_size_mib) << 20;
     if len > part_len {
-        return migrate_multipart(path, bucket, key, headers, &etag, len, part_len).await;
+        return migrate_multipart(path, bucket, key, headers, &etag, len, part_len, from).await;
     }
     headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
     headers.insert(http::header::IF_MATCH, etag.clone());
     // Read exactly what was examined: a change since the HEAD fails here.
-    let mut read_headers = HeaderMap::new();
-    read_headers.insert(http::header::IF_MATCH, etag);
-    let source = path.upstream().send_buffered(Method::GET, &object, read_headers, Bytes::new()).await?;
-    if source.status() == StatusCode::PRECONDITION_FAILED {
+    let Some(source) = read_source(path, &object, from, &etag, None).await? else {
         return Ok(Outcome::Skipped("changed since it was listed".to_owned()));
-    }
-    if !source.status().is_success() {
-        let (status, _, body) = body_of(source).await?;
-        return Err(s3_error("GET", status, &body));
-    }
+    };
     let written = path.put_encrypted(bucket, key, headers, source.into_body()).await?;
     match written.status() {
+        s if s.is_success() && from == Source::Legacy => Ok(Outcome::Upgraded),
         s if s.is_success() => Ok(Outcome::Encrypted),
         StatusCode::PRECONDITION_FAILED => Ok(Outcome::Skipped("changed while it was being encrypted".to_owned())),
         status => Err(CommandError::Answered { operation: "PUT", status }),
@@ -275,6 +339,7 @@ pub async fn run(settings: &Settings, args: &MigrateArgs) -> Result<(), CommandE
         for key in page {
             match migrate_one(&path, &args.walk.bucket, &key, args).await {
                 Ok(Outcome::Encrypted) => summary.encrypted += 1,
+                Ok(Outcome::Upgraded) => summary.upgraded += 1,
                 Ok(Outcome::WouldEncrypt) => summary.would_encrypt += 1,
                 Ok(Outcome::AlreadyEncrypted) => summary.already_encrypted += 1,
                 Ok(Outcome::Skipped(why)) => {
@@ -309,8 +374,9 @@ pub async fn run(settings: &Settings, args: &MigrateArgs) -> Result<(), CommandE
     progress.finish_and_clear();
     let verb = if args.walk.dry_run { "would encrypt" } else { "encrypted" };
     println!(
-        "{verb}: {}, already encrypted: {}, skipped: {}, failed: {}, refused: {}",
+        "{verb}: {}, upgraded to format 3: {}, already encrypted: {}, skipped: {}, failed: {}, refused: {}",
         summary.encrypted + summary.would_encrypt,
+        summary.upgraded,
         summary.already_encrypted,
         summary.skipped.len(),
         summary.failed.len(),

@@ -103,6 +103,10 @@ pub enum ProxyError {
     )]
     Format1Refused,
     #[error(
+        "The object was written before format 3, so nothing binds it to its name, and CLOUDTASER_S3PROXY_LEGACY_FORMATS is refuse."
+    )]
+    LegacyFormatRefused,
+    #[error(
         "The specified multipart upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
     )]
     NoSuchUpload,
@@ -147,7 +151,7 @@ impl ProxyError {
         use StatusCode as S;
         match self {
             MissingContentLength => (S::LENGTH_REQUIRED, "MissingContentLength"),
-            AccessDenied(_) | Denied(_) | NotEncrypted | NotEncryptedSource | Format1Refused => {
+            AccessDenied(_) | Denied(_) | NotEncrypted | NotEncryptedSource | Format1Refused | LegacyFormatRefused => {
                 (S::FORBIDDEN, "AccessDenied")
             }
             KeyRefused(_) => (S::FORBIDDEN, "KMS.AccessDeniedException"),

@@ -73,6 +73,8 @@ pub enum RequestError {
     RepeatedHeader { name: String },
     #[error("Unknown metadata directive.")]
     MetadataDirective,
+    #[error("Unknown tagging directive.")]
+    TaggingDirective,
     #[error("The trailer {name} is not supported.")]
     UnsupportedTrailer { name: String },
     #[error("Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.")]

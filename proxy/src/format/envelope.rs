@@ -63,7 +63,13 @@ pub fn envelope_bytes(envelope: &EnvelopeMetadata, name: ObjectName<'_>) -> Opti
             }
             out.extend_from_slice(&sealed.tag);
         }
-        StoredLayout::Multipart | StoredLayout::MultipartPending => return None,
+        // Pending: only the name and key, so that a seal can tell that the
+        // parts it finds were uploaded for this name.
+        StoredLayout::MultipartPending => {
+            out.extend_from_slice(&0u64.to_be_bytes());
+            out.push(3);
+        }
+        StoredLayout::Multipart => return None,
     }
     Some(out)
 }
@@ -264,8 +270,13 @@ mod tests {
             let other = EnvelopeMetadata { auth: Some(Authenticated { binding: Binding::Key, mac }), ..other };
             assert_eq!(verify_envelope(&KEY, &other, NAME), Err(FormatError::Envelope));
         }
+        // A pending envelope is bound to its name, and is no sealed one.
         let pending = EnvelopeMetadata { layout: StoredLayout::MultipartPending, salt: None, ..single(Binding::Key) };
-        assert!(with_mac(&KEY, pending, NAME).is_none());
+        let pending = with_mac(&KEY, pending, NAME).unwrap();
+        assert_eq!(verify_envelope(&KEY, &pending, NAME), Ok(()));
+        assert!(verify_envelope(&KEY, &pending, ObjectName { bucket: "b", key: "dir/b" }).is_err());
+        let relabelled = EnvelopeMetadata { layout: env.layout.clone(), ..pending };
+        assert!(verify_envelope(&KEY, &relabelled, NAME).is_err());
     }
 
     #[test]

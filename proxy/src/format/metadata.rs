@@ -245,8 +245,6 @@ impl EnvelopeMetadata {
                         .and_then(|b| <[u8; ENVELOPE_MAC_LEN]>::try_from(b).ok())
                         .ok_or(MetadataError(META_MAC))?,
                 ),
-                // Only a pending object, never served, has no MAC yet.
-                None if matches!(layout, StoredLayout::MultipartPending) => None,
                 None => return Err(MetadataError(META_MAC)),
             };
             Some(Authenticated { binding, mac })
@@ -391,5 +389,53 @@ mod tests {
             broken(&|h| drop(h.insert(META_SALT, hex::encode([1u8; 32]).parse().unwrap()))),
             Err(MetadataError(META_SALT))
         );
+    }
+
+    #[test]
+    fn format_3_envelopes_round_trip_and_need_their_mac_binding_and_table() {
+        let auth = Some(Authenticated { binding: Binding::BucketKey, mac: Some([4; 32]) });
+        let single = EnvelopeMetadata {
+            wrapped_key: "vault:v1:abc".into(),
+            transit_key: "k".into(),
+            layout: StoredLayout::Single(42),
+            salt: Some([7; 32]),
+            auth,
+        };
+        let sealed = EnvelopeMetadata {
+            layout: StoredLayout::MultipartSealed(SealedParts {
+                total: 15,
+                table: Some(vec![(1, 10), (3, 5)]),
+                tag: [9; 32],
+            }),
+            salt: None,
+            ..single.clone()
+        };
+        let pending = EnvelopeMetadata { layout: StoredLayout::MultipartPending, salt: None, ..single.clone() };
+        for m in [&single, &sealed, &pending] {
+            let h = headers_of(m);
+            assert_eq!(h.get(META_FORMAT).unwrap(), "3");
+            assert_eq!(h.get(META_BINDING).unwrap(), "bucket-key");
+            assert_eq!(EnvelopeMetadata::from_headers(&h).unwrap().as_ref(), Some(m));
+            for field in [META_MAC, META_BINDING] {
+                let mut broken = h.clone();
+                broken.remove(field);
+                assert_eq!(EnvelopeMetadata::from_headers(&broken), Err(MetadataError(field)));
+            }
+        }
+        let h = headers_of(&sealed);
+        assert!(h.contains_key(META_STREAMS) && !h.contains_key(META_MANIFEST));
+        let mut no_table = h.clone();
+        no_table.remove(META_PARTS);
+        assert_eq!(EnvelopeMetadata::from_headers(&no_table), Err(MetadataError(META_PARTS)));
+        let mut other_binding = headers_of(&single);
+        other_binding.insert(META_BINDING, "bucket".parse().unwrap());
+        assert_eq!(EnvelopeMetadata::from_headers(&other_binding), Err(MetadataError(META_BINDING)));
+        // Format 2 fields under a format-3 label, and the reverse, are refused.
+        let mut with_manifest = h.clone();
+        with_manifest.insert(META_MANIFEST, hex::encode([1u8; 32]).parse().unwrap());
+        assert_eq!(EnvelopeMetadata::from_headers(&with_manifest), Err(MetadataError(META_MANIFEST)));
+        let mut v1 = headers_of(&single);
+        v1.insert(META_FORMAT, "1".parse().unwrap());
+        assert_eq!(EnvelopeMetadata::from_headers(&v1), Err(MetadataError(META_BINDING)));
     }
 }

@@ -600,4 +600,45 @@ mod tests {
         assert_eq!(open_layout(&layout_empty, &with_empty, true).unwrap(), data);
         assert_eq!(open_layout(&layout_empty, &ct, true), Err(FormatError::Truncated));
     }
+
+    fn seal_v3(data: &[u8], part: u32, salt: u8) -> Vec<u8> {
+        seal_header(data, 10_000, Header::new(part, data.len() as u64, [salt; 32]).unwrap().format_3())
+    }
+
+    fn headers_digest(ct: &[u8], layout: &ObjectLayout) -> [u8; 32] {
+        let headers: Vec<[u8; HEADER_LEN]> = layout
+            .streams()
+            .iter()
+            .map(|s| ct[s.stored_start as usize..s.stored_start as usize + HEADER_LEN].try_into().unwrap())
+            .collect();
+        crate::format::streams_digest(&headers)
+    }
+
+    #[test]
+    fn format_3_whole_reads_check_every_header_before_the_last_stream() {
+        let seg = SEGMENT_LEN as usize;
+        let (a, b): (Vec<u8>, Vec<u8>) = ((0..2 * seg + 5).map(|i| i as u8).collect(), vec![9u8; 1000]);
+        let ct = [seal_v3(&a, 1, 1), seal_v3(&b, 2, 2)].concat();
+        let layout = ObjectLayout::from_parts(&[(1, a.len() as u64), (2, b.len() as u64)]).unwrap();
+        let digest = headers_digest(&ct, &layout);
+        let whole = |ct: &[u8], digest: [u8; 32]| {
+            let opener = Opener::whole(key(), layout.clone()).manifest_checked().require_version(3);
+            let mut out = Vec::new();
+            let mut opener = opener.expect_streams(digest);
+            let result = opener.update(ct, &mut out).and_then(|_| opener.finish(&mut out));
+            (result, out.concat())
+        };
+        let (ok, plain) = whole(&ct, digest);
+        assert_eq!((ok, plain), (Ok(()), [a.clone(), b.clone()].concat()));
+        // Another attempt at part 2 (same number and length, another salt):
+        // refused before any byte of it is released.
+        let other = [seal_v3(&a, 1, 1), seal_v3(&b, 2, 3)].concat();
+        let (err, plain) = whole(&other, digest);
+        assert_eq!(err, Err(FormatError::Streams));
+        assert!(plain.len() <= a.len() && !plain.windows(16).any(|w| w == &b[..16]));
+        // Version-2 streams, or a v3 stream under an opener for formats 1/2, are refused.
+        let v2 = [seal_v2(&a, 1), seal_v2(&b, 2)].concat();
+        assert_eq!(whole(&v2, headers_digest(&v2, &layout)).0, Err(FormatError::VersionMismatch(2)));
+        assert_eq!(open_layout(&layout, &ct, true), Err(FormatError::VersionMismatch(3)));
+    }
 }

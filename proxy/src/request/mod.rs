@@ -81,6 +81,10 @@ pub struct RequestPath {
     format_1_multipart_reads: bool,
     /// Which name a new object's envelope MAC binds (`CLOUDTASER_S3PROXY_NAME_BINDING`).
     binding: crate::format::Binding,
+    /// Whether objects of formats 1 and 2 are read (`CLOUDTASER_S3PROXY_LEGACY_FORMATS`).
+    legacy_reads: bool,
+    /// Whether `ctu1.` upload ids are accepted (`CLOUDTASER_S3PROXY_LEGACY_UPLOAD_IDS`).
+    legacy_upload_ids: bool,
     /// How long Complete waits for the seal before answering 200 with
     /// keep-alive spaces, and the time between spaces.
     complete_keepalive: Duration,
@@ -112,6 +116,8 @@ impl RequestPath {
             seal_method: seal::SealMethod::PartCopy,
             format_1_multipart_reads: true,
             binding: crate::format::Binding::default(),
+            legacy_reads: true,
+            legacy_upload_ids: false,
             complete_keepalive: Duration::from_secs(5),
             keep_digests: Default::default(),
             seals: Default::default(),
@@ -134,6 +140,12 @@ impl RequestPath {
     /// before format 2) are read at all. Once `seal` has upgraded a
     /// bucket, refusing them also stops a sealed object from being
     /// relabelled as format 1 and cut short.
+    pub fn with_legacy_formats(mut self, reads: bool, upload_ids: bool) -> Self {
+        self.legacy_reads = reads;
+        self.legacy_upload_ids = upload_ids;
+        self
+    }
+
     pub fn with_name_binding(mut self, binding: crate::format::Binding) -> Self {
         self.binding = binding;
         self

@@ -14,12 +14,12 @@ use super::{RequestPath, collect_small, header_value, read_small_body, reject_re
 use crate::body::ProxyBody;
 use crate::error::{ArgumentError, InternalError, MissingPart, ProxyError, RequestError, UpstreamFailure};
 use crate::format::{
-    EnvelopeMetadata, MAX_PART_TABLE_LEN, MULTIPART_VERSION, ObjectLayout, StoredLayout, VERSION_3,
-    encode_part_table, open_customer_key, plaintext_len, seal_customer_key, upload_id_tag, verify_upload_id_tag,
+    EnvelopeMetadata, MAX_PART_TABLE_LEN, MULTIPART_VERSION, ObjectLayout, StoredLayout, VERSION_3, encode_part_table,
+    open_customer_key, plaintext_len, seal_customer_key, upload_id_tag, verify_upload_id_tag, with_mac,
 };
-use crate::s3::sse_c::CustomerKey;
 use crate::s3::classify::{S3Request, copy_source};
 use crate::s3::headers::remove_checksum_headers;
+use crate::s3::sse_c::CustomerKey;
 use crate::s3::upload_id::{self, UploadId, UploadKey};
 use crate::s3::xml;
 use crate::stream::checksum::{
@@ -258,6 +258,12 @@ impl RequestPath {
         s3: &S3Request,
         key: &UploadKey,
     ) -> Result<(std::sync::Arc<crate::keys::DataKey>, u8), ProxyError> {
+        // A format-2 id binds nothing: taken only while uploads opened
+        // before format 3 finish (CLOUDTASER_S3PROXY_LEGACY_UPLOAD_IDS).
+        if key.tag.is_none() && !self.legacy_upload_ids {
+            tracing::info!("a format-2 upload id was refused");
+            return Err(ProxyError::NoSuchUpload);
+        }
         let data_key = self.upload_data_key(key).await?;
         let Some(tag) = &key.tag else { return Ok((data_key, MULTIPART_VERSION)) };
         let upstream = s3.query_value("uploadId").unwrap_or_default();
@@ -281,8 +287,8 @@ impl RequestPath {
         }
         let Some(sealed) = &key.sse_c else { return Ok(None) };
         let upstream = s3.query_value("uploadId").unwrap_or_default();
-        let bytes =
-            open_customer_key(data_key.bytes(), object_name(s3), upstream, sealed).map_err(|_| ProxyError::NoSuchUpload)?;
+        let bytes = open_customer_key(data_key.bytes(), object_name(s3), upstream, sealed)
+            .map_err(|_| ProxyError::NoSuchUpload)?;
         CustomerKey::from_key_bytes(&bytes).map(Some).ok_or(ProxyError::NoSuchUpload)
     }
 
@@ -306,6 +312,9 @@ impl RequestPath {
         // Pending until CompleteMultipartUpload seals the part table. Each
         // part stream has its own salt; the upload's key is never shared.
         let envelope = self.envelope(&data_key.wrapped, StoredLayout::MultipartPending);
+        // The pending envelope is bound to its name too: nobody can rebuild
+        // the parts under another key for a seal to make authentic there.
+        let envelope = with_mac(data_key.key.bytes(), envelope, object_name(s3)).ok_or(InternalError::Envelope)?;
         // Parts carry checksums of ciphertext the client never declared.
         remove_checksum_headers(&mut headers);
         for (name, value) in envelope.to_headers() {
@@ -318,18 +327,19 @@ impl RequestPath {
         };
         let name = object_name(s3);
         let map = |element: &[u8], upstream: &str| {
-            (element == b"UploadId").then(|| {
-                let tag = upload_id_tag(data_key.key.bytes(), name, upstream).to_vec();
-                let sse_c = customer.as_ref().map(|c| seal_customer_key(data_key.key.bytes(), name, upstream, c));
-                let key = UploadKey {
-                    transit_key: envelope.transit_key.clone(),
-                    wrapped_key: envelope.wrapped_key.clone(),
-                    tag: Some(tag),
-                    sse_c: sse_c.transpose().ok()?,
-                };
-                Some(upload_id::encode(upstream, &key))
-            })
-            .flatten()
+            (element == b"UploadId")
+                .then(|| {
+                    let tag = upload_id_tag(data_key.key.bytes(), name, upstream).to_vec();
+                    let sse_c = customer.as_ref().map(|c| seal_customer_key(data_key.key.bytes(), name, upstream, c));
+                    let key = UploadKey {
+                        transit_key: envelope.transit_key.clone(),
+                        wrapped_key: envelope.wrapped_key.clone(),
+                        tag: Some(tag),
+                        sse_c: sse_c.transpose().ok()?,
+                    };
+                    Some(upload_id::encode(upstream, &key))
+                })
+                .flatten()
         };
         let xml = xml::rewrite(&doc, &map)?;
         Ok(respond::buffered(parts.headers, parts.status, xml))
@@ -347,6 +357,8 @@ impl RequestPath {
         crate::s3::metadata::remove_plaintext_digests(&mut headers, self.keep_digests);
         let data_key = self.keys.generate_fresh().await?;
         let envelope = self.envelope(&data_key.wrapped, StoredLayout::MultipartPending);
+        let name = crate::format::ObjectName { bucket, key };
+        let envelope = with_mac(data_key.key.bytes(), envelope, name).ok_or(InternalError::Envelope)?;
         for (name, value) in envelope.to_headers() {
             headers.insert(name, header_value(&value)?);
         }
@@ -491,8 +503,7 @@ impl RequestPath {
         let len = read.headers().get(http::header::CONTENT_LENGTH).cloned().ok_or(InternalError::CopySourceLength)?;
         let mut headers = HeaderMap::new();
         headers.insert(http::header::CONTENT_LENGTH, len);
-        let uploaded =
-            self.seal_and_send(&s3, headers, read.into_body(), &data_key, (number, version), None).await?;
+        let uploaded = self.seal_and_send(&s3, headers, read.into_body(), &data_key, (number, version), None).await?;
         if !uploaded.status().is_success() {
             return Ok(uploaded);
         }

@@ -15,8 +15,8 @@ use super::{RequestPath, envelope_of, header_value, reject_reserved_metadata};
 use crate::body::{ProxyBody, boxed, empty};
 use crate::error::{ArgumentError, InternalError, ProxyError, RequestError, UpstreamFailure};
 use crate::format::{
-    Authenticated, EnvelopeMetadata, FormatError, HEADER_LEN, Header, Sealer, StoredLayout, VERSION_3,
-    ciphertext_len, with_mac,
+    Authenticated, EnvelopeMetadata, FormatError, HEADER_LEN, Header, Sealer, StoredLayout, VERSION_3, ciphertext_len,
+    with_mac,
 };
 use crate::keys::DataKey;
 use crate::metrics::{BytesKind, Direction, metrics};
@@ -193,6 +193,26 @@ impl RequestPath {
             resp.extensions_mut().insert(digests);
         }
         Ok(resp)
+    }
+
+    /// GetObject through the read path, for the admin tools (`migrate
+    /// --upgrade`): verified plaintext, or an S3 error.
+    pub async fn read_object(&self, s3: &S3Request, headers: HeaderMap) -> Result<Response<ProxyBody>, ProxyError> {
+        self.get_object(s3, headers).await
+    }
+
+    /// HeadObject through the read path, for the admin tools: the object's
+    /// plaintext length once its envelope and layout are checked.
+    pub async fn head_object_checked(
+        &self,
+        s3: &S3Request,
+        headers: HeaderMap,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let mut request = http::Request::new(());
+        *request.method_mut() = Method::HEAD;
+        *request.headers_mut() = headers;
+        let (parts, ()) = request.into_parts();
+        self.head_object(s3, parts).await
     }
 
     pub(super) async fn head_object(&self, s3: &S3Request, parts: Parts) -> Result<Response<ProxyBody>, ProxyError> {
@@ -518,6 +538,7 @@ impl RequestPath {
             Err(e) => return Err(ProxyError::Envelope(e)),
         };
         let etag = head.headers().get(http::header::ETAG).ok_or(malformed("no ETag on the copy source"))?;
+        let mut multipart_layout = None;
         if envelope.auth.is_some() {
             // Format 3: the source is verified under its own name, and the
             // copy gets a MAC for its new name (a metadata-only REPLACE; no
@@ -525,13 +546,13 @@ impl RequestPath {
             // copied onto its key by someone with the store's credentials,
             // is not copied.
             let stored_len = content_length(head.headers()).ok_or(malformed("no stored length"))?;
-            self.stored_layout(&source, &envelope, stored_len, Some(etag), None).await?;
+            let checked = self.stored_layout(&source, &envelope, stored_len, Some(etag), None).await?;
+            multipart_layout = (checked.layout.parts > 1).then_some(checked.layout);
             let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
-            let rebound = EnvelopeMetadata {
-                auth: Some(Authenticated { binding: self.binding, mac: None }),
-                ..envelope.clone()
-            };
-            let rebound = with_mac(key.bytes(), rebound, super::stored::object_name(s3)).ok_or(InternalError::Envelope)?;
+            let rebound =
+                EnvelopeMetadata { auth: Some(Authenticated { binding: self.binding, mac: None }), ..envelope.clone() };
+            let rebound =
+                with_mac(key.bytes(), rebound, super::stored::object_name(s3)).ok_or(InternalError::Envelope)?;
             if !replace {
                 // COPY, as S3 does it: the source's metadata and content headers.
                 let kept = super::seal::kept_headers(head.headers());
@@ -546,6 +567,8 @@ impl RequestPath {
             for (name, value) in rebound.to_headers() {
                 headers.insert(name, header_value(&value)?);
             }
+        } else if !self.legacy_reads {
+            return Err(ProxyError::LegacyFormatRefused);
         } else if replace {
             for (name, value) in envelope.to_headers() {
                 headers.insert(name, header_value(&value)?);
@@ -553,7 +576,19 @@ impl RequestPath {
         }
         // Copy exactly what was examined: the source as parsed, re-encoded,
         // pinned to the ETag the examination saw.
-        headers.insert("x-amz-copy-source", header_value(&copy_source_header(&source))?);
+        let source_header = header_value(&copy_source_header(&source))?;
+        // A multipart source is copied part for part, as the seal does, so the
+        // copy keeps its `-N` ETag and listings report its exact size; a
+        // CopyObject would list 52 bytes too large per extra part. Not where
+        // the upstream has no UploadPartCopy (GCS), nor under SSE-C.
+        if let Some(layout) = multipart_layout
+            && self.seal_method == super::seal::SealMethod::PartCopy
+            && s3.sse_c.is_none()
+            && source.sse_c.is_none()
+        {
+            return self.copy_multipart(s3, &source, headers, source_header, etag, &layout).await;
+        }
+        headers.insert("x-amz-copy-source", source_header);
         headers.insert("x-amz-copy-source-if-match", etag.clone());
         let resp = self.send_buffered(Method::PUT, s3, headers, Bytes::new()).await?;
         let (parts, doc) = match answers::accept_control(Step::Control, resp).await? {
@@ -563,6 +598,59 @@ impl RequestPath {
         let map = |name: &[u8], text: &str| (name == b"ETag").then(|| crate::s3::etag::client_etag(text));
         let doc = crate::s3::xml::rewrite(&doc, &map)?;
         Ok(respond::buffered(parts.headers, parts.status, doc))
+    }
+}
+
+impl RequestPath {
+    /// CopyObject of a format-3 multipart source as a multipart copy (one
+    /// UploadPartCopy per stream). `headers` are the copy's, with the
+    /// destination's envelope in place; the source's tags go along unless
+    /// the tagging directive replaces them, and the destination's
+    /// conditions go with the Complete.
+    async fn copy_multipart(
+        &self,
+        s3: &S3Request,
+        source: &S3Request,
+        mut headers: HeaderMap,
+        source_header: HeaderValue,
+        etag: &HeaderValue,
+        layout: &crate::format::ObjectLayout,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let replace_tags = match headers.remove("x-amz-tagging-directive").map(|v| v.as_bytes().to_ascii_uppercase()) {
+            None => false,
+            Some(v) if v == b"COPY" => false,
+            Some(v) if v == b"REPLACE" => true,
+            Some(_) => return Err(RequestError::TaggingDirective.into()),
+        };
+        headers.remove("x-amz-metadata-directive");
+        if !replace_tags {
+            headers.remove("x-amz-tagging");
+            let tagged = super::seal::object_tagging(&self.upstream, source).await?;
+            if let Some(tags) = tagged {
+                headers.insert("x-amz-tagging", header_value(&tags)?);
+            }
+        }
+        let mut conditions = HeaderMap::new();
+        for name in [http::header::IF_MATCH, http::header::IF_NONE_MATCH] {
+            if let Some(v) = headers.remove(&name) {
+                conditions.insert(name, v);
+            }
+        }
+        let dest = S3Request { query: Vec::new(), ..s3.clone() };
+        let copied = self.copier().copy_by_parts(&source_header, etag, &dest, headers, conditions, layout).await?;
+        let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+            .fmt(aws_smithy_types::date_time::Format::DateTime)
+            .unwrap_or_default();
+        let doc = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{now}</LastModified><ETag>{}</ETag></CopyObjectResult>",
+            quick_xml::escape::escape(crate::s3::etag::client_etag(&copied.etag))
+        );
+        let mut out = HeaderMap::new();
+        out.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        if let Some(version) = copied.version_id {
+            out.insert("x-amz-version-id", version);
+        }
+        Ok(respond::buffered(out, StatusCode::OK, Bytes::from(doc)))
     }
 }
 

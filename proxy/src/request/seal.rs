@@ -24,7 +24,7 @@ use crate::body::ProxyBody;
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::format::{
     EnvelopeMetadata, FormatError, HEADER_LEN, Header, MAX_PART_TABLE_LEN, ObjectLayout, ObjectName, SealedParts,
-    StoredLayout, VERSION_3, encode_part_table, manifest_tag, streams_digest, with_mac,
+    StoredLayout, VERSION_3, encode_part_table, manifest_tag, streams_digest, verify_envelope, with_mac,
 };
 use crate::keys::DataKey;
 use crate::s3::classify::S3Request;
@@ -313,6 +313,14 @@ impl SelfCopier {
             }
             _ => return Err(ProxyError::ObjectChanged("sealed")),
         };
+        // A format-3 pending envelope is bound to its name: parts rebuilt
+        // under another key by someone with the store's credentials are
+        // not made authentic there.
+        let name =
+            ObjectName { bucket: object.bucket.as_deref().unwrap_or(""), key: object.key.as_deref().unwrap_or("") };
+        if stored.auth.is_some() {
+            verify_envelope(key.bytes(), &stored, name).map_err(ProxyError::Ciphertext)?;
+        }
         let mut headers = kept_headers(head.headers());
         if head.headers().get("x-amz-tagging-count").is_some_and(|c| c != "0")
             && let Some(tags) = object_tagging(&self.upstream, &without_customer_key(&object)).await?
@@ -325,7 +333,6 @@ impl SelfCopier {
             Some(_) => Some(self.stream_headers_digest(&object, etag, layout).await?),
             None => None,
         };
-        let name = ObjectName { bucket: object.bucket.as_deref().unwrap_or(""), key: object.key.as_deref().unwrap_or("") };
         for (name, value) in sealed_envelope(&stored, key, layout, streams, name)?.to_headers() {
             headers.insert(name, super::header_value(&value)?);
         }
@@ -368,29 +375,38 @@ impl SelfCopier {
         // Boxed for the same reason as `copy_streams`' futures.
         type Read<'a> =
             std::pin::Pin<Box<dyn std::future::Future<Output = Result<[u8; HEADER_LEN], ProxyError>> + Send + 'a>>;
-        let reads: Vec<Read<'_>> = layout.streams().iter().map(|stream| {
-            let stream = *stream;
-            Box::pin(async move {
-                let last = stream.stored_start + HEADER_LEN as u64 - 1;
-                let mut headers = HeaderMap::new();
-                headers.insert(http::header::RANGE, super::header_value(&format!("bytes={}-{last}", stream.stored_start))?);
-                headers.insert(http::header::IF_MATCH, etag.clone());
-                let resp = self.upstream.send_buffered(Method::GET, object, headers, Bytes::new()).await?;
-                if resp.status() == StatusCode::PRECONDITION_FAILED {
-                    return Err(CHANGED);
-                }
-                answers::range_answered(Step::ObjectRead, resp.headers(), stream.stored_start, last)?;
-                let bytes = super::collect_small(resp.into_body()).await?;
-                let header = Header::decode(&bytes).map_err(ProxyError::Ciphertext)?;
-                if header.version != VERSION_3 {
-                    return Err(ProxyError::Ciphertext(FormatError::VersionMismatch(header.version)));
-                }
-                if header.part_number != stream.part_number || header.plaintext_len != stream.plaintext_len {
-                    return Err(ProxyError::Ciphertext(FormatError::MalformedHeader("stream is not the expected part")));
-                }
-                Ok::<_, ProxyError>(header.encode())
-            }) as Read<'_>
-        }).collect();
+        let reads: Vec<Read<'_>> = layout
+            .streams()
+            .iter()
+            .map(|stream| {
+                let stream = *stream;
+                Box::pin(async move {
+                    let last = stream.stored_start + HEADER_LEN as u64 - 1;
+                    let mut headers = HeaderMap::new();
+                    headers.insert(
+                        http::header::RANGE,
+                        super::header_value(&format!("bytes={}-{last}", stream.stored_start))?,
+                    );
+                    headers.insert(http::header::IF_MATCH, etag.clone());
+                    let resp = self.upstream.send_buffered(Method::GET, object, headers, Bytes::new()).await?;
+                    if resp.status() == StatusCode::PRECONDITION_FAILED {
+                        return Err(CHANGED);
+                    }
+                    answers::range_answered(Step::ObjectRead, resp.headers(), stream.stored_start, last)?;
+                    let bytes = super::collect_small(resp.into_body()).await?;
+                    let header = Header::decode(&bytes).map_err(ProxyError::Ciphertext)?;
+                    if header.version != VERSION_3 {
+                        return Err(ProxyError::Ciphertext(FormatError::VersionMismatch(header.version)));
+                    }
+                    if header.part_number != stream.part_number || header.plaintext_len != stream.plaintext_len {
+                        return Err(ProxyError::Ciphertext(FormatError::MalformedHeader(
+                            "stream is not the expected part",
+                        )));
+                    }
+                    Ok::<_, ProxyError>(header.encode())
+                }) as Read<'_>
+            })
+            .collect();
         let headers: Vec<[u8; HEADER_LEN]> =
             futures_util::stream::iter(reads).buffered(COPY_CONCURRENCY).try_collect().await?;
         Ok(streams_digest(&headers))
@@ -437,7 +453,25 @@ impl SelfCopier {
         etag: &HeaderValue,
         layout: &ObjectLayout,
     ) -> Result<Sealed, ProxyError> {
-        let source = copy_source(object)?;
+        let mut pinned = HeaderMap::new();
+        pinned.insert(http::header::IF_MATCH, etag.clone());
+        self.copy_by_parts(&copy_source(object)?, etag, object, headers, pinned, layout).await
+    }
+
+    /// A multipart copy of the source `source` names (pinned to `etag`) to
+    /// `dest`, one UploadPartCopy per stream, so the copy keeps the `-N`
+    /// ETag listings compute exact sizes from; `headers` are the new
+    /// object's, `conditions` go with the Complete. Aborted on any failure.
+    pub async fn copy_by_parts(
+        &self,
+        source: &HeaderValue,
+        etag: &HeaderValue,
+        dest: &S3Request,
+        headers: HeaderMap,
+        conditions: HeaderMap,
+        layout: &ObjectLayout,
+    ) -> Result<Sealed, ProxyError> {
+        let object = dest;
         let mut create = object.clone();
         create.query.push(("uploads".into(), String::new()));
         let resp = self.upstream.send_buffered(Method::POST, &create, headers, Bytes::new()).await?;
@@ -446,7 +480,7 @@ impl SelfCopier {
         let upload_id = upload_id.ok_or_else(|| failed("CreateMultipartUpload", StatusCode::OK, &body))?;
         let mut upload = object.clone();
         upload.query.push(("uploadId".into(), upload_id));
-        let result = self.copy_and_complete(&upload, &source, etag, layout).await;
+        let result = self.copy_and_complete(&upload, source, etag, conditions, layout).await;
         if result.is_err() {
             // Aborted whatever failed, so no copy upload (and none of its
             // parts) lingers; its own failure changes nothing more.
@@ -462,12 +496,12 @@ impl SelfCopier {
         upload: &S3Request,
         source: &HeaderValue,
         etag: &HeaderValue,
+        conditions: HeaderMap,
         layout: &ObjectLayout,
     ) -> Result<Sealed, ProxyError> {
         let complete = self.copy_streams(upload, source, etag, layout).await?;
-        let mut pinned = HeaderMap::new();
-        pinned.insert(http::header::IF_MATCH, etag.clone());
-        let resp = self.upstream.send_buffered(Method::POST, &without_customer_key(upload), pinned, complete).await?;
+        let resp =
+            self.upstream.send_buffered(Method::POST, &without_customer_key(upload), conditions, complete).await?;
         let (headers, body) = judged("CompleteMultipartUpload", resp).await?;
         let etag = etag_of("CompleteMultipartUpload", &body)?;
         Ok(Sealed { etag, version_id: headers.get("x-amz-version-id").cloned() })

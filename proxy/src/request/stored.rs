@@ -93,6 +93,9 @@ impl RequestPath {
         if envelope.auth.is_some() {
             return self.authenticated_layout(s3, envelope, stored_len).await;
         }
+        if !self.legacy_reads {
+            return Err(ProxyError::LegacyFormatRefused);
+        }
         let (layout, sealed) = match &envelope.layout {
             StoredLayout::Single(len) => {
                 // Formats 1 and 2 have no MAC: what HEAD reports is checked

@@ -63,7 +63,8 @@ impl CustomerKey {
     /// `None` unless it is the 32-byte AES256 key S3 requires.
     pub fn key_bytes(&self) -> Option<zeroize::Zeroizing<Vec<u8>>> {
         use base64::Engine;
-        let bytes = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(self.key.as_bytes()).ok()?);
+        let bytes =
+            zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(self.key.as_bytes()).ok()?);
         (bytes.len() == 32 && self.algorithm == "AES256").then_some(bytes)
     }
 

@@ -86,7 +86,12 @@ pub fn decode(id: &str) -> UploadId {
             let (transit, wrapped, upstream) = (fields.next()?, fields.next()?, fields.next()?);
             Some(UploadId {
                 upstream: upstream.to_owned(),
-                key: Some(UploadKey { transit_key: text(transit)?, wrapped_key: text(wrapped)?, tag: None, sse_c: None }),
+                key: Some(UploadKey {
+                    transit_key: text(transit)?,
+                    wrapped_key: text(wrapped)?,
+                    tag: None,
+                    sse_c: None,
+                }),
             })
         })
     };

@@ -30,7 +30,7 @@ async fn a_one_part_upload_is_sealed_with_an_authenticated_envelope() {
     assert!(etag.ends_with("-1\""), "{}", done.text());
     let stored = h.s3.object(BUCKET, "mp").unwrap();
     for field in ["mac", "streams", "parts"] {
-        assert!(stored.meta.contains_key(&format!("x-amz-meta-cloudtaser-{field}")), "{:?}", stored.meta);
+        assert!(stored.meta.contains_key(format!("x-amz-meta-cloudtaser-{field}")), "{:?}", stored.meta);
     }
     assert_eq!(stored.meta["x-amz-meta-cloudtaser-format"], "3");
     assert_eq!(stored.meta["x-amz-meta-cloudtaser-layout"], "multipart");
@@ -176,18 +176,25 @@ async fn upload_ids_no_proxy_issued_are_no_such_upload() {
     let key = crate::s3::upload_id::UploadKey {
         transit_key: TRANSIT_KEY.into(),
         wrapped_key: "vault:v1:AAAAAAAAAAE=".into(),
-        tag: None,
+        tag: Some(vec![0; 16]),
+        sse_c: None,
     };
     let upstream = crate::s3::upload_id::decode(&upload).upstream;
     let forged = crate::s3::upload_id::encode(&upstream, &key);
     h.upload_part("fx", &forged, 1, b"x").await.expect_error(404, "NoSuchUpload");
     // A Transit key the proxy is not configured for is refused before Vault.
-    let other = crate::s3::upload_id::UploadKey { transit_key: "other".into(), wrapped_key: key.wrapped_key, tag: None };
+    let other = crate::s3::upload_id::UploadKey { transit_key: "other".into(), ..key.clone() };
     let calls = h.vault.calls().len();
     h.upload_part("fx", &crate::s3::upload_id::encode(&upstream, &other), 1, b"x")
         .await
         .expect_error(404, "NoSuchUpload");
     assert_eq!(h.vault.calls().len(), calls);
+    // A format-2 id (no tag) is refused unless legacy ids are accepted.
+    let legacy = crate::s3::upload_id::UploadKey { tag: None, ..key };
+    h.upload_part("fx", &crate::s3::upload_id::encode(&upstream, &legacy), 1, b"x")
+        .await
+        .expect_error(404, "NoSuchUpload");
+    assert_eq!(h.vault.calls().len(), calls, "refused before Vault");
     assert!(!h.upstream().iter().any(|r| r.method == "PUT"), "no part was sent");
 }
 

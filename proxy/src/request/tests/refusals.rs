@@ -184,7 +184,10 @@ async fn sse_c_multipart_uploads_carry_their_key_sealed_to_the_seal() {
             assert!(!has(r, "x-amz-server-side-encryption-customer-key"), "Completes carry no key");
         }
     }
-    assert!(seal.iter().any(|r| r.method == "PUT" && has(r, "x-amz-copy-source")), "the object was sealed by part copies");
+    assert!(
+        seal.iter().any(|r| r.method == "PUT" && has(r, "x-amz-copy-source")),
+        "the object was sealed by part copies"
+    );
     // The same id under another key cannot open the customer key.
     h.complete("other", &upload, &[(1, "\"x\"".into())]).await.expect_error(404, "NoSuchUpload");
 }

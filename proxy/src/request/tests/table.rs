@@ -74,6 +74,7 @@ async fn every_variant() -> Vec<(ProxyError, u16, &'static str)> {
         (ProxyError::SealPending, 503, "ServiceUnavailable"),
         (ProxyError::KeyRotatedDuringUpload, 503, "ServiceUnavailable"),
         (ProxyError::Format1Refused, 403, "AccessDenied"),
+        (ProxyError::LegacyFormatRefused, 403, "AccessDenied"),
         (ProxyError::NoSuchUpload, 404, "NoSuchUpload"),
         (MissingPart { part: 2 }.into(), 400, "InvalidPart"),
         (ProxyError::InvalidPartOrder, 400, "InvalidPartOrder"),
@@ -122,6 +123,7 @@ async fn every_variant() -> Vec<(ProxyError, u16, &'static str)> {
             | InvalidPart(..)
             | InvalidPartOrder
             | PartTableTooLong
+            | LegacyFormatRefused
             | UnexpectedObject
             | Internal(..) => {}
         }
