@@ -85,7 +85,8 @@ def test_a_stripped_envelope_is_tampering_not_plaintext(stack, client, upstream,
     assert "CTS3" in report["findings"][0]["reason"]
 
     r = tool(stack, "migrate", "--bucket", BUCKET, "--prefix", "strip/", "--quiet", check=1)
-    assert "encrypted: 0, upgraded to format 3: 0, already encrypted: 0, skipped: 0, failed: 0, refused: 1" in r.stdout, r.stdout + r.stderr
+    assert ("encrypted: 0, upgraded to format 3: 0, "
+            "already encrypted: 0, skipped: 0, failed: 0, refused: 1") in r.stdout, r.stdout + r.stderr
     assert "refused: strip/obj" in r.stdout + r.stderr
     stored = upstream.get_object(Bucket=BUCKET, Key="strip/obj")
     assert stored["Body"].read() == ciphertext, "migrate wrote nothing"
@@ -119,11 +120,13 @@ def test_migrate_exits_non_zero_and_records_nothing_past_a_refusal(stack, client
                                                  "cloudtaser-layout": "multipart-pending"})
 
     dry = tool(stack, "migrate", "--bucket", BUCKET, "--prefix", "mix/", "--dry-run", "--quiet", check=1)
-    assert "would encrypt: 2, upgraded to format 3: 0, already encrypted: 0, skipped: 0, failed: 0, refused: 2" in dry.stdout, dry.stdout
+    assert ("would encrypt: 2, upgraded to format 3: 0, "
+            "already encrypted: 0, skipped: 0, failed: 0, refused: 2") in dry.stdout, dry.stdout
     state = tmp_path / "migrate.state"
     r = tool(stack, "migrate", "--bucket", BUCKET, "--prefix", "mix/", "--state-file", str(state), "--quiet",
              check=1)
-    assert "encrypted: 2, upgraded to format 3: 0, already encrypted: 0, skipped: 0, failed: 0, refused: 2" in r.stdout, r.stdout
+    assert ("encrypted: 2, upgraded to format 3: 0, "
+            "already encrypted: 0, skipped: 0, failed: 0, refused: 2") in r.stdout, r.stdout
     assert "2 refused" in r.stderr and "refused: mix/d-pending" in r.stdout + r.stderr
     assert state.read_text().strip() == "mix/a-plain", "nothing past the first refusal is recorded as done"
     assert upstream.head_object(Bucket=BUCKET, Key="mix/d-pending")["Metadata"]["cloudtaser-layout"] \
@@ -131,7 +134,8 @@ def test_migrate_exits_non_zero_and_records_nothing_past_a_refusal(stack, client
     # A rerun from the state file looks at the refused objects again.
     again = tool(stack, "migrate", "--bucket", BUCKET, "--prefix", "mix/", "--state-file", str(state), "--quiet",
                  check=1)
-    assert "encrypted: 0, upgraded to format 3: 0, already encrypted: 1, skipped: 0, failed: 0, refused: 2" in again.stdout, again.stdout
+    assert ("encrypted: 0, upgraded to format 3: 0, "
+            "already encrypted: 1, skipped: 0, failed: 0, refused: 2") in again.stdout, again.stdout
 
 
 def pending_meta(stack, meta: dict, key: str) -> dict:
@@ -166,7 +170,8 @@ def test_seal_refuses_a_pending_marker_on_a_tampered_object(stack, client, upstr
     def label(key):
         return pending_meta(stack, meta, key)
 
-    upstream.put_object(Bucket=BUCKET, Key="pending/cut-put", Body=body[: 2 * STREAM], Metadata=label("pending/cut-put"))
+    upstream.put_object(Bucket=BUCKET, Key="pending/cut-put", Body=body[: 2 * STREAM],
+                        Metadata=label("pending/cut-put"))
     put_multipart(upstream, "pending/cut-one-part", [body[: 2 * STREAM]], label("pending/cut-one-part"))
     flipped = bytearray(body)
     flipped[STREAM + 1000] ^= 1
@@ -295,7 +300,8 @@ def test_migrate_refuses_a_replacement_of_an_encrypted_object_on_a_versioned_buc
     env = {"CLOUDTASER_S3PROXY_S3_ENDPOINT": moto_stack.endpoint}
     r = tool(stack, "migrate", "--bucket", bucket, "--prefix", "ver/", "--quiet", "--assume-quiesced", check=1,
              **env)
-    assert "encrypted: 1, upgraded to format 3: 0, already encrypted: 0, skipped: 0, failed: 0, refused: 1" in r.stdout, r.stdout + r.stderr
+    assert ("encrypted: 1, upgraded to format 3: 0, "
+            "already encrypted: 0, skipped: 0, failed: 0, refused: 1") in r.stdout, r.stdout + r.stderr
     assert "refused: ver/obj: an earlier version of it is encrypted" in r.stderr, r.stderr
     assert moto_stack.direct.get_object(Bucket=bucket, Key="ver/obj")["Body"].read() == b"the attacker's replacement"
     assert moto_stack.client.get_object(Bucket=bucket, Key="ver/obj-legacy")["Body"].read() == b"v2"
