@@ -199,13 +199,16 @@ def all_keys(upstream, bucket: str) -> list[str]:
 
 
 def assert_bucket_all_ciphertext(upstream, bucket: str, *plaintexts: bytes) -> int:
-    """Every object stored in `bucket` is an envelope: the CTS3 magic and a
-    wrapped data key; none contains any of `plaintexts` (when long enough to tell)."""
+    """Every object stored in `bucket` is a format-3 envelope: the CTS3 magic
+    with a version-3 stream, a wrapped data key and an envelope MAC; none
+    contains any of `plaintexts` (when long enough to tell)."""
     keys = all_keys(upstream, bucket)
     for key in keys:
         raw, meta = stored(upstream, bucket, key)
-        assert raw[:4] == b"CTS3", f"{key!r} is stored without the CTS3 magic: {raw[:32]!r}"
+        assert raw[:5] == b"CTS3\x03", f"{key!r} is stored without a format-3 stream header: {raw[:32]!r}"
         assert meta.get("cloudtaser-key", "").startswith("vault:v"), f"{key!r} has no wrapped data key: {meta}"
+        assert meta.get("cloudtaser-format") == "3" and len(meta.get("cloudtaser-mac", "")) == 64, \
+            f"{key!r} is not a format-3 envelope: {meta}"
         for p in plaintexts:
             if len(p) >= 8:
                 assert p not in raw, f"{key!r} holds plaintext"

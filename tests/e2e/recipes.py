@@ -4,6 +4,7 @@ recipe tools are installed, how to run them, and the at-rest check."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -64,7 +65,13 @@ def assert_all_ciphertext(direct, bucket: str, *plaintexts: bytes, prefix: str =
         raw, meta = stored(direct, bucket, key)
         assert raw[:4] == b"CTS3", f"{key!r} is stored without the CTS3 magic: {raw[:32]!r}"
         assert meta.get("cloudtaser-key", "").startswith("vault:v"), f"{key!r} has no wrapped data key: {meta}"
-        assert meta.get("cloudtaser-format") in ("1", "2"), f"{key!r} has no envelope format: {meta}"
+        # Everything the proxy writes is format 3: version-3 streams, an
+        # envelope MAC under a binding, never a pending (unsealed) object.
+        assert meta.get("cloudtaser-format") == "3", f"{key!r} is not a format-3 envelope: {meta}"
+        assert raw[4] == 3, f"{key!r} starts with a version-{raw[4]} stream"
+        assert meta.get("cloudtaser-binding") in ("key", "bucket-key", "none"), f"{key!r} has no binding: {meta}"
+        assert re.fullmatch(r"[0-9a-f]{64}", meta.get("cloudtaser-mac", "")), f"{key!r} has no envelope MAC: {meta}"
+        assert meta.get("cloudtaser-layout") in (None, "multipart"), f"{key!r} is not sealed: {meta}"
         for p in plaintexts:
             assert p not in raw, f"{key!r} holds plaintext {p[:40]!r}"
     return keys

@@ -28,6 +28,20 @@ class Recorder:
                     recorder.upload_meta = [(k, v) for k, v in self.headers.items()
                                             if k.lower().startswith("x-amz-meta-")]
                     out = b"<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><UploadId>up-1</UploadId></InitiateMultipartUploadResult>"
+                elif self.command == "GET" and "range" in {k.lower() for k in self.headers}:
+                    # The seal's ranged reads of the completed object's stream
+                    # headers: the parts in order, as S3 stores them.
+                    whole = b"".join(recorder.parts[n] for n in sorted(recorder.parts))
+                    first, last = self.headers["Range"].removeprefix("bytes=").split("-")
+                    first, last = int(first), min(int(last), len(whole) - 1)
+                    out = whole[first : last + 1]
+                    self.send_response(206)
+                    self.send_header("ETag", '"mp-1"')
+                    self.send_header("Content-Range", f"bytes {first}-{last}/{len(whole)}")
+                    self.send_header("Content-Length", str(len(out)))
+                    self.end_headers()
+                    self.wfile.write(out)
+                    return
                 elif self.command == "GET" and "uploadId" in self.path:
                     out = (b"<ListPartsResult><IsTruncated>false</IsTruncated>"
                            b"<Part><PartNumber>1</PartNumber><ETag>\"0123456789abcdef0123456789abcdef\"</ETag><Size>%d</Size></Part></ListPartsResult>"
@@ -42,6 +56,8 @@ class Recorder:
                     out = b""
                 if self.command == "PUT" and "partNumber" in self.path:
                     recorder.last_part_size = len(body)
+                    number = int(self.path.split("partNumber=")[1].split("&")[0])
+                    recorder.parts[number] = body
                 self.send_response(200)
                 self.send_header("ETag", '"0123456789abcdef0123456789abcdef"')
                 for k, v in meta:
@@ -56,6 +72,7 @@ class Recorder:
                 pass
 
         self.last_part_size = 0
+        self.parts: dict[int, bytes] = {}
         self.upload_meta: list[tuple[str, str]] = []
         self.server, self.endpoint = local_http.serve(Handler)
 

@@ -143,8 +143,11 @@ def test_upload_id_cannot_steer_vault(stack, client, upstream, bucket):
     vault = stack.vault
     up = client.create_multipart_upload(Bucket=bucket, Key="attacks/mpu")
     # ctu3.<transit>.<wrapped>.<tag>.<upstream id>: the forgeries use the
-    # format-2 spelling (no tag), which the proxy still accepts for uploads
-    # opened before format 3, and the format-3 one with this id's own tag.
+    # format-3 spelling with this id's own tag, and the format-2 one (no
+    # tag), which a proxy accepts for uploads opened before format 3 only
+    # with CLOUDTASER_S3PROXY_LEGACY_UPLOAD_IDS=accept: they go to both the
+    # default proxy (refused outright) and one that accepts them (refused
+    # after parsing, without Vault being steered).
     parts = up["UploadId"].split(".", 4)
     assert parts[0] == "ctu3"
     parts = [parts[0], parts[1], parts[2], parts[4]]
@@ -161,14 +164,23 @@ def test_upload_id_cannot_steer_vault(stack, client, upstream, bucket):
         "forged wrapped key": f"ctu1.{parts[1]}.{b64('vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA')}.{parts[3]}",
     }
     needle = sentinel()
-    for what, upload_id in forged.items():
-        status, body, _ = raw(stack.proxy_endpoint, "PUT",
-                              f"/{bucket}/attacks/mpu?partNumber=1&uploadId={urllib.parse.quote(upload_id)}", needle)
-        assert 400 <= status < 500, (what, status, body)
-        text = body.decode()
-        for vault_words in ("invalid ciphertext", "permission denied", "encryption key not found", "errors",
-                            "unable to decrypt", "cipher: message authentication failed"):
-            assert vault_words not in text, (what, text)
+    legacy, legacy_endpoint, _ = stack.start_proxy("proxy-legacy-upload-ids",
+                                                   CLOUDTASER_S3PROXY_LEGACY_UPLOAD_IDS="accept")
+    try:
+        for endpoint in (stack.proxy_endpoint, legacy_endpoint):
+            for what, upload_id in forged.items():
+                status, body, _ = raw(endpoint, "PUT",
+                                      f"/{bucket}/attacks/mpu?partNumber=1&uploadId={urllib.parse.quote(upload_id)}",
+                                      needle)
+                assert 400 <= status < 500, (endpoint, what, status, body)
+                if endpoint == stack.proxy_endpoint and upload_id.startswith("ctu1."):
+                    assert b"<Code>NoSuchUpload</Code>" in body, (what, body)
+                text = body.decode()
+                for vault_words in ("invalid ciphertext", "permission denied", "encryption key not found", "errors",
+                                    "unable to decrypt", "cipher: message authentication failed"):
+                    assert vault_words not in text, (endpoint, what, text)
+    finally:
+        legacy.stop()
     assert vault.api("GET", "transit/keys/created-by-attacker")[0] == 404
     assert vault.api("GET", "transit/keys/x")[0] == 404
     assert_nothing_plain_at_rest(stack, upstream, needle)

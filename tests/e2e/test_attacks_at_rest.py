@@ -219,26 +219,39 @@ def ranges_of(size: int) -> list[tuple[int, int]]:
     return list(dict.fromkeys(out))
 
 
-def check_at_rest(stack, raw: bytes, meta: dict, data: bytes) -> bytes:
-    """What the proxy stored: the envelope, decryptable by the independent
-    reader, with no plaintext in it. Returns the data key."""
-    assert raw[:4] == b"CTS3"
+def check_at_rest(stack, raw: bytes, meta: dict, data: bytes, bucket: str, key: str) -> bytes:
+    """What the proxy stored: a format-3 envelope that the independent reader
+    verifies (MAC over the name, size and salt; the stream header against
+    it; every segment), with no plaintext in it. Returns the data key."""
+    assert raw[:4] == b"CTS3" and raw[4] == 3, "a format-3 stream header"
     assert len(raw) == ct_len(len(data))
-    assert meta["cloudtaser-format"] == "1"
+    assert meta["cloudtaser-format"] == "3"
+    assert meta["cloudtaser-binding"] == "key"
     assert meta["cloudtaser-key"].startswith("vault:v")
     assert meta["cloudtaser-size"] == str(len(data))
     assert meta["cloudtaser-salt"] == raw[20:52].hex()
+    assert len(meta["cloudtaser-mac"]) == 64
     if len(data) >= 16:
         assert data[:16] not in raw
-    key = envelope.unwrap(stack.vault, meta["cloudtaser-transit-key"], meta["cloudtaser-key"])
-    assert envelope.decrypt(key, raw) == data
-    return key
+    dek = envelope.unwrap(stack.vault, meta["cloudtaser-transit-key"], meta["cloudtaser-key"])
+    assert envelope.verify_v3(dek, meta, bucket, key, raw) == data
+    return dek
 
 
-def assert_spec_reader_rejects(key: bytes, blob: bytes) -> None:
-    """The tampered body really is invalid: docs/FORMAT.md's reader refuses it."""
-    with pytest.raises(Exception):  # noqa: B017, PT011 - InvalidTag, a length assertion, a short header
-        envelope.decrypt(key, blob)
+def assert_spec_reader_rejects(dek: bytes, blob: bytes, meta: dict, bucket: str, key: str) -> None:
+    """The tampered object really is invalid: docs/FORMAT.md's format-3 reader refuses it."""
+    with pytest.raises(Exception):  # noqa: B017, PT011 - InvalidTag, a FormatError, a short header
+        envelope.verify_v3(dek, meta, bucket, key, blob)
+
+
+def reseal_single(dek: bytes, meta: dict, bucket: str, key: str, body: bytes, salt: bytes) -> tuple[bytes, dict]:
+    """`body` as a format-3 single PUT under `dek` with `salt`, with the MAC a
+    writer holding the data key would compute for `key` (so only what the
+    test changes on purpose is wrong)."""
+    mac = envelope.envelope_mac(dek, binding=meta["cloudtaser-binding"], bucket=bucket, key=key,
+                                transit_key=meta["cloudtaser-transit-key"], size=len(body), salt=salt)
+    out = dict(meta, **{"cloudtaser-salt": salt.hex(), "cloudtaser-size": str(len(body)), "cloudtaser-mac": mac.hex()})
+    return envelope.encrypt(dek, salt, 0, body, version=3), out
 
 
 @pytest.mark.parametrize(("size", "kind"), list(tamper_cases()))
@@ -247,11 +260,11 @@ def test_tampered_single_put_body(stack, workload, upstream, rest_bucket, size, 
     data = body_of(size, key)
     put_through(stack.proxy_endpoint, rest_bucket, key, data, workload)
     raw, meta = stored(upstream, rest_bucket, key)
-    dek = check_at_rest(stack, raw, meta, data)
+    dek = check_at_rest(stack, raw, meta, data, rest_bucket, key)
 
     bad, touched, first_bad = tamper(kind, size, raw)
     assert bad != raw
-    assert_spec_reader_rejects(dek, bad)
+    assert_spec_reader_rejects(dek, bad, meta, rest_bucket, key)
     upstream.put_object(Bucket=rest_bucket, Key=key, Body=bad, Metadata=meta)
     assert stored(upstream, rest_bucket, key) == (bad, meta), "the attacker's rewrite is what is stored"
 
@@ -283,9 +296,9 @@ def put_pair(endpoint, workload, upstream, bucket, size_a, size_b, shared_key=Fa
     rb, mb = stored(upstream, bucket, kb)
     if shared_key:
         dek = envelope.unwrap(vault, ma["cloudtaser-transit-key"], ma["cloudtaser-key"])
-        salt = secrets.token_bytes(32)
-        meta = dict(mb, **{"cloudtaser-key": ma["cloudtaser-key"], "cloudtaser-salt": salt.hex()})
-        upstream.put_object(Bucket=bucket, Key=kb, Body=envelope.encrypt(dek, salt, 0, b), Metadata=meta)
+        body, meta = reseal_single(dek, dict(mb, **{"cloudtaser-key": ma["cloudtaser-key"]}), bucket, kb, b,
+                                   secrets.token_bytes(32))
+        upstream.put_object(Bucket=bucket, Key=kb, Body=body, Metadata=meta)
         rb, mb = stored(upstream, bucket, kb)
         assert get(endpoint, bucket, kb).body == b, "the re-encrypted object reads"
     return (ka, a, ra, ma), (kb, b, rb, mb)
@@ -330,17 +343,26 @@ def test_metadata_moved_from_another_object(stack, workload, upstream, rest_buck
         assert_refused(res, b, "GET with another object's metadata (never B's bytes either)", limit=0)
 
 
-def test_whole_object_replayed_onto_another_key_is_served_as_that_object(stack, workload, upstream, rest_bucket):
-    """Known limit of the format: nothing binds an envelope to its bucket and
-    key (the proxy's own CopyObject relies on that). Copying B's body AND
-    metadata over A serves B's authentic bytes under A, never a mixture."""
+def test_whole_object_replayed_onto_another_key_is_refused(stack, workload, upstream, rest_bucket, cold_proxy):
+    """Format 3 binds the envelope to the object key (binding `key`, the
+    default): B's body AND metadata copied over A by the store's credentials
+    are refused by GET, ranged GET and HEAD, never served as A. The
+    documented limit of that binding: the same object replayed under the
+    same key in another bucket (a replica) still reads, as itself."""
     (ka, a, ra, ma), (kb, b, rb, mb) = put_pair(stack.proxy_endpoint, workload, upstream, rest_bucket,
                                                 3 * SEG + 5, 2 * SEG + 9)
+    assert ma["cloudtaser-binding"] == mb["cloudtaser-binding"] == "key"
     upstream.copy_object(Bucket=rest_bucket, Key=ka, CopySource={"Bucket": rest_bucket, "Key": kb})
     assert stored(upstream, rest_bucket, ka) == (rb, mb)
-    res = get(stack.proxy_endpoint, rest_bucket, ka)
-    assert_served(res, b, "replayed object")
-    assert res.body != a
+    for ep in (stack.proxy_endpoint, cold_proxy):
+        for res in (get(ep, rest_bucket, ka), get(ep, rest_bucket, ka, (0, 9))):
+            assert_refused(res, b, "replayed object (B's bytes)", limit=0)
+            assert_refused(res, a, "replayed object (A's bytes)", limit=0)
+            assert res.status >= 400
+        assert_head_refused(head(ep, rest_bucket, ka), "HEAD of a replayed object")
+    replica = ensure_bucket(upstream, "e2e-attack-rest-replica")
+    upstream.copy_object(Bucket=replica, Key=kb, CopySource={"Bucket": rest_bucket, "Key": kb})
+    assert_served(get(cold_proxy, replica, kb), b, "the same key in another bucket (binding `key`)")
 
 
 def test_body_swap_under_a_shared_key_without_the_salt_fails(stack, workload, upstream, rest_bucket, cold_proxy):
@@ -378,23 +400,31 @@ META_CASES = [
     ("cloudtaser-format", "2", "2", True),
     ("cloudtaser-format", "not-a-number", "x", True),
     ("cloudtaser-key", "deleted", None, True),
-    ("cloudtaser-key", "one-char-changed", lambda m: change_char(m["cloudtaser-key"], -3), False),
-    ("cloudtaser-key", "version-changed", lambda m: m["cloudtaser-key"].replace("vault:v1:", "vault:v2:", 1), False),
+    ("cloudtaser-key", "one-char-changed", lambda m: change_char(m["cloudtaser-key"], -3), True),
+    ("cloudtaser-key", "version-changed", lambda m: m["cloudtaser-key"].replace("vault:v1:", "vault:v2:", 1), True),
     ("cloudtaser-key", "not-wrapped", "plaintext-key", True),
     ("cloudtaser-transit-key", "deleted", None, True),
     ("cloudtaser-transit-key", "empty", "", True),
     ("cloudtaser-size", "deleted", None, True),
-    ("cloudtaser-size", "plus-one", lambda m: str(int(m["cloudtaser-size"]) + 1), False),
-    ("cloudtaser-size", "minus-one", lambda m: str(int(m["cloudtaser-size"]) - 1), False),
-    ("cloudtaser-size", "zero", "0", False),
+    ("cloudtaser-size", "plus-one", lambda m: str(int(m["cloudtaser-size"]) + 1), True),
+    ("cloudtaser-size", "minus-one", lambda m: str(int(m["cloudtaser-size"]) - 1), True),
+    ("cloudtaser-size", "zero", "0", True),
     ("cloudtaser-size", "not-a-number", "abc", True),
     ("cloudtaser-size", "overflow", "18446744073709551616", True),
     ("cloudtaser-layout", "added-multipart", "multipart", True),
     ("cloudtaser-layout", "added-single", "single", True),
-    ("cloudtaser-salt", "deleted", None, False),  # the salt is mandatory for single PUTs
-    ("cloudtaser-salt", "another-salt", other_salt, False),
+    ("cloudtaser-salt", "deleted", None, True),  # the salt is mandatory for single PUTs
+    ("cloudtaser-salt", "another-salt", other_salt, True),
     ("cloudtaser-salt", "not-hex", "zz" * 32, True),
     ("cloudtaser-salt", "short", lambda m: m["cloudtaser-salt"][:-2], True),
+    # Format 3's own fields: the MAC and the binding it was made under.
+    ("cloudtaser-mac", "deleted", None, True),
+    ("cloudtaser-mac", "one-char-changed", lambda m: change_char(m["cloudtaser-mac"], 10), True),
+    ("cloudtaser-mac", "short", lambda m: m["cloudtaser-mac"][:-2], True),
+    ("cloudtaser-binding", "deleted", None, True),
+    ("cloudtaser-binding", "none", "none", True),
+    ("cloudtaser-binding", "bucket-key", "bucket-key", True),
+    ("cloudtaser-binding", "unknown", "path", True),
 ]
 
 
@@ -415,7 +445,7 @@ def test_envelope_metadata_deleted_or_altered(stack, workload, upstream, rest_bu
     data = body_of(META_SIZE, key)
     workload.put_object(Bucket=rest_bucket, Key=key, Body=data)
     raw, meta = stored(upstream, rest_bucket, key)
-    check_at_rest(stack, raw, meta, data)
+    check_at_rest(stack, raw, meta, data, rest_bucket, key)
     changed = apply_meta(meta, field, value)
     assert changed != meta
     upstream.put_object(Bucket=rest_bucket, Key=key, Body=raw, Metadata=changed)
@@ -426,7 +456,8 @@ def test_envelope_metadata_deleted_or_altered(stack, workload, upstream, rest_bu
         assert_refused(get(ep, rest_bucket, key, (SEG + 1, SEG + 20)), data[SEG + 1 : SEG + 21],
                        f"ranged GET, {field} {mutation}", codes=CORRUPT | KEY_REFUSED, statuses=(403, 500), limit=0)
         if head_fails:
-            assert_head_refused(head(ep, rest_bucket, key), f"HEAD, {field} {mutation}")
+            # A format-3 HEAD unwraps the data key and checks the MAC first.
+            assert_head_refused(head(ep, rest_bucket, key), f"HEAD, {field} {mutation}", statuses=(403, 500))
 
 
 def test_envelope_stripped_is_not_served_as_plaintext(stack, workload, upstream, rest_bucket, cold_proxy):
@@ -434,7 +465,7 @@ def test_envelope_stripped_is_not_served_as_plaintext(stack, workload, upstream,
     data = body_of(META_SIZE, key)
     workload.put_object(Bucket=rest_bucket, Key=key, Body=data, Metadata={"owner": "team-a"})
     raw, meta = stored(upstream, rest_bucket, key)
-    check_at_rest(stack, raw, meta, data)
+    check_at_rest(stack, raw, meta, data, rest_bucket, key)
     upstream.put_object(Bucket=rest_bucket, Key=key, Body=raw, Metadata={"owner": "team-a"})
     for ep in (stack.proxy_endpoint, cold_proxy):
         res = get(ep, rest_bucket, key)
@@ -467,7 +498,7 @@ def test_transit_key_renamed_fails_without_vault_text(stack, workload, upstream,
     data = body_of(META_SIZE, key)
     workload.put_object(Bucket=rest_bucket, Key=key, Body=data)
     raw, meta = stored(upstream, rest_bucket, key)
-    check_at_rest(stack, raw, meta, data)
+    check_at_rest(stack, raw, meta, data, rest_bucket, key)
     upstream.put_object(Bucket=rest_bucket, Key=key, Body=raw, Metadata={**meta, "cloudtaser-transit-key": transit_key})
     vault_texts = vault_error_texts(stack, transit_key, meta["cloudtaser-key"])
     # The cold proxy has to unwrap at Vault; the stack's proxy still caches the key it wrote.
@@ -500,9 +531,10 @@ def mp_object(stack, workload, upstream, rest_bucket):
     workload.complete_multipart_upload(Bucket=rest_bucket, Key=key, UploadId=uid, MultipartUpload={
         "Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]})
     raw, meta = stored(upstream, rest_bucket, key)
-    # Format 2: sealed with its part table and manifest.
-    assert meta["cloudtaser-format"] == "2" and meta["cloudtaser-layout"] == "multipart"
-    assert meta["cloudtaser-size"] == str(len(data)) and len(meta["cloudtaser-manifest"]) == 64
+    # Format 3: sealed with its part table, the stream headers' digest and the MAC.
+    assert meta["cloudtaser-format"] == "3" and meta["cloudtaser-layout"] == "multipart"
+    assert meta["cloudtaser-size"] == str(len(data)) and "cloudtaser-manifest" not in meta
+    assert len(meta["cloudtaser-streams"]) == 64 and len(meta["cloudtaser-mac"]) == 64
     cp = ct_len(PART)
     parts = [raw[0:cp], raw[cp : 2 * cp], raw[2 * cp :]]
     assert len(parts[2]) == ct_len(MP_LAST)
@@ -512,12 +544,32 @@ def mp_object(stack, workload, upstream, rest_bucket):
     dek = envelope.unwrap(stack.vault, meta["cloudtaser-transit-key"], meta["cloudtaser-key"])
     for n, p in enumerate(parts):
         assert envelope.decrypt(dek, p) == data[n * PART : (n + 1) * PART]
-    # The independent reader's manifest, from FORMAT.md, is the stored one;
-    # the parts are format-2 streams.
+    # The independent reader's table, digest and MAC, from FORMAT.md, are the
+    # stored ones; the parts are format-3 streams.
     table = [(1, PART), (2, PART), (3, MP_LAST)]
-    assert envelope.manifest_tag(dek, table).hex() == meta["cloudtaser-manifest"]
-    assert envelope.streams(raw) == [(2, n, size) for n, size in table]
+    assert envelope.parse_parts(meta["cloudtaser-parts"]) == table
+    assert envelope.streams_digest([p[:HDR] for p in parts]).hex() == meta["cloudtaser-streams"]
+    assert envelope.streams(raw) == [(3, n, size) for n, size in table]
+    assert envelope.verify_v3(dek, meta, rest_bucket, key, raw) == data
     return data, parts, meta
+
+
+def dek_of(stack, meta: dict) -> bytes:
+    return envelope.unwrap(stack.vault, meta["cloudtaser-transit-key"], meta["cloudtaser-key"])
+
+
+def rebind(stack, meta: dict, bucket: str, key: str) -> dict:
+    """A multipart envelope with its MAC made for `key`, as the proxy's own
+    CopyObject rebinds one (the data key, table and streams digest are
+    unchanged). The attacks below store rearranged bodies under fresh keys
+    with the envelope rebound to each, so the reader's refusal comes from the
+    body against the table and digest, not merely from the name."""
+    dek = dek_of(stack, meta)
+    mac = envelope.envelope_mac(dek, binding=meta["cloudtaser-binding"], bucket=bucket, key=key,
+                                transit_key=meta["cloudtaser-transit-key"], size=int(meta["cloudtaser-size"]),
+                                table=envelope.parse_parts(meta["cloudtaser-parts"]),
+                                streams=bytes.fromhex(meta["cloudtaser-streams"]))
+    return dict(meta, **{"cloudtaser-mac": mac.hex()})
 
 
 def rebuild_multipart(upstream, bucket, key, parts: list[bytes], meta: dict) -> None:
@@ -547,7 +599,9 @@ def test_multipart_parts_rearranged(stack, upstream, rest_bucket, mp_object, ord
     """`intact`: plaintext bytes before the first stream out of place."""
     data, parts, meta = mp_object
     key = unique("mp/rearranged")
-    rebuild_multipart(upstream, rest_bucket, key, [parts[n - 1] for n in order], meta)
+    bound = rebind(stack, meta, rest_bucket, key)
+    rebuild_multipart(upstream, rest_bucket, key, [parts[n - 1] for n in order], bound)
+    assert_spec_reader_rejects(dek_of(stack, meta), b"".join(parts[n - 1] for n in order), bound, rest_bucket, key)
     ep = stack.proxy_endpoint
     assert_refused(get(ep, rest_bucket, key), data, f"GET, parts {order}", limit=intact)
     for name, (a, b) in mp_ranges().items():
@@ -578,7 +632,13 @@ def test_multipart_part_spliced_from_another_upload(stack, workload, upstream, r
     other_raw, other_meta = stored(upstream, rest_bucket, other)
     assert other_meta["cloudtaser-key"] != meta["cloudtaser-key"]
     key = unique("mp/spliced")
-    rebuild_multipart(upstream, rest_bucket, key, [parts[0], other_raw[ct_len(PART) :], parts[2]], meta)
+    bound = rebind(stack, meta, rest_bucket, key)
+    spliced = [parts[0], other_raw[ct_len(PART) :], parts[2]]
+    # The other upload's part 2 has the same header shape (version 3, part 2,
+    # 5 MiB) but its own salt and data key.
+    assert envelope.streams(spliced[1]) == [(3, 2, PART)]
+    rebuild_multipart(upstream, rest_bucket, key, spliced, bound)
+    assert_spec_reader_rejects(dek_of(stack, meta), b"".join(spliced), bound, rest_bucket, key)
     ep = stack.proxy_endpoint
     assert_refused(get(ep, rest_bucket, key), data, "GET, part 2 from another upload", limit=PART)
     a, b = mp_ranges()["part2"]
@@ -601,8 +661,10 @@ def test_multipart_cut_or_extended_inside_a_part(stack, upstream, rest_bucket, m
     data, parts, meta = mp_object
     key = unique("mp/cut")
     body = cut(parts)
-    upstream.put_object(Bucket=rest_bucket, Key=key, Body=body, Metadata=meta)
-    assert stored(upstream, rest_bucket, key) == (body, meta)
+    bound = rebind(stack, meta, rest_bucket, key)
+    upstream.put_object(Bucket=rest_bucket, Key=key, Body=body, Metadata=bound)
+    assert stored(upstream, rest_bucket, key) == (body, bound)
+    assert_spec_reader_rejects(dek_of(stack, meta), body, bound, rest_bucket, key)
     ep = stack.proxy_endpoint
     assert_refused(get(ep, rest_bucket, key), data, "GET", limit=0)
     assert_head_refused(head(ep, rest_bucket, key), "HEAD")
@@ -615,14 +677,16 @@ def test_multipart_cut_or_extended_inside_a_part(stack, upstream, rest_bucket, m
 def test_multipart_truncated_to_whole_parts(stack, upstream, rest_bucket, mp_object, keep, how):
     data, parts, meta = mp_object
     key = unique(f"mp/truncated-{how}-{keep}")
+    bound = rebind(stack, meta, rest_bucket, key)
+    body = b"".join(parts[:keep])
     if how == "single-put":
-        body = b"".join(parts[:keep])
-        upstream.put_object(Bucket=rest_bucket, Key=key, Body=body, Metadata=meta)
-        assert stored(upstream, rest_bucket, key) == (body, meta)
+        upstream.put_object(Bucket=rest_bucket, Key=key, Body=body, Metadata=bound)
+        assert stored(upstream, rest_bucket, key) == (body, bound)
     else:
-        rebuild_multipart(upstream, rest_bucket, key, parts[:keep], meta)
+        rebuild_multipart(upstream, rest_bucket, key, parts[:keep], bound)
+    assert_spec_reader_rejects(dek_of(stack, meta), body, bound, rest_bucket, key)
     ep = stack.proxy_endpoint
-    # The manifest seals the part table: no read of any shape serves a byte,
+    # The MAC seals the part table: no read of any shape serves a byte,
     # and HEAD does not report the shorter size.
     assert_refused(get(ep, rest_bucket, key), data, f"GET of the first {keep} part(s) only", limit=0)
     assert_head_refused(head(ep, rest_bucket, key), f"HEAD of the first {keep} part(s) only")
@@ -637,9 +701,10 @@ def test_cached_layout_never_reads_another_objects_bytes(stack, workload, upstre
     length unchanged). Every later read checks that the ETag and envelope it
     gets are the ones the layout was checked under, and learns it again if
     not. Under the original envelope the spliced part fails; under the other
-    upload's envelope only that upload's own authentic bytes can come back
-    (the documented limit: an object copied onto another key reads as the
-    original's content), and the whole object is refused."""
+    upload's envelope, still bound to the other key, nothing is served (format
+    3 binds the key); under that envelope rebound to this key (what the
+    proxy's CopyObject would write) only that upload's own authentic bytes can
+    come back, and the whole object is refused."""
     data, parts, meta = mp_object
     other = unique("mp/cache-other")
     other_data = body_of(2 * PART + MP_LAST, other)
@@ -653,35 +718,42 @@ def test_cached_layout_never_reads_another_objects_bytes(stack, workload, upstre
     spliced = parts[0] + other_raw[cp : 2 * cp] + parts[2]
     ep = stack.proxy_endpoint
     a, b = mp_ranges()["part2"]
-    for envelope_of, name in ((meta, "its own envelope"), (other_meta, "the other upload's envelope")):
+    for which, name in (("own", "its own envelope"), ("other", "the other upload's envelope, bound to its key"),
+                        ("other-rebound", "the other upload's envelope, rebound to this key")):
         key = unique("mp/cache-target")
-        rebuild_multipart(upstream, rest_bucket, key, parts, meta)
+        rebuild_multipart(upstream, rest_bucket, key, parts, rebind(stack, meta, rest_bucket, key))
         assert_served(get(ep, rest_bucket, key, (a, b)), data[a : b + 1], "the first ranged read (layout remembered)")
+        envelope_of = {"own": rebind(stack, meta, rest_bucket, key), "other": other_meta,
+                       "other-rebound": rebind(stack, other_meta, rest_bucket, key)}[which]
         upstream.put_object(Bucket=rest_bucket, Key=key, Body=spliced, Metadata=envelope_of)
-        intact = PART if envelope_of is meta else 0  # part 1 is the original's own, under its own key
+        intact = PART if which == "own" else 0  # part 1 is the original's own, under its own key
         assert_refused(get(ep, rest_bucket, key), data, f"whole GET, spliced, {name}", limit=intact)
         for what, res in [("range", get(ep, rest_bucket, key, (a, b))),
                           ("partNumber=2", get(ep, rest_bucket, key, query="?partNumber=2"))]:
-            if envelope_of is meta:
+            if which != "other-rebound":
                 assert_refused(res, data[a : b + 1], f"{what}, spliced, {name}", limit=0)
+                assert res.status >= 400, f"{what}, spliced, {name}: {res}"
             elif res.status < 400:
                 want = other_data[a : b + 1] if what == "range" else other_data[PART : 2 * PART]
                 assert_served(res, want, f"{what}, spliced, {name}: only the other upload's own bytes")
 
 
-def test_relabelled_format_2_object_gets_no_size_from_head(stack, upstream, rest_bucket, mp_object):
-    """Found by the independent attacker: the first part of a format-2
-    object relabelled as format 1 read 200 with the short size on HEAD.
-    A format-1 label on a version-2 stream is refused everywhere."""
+@pytest.mark.parametrize("label", ["1", "2"])
+def test_relabelled_format_3_part_gets_no_size_from_head(stack, upstream, rest_bucket, mp_object, label):
+    """Found by the independent attacker (on format 2): the first part of a
+    multipart object relabelled as format 1 read 200 with the short size on
+    HEAD. A format-1 or format-2 label on a version-3 stream is refused
+    everywhere."""
     data, parts, meta = mp_object
-    key = unique("mp/relabel-head")
+    key = unique(f"mp/relabel-head-{label}")
     keep = {k: v for k, v in meta.items() if k in ("cloudtaser-key", "cloudtaser-transit-key")}
     upstream.put_object(Bucket=rest_bucket, Key=key, Body=parts[0],
-                        Metadata={**keep, "cloudtaser-format": "1", "cloudtaser-layout": "multipart"})
+                        Metadata={**keep, "cloudtaser-format": label, "cloudtaser-layout": "multipart"})
     ep = stack.proxy_endpoint
     assert_head_refused(head(ep, rest_bucket, key), "HEAD of a relabelled part")
     assert_head_refused(request(ep, "HEAD", f"/{rest_bucket}/{quote_key(key)}?partNumber=1"), "HEAD ?partNumber=1")
     assert_refused(get(ep, rest_bucket, key), data, "GET of a relabelled part", limit=0)
+    assert get(ep, rest_bucket, key).status >= 400
 
 
 # --- the hostile workload: malformed requests over raw sockets ----------------

@@ -8,8 +8,11 @@ import subprocess
 
 import pytest
 
+import envelope
 import stack as stack_mod
 from conftest import s3_client
+
+MIB = 1 << 20
 
 
 def admin(stack, *args, check: int | None = 0):
@@ -82,20 +85,25 @@ def test_migrate_encrypts_pre_proxy_objects_in_place(stack, upstream, client, to
     assert before["plaintext"] == 3
 
     dry = admin(stack, "migrate", "--bucket", tools_bucket, "--prefix", "legacy/", "--dry-run", "--quiet").stdout
-    assert "would encrypt: 3, already encrypted: 1, skipped: 0, failed: 0" in dry
+    assert "would encrypt: 3, upgraded to format 3: 0, already encrypted: 1, skipped: 0, failed: 0" in dry
     assert upstream.get_object(Bucket=tools_bucket, Key="legacy/report.csv")["Body"].read().startswith(b"name")
 
     state = tmp_path / "migrate.state"
     out = admin(stack, "migrate", "--bucket", tools_bucket, "--prefix", "legacy/", "--state-file", str(state),
                 "--quiet").stdout
-    assert "encrypted: 3, already encrypted: 1, skipped: 0, failed: 0" in out
+    assert "encrypted: 3, upgraded to format 3: 0, already encrypted: 1, skipped: 0, failed: 0" in out
     assert state.read_text().strip() == "legacy/report.csv"  # the last key listed
 
     after = json.loads(admin(stack, "scan", "--bucket", tools_bucket, "--prefix", "legacy/", "--json", "--verify").stdout)
     assert (after["plaintext"], after["unreadable"], after["encrypted_single"]) == (0, 0, 4)
     for key, (body, extra) in legacy.items():
         stored = upstream.get_object(Bucket=tools_bucket, Key=key)
-        assert stored["Body"].read()[:4] == b"CTS3"
+        raw, meta = stored["Body"].read(), stored["Metadata"]
+        assert raw[:4] == b"CTS3"
+        # Migrated objects are format 3, as the proxy writes them: the
+        # independent reader verifies the envelope bound to the key.
+        dek = envelope.unwrap(stack.vault, meta["cloudtaser-transit-key"], meta["cloudtaser-key"])
+        assert envelope.verify_v3(dek, meta, tools_bucket, key, raw) == body
         # Read back through an ordinary proxy: no plaintext-read setting needed.
         got = client.get_object(Bucket=tools_bucket, Key=key)
         assert got["Body"].read() == body
@@ -111,14 +119,18 @@ def test_migrate_encrypts_pre_proxy_objects_in_place(stack, upstream, client, to
 
 
 def test_migrate_rewrites_large_objects_as_multipart(stack, upstream, client, tools_bucket):
-    body = bytes(range(251)) * (11 * 1024 * 1024 // 251)  # about 11 MiB: three 5 MiB parts
+    body = bytes(range(251)) * (11 * MIB // 251)  # about 11 MiB: three 5 MiB parts
     upstream.put_object(Bucket=tools_bucket, Key="large/video.bin", Body=body, ContentType="video/mp4",
                         Metadata={"camera": "a"})
     out = admin(stack, "migrate", "--bucket", tools_bucket, "--prefix", "large/", "--part-size-mib", "5",
                 "--quiet").stdout
-    assert "encrypted: 1, already encrypted: 0, skipped: 0, failed: 0" in out
-    head = upstream.head_object(Bucket=tools_bucket, Key="large/video.bin")
-    assert head["Metadata"]["cloudtaser-layout"] == "multipart"
+    assert "encrypted: 1, upgraded to format 3: 0, already encrypted: 0, skipped: 0, failed: 0" in out
+    stored = upstream.get_object(Bucket=tools_bucket, Key="large/video.bin")
+    meta = stored["Metadata"]
+    assert meta["cloudtaser-layout"] == "multipart" and meta["cloudtaser-format"] == "3"
+    assert envelope.parse_parts(meta["cloudtaser-parts"]) == [(1, 5 * MIB), (2, 5 * MIB), (3, len(body) - 10 * MIB)]
+    dek = envelope.unwrap(stack.vault, meta["cloudtaser-transit-key"], meta["cloudtaser-key"])
+    assert envelope.verify_v3(dek, meta, tools_bucket, "large/video.bin", stored["Body"].read()) == body
     got = client.get_object(Bucket=tools_bucket, Key="large/video.bin")
     assert got["Body"].read() == body
     assert (got["ContentType"], got["Metadata"]) == ("video/mp4", {"camera": "a"})

@@ -117,11 +117,17 @@ def test_unknown_upload_ids_are_no_such_upload(upstream_under_test):
     u = upstream_under_test
     key = "unknown-upload"
     real = u.client.create_multipart_upload(Bucket=u.bucket, Key=key)["UploadId"]
-    prefix, transit, wrapped, upstream_id = real.split(".", 3)
+    # Format 3: ctu3.<transit key>.<wrapped key>.<tag>.<upstream id> (docs/FORMAT.md).
+    prefix, transit, wrapped, tag, upstream_id = real.split(".", 4)
+    assert prefix == "ctu3", real
     bogus_key = base64.urlsafe_b64encode(b"vault:v1:" + base64.b64encode(os.urandom(60))).decode().rstrip("=")
+    bogus_tag = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
     ids = {
         "bare upstream-style id": upstream_id,
-        "a wrapped key Vault never issued": f"{prefix}.{transit}.{bogus_key}.{upstream_id}",
+        "a wrapped key Vault never issued": f"{prefix}.{transit}.{bogus_key}.{tag}.{upstream_id}",
+        "a tag the data key did not make": f"{prefix}.{transit}.{wrapped}.{bogus_tag}.{upstream_id}",
+        # Format 2's id shape (no tag) is refused unless CLOUDTASER_S3PROXY_LEGACY_UPLOAD_IDS=accept.
+        "a legacy ctu1 id": f"ctu1.{transit}.{wrapped}.{upstream_id}",
     }
     u.direct.abort_multipart_upload(Bucket=u.bucket, Key=key, UploadId=upstream_id)
     ids["a proxy id whose upstream upload is gone"] = real

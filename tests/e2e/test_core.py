@@ -54,9 +54,18 @@ def test_at_rest_decrypts_with_the_documented_format(client, upstream, stack, bu
     meta = upstream.head_object(Bucket=bucket, Key="spec/check.bin")["Metadata"]
     assert meta["cloudtaser-key"].startswith("vault:v1:")
     assert meta["cloudtaser-size"] == str(len(data))
-    assert meta["cloudtaser-format"] == "1"
+    assert meta["cloudtaser-format"] == "3"
+    assert meta["cloudtaser-binding"] == "key", "the default binding names the object key"
+    assert "cloudtaser-manifest" not in meta and "cloudtaser-layout" not in meta
     key = envelope.unwrap(stack.vault, meta["cloudtaser-transit-key"], meta["cloudtaser-key"])
-    assert envelope.decrypt(key, stored(stack, bucket, "spec/check.bin")) == data
+    raw = stored(stack, bucket, "spec/check.bin")
+    assert raw[4] == 3, "format-3 stream header"
+    # Every check FORMAT.md asks of a format-3 reader: the MAC over the name,
+    # size and salt, the header against the envelope, then every segment.
+    assert envelope.verify_v3(key, meta, bucket, "spec/check.bin", raw) == data
+    # The MAC binds the key: the same bytes under another name do not verify.
+    with pytest.raises(envelope.FormatError):
+        envelope.verify_v3(key, meta, bucket, "spec/other.bin", raw)
 
 
 def test_user_metadata_round_trips_and_envelope_stays_hidden(client, bucket):

@@ -17,6 +17,7 @@ import urllib.request
 import botocore.exceptions
 import pytest
 
+import envelope
 import stack as stack_mod
 from conftest import s3_client
 from recorder import Recorder
@@ -218,7 +219,14 @@ def test_gcs_request_shapes(stack):
         assert len(copies) == 1 and "partNumber" not in copies[0]["path"], copies
         seal = copies[0]["headers"]
         assert seal["x-amz-metadata-directive"] == "REPLACE" and seal["x-amz-copy-source-if-match"] == '"mp-1"'
-        assert seal["x-amz-meta-cloudtaser-format"] == "2" and len(seal["x-amz-meta-cloudtaser-manifest"]) == 64
+        assert seal["x-amz-meta-cloudtaser-format"] == "3" and "x-amz-meta-cloudtaser-manifest" not in seal
+        # The seal read the stream header back (one ranged read of 52 bytes)
+        # and wrote a format-3 envelope the independent reader verifies.
+        reads = [r for r in rec.requests if r["method"] == "GET" and "range" in r["headers"]]
+        assert [r["headers"]["range"] for r in reads] == ["bytes=0-51"], reads
+        body = rec.parts[1]
+        dek = envelope.unwrap(stack.vault, seal["x-amz-meta-cloudtaser-transit-key"], seal["x-amz-meta-cloudtaser-key"])
+        assert envelope.verify_v3(dek, seal, "gcs", "mp", body) == b"p" * 1000
     finally:
         proc.stop()
         rec.close()

@@ -122,26 +122,32 @@ def test_decrypt_command_recovers_objects_without_the_proxy(stack, rotating, ups
         raw = tmp_path / "download.bin"
         raw.write_bytes(upstream.get_object(Bucket=bucket, Key=key)["Body"].read())
         meta = upstream.head_object(Bucket=bucket, Key=key)["Metadata"]
+        assert meta["cloudtaser-format"] == "3"
         out = tmp_path / "plain.bin"
-        # A format-2 multipart object is checked against its manifest.
-        manifest = ["--manifest", meta["cloudtaser-manifest"]] if "cloudtaser-manifest" in meta else []
+        # A format-3 object is checked against its envelope MAC, over the
+        # binding and the object key it was written under.
+        v3 = ["--mac", meta["cloudtaser-mac"], "--binding", meta["cloudtaser-binding"], "--object-key", key]
         # A single-PUT object's salt and size are checked, as the proxy checks them.
         single = ["--salt", meta["cloudtaser-salt"], "--size", meta["cloudtaser-size"]] if "cloudtaser-salt" in meta \
             else []
         admin(stack, "", "decrypt", "--in", str(raw), "--out", str(out), "--wrapped-key", meta["cloudtaser-key"],
-              "--key-name", meta["cloudtaser-transit-key"], *manifest, *single)
+              "--key-name", meta["cloudtaser-transit-key"], *v3, *single)
         assert out.read_bytes() == want
-    assert manifest, "the multipart object is format 2"
+    assert not single and meta["cloudtaser-layout"] == "multipart", "the last object is multipart"
     bad = tmp_path / "bad.bin"
     args = ["--wrapped-key", meta["cloudtaser-key"], "--key-name", meta["cloudtaser-transit-key"]]
     whole = raw.read_bytes()
-    # Without its manifest a format-2 download is refused.
+    # Without its MAC a format-3 download is refused (its streams are version 3).
     r = admin(stack, "", "decrypt", "--in", str(raw), "--out", str(bad), *args, check=False)
-    assert r.returncode != 0 and not bad.exists() and "version 2" in r.stderr
+    assert r.returncode != 0 and not bad.exists() and "version 3" in r.stderr, r.stderr
+    # Under another object key the MAC does not verify.
+    r = admin(stack, "", "decrypt", "--in", str(raw), "--out", str(bad), *args, "--mac", meta["cloudtaser-mac"],
+              "--object-key", "recover/other", check=False)
+    assert r.returncode != 0 and not bad.exists() and "does not verify" in r.stderr, r.stderr
     # A damaged download, or one cut back to its first two parts, is refused and leaves no output behind.
     two_parts = 2 * (52 + PART + 16 * (PART // 65536))
     for damaged in (whole[:-100], whole[:two_parts]):
         raw.write_bytes(damaged)
-        r = admin(stack, "", "decrypt", "--in", str(raw), "--out", str(bad), *args, *manifest, check=False)
+        r = admin(stack, "", "decrypt", "--in", str(raw), "--out", str(bad), *args, *v3, check=False)
         assert r.returncode != 0 and not bad.exists(), r.stderr
 

@@ -11,6 +11,7 @@ import boto3.s3.transfer
 import botocore.exceptions
 import pytest
 
+import envelope
 import stack as stack_mod
 from conftest import s3_client
 from test_core import MiB, SEG, aws, body_of, read_fails  # noqa: F401
@@ -152,8 +153,8 @@ def test_abort_and_list_uploads(client, mp_bucket):
     pytest.param([PART + 70_001, 2 * PART + 3, PART, 0], id="uneven-with-empty-last"),
     pytest.param([PART + 17], id="one-unaligned-part"),
 ])
-def test_any_part_sizes_s3_accepts(client, upstream, mp_bucket, sizes):
-    """Format 2 records the part table, so any layout S3 accepts works:
+def test_any_part_sizes_s3_accepts(client, upstream, stack, mp_bucket, sizes):
+    """Format 3 records the part table, so any layout S3 accepts works:
     whole, ranged (across every boundary) and per-part reads are exact.
     (Gaps in the part numbers are covered by the unit tests: s3s-fs refuses
     them, answering "invalid part order".)"""
@@ -182,8 +183,15 @@ def test_any_part_sizes_s3_accepts(client, upstream, mp_bucket, sizes):
             assert r["Body"].read() == data[offset : offset + size] and r["PartsCount"] == len(sizes)
         offset += size
     stored = upstream.get_object(Bucket=mp_bucket, Key=key)
-    assert stored["Metadata"]["cloudtaser-format"] == "2"
-    assert stored["Body"].read()[:4] == b"CTS3"
+    meta = stored["Metadata"]
+    assert meta["cloudtaser-format"] == "3" and meta["cloudtaser-layout"] == "multipart"
+    assert envelope.parse_parts(meta["cloudtaser-parts"]) == list(zip(numbers, sizes))
+    raw = stored["Body"].read()
+    assert raw[:4] == b"CTS3"
+    # At rest it is the documented format 3: the MAC over name, table and the
+    # stream headers' digest, each header against its table entry, every segment.
+    dek = envelope.unwrap(stack.vault, meta["cloudtaser-transit-key"], meta["cloudtaser-key"])
+    assert envelope.verify_v3(dek, meta, mp_bucket, key, raw) == data
 
 
 def test_complete_checks_parts_before_sizes(client, upstream, mp_bucket):

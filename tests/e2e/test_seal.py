@@ -1,4 +1,4 @@
-"""Format 2's sealing step when it did not run: the `multipart-pending` state
+"""The multipart sealing step when it did not run: the `multipart-pending` state
 an interrupted CompleteMultipartUpload leaves is never served, and
 `cloudtaser-s3proxy seal` finishes it; format-1 multipart objects (written
 before format 2) stay readable and are upgraded by the same command."""
@@ -43,9 +43,16 @@ def rewrite_metadata(upstream, key: str, meta: dict) -> None:
                          MetadataDirective="REPLACE", ContentType="text/x-sealed")
 
 
-def pending(meta: dict) -> dict:
-    keep = {k: v for k, v in meta.items() if k in ("cloudtaser-key", "cloudtaser-transit-key", "origin")}
-    return {**keep, "cloudtaser-format": "2", "cloudtaser-layout": "multipart-pending"}
+def pending(stack, meta: dict, key: str) -> dict:
+    """The `multipart-pending` envelope the proxy writes at Complete, before
+    the seal: format 3, its MAC binding only the name and Transit key (no
+    size, table or digest yet)."""
+    keep = {k: v for k, v in meta.items()
+            if k in ("cloudtaser-key", "cloudtaser-transit-key", "cloudtaser-binding", "origin")}
+    dek = envelope.unwrap(stack.vault, meta["cloudtaser-transit-key"], meta["cloudtaser-key"])
+    mac = envelope.envelope_mac(dek, binding=meta["cloudtaser-binding"], bucket=BUCKET, key=key,
+                                transit_key=meta["cloudtaser-transit-key"], size=0, pending=True)
+    return {**keep, "cloudtaser-format": "3", "cloudtaser-layout": "multipart-pending", "cloudtaser-mac": mac.hex()}
 
 
 def error_of(call) -> tuple[int, str, str]:
@@ -59,7 +66,8 @@ def test_pending_objects_are_refused_until_sealed(stack, client, upstream, seal_
     data = body_of(2 * PART + 12_345, "pending")
     upload(client, "pending/obj", data)
     meta = upstream.head_object(Bucket=BUCKET, Key="pending/obj")["Metadata"]
-    rewrite_metadata(upstream, "pending/obj", pending(meta))
+    assert meta["cloudtaser-format"] == "3"
+    rewrite_metadata(upstream, "pending/obj", pending(stack, meta, "pending/obj"))
     status, code, message = error_of(lambda: client.get_object(Bucket=BUCKET, Key="pending/obj"))
     assert (status, code) == (503, "ServiceUnavailable") and "cloudtaser-s3proxy seal" in message
     status, code, _ = error_of(lambda: client.get_object(Bucket=BUCKET, Key="pending/obj", Range="bytes=5-10"))
@@ -71,8 +79,12 @@ def test_pending_objects_are_refused_until_sealed(stack, client, upstream, seal_
     got = client.get_object(Bucket=BUCKET, Key="pending/obj")
     assert got["Body"].read() == data and got["ContentType"] == "text/x-sealed"
     assert got["Metadata"] == {"origin": "seal-test"}
-    resealed = upstream.head_object(Bucket=BUCKET, Key="pending/obj")["Metadata"]
-    assert resealed["cloudtaser-manifest"] == meta["cloudtaser-manifest"], "the same table, the same tag"
+    resealed = upstream.get_object(Bucket=BUCKET, Key="pending/obj")
+    again = resealed["Metadata"]
+    for field in ("cloudtaser-parts", "cloudtaser-streams", "cloudtaser-size", "cloudtaser-mac"):
+        assert again[field] == meta[field], f"the same table and headers, the same {field}"
+    dek = envelope.unwrap(stack.vault, again["cloudtaser-transit-key"], again["cloudtaser-key"])
+    assert envelope.verify_v3(dek, again, BUCKET, "pending/obj", resealed["Body"].read()) == data
     # A second run finds nothing to do.
     assert "sealed: 0, already sealed: 1" in admin(stack, "seal", "--bucket", BUCKET, "--prefix", "pending/").stdout
 

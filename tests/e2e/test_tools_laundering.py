@@ -85,7 +85,8 @@ def test_a_stripped_envelope_is_tampering_not_plaintext(stack, client, upstream,
     assert "CTS3" in report["findings"][0]["reason"]
 
     r = tool(stack, "migrate", "--bucket", BUCKET, "--prefix", "strip/", "--quiet", check=1)
-    assert "encrypted: 0, already encrypted: 0, skipped: 0, failed: 0, refused: 1" in r.stdout, r.stdout + r.stderr
+    assert ("encrypted: 0, upgraded to format 3: 0, "
+            "already encrypted: 0, skipped: 0, failed: 0, refused: 1") in r.stdout, r.stdout + r.stderr
     assert "refused: strip/obj" in r.stdout + r.stderr
     stored = upstream.get_object(Bucket=BUCKET, Key="strip/obj")
     assert stored["Body"].read() == ciphertext, "migrate wrote nothing"
@@ -119,11 +120,13 @@ def test_migrate_exits_non_zero_and_records_nothing_past_a_refusal(stack, client
                                                  "cloudtaser-layout": "multipart-pending"})
 
     dry = tool(stack, "migrate", "--bucket", BUCKET, "--prefix", "mix/", "--dry-run", "--quiet", check=1)
-    assert "would encrypt: 2, already encrypted: 0, skipped: 0, failed: 0, refused: 2" in dry.stdout, dry.stdout
+    assert ("would encrypt: 2, upgraded to format 3: 0, "
+            "already encrypted: 0, skipped: 0, failed: 0, refused: 2") in dry.stdout, dry.stdout
     state = tmp_path / "migrate.state"
     r = tool(stack, "migrate", "--bucket", BUCKET, "--prefix", "mix/", "--state-file", str(state), "--quiet",
              check=1)
-    assert "encrypted: 2, already encrypted: 0, skipped: 0, failed: 0, refused: 2" in r.stdout, r.stdout
+    assert ("encrypted: 2, upgraded to format 3: 0, "
+            "already encrypted: 0, skipped: 0, failed: 0, refused: 2") in r.stdout, r.stdout
     assert "2 refused" in r.stderr and "refused: mix/d-pending" in r.stdout + r.stderr
     assert state.read_text().strip() == "mix/a-plain", "nothing past the first refusal is recorded as done"
     assert upstream.head_object(Bucket=BUCKET, Key="mix/d-pending")["Metadata"]["cloudtaser-layout"] \
@@ -131,16 +134,23 @@ def test_migrate_exits_non_zero_and_records_nothing_past_a_refusal(stack, client
     # A rerun from the state file looks at the refused objects again.
     again = tool(stack, "migrate", "--bucket", BUCKET, "--prefix", "mix/", "--state-file", str(state), "--quiet",
                  check=1)
-    assert "encrypted: 0, already encrypted: 1, skipped: 0, failed: 0, refused: 2" in again.stdout, again.stdout
+    assert ("encrypted: 0, upgraded to format 3: 0, "
+            "already encrypted: 1, skipped: 0, failed: 0, refused: 2") in again.stdout, again.stdout
 
 
-def pending_meta(meta: dict) -> dict:
-    keep = {k: meta[k] for k in ("cloudtaser-key", "cloudtaser-transit-key")}
-    return {**keep, "cloudtaser-format": "2", "cloudtaser-layout": "multipart-pending"}
+def pending_meta(stack, meta: dict, key: str) -> dict:
+    """A genuine format-3 `multipart-pending` envelope for `key`: its MAC binds
+    the name and Transit key (what the proxy writes before sealing), so the
+    seal's refusals below come from the body, not from a forged label."""
+    keep = {k: meta[k] for k in ("cloudtaser-key", "cloudtaser-transit-key", "cloudtaser-binding")}
+    dek = envelope.unwrap(stack.vault, meta["cloudtaser-transit-key"], meta["cloudtaser-key"])
+    mac = envelope.envelope_mac(dek, binding=meta["cloudtaser-binding"], bucket=BUCKET, key=key,
+                                transit_key=meta["cloudtaser-transit-key"], size=0, pending=True)
+    return {**keep, "cloudtaser-format": "3", "cloudtaser-layout": "multipart-pending", "cloudtaser-mac": mac.hex()}
 
 
 def test_seal_refuses_a_pending_marker_on_a_tampered_object(stack, client, upstream, launder_bucket):
-    """A three-part format-2 object, cut back to its first two parts (a
+    """A three-part format-3 object, cut back to its first two parts (a
     single PUT: no part count; one part holding two streams: a wrong part
     count), or with one flipped bit (re-uploaded part by part, so the count
     matches), each labelled `multipart-pending`. Before, `seal` read the
@@ -155,14 +165,19 @@ def test_seal_refuses_a_pending_marker_on_a_tampered_object(stack, client, upstr
     meta = upstream.head_object(Bucket=BUCKET, Key="pending/whole")["Metadata"]
     body = upstream.get_object(Bucket=BUCKET, Key="pending/whole")["Body"].read()
     assert [s[1] for s in envelope.streams(body)] == [1, 2, 3]
-    label = pending_meta(meta)
+    assert meta["cloudtaser-format"] == "3"
 
-    upstream.put_object(Bucket=BUCKET, Key="pending/cut-put", Body=body[: 2 * STREAM], Metadata=label)
-    put_multipart(upstream, "pending/cut-one-part", [body[: 2 * STREAM]], label)
+    def label(key):
+        return pending_meta(stack, meta, key)
+
+    upstream.put_object(Bucket=BUCKET, Key="pending/cut-put", Body=body[: 2 * STREAM],
+                        Metadata=label("pending/cut-put"))
+    put_multipart(upstream, "pending/cut-one-part", [body[: 2 * STREAM]], label("pending/cut-one-part"))
     flipped = bytearray(body)
     flipped[STREAM + 1000] ^= 1
     put_multipart(upstream, "pending/flipped",
-                  [bytes(flipped[:STREAM]), bytes(flipped[STREAM : 2 * STREAM]), bytes(flipped[2 * STREAM :])], label)
+                  [bytes(flipped[:STREAM]), bytes(flipped[STREAM : 2 * STREAM]), bytes(flipped[2 * STREAM :])],
+                  label("pending/flipped"))
     # The reader's 503 sends operators to the verifying mode, not to a blind seal.
     with pytest.raises(botocore.exceptions.ClientError) as e:
         client.get_object(Bucket=BUCKET, Key="pending/cut-put")
@@ -184,10 +199,14 @@ def test_seal_refuses_a_pending_marker_on_a_tampered_object(stack, client, upstr
     assert "already sealed: 1, not multipart or not encrypted: 0, failed: 0, refused: 3" in r.stdout, r.stdout
 
     # An honest leftover (the whole object relabelled pending) is sealed by --key and reads.
-    replace_metadata(upstream, "pending/whole", label)
+    replace_metadata(upstream, "pending/whole", label("pending/whole"))
     r = tool(stack, "seal", "--bucket", BUCKET, "--key", "pending/whole", "--quiet")
     assert "sealed: 1, already sealed: 0, not multipart or not encrypted: 0, failed: 0, refused: 0" in r.stdout
     assert client.get_object(Bucket=BUCKET, Key="pending/whole")["Body"].read() == data
+    sealed = upstream.get_object(Bucket=BUCKET, Key="pending/whole")
+    assert sealed["Metadata"]["cloudtaser-mac"] == meta["cloudtaser-mac"], "the same table, headers and name"
+    dek = envelope.unwrap(stack.vault, meta["cloudtaser-transit-key"], meta["cloudtaser-key"])
+    assert envelope.verify_v3(dek, sealed["Metadata"], BUCKET, "pending/whole", sealed["Body"].read()) == data
 
 
 def test_seal_refuses_a_format_1_label_on_a_truncated_object(stack, client, upstream, launder_bucket):
@@ -222,8 +241,9 @@ def test_seal_refuses_a_format_1_label_on_a_truncated_object(stack, client, upst
 
 def test_decrypt_checks_a_single_put_objects_salt_and_size(stack, client, upstream, launder_bucket, tmp_path):
     """Offline `decrypt` checks what the proxy checks: a single-PUT object
-    must carry its salt, the stream's salt must be it, and the plaintext
-    length must be the envelope's size. Before, a body moved from another
+    must carry its salt, the stream's salt must be it, the plaintext length
+    must be the envelope's size, and (format 3) the MAC must verify over the
+    binding and the name given. Before, a body moved from another
     object under the same data key, or one whose size was altered, decrypted."""
     client.put_object(Bucket=BUCKET, Key="offline/a", Body=b"object a " * 100)
     client.put_object(Bucket=BUCKET, Key="offline/b", Body=b"object b")
@@ -232,18 +252,30 @@ def test_decrypt_checks_a_single_put_objects_salt_and_size(stack, client, upstre
     raw = tmp_path / "a.bin"
     raw.write_bytes(upstream.get_object(Bucket=BUCKET, Key="offline/a")["Body"].read())
     out = tmp_path / "a.out"
+    assert meta["cloudtaser-format"] == other["cloudtaser-format"] == "3"
     base = ["decrypt", "--in", str(raw), "--out", str(out), "--wrapped-key", meta["cloudtaser-key"],
             "--key-name", meta["cloudtaser-transit-key"]]
-    tool(stack, *base, "--salt", meta["cloudtaser-salt"], "--size", meta["cloudtaser-size"])
+    # Format 3 adds the envelope: its MAC, binding and the name it binds.
+    v3 = ["--mac", meta["cloudtaser-mac"], "--binding", meta["cloudtaser-binding"], "--object-key", "offline/a"]
+    tool(stack, *base, *v3, "--salt", meta["cloudtaser-salt"], "--size", meta["cloudtaser-size"])
     assert out.read_bytes() == b"object a " * 100
     out.unlink()
+    salt_size = ["--salt", meta["cloudtaser-salt"], "--size", meta["cloudtaser-size"]]
     cases = {
-        "no salt": ([], "needs --salt and --size"),
-        "no size": (["--salt", meta["cloudtaser-salt"]], "needs --salt and --size"),
-        "another object's salt": (["--salt", other["cloudtaser-salt"], "--size", meta["cloudtaser-size"]],
+        "no salt": (v3, "needs --salt and --size"),
+        "no size": ([*v3, "--salt", meta["cloudtaser-salt"]], "needs --salt and --size"),
+        "another object's salt": ([*v3, "--salt", other["cloudtaser-salt"], "--size", meta["cloudtaser-size"]],
                                   "another object"),
-        "a wrong size": (["--salt", meta["cloudtaser-salt"], "--size", str(int(meta["cloudtaser-size"]) - 1)],
+        "a wrong size": ([*v3, "--salt", meta["cloudtaser-salt"], "--size", str(int(meta["cloudtaser-size"]) - 1)],
                          "cloudtaser-size"),
+        "no MAC (a format-3 stream read as format 1 or 2)": (salt_size, "version 3"),
+        # The name and binding sit under the MAC with the salt and size.
+        "another object's MAC": (["--mac", other["cloudtaser-mac"], "--object-key", "offline/a", *salt_size],
+                                 "does not verify"),
+        "another object key": (["--mac", meta["cloudtaser-mac"], "--object-key", "offline/b", *salt_size],
+                               "does not verify"),
+        "another binding": (["--mac", meta["cloudtaser-mac"], "--binding", "none", "--object-key", "offline/a",
+                             *salt_size], "does not verify"),
     }
     for name, (extra, why) in cases.items():
         r = tool(stack, *base, *extra, check=None)
@@ -268,7 +300,8 @@ def test_migrate_refuses_a_replacement_of_an_encrypted_object_on_a_versioned_buc
     env = {"CLOUDTASER_S3PROXY_S3_ENDPOINT": moto_stack.endpoint}
     r = tool(stack, "migrate", "--bucket", bucket, "--prefix", "ver/", "--quiet", "--assume-quiesced", check=1,
              **env)
-    assert "encrypted: 1, already encrypted: 0, skipped: 0, failed: 0, refused: 1" in r.stdout, r.stdout + r.stderr
+    assert ("encrypted: 1, upgraded to format 3: 0, "
+            "already encrypted: 0, skipped: 0, failed: 0, refused: 1") in r.stdout, r.stdout + r.stderr
     assert "refused: ver/obj: an earlier version of it is encrypted" in r.stderr, r.stderr
     assert moto_stack.direct.get_object(Bucket=bucket, Key="ver/obj")["Body"].read() == b"the attacker's replacement"
     assert moto_stack.client.get_object(Bucket=bucket, Key="ver/obj-legacy")["Body"].read() == b"v2"

@@ -20,6 +20,7 @@ import botocore.exceptions
 from botocore.config import Config
 import pytest
 
+import envelope
 import stack as stack_mod
 from conftest import s3_client
 from hostile_upstream import Forged, HostileUpstream
@@ -222,7 +223,11 @@ def test_a_seal_outlives_its_client_and_a_sigterm(stack, upstream, pinning):
         if proc is not None:
             proc.stop()
         relay.close()
-    meta = upstream.head_object(Bucket=BUCKET, Key="drain/multi")["Metadata"]
-    assert meta["cloudtaser-layout"] != "multipart-pending" and "cloudtaser-manifest" in meta, meta
+    stored = upstream.get_object(Bucket=BUCKET, Key="drain/multi")
+    meta = stored["Metadata"]
+    assert meta["cloudtaser-layout"] == "multipart" and meta["cloudtaser-format"] == "3", meta
+    # Sealed whole: the independent reader verifies the table, digest and MAC.
+    dek = envelope.unwrap(stack.vault, meta["cloudtaser-transit-key"], meta["cloudtaser-key"])
+    assert envelope.verify_v3(dek, meta, BUCKET, "drain/multi", stored["Body"].read()) == data
     assert c.get_object(Bucket=BUCKET, Key="drain/multi")["Body"].read() == data
 
