@@ -187,9 +187,10 @@ def _decimal(text: str, what: str) -> int:
 
 
 def _hex32(text: str, what: str) -> bytes:
-    # Lower-case, as the proxy writes it; there is one spelling per value.
-    if not _HEX64.fullmatch(text):
-        raise FormatError(f"{what} is not 64 lower-case hex digits")
+    # Written in lower case; read in either (docs/FORMAT.md): the MAC covers
+    # the bytes, not their spelling.
+    if not _HEX64.fullmatch(text.lower()):
+        raise FormatError(f"{what} is not 64 hex digits")
     return bytes.fromhex(text)
 
 
