@@ -2,6 +2,7 @@
 //! `S3ProxyConfig` resources reconciled. See docs/OPERATOR.md.
 
 pub mod capabilities;
+pub mod check;
 pub mod config_cache;
 pub mod config_ref;
 pub mod controller;

@@ -35,6 +35,47 @@ enum Command {
     /// StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs), as the
     /// webhook would; the result goes to stdout, denials to stderr.
     Inject(InjectArgs),
+    /// Check the installation in the cluster (CRD, webhook, certificate,
+    /// Deployment, configs, pods, native sidecars), like `linkerd check`;
+    /// exits 1 when a check fails.
+    Check(CheckArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Human,
+    Json,
+}
+
+/// The names default to the chart's for `--release` (`_helpers.tpl`).
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The operator's (release's) namespace.
+    #[arg(long, short = 'n', env = "CLOUDTASER_OPERATOR_NAMESPACE", default_value = "cloudtaser")]
+    namespace: String,
+    /// The Helm release name the chart was installed as.
+    #[arg(long, env = "CLOUDTASER_OPERATOR_RELEASE", default_value = "cloudtaser")]
+    release: String,
+    /// The operator Deployment [default: <release>-cloudtaser-operator].
+    #[arg(long, env = "CLOUDTASER_OPERATOR_DEPLOYMENT")]
+    deployment: Option<String>,
+    /// The webhook's Service [default: <release>-cloudtaser-operator].
+    #[arg(long, env = "CLOUDTASER_OPERATOR_SERVICE")]
+    service: Option<String>,
+    /// The MutatingWebhookConfiguration [default: <release>-cloudtaser-operator].
+    #[arg(long, env = "CLOUDTASER_OPERATOR_WEBHOOK_CONFIG")]
+    webhook_config: Option<String>,
+    /// The serving certificate's Secret [default: <release>-cloudtaser-operator-tls].
+    #[arg(long, env = "CLOUDTASER_OPERATOR_TLS_SECRET")]
+    tls_secret: Option<String>,
+    /// The configured proxy image [default: the Deployment's CLOUDTASER_PROXY_IMAGE].
+    #[arg(long, env = "CLOUDTASER_OPERATOR_PROXY_IMAGE")]
+    proxy_image: Option<String>,
+    /// Check configs and pods of this namespace only [default: all].
+    #[arg(long, env = "CLOUDTASER_OPERATOR_WORKLOAD_NAMESPACE")]
+    workload_namespace: Option<String>,
+    #[arg(long, short = 'o', env = "CLOUDTASER_OPERATOR_OUTPUT", value_enum, default_value = "human")]
+    output: OutputFormat,
 }
 
 #[derive(clap::Args)]
@@ -123,6 +164,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(Command::Inject(args)) => return offline_inject(args),
+        Some(Command::Check(args)) => return check(args),
         Some(Command::Run) | None => {}
     }
     tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
@@ -221,6 +263,48 @@ fn offline_inject(args: &InjectArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn check(args: &CheckArgs) -> ExitCode {
+    use cloudtaser_operator::check::{Report, Target};
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut target = Target::for_release(&args.release, &args.namespace);
+    let names = [
+        (&args.deployment, &mut target.deployment),
+        (&args.service, &mut target.service),
+        (&args.webhook_config, &mut target.webhook_config),
+        (&args.tls_secret, &mut target.tls_secret),
+    ];
+    for (given, name) in names {
+        if let Some(given) = given {
+            name.clone_from(given);
+        }
+    }
+    target.proxy_image.clone_from(&args.proxy_image);
+    target.workload_namespace.clone_from(&args.workload_namespace);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let report = runtime.block_on(async {
+        match kube::Client::try_default().await {
+            Ok(client) => cloudtaser_operator::check::run(client, &target).await,
+            Err(e) => {
+                let mut report = Report::default();
+                report.fail(
+                    "kubernetes-api",
+                    format!("no Kubernetes client: {e}"),
+                    "set KUBECONFIG or a kubeconfig context, or run check in the cluster",
+                );
+                report
+            }
+        }
+    });
+    print!(
+        "{}",
+        match args.output {
+            OutputFormat::Human => report.to_human(),
+            OutputFormat::Json => report.to_json(),
+        }
+    );
+    ExitCode::from(report.exit_code())
 }
 
 /// Waits for the first certificate (the leader issues it), then keeps it current.
