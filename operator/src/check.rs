@@ -368,7 +368,9 @@ async fn check_crd(report: &mut Report, client: &Client) {
     if schema_of(&crd) != schema_of(&generated) {
         return report.warn(
             CHECK,
-            format!("{crd_name} serves and stores {version}, but its schema is not this operator's (another release's CRD?)"),
+            format!(
+                "{crd_name} serves and stores {version}, but its schema is not this operator's (another release's CRD?)"
+            ),
             install,
         );
     }
@@ -567,16 +569,22 @@ async fn check_deployment(report: &mut Report, client: &Client, target: &Target)
         .filter_map(|e| Some((e.name, e.value?)))
         .collect();
     let settings = OperatorSettings {
-        proxy_image: Some(env.get("CLOUDTASER_PROXY_IMAGE").cloned().unwrap_or(OPERATOR_DEFAULT_PROXY_IMAGE.to_owned())),
+        proxy_image: Some(
+            env.get("CLOUDTASER_PROXY_IMAGE").cloned().unwrap_or(OPERATOR_DEFAULT_PROXY_IMAGE.to_owned()),
+        ),
         native_sidecar: env.get("CLOUDTASER_NATIVE_SIDECAR").map(|v| v.trim() != "false"),
     };
     let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-    let debug = format!("kubectl -n {ns} describe deployment {0}; kubectl -n {ns} logs deployment/{0}", target.deployment);
+    let debug =
+        format!("kubectl -n {ns} describe deployment {0}; kubectl -n {ns} logs deployment/{0}", target.deployment);
     if ready < 1 {
         report.fail(
             CHECK,
-            format!("{}: no ready replica (0/{wanted}): the webhook fails closed, so every annotated pod is refused", target.deployment),
+            format!(
+                "{}: no ready replica (0/{wanted}): the webhook fails closed, so every annotated pod is refused",
+                target.deployment
+            ),
             debug,
         );
     } else if ready < wanted {
@@ -606,10 +614,7 @@ async fn check_configs(report: &mut Report, client: &Client, target: &Target) ->
         }
     };
     if configs.is_empty() {
-        report.ok(
-            "s3proxyconfigs",
-            "no S3ProxyConfig (pods annotated `true` use the chart's clusterDefault, if set)",
-        );
+        report.ok("s3proxyconfigs", "no S3ProxyConfig (pods annotated `true` use the chart's clusterDefault, if set)");
     }
     for config in &configs {
         let key = format!("{}/{}", config.namespace().unwrap_or_default(), config.name_any());
@@ -628,7 +633,11 @@ async fn check_configs(report: &mut Report, client: &Client, target: &Target) ->
             report.fail(
                 &check,
                 format!("not Ready ({}): {}", ready.reason, ready.message),
-                format!("fix the spec (kubectl -n {} edit s3pc {})", config.namespace().unwrap_or_default(), config.name_any()),
+                format!(
+                    "fix the spec (kubectl -n {} edit s3pc {})",
+                    config.namespace().unwrap_or_default(),
+                    config.name_any()
+                ),
             );
             continue;
         }
@@ -646,9 +655,11 @@ async fn check_configs(report: &mut Report, client: &Client, target: &Target) ->
             continue;
         }
         match condition("IdentityIsolated") {
-            Some(c) if c.status != "True" => {
-                report.warn(&check, format!("Ready, but not IdentityIsolated ({}): {}", c.reason, c.message), "use credentials.source webIdentity (docs/OPERATOR.md, \"The proxy's identity is its own\")")
-            }
+            Some(c) if c.status != "True" => report.warn(
+                &check,
+                format!("Ready, but not IdentityIsolated ({}): {}", c.reason, c.message),
+                "use credentials.source webIdentity (docs/OPERATOR.md, \"The proxy's identity is its own\")",
+            ),
             _ => {
                 let injected = status.map(|s| s.injected_pods).unwrap_or_default();
                 report.ok(&check, format!("Ready; {injected} injected pod(s)"));
@@ -784,7 +795,10 @@ async fn check_native_sidecars(
         Ok(nodes) => {
             let old = kubelets_without_native_sidecars(&nodes);
             if old.is_empty() {
-                report.ok(CHECK, format!("available: the API server keeps them and all {} kubelet(s) are 1.29+", nodes.len()));
+                report.ok(
+                    CHECK,
+                    format!("available: the API server keeps them and all {} kubelet(s) are 1.29+", nodes.len()),
+                );
             } else {
                 let named: Vec<String> = old.iter().map(|(n, v)| format!("{n} ({v})")).collect();
                 report.fail(
@@ -800,7 +814,10 @@ async fn check_native_sidecars(
         }
         Err(e) => report.warn(
             CHECK,
-            format!("the API server keeps native sidecars; could not list nodes for their kubelet versions: {}", api_error(&e)),
+            format!(
+                "the API server keeps native sidecars; could not list nodes for their kubelet versions: {}",
+                api_error(&e)
+            ),
             read_fix("nodes"),
         ),
     }
@@ -814,6 +831,10 @@ mod tests {
     fn chart_fullname_follows_the_helper() {
         assert_eq!(chart_fullname("cloudtaser"), "cloudtaser-cloudtaser-operator");
         let long = "a".repeat(39) + "-b";
-        assert_eq!(chart_fullname(&long), format!("{}-cloudtaser-operator", "a".repeat(39)), "trunc 40 then trimSuffix");
+        assert_eq!(
+            chart_fullname(&long),
+            format!("{}-cloudtaser-operator", "a".repeat(39)),
+            "trunc 40 then trimSuffix"
+        );
     }
 }

@@ -4,7 +4,6 @@
 
 mod mock;
 
-
 use cloudtaser_operator::check::{Report, Status, Target, run};
 use cloudtaser_operator::crd::S3ProxyConfig;
 use cloudtaser_operator::tls::self_managed::{Material, generate, validity};
@@ -155,7 +154,9 @@ async fn serve(mut handle: mock::Handle, cluster: Cluster) -> Vec<String> {
             (Method::GET, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/s3proxyconfigs.cloudtaser.io") => {
                 found(&cluster.crd)
             }
-            (Method::GET, p) if p == format!("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{NAME}") => {
+            (Method::GET, p)
+                if p == format!("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{NAME}") =>
+            {
                 found(&cluster.webhook)
             }
             (Method::GET, p) if p == format!("/api/v1/namespaces/{NS}/secrets/{NAME}-tls") => found(&cluster.secret),
@@ -350,7 +351,10 @@ async fn a_pod_without_the_proxy_is_named() {
     cluster.pods.push(leaving);
     let report = check(cluster).await;
     only_fails(&report, "pods-without-proxy");
-    assert_eq!(report.get("pods-without-proxy").unwrap().message, "1 annotated pod(s) run without the proxy: shop/web-2");
+    assert_eq!(
+        report.get("pods-without-proxy").unwrap().message,
+        "1 annotated pod(s) run without the proxy: shop/web-2"
+    );
 }
 
 /// Stale: not the image the pod would get now. The pod's own image
@@ -430,7 +434,10 @@ async fn the_json_report_is_an_array_of_check_status_message_fix() {
     // The same report for humans: a line a check, the fix below a failure.
     let human = report.to_human();
     println!("{human}");
-    assert!(human.contains("\nFAIL  crd: the CRD s3proxyconfigs.cloudtaser.io is not installed\n      fix: "), "{human}");
+    assert!(
+        human.contains("\nFAIL  crd: the CRD s3proxyconfigs.cloudtaser.io is not installed\n      fix: "),
+        "{human}"
+    );
     assert!(human.contains("\nok    webhook: "), "{human}");
     assert!(human.ends_with("\n1 check(s) failed\n"), "{human}");
 }
@@ -441,9 +448,11 @@ async fn the_json_report_is_an_array_of_check_status_message_fix() {
 async fn a_self_signed_serving_certificate_in_its_own_ca_bundle_verifies() {
     let mut cluster = Cluster::healthy();
     let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec![format!("{NAME}.{NS}.svc")]).unwrap().self_signed(&key).unwrap().pem();
+    let leaf =
+        rcgen::CertificateParams::new(vec![format!("{NAME}.{NS}.svc")]).unwrap().self_signed(&key).unwrap().pem();
     cluster.webhook.as_mut().unwrap()["webhooks"][0]["clientConfig"]["caBundle"] = json!(b64(leaf.as_bytes()));
-    cluster.secret.as_mut().unwrap()["data"] = json!({"tls.crt": b64(leaf.as_bytes()), "tls.key": b64(key.serialize_pem().as_bytes())});
+    cluster.secret.as_mut().unwrap()["data"] =
+        json!({"tls.crt": b64(leaf.as_bytes()), "tls.key": b64(key.serialize_pem().as_bytes())});
     let report = check(cluster).await;
     assert_eq!(report.get("webhook").unwrap().status, Status::Ok, "{}", report.to_human());
     assert_eq!(report.exit_code(), 0, "{}", report.to_human());
