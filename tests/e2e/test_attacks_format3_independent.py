@@ -22,7 +22,7 @@ import envelope
 import stack as stack_mod
 from attack_helpers import SEG, MiB, body_of, ct_len, quote_key, request, stored
 from test_attacks_at_rest import ensure_bucket, get, head, put_through, unique
-from test_failures import scrape
+from test_attacks_format3 import upstream_requests, workload  # noqa: F401 (a fixture)
 
 BUCKET = "e2e-format3-independent"
 PART = 5 * MiB
@@ -33,24 +33,12 @@ def bkt(upstream):
     return ensure_bucket(upstream, BUCKET)
 
 
-@pytest.fixture(scope="module")
-def workload(stack):
-    from conftest import s3_client  # noqa: PLC0415
-
-    return s3_client(stack.proxy_endpoint, "w", "w")
-
-
 def tool(stack, *args, check: int | None = 0, **env):
     r = subprocess.run([stack_mod.proxy_binary(), *args], env=stack.proxy_env(**env), capture_output=True,
                        text=True, timeout=300)
     if check is not None:
         assert r.returncode == check, r.stdout + r.stderr
     return r
-
-
-def upstream_requests(stack) -> float:
-    return sum(v for (name, _), v in scrape(stack.health_endpoint).items()
-               if name == "cloudtaser_s3proxy_upstream_requests_total")
 
 
 def refused(res, truth: bytes, what: str) -> None:

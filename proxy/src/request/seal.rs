@@ -316,8 +316,7 @@ impl SelfCopier {
         // A format-3 pending envelope is bound to its name: parts rebuilt
         // under another key by someone with the store's credentials are
         // not made authentic there.
-        let name =
-            ObjectName { bucket: object.bucket.as_deref().unwrap_or(""), key: object.key.as_deref().unwrap_or("") };
+        let name = super::stored::object_name(&object);
         if stored.auth.is_some() {
             verify_envelope(key.bytes(), &stored, name).map_err(ProxyError::Ciphertext)?;
         }
