@@ -60,9 +60,18 @@ pub fn serving_key_service(keys: &KeySettings, session: Arc<Session>) -> Arc<Key
     Arc::new(service)
 }
 
+/// Routed when the settings route (`serve`, the tools); `decrypt` may name
+/// a key outside the routes, on the default mount.
 fn build_key_service(keys: &KeySettings, session: Arc<Session>, key_name: &str) -> KeyService {
-    let transit = TransitClient::new(session, &keys.transit_mount, key_name);
-    KeyService::new(transit, keys.cache_size, keys.cache_ttl).with_read_keys(&keys.readable)
+    match &keys.routes {
+        Some(routes) if routes.get(key_name).is_some() => {
+            KeyService::routed(session, routes.clone(), keys.cache_size, keys.cache_ttl)
+        }
+        _ => {
+            let transit = TransitClient::new(session, &keys.transit_mount, key_name);
+            KeyService::new(transit, keys.cache_size, keys.cache_ttl).with_read_keys(&keys.readable)
+        }
+    }
 }
 
 pub async fn upstream_client(settings: &UpstreamSettings) -> Result<UpstreamClient, AppError> {

@@ -58,6 +58,14 @@ impl<K: Eq + Hash + Clone, V: Clone> BoundedMap<K, V> {
         self.lock().map.remove(key);
     }
 
+    /// Keeps only the entries `keep` accepts; returns how many went.
+    pub fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) -> usize {
+        let mut e = self.lock();
+        let before = e.map.len();
+        e.map.retain(|k, (v, _)| keep(k, v));
+        before - e.map.len()
+    }
+
     pub fn len(&self) -> usize {
         self.lock().map.len()
     }

@@ -209,6 +209,27 @@ pub struct ProxyConfig {
     #[arg(long, env = "CLOUDTASER_S3PROXY_TRANSIT_READ_KEYS", value_delimiter = ',')]
     pub transit_read_keys: Vec<String>,
 
+    /// Which Transit key wraps new objects where: comma-separated
+    /// `bucket[/prefix]=[mount/]key[:pool=N]`, the longest matching prefix
+    /// first (a prefix is a string prefix: end it with `/` for a folder);
+    /// everything else gets CLOUDTASER_S3PROXY_TRANSIT_KEY. Every routed
+    /// key is also readable.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_KEY_RULES", value_delimiter = ',')]
+    pub key_rules: Vec<String>,
+
+    /// A file of further rules in the form of CLOUDTASER_S3PROXY_KEY_RULES,
+    /// one per line (`#` comments), for lists too long for a variable.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_KEY_RULES_FILE")]
+    pub key_rules_file: Option<PathBuf>,
+
+    /// Transit keys a workload may select per request with
+    /// `x-amz-server-side-encryption-aws-kms-key-id`: comma-separated
+    /// `id=[mount/]key`, or `[mount/]key` (the id is then the key's name).
+    /// Once set, SSE-KMS request headers are the proxy's (not forwarded),
+    /// and an id not on the list gets 403 before any Vault call.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_KMS_KEY_IDS", value_delimiter = ',')]
+    pub kms_key_ids: Vec<String>,
+
     /// Most connections the S3 listener holds open at once; more wait in the
     /// kernel's accept queue.
     #[arg(long, env = "CLOUDTASER_S3PROXY_MAX_CONNECTIONS", default_value_t = 1024,
@@ -387,14 +408,7 @@ impl ProxyConfig {
         let plaintext_reads = PlaintextReadPolicy::new(&self.plaintext_reads)?;
         let access = AccessPolicy::new(&self.allowed_operations, &self.buckets)?;
         let pool = self.key_pool()?;
-        for key in &self.transit_read_keys {
-            if !crate::keys::is_valid_key_name(key.trim()) {
-                return Err(invalid(
-                    "CLOUDTASER_S3PROXY_TRANSIT_READ_KEYS",
-                    format!("`{key}` is not a Transit key name"),
-                ));
-            }
-        }
+        let routes = self.routes()?;
         let virtual_host_suffix = virtual_host_suffix(&self.virtual_host_suffix)?;
         let request = RequestSettings {
             access,
@@ -423,7 +437,7 @@ impl ProxyConfig {
             refresh_margin: Duration::from_secs(self.credentials_refresh_secs),
         };
         Ok(Settings {
-            keys: KeySettings { pool, ..self.keys() },
+            keys: KeySettings { pool, readable: routes.readable(), routes: Some(routes), ..self.keys() },
             vault,
             upstream: UpstreamSettings { upstream, credentials, timeouts: self.upstream_timeouts() },
             request,
@@ -434,7 +448,16 @@ impl ProxyConfig {
     /// What `decrypt` needs: Vault and the key service (no pool), without
     /// an upstream or a write key.
     pub fn resolve_vault(self) -> Result<VaultAccess, ConfigError> {
-        Ok(VaultAccess { vault: self.vault()?, keys: self.keys() })
+        let vault = self.vault()?;
+        // With a write key, the routed keys (on their mounts) are readable too.
+        let keys = match crate::keys::is_valid_key_name(&self.transit_key) {
+            true => {
+                let routes = self.routes()?;
+                KeySettings { readable: routes.readable(), routes: Some(routes), ..self.keys() }
+            }
+            false => self.keys(),
+        };
+        Ok(VaultAccess { vault, keys })
     }
 
     /// Vault, how to log in, and the Transit mount: what every command
@@ -468,6 +491,50 @@ impl ProxyConfig {
         })
     }
 
+    /// The routing of new objects to Transit keys and every key that may
+    /// be read, checked against each other; each error names its setting.
+    fn routes(&self) -> Result<crate::keys::KeyRoutes, ConfigError> {
+        use crate::keys::{KeyRef, KeyRoutes, KeyRule, KmsKeyId};
+        const RULES: &str = "CLOUDTASER_S3PROXY_KEY_RULES";
+        const RULES_FILE: &str = "CLOUDTASER_S3PROXY_KEY_RULES_FILE";
+        let mount = self.transit_mount.trim_matches('/');
+        let default = KeyRef { mount: mount.to_owned(), name: self.transit_key.clone() };
+        let listed = |values: &[String]| -> Vec<String> {
+            values.iter().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect()
+        };
+        let mut rules = Vec::new();
+        for entry in listed(&self.key_rules) {
+            rules.push(KeyRule::parse(&entry, mount).map_err(|e| invalid(RULES, e.to_string()))?);
+        }
+        if let Some(path) = &self.key_rules_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(RULES_FILE, format!("cannot read {}: {e}", path.display())))?;
+            for entry in crate::keys::routing::rules_file_entries(&text) {
+                rules.push(KeyRule::parse(entry, mount).map_err(|e| invalid(RULES_FILE, e.to_string()))?);
+            }
+        }
+        let mut ids = Vec::new();
+        for entry in listed(&self.kms_key_ids) {
+            ids.push(
+                KmsKeyId::parse(&entry, mount).map_err(|e| invalid("CLOUDTASER_S3PROXY_KMS_KEY_IDS", e.to_string()))?,
+            );
+        }
+        let mut read = Vec::new();
+        for entry in listed(&self.transit_read_keys) {
+            read.push(KeyRef::parse(&entry, mount).map_err(|_| {
+                invalid("CLOUDTASER_S3PROXY_TRANSIT_READ_KEYS", format!("`{entry}` is not a Transit key name"))
+            })?);
+        }
+        KeyRoutes::new(default, rules, ids, read).map_err(|e| {
+            // Conflicts span settings; name the one that adds keys to the default.
+            let setting = match e {
+                crate::keys::RouteError::DuplicateId(_) => "CLOUDTASER_S3PROXY_KMS_KEY_IDS",
+                _ => RULES,
+            };
+            invalid(setting, e.to_string())
+        })
+    }
+
     /// The key service's settings without the pool; the caller has
     /// checked the key names it needs.
     fn keys(&self) -> KeySettings {
@@ -478,6 +545,7 @@ impl ProxyConfig {
             transit_mount: self.transit_mount.clone(),
             write_key: self.transit_key.clone(),
             readable,
+            routes: None,
             cache_size: self.key_cache_size,
             cache_ttl: Duration::from_secs(self.key_cache_ttl_secs),
             version_check: Duration::from_secs(self.key_version_check_secs),
@@ -730,6 +798,37 @@ mod tests {
     }
 
     #[test]
+    fn key_rules_ids_and_read_keys_route_with_their_mounts() {
+        let dir = std::env::temp_dir().join(format!("cloudtaser-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("rules");
+        std::fs::write(&file, "# more tenants\ndata/tenant-c/=tenant-c:pool=16\n").unwrap();
+        let s = resolve(&[
+            "--key-rules",
+            "data/tenant-a/=tenant-a, data/tenant-b/=transit-eu/tenant-b",
+            "--key-rules-file",
+            file.to_str().unwrap(),
+            "--kms-key-ids",
+            "alias/a=tenant-a,transit-eu/tenant-b",
+            "--transit-read-keys",
+            "old,archive/older",
+        ])
+        .unwrap();
+        let routes = s.keys.routes.as_ref().unwrap();
+        assert_eq!(routes.route("data", "tenant-a/x"), "tenant-a");
+        assert_eq!(routes.route("data", "tenant-b/x"), "tenant-b");
+        assert_eq!(routes.route("data", "tenant-c/x"), "tenant-c");
+        assert_eq!(routes.route("data", "other"), "k");
+        assert_eq!(routes.get("tenant-b").unwrap().mount, "transit-eu");
+        assert_eq!(routes.get("older").unwrap().mount, "archive");
+        assert_eq!(routes.pool_size("tenant-c"), Some(16));
+        assert_eq!(routes.kms_key("alias/a"), Some("tenant-a"));
+        assert_eq!(routes.kms_key("tenant-b"), Some("tenant-b"));
+        assert_eq!(s.keys.readable, ["k", "old", "older", "tenant-a", "tenant-b", "tenant-c"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn key_pool_settings() {
         let p = resolve(&[]).unwrap().keys.pool.unwrap();
         assert_eq!((p.size, p.low_water, p.max_age), (1024, 512, Duration::from_secs(300)));
@@ -771,6 +870,25 @@ mod tests {
             (&["--vault-auth-method", "approle"], "VAULT_ROLE_ID is invalid: is required for AppRole auth"),
             (&["--vault-auth-method", "approle", "--vault-role-id", "r"], "VAULT_SECRET_ID is invalid: must be set"),
             (&["--transit-mount", "a//b"], "CLOUDTASER_S3PROXY_TRANSIT_MOUNT is invalid: expected a mount path"),
+            (
+                &["--key-rules", "data/a/"],
+                "CLOUDTASER_S3PROXY_KEY_RULES is invalid: `data/a/` is not `bucket[/prefix]=",
+            ),
+            (&["--key-rules", "data/a/=x y"], "CLOUDTASER_S3PROXY_KEY_RULES is invalid: `x y`: the key name"),
+            (
+                &["--key-rules", "data/a/=eu/k"],
+                "CLOUDTASER_S3PROXY_KEY_RULES is invalid: Transit key `k` is configured on two mounts",
+            ),
+            (
+                &["--key-rules", "data/a/=t1,data/a/=t2"],
+                "CLOUDTASER_S3PROXY_KEY_RULES is invalid: `data/a/` is routed twice",
+            ),
+            (
+                &["--key-rules-file", "/nonexistent/rules"],
+                "CLOUDTASER_S3PROXY_KEY_RULES_FILE is invalid: cannot read /nonexistent/rules",
+            ),
+            (&["--kms-key-ids", "a=t1,a=t2"], "CLOUDTASER_S3PROXY_KMS_KEY_IDS is invalid: key id `a` is listed twice"),
+            (&["--kms-key-ids", "a=../x"], "CLOUDTASER_S3PROXY_KMS_KEY_IDS is invalid: `../x`: the mount"),
             (&["--vault-timeout-secs", "0"], "CLOUDTASER_S3PROXY_VAULT_TIMEOUT_SECS is invalid: must be at least 1"),
             (&["--s3-region", "eu central"], "CLOUDTASER_S3PROXY_S3_REGION is invalid: expected a region name"),
             (&["--s3-region", "auto"], "CLOUDTASER_S3PROXY_S3_ENDPOINT is invalid: region `auto` needs an explicit"),
@@ -789,7 +907,7 @@ mod tests {
                 "CLOUDTASER_S3PROXY_KEY_POOL_LOW_WATER is invalid",
             ),
             (&["--key-pool-low-water", "0"], "CLOUDTASER_S3PROXY_KEY_POOL_LOW_WATER is invalid: must be between 1"),
-            (&["--transit-read-keys", "ok,a/b"], "CLOUDTASER_S3PROXY_TRANSIT_READ_KEYS is invalid: `a/b` is not"),
+            (&["--transit-read-keys", "ok,a/b c"], "CLOUDTASER_S3PROXY_TRANSIT_READ_KEYS is invalid: `a/b c` is not"),
             (
                 &["--virtual-host-suffix", ".localhost"],
                 "CLOUDTASER_S3PROXY_VIRTUAL_HOST_SUFFIX is invalid: `.localhost`",

@@ -69,9 +69,25 @@ struct CredentialsLabel {
     credentials: &'static str,
 }
 
+/// `key`: a Transit key name. Bounded: the proxy calls Transit only for
+/// keys its configuration names (an envelope naming another is refused
+/// before any call), and auth calls have none (`""`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VaultLabels {
     operation: &'static str,
+    result: &'static str,
+    key: String,
+}
+
+/// A configured Transit key's name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabel {
+    key: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyResultLabels {
+    key: String,
     result: &'static str,
 }
 
@@ -122,14 +138,15 @@ pub struct Metrics {
     key_cache_hits: Counter,
     key_cache_misses: Counter,
     key_cache_size: Gauge,
-    key_pool_keys: Gauge,
-    key_pool_refills: Family<ResultLabel, Counter>,
-    key_pool_misses: Counter,
-    key_pool_expired: Counter,
-    key_pool_retired: Counter,
-    key_rotations: Counter,
-    key_version: Gauge,
+    key_pool_keys: Family<KeyLabel, Gauge>,
+    key_pool_refills: Family<KeyResultLabels, Counter>,
+    key_pool_misses: Family<KeyLabel, Counter>,
+    key_pool_expired: Family<KeyLabel, Counter>,
+    key_pool_retired: Family<KeyLabel, Counter>,
+    key_rotations: Family<KeyLabel, Counter>,
+    key_version: Family<KeyLabel, Gauge>,
     key_version_checks: Family<ResultLabel, Counter>,
+    keys_erased: Family<KeyLabel, Counter>,
     integrity_failures: Counter,
     open_connections: Gauge,
     in_flight: Gauge,
@@ -153,13 +170,14 @@ impl Default for Metrics {
             key_cache_hits: Counter::default(),
             key_cache_misses: Counter::default(),
             key_cache_size: Gauge::default(),
-            key_pool_keys: Gauge::default(),
+            key_pool_keys: Family::default(),
             key_pool_refills: Family::default(),
-            key_pool_misses: Counter::default(),
-            key_pool_expired: Counter::default(),
-            key_pool_retired: Counter::default(),
-            key_rotations: Counter::default(),
-            key_version: Gauge::default(),
+            key_pool_misses: Family::default(),
+            key_pool_expired: Family::default(),
+            key_pool_retired: Family::default(),
+            key_rotations: Family::default(),
+            key_version: Family::default(),
+            keys_erased: Family::default(),
             key_version_checks: Family::default(),
             integrity_failures: Counter::default(),
             open_connections: Gauge::default(),
@@ -221,6 +239,11 @@ impl Default for Metrics {
             m.key_version_checks.clone(),
         );
         r.register(
+            "transit_keys_erased",
+            "Times a configured Transit key was found deleted in Vault (its cached and pooled keys were wiped)",
+            m.keys_erased.clone(),
+        );
+        r.register(
             "integrity_failures",
             "Stored objects that failed verification on read (tampered, truncated, swapped)",
             m.integrity_failures.clone(),
@@ -276,9 +299,10 @@ impl Metrics {
     }
 
     /// `operation`: `datakey`, `decrypt`, `rewrap`, `keys`, `lookup`, `login`, `renew`.
-    pub fn vault(&self, operation: &'static str, ok: bool, elapsed: Duration) {
+    /// `key`: the Transit key the call is for (`""` for auth calls).
+    pub fn vault(&self, operation: &'static str, key: &str, ok: bool, elapsed: Duration) {
         let result = if ok { "ok" } else { "error" };
-        self.vault_calls.get_or_create(&VaultLabels { operation, result }).inc();
+        self.vault_calls.get_or_create(&VaultLabels { operation, result, key: key.to_owned() }).inc();
         self.vault_durations.get_or_create(&OperationLabel { operation }).observe(elapsed.as_secs_f64());
     }
 
@@ -297,32 +321,40 @@ impl Metrics {
 
     /// The pool's size after a change, keys it dropped at their age, and
     /// whether a request found it empty.
-    pub fn key_pool(&self, size: usize, expired: usize, missed: bool) {
-        self.key_pool_keys.set(i64::try_from(size).unwrap_or(i64::MAX));
+    pub fn key_pool(&self, key: &str, size: usize, expired: usize, missed: bool) {
+        let label = KeyLabel { key: key.to_owned() };
+        self.key_pool_keys.get_or_create(&label).set(i64::try_from(size).unwrap_or(i64::MAX));
         if expired > 0 {
-            self.key_pool_expired.inc_by(expired as u64);
+            self.key_pool_expired.get_or_create(&label).inc_by(expired as u64);
         }
         if missed {
-            self.key_pool_misses.inc();
+            self.key_pool_misses.get_or_create(&label).inc();
         }
     }
 
-    /// A newer Transit key version was seen; `retired` older pooled keys were wiped.
-    pub fn key_rotation_seen(&self, retired: usize) {
-        self.key_rotations.inc();
-        self.key_pool_retired.inc_by(retired as u64);
+    /// A newer version of Transit key `key` was seen; `retired` older pooled keys were wiped.
+    pub fn key_rotation_seen(&self, key: &str, retired: usize) {
+        let label = KeyLabel { key: key.to_owned() };
+        self.key_rotations.get_or_create(&label).inc();
+        self.key_pool_retired.get_or_create(&label).inc_by(retired as u64);
     }
 
-    pub fn key_version(&self, version: u32) {
-        self.key_version.set(i64::from(version));
+    pub fn key_version(&self, key: &str, version: u32) {
+        self.key_version.get_or_create(&KeyLabel { key: key.to_owned() }).set(i64::from(version));
+    }
+
+    /// Transit key `key` was found deleted in Vault.
+    pub fn key_erased(&self, key: &str) {
+        self.keys_erased.get_or_create(&KeyLabel { key: key.to_owned() }).inc();
     }
 
     pub fn key_version_check(&self, ok: bool) {
         self.key_version_checks.get_or_create(&ResultLabel { result: if ok { "ok" } else { "error" } }).inc();
     }
 
-    pub fn key_pool_refill(&self, ok: bool) {
-        self.key_pool_refills.get_or_create(&ResultLabel { result: if ok { "ok" } else { "error" } }).inc();
+    pub fn key_pool_refill(&self, key: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.key_pool_refills.get_or_create(&KeyResultLabels { key: key.to_owned(), result }).inc();
     }
 
     pub fn integrity_failure(&self) {
@@ -383,10 +415,12 @@ mod tests {
         m.bytes(Direction::In, BytesKind::Plaintext, 10);
         m.upstream("PUT", Some(503), Duration::from_millis(1));
         m.upstream("GET", None, Duration::from_millis(1));
-        m.vault("datakey", true, Duration::from_millis(2));
+        m.vault("datakey", "tenant-a", true, Duration::from_millis(2));
         m.key_cache(false, 1);
-        m.key_pool(7, 2, true);
-        m.key_pool_refill(true);
+        m.key_pool("tenant-a", 7, 2, true);
+        m.key_pool("tenant-b", 3, 0, false);
+        m.key_pool_refill("tenant-a", true);
+        m.key_erased("tenant-b");
         let text = m.encode();
         for line in [
             "cloudtaser_s3proxy_requests_total{operation=\"PutObject\",code=\"200\"} 1",
@@ -394,15 +428,17 @@ mod tests {
             "cloudtaser_s3proxy_bytes_total{direction=\"in\",kind=\"plaintext\"} 10",
             "cloudtaser_s3proxy_upstream_requests_total{method=\"PUT\",class=\"5xx\"} 1",
             "cloudtaser_s3proxy_upstream_requests_total{method=\"GET\",class=\"error\"} 1",
-            "cloudtaser_s3proxy_vault_calls_total{operation=\"datakey\",result=\"ok\"} 1",
+            "cloudtaser_s3proxy_vault_calls_total{operation=\"datakey\",result=\"ok\",key=\"tenant-a\"} 1",
             "cloudtaser_s3proxy_key_cache_misses_total 1",
             "cloudtaser_s3proxy_key_cache_size 1",
             "cloudtaser_s3proxy_vault_reachable 0",
             "cloudtaser_s3proxy_integrity_failures_total 0",
-            "cloudtaser_s3proxy_key_pool_keys 7",
-            "cloudtaser_s3proxy_key_pool_misses_total 1",
-            "cloudtaser_s3proxy_key_pool_expired_total 2",
-            "cloudtaser_s3proxy_key_pool_refills_total{result=\"ok\"} 1",
+            "cloudtaser_s3proxy_key_pool_keys{key=\"tenant-a\"} 7",
+            "cloudtaser_s3proxy_key_pool_keys{key=\"tenant-b\"} 3",
+            "cloudtaser_s3proxy_key_pool_misses_total{key=\"tenant-a\"} 1",
+            "cloudtaser_s3proxy_key_pool_expired_total{key=\"tenant-a\"} 2",
+            "cloudtaser_s3proxy_key_pool_refills_total{key=\"tenant-a\",result=\"ok\"} 1",
+            "cloudtaser_s3proxy_transit_keys_erased_total{key=\"tenant-b\"} 1",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

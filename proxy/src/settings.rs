@@ -88,6 +88,10 @@ pub struct KeySettings {
     pub write_key: String,
     /// Every key whose data keys may be unwrapped: the write key first.
     pub readable: Vec<String>,
+    /// Which key wraps new objects where, and every key's mount (`None`
+    /// for [`VaultAccess`], which only reads: the write key and
+    /// `readable` on `transit_mount`).
+    pub routes: Option<crate::keys::KeyRoutes>,
     /// Unwrapped data keys kept for reads (0: no cache).
     pub cache_size: usize,
     pub cache_ttl: Duration,

@@ -66,6 +66,10 @@ pub enum ProxyError {
     // the proxy to probe Vault.
     #[error("{}", .0.client_message())]
     KeyRefused(VaultError),
+    /// `x-amz-server-side-encryption-aws-kms-key-id` named a key that is not
+    /// on `CLOUDTASER_S3PROXY_KMS_KEY_IDS` (refused before any Vault call).
+    #[error("The requested KMS key id is not one this proxy may encrypt with.")]
+    KmsKeyNotAllowed,
     #[error("The key service is unavailable.")]
     KeyServiceUnavailable(VaultError),
     /// The memory for buffered request bodies stayed in use (`body::BodyBudget`).
@@ -154,7 +158,7 @@ impl ProxyError {
             AccessDenied(_) | Denied(_) | NotEncrypted | NotEncryptedSource | Format1Refused | LegacyFormatRefused => {
                 (S::FORBIDDEN, "AccessDenied")
             }
-            KeyRefused(_) => (S::FORBIDDEN, "KMS.AccessDeniedException"),
+            KeyRefused(_) | KmsKeyNotAllowed => (S::FORBIDDEN, "KMS.AccessDeniedException"),
             ReservedMetadata(_) | InvalidArgument(_) => (S::BAD_REQUEST, "InvalidArgument"),
             InvalidBucketName => (S::BAD_REQUEST, "InvalidBucketName"),
             RequestTimeout => (S::BAD_REQUEST, "RequestTimeout"),

@@ -35,6 +35,12 @@ impl KeyCache {
         self.by_wrapped.insert(id, (key, Instant::now()));
     }
 
+    /// Drops every key unwrapped under `transit_key` (erased in Vault:
+    /// nothing of it may be served from memory either). Returns how many.
+    pub fn forget_transit_key(&self, transit_key: &str) -> usize {
+        self.by_wrapped.retain(|(name, _), _| name != transit_key)
+    }
+
     pub fn len(&self) -> usize {
         self.by_wrapped.len()
     }

@@ -1,11 +1,13 @@
 //! Envelope key management: data keys from Vault/OpenBao Transit, a pool of
-//! pre-wrapped keys for writes and a bounded cache of unwrapped keys for
-//! reads. No HTTP server in here.
+//! pre-wrapped keys per routed Transit key for writes and a bounded cache of
+//! unwrapped keys for reads. No HTTP server in here.
 
+pub mod audit;
 mod auth;
 mod cache;
 pub mod health;
 mod pool;
+pub mod routing;
 mod single_flight;
 mod transit;
 mod vault;
@@ -14,32 +16,69 @@ pub use crate::format::DataKey;
 pub use auth::{AuthMethod, Secret, Session};
 pub use cache::KeyCache;
 pub use pool::{KeyPool, PoolSettings, RefillError};
+pub use routing::{KeyRef, KeyRoutes, KeyRule, KmsKeyId, RouteError};
 pub use transit::{KeyVersionInfo, TransitClient, key_version};
 pub use vault::{
     Payload as VaultPayload, VaultAnswer, VaultCall, VaultEndpoint, VaultError, VaultHttp, VaultTransport,
 };
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-/// A data key for writing and its Vault-wrapped form (`vault:vN:…`), safe to store.
+/// A data key for writing, its Vault-wrapped form (`vault:vN:…`, safe to
+/// store) and the Transit key that wrapped it.
 #[derive(Clone)]
 pub struct NewDataKey {
     pub key: Arc<DataKey>,
     pub wrapped: String,
+    pub transit_key: String,
 }
 
-/// The pool's wrapper: Transit `encrypt` with `batch_input`, its outcome
-/// recorded in the health state like any other Transit call.
+/// The pool's wrapper for one Transit key: `encrypt` with `batch_input`,
+/// each outcome recorded in the health state like any other Transit call.
+/// A key Vault no longer has is forgotten at once: its cached data keys go
+/// (they must not outlive the key they were wrapped by) and the pool wipes
+/// its own.
 struct TransitWrapper {
     transit: Arc<TransitClient>,
     health: Arc<health::VaultHealth>,
+    cache: Arc<KeyCache>,
+}
+
+impl TransitWrapper {
+    fn watch<T>(&self, result: Result<T, VaultError>) -> Result<T, VaultError> {
+        if let Err(e) = &result
+            && e.is_key_gone()
+        {
+            forget_erased(&self.cache, self.transit.key_name());
+        }
+        self.health.observe(result)
+    }
 }
 
 impl pool::Wrapper for TransitWrapper {
     fn wrap<'a>(&'a self, keys: &'a [DataKey]) -> futures_util::future::BoxFuture<'a, Result<Vec<String>, VaultError>> {
-        Box::pin(async move { self.health.observe(self.transit.wrap_data_keys(keys).await) })
+        Box::pin(async move {
+            let audit = audit::Audit::fresh(audit::Reason::Pool);
+            self.watch(audit::scope(audit, self.transit.wrap_data_keys(keys)).await)
+        })
     }
+
+    fn generate<'a>(&'a self) -> futures_util::future::BoxFuture<'a, Result<(DataKey, String), VaultError>> {
+        Box::pin(async move {
+            let audit = audit::Audit::fresh(audit::Reason::Pool);
+            self.watch(audit::scope(audit, self.transit.generate_data_key()).await)
+        })
+    }
+}
+
+/// Drops what memory holds of a Transit key Vault no longer has.
+fn forget_erased(cache: &KeyCache, transit_key: &str) {
+    let dropped = cache.forget_transit_key(transit_key);
+    crate::metrics::metrics().key_erased(transit_key);
+    tracing::warn!(transit_key, cached_keys_dropped = dropped, "Transit key not found in Vault (erased?)");
 }
 
 /// Whether `name` can be a Transit key name: one path segment of safe
@@ -63,133 +102,213 @@ pub fn is_valid_wrapped_key(wrapped: &str) -> bool {
         && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
 }
 
-/// The key service the request path talks to: Transit, the pool of
-/// pre-wrapped keys for writes and the read cache.
-pub struct KeyService {
+/// One Transit key that wraps new data keys: its pool and the newest
+/// version seen of it.
+struct WriteKey {
     transit: Arc<TransitClient>,
-    /// Transit keys the proxy may unwrap with (the write key first).
-    readable: Vec<String>,
-    health: Arc<health::VaultHealth>,
-    cache: KeyCache,
     pool: Option<Arc<KeyPool>>,
-    /// The newest version of the write key seen in any Transit answer.
-    latest: Arc<std::sync::atomic::AtomicU32>,
+    /// The newest version of this key seen in any Transit answer.
+    latest: Arc<AtomicU32>,
+}
+
+/// The key service the request path talks to: Transit (one client per
+/// configured key, on its mount), a pool of pre-wrapped keys per key that
+/// wraps new objects, and the read cache.
+pub struct KeyService {
+    routes: KeyRoutes,
+    /// Every configured key, by name: the only ones a wrapped key is ever
+    /// sent to Vault under.
+    transits: BTreeMap<String, Arc<TransitClient>>,
+    writers: BTreeMap<String, WriteKey>,
+    health: Arc<health::VaultHealth>,
+    cache: Arc<KeyCache>,
     /// How often the current version is checked when there is no pool to do it.
     version_check: Option<Duration>,
     unwrapping: single_flight::SingleFlight<cache::CacheKey, Result<Arc<DataKey>, VaultError>>,
 }
 
 impl KeyService {
+    /// One Transit key that wraps everything, and the only one readable.
     pub fn new(transit: TransitClient, cache_capacity: usize, cache_ttl: Duration) -> Self {
-        let readable = vec![transit.key_name().to_owned()];
+        let default = KeyRef { mount: transit.mount().to_owned(), name: transit.key_name().to_owned() };
+        Self::routed(transit.session().clone(), KeyRoutes::single(default), cache_capacity, cache_ttl)
+    }
+
+    /// New objects wrapped by the key `routes` names for them; reads
+    /// unwrap under any key `routes` knows.
+    pub fn routed(session: Arc<Session>, routes: KeyRoutes, cache_capacity: usize, cache_ttl: Duration) -> Self {
+        let transits: BTreeMap<String, Arc<TransitClient>> = routes
+            .keys()
+            .map(|k| (k.name.clone(), Arc::new(TransitClient::new(session.clone(), &k.mount, &k.name))))
+            .collect();
+        let writers = routes
+            .writers()
+            .map(|k| {
+                let transit = transits[&k.name].clone();
+                (k.name.clone(), WriteKey { transit, pool: None, latest: Arc::default() })
+            })
+            .collect();
         Self {
-            transit: Arc::new(transit),
-            readable,
+            routes,
+            transits,
+            writers,
             health: Arc::default(),
-            cache: KeyCache::new(cache_capacity, cache_ttl),
-            pool: None,
-            latest: Arc::default(),
+            cache: Arc::new(KeyCache::new(cache_capacity, cache_ttl)),
             version_check: None,
             unwrapping: single_flight::SingleFlight::default(),
         }
     }
 
-    /// Further Transit keys whose data keys may be unwrapped for reads.
+    /// Further Transit keys, on the default key's mount, whose data keys
+    /// may be unwrapped for reads.
     pub fn with_read_keys(mut self, keys: &[String]) -> Self {
-        for k in keys {
-            if !self.readable.contains(k) {
-                self.readable.push(k.clone());
+        let mount = self.routes.default_key().mount.clone();
+        for name in keys {
+            if !self.transits.contains_key(name) {
+                let session = self.default_transit().session().clone();
+                self.transits.insert(name.clone(), Arc::new(TransitClient::new(session, &mount, name)));
             }
         }
         self
     }
 
-    /// Serves new data keys from a pool of pre-wrapped ones (`None` or a
-    /// size of 0: a Transit call per key). The pool fills once
+    /// Serves new data keys from a pool of pre-wrapped ones per writing
+    /// key (`None` or a size of 0: a Transit call per key; a rule's
+    /// `:pool=N` overrides the size for its key). Pools fill once
     /// [`KeyService::start_pool`] runs.
     pub fn with_pool(mut self, settings: Option<PoolSettings>) -> Self {
-        self.pool = settings.filter(|s| s.size > 0).map(|s| Arc::new(KeyPool::new(s)));
+        for (name, writer) in &mut self.writers {
+            let sized = settings.map(|s| match self.routes.pool_size(name) {
+                Some(size) => PoolSettings { size, low_water: size.div_ceil(2), ..s },
+                None => s,
+            });
+            writer.pool = sized.filter(|s| s.size > 0).map(|s| Arc::new(KeyPool::new(name, s)));
+        }
         self
     }
 
-    /// Checks the write key's current version this often even without a
+    /// Checks each writing key's current version this often even without a
     /// pool (which checks on its own), so a PUT that streams across a
-    /// rotation is refused at its end ([`KeyService::is_current`]).
+    /// rotation is refused at its end ([`KeyService::is_current`]) and an
+    /// erased key is noticed.
     pub fn with_version_check(mut self, interval: Duration) -> Self {
         self.version_check = Some(interval);
         self
     }
 
-    /// Starts filling the pool in the background, if there is one; without
-    /// one, starts the version check.
+    /// Starts filling each pool in the background; a writing key without
+    /// one gets the version check.
     pub fn start_pool(&self) {
-        let wrapper = TransitWrapper { transit: self.transit.clone(), health: self.health.clone() };
-        match (&self.pool, self.version_check) {
-            (Some(pool), _) => {
-                tokio::spawn(pool.clone().run(Arc::new(wrapper)));
-            }
-            (None, Some(interval)) => {
-                let latest = self.latest.clone();
-                tokio::spawn(async move {
-                    loop {
-                        tokio::time::sleep(interval).await;
-                        // One throwaway key: Transit wraps under its current version.
-                        let answer = match DataKey::random() {
-                            Ok(key) => pool::Wrapper::wrap(&wrapper, std::slice::from_ref(&key)).await,
-                            Err(_) => continue,
-                        };
-                        let checked = answer.as_ref().ok().and_then(|w| w.first()).and_then(|w| key_version(w));
-                        if let Some(v) = checked {
-                            latest.fetch_max(v, std::sync::atomic::Ordering::SeqCst);
+        for writer in self.writers.values() {
+            let wrapper = TransitWrapper {
+                transit: writer.transit.clone(),
+                health: self.health.clone(),
+                cache: self.cache.clone(),
+            };
+            match (&writer.pool, self.version_check) {
+                (Some(pool), _) => {
+                    tokio::spawn(pool.clone().run(Arc::new(wrapper)));
+                }
+                (None, Some(interval)) => {
+                    let latest = writer.latest.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(interval).await;
+                            // One throwaway key: Transit wraps under its current version.
+                            let answer = pool::Wrapper::generate(&wrapper).await;
+                            let checked = answer.as_ref().ok().and_then(|(_, w)| key_version(w));
+                            if let Some(v) = checked {
+                                latest.fetch_max(v, Ordering::SeqCst);
+                            }
+                            crate::metrics::metrics().key_version_check(checked.is_some());
                         }
-                        crate::metrics::metrics().key_version_check(checked.is_some());
-                    }
-                });
+                    });
+                }
+                (None, None) => {}
             }
-            (None, None) => {}
         }
     }
 
-    /// The newest version of the write key the proxy has seen (0: none yet).
+    fn default_transit(&self) -> &Arc<TransitClient> {
+        &self.transits[&self.routes.default_key().name]
+    }
+
+    /// The routing this service writes by.
+    pub fn routes(&self) -> &KeyRoutes {
+        &self.routes
+    }
+
+    /// The newest version of the default write key the proxy has seen (0: none yet).
     pub fn current_version(&self) -> u32 {
-        let pooled = self.pool.as_ref().map_or(0, |p| p.floor());
-        self.latest.load(std::sync::atomic::Ordering::SeqCst).max(pooled)
+        self.current_version_of(self.key_name())
     }
 
-    /// Whether a data key wrapped as `wrapped` is still under the current
-    /// version of the write key.
-    pub fn is_current(&self, wrapped: &str) -> bool {
-        key_version(wrapped).is_some_and(|v| v >= self.current_version())
+    /// The newest version of `transit_key` seen (0: none yet, or not a writing key).
+    pub fn current_version_of(&self, transit_key: &str) -> u32 {
+        self.writers.get(transit_key).map_or(0, |w| {
+            let pooled = w.pool.as_ref().map_or(0, |p| p.floor());
+            w.latest.load(Ordering::SeqCst).max(pooled)
+        })
     }
 
+    /// Whether a data key wrapped as `wrapped` under `transit_key` is still
+    /// under that key's current version.
+    pub fn is_current(&self, transit_key: &str, wrapped: &str) -> bool {
+        key_version(wrapped).is_some_and(|v| v >= self.current_version_of(transit_key))
+    }
+
+    /// The default key's pool.
     pub fn pool(&self) -> Option<&Arc<KeyPool>> {
-        self.pool.as_ref()
+        self.pool_of(self.key_name())
+    }
+
+    pub fn pool_of(&self, transit_key: &str) -> Option<&Arc<KeyPool>> {
+        self.writers.get(transit_key).and_then(|w| w.pool.as_ref())
     }
 
     pub fn health(&self) -> &health::VaultHealth {
         &self.health
     }
 
+    /// The default write key (`CLOUDTASER_S3PROXY_TRANSIT_KEY`).
     pub fn key_name(&self) -> &str {
-        self.transit.key_name()
+        &self.routes.default_key().name
     }
 
+    /// The default key's Transit client.
     pub fn transit(&self) -> &TransitClient {
-        &self.transit
+        self.default_transit()
     }
 
-    /// A data key no other object or upload will use: from the pool while
-    /// it has one (no Vault call), else straight from Transit `datakey`.
-    pub async fn generate_fresh(&self) -> Result<NewDataKey, VaultError> {
-        let (key, wrapped) = match self.pool.as_ref().and_then(|p| p.take()) {
+    /// The Transit client of a configured key, on its own mount.
+    pub fn transit_for(&self, transit_key: &str) -> Option<&TransitClient> {
+        self.transits.get(transit_key).map(AsRef::as_ref)
+    }
+
+    /// A data key no other object or upload will use, wrapped by
+    /// `transit_key` (a writing key: the default, a rule's or an allowed
+    /// id's): from its pool while it has one (no Vault call), else straight
+    /// from Transit `datakey`.
+    pub async fn generate_fresh(&self, transit_key: &str) -> Result<NewDataKey, VaultError> {
+        let writer = self.writers.get(transit_key).ok_or(VaultError::KeyNotAllowed)?;
+        let (key, wrapped) = match writer.pool.as_ref().and_then(|p| p.take()) {
             Some(pooled) => (pooled.key, pooled.wrapped),
             None => {
-                let (key, wrapped) = self.health.observe(self.transit.generate_data_key().await)?;
+                let answer = writer.transit.generate_data_key().await;
+                if let Err(e) = &answer
+                    && e.is_key_gone()
+                {
+                    forget_erased(&self.cache, transit_key);
+                    if let Some(pool) = &writer.pool {
+                        pool.clear();
+                    }
+                }
+                let (key, wrapped) = self.health.observe(answer)?;
                 // Transit answered with its current version: if that is a
                 // rotation, the pool's older keys go now, not at the next check.
                 if let Some(version) = key_version(&wrapped) {
-                    self.latest.fetch_max(version, std::sync::atomic::Ordering::SeqCst);
-                    if let Some(pool) = &self.pool {
+                    writer.latest.fetch_max(version, Ordering::SeqCst);
+                    if let Some(pool) = &writer.pool {
                         pool.observe_version(version);
                     }
                 }
@@ -197,8 +316,8 @@ impl KeyService {
             }
         };
         let key = Arc::new(key);
-        self.cache.insert((self.key_name().to_owned(), wrapped.clone()), key.clone());
-        Ok(NewDataKey { key, wrapped })
+        self.cache.insert((transit_key.to_owned(), wrapped.clone()), key.clone());
+        Ok(NewDataKey { key, wrapped, transit_key: transit_key.to_owned() })
     }
 
     /// The data key inside a wrapped key, from the cache or Transit.
@@ -208,9 +327,9 @@ impl KeyService {
     /// an envelope naming another Transit key with a cached wrapped string
     /// is sent to Vault under the key it names, never served from the cache.
     pub async fn unwrap(&self, key_name: &str, wrapped: &str) -> Result<Arc<DataKey>, VaultError> {
-        if !self.readable.iter().any(|k| k == key_name) {
+        let Some(transit) = self.transits.get(key_name) else {
             return Err(VaultError::KeyNotAllowed);
-        }
+        };
         if !is_valid_wrapped_key(wrapped) {
             return Err(VaultError::MalformedWrappedKey);
         }
@@ -222,7 +341,17 @@ impl KeyService {
         }
         self.unwrapping
             .run(&id, || async {
-                let key = Arc::new(self.health.observe(self.transit.decrypt_data_key(key_name, wrapped).await)?);
+                let answer = transit.decrypt_data_key(key_name, wrapped).await;
+                if let Err(e) = &answer
+                    && e.is_key_gone()
+                {
+                    // Every other object of this key goes with it, now.
+                    forget_erased(&self.cache, key_name);
+                    if let Some(pool) = self.pool_of(key_name) {
+                        pool.clear();
+                    }
+                }
+                let key = Arc::new(self.health.observe(answer)?);
                 self.cache.insert(id.clone(), key.clone());
                 Ok(key)
             })
@@ -231,7 +360,7 @@ impl KeyService {
 
     /// One probe of Vault (token lookup), recorded in the health state.
     pub async fn probe(&self) -> Result<(), VaultError> {
-        self.health.observe(self.transit.lookup_self().await)
+        self.health.observe(self.default_transit().lookup_self().await)
     }
 
     /// Keeps the health state fresh: probes Vault every `interval` unless a
@@ -267,7 +396,7 @@ mod tests {
     async fn a_fresh_key_unwraps_to_itself_and_reads_hit_the_cache() {
         let vault = FakeVault::new();
         let keys = service(&vault);
-        let new = keys.generate_fresh().await.unwrap();
+        let new = keys.generate_fresh("app").await.unwrap();
         assert!(is_valid_wrapped_key(&new.wrapped), "{}", new.wrapped);
         let read = keys.unwrap("app", &new.wrapped).await.unwrap();
         assert_eq!(read.bytes(), new.key.bytes());
@@ -278,7 +407,7 @@ mod tests {
     async fn concurrent_cold_reads_share_one_decrypt() {
         let vault = FakeVault::new();
         let writer = service(&vault);
-        let wrapped = writer.generate_fresh().await.unwrap().wrapped;
+        let wrapped = writer.generate_fresh("app").await.unwrap().wrapped;
         let reader = service(&vault);
         let keys = futures_util::future::join_all((0..16).map(|_| reader.unwrap("app", &wrapped))).await;
         assert!(keys.iter().all(|k| k.is_ok()));
@@ -289,7 +418,7 @@ mod tests {
     async fn tampered_foreign_and_unconfigured_keys_are_refused_for_good() {
         let vault = FakeVault::new();
         let keys = service(&vault);
-        let wrapped = keys.generate_fresh().await.unwrap().wrapped;
+        let wrapped = keys.generate_fresh("app").await.unwrap().wrapped;
         let body = wrapped.strip_prefix("vault:v1:").unwrap();
         let flipped = if body.starts_with('B') { 'C' } else { 'B' };
         let tampered = format!("vault:v1:{flipped}{}", &body[1..]);
@@ -310,7 +439,7 @@ mod tests {
         // with the wrapped string of a key `app` wrapped (and the proxy cached).
         let vault = FakeVault::new();
         let keys = service(&vault).with_read_keys(&["b".to_owned()]);
-        let wrapped = keys.generate_fresh().await.unwrap().wrapped;
+        let wrapped = keys.generate_fresh("app").await.unwrap().wrapped;
         assert!(keys.unwrap("app", &wrapped).await.is_ok());
         let e = keys.unwrap("b", &wrapped).await.unwrap_err();
         assert!(e.is_permanent(), "{e:?}");
@@ -326,14 +455,14 @@ mod tests {
     async fn a_sealed_vault_is_an_outage_and_is_recorded() {
         let vault = FakeVault::new();
         let keys = service(&vault);
-        keys.generate_fresh().await.unwrap();
+        keys.generate_fresh("app").await.unwrap();
         assert!(keys.health().is_reachable());
         vault.transit_status.store(503, Ordering::Relaxed);
-        let Err(e) = keys.generate_fresh().await else { panic!("a key from a sealed Vault") };
+        let Err(e) = keys.generate_fresh("app").await else { panic!("a key from a sealed Vault") };
         assert!(e.is_outage() && !e.is_permanent(), "{e:?}");
         assert!(!keys.health().is_reachable(), "readiness follows the outage");
         vault.transit_status.store(429, Ordering::Relaxed);
-        let Err(e) = keys.generate_fresh().await else { panic!("a key while rate-limited") };
+        let Err(e) = keys.generate_fresh("app").await else { panic!("a key while rate-limited") };
         assert!(e.is_rate_limit(), "{e:?}");
     }
 
@@ -344,9 +473,9 @@ mod tests {
         let jwt = Secret::Value(zeroize::Zeroizing::new("good-jwt".into()));
         let session = Session::new(http, AuthMethod::Kubernetes { mount: "kubernetes".into(), role: "p".into(), jwt });
         let keys = KeyService::new(TransitClient::new(session, "transit", "app"), 16, Duration::from_secs(60));
-        keys.generate_fresh().await.unwrap();
+        keys.generate_fresh("app").await.unwrap();
         vault.revoke_all_tokens();
-        keys.generate_fresh().await.unwrap();
+        keys.generate_fresh("app").await.unwrap();
         assert_eq!(vault.logins(), 2);
         assert_eq!(vault.count("datakey"), 3, "one refused call, one retry after the login: {:?}", vault.calls());
     }
@@ -370,8 +499,8 @@ mod tests {
         }
         assert_eq!(keys.pool().unwrap().len(), 8);
         let before = vault.calls().len();
-        let a = keys.generate_fresh().await.unwrap();
-        let b = keys.generate_fresh().await.unwrap();
+        let a = keys.generate_fresh("app").await.unwrap();
+        let b = keys.generate_fresh("app").await.unwrap();
         assert_ne!(a.wrapped, b.wrapped, "each key serves one object");
         assert_eq!(vault.calls().len(), before, "{:?}", vault.calls());
         assert_eq!(vault.count("datakey"), 0);

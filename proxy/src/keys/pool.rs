@@ -67,6 +67,12 @@ impl PoolSettings {
 pub trait Wrapper: Send + Sync + 'static {
     /// One wrapped form (`vault:vN:…`) per key, in order.
     fn wrap<'a>(&'a self, keys: &'a [DataKey]) -> BoxFuture<'a, Result<Vec<String>, VaultError>>;
+
+    /// One new data key from Transit (`datakey`), for the version check.
+    /// Unlike `encrypt`, which Vault answers with a bare 403 when the key
+    /// was deleted and the token may not create one, `datakey` says the key
+    /// is gone, so the check also notices an erased key.
+    fn generate<'a>(&'a self) -> BoxFuture<'a, Result<(DataKey, String), VaultError>>;
 }
 
 /// A key taken from the pool, with its wrapped form.
@@ -81,6 +87,8 @@ pub struct PooledKey {
 impl zeroize::ZeroizeOnDrop for PooledKey {}
 
 pub struct KeyPool {
+    /// The Transit key the pool's keys are wrapped by: a metrics label.
+    name: String,
     settings: PoolSettings,
     /// Oldest first: keys are handed out in the order they were wrapped, so
     /// none sits unused until it expires while newer ones go out.
@@ -92,8 +100,28 @@ pub struct KeyPool {
 }
 
 impl KeyPool {
-    pub fn new(settings: PoolSettings) -> Self {
-        Self { settings, keys: Mutex::new(VecDeque::new()), floor: AtomicU32::new(0), low: Notify::new() }
+    pub fn new(name: &str, settings: PoolSettings) -> Self {
+        Self {
+            name: name.to_owned(),
+            settings,
+            keys: Mutex::new(VecDeque::new()),
+            floor: AtomicU32::new(0),
+            low: Notify::new(),
+        }
+    }
+
+    /// Wipes every pooled key: Vault refused the Transit key for good
+    /// (erased, or the proxy's policy lost it), and a new object must not
+    /// be written under a key nobody can unwrap. Returns how many went.
+    pub fn clear(&self) -> usize {
+        let dropped = {
+            let mut keys = self.keys.lock().expect("pool lock");
+            let n = keys.len();
+            keys.clear();
+            n
+        };
+        crate::metrics::metrics().key_pool(&self.name, 0, 0, false);
+        dropped
     }
 
     /// The newest Transit key version the pool has seen (0: none yet).
@@ -117,12 +145,17 @@ impl KeyPool {
             (before - keys.len(), keys.len())
         };
         let m = crate::metrics::metrics();
-        m.key_pool(len, 0, false);
-        m.key_version(version);
+        m.key_pool(&self.name, len, 0, false);
+        m.key_version(&self.name, version);
         // The first version seen at start is not a rotation.
         if previous > 0 {
-            m.key_rotation_seen(dropped);
-            tracing::info!(version, retired = dropped, "Transit key rotation seen; older pooled keys wiped");
+            m.key_rotation_seen(&self.name, dropped);
+            tracing::info!(
+                transit_key = self.name,
+                version,
+                retired = dropped,
+                "Transit key rotation seen; older pooled keys wiped"
+            );
         }
         if len < self.settings.low_water {
             self.low.notify_one();
@@ -152,7 +185,7 @@ impl KeyPool {
             (keys.pop_front(), expired, keys.len())
         };
         let m = crate::metrics::metrics();
-        m.key_pool(left, expired, key.is_none());
+        m.key_pool(&self.name, left, expired, key.is_none());
         if left < self.settings.low_water {
             self.low.notify_one();
         }
@@ -171,7 +204,7 @@ impl KeyPool {
             let next = keys.get(stale).map(|k| k.wrapped_at + refresh);
             (expired, keys.len(), stale, next)
         };
-        crate::metrics::metrics().key_pool(len, expired, false);
+        crate::metrics::metrics().key_pool(&self.name, len, expired, false);
         let fresh = len - stale;
         (fresh, next)
     }
@@ -187,7 +220,7 @@ impl KeyPool {
             keys.extend(batch.into_iter().filter(|k| k.version >= floor));
             keys.len()
         };
-        crate::metrics::metrics().key_pool(len, 0, false);
+        crate::metrics::metrics().key_pool(&self.name, len, 0, false);
     }
 
     /// Generates and wraps `n` keys.
@@ -214,9 +247,11 @@ impl KeyPool {
     /// Wraps one key to learn the version Transit wraps under now; the key
     /// joins the pool (it is as good as any other).
     pub async fn check_version(&self, wrapper: &dyn Wrapper) -> Result<u32, RefillError> {
-        let batch = self.wrap_batch(wrapper, 1).await?;
-        let version = batch.iter().map(|k| k.version).max().unwrap_or(0);
-        self.push(batch);
+        let (key, wrapped) = wrapper.generate().await.map_err(RefillError::Vault)?;
+        let version = super::key_version(&wrapped)
+            .ok_or(RefillError::Vault(VaultError::BadResponse("wrapped key is not in vault:vN: form")))?;
+        self.observe_version(version);
+        self.push(vec![PooledKey { key, wrapped, version, wrapped_at: Instant::now() }]);
         Ok(version)
     }
 
@@ -238,7 +273,7 @@ impl KeyPool {
         let mut added = 0;
         let mut failure = None;
         for r in results {
-            crate::metrics::metrics().key_pool_refill(r.is_ok());
+            crate::metrics::metrics().key_pool_refill(&self.name, r.is_ok());
             match r {
                 Ok(batch) => {
                     added += batch.len();
@@ -268,7 +303,15 @@ impl KeyPool {
                 }
                 Ok(_) => backoff = MIN_BACKOFF,
                 Err(e) => {
-                    tracing::warn!(error = %e, "data key pool refill failed");
+                    tracing::warn!(transit_key = self.name, error = %e, "data key pool refill failed");
+                    if e.is_permanent() {
+                        // Refused for good (a bare 403 when the key was
+                        // deleted): wipe what is pooled, and let the check
+                        // say whether the key is gone.
+                        self.clear();
+                        let checked = self.check_version(wrapper.as_ref()).await;
+                        crate::metrics::metrics().key_version_check(checked.is_ok());
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
@@ -282,7 +325,10 @@ impl KeyPool {
                 _ = tokio::time::sleep_until(next_check) => {
                     let checked = self.check_version(wrapper.as_ref()).await;
                     if let Err(e) = &checked {
-                        tracing::warn!(error = %e, "Transit key version check failed");
+                        tracing::warn!(transit_key = self.name, error = %e, "Transit key version check failed");
+                        if e.is_permanent() {
+                            self.clear();
+                        }
                     }
                     crate::metrics::metrics().key_version_check(checked.is_ok());
                     next_check = tokio::time::Instant::now() + self.settings.version_check;
@@ -310,6 +356,14 @@ pub enum RefillError {
     Vault(VaultError),
 }
 
+impl RefillError {
+    /// Vault refused the key itself: retrying will not help, and keys
+    /// wrapped by it must not be handed out.
+    fn is_permanent(&self) -> bool {
+        matches!(self, RefillError::Vault(e) if e.is_permanent() || e.is_auth())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +379,8 @@ mod tests {
         down: AtomicBool,
         /// The Transit key version wrapped under (0 counts as 1).
         version: AtomicU32,
+        /// The Transit key was deleted: `encrypt` gets a bare 403, `datakey` says so.
+        gone: AtomicBool,
     }
 
     impl Wrapper for FakeTransit {
@@ -333,16 +389,58 @@ mod tests {
                 if self.down.load(Ordering::SeqCst) {
                     return Err(VaultError::Unreachable("down".into()));
                 }
+                if self.gone.load(Ordering::SeqCst) {
+                    return Err(VaultError::Refused { status: 403, message: "permission denied".into() });
+                }
                 let g = self.generation.fetch_add(1, Ordering::SeqCst);
                 self.batches.lock().unwrap().push(keys.len());
                 let v = self.version.load(Ordering::SeqCst).max(1);
                 Ok(keys.iter().map(|k| format!("vault:v{v}:{g}:{}", hex::encode(k.bytes()))).collect())
             })
         }
+
+        fn generate<'a>(&'a self) -> BoxFuture<'a, Result<(DataKey, String), VaultError>> {
+            Box::pin(async move {
+                if self.gone.load(Ordering::SeqCst) {
+                    return Err(VaultError::Refused { status: 400, message: "encryption key not found".into() });
+                }
+                let key = DataKey::random().unwrap();
+                let wrapped = self.wrap(std::slice::from_ref(&key)).await?.remove(0);
+                Ok((key, wrapped))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deleted_transit_key_empties_the_pool_instead_of_serving_its_keys() {
+        let t = Arc::new(FakeTransit::default());
+        let p = Arc::new(pool(8, 4, Duration::from_secs(60)));
+        p.refill_once(t.as_ref()).await.unwrap();
+        assert_eq!(p.len(), 8);
+        t.gone.store(true, Ordering::SeqCst);
+        // The version check says the key is gone: nothing pooled survives it.
+        let e = p.check_version(t.as_ref()).await.unwrap_err();
+        assert!(matches!(&e, RefillError::Vault(v) if v.is_key_gone()), "{e:?}");
+        // And a refill refused for good wipes the pool on its own.
+        let running = tokio::spawn(p.clone().run(t.clone()));
+        for _ in 0..5 {
+            assert!(p.take().is_some());
+        }
+        let mut left = p.len();
+        for _ in 0..100 {
+            left = p.len();
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        running.abort();
+        assert_eq!(left, 0, "keys wrapped by a deleted key stayed in the pool");
+        assert!(p.take().is_none());
     }
 
     fn pool(size: usize, low_water: usize, max_age: Duration) -> KeyPool {
-        KeyPool::new(PoolSettings { size, low_water, max_age, version_check: Duration::from_secs(3600) })
+        KeyPool::new("app", PoolSettings { size, low_water, max_age, version_check: Duration::from_secs(3600) })
     }
 
     #[tokio::test]
@@ -381,12 +479,15 @@ mod tests {
     #[tokio::test]
     async fn the_background_loop_sees_a_rotation_within_the_check_interval() {
         let t = Arc::new(FakeTransit::default());
-        let p = Arc::new(KeyPool::new(PoolSettings {
-            size: 4,
-            low_water: 2,
-            max_age: Duration::from_secs(3600),
-            version_check: Duration::from_millis(50),
-        }));
+        let p = Arc::new(KeyPool::new(
+            "app",
+            PoolSettings {
+                size: 4,
+                low_water: 2,
+                max_age: Duration::from_secs(3600),
+                version_check: Duration::from_millis(50),
+            },
+        ));
         let task = tokio::spawn(p.clone().run(t.clone()));
         wait_until(|| p.len() >= 4).await;
         t.version.store(2, Ordering::SeqCst);

@@ -79,6 +79,11 @@ impl TransitClient {
         &self.key_name
     }
 
+    /// The mount this client's key lives on (`transit`, `transit-eu`, …).
+    pub fn mount(&self) -> &str {
+        &self.mount
+    }
+
     pub fn session(&self) -> &Arc<Session> {
         &self.session
     }

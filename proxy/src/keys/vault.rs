@@ -36,6 +36,12 @@ impl VaultError {
         )
     }
 
+    /// Transit has no key of that name: deleted (crypto-shredded) or never
+    /// created. Transit's words for it on `decrypt` and `datakey`.
+    pub fn is_key_gone(&self) -> bool {
+        matches!(self, VaultError::Refused { status: 400 | 404, message } if message.contains("encryption key not found"))
+    }
+
     /// Whether Vault itself could not be reached or failed (not a refusal
     /// of one request): what the health state tracks.
     pub fn is_outage(&self) -> bool {
@@ -48,6 +54,9 @@ impl VaultError {
         match self {
             VaultError::KeyNotAllowed => "The object names a Transit key this proxy is not configured to use.",
             VaultError::MalformedWrappedKey => "The object's wrapped data key is malformed.",
+            _ if self.is_key_gone() => {
+                "The Transit key that wraps this object's data key no longer exists (erased); the object cannot be decrypted and nothing can be written under that key."
+            }
             // Transit's words for a key version below min_decryption_version.
             VaultError::Refused { message, .. } if message.contains("too old") => {
                 "The object's data key is wrapped under a Transit key version that is too old to decrypt (min_decryption_version)."
@@ -183,7 +192,7 @@ impl VaultHttp {
     ) -> Result<T, VaultError> {
         let started = std::time::Instant::now();
         let result = self.call_once(method, path, token, body).await;
-        crate::metrics::metrics().vault(operation_of(path), result.is_ok(), started.elapsed());
+        crate::metrics::metrics().vault(operation_of(path), key_of(path), result.is_ok(), started.elapsed());
         result
     }
 
@@ -224,6 +233,12 @@ impl Reqwest {
         if let Some(ns) = &self.namespace {
             req = req.header("X-Vault-Namespace", ns);
         }
+        // For Vault's audit log: which proxy request and why (keys::audit).
+        if let Some(audit) = super::audit::current() {
+            req = req
+                .header(super::audit::ID_HEADER, audit.id)
+                .header(super::audit::REASON_HEADER, audit.reason.as_str());
+        }
         match body {
             Some(Payload::Json(body)) => req = req.json(&body),
             Some(Payload::Secret(bytes)) => {
@@ -253,6 +268,16 @@ fn operation_of(path: &str) -> &'static str {
         ["auth", "token", "renew-self"] => "renew",
         ["auth", .., "login"] => "login",
         _ => "other",
+    }
+}
+
+/// The Transit key a Vault API path is for (its last segment), or `""` for
+/// the auth paths. Only paths the Transit client built from a configured
+/// key name reach here, so the label stays bounded.
+fn key_of(path: &str) -> &str {
+    match operation_of(path) {
+        "datakey" | "decrypt" | "encrypt" | "rewrap" | "keys" => path.rsplit('/').next().unwrap_or(""),
+        _ => "",
     }
 }
 
@@ -286,6 +311,9 @@ mod tests {
         assert_eq!(super::operation_of("auth/kubernetes/login"), "login");
         assert_eq!(super::operation_of("auth/token/renew-self"), "renew");
         assert_eq!(super::operation_of("sys/health"), "other");
+        assert_eq!(super::key_of("transit-eu/datakey/plaintext/tenant-b"), "tenant-b");
+        assert_eq!(super::key_of("transit/decrypt/k"), "k");
+        assert_eq!(super::key_of("auth/kubernetes/login"), "");
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::body::{CollectError, ProxyBody, collect_limited};
 use crate::error::{BodyError, InternalError, ProxyError, Unsupported, UpstreamFailure};
 use crate::format::{EnvelopeMetadata, META_PREFIX};
 use crate::keys::KeyService;
+use crate::keys::audit::{self, Audit, Reason};
 use crate::metrics::{RefusalReason, metrics};
 use crate::request::policy::PlaintextReadPolicy;
 use crate::s3::classify::{Operation, S3Request, classify};
@@ -239,24 +240,39 @@ impl RequestPath {
                 return respond::error_response(&e, parts.uri.path(), &request_id, head);
             }
         };
-        let result = match s3.operation {
-            Operation::PutObject => self.put_object(&s3, parts, body).await,
-            Operation::GetObject => self.get_object(&s3, parts.headers).await,
-            Operation::HeadObject => self.head_object(&s3, parts).await,
-            Operation::ListObjects | Operation::ListObjectsV2 | Operation::ListObjectVersions => {
-                self.list_objects(&s3, parts).await
-            }
-            Operation::GetObjectAttributes => self.get_object_attributes(&s3, parts.headers).await,
-            Operation::CopyObject => self.copy_object(&s3, parts).await,
-            Operation::CreateMultipartUpload => self.create_multipart_upload(&s3, parts).await,
-            Operation::UploadPart => self.upload_part(s3.clone(), parts, body).await,
-            Operation::UploadPartCopy => self.upload_part_copy(s3.clone(), parts).await,
-            Operation::CompleteMultipartUpload => self.complete_multipart_upload(s3.clone(), parts, body).await,
-            Operation::ListParts => self.list_parts(s3.clone(), parts).await,
-            Operation::AbortMultipartUpload => self.abort_multipart_upload(s3.clone(), parts, body).await,
-            Operation::Refused(why) => Err(Unsupported::Operation(why).into()),
-            Operation::Forward => self.forward(&s3, parts, body).await,
+        // Every Transit call this request makes carries its id and why
+        // (keys::audit), for Vault's audit log.
+        let reason = match s3.operation {
+            Operation::PutObject
+            | Operation::CreateMultipartUpload
+            | Operation::UploadPart
+            | Operation::UploadPartCopy
+            | Operation::CopyObject => Reason::Write,
+            Operation::CompleteMultipartUpload => Reason::Complete,
+            _ => Reason::Read,
         };
+        let audit = Audit::new(request_id.clone(), reason);
+        let result = audit::scope(audit, async {
+            match s3.operation {
+                Operation::PutObject => self.put_object(&s3, parts, body).await,
+                Operation::GetObject => self.get_object(&s3, parts.headers).await,
+                Operation::HeadObject => self.head_object(&s3, parts).await,
+                Operation::ListObjects | Operation::ListObjectsV2 | Operation::ListObjectVersions => {
+                    self.list_objects(&s3, parts).await
+                }
+                Operation::GetObjectAttributes => self.get_object_attributes(&s3, parts.headers).await,
+                Operation::CopyObject => self.copy_object(&s3, parts).await,
+                Operation::CreateMultipartUpload => self.create_multipart_upload(&s3, parts).await,
+                Operation::UploadPart => self.upload_part(s3.clone(), parts, body).await,
+                Operation::UploadPartCopy => self.upload_part_copy(s3.clone(), parts).await,
+                Operation::CompleteMultipartUpload => self.complete_multipart_upload(s3.clone(), parts, body).await,
+                Operation::ListParts => self.list_parts(s3.clone(), parts).await,
+                Operation::AbortMultipartUpload => self.abort_multipart_upload(s3.clone(), parts, body).await,
+                Operation::Refused(why) => Err(Unsupported::Operation(why).into()),
+                Operation::Forward => self.forward(&s3, parts, body).await,
+            }
+        })
+        .await;
         let bucket = s3.bucket.as_deref().unwrap_or("");
         match result {
             Ok(mut resp) => {

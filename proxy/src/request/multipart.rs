@@ -308,10 +308,11 @@ impl RequestPath {
             Some(key) => Some(key.key_bytes().ok_or(ArgumentError::SseC)?),
             None => None,
         };
-        let data_key = self.keys.generate_fresh().await?;
+        let transit_key = self.write_key(s3, &mut headers)?;
+        let data_key = self.keys.generate_fresh(&transit_key).await?;
         // Pending until CompleteMultipartUpload seals the part table. Each
         // part stream has its own salt; the upload's key is never shared.
-        let envelope = self.envelope(&data_key.wrapped, StoredLayout::MultipartPending);
+        let envelope = self.envelope(&data_key, StoredLayout::MultipartPending);
         // The pending envelope is bound to its name too: nobody can rebuild
         // the parts under another key for a seal to make authentic there.
         let envelope = with_mac(data_key.key.bytes(), envelope, object_name(s3)).ok_or(InternalError::Envelope)?;
@@ -355,8 +356,8 @@ impl RequestPath {
     ) -> Result<EncryptedUpload, ProxyError> {
         reject_reserved_metadata(&headers)?;
         crate::s3::metadata::remove_plaintext_digests(&mut headers, self.keep_digests);
-        let data_key = self.keys.generate_fresh().await?;
-        let envelope = self.envelope(&data_key.wrapped, StoredLayout::MultipartPending);
+        let data_key = self.keys.generate_fresh(self.keys.routes().route(bucket, key)).await?;
+        let envelope = self.envelope(&data_key, StoredLayout::MultipartPending);
         let name = crate::format::ObjectName { bucket, key };
         let envelope = with_mac(data_key.key.bytes(), envelope, name).ok_or(InternalError::Envelope)?;
         for (name, value) in envelope.to_headers() {

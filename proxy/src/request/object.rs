@@ -18,7 +18,7 @@ use crate::format::{
     Authenticated, EnvelopeMetadata, FormatError, HEADER_LEN, Header, Sealer, StoredLayout, VERSION_3, ciphertext_len,
     with_mac,
 };
-use crate::keys::DataKey;
+use crate::keys::{DataKey, NewDataKey};
 use crate::metrics::{BytesKind, Direction, metrics};
 use crate::s3::classify::S3Request;
 use crate::s3::conditional;
@@ -33,6 +33,13 @@ use crate::upstream::sign::Payload;
 
 /// Headers that describe the plaintext body the client sent; the upstream
 /// gets the ciphertext's instead.
+/// SSE-KMS request fields: a workload's key selection when
+/// `CLOUDTASER_S3PROXY_KMS_KEY_IDS` is set.
+const SSE_ALGORITHM: &str = "x-amz-server-side-encryption";
+const SSE_KMS_KEY_ID: &str = "x-amz-server-side-encryption-aws-kms-key-id";
+const SSE_KMS_CONTEXT: &str = "x-amz-server-side-encryption-context";
+const SSE_BUCKET_KEY: &str = "x-amz-server-side-encryption-bucket-key-enabled";
+
 const PLAINTEXT_BODY_HEADERS: &[&str] =
     &["content-length", "content-md5", "x-amz-decoded-content-length", "x-amz-trailer"];
 
@@ -52,10 +59,10 @@ impl RequestPath {
     /// The format-3 envelope of a new object under the configured Transit
     /// key. A single stream's salt is filled in once the stream draws it,
     /// and the MAC once everything it covers is known.
-    pub(super) fn envelope(&self, wrapped_key: &str, layout: StoredLayout) -> EnvelopeMetadata {
+    pub(super) fn envelope(&self, data_key: &NewDataKey, layout: StoredLayout) -> EnvelopeMetadata {
         EnvelopeMetadata {
-            wrapped_key: wrapped_key.to_owned(),
-            transit_key: self.keys.key_name().to_owned(),
+            wrapped_key: data_key.wrapped.clone(),
+            transit_key: data_key.transit_key.clone(),
             layout,
             salt: None,
             auth: Some(Authenticated { binding: self.binding, mac: None }),
@@ -79,14 +86,14 @@ impl RequestPath {
         reject_reserved_metadata(&headers)?;
         crate::s3::metadata::remove_plaintext_digests(&mut headers, self.keep_digests);
         let plaintext_len = aws_chunked::plaintext_length(&headers, BodyEncoding::Raw)?;
-        let data_key = self.keys.generate_fresh().await?;
-        let envelope = self.envelope(&data_key.wrapped, StoredLayout::Single(plaintext_len));
+        let data_key = self.keys.generate_fresh(self.keys.routes().route(bucket, key)).await?;
+        let envelope = self.envelope(&data_key, StoredLayout::Single(plaintext_len));
         let s3 = S3Request {
             operation: crate::s3::classify::Operation::PutObject,
             name: "PutObject",
             ..S3Request::internal(bucket, Some(key), vec![])
         };
-        let whole = WholeObject { envelope, key_check: self.key_check(&data_key.wrapped) };
+        let whole = WholeObject { envelope, key_check: self.key_check(&data_key) };
         self.seal_and_send(&s3, headers, body, &data_key.key, (0, VERSION_3), Some(whole)).await
     }
 
@@ -100,14 +107,44 @@ impl RequestPath {
         let encoding = BodyEncoding::of(&parts.headers);
         let plaintext_len = aws_chunked::plaintext_length(&parts.headers, encoding)?;
         ChecksumVerifier::from_headers(&parts.headers)?;
-        // Nothing is sent upstream unless a data key was issued.
-        let data_key = self.keys.generate_fresh().await?;
-        let envelope = self.envelope(&data_key.wrapped, StoredLayout::Single(plaintext_len));
         let mut headers = parts.headers;
+        let transit_key = self.write_key(s3, &mut headers)?;
+        // Nothing is sent upstream unless a data key was issued.
+        let data_key = self.keys.generate_fresh(&transit_key).await?;
+        let envelope = self.envelope(&data_key, StoredLayout::Single(plaintext_len));
         crate::s3::metadata::remove_plaintext_digests(&mut headers, self.keep_digests);
         conditional::to_upstream_etags(&mut headers);
-        let whole = WholeObject { envelope, key_check: self.key_check(&data_key.wrapped) };
+        let whole = WholeObject { envelope, key_check: self.key_check(&data_key) };
         self.seal_and_send(s3, headers, body, &data_key.key, (0, VERSION_3), Some(whole)).await
+    }
+
+    /// The Transit key a new object or upload is wrapped by: the one the
+    /// workload selected with `x-amz-server-side-encryption-aws-kms-key-id`
+    /// if selecting is configured (an id off the allow-list is refused
+    /// here, before any Vault call), else the one the routing rules name
+    /// for its bucket and key. Selected SSE-KMS headers are the proxy's and
+    /// are taken out of what goes upstream; without an allow-list they are
+    /// the provider's and stay.
+    pub(super) fn write_key(&self, s3: &S3Request, headers: &mut HeaderMap) -> Result<String, ProxyError> {
+        let routes = self.keys.routes();
+        if routes.selects_by_id() {
+            let sse = headers.get(SSE_ALGORITHM).map(|v| v.as_bytes().to_vec());
+            let id = headers.get(SSE_KMS_KEY_ID).map(|v| v.to_str().map(str::to_owned));
+            for name in [SSE_ALGORITHM, SSE_KMS_KEY_ID, SSE_KMS_CONTEXT, SSE_BUCKET_KEY] {
+                headers.remove(name);
+            }
+            match (sse.as_deref(), id) {
+                (_, Some(Ok(id))) => {
+                    return routes.kms_key(&id).map(str::to_owned).ok_or(ProxyError::KmsKeyNotAllowed);
+                }
+                (_, Some(Err(_))) => return Err(ProxyError::KmsKeyNotAllowed),
+                (Some(b"aws:kms" | b"aws:kms:dsse") | None, None) => {}
+                // AES256 (SSE-S3) is the provider's: the proxy encrypts anyway.
+                (Some(_), None) => {}
+            }
+        }
+        let (bucket, key) = (s3.bucket.as_deref().unwrap_or(""), s3.key.as_deref().unwrap_or(""));
+        Ok(routes.route(bucket, key).to_owned())
     }
 
     /// Whether a single object's data key is still current when its body
@@ -115,9 +152,9 @@ impl RequestPath {
     /// store an object under the old version after `rewrap` walked past
     /// its key, and raising `min_decryption_version` would lose it. Parts
     /// keep their upload's key (`rewrap` reports open uploads).
-    fn key_check(&self, wrapped: &str) -> KeyCheck {
-        let (keys, wrapped) = (self.keys.clone(), wrapped.to_owned());
-        Box::new(move || keys.is_current(&wrapped))
+    fn key_check(&self, data_key: &NewDataKey) -> KeyCheck {
+        let (keys, transit_key, wrapped) = (self.keys.clone(), data_key.transit_key.clone(), data_key.wrapped.clone());
+        Box::new(move || keys.is_current(&transit_key, &wrapped))
     }
 
     /// Encrypts a client body into one stream and sends it upstream
@@ -188,7 +225,8 @@ impl RequestPath {
         };
         metrics().bytes(Direction::In, BytesKind::Plaintext, plaintext_len);
         metrics().bytes(Direction::Out, BytesKind::Ciphertext, ciphertext_len(plaintext_len));
-        let mut resp = respond::write_response(resp, &verified, self.keys.key_name(), envelope.is_some());
+        let transit_key = envelope.as_ref().map(|e| e.transit_key.as_str());
+        let mut resp = respond::write_response(resp, &verified, transit_key, envelope.is_some());
         if let Some(digests) = digests {
             resp.extensions_mut().insert(digests);
         }

@@ -70,7 +70,7 @@ pub fn object_response(mut headers: HeaderMap, view: PlaintextView, body: ProxyB
     if let Some(range) = view.content_range.and_then(|r| HeaderValue::from_str(&r).ok()) {
         headers.insert(http::header::CONTENT_RANGE, range);
     }
-    mark_encrypted(&mut headers, &view.transit_key);
+    mark_encrypted(&mut headers, Some(&view.transit_key));
     mark_etag(&mut headers);
     let mut resp = Response::new(body);
     *resp.status_mut() = view.status;
@@ -85,9 +85,11 @@ fn mark_etag(headers: &mut HeaderMap) {
     }
 }
 
-fn mark_encrypted(headers: &mut HeaderMap, transit_key: &str) {
+/// `transit_key`: the object's; `None` for a part, whose answer names no key.
+fn mark_encrypted(headers: &mut HeaderMap, transit_key: Option<&str>) {
     headers.insert(SSE_HEADER, HeaderValue::from_static("aws:kms"));
-    if let Ok(v) = HeaderValue::from_str(&format!("vault-transit:{transit_key}")) {
+    headers.remove("x-amz-server-side-encryption-aws-kms-key-id");
+    if let Some(v) = transit_key.and_then(|k| HeaderValue::from_str(&format!("vault-transit:{k}")).ok()) {
         headers.insert("x-amz-server-side-encryption-aws-kms-key-id", v);
     }
 }
@@ -98,7 +100,7 @@ fn mark_encrypted(headers: &mut HeaderMap, transit_key: &str) {
 pub fn write_response(
     resp: Response<ProxyBody>,
     verified: &[VerifiedChecksum],
-    transit_key: &str,
+    transit_key: Option<&str>,
     whole_object: bool,
 ) -> Response<ProxyBody> {
     // Rebuilt, not relayed: a write's answer is headers S3 defines and no

@@ -62,6 +62,7 @@ async fn every_variant() -> Vec<(ProxyError, u16, &'static str)> {
         (ProxyError::NotEncrypted, 403, "AccessDenied"),
         (ProxyError::NotEncryptedSource, 403, "AccessDenied"),
         (ProxyError::KeyRefused(refused(400)), 403, "KMS.AccessDeniedException"),
+        (ProxyError::KmsKeyNotAllowed, 403, "KMS.AccessDeniedException"),
         (ProxyError::KeyServiceUnavailable(refused(503)), 503, "ServiceUnavailable"),
         (ProxyError::KeyServiceSlowDown(refused(429)), 503, "SlowDown"),
         (ProxyError::Credentials(credentials_error().await), 503, "ServiceUnavailable"),
@@ -107,6 +108,7 @@ async fn every_variant() -> Vec<(ProxyError, u16, &'static str)> {
             | NotEncrypted
             | NotEncryptedSource
             | KeyRefused(..)
+            | KmsKeyNotAllowed
             | KeyServiceUnavailable(..)
             | KeyServiceSlowDown(..)
             | Credentials(..)
