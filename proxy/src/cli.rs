@@ -103,6 +103,12 @@ pub struct RewrapArgs {
     /// would make it the current version.
     #[arg(long)]
     pub all_versions: bool,
+    /// Move every object to this Transit key (one the proxy's settings
+    /// name), whatever its rule says. Without it, objects move to the key
+    /// their rule (CLOUDTASER_S3PROXY_KEY_RULES) names now, and objects
+    /// already there are brought to its newest version.
+    #[arg(long, value_name = "TRANSIT_KEY")]
+    pub to_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

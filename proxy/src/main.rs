@@ -10,6 +10,7 @@ use cloudtaser_s3proxy::app;
 use cloudtaser_s3proxy::cli::{Cli, Command, DecryptArgs, DoctorArgs, MigrateArgs, RewrapArgs, ScanArgs, SealArgs};
 use cloudtaser_s3proxy::commands;
 use cloudtaser_s3proxy::config::{ConfigError, LogFormat, ProxyConfig};
+use cloudtaser_s3proxy::keys::audit::{self, Audit, Reason};
 use cloudtaser_s3proxy::logging;
 use cloudtaser_s3proxy::server;
 use cloudtaser_s3proxy::settings::{LogSettings, Settings, VaultAccess};
@@ -87,14 +88,18 @@ impl Job {
     async fn run(self) -> Result<ExitCode, Box<dyn Error>> {
         match self {
             Job::Serve(settings) => done(serve(settings).await),
-            Job::Rewrap(settings, args) => done(commands::rewrap::run(&settings, &args).await),
-            Job::Migrate(settings, args) => done(commands::migrate::run(&settings, &args).await),
-            Job::Seal(settings, args) => done(commands::seal::run(&settings, &args).await),
-            Job::Scan(settings, args) => commands::scan::run(&settings, &args)
+            Job::Rewrap(settings, args) => done(audited(Reason::Rewrap, commands::rewrap::run(&settings, &args)).await),
+            Job::Migrate(settings, args) => {
+                done(audited(Reason::Migrate, commands::migrate::run(&settings, &args)).await)
+            }
+            Job::Seal(settings, args) => done(audited(Reason::Seal, commands::seal::run(&settings, &args)).await),
+            Job::Scan(settings, args) => audited(Reason::Scan, commands::scan::run(&settings, &args))
                 .await
                 .map(|report| if report.clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
                 .map_err(Into::into),
-            Job::Decrypt(access, args) => done(commands::decrypt::run(&access, &args).await),
+            Job::Decrypt(access, args) => {
+                done(audited(Reason::DecryptTool, commands::decrypt::run(&access, &args)).await)
+            }
             Job::Doctor(buckets, settings, args) => {
                 let report = commands::doctor::run(settings, &buckets, &args).await;
                 print!("{}", report.render(args.output));
@@ -104,6 +109,14 @@ impl Job {
             Job::WaitIdle { health, quiet, max } => done(commands::wait_idle::run(health, quiet, max).await),
         }
     }
+}
+
+/// Runs an admin tool with one audit id for all its Transit calls, logged
+/// so its Vault audit entries can be found (docs/OPERATIONS.md).
+async fn audited<F: std::future::Future>(reason: Reason, work: F) -> F::Output {
+    let audit = Audit::fresh(reason);
+    tracing::info!(audit_id = audit.id, reason = reason.as_str(), "Transit calls carry this audit id");
+    audit::scope(audit, work).await
 }
 
 /// A command that succeeded exits 0; its error is printed by `main`.

@@ -238,7 +238,7 @@ def test_rewrap_leaves_objects_naming_a_transit_key_the_proxy_may_not_use(stack,
         out = admin(stack, name, "rewrap", "--bucket", bucket, "--prefix", "rwforeign/", "--quiet", *QUIESCED,
                     check=False)
         assert out.returncode != 0
-        assert "outside CLOUDTASER_S3PROXY_TRANSIT_KEY and _TRANSIT_READ_KEYS" in out.stdout + out.stderr, out
+        assert "outside CLOUDTASER_S3PROXY_TRANSIT_KEY, _KEY_RULES" in out.stdout + out.stderr, out
         assert upstream.head_object(Bucket=bucket, Key="rwforeign/x")["Metadata"] == before, "not touched"
     finally:
         proc.stop()

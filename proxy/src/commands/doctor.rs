@@ -270,8 +270,9 @@ async fn check_vault(report: &mut Report, settings: &Settings) -> Option<VaultSt
         }
     };
     let mount = settings.keys.transit_mount.trim_matches('/').to_owned();
-    check_capabilities(report, &session, &token, &mount, &settings.keys.readable).await;
-    let min_decryption = check_transit_keys(report, &session, &token, &mount, &settings.keys.readable).await;
+    let targets = key_targets(settings, &mount);
+    check_capabilities(report, &session, &token, &targets).await;
+    let min_decryption = check_transit_keys(report, &session, &token, &targets).await;
     Some(VaultState { mount, min_decryption })
 }
 
@@ -308,6 +309,41 @@ fn login_fix(auth: &AuthMethod) -> String {
     }
 }
 
+/// A configured Transit key: its mount, its name, and whether it wraps new
+/// data keys (the default, a rule's, an allowed id's) or is only read.
+struct KeyTarget {
+    mount: String,
+    name: String,
+    write: bool,
+}
+
+/// Every configured key on its own mount (the routing rules may name
+/// several mounts).
+fn key_targets(settings: &Settings, mount: &str) -> Vec<KeyTarget> {
+    match &settings.keys.routes {
+        Some(routes) => {
+            let writers: Vec<&str> = routes.writers().map(|k| k.name.as_str()).collect();
+            routes
+                .readable()
+                .iter()
+                .filter_map(|n| routes.get(n))
+                .map(|k| KeyTarget {
+                    mount: k.mount.clone(),
+                    name: k.name.clone(),
+                    write: writers.contains(&k.name.as_str()),
+                })
+                .collect()
+        }
+        None => settings
+            .keys
+            .readable
+            .iter()
+            .enumerate()
+            .map(|(i, k)| KeyTarget { mount: mount.to_owned(), name: k.clone(), write: i == 0 })
+            .collect(),
+    }
+}
+
 /// The Transit paths the proxy calls for `key`: the write key needs all
 /// three, the keys it only reads need `decrypt`.
 fn needed_paths(mount: &str, key: &str, write: bool) -> Vec<String> {
@@ -326,9 +362,9 @@ fn allows(path: &str, caps: &[String]) -> bool {
     caps.iter().any(|c| c == "update" || c == "root" || (c == "create" && path.contains("/encrypt/")))
 }
 
-async fn check_capabilities(report: &mut Report, session: &Session, token: &str, mount: &str, keys: &[String]) {
+async fn check_capabilities(report: &mut Report, session: &Session, token: &str, keys: &[KeyTarget]) {
     const NAME: &str = "vault policy";
-    let paths: Vec<String> = keys.iter().enumerate().flat_map(|(i, k)| needed_paths(mount, k, i == 0)).collect();
+    let paths: Vec<String> = keys.iter().flat_map(|k| needed_paths(&k.mount, &k.name, k.write)).collect();
     let answer = session
         .http()
         .call::<serde_json::Value>(Method::POST, "sys/capabilities-self", Some(token), Some(json!({ "paths": paths })))
@@ -384,14 +420,13 @@ async fn check_transit_keys(
     report: &mut Report,
     session: &Session,
     token: &str,
-    mount: &str,
-    keys: &[String],
+    keys: &[KeyTarget],
 ) -> BTreeMap<String, u32> {
     const NAME: &str = "transit keys";
     let mut min_decryption = BTreeMap::new();
     let mut found = Vec::new();
     let mut skipped = Vec::new();
-    for key in keys {
+    for KeyTarget { mount, name: key, .. } in keys {
         let path = format!("{mount}/keys/{key}");
         match session.http().call::<TransitKey>(Method::GET, &path, Some(token), None).await {
             Ok(k) => {

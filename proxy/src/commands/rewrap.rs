@@ -1,12 +1,18 @@
 //! `cloudtaser-s3proxy rewrap`: moves the data keys of every object under a
-//! bucket or prefix to the newest Transit key version. Transit `rewrap` never
-//! returns a plaintext key, and the object body never moves through the proxy:
+//! bucket or prefix to the newest Transit key version, and to the Transit
+//! key its routing rule names now (or `--to-key`). Within one key, Transit
+//! `rewrap` never returns a plaintext key; a move to another key unwraps the
+//! data key (as any read does), checks the envelope under it and wraps it
+//! under the new key. The object body never moves through the proxy:
 //! a metadata-only self-copy replaces the envelope (stream-aligned
 //! UploadPartCopy for multipart objects, which also covers objects above the
 //! 5 GiB single-copy limit). Progress is recorded after every object, so an
 //! interrupted run continues where it stopped.
 
 use std::collections::HashMap;
+
+/// Why an object is left alone: its envelope names a key not configured.
+const OUTSIDE: &str = "the object names a Transit key outside CLOUDTASER_S3PROXY_TRANSIT_KEY, _KEY_RULES, _KMS_KEY_IDS and _TRANSIT_READ_KEYS; not touched";
 
 /// Passes over objects written during the walk, at most.
 const MAX_FOLLOW_UP_PASSES: usize = 5;
@@ -21,7 +27,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::app;
 use crate::cli::RewrapArgs;
 use crate::format::{EnvelopeMetadata, StoredLayout};
-use crate::keys::{TransitClient, key_version};
+use crate::keys::{KeyService, key_version};
 use crate::request::RequestPath;
 use crate::s3::classify::S3Request;
 use crate::settings::Settings;
@@ -34,6 +40,8 @@ use super::{CommandError, open_uploads};
 pub struct Summary {
     pub rewrapped: u64,
     pub would_rewrap: u64,
+    /// Of `rewrapped` / `would_rewrap`: moved to another Transit key.
+    pub moved: u64,
     pub current: u64,
     pub not_encrypted: u64,
     pub failed: Vec<(String, CommandError)>,
@@ -42,6 +50,8 @@ pub struct Summary {
 enum Outcome {
     Rewrapped,
     WouldRewrap,
+    Moved,
+    WouldMove,
     Current,
     NotEncrypted,
 }
@@ -49,10 +59,11 @@ enum Outcome {
 struct Rewrapper<'a> {
     path: &'a RequestPath,
     upstream: &'a UpstreamClient,
-    transit: &'a TransitClient,
-    /// The Transit keys the proxy may unwrap with: an envelope naming any
+    /// The configured keys, each on its mount: an envelope naming any
     /// other is not the proxy's to touch, here as on the request path.
-    readable: &'a [String],
+    keys: &'a KeyService,
+    /// `--to-key`: every object goes there, whatever its rule says.
+    to_key: Option<String>,
     bucket: String,
     dry_run: bool,
     latest: HashMap<String, u32>,
@@ -87,7 +98,8 @@ impl Rewrapper<'_> {
         if let Some(v) = self.latest.get(key_name) {
             return Ok(*v);
         }
-        let v = self.transit.latest_version(key_name).await?;
+        let transit = self.keys.transit_for(key_name).ok_or(CommandError::Object(OUTSIDE))?;
+        let v = transit.latest_version(key_name).await?;
         self.latest.insert(key_name.to_owned(), v);
         Ok(v)
     }
@@ -101,23 +113,43 @@ impl Rewrapper<'_> {
         let Some(envelope) = EnvelopeMetadata::from_headers(&head)? else {
             return Ok(Outcome::NotEncrypted);
         };
-        if !self.readable.contains(&envelope.transit_key) {
-            return Err(CommandError::Object(
-                "the object names a Transit key outside CLOUDTASER_S3PROXY_TRANSIT_KEY and _TRANSIT_READ_KEYS; not touched",
-            ));
-        }
+        let Some(transit) = self.keys.transit_for(&envelope.transit_key) else {
+            return Err(CommandError::Object(OUTSIDE));
+        };
+        let target = match &self.to_key {
+            Some(to) => to.clone(),
+            None => self.keys.routes().route(&self.bucket, key).to_owned(),
+        };
+        let moving = target != envelope.transit_key;
         let version =
             key_version(&envelope.wrapped_key).ok_or(CommandError::Object("the wrapped key has no version"))?;
-        if version >= self.latest_version(&envelope.transit_key).await? {
+        if !moving && version >= self.latest_version(&envelope.transit_key).await? {
             return Ok(Outcome::Current);
         }
         if self.dry_run {
-            return Ok(Outcome::WouldRewrap);
+            return Ok(if moving { Outcome::WouldMove } else { Outcome::WouldRewrap });
         }
-        let wrapped_key = self.transit.rewrap(&envelope.transit_key, &envelope.wrapped_key).await?;
-        // The manifest's key derives from the data key, which rewrap keeps:
-        // a sealed object's tag stays valid under the new wrapping.
-        let renewed = EnvelopeMetadata { wrapped_key, ..envelope.clone() };
+        // The manifest's key derives from the data key, which both kinds
+        // of rewrap keep: a sealed object's tag stays valid.
+        let renewed = if moving {
+            // The envelope MAC covers the Transit key's name: it is checked
+            // under the data key before anything is written, then made anew.
+            let data_key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
+            let name = crate::format::ObjectName { bucket: &self.bucket, key };
+            crate::format::verify_envelope(data_key.bytes(), &envelope, name)
+                .map_err(|_| CommandError::Object("the envelope failed verification (tampered?); not touched"))?;
+            let to = self.keys.transit_for(&target).ok_or(CommandError::Object(OUTSIDE))?;
+            let wrapped_key = to.wrap_data_keys(std::slice::from_ref(&*data_key)).await?.remove(0);
+            let moved = EnvelopeMetadata { wrapped_key, transit_key: target.clone(), ..envelope.clone() };
+            match moved.auth {
+                Some(_) => crate::format::with_mac(data_key.bytes(), moved, name)
+                    .ok_or(CommandError::Object("the envelope cannot carry a MAC"))?,
+                None => moved,
+            }
+        } else {
+            let wrapped_key = transit.rewrap(&envelope.transit_key, &envelope.wrapped_key).await?;
+            EnvelopeMetadata { wrapped_key, ..envelope.clone() }
+        };
         let etag = head.get(http::header::ETAG).cloned().ok_or(CommandError::Object("the object has no ETag"))?;
         let mut headers = crate::request::seal::kept_headers(&head);
         for (name, value) in renewed.to_headers() {
@@ -149,7 +181,7 @@ impl Rewrapper<'_> {
             }
         };
         copied.map_err(CommandError::from_copy("rewrapped"))?;
-        Ok(Outcome::Rewrapped)
+        Ok(if moving { Outcome::Moved } else { Outcome::Rewrapped })
     }
 
     /// For a noncurrent version: the Transit key version it uses, when that
@@ -178,11 +210,16 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
     let needs = [super::probe::Condition::Copy, super::probe::Condition::Complete];
     super::probe::require_conditional_writes(upstream, &args.bucket, &needs, args.assume_quiesced, args.dry_run)
         .await?;
+    if let Some(to) = &rewrap_args.to_key
+        && keys.routes().get(to).is_none()
+    {
+        return Err(CommandError::Usage("--to-key must name a Transit key the proxy's settings configure"));
+    }
     let mut rewrapper = Rewrapper {
         path: &path,
         upstream,
-        transit: keys.transit(),
-        readable: &settings.keys.readable,
+        keys: &keys,
+        to_key: rewrap_args.to_key.clone(),
         bucket: args.bucket.clone(),
         dry_run: args.dry_run,
         latest: HashMap::new(),
@@ -220,6 +257,14 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
             match rewrapper.rewrap_one(&key).await {
                 Ok(Outcome::Rewrapped) => summary.rewrapped += 1,
                 Ok(Outcome::WouldRewrap) => summary.would_rewrap += 1,
+                Ok(Outcome::Moved) => {
+                    summary.rewrapped += 1;
+                    summary.moved += 1;
+                }
+                Ok(Outcome::WouldMove) => {
+                    summary.would_rewrap += 1;
+                    summary.moved += 1;
+                }
                 Ok(Outcome::Current) => summary.current += 1,
                 Ok(Outcome::NotEncrypted) => summary.not_encrypted += 1,
                 Err(e) => {
@@ -264,6 +309,10 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
         for key in changed {
             match rewrapper.rewrap_one(&key).await {
                 Ok(Outcome::Rewrapped) => summary.rewrapped += 1,
+                Ok(Outcome::Moved) => {
+                    summary.rewrapped += 1;
+                    summary.moved += 1;
+                }
                 Ok(_) => {}
                 Err(e) => {
                     progress.suspend(|| eprintln!("failed: {key}: {e}"));
@@ -326,6 +375,10 @@ pub async fn run(settings: &Settings, rewrap_args: &RewrapArgs) -> Result<(), Co
         );
     }
     let verb = if args.dry_run { "would rewrap" } else { "rewrapped" };
+    if summary.moved > 0 || rewrap_args.to_key.is_some() {
+        let verb = if args.dry_run { "would move" } else { "moved" };
+        println!("{verb} to another Transit key: {} (counted in the line below)", summary.moved);
+    }
     println!(
         "{verb}: {}, already current: {}, not encrypted: {}, failed: {}",
         summary.rewrapped + summary.would_rewrap,

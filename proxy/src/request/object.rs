@@ -576,6 +576,9 @@ impl RequestPath {
             Err(e) => return Err(ProxyError::Envelope(e)),
         };
         let etag = head.headers().get(http::header::ETAG).ok_or(malformed("no ETag on the copy source"))?;
+        // The copy is a new object: wrapped by the key its own name routes
+        // to (or the workload selected), not necessarily its source's.
+        let target = self.write_key(s3, &mut headers)?;
         let mut multipart_layout = None;
         if envelope.auth.is_some() {
             // Format 3: the source is verified under its own name, and the
@@ -587,8 +590,17 @@ impl RequestPath {
             let checked = self.stored_layout(&source, &envelope, stored_len, Some(etag), None).await?;
             multipart_layout = (checked.layout.parts > 1).then_some(checked.layout);
             let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
-            let rebound =
+            let mut rebound =
                 EnvelopeMetadata { auth: Some(Authenticated { binding: self.binding, mac: None }), ..envelope.clone() };
+            if target != envelope.transit_key {
+                // The same data key, wrapped anew by the destination's key
+                // (one Transit `encrypt`): erasing either key then erases
+                // only its own copy.
+                let transit = self.keys.transit_for(&target).ok_or(crate::keys::VaultError::KeyNotAllowed)?;
+                let wrapped = transit.wrap_data_keys(std::slice::from_ref(&*key)).await?;
+                rebound.wrapped_key = wrapped.into_iter().next().ok_or(InternalError::Envelope)?;
+                rebound.transit_key = target;
+            }
             let rebound =
                 with_mac(key.bytes(), rebound, super::stored::object_name(s3)).ok_or(InternalError::Envelope)?;
             if !replace {
