@@ -332,6 +332,18 @@ impl Metrics {
         }
     }
 
+    /// A pool for Transit key `key` exists: its series start at 0, so a
+    /// dashboard (and an alert on misses) sees the key before anything happens.
+    pub fn key_pool_created(&self, key: &str) {
+        let label = KeyLabel { key: key.to_owned() };
+        drop(self.key_pool_keys.get_or_create(&label));
+        drop(self.key_pool_misses.get_or_create(&label));
+        drop(self.key_pool_expired.get_or_create(&label));
+        drop(self.key_pool_retired.get_or_create(&label));
+        drop(self.key_rotations.get_or_create(&label));
+        drop(self.key_version.get_or_create(&label));
+    }
+
     /// A newer version of Transit key `key` was seen; `retired` older pooled keys were wiped.
     pub fn key_rotation_seen(&self, key: &str, retired: usize) {
         let label = KeyLabel { key: key.to_owned() };

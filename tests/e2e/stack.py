@@ -203,12 +203,18 @@ class Stack:
             p.stop()
 
 
-def start_vault(workdir: Path, tls: bool = False) -> Vault:
+def start_vault(workdir: Path, tls: bool = False, config: str | None = None) -> Vault:
+    """`config`: extra server HCL (OpenBao enables audit devices only from
+    its configuration, never through the API)."""
     port = free_port()
     addr = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     log = workdir / f"openbao-{port}.log"
     fh = open(log, "wb")  # noqa: SIM115
     args = [bao_binary(), "server", "-dev", f"-dev-root-token-id={VAULT_TOKEN}", f"-dev-listen-address=127.0.0.1:{port}"]
+    if config is not None:
+        path = workdir / f"openbao-{port}.hcl"
+        path.write_text(config)
+        args.append(f"-config={path}")
     cacert = None
     if tls:
         certs = workdir / f"tls-{port}"

@@ -21,12 +21,12 @@ def wrapped_key(upstream, bucket: str, key: str) -> str:
     return upstream.head_object(Bucket=bucket, Key=key)["Metadata"]["cloudtaser-key"]
 
 
-def pool_keys(health: str) -> float:
-    return scrape(health)[("cloudtaser_s3proxy_key_pool_keys", ())]
+def pool_keys(health: str, key: str = stack_mod.TRANSIT_KEY) -> float:
+    return scrape(health)[("cloudtaser_s3proxy_key_pool_keys", (("key", key),))]
 
 
-def wait_pool(health: str, n: int) -> None:
-    stack_mod.wait_for(lambda: pool_keys(health) == n, f"a pool of {n} keys")
+def wait_pool(health: str, n: int, key: str = stack_mod.TRANSIT_KEY) -> None:
+    stack_mod.wait_for(lambda: pool_keys(health, key) == n, f"a pool of {n} keys")
 
 
 def test_every_object_and_upload_gets_its_own_pooled_key(stack, upstream, bucket):
@@ -53,9 +53,9 @@ def test_every_object_and_upload_gets_its_own_pooled_key(stack, upstream, bucket
         calls = faults.calls[before:]
         assert not [c for c in calls if "/datakey/" in c], calls
         metrics = scrape(health)
-        assert metrics[("cloudtaser_s3proxy_key_pool_misses_total", ())] == 0
-        assert metrics[("cloudtaser_s3proxy_key_pool_refills_total", (("result", "ok"),))] >= 1
-        assert metrics[("cloudtaser_s3proxy_vault_calls_total", (("operation", "encrypt"), ("result", "ok")))] >= 1
+        assert metrics[("cloudtaser_s3proxy_key_pool_misses_total", (("key", stack_mod.TRANSIT_KEY),))] == 0
+        assert metrics[("cloudtaser_s3proxy_key_pool_refills_total", (("key", stack_mod.TRANSIT_KEY), ("result", "ok")))] >= 1
+        assert metrics[("cloudtaser_s3proxy_vault_calls_total", (("key", stack_mod.TRANSIT_KEY), ("operation", "encrypt"), ("result", "ok")))] >= 1
         # Another proxy, which never saw these keys, unwraps them through Vault.
         other = s3_client(stack.proxy_endpoint, "w", "w")
         assert other.get_object(Bucket=bucket, Key="pool/unique/7")["Body"].read() == b"same body"
@@ -96,8 +96,8 @@ def test_puts_go_on_from_the_pool_while_openbao_is_down_then_fail_closed(stack, 
             got = client.get_object(Bucket=bucket, Key=f"pool/outage/{i}")["Body"].read()
             assert got == f"written during the outage {i}".encode()
         metrics = scrape(health)
-        assert metrics[("cloudtaser_s3proxy_key_pool_keys", ())] == 0
-        assert metrics[("cloudtaser_s3proxy_key_pool_misses_total", ())] >= 1
+        assert metrics[("cloudtaser_s3proxy_key_pool_keys", (("key", stack_mod.TRANSIT_KEY),))] == 0
+        assert metrics[("cloudtaser_s3proxy_key_pool_misses_total", (("key", stack_mod.TRANSIT_KEY),))] >= 1
         assert metrics[("cloudtaser_s3proxy_vault_reachable", ())] == 0
     finally:
         proc.stop()
@@ -115,10 +115,10 @@ def test_an_empty_pool_calls_vault_for_each_put(stack, upstream, bucket):
             client.put_object(Bucket=bucket, Key=f"pool/empty/{i}", Body=b"direct")
         assert len({wrapped_key(upstream, bucket, f"pool/empty/{i}") for i in range(3)}) == 3
         metrics = scrape(health)
-        assert metrics[("cloudtaser_s3proxy_key_pool_keys", ())] == 0
-        assert metrics[("cloudtaser_s3proxy_key_pool_misses_total", ())] == 3
-        assert metrics[("cloudtaser_s3proxy_vault_calls_total", (("operation", "datakey"), ("result", "ok")))] == 3
-        assert metrics[("cloudtaser_s3proxy_key_pool_refills_total", (("result", "error"),))] >= 1
+        assert metrics[("cloudtaser_s3proxy_key_pool_keys", (("key", stack_mod.TRANSIT_KEY),))] == 0
+        assert metrics[("cloudtaser_s3proxy_key_pool_misses_total", (("key", stack_mod.TRANSIT_KEY),))] == 3
+        assert metrics[("cloudtaser_s3proxy_vault_calls_total", (("key", stack_mod.TRANSIT_KEY), ("operation", "datakey"), ("result", "ok")))] == 3
+        assert metrics[("cloudtaser_s3proxy_key_pool_refills_total", (("key", stack_mod.TRANSIT_KEY), ("result", "error")))] >= 1
         # Once Vault wraps again, the pool fills and PUTs stop calling it.
         faults.fail_matching = ""
         wait_pool(health, 8)
@@ -135,7 +135,7 @@ def test_a_rotation_reaches_new_objects_within_the_max_age(stack, upstream, buck
         CLOUDTASER_S3PROXY_KEY_POOL_MAX_AGE_SECS="2",
     )
     try:
-        wait_pool(health, 4)
+        wait_pool(health, 4, name)
         client = s3_client(endpoint, "w", "w")
         client.put_object(Bucket=bucket, Key="pool/rotation/before", Body=b"v1")
         assert wrapped_key(upstream, bucket, "pool/rotation/before").startswith("vault:v1:")
@@ -147,6 +147,7 @@ def test_a_rotation_reaches_new_objects_within_the_max_age(stack, upstream, buck
         # The v1 keys left the pool: wiped at their age, or retired as soon
         # as a refill's answer carried v2 (test_key_rotation.py).
         m = scrape(health)
-        assert m[("cloudtaser_s3proxy_key_pool_expired_total", ())] + m[("cloudtaser_s3proxy_key_pool_retired_total", ())] >= 1
+        label = (("key", name),)
+        assert m[("cloudtaser_s3proxy_key_pool_expired_total", label)] + m[("cloudtaser_s3proxy_key_pool_retired_total", label)] >= 1
     finally:
         proc.stop()

@@ -62,8 +62,8 @@ class Writer(threading.Thread):
         self.join(30)
 
 
-def rotations_seen(health: str) -> float:
-    return scrape(health).get(("cloudtaser_s3proxy_key_rotations_total", ()), 0.0)
+def rotations_seen(health: str, key: str) -> float:
+    return scrape(health).get(("cloudtaser_s3proxy_key_rotations_total", (("key", key),)), 0.0)
 
 
 @pytest.fixture()
@@ -112,19 +112,19 @@ def test_the_documented_rotation_loses_no_acknowledged_object(stack, on_garage):
     writer.start()
     try:
         time.sleep(1)
-        assert rotations_seen(health) == 0
+        assert rotations_seen(health, name) == 0
         stack.vault.ok("POST", f"transit/keys/{name}/rotate", {})
         rotated = time.monotonic()
         # The proxy sees the rotation within its check interval, and wipes
         # the pooled keys of the old version at once.
-        while rotations_seen(health) < 1:
+        while rotations_seen(health, name) < 1:
             assert time.monotonic() - rotated < 10, "the proxy never saw the rotation"
             time.sleep(0.1)
         seen_after = time.monotonic() - rotated
         assert seen_after < 3, f"rotation seen after {seen_after:.1f}s with a 1s check"
         metrics = scrape(health)
-        assert metrics[("cloudtaser_s3proxy_key_version", ())] == 2
-        assert metrics[("cloudtaser_s3proxy_key_pool_retired_total", ())] > 0, "old pooled keys were wiped"
+        assert metrics[("cloudtaser_s3proxy_key_version", (("key", name),))] == 2
+        assert metrics[("cloudtaser_s3proxy_key_pool_retired_total", (("key", name),))] > 0, "old pooled keys were wiped"
 
         # The dry run counts the open upload as left: it will complete under v1.
         dry = admin(stack, name, "rewrap", "--bucket", bucket, "--prefix", "rot/", "--dry-run", "--quiet", env=tool_env)
@@ -182,7 +182,7 @@ def test_a_pooled_key_of_the_old_version_is_never_handed_out_after_the_check(sta
         if not wrapped(upstream, bucket, f"pool/after-{i}").startswith("vault:v2:"):
             old.append(i)
     assert not old, f"{len(old)} of 80 writes after the rotation got a v1 key"
-    assert rotations_seen(health) == 1
+    assert rotations_seen(health, name) == 1
 
 
 def test_rewrap_keeps_the_tags_of_multipart_objects_on_moto(stack, moto_stack):

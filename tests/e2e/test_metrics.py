@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import s3_client
+from stack import TRANSIT_KEY
 from test_failures import scrape
 
 
@@ -43,15 +44,15 @@ def test_metrics_follow_real_traffic(measured, upstream, bucket):
     assert delta("cloudtaser_s3proxy_bytes_total", direction="out", kind="ciphertext") == 52 + len(body) + 2 * 16
     assert delta("cloudtaser_s3proxy_bytes_total", direction="out", kind="plaintext") == len(body) + 10
     # The PUT's data key came from the pool, or from Transit if the pool was still empty.
-    assert delta("cloudtaser_s3proxy_vault_calls_total", operation="datakey", result="ok") == delta(
-        "cloudtaser_s3proxy_key_pool_misses_total")
+    assert delta("cloudtaser_s3proxy_vault_calls_total", operation="datakey", result="ok", key=TRANSIT_KEY) == delta(
+        "cloudtaser_s3proxy_key_pool_misses_total", key=TRANSIT_KEY)
     # The writer's key is cached: both reads and the HEAD (a format-3 HEAD
     # unwraps the key to check the MAC) hit the cache, no Transit decrypt.
     # (A whole GET looks the key up twice, a first ranged GET once per
     # upstream read: 2 + 2 + 1, every one a hit.)
     assert delta("cloudtaser_s3proxy_key_cache_hits_total") == 5
     assert delta("cloudtaser_s3proxy_key_cache_misses_total") == 0
-    assert delta("cloudtaser_s3proxy_vault_calls_total", operation="decrypt", result="ok") == 0
+    assert delta("cloudtaser_s3proxy_vault_calls_total", operation="decrypt", result="ok", key=TRANSIT_KEY) == 0
     assert value(after, "cloudtaser_s3proxy_key_cache_size") >= 1
     assert delta("cloudtaser_s3proxy_upstream_requests_total", method="PUT", **{"class": "2xx"}) == 1
     assert value(after, "cloudtaser_s3proxy_vault_reachable") == 1

@@ -215,8 +215,15 @@ impl KeyService {
                         loop {
                             tokio::time::sleep(interval).await;
                             // One throwaway key: Transit wraps under its current version.
-                            let answer = pool::Wrapper::generate(&wrapper).await;
-                            let checked = answer.as_ref().ok().and_then(|(_, w)| key_version(w));
+                            let answer = match DataKey::random() {
+                                Ok(key) => pool::Wrapper::wrap(&wrapper, std::slice::from_ref(&key)).await,
+                                Err(_) => continue,
+                            };
+                            if answer.as_ref().is_err_and(|e| e.is_permanent() || e.is_auth()) {
+                                // A deleted key gets a bare 403 here; `datakey` says so.
+                                let _ = pool::Wrapper::generate(&wrapper).await;
+                            }
+                            let checked = answer.as_ref().ok().and_then(|w| w.first()).and_then(|w| key_version(w));
                             if let Some(v) = checked {
                                 latest.fetch_max(v, Ordering::SeqCst);
                             }

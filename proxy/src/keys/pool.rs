@@ -68,10 +68,10 @@ pub trait Wrapper: Send + Sync + 'static {
     /// One wrapped form (`vault:vN:…`) per key, in order.
     fn wrap<'a>(&'a self, keys: &'a [DataKey]) -> BoxFuture<'a, Result<Vec<String>, VaultError>>;
 
-    /// One new data key from Transit (`datakey`), for the version check.
-    /// Unlike `encrypt`, which Vault answers with a bare 403 when the key
+    /// One new data key from Transit (`datakey`), asked after a refusal:
+    /// unlike `encrypt`, which Vault answers with a bare 403 when the key
     /// was deleted and the token may not create one, `datakey` says the key
-    /// is gone, so the check also notices an erased key.
+    /// is gone.
     fn generate<'a>(&'a self) -> BoxFuture<'a, Result<(DataKey, String), VaultError>>;
 }
 
@@ -101,6 +101,7 @@ pub struct KeyPool {
 
 impl KeyPool {
     pub fn new(name: &str, settings: PoolSettings) -> Self {
+        crate::metrics::metrics().key_pool_created(name);
         Self {
             name: name.to_owned(),
             settings,
@@ -247,12 +248,19 @@ impl KeyPool {
     /// Wraps one key to learn the version Transit wraps under now; the key
     /// joins the pool (it is as good as any other).
     pub async fn check_version(&self, wrapper: &dyn Wrapper) -> Result<u32, RefillError> {
-        let (key, wrapped) = wrapper.generate().await.map_err(RefillError::Vault)?;
-        let version = super::key_version(&wrapped)
-            .ok_or(RefillError::Vault(VaultError::BadResponse("wrapped key is not in vault:vN: form")))?;
-        self.observe_version(version);
-        self.push(vec![PooledKey { key, wrapped, version, wrapped_at: Instant::now() }]);
+        let batch = self.wrap_batch(wrapper, 1).await?;
+        let version = batch.iter().map(|k| k.version).max().unwrap_or(0);
+        self.push(batch);
         Ok(version)
+    }
+
+    /// After Vault refused this key for good: wipes the pool, then asks
+    /// `datakey` once, whose answer says whether the key was deleted (the
+    /// wrapper then forgets its cached keys too). Returns that answer.
+    async fn refused_for_good(&self, wrapper: &dyn Wrapper) -> Result<(), VaultError> {
+        let dropped = self.clear();
+        tracing::warn!(transit_key = self.name, dropped, "Transit refused the key; pooled keys wiped");
+        wrapper.generate().await.map(|_| ())
     }
 
     /// One refill: tops the pool up to `size` fresh keys if fewer than
@@ -306,11 +314,8 @@ impl KeyPool {
                     tracing::warn!(transit_key = self.name, error = %e, "data key pool refill failed");
                     if e.is_permanent() {
                         // Refused for good (a bare 403 when the key was
-                        // deleted): wipe what is pooled, and let the check
-                        // say whether the key is gone.
-                        self.clear();
-                        let checked = self.check_version(wrapper.as_ref()).await;
-                        crate::metrics::metrics().key_version_check(checked.is_ok());
+                        // deleted and the token may not create it).
+                        let _ = self.refused_for_good(wrapper.as_ref()).await;
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -327,7 +332,7 @@ impl KeyPool {
                     if let Err(e) = &checked {
                         tracing::warn!(transit_key = self.name, error = %e, "Transit key version check failed");
                         if e.is_permanent() {
-                            self.clear();
+                            let _ = self.refused_for_good(wrapper.as_ref()).await;
                         }
                     }
                     crate::metrics::metrics().key_version_check(checked.is_ok());
@@ -418,10 +423,14 @@ mod tests {
         p.refill_once(t.as_ref()).await.unwrap();
         assert_eq!(p.len(), 8);
         t.gone.store(true, Ordering::SeqCst);
-        // The version check says the key is gone: nothing pooled survives it.
+        // Encrypt gets a bare 403; `datakey` says the key is gone.
         let e = p.check_version(t.as_ref()).await.unwrap_err();
-        assert!(matches!(&e, RefillError::Vault(v) if v.is_key_gone()), "{e:?}");
-        // And a refill refused for good wipes the pool on its own.
+        assert!(e.is_permanent(), "{e:?}");
+        assert!(p.refused_for_good(t.as_ref()).await.unwrap_err().is_key_gone());
+        assert_eq!(p.len(), 0);
+        p.refill_once(&FakeTransit::default()).await.unwrap();
+        assert_eq!(p.len(), 8);
+        // A refill refused for good wipes the pool on its own.
         let running = tokio::spawn(p.clone().run(t.clone()));
         for _ in 0..5 {
             assert!(p.take().is_some());

@@ -292,7 +292,9 @@ impl RequestPath {
                 );
                 metrics().request(s3.name, resp.status().as_u16(), started.elapsed());
                 if let Ok(v) = HeaderValue::from_str(&request_id) {
-                    resp.headers_mut().entry("x-amz-request-id").or_insert(v);
+                    resp.headers_mut().entry("x-amz-request-id").or_insert(v.clone());
+                    // Always the proxy's own: the id in its log and in Vault's audit log.
+                    resp.headers_mut().insert(audit::ID_HEADER, v);
                 }
                 resp
             }
@@ -313,7 +315,11 @@ impl RequestPath {
                 if let Some(rest) = leftover.and_then(|l| l.take()) {
                     discard_small_body(declared_len, rest).await;
                 }
-                respond::error_response(&e, &s3.resource(), &request_id, head)
+                let mut resp = respond::error_response(&e, &s3.resource(), &request_id, head);
+                if let Ok(v) = HeaderValue::from_str(&request_id) {
+                    resp.headers_mut().insert(audit::ID_HEADER, v);
+                }
+                resp
             }
         }
     }
