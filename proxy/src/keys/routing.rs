@@ -169,10 +169,10 @@ impl KeyRoutes {
         for rule in &rules {
             add(&rule.key)?;
             writers.push(rule.key.name.clone());
-            if let Some(n) = rule.pool_size {
-                if pool_sizes.insert(rule.key.name.clone(), n).is_some_and(|m| m != n) {
-                    return Err(RouteError::TwoPoolSizes(rule.key.name.clone()));
-                }
+            if let Some(n) = rule.pool_size
+                && pool_sizes.insert(rule.key.name.clone(), n).is_some_and(|m| m != n)
+            {
+                return Err(RouteError::TwoPoolSizes(rule.key.name.clone()));
             }
         }
         let mut ids = BTreeMap::new();
@@ -343,7 +343,8 @@ mod tests {
             (r.bucket.as_str(), r.prefix.as_str(), r.key.to_string(), r.pool_size),
             ("b-1", "p/q", "eu/k".into(), Some(64))
         );
-        let cases: &[(&str, fn(&RouteError) -> bool)] = &[
+        type Expected = fn(&RouteError) -> bool;
+        let cases: &[(&str, Expected)] = &[
             ("no-equals", |e| matches!(e, RouteError::Syntax(_))),
             ("B/p=k", |e| matches!(e, RouteError::Bucket(_))),
             ("ab=k", |e| matches!(e, RouteError::Bucket(_))),
