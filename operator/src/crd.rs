@@ -187,8 +187,98 @@ pub struct VaultSpec {
 pub struct TransitSpec {
     #[serde(default = "default_transit_mount")]
     pub mount: String,
+    /// The key that wraps every object no rule routes elsewhere.
     #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
     pub key: String,
+    /// Keys per tenant: which key wraps new objects where, the longest
+    /// matching prefix first (CLOUDTASER_S3PROXY_KEY_RULES).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<TransitRule>,
+    /// Keys a workload may select with
+    /// `x-amz-server-side-encryption-aws-kms-key-id`, by id
+    /// (CLOUDTASER_S3PROXY_KMS_KEY_IDS); any other id is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_ids: Vec<TransitKeyId>,
+    /// Keys only read: objects written under keys no rule names any more
+    /// (CLOUDTASER_S3PROXY_TRANSIT_READ_KEYS).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_keys: Vec<TransitKeyRef>,
+}
+
+/// A Transit key on a mount (the config's `mount` when unset).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransitKeyRef {
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"))]
+    pub mount: Option<String>,
+}
+
+/// New objects in `bucket` under `prefix` are wrapped by `key`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransitRule {
+    #[schemars(regex(pattern = r"^[a-z0-9.-]{3,63}$"))]
+    pub bucket: String,
+    /// An S3 prefix (a string prefix: end it with `/` for a folder); no `,` or `=`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(regex(pattern = r"^[^,=]*$"), length(max = 1024))]
+    pub prefix: String,
+    #[serde(flatten)]
+    pub key: TransitKeyRef,
+    /// This key's pool of pre-wrapped data keys, when it differs from the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 65536))]
+    pub pool_size: Option<u32>,
+}
+
+/// A workload-selectable key: requests naming `id` are wrapped by `key`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransitKeyId {
+    /// Compared byte for byte with the request's key id (an alias, an ARN, a name).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9/_.:+@-]+$"), length(max = 2048))]
+    pub id: String,
+    #[serde(flatten)]
+    pub key: TransitKeyRef,
+}
+
+impl TransitKeyRef {
+    /// `[mount/]key`, as the proxy's settings read it.
+    pub fn setting(&self) -> String {
+        match &self.mount {
+            Some(mount) => format!("{}/{}", mount.trim_matches('/'), self.key),
+            None => self.key.clone(),
+        }
+    }
+}
+
+impl TransitSpec {
+    /// CLOUDTASER_S3PROXY_KEY_RULES, or `None` without rules.
+    pub fn rules_setting(&self) -> Option<String> {
+        (!self.rules.is_empty()).then(|| {
+            let rule = |r: &TransitRule| {
+                let scope = if r.prefix.is_empty() { r.bucket.clone() } else { format!("{}/{}", r.bucket, r.prefix) };
+                let pool = r.pool_size.map(|n| format!(":pool={n}")).unwrap_or_default();
+                format!("{scope}={}{pool}", r.key.setting())
+            };
+            self.rules.iter().map(rule).collect::<Vec<_>>().join(",")
+        })
+    }
+
+    /// CLOUDTASER_S3PROXY_KMS_KEY_IDS, or `None` without ids.
+    pub fn key_ids_setting(&self) -> Option<String> {
+        (!self.key_ids.is_empty())
+            .then(|| self.key_ids.iter().map(|i| format!("{}={}", i.id, i.key.setting())).collect::<Vec<_>>().join(","))
+    }
+
+    /// CLOUDTASER_S3PROXY_TRANSIT_READ_KEYS, or `None`.
+    pub fn read_keys_setting(&self) -> Option<String> {
+        (!self.read_keys.is_empty())
+            .then(|| self.read_keys.iter().map(TransitKeyRef::setting).collect::<Vec<_>>().join(","))
+    }
 }
 
 fn default_transit_mount() -> String {
@@ -347,6 +437,39 @@ pub fn crd_yaml() -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn tenant_key_settings_render_as_the_proxy_parses_them() {
+        use cloudtaser_s3proxy::keys::{KeyRef, KeyRoutes, KeyRule, KmsKeyId};
+        let transit: TransitSpec = serde_json::from_value(serde_json::json!({
+            "key": "orders",
+            "rules": [
+                {"bucket": "data", "prefix": "tenant-a/", "key": "tenant-a", "poolSize": 64},
+                {"bucket": "data", "prefix": "tenant-b/", "key": "tenant-b", "mount": "transit-eu"},
+                {"bucket": "archive", "key": "archive"}
+            ],
+            "keyIds": [{"id": "alias/tenant-a", "key": "tenant-a"}],
+            "readKeys": [{"key": "old", "mount": "transit-old"}]
+        }))
+        .unwrap();
+        let rules = transit.rules_setting().unwrap();
+        let rules: Vec<KeyRule> = rules.split(',').map(|r| KeyRule::parse(r, "transit").unwrap()).collect();
+        let ids = transit.key_ids_setting().unwrap();
+        let ids: Vec<KmsKeyId> = ids.split(',').map(|i| KmsKeyId::parse(i, "transit").unwrap()).collect();
+        let read = vec![KeyRef::parse(&transit.read_keys_setting().unwrap(), "transit").unwrap()];
+        let routes = KeyRoutes::new(KeyRef::parse("orders", "transit").unwrap(), rules, ids, read).unwrap();
+        assert_eq!(routes.route("data", "tenant-a/x"), "tenant-a");
+        assert_eq!(routes.route("data", "tenant-b/x"), "tenant-b");
+        assert_eq!(routes.get("tenant-b").unwrap().mount, "transit-eu");
+        assert_eq!(routes.route("archive", "x"), "archive");
+        assert_eq!(routes.route("data", "other"), "orders");
+        assert_eq!(routes.pool_size("tenant-a"), Some(64));
+        assert_eq!(routes.kms_key("alias/tenant-a"), Some("tenant-a"));
+        assert_eq!(routes.get("old").unwrap().mount, "transit-old");
+        let none: TransitSpec = serde_json::from_value(serde_json::json!({"key": "k"})).unwrap();
+        assert_eq!((none.rules_setting(), none.key_ids_setting(), none.read_keys_setting()), (None, None, None));
+    }
+
     use super::*;
 
     fn spec(allowed_operations: &[&str], buckets: &[&str]) -> S3ProxyConfigSpec {

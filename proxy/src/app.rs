@@ -57,7 +57,9 @@ pub fn serving_key_service(keys: &KeySettings, session: Arc<Session>) -> Arc<Key
     let service =
         build_key_service(keys, session, &keys.write_key).with_pool(keys.pool).with_version_check(keys.version_check);
     service.start_pool();
-    Arc::new(service)
+    let service = Arc::new(service);
+    service.start_read_key_checks(keys.version_check);
+    service
 }
 
 /// Routed when the settings route (`serve`, the tools); `decrypt` may name

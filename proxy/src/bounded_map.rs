@@ -58,6 +58,11 @@ impl<K: Eq + Hash + Clone, V: Clone> BoundedMap<K, V> {
         self.lock().map.remove(key);
     }
 
+    /// A key of some entry `pick` accepts, if any.
+    pub fn find_key(&self, mut pick: impl FnMut(&K) -> bool) -> Option<K> {
+        self.lock().map.keys().find(|k| pick(k)).cloned()
+    }
+
     /// Keeps only the entries `keep` accepts; returns how many went.
     pub fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) -> usize {
         let mut e = self.lock();

@@ -459,6 +459,16 @@ fn sidecar(
     if let Some(ns) = &config.vault.namespace {
         vars.push(env(proxy_env::VAULT_NAMESPACE, ns));
     }
+    let transit = &config.vault.transit;
+    for (name, value) in [
+        (proxy_env::KEY_RULES, transit.rules_setting()),
+        (proxy_env::KMS_KEY_IDS, transit.key_ids_setting()),
+        (proxy_env::TRANSIT_READ_KEYS, transit.read_keys_setting()),
+    ] {
+        if let Some(value) = value {
+            vars.push(env(name, value));
+        }
+    }
     if !config.plaintext_reads.is_empty() {
         vars.push(env(proxy_env::PLAINTEXT_READS, config.plaintext_reads.join(",")));
     }

@@ -236,6 +236,37 @@ impl KeyService {
         }
     }
 
+    /// Keys that are only read have no pool and no version check, so
+    /// nothing would notice their erasure while their data keys sit in the
+    /// cache. Each interval, one cached wrapped key of each is sent to
+    /// Transit `decrypt` (only while the cache holds one: a key with nothing
+    /// cached serves nothing from memory); Transit saying the key is gone
+    /// wipes its entries, within the same bound as the writing keys.
+    pub fn start_read_key_checks(self: &Arc<Self>, interval: Duration) {
+        let read_only: Vec<String> =
+            self.transits.keys().filter(|name| !self.writers.contains_key(*name)).cloned().collect();
+        if read_only.is_empty() {
+            return;
+        }
+        let service = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(service) = service.upgrade() else { return };
+                for name in &read_only {
+                    let Some(wrapped) = service.cache.any_wrapped_under(name) else { continue };
+                    let audit = audit::Audit::fresh(audit::Reason::Pool);
+                    let answer = audit::scope(audit, service.transits[name].decrypt_data_key(name, &wrapped)).await;
+                    if let Err(e) = answer
+                        && e.is_key_gone()
+                    {
+                        forget_erased(&service.cache, name);
+                    }
+                }
+            }
+        });
+    }
+
     fn default_transit(&self) -> &Arc<TransitClient> {
         &self.transits[&self.routes.default_key().name]
     }
@@ -298,6 +329,7 @@ impl KeyService {
     /// from Transit `datakey`.
     pub async fn generate_fresh(&self, transit_key: &str) -> Result<NewDataKey, VaultError> {
         let writer = self.writers.get(transit_key).ok_or(VaultError::KeyNotAllowed)?;
+        let seen = self.cache.erasures();
         let (key, wrapped) = match writer.pool.as_ref().and_then(|p| p.take()) {
             Some(pooled) => (pooled.key, pooled.wrapped),
             None => {
@@ -323,7 +355,7 @@ impl KeyService {
             }
         };
         let key = Arc::new(key);
-        self.cache.insert((transit_key.to_owned(), wrapped.clone()), key.clone());
+        self.cache.insert_unless_erased((transit_key.to_owned(), wrapped.clone()), key.clone(), seen);
         Ok(NewDataKey { key, wrapped, transit_key: transit_key.to_owned() })
     }
 
@@ -348,6 +380,7 @@ impl KeyService {
         }
         self.unwrapping
             .run(&id, || async {
+                let seen = self.cache.erasures();
                 let answer = transit.decrypt_data_key(key_name, wrapped).await;
                 if let Err(e) = &answer
                     && e.is_key_gone()
@@ -359,7 +392,7 @@ impl KeyService {
                     }
                 }
                 let key = Arc::new(self.health.observe(answer)?);
-                self.cache.insert(id.clone(), key.clone());
+                self.cache.insert_unless_erased(id.clone(), key.clone(), seen);
                 Ok(key)
             })
             .await

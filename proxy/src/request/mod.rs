@@ -251,6 +251,11 @@ impl RequestPath {
             Operation::CompleteMultipartUpload => Reason::Complete,
             _ => Reason::Read,
         };
+        if self.keys.routes().selects_by_id()
+            && !matches!(s3.operation, Operation::PutObject | Operation::CreateMultipartUpload | Operation::CopyObject)
+        {
+            object::strip_sse_kms(&mut parts.headers);
+        }
         let audit = Audit::new(request_id.clone(), reason);
         let result = audit::scope(audit, async {
             match s3.operation {

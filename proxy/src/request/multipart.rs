@@ -239,7 +239,8 @@ impl RequestPath {
     /// was never issued by a proxy: S3's answer to that is NoSuchUpload.
     async fn upload_data_key(&self, key: &UploadKey) -> Result<std::sync::Arc<crate::keys::DataKey>, ProxyError> {
         self.keys.unwrap(&key.transit_key, &key.wrapped_key).await.map_err(|e| {
-            if e.is_permanent() {
+            // An erased key is not a forged id: say so, as reads do.
+            if e.is_permanent() && !e.is_key_gone() {
                 tracing::info!(reason = e.client_message(), "an upload id's data key was refused");
                 ProxyError::NoSuchUpload
             } else {

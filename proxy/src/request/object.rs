@@ -39,6 +39,17 @@ const SSE_ALGORITHM: &str = "x-amz-server-side-encryption";
 const SSE_KMS_KEY_ID: &str = "x-amz-server-side-encryption-aws-kms-key-id";
 const SSE_KMS_CONTEXT: &str = "x-amz-server-side-encryption-context";
 const SSE_BUCKET_KEY: &str = "x-amz-server-side-encryption-bucket-key-enabled";
+const SSE_KMS_FIELDS: &[&str] = &[SSE_ALGORITHM, SSE_KMS_KEY_ID, SSE_KMS_CONTEXT, SSE_BUCKET_KEY];
+
+/// With `CLOUDTASER_S3PROXY_KMS_KEY_IDS` set, SSE-KMS fields are the
+/// proxy's on every request: the operations that create an object read them
+/// (`write_key`), and every other one (UploadPart, Complete, tagging, …)
+/// drops them, so none reaches the upstream.
+pub(super) fn strip_sse_kms(headers: &mut HeaderMap) {
+    for name in SSE_KMS_FIELDS {
+        headers.remove(*name);
+    }
+}
 
 const PLAINTEXT_BODY_HEADERS: &[&str] =
     &["content-length", "content-md5", "x-amz-decoded-content-length", "x-amz-trailer"];
@@ -130,9 +141,7 @@ impl RequestPath {
         if routes.selects_by_id() {
             let sse = headers.get(SSE_ALGORITHM).map(|v| v.as_bytes().to_vec());
             let id = headers.get(SSE_KMS_KEY_ID).map(|v| v.to_str().map(str::to_owned));
-            for name in [SSE_ALGORITHM, SSE_KMS_KEY_ID, SSE_KMS_CONTEXT, SSE_BUCKET_KEY] {
-                headers.remove(name);
-            }
+            strip_sse_kms(headers);
             match (sse.as_deref(), id) {
                 (_, Some(Ok(id))) => {
                     return routes.kms_key(&id).map(str::to_owned).ok_or(ProxyError::KmsKeyNotAllowed);
@@ -562,6 +571,10 @@ impl RequestPath {
         // goes ahead only when the examination answered 200; otherwise it
         // is refused with the examination's status, and nothing is copied.
         let source = crate::s3::classify::copy_source(&headers)?;
+        // The copy is a new object: wrapped by the key its own name routes
+        // to (or the workload selected), not necessarily its source's. An
+        // id off the allow-list is refused here, before the source is asked.
+        let target = self.write_key(s3, &mut headers)?;
         let head = self.send_buffered(Method::HEAD, &source, source_check_headers(&headers), Bytes::new()).await?;
         let head = match accept(Step::CopySource, head, false).await? {
             Answer::Expected(head) => head,
@@ -576,9 +589,6 @@ impl RequestPath {
             Err(e) => return Err(ProxyError::Envelope(e)),
         };
         let etag = head.headers().get(http::header::ETAG).ok_or(malformed("no ETag on the copy source"))?;
-        // The copy is a new object: wrapped by the key its own name routes
-        // to (or the workload selected), not necessarily its source's.
-        let target = self.write_key(s3, &mut headers)?;
         let mut multipart_layout = None;
         if envelope.auth.is_some() {
             // Format 3: the source is verified under its own name, and the
@@ -604,8 +614,13 @@ impl RequestPath {
             let rebound =
                 with_mac(key.bytes(), rebound, super::stored::object_name(s3)).ok_or(InternalError::Envelope)?;
             if !replace {
-                // COPY, as S3 does it: the source's metadata and content headers.
-                let kept = super::seal::kept_headers(head.headers());
+                // COPY, as S3 does it: the source's metadata and content
+                // headers, but not its provider-side encryption (S3 does not
+                // carry that over either; the destination's is the request's).
+                let mut kept = super::seal::kept_headers(head.headers());
+                for name in SSE_KMS_FIELDS {
+                    kept.remove(*name);
+                }
                 for name in kept.keys() {
                     headers.remove(name);
                 }
