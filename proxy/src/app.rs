@@ -56,6 +56,7 @@ pub fn key_service(keys: &KeySettings, session: Arc<Session>, key_name: &str) ->
 pub fn serving_key_service(keys: &KeySettings, session: Arc<Session>) -> Arc<KeyService> {
     let service =
         build_key_service(keys, session, &keys.write_key).with_pool(keys.pool).with_version_check(keys.version_check);
+    let service = service.with_bucket_keys(keys.bucket_keys);
     service.start_pool();
     let service = Arc::new(service);
     service.start_read_key_checks(keys.version_check);

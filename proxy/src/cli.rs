@@ -216,6 +216,11 @@ pub struct DecryptArgs {
     /// Format 3: the object's bucket, which the binding `bucket-key` binds.
     #[arg(long, requires = "mac")]
     pub bucket: Option<String>,
+    /// Format 3 with a bucket key: the 64 hex digits of
+    /// x-amz-meta-cloudtaser-key-salt. The wrapped key is then the bucket
+    /// key, and the object's data key is derived from it (docs/FORMAT.md).
+    #[arg(long, requires = "mac")]
+    pub key_salt: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -42,6 +42,13 @@ pub enum LegacyFormats {
     Refuse,
 }
 
+/// An on/off setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
 /// `CLOUDTASER_S3PROXY_LEGACY_UPLOAD_IDS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LegacyUploadIds {
@@ -216,6 +223,24 @@ pub struct ProxyConfig {
     /// key is also readable.
     #[arg(long, env = "CLOUDTASER_S3PROXY_KEY_RULES", value_delimiter = ',')]
     pub key_rules: Vec<String>,
+
+    /// Bucket keys: single objects written within a window derive their
+    /// data keys from one intermediate key per Transit key, wrapped once,
+    /// so reading a window's objects costs one Transit decrypt, not one per
+    /// object (docs/FORMAT.md, "Bucket keys"; SECURITY.md has the
+    /// trade-offs). A rule's `:bucket-keys=on|off` overrides this per key.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_BUCKET_KEYS", value_enum, default_value = "off")]
+    pub bucket_keys: Switch,
+
+    /// Seconds a bucket key serves new objects before the next one.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_BUCKET_KEY_WINDOW_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub bucket_key_window_secs: u64,
+
+    /// Objects one bucket key serves at most before the next one.
+    #[arg(long, env = "CLOUDTASER_S3PROXY_BUCKET_KEY_MAX_OBJECTS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub bucket_key_max_objects: u64,
 
     /// A file of further rules in the form of CLOUDTASER_S3PROXY_KEY_RULES,
     /// one per line (`#` comments), for lists too long for a variable.
@@ -548,6 +573,10 @@ impl ProxyConfig {
             routes: None,
             cache_size: self.key_cache_size,
             cache_ttl: Duration::from_secs(self.key_cache_ttl_secs),
+            bucket_keys: (self.bucket_keys == Switch::On).then(|| crate::keys::BucketKeySettings {
+                window: Duration::from_secs(self.bucket_key_window_secs),
+                max_objects: self.bucket_key_max_objects,
+            }),
             version_check: Duration::from_secs(self.key_version_check_secs),
             pool: None,
         }

@@ -147,6 +147,7 @@ pub struct Metrics {
     key_version: Family<KeyLabel, Gauge>,
     key_version_checks: Family<ResultLabel, Counter>,
     keys_erased: Family<KeyLabel, Counter>,
+    bucket_keys_started: Family<KeyLabel, Counter>,
     integrity_failures: Counter,
     open_connections: Gauge,
     in_flight: Gauge,
@@ -178,6 +179,7 @@ impl Default for Metrics {
             key_rotations: Family::default(),
             key_version: Family::default(),
             keys_erased: Family::default(),
+            bucket_keys_started: Family::default(),
             key_version_checks: Family::default(),
             integrity_failures: Counter::default(),
             open_connections: Gauge::default(),
@@ -237,6 +239,11 @@ impl Default for Metrics {
             "key_version_checks",
             "Checks of the Transit key's current version (one key wrapped), by result",
             m.key_version_checks.clone(),
+        );
+        r.register(
+            "bucket_keys",
+            "Bucket keys begun (each wraps the data keys of one window's single objects), by Transit key",
+            m.bucket_keys_started.clone(),
         );
         r.register(
             "transit_keys_erased",
@@ -353,6 +360,11 @@ impl Metrics {
 
     pub fn key_version(&self, key: &str, version: u32) {
         self.key_version.get_or_create(&KeyLabel { key: key.to_owned() }).set(i64::from(version));
+    }
+
+    /// A bucket key was begun for Transit key `key`.
+    pub fn bucket_key_started(&self, key: &str) {
+        self.bucket_keys_started.get_or_create(&KeyLabel { key: key.to_owned() }).inc();
     }
 
     /// Transit key `key` was found deleted in Vault.

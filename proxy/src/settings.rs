@@ -92,6 +92,8 @@ pub struct KeySettings {
     /// for [`VaultAccess`], which only reads: the write key and
     /// `readable` on `transit_mount`).
     pub routes: Option<crate::keys::KeyRoutes>,
+    /// Bucket keys for single objects (`None`: a data key per object).
+    pub bucket_keys: Option<crate::keys::BucketKeySettings>,
     /// Unwrapped data keys kept for reads (0: no cache).
     pub cache_size: usize,
     pub cache_ttl: Duration,

@@ -22,6 +22,9 @@ MANIFEST_CONTEXT = b"cloudtaser-s3 v2 manifest"
 ENVELOPE_KEY_INFO = b"cloudtaser-s3 v3 envelope key"
 ENVELOPE_CONTEXT = b"cloudtaser-s3 v3 envelope"
 UPLOAD_ID_KEY_INFO = b"cloudtaser-s3 v3 upload id key"
+OBJECT_KEY_INFO = b"cloudtaser-s3 v3 object key"
+# FORMAT.md, "Bucket keys": the MAC input's marker before a derived key's salt.
+DERIVED = 1
 UPLOAD_ID_CONTEXT = b"cloudtaser-s3 v3 upload id"
 # FORMAT.md: u8(binding), 0 = none, 1 = key, 2 = bucket-key.
 BINDINGS = {"none": 0, "key": 1, "bucket-key": 2}
@@ -40,6 +43,14 @@ def _derive(data_key: bytes, info: bytes, salt: bytes | None = None) -> bytes:
     # salt=None is RFC 5869's default (HashLen zero bytes), which HMAC treats
     # exactly like FORMAT.md's "salt = empty": both pad to the same block.
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(data_key)
+
+
+def object_key(bucket_key: bytes, key_salt: bytes) -> bytes:
+    """A data key derived from a bucket key: HKDF-SHA256 with the object's
+    key salt as the salt and the bucket key as the input key material."""
+    if len(bucket_key) != 32 or len(key_salt) != 32:
+        raise FormatError("a bucket key and a key salt are 32 bytes")
+    return _derive(bucket_key, OBJECT_KEY_INFO, key_salt)
 
 
 def ciphertext_len(plaintext_len: int) -> int:
@@ -139,6 +150,7 @@ def envelope_mac(
     table: list[tuple[int, int]] | None = None,
     streams: bytes | None = None,
     pending: bool = False,
+    key_salt: bytes | None = None,
 ) -> bytes:
     """Format 3's `cloudtaser-mac`. A `multipart-pending` object passes
     `pending=True` (size 0, no salt or table). A single PUT passes `salt`; a multipart
@@ -165,6 +177,10 @@ def envelope_mac(
         msg += bytes([KIND_MULTIPART]) + struct.pack(">I", len(table))
         msg += b"".join(struct.pack(">IQ", part, n) for part, n in table)
         msg += streams
+    if key_salt is not None:
+        if salt is None or len(key_salt) != 32:
+            raise FormatError("only a single PUT derives its data key, from a 32-byte key salt")
+        msg += bytes([DERIVED]) + key_salt
     return hmac.new(_derive(data_key, ENVELOPE_KEY_INFO), msg, hashlib.sha256).digest()
 
 
@@ -256,7 +272,11 @@ def verify_v3(data_key: bytes, meta: dict, bucket: str, key: str, body: bytes) -
         if "salt" not in m:
             raise FormatError("cloudtaser-salt missing")
         salt = _hex32(m["salt"], "cloudtaser-salt")
-        if not hmac.compare_digest(envelope_mac(data_key, salt=salt, **common), mac):
+        # Bucket keys: the unwrapped key is the window's; the object's own derives from it.
+        key_salt = _hex32(m["key-salt"], "cloudtaser-key-salt") if "key-salt" in m else None
+        if key_salt is not None:
+            data_key = object_key(data_key, key_salt)
+        if not hmac.compare_digest(envelope_mac(data_key, salt=salt, key_salt=key_salt, **common), mac):
             raise FormatError("envelope MAC mismatch")
         if len(body) < HEADER_LEN:
             raise FormatError("short stream header")
@@ -265,8 +285,8 @@ def verify_v3(data_key: bytes, meta: dict, bucket: str, key: str, body: bytes) -
             raise FormatError("stream header disagrees with the envelope (salt, size or part number)")
         return _decrypt_stream(data_key, body, (3,))
 
-    if "salt" in m:
-        raise FormatError("a multipart object with a single-PUT salt")
+    if "salt" in m or "key-salt" in m:
+        raise FormatError("a multipart object with a single-PUT salt or key salt")
     for field in ("parts", "streams"):
         if field not in m:
             raise FormatError(f"cloudtaser-{field} missing")

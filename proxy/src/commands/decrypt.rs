@@ -26,7 +26,14 @@ pub async fn run(access: &VaultAccess, args: &DecryptArgs) -> Result<(), Command
     }
     let session = app::vault_session(&access.vault)?;
     let keys = app::key_service(&access.keys, session, &key_name);
-    let key = keys.unwrap(&key_name, &args.wrapped_key).await?;
+    let key_salt =
+        match &args.key_salt {
+            Some(h) => Some(hex::decode(h).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or(
+                CommandError::Usage("--key-salt must be the 64 hex digits of x-amz-meta-cloudtaser-key-salt"),
+            )?),
+            None => None,
+        };
+    let key = crate::format::object_key(keys.unwrap(&key_name, &args.wrapped_key).await?, key_salt.as_ref());
     let tmp = args.output.with_extension("cloudtaser-partial");
     let manifest =
         match &args.manifest {
@@ -72,6 +79,7 @@ pub async fn run(access: &VaultAccess, args: &DecryptArgs) -> Result<(), Command
                 transit_key: key_name.clone(),
                 bucket: args.bucket.clone().unwrap_or_default(),
                 object_key: args.object_key.clone().unwrap_or_default(),
+                key_salt,
             })
         }
         None => None,
@@ -100,6 +108,8 @@ pub struct Authenticated3 {
     pub transit_key: String,
     pub bucket: String,
     pub object_key: String,
+    /// `cloudtaser-key-salt`, for a data key derived from a bucket key.
+    pub key_salt: Option<[u8; 32]>,
 }
 
 /// What the object's metadata says, to be checked against the file.
@@ -238,6 +248,7 @@ fn verify_format_3(
         salt: if matches!(layout, StoredLayout::Single(_)) { meta.salt } else { None },
         layout,
         auth: Some(Authenticated { binding: auth.binding, mac: Some(auth.mac) }),
+        key_salt: auth.key_salt,
     };
     let name = ObjectName { bucket: &auth.bucket, key: &auth.object_key };
     crate::format::verify_envelope(key.bytes(), &envelope, name).map_err(CommandError::NotWholeObject)

@@ -170,7 +170,10 @@ async fn seal_one(
         Err(e @ ProxyError::Ciphertext(_)) => return Ok(Outcome::Refused(Refusal::Layout(e))),
         Err(e) => return Err(e.into()),
     };
-    let data_key = keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
+    let data_key = crate::format::object_key(
+        keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?,
+        envelope.key_salt.as_ref(),
+    );
     if let Some(refusal) = check(path, &object, &envelope, &data_key, &layout, &etag, stored_len).await? {
         return Ok(Outcome::Refused(refusal));
     }

@@ -48,6 +48,11 @@ pub const ENVELOPE_MAC_LEN: usize = 32;
 /// HKDF info of the envelope MAC key, and the MAC input's leading context.
 pub(super) const ENVELOPE_KEY_INFO: &[u8] = b"cloudtaser-s3 v3 envelope key";
 pub(super) const ENVELOPE_CONTEXT: &[u8] = b"cloudtaser-s3 v3 envelope";
+/// HKDF info of an object's data key derived from a bucket key (an
+/// intermediate key shared by the objects of one window).
+pub(super) const OBJECT_KEY_INFO: &[u8] = b"cloudtaser-s3 v3 object key";
+/// The envelope MAC input's marker for a derived data key; the key salt follows.
+pub(super) const ENVELOPE_DERIVED: u8 = 1;
 /// HKDF info of the upload id key, and the upload id tag's context.
 pub(super) const UPLOAD_ID_KEY_INFO: &[u8] = b"cloudtaser-s3 v3 upload id key";
 pub(super) const UPLOAD_ID_CONTEXT: &[u8] = b"cloudtaser-s3 v3 upload id";

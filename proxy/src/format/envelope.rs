@@ -9,9 +9,10 @@ use aws_lc_rs::{digest, hmac};
 
 use super::FormatError;
 use super::constants::{
-    CUSTOMER_KEY_CONTEXT, CUSTOMER_KEY_INFO, ENVELOPE_CONTEXT, ENVELOPE_KEY_INFO, ENVELOPE_MAC_LEN, FORMAT_3,
-    HEADER_LEN, UPLOAD_ID_CONTEXT, UPLOAD_ID_KEY_INFO, UPLOAD_ID_TAG_LEN,
+    CUSTOMER_KEY_CONTEXT, CUSTOMER_KEY_INFO, ENVELOPE_CONTEXT, ENVELOPE_DERIVED, ENVELOPE_KEY_INFO, ENVELOPE_MAC_LEN,
+    FORMAT_3, HEADER_LEN, OBJECT_KEY_INFO, UPLOAD_ID_CONTEXT, UPLOAD_ID_KEY_INFO, UPLOAD_ID_TAG_LEN,
 };
+use super::key::DataKey;
 use super::metadata::{Binding, EnvelopeMetadata, StoredLayout};
 
 /// The name a request gives the object: what the MAC binds.
@@ -71,7 +72,43 @@ pub fn envelope_bytes(envelope: &EnvelopeMetadata, name: ObjectName<'_>) -> Opti
         }
         StoredLayout::Multipart => return None,
     }
+    // A derived data key: its key salt is covered too (it is also bound by
+    // the MAC key, which derives from the data key it makes).
+    if let Some(key_salt) = &envelope.key_salt {
+        out.push(ENVELOPE_DERIVED);
+        out.extend_from_slice(key_salt);
+    }
     Some(out)
+}
+
+/// An object's data key from a bucket key (the intermediate key its
+/// envelope wraps) and the object's own key salt:
+/// HKDF-SHA256(salt = key salt, IKM = intermediate key, info =
+/// "cloudtaser-s3 v3 object key"), 32 bytes. docs/FORMAT.md, "Bucket keys".
+pub fn derive_object_key(intermediate: &[u8; 32], key_salt: &[u8; 32]) -> DataKey {
+    let prk = Salt::new(HKDF_SHA256, key_salt).extract(intermediate);
+    let info = [OBJECT_KEY_INFO];
+    let okm = prk.expand(&info, KeyLen32).expect("32 bytes is a valid HKDF-SHA256 output");
+    let mut out = zeroize::Zeroizing::new([0u8; 32]);
+    okm.fill(out.as_mut()).expect("32 bytes fill a 32-byte key");
+    DataKey::from_slice(out.as_ref()).expect("32 bytes make a data key")
+}
+
+/// The data key of an object whose envelope was unwrapped to `unwrapped`:
+/// itself, or derived from it when the envelope has a key salt.
+pub fn object_key(unwrapped: std::sync::Arc<DataKey>, key_salt: Option<&[u8; 32]>) -> std::sync::Arc<DataKey> {
+    match key_salt {
+        Some(salt) => std::sync::Arc::new(derive_object_key(unwrapped.bytes(), salt)),
+        None => unwrapped,
+    }
+}
+
+struct KeyLen32;
+
+impl aws_lc_rs::hkdf::KeyType for KeyLen32 {
+    fn len(&self) -> usize {
+        32
+    }
 }
 
 /// The envelope with its MAC for `name`, or `None` when it cannot carry one

@@ -19,6 +19,9 @@ pub const META_MANIFEST: &str = "x-amz-meta-cloudtaser-manifest";
 pub const META_BINDING: &str = "x-amz-meta-cloudtaser-binding";
 pub const META_STREAMS: &str = "x-amz-meta-cloudtaser-streams";
 pub const META_MAC: &str = "x-amz-meta-cloudtaser-mac";
+/// A format-3 single object whose data key is derived from a bucket key:
+/// the derivation's salt (docs/FORMAT.md, "Bucket keys").
+pub const META_KEY_SALT: &str = "x-amz-meta-cloudtaser-key-salt";
 
 const LAYOUT_MULTIPART: &str = "multipart";
 const LAYOUT_PENDING: &str = "multipart-pending";
@@ -120,6 +123,10 @@ pub struct EnvelopeMetadata {
     pub salt: Option<[u8; 32]>,
     /// Format 3's binding and MAC; `None` for formats 1 and 2.
     pub auth: Option<Authenticated>,
+    /// Set when `wrapped_key` holds a bucket key (an intermediate key shared
+    /// by one window's objects) and the object's data key is derived from it
+    /// with this salt; only on format-3 single objects.
+    pub key_salt: Option<[u8; 32]>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -162,6 +169,9 @@ impl EnvelopeMetadata {
         }
         if let Some(salt) = &self.salt {
             out.push((META_SALT, hex::encode(salt)));
+        }
+        if let Some(key_salt) = &self.key_salt {
+            out.push((META_KEY_SALT, hex::encode(key_salt)));
         }
         if let Some(auth) = &self.auth {
             out.push((META_BINDING, auth.binding.as_str().to_owned()));
@@ -253,7 +263,16 @@ impl EnvelopeMetadata {
             absent(META_MAC)?;
             None
         };
-        Ok(Some(Self { wrapped_key, transit_key, layout, salt, auth }))
+        // Only a format-3 single object may derive its key: its MAC covers
+        // the salt, and no upload id or part table has to carry one.
+        let key_salt = match get(META_KEY_SALT) {
+            Some(h) if format == FORMAT_3 && single => Some(
+                hex::decode(h).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or(MetadataError(META_KEY_SALT))?,
+            ),
+            Some(_) => return Err(MetadataError(META_KEY_SALT)),
+            None => None,
+        };
+        Ok(Some(Self { wrapped_key, transit_key, layout, salt, auth, key_salt }))
     }
 }
 

@@ -17,15 +17,16 @@ pub use constants::{
     MAX_STREAM_LEN, MULTIPART_VERSION, SALT_LEN, SEGMENT_LEN, TAG_LEN, UPLOAD_ID_TAG_LEN, VERSION, VERSION_3,
 };
 pub use envelope::{
-    ObjectName, envelope_bytes, open_customer_key, seal_customer_key, streams_digest, upload_id_tag, verify_envelope,
-    verify_upload_id_tag, with_mac,
+    ObjectName, derive_object_key, envelope_bytes, object_key, open_customer_key, seal_customer_key, streams_digest,
+    upload_id_tag, verify_envelope, verify_upload_id_tag, with_mac,
 };
 pub use header::Header;
 pub use key::DataKey;
 pub use layout::{LayoutSpan, ObjectLayout, StreamExtent};
 pub use manifest::{decode_part_table, encode_part_table, manifest_bytes, manifest_tag, verify_manifest};
 pub use metadata::{
-    Authenticated, Binding, EnvelopeMetadata, META_PREFIX, META_WRAPPED_KEY, MetadataError, SealedParts, StoredLayout,
+    Authenticated, Binding, EnvelopeMetadata, META_KEY_SALT, META_PREFIX, META_WRAPPED_KEY, MetadataError, SealedParts,
+    StoredLayout,
 };
 pub use segment::SegmentCipher;
 pub use size::{ciphertext_len, plaintext_len, segment_count};

@@ -34,7 +34,30 @@ pub struct NewDataKey {
     pub key: Arc<DataKey>,
     pub wrapped: String,
     pub transit_key: String,
+    /// Set when `wrapped` is a bucket key and `key` was derived from it
+    /// with this salt (the envelope's `cloudtaser-key-salt`).
+    pub key_salt: Option<[u8; 32]>,
 }
+
+/// Bucket keys (`CLOUDTASER_S3PROXY_BUCKET_KEYS`): single objects of one
+/// Transit key written within `window` (and at most `max_objects` of them)
+/// derive their data keys from one intermediate key, wrapped once, so a
+/// reader unwraps it once for the whole window (docs/FORMAT.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketKeySettings {
+    pub window: Duration,
+    pub max_objects: u64,
+}
+
+/// The bucket key objects are derived from now, for one Transit key.
+struct Window {
+    intermediate: Arc<DataKey>,
+    wrapped: String,
+    started: std::time::Instant,
+    objects: u64,
+}
+
+type WindowSlot = Arc<std::sync::Mutex<Option<Window>>>;
 
 /// The pool's wrapper for one Transit key: `encrypt` with `batch_input`,
 /// each outcome recorded in the health state like any other Transit call.
@@ -45,6 +68,7 @@ struct TransitWrapper {
     transit: Arc<TransitClient>,
     health: Arc<health::VaultHealth>,
     cache: Arc<KeyCache>,
+    window: WindowSlot,
 }
 
 impl TransitWrapper {
@@ -52,7 +76,7 @@ impl TransitWrapper {
         if let Err(e) = &result
             && e.is_key_gone()
         {
-            forget_erased(&self.cache, self.transit.key_name());
+            forget_erased(&self.cache, &self.window, self.transit.key_name());
         }
         self.health.observe(result)
     }
@@ -74,8 +98,10 @@ impl pool::Wrapper for TransitWrapper {
     }
 }
 
-/// Drops what memory holds of a Transit key Vault no longer has.
-fn forget_erased(cache: &KeyCache, transit_key: &str) {
+/// Drops what memory holds of a Transit key Vault no longer has: its cached
+/// data keys and its current bucket key (no object is derived from it again).
+fn forget_erased(cache: &KeyCache, window: &WindowSlot, transit_key: &str) {
+    window.lock().expect("window lock").take();
     let dropped = cache.forget_transit_key(transit_key);
     crate::metrics::metrics().key_erased(transit_key);
     tracing::warn!(transit_key, cached_keys_dropped = dropped, "Transit key not found in Vault (erased?)");
@@ -109,6 +135,9 @@ struct WriteKey {
     pool: Option<Arc<KeyPool>>,
     /// The newest version of this key seen in any Transit answer.
     latest: Arc<AtomicU32>,
+    /// `None`: every object gets a data key of its own.
+    bucket_keys: Option<BucketKeySettings>,
+    window: WindowSlot,
 }
 
 /// The key service the request path talks to: Transit (one client per
@@ -145,7 +174,8 @@ impl KeyService {
             .writers()
             .map(|k| {
                 let transit = transits[&k.name].clone();
-                (k.name.clone(), WriteKey { transit, pool: None, latest: Arc::default() })
+                let window = WindowSlot::default();
+                (k.name.clone(), WriteKey { transit, pool: None, latest: Arc::default(), bucket_keys: None, window })
             })
             .collect();
         Self {
@@ -187,6 +217,20 @@ impl KeyService {
         self
     }
 
+    /// Derives single objects' data keys from bucket keys (`None`: off), for
+    /// every writing key whose rule does not say otherwise (`:bucket-keys=`).
+    pub fn with_bucket_keys(mut self, settings: Option<BucketKeySettings>) -> Self {
+        const DEFAULT: BucketKeySettings = BucketKeySettings { window: Duration::from_secs(300), max_objects: 100_000 };
+        for (name, writer) in &mut self.writers {
+            writer.bucket_keys = match self.routes.bucket_keys(name) {
+                Some(false) => None,
+                Some(true) => Some(settings.unwrap_or(DEFAULT)),
+                None => settings,
+            };
+        }
+        self
+    }
+
     /// Checks each writing key's current version this often even without a
     /// pool (which checks on its own), so a PUT that streams across a
     /// rotation is refused at its end ([`KeyService::is_current`]) and an
@@ -204,6 +248,7 @@ impl KeyService {
                 transit: writer.transit.clone(),
                 health: self.health.clone(),
                 cache: self.cache.clone(),
+                window: writer.window.clone(),
             };
             match (&writer.pool, self.version_check) {
                 (Some(pool), _) => {
@@ -260,7 +305,7 @@ impl KeyService {
                     if let Err(e) = answer
                         && e.is_key_gone()
                     {
-                        forget_erased(&service.cache, name);
+                        forget_erased(&service.cache, &WindowSlot::default(), name);
                     }
                 }
             }
@@ -337,7 +382,7 @@ impl KeyService {
                 if let Err(e) = &answer
                     && e.is_key_gone()
                 {
-                    forget_erased(&self.cache, transit_key);
+                    forget_erased(&self.cache, &writer.window, transit_key);
                     if let Some(pool) = &writer.pool {
                         pool.clear();
                     }
@@ -356,7 +401,50 @@ impl KeyService {
         };
         let key = Arc::new(key);
         self.cache.insert_unless_erased((transit_key.to_owned(), wrapped.clone()), key.clone(), seen);
-        Ok(NewDataKey { key, wrapped, transit_key: transit_key.to_owned() })
+        Ok(NewDataKey { key, wrapped, transit_key: transit_key.to_owned(), key_salt: None })
+    }
+
+    /// The data key of a new single object under `transit_key`: derived
+    /// from the key's current bucket key when bucket keys are on (a new one,
+    /// from [`KeyService::generate_fresh`], once the window has passed, has
+    /// served its objects, or is under an older key version), else a key of
+    /// its own.
+    pub async fn generate_for_object(&self, transit_key: &str) -> Result<NewDataKey, VaultError> {
+        let writer = self.writers.get(transit_key).ok_or(VaultError::KeyNotAllowed)?;
+        let Some(settings) = writer.bucket_keys else { return self.generate_fresh(transit_key).await };
+        let current = self.current_version_of(transit_key);
+        let reused = {
+            let mut slot = writer.window.lock().expect("window lock");
+            slot.as_mut()
+                .filter(|w| {
+                    w.started.elapsed() < settings.window
+                        && w.objects < settings.max_objects
+                        && key_version(&w.wrapped).is_some_and(|v| v >= current)
+                })
+                .map(|w| {
+                    w.objects += 1;
+                    (w.intermediate.clone(), w.wrapped.clone())
+                })
+        };
+        let (intermediate, wrapped) = match reused {
+            Some(found) => found,
+            None => {
+                let fresh = self.generate_fresh(transit_key).await?;
+                let window = Window {
+                    intermediate: fresh.key.clone(),
+                    wrapped: fresh.wrapped.clone(),
+                    started: std::time::Instant::now(),
+                    objects: 1,
+                };
+                *writer.window.lock().expect("window lock") = Some(window);
+                crate::metrics::metrics().bucket_key_started(transit_key);
+                (fresh.key, fresh.wrapped)
+            }
+        };
+        let mut key_salt = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut key_salt).map_err(|_| VaultError::BadResponse("the CSPRNG failed"))?;
+        let key = Arc::new(crate::format::derive_object_key(intermediate.bytes(), &key_salt));
+        Ok(NewDataKey { key, wrapped, transit_key: transit_key.to_owned(), key_salt: Some(key_salt) })
     }
 
     /// The data key inside a wrapped key, from the cache or Transit.
@@ -386,7 +474,8 @@ impl KeyService {
                     && e.is_key_gone()
                 {
                     // Every other object of this key goes with it, now.
-                    forget_erased(&self.cache, key_name);
+                    let window = self.writers.get(key_name).map(|w| w.window.clone()).unwrap_or_default();
+                    forget_erased(&self.cache, &window, key_name);
                     if let Some(pool) = self.pool_of(key_name) {
                         pool.clear();
                     }

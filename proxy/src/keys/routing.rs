@@ -54,6 +54,9 @@ pub struct KeyRule {
     pub key: KeyRef,
     /// This key's pool size, when it differs from the shared default.
     pub pool_size: Option<usize>,
+    /// Bucket keys on or off for this key, when it differs from
+    /// CLOUDTASER_S3PROXY_BUCKET_KEYS.
+    pub bucket_keys: Option<bool>,
 }
 
 impl KeyRule {
@@ -63,17 +66,25 @@ impl KeyRule {
         // The first `=` ends the scope: a prefix with `=` cannot be routed
         // (the option after the key holds one).
         let (scope, target) = entry.split_once('=').ok_or_else(|| RouteError::Syntax(entry.to_owned()))?;
-        let (target, pool_size) = match target.split_once(':') {
-            Some((key, option)) => {
-                let n = option
-                    .strip_prefix("pool=")
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .filter(|n| *n <= 65536)
-                    .ok_or_else(|| RouteError::Option(entry.to_owned()))?;
-                (key, Some(n))
+        let mut options = target.split(':');
+        let target = options.next().unwrap_or_default();
+        let (mut pool_size, mut bucket_keys) = (None, None);
+        for option in options {
+            let bad = || RouteError::Option(entry.to_owned());
+            match option.split_once('=') {
+                Some(("pool", n)) if pool_size.is_none() => {
+                    pool_size = Some(n.parse::<usize>().ok().filter(|n| *n <= 65536).ok_or_else(bad)?);
+                }
+                Some(("bucket-keys", v)) if bucket_keys.is_none() => {
+                    bucket_keys = Some(match v {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(bad()),
+                    });
+                }
+                _ => return Err(bad()),
             }
-            None => (target, None),
-        };
+        }
         let (bucket, prefix) = scope.split_once('/').unwrap_or((scope, ""));
         if !is_bucket_name(bucket) {
             return Err(RouteError::Bucket(entry.to_owned()));
@@ -86,6 +97,7 @@ impl KeyRule {
             prefix: prefix.to_owned(),
             key: KeyRef::parse(target, default_mount)?,
             pool_size,
+            bucket_keys,
         })
     }
 
@@ -115,6 +127,8 @@ pub struct KeyRoutes {
     keys: BTreeMap<String, KeyRef>,
     /// Pool sizes that differ from the default, by key name.
     pool_sizes: BTreeMap<String, usize>,
+    /// Bucket keys switched on or off for a key against the default.
+    bucket_keys: BTreeMap<String, bool>,
     /// The keys that wrap new data keys: the default first, then in name order.
     writers: Vec<String>,
 }
@@ -166,9 +180,15 @@ impl KeyRoutes {
         add(&default)?;
         let mut writers = vec![default.name.clone()];
         let mut pool_sizes = BTreeMap::new();
+        let mut bucket_keys = BTreeMap::new();
         for rule in &rules {
             add(&rule.key)?;
             writers.push(rule.key.name.clone());
+            if let Some(on) = rule.bucket_keys
+                && bucket_keys.insert(rule.key.name.clone(), on).is_some_and(|was| was != on)
+            {
+                return Err(RouteError::TwoPoolSizes(rule.key.name.clone()));
+            }
             if let Some(n) = rule.pool_size
                 && pool_sizes.insert(rule.key.name.clone(), n).is_some_and(|m| m != n)
             {
@@ -198,7 +218,7 @@ impl KeyRoutes {
         rest.sort();
         rest.dedup();
         let writers = std::iter::once(first.clone()).chain(rest).collect();
-        Ok(Self { default, rules, kms_ids: ids, keys, pool_sizes, writers })
+        Ok(Self { default, rules, kms_ids: ids, keys, pool_sizes, bucket_keys, writers })
     }
 
     /// The key new objects at `bucket/key` are wrapped by.
@@ -247,6 +267,11 @@ impl KeyRoutes {
         self.pool_sizes.get(name).copied()
     }
 
+    /// Bucket keys switched on or off for `name` by its rule, if so.
+    pub fn bucket_keys(&self, name: &str) -> Option<bool> {
+        self.bucket_keys.get(name).copied()
+    }
+
     pub fn rules(&self) -> &[KeyRule] {
         &self.rules
     }
@@ -265,13 +290,13 @@ pub enum RouteError {
     KeyName(String),
     #[error("`{0}`: the mount is not a path of letters, digits, `-`, `_` and `.`")]
     Mount(String),
-    #[error("`{0}`: the only option is `:pool=N` (N at most 65536)")]
+    #[error("`{0}`: the options are `:pool=N` (N at most 65536) and `:bucket-keys=on|off`, each once")]
     Option(String),
     #[error("`{0}` is not a usable key id (printable ASCII, at most 2048 bytes)")]
     KmsId(String),
     #[error("Transit key `{0}` is configured on two mounts; objects name keys by name only")]
     TwoMounts(String),
-    #[error("Transit key `{0}` is given two pool sizes")]
+    #[error("Transit key `{0}` is given two pool sizes or bucket-key settings")]
     TwoPoolSizes(String),
     #[error("`{0}` is routed twice")]
     DuplicateScope(String),
@@ -343,6 +368,10 @@ mod tests {
             (r.bucket.as_str(), r.prefix.as_str(), r.key.to_string(), r.pool_size),
             ("b-1", "p/q", "eu/k".into(), Some(64))
         );
+        let r = KeyRule::parse("b-1=k:bucket-keys=off:pool=8", "transit").unwrap();
+        assert_eq!((r.pool_size, r.bucket_keys), (Some(8), Some(false)));
+        assert!(KeyRule::parse("b-1=k:bucket-keys=maybe", "transit").is_err());
+        assert!(KeyRule::parse("b-1=k:pool=1:pool=2", "transit").is_err());
         type Expected = fn(&RouteError) -> bool;
         let cases: &[(&str, Expected)] = &[
             ("no-equals", |e| matches!(e, RouteError::Syntax(_))),

@@ -229,6 +229,7 @@ impl EncryptedUpload {
             // Only the keys are compared with the stored envelope, from
             // which the seal builds the sealed one.
             auth: None,
+            key_salt: None,
         }
     }
 }
@@ -612,6 +613,7 @@ impl RequestPath {
             layout: StoredLayout::MultipartPending,
             salt: None,
             auth: None,
+            key_salt: None,
         };
         let etag = header_value(&completed)?;
         // The seal's requests carry the customer key; the Complete did not need it.

@@ -14,6 +14,7 @@ use super::stored::malformed;
 use super::{RequestPath, envelope_of, header_value, reject_reserved_metadata};
 use crate::body::{ProxyBody, boxed, empty};
 use crate::error::{ArgumentError, InternalError, ProxyError, RequestError, UpstreamFailure};
+use crate::format::object_key;
 use crate::format::{
     Authenticated, EnvelopeMetadata, FormatError, HEADER_LEN, Header, Sealer, StoredLayout, VERSION_3, ciphertext_len,
     with_mac,
@@ -77,6 +78,7 @@ impl RequestPath {
             layout,
             salt: None,
             auth: Some(Authenticated { binding: self.binding, mac: None }),
+            key_salt: data_key.key_salt,
         }
     }
 
@@ -97,7 +99,7 @@ impl RequestPath {
         reject_reserved_metadata(&headers)?;
         crate::s3::metadata::remove_plaintext_digests(&mut headers, self.keep_digests);
         let plaintext_len = aws_chunked::plaintext_length(&headers, BodyEncoding::Raw)?;
-        let data_key = self.keys.generate_fresh(self.keys.routes().route(bucket, key)).await?;
+        let data_key = self.keys.generate_for_object(self.keys.routes().route(bucket, key)).await?;
         let envelope = self.envelope(&data_key, StoredLayout::Single(plaintext_len));
         let s3 = S3Request {
             operation: crate::s3::classify::Operation::PutObject,
@@ -121,7 +123,7 @@ impl RequestPath {
         let mut headers = parts.headers;
         let transit_key = self.write_key(s3, &mut headers)?;
         // Nothing is sent upstream unless a data key was issued.
-        let data_key = self.keys.generate_fresh(&transit_key).await?;
+        let data_key = self.keys.generate_for_object(&transit_key).await?;
         let envelope = self.envelope(&data_key, StoredLayout::Single(plaintext_len));
         crate::s3::metadata::remove_plaintext_digests(&mut headers, self.keep_digests);
         conditional::to_upstream_etags(&mut headers);
@@ -355,7 +357,10 @@ impl RequestPath {
         }
         let envelope = envelope_of(resp.headers())?;
         let stored_len = content_length(resp.headers()).ok_or(malformed("no stored length"))?;
-        let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
+        let key = object_key(
+            self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?,
+            envelope.key_salt.as_ref(),
+        );
         let etag = resp.headers().get(http::header::ETAG).cloned();
         let (parts, mut body) = resp.into_parts();
         // A format-1 multipart object's part size is in its first header,
@@ -497,7 +502,10 @@ impl RequestPath {
                 actual: stored_len,
             }));
         }
-        let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
+        let key = object_key(
+            self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?,
+            envelope.key_salt.as_ref(),
+        );
         let mut opener = known.checked.range(&key, &envelope, &span, b - a + 1);
         if let Some(header) = header {
             opener.set_header(&header).map_err(ProxyError::Ciphertext)?;
@@ -599,7 +607,10 @@ impl RequestPath {
             let stored_len = content_length(head.headers()).ok_or(malformed("no stored length"))?;
             let checked = self.stored_layout(&source, &envelope, stored_len, Some(etag), None).await?;
             multipart_layout = (checked.layout.parts > 1).then_some(checked.layout);
-            let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
+            // What the envelope wraps (a bucket key, or the data key itself)
+            // and the data key the MAC is under.
+            let unwrapped = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
+            let key = object_key(unwrapped.clone(), envelope.key_salt.as_ref());
             let mut rebound =
                 EnvelopeMetadata { auth: Some(Authenticated { binding: self.binding, mac: None }), ..envelope.clone() };
             if target != envelope.transit_key {
@@ -607,7 +618,7 @@ impl RequestPath {
                 // (one Transit `encrypt`): erasing either key then erases
                 // only its own copy.
                 let transit = self.keys.transit_for(&target).ok_or(crate::keys::VaultError::KeyNotAllowed)?;
-                let wrapped = transit.wrap_data_keys(std::slice::from_ref(&*key)).await?;
+                let wrapped = transit.wrap_data_keys(std::slice::from_ref(&*unwrapped)).await?;
                 rebound.wrapped_key = wrapped.into_iter().next().ok_or(InternalError::Envelope)?;
                 rebound.transit_key = target;
             }

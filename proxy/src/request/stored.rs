@@ -158,7 +158,8 @@ impl RequestPath {
                 return Err(ProxyError::Ciphertext(FormatError::Envelope));
             }
         };
-        let key = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
+        let unwrapped = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
+        let key = crate::format::object_key(unwrapped, envelope.key_salt.as_ref());
         verify_envelope(key.bytes(), envelope, object_name(s3)).map_err(ProxyError::Ciphertext)?;
         if layout.stored_len() != stored_len {
             return Err(ProxyError::Ciphertext(FormatError::LengthMismatch {
