@@ -401,3 +401,23 @@ def test_parse_parts_reads_canonical_tables(text, table):
 def test_parse_parts_refuses_other_spellings(text):
     with pytest.raises(envelope.FormatError):
         envelope.parse_parts(text)
+
+
+@pytest.mark.parametrize("vector", block("bucket-key"), ids=lambda v: f"{v['binding']}-{v['key_salt'][:4]}")
+def test_independent_bucket_key_derivation_and_mac_agree_with_vector(vector):
+    key_salt = bytes.fromhex(vector["key_salt"])
+    derived = envelope.object_key(DEK, key_salt)
+    assert derived.hex() == vector["object_key"]
+    args = {"binding": vector["binding"], "bucket": vector["bucket"], "key": vector["key"],
+            "transit_key": vector["transit"], "size": int(vector["size"]), "salt": bytes.fromhex(vector["salt"])}
+    assert envelope.envelope_mac(derived, key_salt=key_salt, **args).hex() == vector["mac"]
+    assert envelope.envelope_mac(derived, **args).hex() != vector["mac"], "the key salt is covered"
+    # A stored object of the vector reads through verify_v3 from the bucket key.
+    plaintext = {0: b"", 10: b"CloudTaser"}[int(vector["size"])]
+    body = envelope.encrypt(derived, bytes.fromhex(vector["salt"]), 0, plaintext, version=3)
+    meta = {"cloudtaser-format": "3", "cloudtaser-key": "vault:v1:unused", "cloudtaser-transit-key": vector["transit"],
+            "cloudtaser-binding": vector["binding"], "cloudtaser-size": vector["size"],
+            "cloudtaser-salt": vector["salt"], "cloudtaser-key-salt": vector["key_salt"], "cloudtaser-mac": vector["mac"]}
+    assert envelope.verify_v3(DEK, meta, vector["bucket"], vector["key"], body) == plaintext
+    with pytest.raises(envelope.FormatError):
+        envelope.verify_v3(DEK, {**meta, "cloudtaser-key-salt": "00" * 32}, vector["bucket"], vector["key"], body)

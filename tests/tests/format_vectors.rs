@@ -184,6 +184,7 @@ fn envelope_mac_vectors_match() {
             layout,
             salt,
             auth: Some(Authenticated { binding, mac: None }),
+            key_salt: None,
         };
         let name = ObjectName { bucket: &v["bucket"], key: &v["key"] };
         let sealed = with_mac(&DEK, envelope, name).unwrap();
@@ -191,6 +192,35 @@ fn envelope_mac_vectors_match() {
         verify_envelope(&DEK, &sealed, name).unwrap();
         let moved = ObjectName { bucket: name.bucket, key: "elsewhere" };
         assert_eq!(verify_envelope(&DEK, &sealed, moved).is_ok(), binding == Binding::None);
+    }
+}
+
+/// docs/FORMAT.md's bucket-key vectors: the derived data key and the MAC
+/// that covers the key salt, byte for byte; a wrong salt does not verify.
+#[test]
+fn bucket_key_vectors_match() {
+    let vectors = block("bucket-key");
+    assert_eq!(vectors.len(), 3);
+    for v in vectors {
+        let key_salt: [u8; 32] = hex::decode(&v["key_salt"]).unwrap().try_into().unwrap();
+        let derived = cloudtaser_s3proxy::format::derive_object_key(&DEK, &key_salt);
+        assert_eq!(hex::encode(derived.bytes()), v["object_key"]);
+        let binding = if v["binding"] == "bucket-key" { Binding::BucketKey } else { Binding::Key };
+        let envelope = EnvelopeMetadata {
+            wrapped_key: "vault:v1:unused".into(),
+            transit_key: v["transit"].clone(),
+            layout: StoredLayout::Single(v["size"].parse().unwrap()),
+            salt: Some(hex::decode(&v["salt"]).unwrap().try_into().unwrap()),
+            auth: Some(Authenticated { binding, mac: None }),
+            key_salt: Some(key_salt),
+        };
+        let name = ObjectName { bucket: &v["bucket"], key: &v["key"] };
+        let sealed = with_mac(derived.bytes(), envelope, name).unwrap();
+        assert_eq!(hex::encode(sealed.auth.unwrap().mac.unwrap()), v["mac"]);
+        verify_envelope(derived.bytes(), &sealed, name).unwrap();
+        let relabelled = EnvelopeMetadata { key_salt: Some([0; 32]), ..sealed.clone() };
+        assert!(verify_envelope(derived.bytes(), &relabelled, name).is_err(), "the MAC covers the key salt");
+        assert!(verify_envelope(&DEK, &sealed, name).is_err(), "the bucket key itself is not the data key");
     }
 }
 
