@@ -148,6 +148,7 @@ pub struct Metrics {
     key_version_checks: Family<ResultLabel, Counter>,
     keys_erased: Family<KeyLabel, Counter>,
     bucket_keys_started: Family<KeyLabel, Counter>,
+    decrypt_batches: Family<KeyLabel, Histogram>,
     integrity_failures: Counter,
     open_connections: Gauge,
     in_flight: Gauge,
@@ -180,6 +181,7 @@ impl Default for Metrics {
             key_version: Family::default(),
             keys_erased: Family::default(),
             bucket_keys_started: Family::default(),
+            decrypt_batches: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 8))),
             key_version_checks: Family::default(),
             integrity_failures: Counter::default(),
             open_connections: Gauge::default(),
@@ -239,6 +241,11 @@ impl Default for Metrics {
             "key_version_checks",
             "Checks of the Transit key's current version (one key wrapped), by result",
             m.key_version_checks.clone(),
+        );
+        r.register(
+            "vault_decrypt_batch_size",
+            "Wrapped keys per coalesced Transit decrypt (cold reads that waited for a call in flight)",
+            m.decrypt_batches.clone(),
         );
         r.register(
             "bucket_keys",
@@ -360,6 +367,11 @@ impl Metrics {
 
     pub fn key_version(&self, key: &str, version: u32) {
         self.key_version.get_or_create(&KeyLabel { key: key.to_owned() }).set(i64::from(version));
+    }
+
+    /// A coalesced `decrypt` of `n` wrapped keys under Transit key `key`.
+    pub fn decrypt_batch(&self, key: &str, n: usize) {
+        self.decrypt_batches.get_or_create(&KeyLabel { key: key.to_owned() }).observe(n as f64);
     }
 
     /// A bucket key was begun for Transit key `key`.

@@ -170,3 +170,50 @@ def test_the_decrypt_tool_recovers_a_derived_object(stack, windowed, upstream, t
                         text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert out.read_bytes() == body
+
+
+def test_concurrent_cold_reads_of_different_objects_share_decrypt_calls(stack, upstream):
+    """Coalesced decrypts (a key per object): cold reads that arrive while a
+    Transit `decrypt` is in flight go as one `batch_input` call; a tampered
+    wrapped key among them fails only its own read."""
+    import concurrent.futures  # noqa: PLC0415
+
+    name = f"co-{secrets.token_hex(3)}"
+    stack.vault.ok("POST", f"transit/keys/{name}", {})
+    bucket = f"e2e-coalesce-{secrets.token_hex(3)}"
+    upstream.create_bucket(Bucket=bucket)
+    writer, endpoint, _ = stack.start_proxy(f"proxy-{name}-w", CLOUDTASER_S3PROXY_TRANSIT_KEY=name)
+    bodies = {f"co/{i}": secrets.token_bytes(1000 + i) for i in range(96)}
+    try:
+        client = s3_client(endpoint, "w", "w")
+        for key, body in bodies.items():
+            client.put_object(Bucket=bucket, Key=key, Body=body)
+    finally:
+        writer.stop()
+    # One object's wrapped key replaced by garbage of the right shape.
+    meta = dict(meta_of(upstream, bucket, "co/7"))
+    meta["cloudtaser-key"] = "vault:v1:" + "A" * 60
+    upstream.copy_object(Bucket=bucket, Key="co/7", CopySource={"Bucket": bucket, "Key": "co/7"}, Metadata=meta,
+                         MetadataDirective="REPLACE")
+    reader, endpoint, health = stack.start_proxy(f"proxy-{name}-r", CLOUDTASER_S3PROXY_TRANSIT_KEY=name)
+    try:
+        client = s3_client(endpoint, "r", "r", max_pool_connections=32)
+
+        def read(key: str) -> bytes | str:
+            try:
+                return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            except botocore.exceptions.ClientError as e:
+                return e.response["Error"]["Code"]
+
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            got = dict(zip(bodies, pool.map(read, bodies)))
+        assert got.pop("co/7") == "KMS.AccessDeniedException"
+        assert got == {k: v for k, v in bodies.items() if k != "co/7"}
+        m = scrape(health)
+        calls = m.get(("cloudtaser_s3proxy_vault_calls_total", (("key", name), ("operation", "decrypt"),
+                                                                ("result", "ok"))), 0.0)
+        batched = m.get(("cloudtaser_s3proxy_vault_decrypt_batch_size_count", (("key", name),)), 0.0)
+        assert batched >= 1, "no cold read waited for a batch"
+        assert calls < 95, f"{calls} decrypt calls for 95 concurrent cold reads"
+    finally:
+        reader.stop()

@@ -254,6 +254,7 @@ mod tests {
             layout: StoredLayout::Single(10),
             salt: Some([1; 32]),
             auth: Some(Authenticated { binding, mac: None }),
+            key_salt: None,
         }
     }
 

@@ -311,6 +311,7 @@ mod tests {
             layout: StoredLayout::Single(42),
             salt: Some([7; 32]),
             auth: None,
+            key_salt: None,
         };
         let mut h = HeaderMap::new();
         for (k, v) in m.to_headers() {
@@ -353,6 +354,7 @@ mod tests {
             layout: StoredLayout::MultipartPending,
             salt: None,
             auth: None,
+            key_salt: None,
         };
         let sealed = |table| EnvelopeMetadata {
             layout: StoredLayout::MultipartSealed(SealedParts { total: 15, table, tag: [9; 32] }),
@@ -374,6 +376,7 @@ mod tests {
             layout: StoredLayout::MultipartSealed(SealedParts { total: 15, table: Some(vec![(1, 15)]), tag: [9; 32] }),
             salt: None,
             auth: None,
+            key_salt: None,
         };
         let broken = |edit: &dyn Fn(&mut HeaderMap)| {
             let mut h = headers_of(&sealed);
@@ -419,6 +422,7 @@ mod tests {
             layout: StoredLayout::Single(42),
             salt: Some([7; 32]),
             auth,
+            key_salt: None,
         };
         let sealed = EnvelopeMetadata {
             layout: StoredLayout::MultipartSealed(SealedParts {

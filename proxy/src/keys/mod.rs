@@ -5,6 +5,7 @@
 pub mod audit;
 mod auth;
 mod cache;
+mod coalesce;
 pub mod health;
 mod pool;
 pub mod routing;
@@ -148,6 +149,9 @@ pub struct KeyService {
     /// Every configured key, by name: the only ones a wrapped key is ever
     /// sent to Vault under.
     transits: BTreeMap<String, Arc<TransitClient>>,
+    /// Per key: cold reads that arrive while a `decrypt` is in flight share
+    /// the next call (`coalesce`).
+    coalescers: BTreeMap<String, Arc<coalesce::Coalescer>>,
     writers: BTreeMap<String, WriteKey>,
     health: Arc<health::VaultHealth>,
     cache: Arc<KeyCache>,
@@ -178,9 +182,11 @@ impl KeyService {
                 (k.name.clone(), WriteKey { transit, pool: None, latest: Arc::default(), bucket_keys: None, window })
             })
             .collect();
+        let coalescers = transits.keys().map(|name| (name.clone(), Arc::default())).collect();
         Self {
             routes,
             transits,
+            coalescers,
             writers,
             health: Arc::default(),
             cache: Arc::new(KeyCache::new(cache_capacity, cache_ttl)),
@@ -197,6 +203,7 @@ impl KeyService {
             if !self.transits.contains_key(name) {
                 let session = self.default_transit().session().clone();
                 self.transits.insert(name.clone(), Arc::new(TransitClient::new(session, &mount, name)));
+                self.coalescers.insert(name.clone(), Arc::default());
             }
         }
         self
@@ -469,7 +476,10 @@ impl KeyService {
         self.unwrapping
             .run(&id, || async {
                 let seen = self.cache.erasures();
-                let answer = transit.decrypt_data_key(key_name, wrapped).await;
+                let answer = match self.coalescers.get(key_name) {
+                    Some(coalescer) => coalescer.decrypt(transit, wrapped).await,
+                    None => transit.decrypt_data_key(key_name, wrapped).await,
+                };
                 if let Err(e) = &answer
                     && e.is_key_gone()
                 {

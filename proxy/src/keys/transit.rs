@@ -37,6 +37,19 @@ struct DecryptResponse {
 }
 
 #[derive(Deserialize)]
+struct DecryptBatch {
+    batch_results: Vec<DecryptItem>,
+}
+
+#[derive(Deserialize)]
+struct DecryptItem {
+    #[serde(default)]
+    plaintext: Option<Zeroizing<String>>,
+    #[serde(default)]
+    error: String,
+}
+
+#[derive(Deserialize)]
 struct RewrapResponse {
     ciphertext: String,
 }
@@ -150,6 +163,31 @@ impl TransitClient {
         let resp: DecryptResponse =
             self.call(reqwest::Method::POST, &path, Some(json!({"ciphertext": wrapped}).into())).await?;
         decode_key(&resp.plaintext)
+    }
+
+    /// Several wrapped keys in one call (`decrypt` with `batch_input`), in
+    /// order. An item Transit refuses is that item's error; Vault answering
+    /// the whole call with an error is the call's.
+    pub async fn decrypt_data_keys(
+        &self,
+        key_name: &str,
+        wrapped: &[&str],
+    ) -> Result<Vec<Result<DataKey, VaultError>>, VaultError> {
+        let path = self.path("decrypt", key_name)?;
+        let items: Vec<_> = wrapped.iter().map(|w| json!({"ciphertext": w})).collect();
+        let resp: DecryptBatch =
+            self.call(reqwest::Method::POST, &path, Some(json!({"batch_input": items}).into())).await?;
+        if resp.batch_results.len() != wrapped.len() {
+            return Err(VaultError::BadResponse("batch result count differs from the request"));
+        }
+        Ok(resp
+            .batch_results
+            .into_iter()
+            .map(|item| match item.plaintext {
+                Some(plaintext) if item.error.is_empty() => decode_key(&plaintext),
+                _ => Err(VaultError::Refused { status: 400, message: super::vault::redact(&item.error) }),
+            })
+            .collect())
     }
 
     /// Re-wraps a wrapped key under the newest key version; the plaintext

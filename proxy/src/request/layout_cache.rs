@@ -83,6 +83,7 @@ mod tests {
                 layout: crate::format::StoredLayout::Single(10),
                 salt: Some([0; 32]),
                 auth: None,
+                key_salt: None,
             },
             first_header: Bytes::new(),
         })
