@@ -134,16 +134,18 @@ impl Rewrapper<'_> {
         let renewed = if moving {
             // The envelope MAC covers the Transit key's name: it is checked
             // under the data key before anything is written, then made anew.
-            // What the envelope wraps (a bucket key or the data key) moves;
-            // the MAC is under the object's data key.
+            // The object's own data key moves, never a bucket key (that would
+            // hand the new key every object of the window); the moved
+            // object then has no key salt, and its MAC is made without one.
             let unwrapped = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
             let data_key = crate::format::object_key(unwrapped.clone(), envelope.key_salt.as_ref());
             let name = crate::format::ObjectName { bucket: &self.bucket, key };
             crate::format::verify_envelope(data_key.bytes(), &envelope, name)
                 .map_err(|_| CommandError::Object("the envelope failed verification (tampered?); not touched"))?;
             let to = self.keys.transit_for(&target).ok_or(CommandError::Object(OUTSIDE))?;
-            let wrapped_key = to.wrap_data_keys(std::slice::from_ref(&*unwrapped)).await?.remove(0);
-            let moved = EnvelopeMetadata { wrapped_key, transit_key: target.clone(), ..envelope.clone() };
+            let wrapped_key = to.wrap_data_keys(std::slice::from_ref(&*data_key)).await?.remove(0);
+            let moved =
+                EnvelopeMetadata { wrapped_key, transit_key: target.clone(), key_salt: None, ..envelope.clone() };
             match moved.auth {
                 Some(_) => crate::format::with_mac(data_key.bytes(), moved, name)
                     .ok_or(CommandError::Object("the envelope cannot carry a MAC"))?,

@@ -614,13 +614,16 @@ impl RequestPath {
             let mut rebound =
                 EnvelopeMetadata { auth: Some(Authenticated { binding: self.binding, mac: None }), ..envelope.clone() };
             if target != envelope.transit_key {
-                // The same data key, wrapped anew by the destination's key
-                // (one Transit `encrypt`): erasing either key then erases
-                // only its own copy.
+                // The object's own data key, wrapped anew by the destination's
+                // key (one Transit `encrypt`): erasing either key then erases
+                // only its own copy. Never a bucket key: that would hand the
+                // destination's key every object of the source's window. The
+                // copy's data key is then its own (no key salt).
                 let transit = self.keys.transit_for(&target).ok_or(crate::keys::VaultError::KeyNotAllowed)?;
-                let wrapped = transit.wrap_data_keys(std::slice::from_ref(&*unwrapped)).await?;
+                let wrapped = transit.wrap_data_keys(std::slice::from_ref(&*key)).await?;
                 rebound.wrapped_key = wrapped.into_iter().next().ok_or(InternalError::Envelope)?;
                 rebound.transit_key = target;
+                rebound.key_salt = None;
             }
             let rebound =
                 with_mac(key.bytes(), rebound, super::stored::object_name(s3)).ok_or(InternalError::Envelope)?;
