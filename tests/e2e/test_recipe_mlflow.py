@@ -27,6 +27,7 @@ import secrets
 import textwrap
 import urllib.request
 
+import envelope
 import stack as stack_mod
 from attack_helpers import MiB, body_of, stored
 from recipes import assert_all_ciphertext, run, tool, workload_env
@@ -186,6 +187,12 @@ def test_mlflow_tracking_server_proxied_artifacts_through_the_proxy(garage_stack
 
     keys = assert_all_ciphertext(garage_stack.direct, bucket, marker)
     assert len(keys) == 6, keys
-    for name in ("model/model.bin", "presigned/weights.bin"):
+    # The server's upload_file sent the model in 8 MiB parts; the client sent
+    # the weights itself in the 5 MiB parts of the presigned URLs.
+    for name, part in (("model/model.bin", 8 * MiB), ("presigned/weights.bin", 5 * MiB)):
         key = next(k for k in keys if k.endswith("/artifacts/" + name))
-        assert stored(garage_stack.direct, bucket, key)[1].get("cloudtaser-layout") == "multipart", key
+        meta = stored(garage_stack.direct, bucket, key)[1]
+        assert meta.get("cloudtaser-layout") == "multipart", key
+        size = (src / name.split("/")[1]).stat().st_size
+        assert envelope.parse_parts(meta["cloudtaser-parts"]) == [
+            (n, min(part, size - (n - 1) * part)) for n in range(1, -(-size // part) + 1)], meta["cloudtaser-parts"]
