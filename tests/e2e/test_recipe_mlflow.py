@@ -69,7 +69,7 @@ def test_mlflow_logs_lists_and_downloads_artifacts(garage_stack, tmp_path):
         (src / "plots" / f"loss-{i}.csv").write_bytes(b"step,loss\n%d,0.%d\n%s\n" % (i, i, marker))
     env = workload_env(MLFLOW_S3_ENDPOINT_URL=garage_stack.proxy_endpoint, MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE="path",
                        # The tracking store is not what is under test: a local file store
-                       # needs no database (mlflow-skinny has no SQLAlchemy).
+                       # needs no database.
                        MLFLOW_ALLOW_FILE_STORE="true")
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
