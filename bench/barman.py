@@ -12,9 +12,10 @@ the recipe tools' virtualenv (scripts/install-deps.sh) and Garage
 `cargo build --release -p cloudtaser-s3proxy`, then `python3 bench/barman.py`.
 Settings (environment): SCALE (pgbench scale, default 70: about 1.1 GB),
 SEGMENTS (WAL segments in the burst, default 200, 16 MiB each as
-CloudNativePG's clusters have), REPS (default 3), BIN_DIR (default
-target/release), BENCH_DIR (work directory). Writes
-bench/results/barman.json."""
+CloudNativePG's clusters have), REPS (default 3), JOBS (barman-cloud-backup
+-J, default 2 as CloudNativePG's `data.jobs`), WORKLOADS (default
+"base,wal"), BIN_DIR (default target/release), BENCH_DIR (work directory).
+Writes bench/results/barman[-jobs<J>].json."""
 
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ from run import cpu_seconds, peak_rss_mib  # noqa: E402
 SCALE = int(os.environ.get("SCALE", "70"))
 SEGMENTS = int(os.environ.get("SEGMENTS", "200"))
 REPS = int(os.environ.get("REPS", "3"))
+JOBS = int(os.environ.get("JOBS", "2"))
+WORKLOADS = set(os.environ.get("WORKLOADS", "base,wal").split(","))
 BIN_DIR = Path(os.environ.get("BIN_DIR", ROOT / "target" / "release"))
 PG_BIN = Path(os.environ.get("CLOUDTASER_PG_BIN", "/usr/lib/postgresql/15/bin"))
 VENV = Path(os.environ.get("CLOUDTASER_RECIPES_VENV", "/opt/cloudtaser-recipes"))
@@ -139,7 +142,7 @@ def main() -> None:
     pg_root.chmod(0o755)
     shutil.chown(pg_root, "postgres", "postgres")
     pg = Postgres(pg_root)
-    results: dict = {"scale": SCALE, "segments": SEGMENTS, "reps": REPS}
+    results: dict = {"scale": SCALE, "segments": SEGMENTS, "reps": REPS, "jobs": JOBS}
     try:
         s.s3_endpoint = garage.start(work, s).endpoint
         proxy, proxy_endpoint, _ = s.start_proxy(
@@ -194,7 +197,7 @@ def main() -> None:
         def base_backup(endpoint: str, env: dict, prefix: str) -> None:
             # CloudNativePG's defaults: no compression, two upload jobs.
             sh([str(VENV / "bin" / "barman-cloud-backup"), "--endpoint-url", endpoint, "--addressing-style", "path",
-                "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "--immediate-checkpoint", "-J", "2",
+                "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "--immediate-checkpoint", "-J", str(JOBS),
                 f"s3://{BUCKET}/{prefix}", SERVER], env=env)
 
         def wal_burst(endpoint: str, env: dict, prefix: str) -> None:
@@ -204,8 +207,10 @@ def main() -> None:
                 sh([str(VENV / "bin" / "barman-cloud-wal-archive"), "--endpoint-url", endpoint,
                     "--addressing-style", "path", f"s3://{BUCKET}/{prefix}", SERVER, str(segment)], env=env)
 
-        workload("base backup", base_backup)
-        workload("WAL burst", wal_burst)
+        if "base" in WORKLOADS:
+            workload("base backup", base_backup)
+        if "wal" in WORKLOADS:
+            workload("WAL burst", wal_burst)
         results["proxy_peak_rss_MiB"] = peak_rss_mib(pid)
         print(f"proxy peak RSS: {results['proxy_peak_rss_MiB']:.1f} MiB", flush=True)
     finally:
@@ -213,8 +218,9 @@ def main() -> None:
         s.stop()
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    (out / "barman.json").write_text(json.dumps(results, indent=2))
-    print(f"wrote {out / 'barman.json'}")
+    name = "barman.json" if JOBS == 2 else f"barman-jobs{JOBS}.json"
+    (out / name).write_text(json.dumps(results, indent=2))
+    print(f"wrote {out / name}")
 
 
 if __name__ == "__main__":
