@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -115,6 +116,18 @@ class Postgres:
                         "-w", "stop"], capture_output=True, timeout=300)
 
 
+def complete_seconds(log: Path, offset: int) -> tuple[float, int]:
+    """Seconds the proxy spent in CompleteMultipartUpload (its request log
+    line's duration, which includes the seal's server-side part copy) and
+    the UploadParts it served, in the log written after `offset`."""
+    with open(log, errors="replace") as f:
+        f.seek(offset)
+        text = f.read()
+    # The text format (operation="X" … duration_ms=N) or the JSON one.
+    done = re.findall(r'"?operation"?[=:]"?CompleteMultipartUpload"?.*?"?duration_ms"?[=:]([0-9.]+)', text)
+    return sum(map(float, done)) / 1e3, len(re.findall(r'"?operation"?[=:]"?UploadPart"?[ ,]', text))
+
+
 def env_for(access_key: str, secret_key: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key, AWS_DEFAULT_REGION="us-east-1",
@@ -146,7 +159,8 @@ def main() -> None:
     try:
         s.s3_endpoint = garage.start(work, s).endpoint
         proxy, proxy_endpoint, _ = s.start_proxy(
-            "proxy-barman", CLOUDTASER_S3PROXY_LOG="warn",
+            # info: one line per request, with its duration (no keys, no bodies).
+            "proxy-barman", CLOUDTASER_S3PROXY_LOG="info",
             AWS_ACCESS_KEY_ID=garage.ACCESS_KEY, AWS_SECRET_ACCESS_KEY=garage.SECRET_KEY)
         pid = proxy.popen.pid
         config = Config(s3={"addressing_style": "path"})
@@ -175,12 +189,18 @@ def main() -> None:
                 for target in order:
                     endpoint, env, client = targets[target]
                     prefix = f"{target}-{name}-{rep}"
+                    log_offset = proxy.log.stat().st_size
                     cpu0, t0 = cpu_seconds(pid), time.monotonic()
                     run_once(endpoint, env, prefix)
                     seconds, cpu = time.monotonic() - t0, cpu_seconds(pid) - cpu0
                     size = stored_bytes(client, prefix)
-                    runs[target].append({"seconds": seconds, "bytes": size, "proxy_cpu_s": cpu})
-                    print(f"  {name} {target} rep {rep}: {seconds:.1f} s, {size / GB:.2f} GB", flush=True)
+                    run = {"seconds": seconds, "bytes": size, "proxy_cpu_s": cpu}
+                    if target == "proxy":
+                        run["complete_seconds"], run["parts"] = complete_seconds(proxy.log, log_offset)
+                    runs[target].append(run)
+                    print(f"  {name} {target} rep {rep}: {seconds:.1f} s, {size / GB:.2f} GB"
+                          + (f", Complete {run['complete_seconds']:.1f} s, {run['parts']} parts" if target == "proxy" else ""),
+                          flush=True)
             rate = lambda rs: statistics.median(r["bytes"] / r["seconds"] for r in rs)  # noqa: E731
             entry = {
                 "direct_seconds": statistics.median(r["seconds"] for r in runs["direct"]),
@@ -189,6 +209,8 @@ def main() -> None:
                 "ratio": rate(runs["proxy"]) / rate(runs["direct"]),
                 "bytes": statistics.median(r["bytes"] for r in runs["proxy"]),
                 "proxy_cpu_s_per_GB": statistics.median(r["proxy_cpu_s"] / r["bytes"] * GB for r in runs["proxy"]),
+                "proxy_complete_seconds": statistics.median(r["complete_seconds"] for r in runs["proxy"]),
+                "parts": statistics.median(r["parts"] for r in runs["proxy"]),
             }
             results[name] = entry
             print(f"{name:22} ratio {entry['ratio']:.2f}  proxy {entry['proxy_seconds']:.1f} s  direct "
