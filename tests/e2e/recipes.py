@@ -75,3 +75,29 @@ def assert_all_ciphertext(direct, bucket: str, *plaintexts: bytes, prefix: str =
         for p in plaintexts:
             assert p not in raw, f"{key!r} holds plaintext {p[:40]!r}"
     return keys
+
+
+def garage_keys() -> dict:
+    """The proxy's upstream credentials for Garage (bench/garage.py, which
+    the garage_stack fixture has put on sys.path)."""
+    import garage  # noqa: PLC0415 - bench/garage.py
+
+    return {"AWS_ACCESS_KEY_ID": garage.ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": garage.SECRET_KEY}
+
+
+def start_garage_proxy(stack, garage_endpoint: str, name: str, port: int | None = None,
+                       health: int | None = None) -> tuple[stack_mod.Process, str]:
+    """A proxy replica in front of Garage with the session's settings (same
+    OpenBao, Transit key and upstream credentials as every other replica),
+    on `port` if given: a replica restarted on its old address is what a
+    workload whose pod restarts sees. Returns it and its S3 endpoint."""
+    port, health = port or stack_mod.free_port(), health or stack_mod.free_port()
+    env = stack.proxy_env(
+        CLOUDTASER_S3PROXY_S3_ENDPOINT=garage_endpoint,
+        CLOUDTASER_S3PROXY_LISTEN=f"127.0.0.1:{port}",
+        CLOUDTASER_S3PROXY_HEALTH_LISTEN=f"127.0.0.1:{health}",
+        **garage_keys(),
+    )
+    proc = stack.start_process(name, [stack_mod.proxy_binary()], env)
+    stack_mod.wait_until_serving(proc, name, f"http://127.0.0.1:{health}/healthz")
+    return proc, f"http://127.0.0.1:{port}"
