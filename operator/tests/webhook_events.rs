@@ -20,6 +20,17 @@ use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 use support::{Configs, WithNamespaces, admission_with, patch_of, review};
 
+/// IRSA: the proxy takes the role the EKS webhook gives the pod.
+fn irsa_spec() -> S3ProxyConfigSpec {
+    serde_json::from_value(json!({
+        "upstream": {"region": "eu-west-1"},
+        "vault": {"address": "https://vault.eu.example:8200", "transit": {"key": "orders"},
+                  "auth": {"method": "kubernetes", "role": "orders"}},
+        "credentials": {"source": "serviceAccount"}
+    }))
+    .unwrap()
+}
+
 fn spec() -> S3ProxyConfigSpec {
     serde_json::from_value(json!({
         "upstream": {"region": "eu-west-1"},
@@ -35,7 +46,7 @@ fn spec() -> S3ProxyConfigSpec {
 fn lookup() -> WithNamespaces {
     let mut configs = Configs::default();
     configs.0.insert(("shop".into(), "orders".into()), spec());
-    configs.0.insert(("plain".into(), "default".into()), spec());
+    configs.0.insert(("plain".into(), "default".into()), irsa_spec());
     let mut lookup = WithNamespaces { configs, ..Default::default() };
     lookup.namespaces.insert("shop".into(), Some("orders".into()));
     lookup.namespaces.insert("plain".into(), None);
@@ -136,6 +147,19 @@ async fn the_namespace_route_applies_the_namespace_annotation() {
     let injected = applied(&unannotated, &body);
     assert_eq!(injected["metadata"]["annotations"]["cloudtaser.io/s3-proxy-status"], "injected;config=default");
     assert_eq!(injected["metadata"]["annotations"]["cloudtaser.io/s3-proxy"], "true");
+
+    // Reinvoked through the namespace webhook after EKS's gave the app a
+    // role (the chart's condition lets injected pods back in): the proxy
+    // takes the role too.
+    let mut eks = injected.clone();
+    eks["spec"]["containers"][0]["env"] = json!([
+        {"name": "AWS_ROLE_ARN", "value": "arn:aws:iam::111122223333:role/orders"},
+        {"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"}]);
+    let body = server.post("/mutate-namespace", &eks, "plain", false).await;
+    let reinvoked = applied(&eks, &body);
+    let proxy = &reinvoked["spec"]["initContainers"][0];
+    assert_eq!(proxy["name"], SIDECAR);
+    assert!(proxy["env"].as_array().unwrap().iter().any(|e| e["name"] == "AWS_ROLE_ARN"), "{proxy}");
 
     // The namespace says `disabled`; a pod says `disabled` in an enabled one.
     let body = server.post("/mutate-namespace", &unannotated, "off", false).await;

@@ -87,8 +87,9 @@ def test_rendered_chart_validates(case, tmp_path):
     assert {"key": "cloudtaser.io/s3-proxy-injection", "operator": "In", "values": ["enabled"]} in \
         by_namespace["namespaceSelector"]["matchExpressions"]
     assert webhook["namespaceSelector"]["matchExpressions"] == by_namespace["namespaceSelector"]["matchExpressions"][:-1]
-    assert by_namespace["matchConditions"] == [{"name": "not-annotated", "expression":
-        "!has(object.metadata.annotations) || !('cloudtaser.io/s3-proxy' in object.metadata.annotations)"}]
+    assert by_namespace["matchConditions"] == [{"name": "not-annotated-or-injected", "expression":
+        "!has(object.metadata.annotations) || !('cloudtaser.io/s3-proxy' in object.metadata.annotations)"
+        " || 'cloudtaser.io/s3-proxy-status' in object.metadata.annotations"}]
     assert {"cloudtaser", "kube-system"} <= set(webhook["namespaceSelector"]["matchExpressions"][0]["values"])
     # Namespace opt-out label.
     assert {"key": "cloudtaser.io/admission-webhooks", "operator": "NotIn", "values": ["disabled"]} in \
