@@ -499,7 +499,7 @@ async fn check_webhook(report: &mut Report, client: &Client, target: &Target) ->
 /// 3. The serving certificate's expiry.
 fn check_expiry(report: &mut Report, target: &Target, certificate: Option<&[u8]>) {
     const CHECK: &str = "certificate-expiry";
-    let renew = "selfManaged: the leading replica renews it (check the operator's logs and the Lease cloudtaser-operator-tls); certManager: kubectl describe certificate; helm: delete the Secret and helm upgrade; existingSecret: renew the Secret";
+    let renew = "selfManaged: the leading replica renews it (check the operator's logs and the Lease <release>-cloudtaser-operator-tls); certManager: kubectl describe certificate; helm: delete the Secret and helm upgrade; existingSecret: renew the Secret";
     let Some(cert) = certificate else {
         return report.fail(
             CHECK,

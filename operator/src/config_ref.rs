@@ -6,10 +6,11 @@ use crate::crd::S3ProxyConfigSpec;
 use crate::webhook::admission::ConfigLookup;
 use crate::webhook::inject::ANNOTATION;
 
-/// The annotation's value: `false`, `true`, `name` or `<namespace>/name`.
+/// The annotation's value (on a pod, or on its namespace): `false` or
+/// `disabled`, `true`, `name` or `<namespace>/name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigRef {
-    /// `false`: leave the pod alone.
+    /// `false` (or `disabled`, Linkerd's word): leave the pod alone.
     Off,
     /// `true`: the config named `default` in the pod's namespace, else the
     /// cluster default from the chart values.
@@ -43,7 +44,7 @@ impl ConfigRef {
     /// pod's own namespace is the same as `name`).
     pub fn from_annotation(value: &str, namespace: &str) -> Self {
         let value = value.trim();
-        if value.eq_ignore_ascii_case("false") {
+        if value.eq_ignore_ascii_case("false") || value.eq_ignore_ascii_case("disabled") {
             return Self::Off;
         }
         if value.eq_ignore_ascii_case("true") {
@@ -103,6 +104,7 @@ mod tests {
     fn parses_every_form() {
         let r = |v| ConfigRef::from_annotation(v, "shop");
         assert_eq!(r(" FALSE "), ConfigRef::Off);
+        assert_eq!(r("Disabled"), ConfigRef::Off);
         assert_eq!(r("True"), ConfigRef::Default);
         assert_eq!(r("orders"), ConfigRef::Named("orders".into()));
         assert_eq!(r("shop/orders"), ConfigRef::Named("orders".into()));

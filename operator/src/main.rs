@@ -14,7 +14,7 @@ use cloudtaser_operator::metrics::Metrics;
 use cloudtaser_operator::webhook::admission::Admission;
 use cloudtaser_operator::webhook::inject::InjectOptions;
 use cloudtaser_operator::webhook::server::{self, Probes};
-use cloudtaser_operator::{config_cache, controller, tls};
+use cloudtaser_operator::{config_cache, controller, leader, tls};
 
 #[derive(Parser)]
 #[command(name = "cloudtaser-operator", version, about = "Injects the CloudTaser S3 proxy into annotated pods")]
@@ -127,6 +127,11 @@ struct RunArgs {
     service_name: String,
     #[arg(long, env = "POD_NAMESPACE", default_value = "cloudtaser")]
     namespace: String,
+    /// The controller's leader-election Lease (in the operator's namespace);
+    /// the self-managed certificate's is `<name>-tls`. Unique per release,
+    /// so two releases in one namespace do not elect one leader between them.
+    #[arg(long, env = "CLOUDTASER_LEASE_NAME", default_value = "cloudtaser-operator")]
+    lease_name: String,
     #[arg(long, env = "CLOUDTASER_TLS_CERT", default_value = "/etc/cloudtaser/tls/tls.crt")]
     tls_cert: PathBuf,
     #[arg(long, env = "CLOUDTASER_TLS_KEY", default_value = "/etc/cloudtaser/tls/tls.key")]
@@ -307,6 +312,14 @@ fn check(args: &CheckArgs) -> ExitCode {
     ExitCode::from(report.exit_code())
 }
 
+/// A replica that stops renewing loses its Leases after this long.
+const LEASE_DURATION: Duration = Duration::from_secs(15);
+
+/// Who holds a Lease: the pod's name (the chart sets POD_NAME).
+fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| format!("cloudtaser-operator-{}", std::process::id()))
+}
+
 /// Waits for the first certificate (the leader issues it), then keeps it current.
 async fn self_managed_tls(
     args: &RunArgs,
@@ -324,12 +337,11 @@ async fn self_managed_tls(
             format!("{}.{ns}.svc.cluster.local", args.service_name),
         ],
     };
-    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("cloudtaser-operator-{}", std::process::id()));
     let lease = tls::leader::LeaderLease::new(
         Api::namespaced(client, ns),
-        "cloudtaser-operator-tls",
-        &identity,
-        Duration::from_secs(15),
+        &format!("{}-tls", args.lease_name),
+        &identity(),
+        LEASE_DURATION,
     );
     let first = loop {
         if lease.try_acquire().await.unwrap_or(false)
@@ -407,19 +419,61 @@ async fn run(args: RunArgs) -> Result<(), StartupError> {
         TlsMode::SelfManaged => self_managed_tls(&args, client.clone(), metrics.clone()).await?,
     };
     let ready = Arc::new(AtomicBool::new(false));
-    let configs = config_cache::start(Api::<S3ProxyConfig>::all(client.clone()), cluster_default, ready.clone());
+    let configs = config_cache::start(
+        Api::<S3ProxyConfig>::all(client.clone()),
+        Api::all(client.clone()),
+        cluster_default,
+        ready.clone(),
+    );
     let proxy_image = options.image.clone();
     let admission = Arc::new(Admission { configs, options, metrics: metrics.clone() });
 
     let listener = tokio::net::TcpListener::bind(args.webhook_listen)
         .await
         .map_err(|source| StartupError::Listen { address: args.webhook_listen, source })?;
-    tokio::spawn(server::serve_https(listener, cert.server_config(), server::webhook_router(admission)));
+    let notifier = Arc::new(cloudtaser_operator::webhook::notify::Notifier::new(
+        client.clone(),
+        Reporter { controller: "cloudtaser-operator-webhook".into(), instance: std::env::var("POD_NAME").ok() },
+    ));
+    tokio::spawn(server::serve_https(
+        listener,
+        cert.server_config(),
+        server::webhook_router_with_events(admission, Some(notifier)),
+    ));
     tokio::spawn(server::serve_http(
         args.probe_listen,
         server::probes_router(Probes { metrics: metrics.clone(), ready }),
     ));
     let reporter = Reporter { controller: "cloudtaser-operator".into(), instance: std::env::var("POD_NAME").ok() };
-    controller::run(Arc::new(controller::Context { client, metrics, reporter, proxy_image })).await;
+    // Only the Lease holder runs the controller; every replica serves the webhook.
+    let (leading_tx, leading) = tokio::sync::watch::channel(false);
+    let lease = leader::LeaderLease::new(
+        Api::namespaced(client.clone(), &args.namespace),
+        &args.lease_name,
+        &identity(),
+        LEASE_DURATION,
+    );
+    tokio::spawn(leader::campaign(lease, LEASE_DURATION / 3, leading_tx));
+    let settings = controller::Settings { client, metrics, reporter, proxy_image };
+    tokio::select! {
+        () = controller::run(settings, leading) => {}
+        () = shutdown_signal() => {}
+    }
     Ok(())
+}
+
+/// SIGTERM (the kubelet) or Ctrl-C. A follower has no controller whose own
+/// signal handling would end the process.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub cert_expiry_seconds: Gauge<f64, AtomicU64>,
     pub reconcile_errors: Counter,
     pub nodes_without_native_sidecars: Gauge,
+    /// 1 on the replica that runs the controller (holds its Lease).
+    pub controller_leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -41,6 +43,12 @@ impl Default for Metrics {
         let cert_expiry_seconds = Gauge::<f64, AtomicU64>::default();
         let reconcile_errors = Counter::default();
         let nodes_without_native_sidecars = Gauge::default();
+        let controller_leader = Gauge::default();
+        registry.register(
+            "controller_leader",
+            "1 on the replica that leads (runs the controller and exports the per-config gauges), else 0",
+            controller_leader.clone(),
+        );
         registry.register(
             "nodes_without_native_sidecars",
             "Nodes whose kubelet is older than 1.29, where natively injected pods would stay in Init",
@@ -73,6 +81,7 @@ impl Default for Metrics {
             cert_expiry_seconds,
             reconcile_errors,
             nodes_without_native_sidecars,
+            controller_leader,
         }
     }
 }
@@ -84,6 +93,14 @@ impl Metrics {
 
     pub fn injection(&self) {
         self.injections.inc();
+    }
+
+    /// On losing leadership: the per-config gauges are the leader's to
+    /// export, so a follower's stale copies do not linger (and sums over
+    /// replicas would count each pod twice).
+    pub fn clear_controller_gauges(&self) {
+        self.unprotected_pods.clear();
+        self.stale_proxy_pods.clear();
     }
 
     pub fn encode(&self) -> String {

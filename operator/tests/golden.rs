@@ -10,12 +10,13 @@ mod support;
 use std::path::Path;
 
 use cloudtaser_operator::crd::S3ProxyConfigSpec;
+use cloudtaser_operator::webhook::admission::Route;
 use cloudtaser_operator::webhook::inject::{InjectOptions, SIDECAR};
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionReview;
 use serde::Deserialize;
 use serde_json::Value;
-use support::{Configs, admission, patch_of, review};
+use support::{Configs, WithNamespaces, admission_with, patch_of, review};
 
 #[derive(Deserialize)]
 struct CaseConfig {
@@ -31,6 +32,13 @@ struct CaseOptions {
     pod_namespace: Option<String>,
     /// The chart's `platformAssignsUser` (OpenShift).
     platform_assigns_user: Option<bool>,
+    /// Reviewed through `/mutate-namespace` (a namespace labelled
+    /// `cloudtaser.io/s3-proxy-injection=enabled`), not `/mutate`.
+    namespace_route: Option<bool>,
+    /// The pod's namespace's `cloudtaser.io/s3-proxy` annotation.
+    namespace_annotation: Option<String>,
+    /// The namespace is not in the operator's cache (yet).
+    namespace_unknown: Option<bool>,
 }
 
 /// What a case that injected checked beyond the expected YAML.
@@ -42,10 +50,17 @@ struct Checked {
     workload_token_files: usize,
 }
 
-fn run_review(configs: Configs, options: InjectOptions, pod: &Value, namespace: &str) -> Value {
-    let admission = admission(configs, options);
+fn run_review(lookup: WithNamespaces, options: InjectOptions, pod: &Value, namespace: &str, route: Route) -> Value {
+    let admission = admission_with(lookup, options);
     let review: AdmissionReview<DynamicObject> = serde_json::from_value(review(pod, namespace, false)).unwrap();
-    cloudtaser_operator::webhook::admission::to_wire(&admission.review(review))
+    cloudtaser_operator::webhook::admission::to_wire(&admission.review_routed(review, route))
+}
+
+/// The route the API server takes for `pod`: `/mutate` once it carries the
+/// annotation (the chart's first webhook), else the case's.
+fn route_for(pod: &Value, namespace_route: bool) -> Route {
+    let annotated = pod["metadata"]["annotations"].get("cloudtaser.io/s3-proxy").is_some();
+    if namespace_route && !annotated { Route::Namespace } else { Route::Pod }
 }
 
 /// Every token file the proxy reads is readable by its UID (per the kubelet's
@@ -99,14 +114,19 @@ fn check_case(dir: &Path, checked: &mut Checked) {
         options.native_sidecar = native;
     }
     options.platform_assigns_user = case_options.platform_assigns_user.unwrap_or(false);
+    let input: Value = serde_yaml::from_str(&read("input.yaml").unwrap()).unwrap();
+    let namespace = case_options.pod_namespace.clone().unwrap_or(config.namespace.clone());
     let configs = || {
         let mut c = Configs::default();
         c.0.insert((config.namespace.clone(), config.name.clone()), config.spec.clone());
-        c
+        let mut lookup = WithNamespaces { configs: c, ..Default::default() };
+        if !case_options.namespace_unknown.unwrap_or(false) {
+            lookup.namespaces.insert(namespace.clone(), case_options.namespace_annotation.clone());
+        }
+        lookup
     };
-    let input: Value = serde_yaml::from_str(&read("input.yaml").unwrap()).unwrap();
-    let namespace = case_options.pod_namespace.clone().unwrap_or(config.namespace.clone());
-    let out = run_review(configs(), options.clone(), &input, &namespace);
+    let namespace_route = case_options.namespace_route.unwrap_or(false);
+    let out = run_review(configs(), options.clone(), &input, &namespace, route_for(&input, namespace_route));
     let response = &out["response"];
     assert_eq!(response["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002", "{}", dir.display());
 
@@ -138,7 +158,7 @@ fn check_case(dir: &Path, checked: &mut Checked) {
     check_injected(dir, &input, &pod, checked);
 
     // Reinvocation (reinvocationPolicy: IfNeeded) must change nothing.
-    let again = run_review(configs(), options, &pod, &namespace);
+    let again = run_review(configs(), options, &pod, &namespace, route_for(&pod, namespace_route));
     assert!(
         patch_of(&again).is_none_or(|p| p.0.is_empty()),
         "{}: second pass patched {:?}",

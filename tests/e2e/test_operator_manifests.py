@@ -25,6 +25,16 @@ FOREIGN = {"Certificate", "Issuer", "ServiceMonitor", "PodMonitor", "PrometheusR
 VALUES = {
     "defaults": [],
     "cert-manager": ["--set", "tls.mode=certManager"],
+    "cert-manager-own-issuer": ["--set", "tls.mode=certManager", "--set", "tls.certManager.issuerRef.name=corp-ca",
+                                "--set", "tls.certManager.issuerRef.kind=ClusterIssuer",
+                                "--set", "tls.certManager.issuerRef.group=cert-manager.io"],
+    "day-two": ["--set", "image.digest=sha256:" + "ab" * 32, "--set", "serviceMonitor.enabled=true",
+                "--set", "podMonitor.enabled=true", "--set", "prometheusRule.enabled=true",
+                "--set", "serviceMonitor.labels.release=kube-prometheus-stack",
+                "--set", "podMonitor.labels.release=kube-prometheus-stack",
+                "--set", "prometheusRule.labels.release=kube-prometheus-stack",
+                "--set", "networkPolicy.injectedPods.enabled=true", "--set", "networkPolicy.injectedPods.namespaces={shop,bank}",
+                "--set-json", 'networkPolicy.injectedPods.from=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]'],
     "existing-secret": ["--set", "tls.mode=existingSecret", "--set", "tls.existingSecret=my-tls", "--set", "tls.caBundle=Zm9v"],
     "helm-ca-classic-sidecar": ["--set", "tls.mode=helm", "--set", "proxy.nativeSidecar=false", "--set", "replicaCount=1"],
     "production": ["--set", "tls.mode=helm", "--set", "hostNetwork=true", "--set", "webhook.containerPort=10260",
@@ -61,12 +71,25 @@ def test_rendered_chart_validates(case, tmp_path):
     core.write_text(yaml.safe_dump_all([d for d in docs if d["kind"] not in FOREIGN]))
     for version in VERSIONS:
         validate(core, version)
-    webhook = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")["webhooks"][0]
+    webhook_config = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")
+    webhook, by_namespace = webhook_config["webhooks"]
     assert webhook["failurePolicy"] == "Fail" and webhook["reinvocationPolicy"] == "IfNeeded"
     assert "cloudtaser.io/s3-proxy" in webhook["matchConditions"][0]["expression"]
-    # Pods annotated "false" never reach the Fail-policy webhook.
+    # Pods annotated "false" or "disabled" never reach the Fail-policy webhook.
     assert webhook["matchConditions"][1]["expression"] == \
-        "object.metadata.annotations['cloudtaser.io/s3-proxy'].trim().lowerAscii() != 'false'"
+        "!(object.metadata.annotations['cloudtaser.io/s3-proxy'].trim().lowerAscii() in ['false', 'disabled'])"
+    # Namespace enablement: only labelled namespaces' unannotated pods reach
+    # the second webhook (fail closed for those, nobody else depends on it).
+    assert by_namespace["clientConfig"]["service"]["path"] == "/mutate-namespace"
+    assert webhook["clientConfig"]["service"]["path"] == "/mutate"
+    assert by_namespace["failurePolicy"] == webhook["failurePolicy"]
+    assert by_namespace["clientConfig"] == {**webhook["clientConfig"], "service": {**webhook["clientConfig"]["service"], "path": "/mutate-namespace"}}
+    assert {"key": "cloudtaser.io/s3-proxy-injection", "operator": "In", "values": ["enabled"]} in \
+        by_namespace["namespaceSelector"]["matchExpressions"]
+    assert webhook["namespaceSelector"]["matchExpressions"] == by_namespace["namespaceSelector"]["matchExpressions"][:-1]
+    assert by_namespace["matchConditions"] == [{"name": "not-annotated-or-injected", "expression":
+        "!has(object.metadata.annotations) || !('cloudtaser.io/s3-proxy' in object.metadata.annotations)"
+        " || 'cloudtaser.io/s3-proxy-status' in object.metadata.annotations"}]
     assert {"cloudtaser", "kube-system"} <= set(webhook["namespaceSelector"]["matchExpressions"][0]["values"])
     # Namespace opt-out label.
     assert {"key": "cloudtaser.io/admission-webhooks", "operator": "NotIn", "values": ["disabled"]} in \
@@ -88,14 +111,57 @@ def test_rendered_chart_validates(case, tmp_path):
     if case == "defaults":
         assert {"Role", "RoleBinding"} <= kinds, "self-managed TLS needs its Secret and Lease"
         assert "caBundle" not in webhook["clientConfig"], "the operator publishes it"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    # The controller's Lease is the release's; the Role grants exactly it and the certificate's.
+    assert env["CLOUDTASER_LEASE_NAME"] == "ct-cloudtaser-operator"
+    leader_role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "ct-cloudtaser-operator-leader")
+    assert {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+            "resourceNames": ["ct-cloudtaser-operator", "ct-cloudtaser-operator-tls"], "verbs": ["get", "update"]} in leader_role["rules"]
+    # Workload events and namespace enablement read metadata, never more.
+    assert {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]} in cluster_role["rules"]
+    assert {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]} in cluster_role["rules"]
+    # `helm test`: a hook pod asking the webhook's Service for an answer.
+    test_pod = next(d for d in docs if d["kind"] == "Pod")
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert "ct-cloudtaser-operator.cloudtaser.svc:443/mutate" in test_pod["spec"]["containers"][0]["args"][0]
+    certificates = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Certificate"}
+    issuers = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Issuer"}
+    inject_from = (webhook_config["metadata"].get("annotations") or {}).get("cert-manager.io/inject-ca-from")
     if case == "cert-manager":
-        assert {"Certificate", "Issuer"} <= kinds
+        # self-signed Issuer -> CA Certificate -> CA Issuer -> serving Certificate;
+        # the webhook trusts the CA, so a leaf renewal never changes the caBundle.
+        ca, leaf = certificates["ct-cloudtaser-operator-ca"], certificates["ct-cloudtaser-operator"]
+        assert ca["spec"]["isCA"] is True and ca["spec"]["privateKey"]["rotationPolicy"] == "Never"
+        assert issuers[ca["spec"]["issuerRef"]["name"]]["spec"] == {"selfSigned": {}}
+        ca_issuer = issuers[leaf["spec"]["issuerRef"]["name"]]
+        assert ca_issuer["spec"] == {"ca": {"secretName": ca["spec"]["secretName"]}}
+        assert not leaf["spec"].get("isCA")
+        assert leaf["spec"]["secretName"] == deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"]
+        assert inject_from == "cloudtaser/ct-cloudtaser-operator-ca"
+    if case == "cert-manager-own-issuer":
+        assert list(certificates) == ["ct-cloudtaser-operator"] and not issuers
+        assert certificates["ct-cloudtaser-operator"]["spec"]["issuerRef"] == \
+            {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+        assert inject_from == "cloudtaser/ct-cloudtaser-operator"
+    if not case.startswith("cert-manager"):
+        assert inject_from is None and not certificates
+    if case == "day-two":
+        assert container["image"] == "ghcr.io/cloudtaser/operator@sha256:" + "ab" * 32
+        for kind in ("ServiceMonitor", "PodMonitor", "PrometheusRule"):
+            monitor = next(d for d in docs if d["kind"] == kind)
+            assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack", kind
+        policies = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+        assert set(policies) == {"shop", "bank"}
+        assert policies["shop"]["spec"]["podSelector"] == {"matchLabels": {"cloudtaser.io/s3-proxy-injected": "true"}}
+        assert policies["shop"]["spec"]["ingress"] == [{"ports": [{"port": 8191, "protocol": "TCP"}], "from": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}]
+    else:
+        assert container["image"] == "ghcr.io/cloudtaser/operator:0.1.0"
     if case == "production":
         pod = deployment["spec"]["template"]
         spec = pod["spec"]
         assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
         assert container["ports"][0]["containerPort"] == 10260
-        env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["CLOUDTASER_WEBHOOK_LISTEN"] == "0.0.0.0:10260" and env["RUST_LOG"] == "debug"
         assert env["CLOUDTASER_PROXY_LOG_LEVEL"] == "warn" and env["CLOUDTASER_PROXY_CPU_LIMIT"] == "500m"
         assert spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"] == "kubernetes.io/hostname"
@@ -113,6 +179,15 @@ def test_rendered_chart_validates(case, tmp_path):
         assert "helm.sh/resource-policy" not in (crd["metadata"].get("annotations") or {})
 
 
+def test_two_releases_in_one_namespace_elect_apart():
+    def lease(release):
+        out = subprocess.run([HELM, "template", release, str(CHART), "-n", "shared"], capture_output=True, text=True, check=True)
+        deployment = next(d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "Deployment")
+        env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return env["CLOUDTASER_LEASE_NAME"]
+    assert lease("blue") == "blue-cloudtaser-operator" and lease("green") == "green-cloudtaser-operator"
+
+
 @pytest.mark.parametrize(("values", "error"), [
     (["--set", "replicaCount=two"], "/replicaCount"),
     (["--set", "webhook.failurePolicy=Ignor"], "/webhook/failurePolicy"),
@@ -121,6 +196,8 @@ def test_rendered_chart_validates(case, tmp_path):
     (["--set", "proxy.logLevel=verbose"], "/proxy/logLevel"),
     (["--set", "proxy.resources.memoryLimit=lots"], "/proxy/resources/memoryLimit"),
     (["--set", "replicaCont=2"], "replicaCont"),
+    (["--set", "image.digest=latest"], "/image/digest"),
+    (["--set", "serviceMonitor.labels.release=1", "--set-json", "serviceMonitor.labels.tier=2"], "/serviceMonitor/labels/tier"),
 ])
 def test_values_schema_rejects_bad_values(values, error):
     r = subprocess.run([HELM, "template", "ct", str(CHART), *values], capture_output=True, text=True)

@@ -65,3 +65,42 @@ def test_every_queried_metric_is_exported():
     used = set().union(*(metric_names(e) for e in exprs))
     assert used, "no metric found in the rules and dashboard"
     assert used <= documented, f"queried but not exported: {sorted(used - documented)}"
+
+
+def test_a_leader_handover_does_not_double_count(tmp_path):
+    """Two operator replicas export the same per-config series while the
+    Lease changes hands (the old leader's last scrape, the new leader's
+    first): the alerts count each pod once."""
+    series = [
+        {"series": f'cloudtaser_operator_unprotected_pods{{namespace="app",config="eu",pod="{pod}"}}', "values": "2x40"}
+        for pod in ("operator-a", "operator-b")
+    ] + [
+        {"series": f'cloudtaser_operator_stale_proxy_pods{{namespace="app",config="eu",pod="{pod}"}}', "values": "3x90"}
+        for pod in ("operator-a", "operator-b")
+    ]
+    tests = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": series,
+            "alert_rule_test": [
+                {"eval_time": "20m", "alertname": "CloudTaserUnprotectedPods", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning"},
+                    "exp_annotations": {
+                        "summary": "2 annotated pods run without the CloudTaser proxy",
+                        "description": "Pods annotated cloudtaser.io/s3-proxy were created while the webhook was not "
+                                       "injecting (installed later, or failurePolicy Ignore). Restart them; see the "
+                                       "ProxyMissing events."}}]},
+                {"eval_time": "80m", "alertname": "CloudTaserStaleProxyPods", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "namespace": "app", "config": "eu"},
+                    "exp_annotations": {
+                        "summary": "3 pods of S3ProxyConfig app/eu run an old proxy image",
+                        "description": "These pods were injected before an operator upgrade changed the proxy image; "
+                                       "they keep the old proxy until they are restarted (kubectl rollout restart)."}}]},
+            ],
+        }],
+    }
+    path = tmp_path / "handover_test.yaml"
+    path.write_text(yaml.safe_dump(tests))
+    assert "SUCCESS" in promtool("test", "rules", str(path))

@@ -18,7 +18,31 @@ pub trait ConfigLookup: Send + Sync {
     fn get(&self, namespace: &str, name: &str) -> Option<S3ProxyConfigSpec>;
     /// The chart's cluster default, used for `"true"` when the namespace has no `default`.
     fn cluster_default(&self) -> Option<S3ProxyConfigSpec>;
+    /// The namespace's own `cloudtaser.io/s3-proxy` annotation: `None` when
+    /// the namespace is not known (yet), `Some(None)` when it has none.
+    fn namespace_annotation(&self, _namespace: &str) -> Option<Option<String>> {
+        None
+    }
 }
+
+/// Which of the chart's two webhooks a review came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `/mutate`: pods annotated `cloudtaser.io/s3-proxy` (anything but
+    /// `false`/`disabled`), in any namespace the chart does not exclude.
+    Pod,
+    /// `/mutate-namespace`: unannotated pods in namespaces labelled
+    /// `cloudtaser.io/s3-proxy-injection=enabled`; the namespace's
+    /// `cloudtaser.io/s3-proxy` annotation says which config (`true` when
+    /// it has none). The API server routed the pod here because it saw the
+    /// label, so the label is trusted even when the cache has not caught up.
+    Namespace,
+}
+
+/// Namespace enablement, as Istio's namespace label (which routes a
+/// namespace's pods to the webhook, so only those depend on it) and
+/// Linkerd's namespace annotation (pods opt out with `disabled`).
+pub const NAMESPACE_LABEL: &str = "cloudtaser.io/s3-proxy-injection";
 
 pub struct Admission {
     pub configs: Arc<dyn ConfigLookup>,
@@ -152,6 +176,14 @@ fn diff_with_insertions(base: &serde_json::Value, after: &serde_json::Value) -> 
 
 impl Admission {
     pub fn review(&self, review: AdmissionReview<DynamicObject>) -> AdmissionReview<DynamicObject> {
+        self.review_routed(review, Route::Pod)
+    }
+
+    pub fn review_routed(
+        &self,
+        review: AdmissionReview<DynamicObject>,
+        route: Route,
+    ) -> AdmissionReview<DynamicObject> {
         let request: AdmissionRequest<DynamicObject> = match review.try_into() {
             Ok(r) => r,
             Err(e) => {
@@ -159,11 +191,11 @@ impl Admission {
                 return AdmissionResponse::invalid(e.to_string()).into_review();
             }
         };
-        let response = self.respond(&request);
+        let response = self.respond(&request, route);
         response.into_review()
     }
 
-    fn respond(&self, request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    fn respond(&self, request: &AdmissionRequest<DynamicObject>, route: Route) -> AdmissionResponse {
         let allowed = AdmissionResponse::from(request);
         if !matches!(request.operation, Operation::Create | Operation::Update) {
             self.metrics.admission("skipped");
@@ -183,10 +215,33 @@ impl Admission {
         // Controller-created pods carry no namespace in metadata yet.
         let namespace =
             request.namespace.clone().or(pod.metadata.namespace.clone()).unwrap_or_else(|| "default".to_owned());
-        let injected = match decide(self.configs.as_ref(), &self.options, &namespace, &pod) {
+        // A pod's own annotation wins (`false`/`disabled` opts out); else,
+        // through the namespace route, the namespace's annotation applies,
+        // and the pod is annotated with it so the controller, `check` and a
+        // reinvocation see what it got.
+        let mut decided = pod.clone();
+        let annotated = pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(ANNOTATION));
+        let from_namespace = route == Route::Namespace && !annotated;
+        if from_namespace {
+            let Some(value) = self.configs.namespace_annotation(&namespace) else {
+                self.metrics.admission("denied");
+                return allowed.deny(format!(
+                    "namespace {namespace} is labelled {NAMESPACE_LABEL}=enabled, but the operator has not seen it yet (created moments ago?): the pod is refused rather than created without the CloudTaser S3 proxy; create it again in a few seconds (controllers retry on their own)"
+                ));
+            };
+            let value = value.unwrap_or_else(|| "true".to_owned());
+            decided.metadata.annotations.get_or_insert_with(Default::default).insert(ANNOTATION.to_owned(), value);
+        }
+        let injected = match decide(self.configs.as_ref(), &self.options, &namespace, &decided) {
             Decision::Skip => {
                 self.metrics.admission("skipped");
                 return allowed;
+            }
+            Decision::Deny(message) if from_namespace => {
+                self.metrics.admission("denied");
+                return allowed.deny(format!(
+                    "{message} (the annotation is namespace {namespace}'s; a pod opts out with {ANNOTATION}: disabled)"
+                ));
             }
             Decision::Deny(message) => {
                 self.metrics.admission("denied");

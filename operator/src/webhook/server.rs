@@ -14,18 +14,57 @@ use kube::core::DynamicObject;
 use kube::core::admission::AdmissionReview;
 use tokio::net::TcpListener;
 
-use super::admission::{Admission, to_wire};
+use super::admission::{Admission, Route, to_wire};
+use super::notify::{Notifier, Origin, event_for};
 use crate::metrics::Metrics;
 
-async fn mutate(
-    State(admission): State<Arc<Admission>>,
-    Json(review): Json<AdmissionReview<DynamicObject>>,
-) -> Json<serde_json::Value> {
-    Json(to_wire(&admission.review(review)))
+#[derive(Clone)]
+struct Webhook {
+    admission: Arc<Admission>,
+    notifier: Option<Arc<Notifier>>,
 }
 
+impl Webhook {
+    fn review(&self, review: AdmissionReview<DynamicObject>, route: Route) -> Json<serde_json::Value> {
+        let origin = self.notifier.as_ref().and_then(|_| Origin::of(&review));
+        let answer = self.admission.review_routed(review, route);
+        if let (Some(notifier), Some(origin)) = (&self.notifier, origin)
+            && let Some(event) = answer.response.as_ref().and_then(event_for)
+        {
+            let notifier = notifier.clone();
+            tokio::spawn(async move { notifier.publish(origin, event).await });
+        }
+        Json(to_wire(&answer))
+    }
+}
+
+async fn mutate(
+    State(w): State<Webhook>,
+    Json(review): Json<AdmissionReview<DynamicObject>>,
+) -> Json<serde_json::Value> {
+    w.review(review, Route::Pod)
+}
+
+async fn mutate_namespace(
+    State(w): State<Webhook>,
+    Json(review): Json<AdmissionReview<DynamicObject>>,
+) -> Json<serde_json::Value> {
+    w.review(review, Route::Namespace)
+}
+
+/// `/mutate` for annotated pods, `/mutate-namespace` for the pods of
+/// enabled namespaces (the chart's two webhooks).
 pub fn webhook_router(admission: Arc<Admission>) -> Router {
-    Router::new().route("/mutate", post(mutate)).with_state(admission)
+    webhook_router_with_events(admission, None)
+}
+
+/// As [`webhook_router`], and denials and warnings become events on the
+/// pod's workload (the operator; tests without an API server pass `None`).
+pub fn webhook_router_with_events(admission: Arc<Admission>, notifier: Option<Arc<Notifier>>) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/mutate-namespace", post(mutate_namespace))
+        .with_state(Webhook { admission, notifier })
 }
 
 /// Accepts TLS connections and serves `router` on each.

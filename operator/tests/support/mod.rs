@@ -23,8 +23,37 @@ impl ConfigLookup for Configs {
     }
 }
 
+/// Configs, and the namespaces the cache knows with their
+/// `cloudtaser.io/s3-proxy` annotation (`None`: the namespace has none).
+#[allow(dead_code)] // used by golden.rs and webhook_events.rs
+#[derive(Default)]
+pub struct WithNamespaces {
+    pub configs: Configs,
+    pub namespaces: HashMap<String, Option<String>>,
+}
+
+impl ConfigLookup for WithNamespaces {
+    fn get(&self, namespace: &str, name: &str) -> Option<S3ProxyConfigSpec> {
+        self.configs.get(namespace, name)
+    }
+
+    fn cluster_default(&self) -> Option<S3ProxyConfigSpec> {
+        None
+    }
+
+    fn namespace_annotation(&self, namespace: &str) -> Option<Option<String>> {
+        self.namespaces.get(namespace).cloned()
+    }
+}
+
+#[allow(dead_code)] // used by webhook.rs, not golden.rs
 pub fn admission(configs: Configs, options: InjectOptions) -> Admission {
     Admission { configs: Arc::new(configs), options, metrics: Arc::new(Metrics::default()) }
+}
+
+#[allow(dead_code)] // used by golden.rs and webhook_events.rs
+pub fn admission_with(lookup: WithNamespaces, options: InjectOptions) -> Admission {
+    Admission { configs: Arc::new(lookup), options, metrics: Arc::new(Metrics::default()) }
 }
 
 /// A v1 AdmissionReview for creating `pod` in `namespace`, as kube-apiserver sends it.
