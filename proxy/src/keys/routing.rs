@@ -187,12 +187,12 @@ impl KeyRoutes {
             if let Some(on) = rule.bucket_keys
                 && bucket_keys.insert(rule.key.name.clone(), on).is_some_and(|was| was != on)
             {
-                return Err(RouteError::TwoPoolSizes(rule.key.name.clone()));
+                return Err(RouteError::ConflictingOptions(rule.key.name.clone()));
             }
             if let Some(n) = rule.pool_size
                 && pool_sizes.insert(rule.key.name.clone(), n).is_some_and(|m| m != n)
             {
-                return Err(RouteError::TwoPoolSizes(rule.key.name.clone()));
+                return Err(RouteError::ConflictingOptions(rule.key.name.clone()));
             }
         }
         let mut ids = BTreeMap::new();
@@ -296,8 +296,8 @@ pub enum RouteError {
     KmsId(String),
     #[error("Transit key `{0}` is configured on two mounts; objects name keys by name only")]
     TwoMounts(String),
-    #[error("Transit key `{0}` is given two pool sizes or bucket-key settings")]
-    TwoPoolSizes(String),
+    #[error("Transit key `{0}` is given two different `:pool=` or `:bucket-keys=` options")]
+    ConflictingOptions(String),
     #[error("`{0}` is routed twice")]
     DuplicateScope(String),
     #[error("key id `{0}` is listed twice")]
@@ -395,7 +395,7 @@ mod tests {
         let twice = KeyRoutes::new(key("d"), rules(&["bkt/a=k1", "bkt/a=k2"]), vec![], vec![]);
         assert_eq!(twice, Err(RouteError::DuplicateScope("bkt/a".into())));
         let sizes = KeyRoutes::new(key("d"), rules(&["bkt/a=k:pool=1", "bkt/b=k:pool=2"]), vec![], vec![]);
-        assert_eq!(sizes, Err(RouteError::TwoPoolSizes("k".into())));
+        assert_eq!(sizes, Err(RouteError::ConflictingOptions("k".into())));
         let ids = vec![KmsKeyId::parse("t=a", "transit").unwrap(), KmsKeyId::parse("t=b", "transit").unwrap()];
         assert_eq!(KeyRoutes::new(key("d"), vec![], ids, vec![]), Err(RouteError::DuplicateId("t".into())));
         let read_conflict = KeyRoutes::new(key("d"), vec![], vec![], vec![key("eu/d")]);
