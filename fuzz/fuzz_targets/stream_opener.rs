@@ -12,7 +12,7 @@
 #![no_main]
 
 use cloudtaser_s3proxy::format::{
-    DataKey, FormatError, HEADER_LEN, Header, MULTIPART_VERSION, ObjectLayout, Opener, SEGMENT_LEN, Sealer,
+    DataKey, FormatError, HEADER_LEN, Header, MULTIPART_VERSION, ObjectLayout, Opener, Room, SEGMENT_LEN, Sealer,
     ciphertext_len, plaintext_len,
 };
 use libfuzzer_sys::fuzz_target;
@@ -117,7 +117,7 @@ fn round_trip(mode: u8, data: &[u8]) {
     let part = u32::from(mode & 1);
     let header = Header::new(part, len as u64, salt).unwrap();
 
-    let mut sealer = Sealer::new(&KEY, header);
+    let mut sealer = Sealer::new(&KEY, header.clone());
     let mut sealed = Vec::new();
     let mut cuts = cutter(u64::from(*cut_seed));
     let mut input = &plain[..];
@@ -130,6 +130,25 @@ fn round_trip(mode: u8, data: &[u8]) {
     sealer.finish(&mut sealed).unwrap();
     let ct: Vec<u8> = sealed.concat();
     assert_eq!(ct.len() as u64, ciphertext_len(len as u64));
+    // With framing room (reused, never-zeroed buffers): the same bytes between the rooms, and zero rooms.
+    let room = Room { front: 8, back: 2 };
+    let mut roomy = Sealer::new(&KEY, header).with_room(room);
+    let mut framed = Vec::new();
+    let mut cuts = cutter(u64::from(*cut_seed).rotate_left(7));
+    let mut input = &plain[..];
+    while !input.is_empty() {
+        let n = cuts().clamp(1, input.len());
+        let (c, tail) = input.split_at(n);
+        input = tail;
+        roomy.update(c, &mut framed).unwrap();
+    }
+    roomy.finish(&mut framed).unwrap();
+    let mut inner = Vec::with_capacity(ct.len());
+    for b in &framed {
+        assert!(b[..room.front].iter().chain(&b[b.len() - room.back..]).all(|&x| x == 0));
+        inner.extend_from_slice(&b[room.front..b.len() - room.back]);
+    }
+    assert!(inner == ct, "sealing with room changed the ciphertext");
     assert_eq!(plaintext_len(ct.len() as u64), Some(len as u64));
 
     // Part 0 is a single-PUT object; part 1 the first (and only) part of a multipart one.

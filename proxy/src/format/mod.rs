@@ -1,6 +1,7 @@
 //! The CloudTaser ciphertext format (versions 1, 2 and 3). Pure data transformation:
 //! no I/O, no HTTP. `docs/FORMAT.md` is the normative description.
 
+pub(crate) mod buffer;
 mod constants;
 mod envelope;
 mod header;
@@ -12,6 +13,7 @@ mod segment;
 mod size;
 mod stream;
 
+pub use buffer::SegmentBuf;
 pub use constants::{
     ENVELOPE_MAC_LEN, FORMAT_1, FORMAT_2, FORMAT_3, HEADER_LEN, MAGIC, MANIFEST_TAG_LEN, MAX_PART_TABLE_LEN, MAX_PARTS,
     MAX_STREAM_LEN, MULTIPART_VERSION, SALT_LEN, SEGMENT_LEN, TAG_LEN, UPLOAD_ID_TAG_LEN, VERSION, VERSION_3,

@@ -28,8 +28,17 @@ impl SegmentCipher {
         &self.header
     }
 
+    /// Encrypts `in_out` in place and returns the tag that follows it.
+    pub fn seal_in_place(&self, index: u32, last: bool, in_out: &mut [u8]) -> [u8; TAG_LEN] {
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce(index, last), Aad::from(&self.header[..]), in_out)
+            .expect("AES-GCM seal of a bounded segment");
+        tag.as_ref().try_into().expect("AES-256-GCM tags are 16 bytes")
+    }
+
     /// Encrypts `plain` into `sealed`: the ciphertext, then the tag
-    /// (`plain.len() + TAG_LEN` bytes).
+    /// (`plain.len() + TAG_LEN` bytes), every byte of `sealed` written.
     pub fn seal_into(&self, index: u32, last: bool, plain: &[u8], sealed: &mut [u8]) {
         let (ciphertext, tag) = sealed.split_at_mut(plain.len());
         self.key
@@ -37,20 +46,20 @@ impl SegmentCipher {
             .expect("AES-GCM seal of a bounded segment into a buffer of its sealed length");
     }
 
+    /// Decrypts a sealed segment into `plain` (`sealed.len() - TAG_LEN`
+    /// bytes, every one written), leaving the ciphertext where it is.
+    pub fn open_into(&self, index: u32, last: bool, sealed: &[u8], plain: &mut [u8]) -> Result<(), FormatError> {
+        let (ciphertext, tag) = sealed.split_at(sealed.len() - TAG_LEN);
+        self.key
+            .open_separate_gather(nonce(index, last), Aad::from(&self.header[..]), ciphertext, tag, plain)
+            .map_err(|_| FormatError::Authentication(u64::from(index)))
+    }
+
     /// Decrypts a sealed segment in place, returning the plaintext length.
     pub fn open(&self, index: u32, last: bool, buf: &mut [u8]) -> Result<usize, FormatError> {
         self.key
             .open_in_place(nonce(index, last), Aad::from(&self.header[..]), buf)
             .map(|plain| plain.len())
-            .map_err(|_| FormatError::Authentication(u64::from(index)))
-    }
-
-    /// Decrypts a sealed segment into `plain` (`sealed.len() - TAG_LEN`
-    /// bytes), leaving the ciphertext where it is.
-    pub fn open_into(&self, index: u32, last: bool, sealed: &[u8], plain: &mut [u8]) -> Result<(), FormatError> {
-        let (ciphertext, tag) = sealed.split_at(sealed.len() - TAG_LEN);
-        self.key
-            .open_separate_gather(nonce(index, last), Aad::from(&self.header[..]), ciphertext, tag, plain)
             .map_err(|_| FormatError::Authentication(u64::from(index)))
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::FormatError;
+use super::buffer::SegmentBuf;
 use super::constants::{HEADER_LEN, MULTIPART_VERSION, SEGMENT_LEN, TAG_LEN, VERSION};
 use super::header::Header;
 use super::key::DataKey;
@@ -28,8 +29,9 @@ pub struct Sealer {
     segments: u64,
     next_index: u64,
     remaining: u64,
-    /// Plaintext of a segment that arrived split across input chunks.
-    pending: Vec<u8>,
+    /// A segment that arrived split across input chunks: the front room,
+    /// then its plaintext so far, gathered where it will be sealed.
+    pending: Option<SegmentBuf>,
     header_sent: bool,
     room: Room,
 }
@@ -41,7 +43,7 @@ impl Sealer {
             segments: segment_count(header.plaintext_len),
             next_index: 0,
             remaining: header.plaintext_len,
-            pending: Vec::with_capacity(SEGMENT_LEN as usize),
+            pending: None,
             header_sent: false,
             room: Room::default(),
         }
@@ -53,7 +55,7 @@ impl Sealer {
     }
 
     /// Feeds plaintext; sealed output (the header first) is pushed to `out`.
-    pub fn update(&mut self, mut input: &[u8], out: &mut Vec<BytesMut>) -> Result<(), FormatError> {
+    pub fn update(&mut self, mut input: &[u8], out: &mut Vec<SegmentBuf>) -> Result<(), FormatError> {
         self.emit_header(out);
         if input.len() as u64 > self.remaining {
             return Err(FormatError::LengthMismatch {
@@ -64,26 +66,33 @@ impl Sealer {
         let segment = SEGMENT_LEN as usize;
         while !input.is_empty() {
             // The last segment is sealed in finish(), once the end is confirmed.
-            if self.pending.is_empty() && input.len() >= segment && self.remaining > segment as u64 {
+            if self.pending.is_none() && input.len() >= segment && self.remaining > segment as u64 {
                 let (plain, rest) = input.split_at(segment);
                 input = rest;
                 self.remaining -= segment as u64;
-                out.push(self.seal(plain, false));
+                out.push(self.seal_from(plain));
                 continue;
             }
-            let want = (segment - self.pending.len()).min(input.len());
-            self.pending.extend_from_slice(&input[..want]);
+            let front = self.room.front;
+            let mut buf = match self.pending.take() {
+                Some(buf) => buf,
+                None => self.segment_buffer(self.remaining.min(segment as u64) as usize),
+            };
+            let want = (segment - (buf.len() - front)).min(input.len());
+            buf.extend_from_slice(&input[..want]);
             input = &input[want..];
             self.remaining -= want as u64;
-            if self.pending.len() == segment && self.remaining > 0 {
-                out.push(self.seal_pending(false));
+            if buf.len() - front == segment && self.remaining > 0 {
+                out.push(self.seal(buf, false));
+            } else {
+                self.pending = Some(buf);
             }
         }
         Ok(())
     }
 
     /// Ends the stream; fails unless exactly the declared length was fed.
-    pub fn finish(&mut self, out: &mut Vec<BytesMut>) -> Result<(), FormatError> {
+    pub fn finish(&mut self, out: &mut Vec<SegmentBuf>) -> Result<(), FormatError> {
         self.emit_header(out);
         if self.remaining != 0 {
             return Err(FormatError::LengthMismatch {
@@ -92,7 +101,12 @@ impl Sealer {
             });
         }
         if self.next_index < self.segments {
-            out.push(self.seal_pending(true));
+            let buf = match self.pending.take() {
+                Some(buf) => buf,
+                // An empty object's one (empty) segment.
+                None => self.segment_buffer(0),
+            };
+            out.push(self.seal(buf, true));
         }
         Ok(())
     }
@@ -101,35 +115,47 @@ impl Sealer {
         u64::from_be_bytes(self.cipher.header_bytes()[12..20].try_into().expect("8 bytes"))
     }
 
-    fn framed_buffer(&self, len: usize) -> BytesMut {
-        BytesMut::zeroed(self.room.front + len + self.room.back)
-    }
-
-    fn emit_header(&mut self, out: &mut Vec<BytesMut>) {
+    fn emit_header(&mut self, out: &mut Vec<SegmentBuf>) {
         if !self.header_sent {
             self.header_sent = true;
-            let mut buf = self.framed_buffer(HEADER_LEN);
-            buf[self.room.front..self.room.front + HEADER_LEN].copy_from_slice(self.cipher.header_bytes());
+            let mut buf = SegmentBuf::with_capacity(self.room.front + HEADER_LEN + self.room.back);
+            buf.extend_zeros(self.room.front);
+            buf.extend_from_slice(self.cipher.header_bytes());
+            buf.extend_zeros(self.room.back);
             out.push(buf);
         }
     }
 
-    fn seal(&mut self, plain: &[u8], last: bool) -> BytesMut {
+    /// Seals a whole segment that lies in the input straight into a reused
+    /// buffer: no copy, and nothing zeroed first (the cipher writes every byte).
+    fn seal_from(&mut self, plain: &[u8]) -> SegmentBuf {
         let index = u32::try_from(self.next_index).expect("segment count checked by Header::new");
-        let sealed_len = plain.len() + TAG_LEN;
-        let mut buf = self.framed_buffer(sealed_len);
-        let front = self.room.front;
-        self.cipher.seal_into(index, last, plain, &mut buf[front..front + sealed_len]);
+        let mut buf = self.segment_buffer(plain.len());
+        self.cipher.seal_into(index, false, plain, buf.append_for_overwrite(plain.len() + TAG_LEN));
+        buf.extend_zeros(self.room.back);
         self.next_index += 1;
         buf
     }
 
-    fn seal_pending(&mut self, last: bool) -> BytesMut {
-        let plain = std::mem::take(&mut self.pending);
-        let sealed = self.seal(&plain, last);
-        self.pending = plain;
-        self.pending.clear();
-        sealed
+    /// A buffer for one segment of `plain_len` bytes (reused when segment
+    /// sized), its front room already in place. A
+    /// segment split across inputs is gathered here and sealed where it
+    /// lies, so its bytes are copied once, as they must be to be gathered.
+    fn segment_buffer(&self, plain_len: usize) -> SegmentBuf {
+        let mut buf = SegmentBuf::with_capacity(self.room.front + plain_len + TAG_LEN + self.room.back);
+        buf.extend_zeros(self.room.front);
+        buf
+    }
+
+    /// Seals the plaintext behind the front room of `buf` in place and adds
+    /// the tag and the back room.
+    fn seal(&mut self, mut buf: SegmentBuf, last: bool) -> SegmentBuf {
+        let index = u32::try_from(self.next_index).expect("segment count checked by Header::new");
+        let tag = self.cipher.seal_in_place(index, last, &mut buf[self.room.front..]);
+        buf.extend_from_slice(&tag);
+        buf.extend_zeros(self.room.back);
+        self.next_index += 1;
+        buf
     }
 }
 
@@ -146,7 +172,10 @@ pub struct Opener {
     /// Part number the next header must carry when there is no layout.
     next_part: u32,
     next_index: u64,
+    /// A stream header split across inputs.
     buf: BytesMut,
+    /// A sealed segment split across inputs, gathered where it is opened.
+    partial: Option<SegmentBuf>,
     skip: u64,
     take: u64,
     /// A whole read must also verify the final segment of the last stream.
@@ -208,6 +237,7 @@ impl Opener {
             next_part,
             next_index,
             buf: BytesMut::new(),
+            partial: None,
             skip,
             take,
             to_end,
@@ -315,12 +345,16 @@ impl Opener {
     }
 
     /// Feeds ciphertext; verified plaintext is pushed to `out`. Segments
-    /// whole inside `input` are decrypted straight out of it; only a
-    /// segment split across inputs is gathered first.
+    /// whole inside `input` are decrypted straight out of it; a segment split
+    /// across inputs is gathered into the buffer it is then opened in.
     pub fn update(&mut self, mut input: &[u8], out: &mut Vec<Bytes>) -> Result<(), FormatError> {
         loop {
             if self.done() {
-                return if self.buf.is_empty() && input.is_empty() { Ok(()) } else { Err(FormatError::TrailingData) };
+                return if self.buf.is_empty() && self.partial.is_none() && input.is_empty() {
+                    Ok(())
+                } else {
+                    Err(FormatError::TrailingData)
+                };
             }
             let Some(s) = self.stream.as_ref() else {
                 if !gather(&mut self.buf, &mut input, HEADER_LEN) {
@@ -334,22 +368,32 @@ impl Opener {
             let last = self.next_index + 1 == s.segments;
             let plain_len = if last { s.plaintext_len - self.next_index * SEGMENT_LEN } else { SEGMENT_LEN } as usize;
             let sealed_len = plain_len + TAG_LEN;
-            let plain = if self.buf.is_empty() && input.len() >= sealed_len {
+            if self.partial.is_none() && input.len() >= sealed_len {
+                // Whole in the input: opened straight into a reused buffer
+                // (no copy, nothing zeroed first; the cipher writes every byte).
                 let (sealed, rest) = input.split_at(sealed_len);
                 input = rest;
-                let mut plain = BytesMut::zeroed(plain_len);
-                s.cipher.open_into(index, last, sealed, &mut plain)?;
-                plain
-            } else {
-                if !gather(&mut self.buf, &mut input, sealed_len) {
-                    return Ok(());
-                }
-                let mut segment = self.buf.split_to(sealed_len);
-                let len = s.cipher.open(index, last, &mut segment)?;
-                segment.truncate(len);
-                segment
+                let mut plain = SegmentBuf::with_capacity(plain_len);
+                s.cipher.open_into(index, last, sealed, plain.append_for_overwrite(plain_len))?;
+                self.emit(plain.freeze(), last, out);
+                continue;
+            }
+            // Split across inputs: gathered into the buffer the plaintext
+            // will leave in, and opened there.
+            let mut segment = match self.partial.take() {
+                Some(partial) => partial,
+                None => SegmentBuf::with_capacity(sealed_len),
             };
-            self.emit(plain.freeze(), last, out);
+            let n = (sealed_len - segment.len()).min(input.len());
+            segment.extend_from_slice(&input[..n]);
+            input = &input[n..];
+            if segment.len() < sealed_len {
+                self.partial = Some(segment);
+                return Ok(());
+            }
+            let len = s.cipher.open(index, last, &mut segment)?;
+            segment.truncate(len);
+            self.emit(segment.freeze(), last, out);
         }
     }
 
@@ -358,7 +402,7 @@ impl Opener {
         if !self.done() {
             return Err(FormatError::Truncated);
         }
-        if !self.buf.is_empty() {
+        if !self.buf.is_empty() || self.partial.is_some() {
             return Err(FormatError::TrailingData);
         }
         Ok(())
@@ -449,6 +493,57 @@ mod tests {
 
     fn open_all(ct: &[u8], chunk: usize, len: u64) -> Result<Vec<u8>, FormatError> {
         open_with(Opener::whole(key(), ObjectLayout::single(len)), ct, chunk)
+    }
+
+    /// Fills the buffer pool with buffers holding `marker` everywhere.
+    fn poison_pool(marker: u8) {
+        let bufs: Vec<_> = (0..crate::format::buffer::POOL_LIMIT)
+            .map(|_| {
+                let mut b = SegmentBuf::with_capacity(crate::format::buffer::POOLED_CAPACITY);
+                b.append_for_overwrite(crate::format::buffer::POOLED_CAPACITY).fill(marker);
+                b
+            })
+            .collect();
+        drop(bufs);
+    }
+
+    /// Reused buffers are never zeroed, so every byte the sealer and the
+    /// opener hand on must be one they wrote: with the pool full of 0xAA and
+    /// then of 0x55, sealing (with framing room, whole and split segments)
+    /// and opening give the same bytes, and the room is zero.
+    #[test]
+    fn reused_buffers_never_leak_what_they_held() {
+        let data: Vec<u8> = (0..3 * SEGMENT_LEN as usize + 77).map(|i| (i % 251) as u8).collect();
+        let room = Room { front: 8, back: 2 };
+        let seal_with_room = |chunk: usize| {
+            let header = Header::new(0, data.len() as u64, [0; 32]).unwrap();
+            let mut sealer = Sealer::new(&KEY, header).with_room(room);
+            let mut out = Vec::new();
+            for c in data.chunks(chunk) {
+                sealer.update(c, &mut out).unwrap();
+            }
+            sealer.finish(&mut out).unwrap();
+            out
+        };
+        for chunk in [1000, SEGMENT_LEN as usize, 3 * SEGMENT_LEN as usize + 1] {
+            poison_pool(0xAA);
+            let a = seal_with_room(chunk);
+            poison_pool(0x55);
+            let b = seal_with_room(chunk);
+            assert!(a.concat() == b.concat(), "chunk={chunk}: stale bytes reached the output");
+            for buf in &a {
+                assert!(
+                    buf[..room.front].iter().all(|&x| x == 0) && buf[buf.len() - room.back..].iter().all(|&x| x == 0)
+                );
+            }
+            let ct: Vec<u8> = a.iter().flat_map(|b| b[room.front..b.len() - room.back].to_vec()).collect();
+            assert!(ct == seal_all(&data, chunk), "the room aside, the same ciphertext as without room");
+            poison_pool(0xAA);
+            let opened = open_all(&ct, chunk, data.len() as u64).unwrap();
+            poison_pool(0x55);
+            assert!(opened == data);
+            assert!(open_all(&ct, chunk, data.len() as u64).unwrap() == data);
+        }
     }
 
     #[test]

@@ -3,10 +3,10 @@
 //! before storing), or the bare ciphertext where aws-chunked is not accepted
 //! (GCS). Lengths are exact, so Content-Length is known before the first byte.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::checksum::Crc32c;
-use crate::format::{HEADER_LEN, Room, SEGMENT_LEN, TAG_LEN, ciphertext_len};
+use crate::format::{HEADER_LEN, Room, SEGMENT_LEN, SegmentBuf, TAG_LEN, ciphertext_len};
 
 /// How the upstream body is framed and protected (`CLOUDTASER_S3PROXY_UPLOAD_INTEGRITY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -123,7 +123,7 @@ impl UploadFraming {
     /// the chunk-size line goes into the front room of a chunk's first
     /// buffer, the closing CRLF into the back room of its last, so no byte is
     /// copied and no tiny frame is written on its own.
-    pub fn frame(&mut self, mut buf: BytesMut, out: &mut Vec<Bytes>) {
+    pub fn frame(&mut self, mut buf: SegmentBuf, out: &mut Vec<Bytes>) {
         let Room { front, back } = self.room();
         let len = buf.len() - front - back;
         let UploadFraming::Crc32cTrailer(chunker) = self else {
@@ -171,7 +171,7 @@ mod tests {
     use super::*;
     use crate::format::{Header, Sealer};
 
-    fn sealed(len: u64, room: Room) -> Vec<BytesMut> {
+    fn sealed(len: u64, room: Room) -> Vec<SegmentBuf> {
         let mut sealer = Sealer::new(&[1; 32], Header::new(0, len, [2; 32]).unwrap()).with_room(room);
         let mut sealed = Vec::new();
         sealer.update(&vec![7u8; len as usize], &mut sealed).unwrap();

@@ -149,7 +149,7 @@ where
 }
 
 impl Seal {
-    fn frame_all(&mut self, sealed: Vec<BytesMut>, out: &mut VecDeque<Bytes>) {
+    fn frame_all(&mut self, sealed: Vec<crate::format::SegmentBuf>, out: &mut VecDeque<Bytes>) {
         let mut wire = Vec::with_capacity(sealed.len());
         for c in sealed {
             self.framing.frame(c, &mut wire);
