@@ -10,6 +10,7 @@ peak RSS (VmHWM; every transfer here is one stream).
 
     BENCH_UPSTREAM=garage|memory REPS=3 [BEFORE_BIN=/path/to/old/cloudtaser-s3proxy] \
         [INTEGRITY=crc32c-trailer|unsigned] [SIZE=4096 COUNT=3000 CONCURRENCY=32] \
+        [CASES=mp-put,ranged-get PART=8388608] \
         [RESULT_NAME=name] python3 bench/large.py
 
 Writes bench/results/large[-garage].json. Needs the release build of
@@ -37,7 +38,9 @@ REPS = int(os.environ.get("REPS", "3"))
 UPSTREAM = os.environ.get("BENCH_UPSTREAM", "garage")
 SIZE = int(os.environ.get("SIZE", str(GiB)))
 # Many small objects instead of one large one: COUNT objects, CONCURRENCY at a time.
-LOAD = {k.lower(): int(os.environ[k]) for k in ("COUNT", "CONCURRENCY") if k in os.environ}
+LOAD = {k.lower(): int(os.environ[k]) for k in ("COUNT", "CONCURRENCY", "PART") if k in os.environ}
+# The s3-load cases to run, in order ("mp-put,ranged-get" with PART for multipart).
+CASES = tuple(os.environ.get("CASES", "put,get").split(","))
 BEFORE_BIN = os.environ.get("BEFORE_BIN")
 INTEGRITY = os.environ.get("INTEGRITY")
 # Extra environment for the proxy under test only ("NAME=value,NAME=value"),
@@ -86,7 +89,7 @@ def main() -> None:
     try:
         for rep in range(REPS):
             order = names[rep % len(names):] + names[:rep % len(names)]
-            for case in ("put", "get"):
+            for case in CASES:
                 for t in order:
                     endpoint, pid = targets[t]
                     hop0 = run.cpu_seconds(pid) if pid else 0.0
@@ -106,7 +109,7 @@ def main() -> None:
     results: dict = {"upstream": UPSTREAM, "size": SIZE, "load": LOAD, "reps": REPS, "integrity": INTEGRITY or "default",
                "before_bin": BEFORE_BIN, "proxy_env": PROXY_ENV,
                      "peak_rss_MiB": rss, "cases": {}}
-    for case in ("put", "get"):
+    for case in CASES:
         direct = statistics.median(samples[f"{case} direct"]["MBps"])
         for t in names:
             e = samples[f"{case} {t}"]

@@ -101,6 +101,22 @@ impl pool::Wrapper for TransitWrapper {
 
 /// Drops what memory holds of a Transit key Vault no longer has: its cached
 /// data keys and its current bucket key (no object is derived from it again).
+/// One more object from the open window, if it is still within its time,
+/// its object count and the Transit key's current version.
+fn claim_window(slot: &WindowSlot, settings: BucketKeySettings, current: u32) -> Option<(Arc<DataKey>, String)> {
+    let mut slot = slot.lock().expect("window lock");
+    slot.as_mut()
+        .filter(|w| {
+            w.started.elapsed() < settings.window
+                && w.objects < settings.max_objects
+                && key_version(&w.wrapped).is_some_and(|v| v >= current)
+        })
+        .map(|w| {
+            w.objects += 1;
+            (w.intermediate.clone(), w.wrapped.clone())
+        })
+}
+
 fn forget_erased(cache: &KeyCache, window: &WindowSlot, transit_key: &str) {
     window.lock().expect("window lock").take();
     let dropped = cache.forget_transit_key(transit_key);
@@ -139,6 +155,10 @@ struct WriteKey {
     /// `None`: every object gets a data key of its own.
     bucket_keys: Option<BucketKeySettings>,
     window: WindowSlot,
+    /// Held while a new window is opened, so writes arriving together at a
+    /// window's start share one bucket key instead of each opening its own
+    /// (every extra window is one more Transit `decrypt` for each cold reader).
+    opening: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The key service the request path talks to: Transit (one client per
@@ -179,7 +199,11 @@ impl KeyService {
             .map(|k| {
                 let transit = transits[&k.name].clone();
                 let window = WindowSlot::default();
-                (k.name.clone(), WriteKey { transit, pool: None, latest: Arc::default(), bucket_keys: None, window })
+                let opening = Arc::default();
+                (
+                    k.name.clone(),
+                    WriteKey { transit, pool: None, latest: Arc::default(), bucket_keys: None, window, opening },
+                )
             })
             .collect();
         let coalescers = transits.keys().map(|name| (name.clone(), Arc::default())).collect();
@@ -420,32 +444,26 @@ impl KeyService {
         let writer = self.writers.get(transit_key).ok_or(VaultError::KeyNotAllowed)?;
         let Some(settings) = writer.bucket_keys else { return self.generate_fresh(transit_key).await };
         let current = self.current_version_of(transit_key);
-        let reused = {
-            let mut slot = writer.window.lock().expect("window lock");
-            slot.as_mut()
-                .filter(|w| {
-                    w.started.elapsed() < settings.window
-                        && w.objects < settings.max_objects
-                        && key_version(&w.wrapped).is_some_and(|v| v >= current)
-                })
-                .map(|w| {
-                    w.objects += 1;
-                    (w.intermediate.clone(), w.wrapped.clone())
-                })
-        };
-        let (intermediate, wrapped) = match reused {
+        let (intermediate, wrapped) = match claim_window(&writer.window, settings, current) {
             Some(found) => found,
             None => {
-                let fresh = self.generate_fresh(transit_key).await?;
-                let window = Window {
-                    intermediate: fresh.key.clone(),
-                    wrapped: fresh.wrapped.clone(),
-                    started: std::time::Instant::now(),
-                    objects: 1,
-                };
-                *writer.window.lock().expect("window lock") = Some(window);
-                crate::metrics::metrics().bucket_key_started(transit_key);
-                (fresh.key, fresh.wrapped)
+                let _opening = writer.opening.lock().await;
+                // Another write may have opened the window while this one waited.
+                match claim_window(&writer.window, settings, current) {
+                    Some(found) => found,
+                    None => {
+                        let fresh = self.generate_fresh(transit_key).await?;
+                        let window = Window {
+                            intermediate: fresh.key.clone(),
+                            wrapped: fresh.wrapped.clone(),
+                            started: std::time::Instant::now(),
+                            objects: 1,
+                        };
+                        *writer.window.lock().expect("window lock") = Some(window);
+                        crate::metrics::metrics().bucket_key_started(transit_key);
+                        (fresh.key, fresh.wrapped)
+                    }
+                }
             }
         };
         let mut key_salt = [0u8; 32];
@@ -588,6 +606,20 @@ mod tests {
         assert!(cold.unwrap("b", &wrapped).await.is_err());
         assert!(cold.unwrap("app", &wrapped).await.is_ok());
         assert_eq!(vault.count("transit/decrypt/b"), 2);
+    }
+
+    #[tokio::test]
+    async fn writes_arriving_together_share_one_new_bucket_key() {
+        let vault = FakeVault::new();
+        let settings = BucketKeySettings { window: Duration::from_secs(300), max_objects: 1000 };
+        let keys = service(&vault).with_bucket_keys(Some(settings));
+        vault.delay_ms.store(20, Ordering::Relaxed);
+        let new = futures_util::future::join_all((0..32).map(|_| keys.generate_for_object("app"))).await;
+        let wrapped: std::collections::HashSet<_> = new.iter().map(|k| k.as_ref().unwrap().wrapped.clone()).collect();
+        assert_eq!(wrapped.len(), 1, "one window, not one per concurrent write");
+        assert_eq!(vault.count("datakey"), 1, "{:?}", vault.calls());
+        let salts: std::collections::HashSet<_> = new.iter().map(|k| k.as_ref().unwrap().key_salt).collect();
+        assert_eq!(salts.len(), 32, "each object still derives a key of its own");
     }
 
     #[tokio::test]

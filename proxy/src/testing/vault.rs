@@ -42,6 +42,9 @@ pub struct FakeVault {
     pub min_decryption_version: AtomicU32,
     /// The version new keys are wrapped under.
     pub latest_version: AtomicU32,
+    /// A round trip every answer waits for, in milliseconds (0: none), so
+    /// concurrent callers overlap as they do against a real Vault.
+    pub delay_ms: AtomicU64,
 }
 
 impl FakeVault {
@@ -186,6 +189,12 @@ impl VaultTransport for FakeVault {
         let (status, body) = self.answer(&call);
         let body = Zeroizing::new(serde_json::to_vec(&body).expect("JSON"));
         let status = http::StatusCode::from_u16(status).expect("a valid status");
-        Box::pin(async move { Ok(VaultAnswer { status, body }) })
+        let delay = std::time::Duration::from_millis(self.delay_ms.load(Ordering::Relaxed));
+        Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Ok(VaultAnswer { status, body })
+        })
     }
 }
