@@ -77,7 +77,7 @@ impl TransitWrapper {
         if let Err(e) = &result
             && e.is_key_gone()
         {
-            forget_erased(&self.cache, &self.window, self.transit.key_name());
+            forget_erased(&self.cache, Some(&self.window), self.transit.key_name());
         }
         self.health.observe(result)
     }
@@ -117,8 +117,12 @@ fn claim_window(slot: &WindowSlot, settings: BucketKeySettings, current: u32) ->
         })
 }
 
-fn forget_erased(cache: &KeyCache, window: &WindowSlot, transit_key: &str) {
-    window.lock().expect("window lock").take();
+/// Drops everything kept of an erased Transit key: its cached data keys and,
+/// for a key that writes, its open bucket-key window.
+fn forget_erased(cache: &KeyCache, window: Option<&WindowSlot>, transit_key: &str) {
+    if let Some(window) = window {
+        window.lock().expect("window lock").take();
+    }
     let dropped = cache.forget_transit_key(transit_key);
     crate::metrics::metrics().key_erased(transit_key);
     tracing::warn!(transit_key, cached_keys_dropped = dropped, "Transit key not found in Vault (erased?)");
@@ -336,7 +340,7 @@ impl KeyService {
                     if let Err(e) = answer
                         && e.is_key_gone()
                     {
-                        forget_erased(&service.cache, &WindowSlot::default(), name);
+                        forget_erased(&service.cache, None, name);
                     }
                 }
             }
@@ -413,7 +417,7 @@ impl KeyService {
                 if let Err(e) = &answer
                     && e.is_key_gone()
                 {
-                    forget_erased(&self.cache, &writer.window, transit_key);
+                    forget_erased(&self.cache, Some(&writer.window), transit_key);
                     if let Some(pool) = &writer.pool {
                         pool.clear();
                     }
@@ -502,8 +506,7 @@ impl KeyService {
                     && e.is_key_gone()
                 {
                     // Every other object of this key goes with it, now.
-                    let window = self.writers.get(key_name).map(|w| w.window.clone()).unwrap_or_default();
-                    forget_erased(&self.cache, &window, key_name);
+                    forget_erased(&self.cache, self.writers.get(key_name).map(|w| &w.window), key_name);
                     if let Some(pool) = self.pool_of(key_name) {
                         pool.clear();
                     }
