@@ -99,8 +99,6 @@ impl pool::Wrapper for TransitWrapper {
     }
 }
 
-/// Drops what memory holds of a Transit key Vault no longer has: its cached
-/// data keys and its current bucket key (no object is derived from it again).
 /// One more object from the open window, if it is still within its time,
 /// its object count and the Transit key's current version.
 fn claim_window(slot: &WindowSlot, settings: BucketKeySettings, current: u32) -> Option<(Arc<DataKey>, String)> {
@@ -117,8 +115,9 @@ fn claim_window(slot: &WindowSlot, settings: BucketKeySettings, current: u32) ->
         })
 }
 
-/// Drops everything kept of an erased Transit key: its cached data keys and,
-/// for a key that writes, its open bucket-key window.
+/// Drops what memory holds of a Transit key Vault no longer has: its cached
+/// data keys and, for a key that writes, its current bucket key (no object
+/// is derived from it again).
 fn forget_erased(cache: &KeyCache, window: Option<&WindowSlot>, transit_key: &str) {
     if let Some(window) = window {
         window.lock().expect("window lock").take();
@@ -159,10 +158,12 @@ struct WriteKey {
     /// `None`: every object gets a data key of its own.
     bucket_keys: Option<BucketKeySettings>,
     window: WindowSlot,
-    /// Held while a new window is opened, so writes arriving together at a
+    /// The opening of a new window, shared: writes arriving together at a
     /// window's start share one bucket key instead of each opening its own
-    /// (every extra window is one more Transit `decrypt` for each cold reader).
-    opening: Arc<tokio::sync::Mutex<()>>,
+    /// (every extra window is one more Transit `decrypt` for each cold
+    /// reader), and share its failure too, so a Vault outage fails them all
+    /// at once rather than one timeout after another.
+    opening: Arc<single_flight::SingleFlight<(), Result<(), VaultError>>>,
 }
 
 /// The key service the request path talks to: Transit (one client per
@@ -451,22 +452,13 @@ impl KeyService {
         let (intermediate, wrapped) = match claim_window(&writer.window, settings, current) {
             Some(found) => found,
             None => {
-                let _opening = writer.opening.lock().await;
-                // Another write may have opened the window while this one waited.
+                writer.opening.run(&(), || self.open_window(transit_key, &writer.window)).await?;
                 match claim_window(&writer.window, settings, current) {
                     Some(found) => found,
-                    None => {
-                        let fresh = self.generate_fresh(transit_key).await?;
-                        let window = Window {
-                            intermediate: fresh.key.clone(),
-                            wrapped: fresh.wrapped.clone(),
-                            started: std::time::Instant::now(),
-                            objects: 1,
-                        };
-                        *writer.window.lock().expect("window lock") = Some(window);
-                        crate::metrics::metrics().bucket_key_started(transit_key);
-                        (fresh.key, fresh.wrapped)
-                    }
+                    // The new window filled up (or was ended) before this
+                    // write claimed its share: a data key of its own rather
+                    // than another round of waiting.
+                    None => return self.generate_fresh(transit_key).await,
                 }
             }
         };
@@ -474,6 +466,23 @@ impl KeyService {
         aws_lc_rs::rand::fill(&mut key_salt).map_err(|_| VaultError::BadResponse("the CSPRNG failed"))?;
         let key = Arc::new(crate::format::derive_object_key(intermediate.bytes(), &key_salt));
         Ok(NewDataKey { key, wrapped, transit_key: transit_key.to_owned(), key_salt: Some(key_salt) })
+    }
+
+    /// Opens a new bucket-key window for `transit_key` (run once for all
+    /// the writes waiting on it). No window is installed if a key was erased
+    /// meanwhile, as its key may come from the erased one: the waiting writes
+    /// then take keys of their own, which the erasure has already cut off.
+    async fn open_window(&self, transit_key: &str, slot: &WindowSlot) -> Result<(), VaultError> {
+        let seen = self.cache.erasures();
+        let fresh = self.generate_fresh(transit_key).await?;
+        if self.cache.erasures() != seen {
+            return Ok(());
+        }
+        let window =
+            Window { intermediate: fresh.key, wrapped: fresh.wrapped, started: std::time::Instant::now(), objects: 0 };
+        *slot.lock().expect("window lock") = Some(window);
+        crate::metrics::metrics().bucket_key_started(transit_key);
+        Ok(())
     }
 
     /// The data key inside a wrapped key, from the cache or Transit.
@@ -623,6 +632,26 @@ mod tests {
         assert_eq!(vault.count("datakey"), 1, "{:?}", vault.calls());
         let salts: std::collections::HashSet<_> = new.iter().map(|k| k.as_ref().unwrap().key_salt).collect();
         assert_eq!(salts.len(), 32, "each object still derives a key of its own");
+    }
+
+    #[tokio::test]
+    async fn writes_waiting_for_a_new_bucket_key_share_its_failure() {
+        // Found by the independent attack: behind a lock, each waiting write
+        // made its own Vault call after the previous one failed, so during
+        // an outage the k-th write failed only after k timeouts.
+        let vault = FakeVault::new();
+        let settings = BucketKeySettings { window: Duration::from_secs(300), max_objects: 1000 };
+        let keys = service(&vault).with_bucket_keys(Some(settings));
+        vault.delay_ms.store(20, Ordering::Relaxed);
+        vault.transit_status.store(503, Ordering::Relaxed);
+        let before = vault.count("datakey");
+        let new = futures_util::future::join_all((0..8).map(|_| keys.generate_for_object("app"))).await;
+        assert!(new.iter().all(|k| k.as_ref().is_err_and(VaultError::is_outage)));
+        let calls = vault.count("datakey") - before;
+        assert!(calls < 8, "one shared attempt (with its own retries), not one per write: {calls}");
+        // Vault back: the next write opens the window; nothing was cached from the failure.
+        vault.transit_status.store(0, Ordering::Relaxed);
+        assert!(keys.generate_for_object("app").await.is_ok());
     }
 
     #[tokio::test]
