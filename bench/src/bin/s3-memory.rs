@@ -150,7 +150,12 @@ async fn handle(store: Arc<Store>, req: Request<Incoming>) -> Result<Response<Bo
                 let mut numbers: Vec<_> = parts.keys().copied().collect();
                 numbers.sort();
                 for n in numbers {
-                    xml.push_str(&format!("<Part><PartNumber>{n}</PartNumber><Size>{}</Size></Part>", parts[&n].len()));
+                    // The same ETag the part's PUT answered, as S3 lists it
+                    // (the proxy refuses a part list without ETags).
+                    let len = parts[&n].len();
+                    xml.push_str(&format!(
+                        "<Part><PartNumber>{n}</PartNumber><ETag>&quot;p{n}-{len}&quot;</ETag><Size>{len}</Size></Part>"
+                    ));
                 }
             }
             xml.push_str("</ListPartsResult>");
