@@ -19,6 +19,17 @@ SEALED = SEG + TAG
 MiB = 1 << 20
 
 
+# The proxy's Vault policy as docs/OPERATIONS.md prescribes it: no `create`,
+# so a deleted (crypto-shredded) Transit key stays deleted.
+PROXY_POLICY = """
+path "transit/encrypt/*" { capabilities = ["update"] }
+path "transit/decrypt/*" { capabilities = ["update"] }
+path "transit/datakey/plaintext/*" { capabilities = ["update"] }
+path "transit/rewrap/*" { capabilities = ["update"] }
+path "transit/keys/*" { capabilities = ["read"] }
+"""
+
+
 def body_of(size: int, seed: int | str = 0) -> bytes:
     """Non-repeating bytes per seed (64 KiB blocks differ between seeds)."""
     block = hashlib.sha256(f"attack-{seed}".encode()).digest() * 2048

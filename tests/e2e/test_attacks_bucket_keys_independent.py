@@ -19,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 from cryptography.exceptions import InvalidTag
 
+import attack_helpers
 import envelope
 import stack as stack_mod
 from attack_helpers import body_of
@@ -27,14 +28,7 @@ from conftest import s3_client
 BUCKET = "t29-independent"
 SIZE = 70_001  # two segments, a distinctive length
 BK_ON = {"CLOUDTASER_S3PROXY_BUCKET_KEYS": "on"}
-# As docs/OPERATIONS.md prescribes: no `create`, so an erased key stays erased.
-POLICY = """
-path "transit/encrypt/*" { capabilities = ["update"] }
-path "transit/decrypt/*" { capabilities = ["update"] }
-path "transit/datakey/plaintext/*" { capabilities = ["update"] }
-path "transit/rewrap/*" { capabilities = ["update"] }
-path "transit/keys/*" { capabilities = ["read"] }
-"""
+POLICY = attack_helpers.PROXY_POLICY
 
 
 class Env:

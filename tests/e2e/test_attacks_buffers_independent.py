@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+import attack_helpers
 import envelope
 import local_http
 import stack as stack_mod
@@ -39,13 +40,7 @@ SEALED = SEG + TAG
 CHUNK_BODY = 16 * SEALED  # the proxy's aws-chunk: 16 sealed segments (the first also carries the header)
 SIZES = [0, 1, 16, 65535, 65536, 65537, 3 * 65536 + 77, 3 * (1 << 20) + 5]
 # Client body chunkings: how many bytes each send() carries (cycled).
-POLICY = """
-path "transit/encrypt/*" { capabilities = ["update"] }
-path "transit/decrypt/*" { capabilities = ["update"] }
-path "transit/datakey/plaintext/*" { capabilities = ["update"] }
-path "transit/rewrap/*" { capabilities = ["update"] }
-path "transit/keys/*" { capabilities = ["read"] }
-"""
+POLICY = attack_helpers.PROXY_POLICY
 CHUNKINGS = {"one": [1], "seg-1": [65535], "70k": [70000], "odd": [1, 65535, 70000, 3]}
 
 

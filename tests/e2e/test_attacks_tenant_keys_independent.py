@@ -24,6 +24,7 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
+import attack_helpers
 import local_http
 import stack as stack_mod
 from conftest import s3_client
@@ -39,13 +40,7 @@ KMS_HEADERS = (
     "x-amz-server-side-encryption-context",
     "x-amz-server-side-encryption-bucket-key-enabled",
 )
-POLICY = """
-path "transit/encrypt/*" { capabilities = ["update"] }
-path "transit/decrypt/*" { capabilities = ["update"] }
-path "transit/datakey/plaintext/*" { capabilities = ["update"] }
-path "transit/rewrap/*" { capabilities = ["update"] }
-path "transit/keys/*" { capabilities = ["read"] }
-"""
+POLICY = attack_helpers.PROXY_POLICY
 
 
 class VaultRelay:
