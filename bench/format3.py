@@ -248,24 +248,8 @@ def measure_all(proxies: dict, clients: dict, version: dict, memory: str) -> Non
     # 4 KiB PUT and GET at concurrency 8 on the in-memory upstream.
     small_targets = {"direct": (memory, None), "before": proxies["before-mem"][::2], "after": proxies["after-mem"][::2]}
     for label, case in (("4KiB PUT c8", "put"), ("4KiB GET c8", "get")):
-        runs: dict[str, list[dict]] = {t: [] for t in small_targets}
-        names = list(small_targets)
-        for rep in range(REPS):
-            for t in names[rep % len(names):] + names[:rep % len(names)]:
-                endpoint, pid = small_targets[t]
-                cpu = run.cpu_seconds(pid) if pid else 0.0
-                r = run.load(endpoint, case, size=4 * KiB, count=SMALL_COUNT, concurrency=8, key=f"{t}-s4k")
-                if pid:
-                    r["proxy_cpu_us_per_op"] = (run.cpu_seconds(pid) - cpu) / r["ops"] * 1e6
-                runs[t].append(r)
-        entry = {}
-        for t, rs in runs.items():
-            entry[t] = {"ops_s": statistics.median(r["ops"] / r["seconds"] for r in rs),
-                        "p50_ms": statistics.median(r["p50_ms"] for r in rs),
-                        "p99_ms": statistics.median(r["p99_ms"] for r in rs),
-                        "runs_ops_s": [round(r["ops"] / r["seconds"], 1) for r in rs]}
-            if "proxy_cpu_us_per_op" in rs[0]:
-                entry[t]["proxy_cpu_us_per_op"] = statistics.median(r["proxy_cpu_us_per_op"] for r in rs)
+        targets = {t: (endpoint, pid, f"{t}-s4k") for t, (endpoint, pid) in small_targets.items()}
+        entry = run.rotating_case(targets, case, REPS, size=4 * KiB, count=SMALL_COUNT, concurrency=8)
         results["cases"][label] = entry
         print(f"{label:40} " + "  ".join(f"{t} {e['ops_s']:.0f}/s p50 {e['p50_ms']:.2f}" for t, e in entry.items()),
               flush=True)

@@ -72,6 +72,33 @@ CASES = [
 ]
 
 
+def rotating_case(targets: dict[str, tuple[str, int | None, str]], case: str, reps: int, **kw) -> dict:
+    """Runs one s3-load `case` against every target in every repetition, in
+    an order that rotates so a noisy neighbour hits them alike. `targets`
+    maps a name to (endpoint, pid of the hop or None, object key prefix).
+    Returns, per target, medians of ops/s, p50 and p99 and, for a hop, its
+    CPU per operation."""
+    names = list(targets)
+    runs: dict[str, list[dict]] = {t: [] for t in names}
+    for rep in range(reps):
+        for t in names[rep % len(names):] + names[:rep % len(names)]:
+            endpoint, pid, key = targets[t]
+            cpu = cpu_seconds(pid) if pid else 0.0
+            r = load(endpoint, case, key=key, **kw)
+            if pid:
+                r["proxy_cpu_us_per_op"] = (cpu_seconds(pid) - cpu) / r["ops"] * 1e6
+            runs[t].append(r)
+    entry = {}
+    for t, rs in runs.items():
+        entry[t] = {"ops_s": statistics.median(r["ops"] / r["seconds"] for r in rs),
+                    "p50_ms": statistics.median(r["p50_ms"] for r in rs),
+                    "p99_ms": statistics.median(r["p99_ms"] for r in rs),
+                    "runs_ops_s": [round(r["ops"] / r["seconds"], 1) for r in rs]}
+        if "proxy_cpu_us_per_op" in rs[0]:
+            entry[t]["proxy_cpu_us_per_op"] = statistics.median(r["proxy_cpu_us_per_op"] for r in rs)
+    return entry
+
+
 def main() -> None:
     work = Path(os.environ.get("BENCH_DIR", "/tmp/cloudtaser-bench"))
     s = harness.vault_stack(work, RELEASE)

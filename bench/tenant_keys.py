@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import statistics
 import sys
 import urllib.request
 from pathlib import Path
@@ -56,26 +55,10 @@ def main() -> None:
                    "8 routed keys": (eight_endpoint, eight_pid, "r8")}
         results: dict = {"date": datetime.date.today().isoformat(), "reps": REPS, "count": COUNT,
                          "concurrency": CONCURRENCY, "cases": {}}
-        order = list(targets)
         for label, case in (("4KiB PUT", "put"), ("4KiB GET", "get")):
-            runs: dict[str, list[dict]] = {t: [] for t in targets}
-            for rep in range(REPS):
-                for t in order[rep % len(order):] + order[:rep % len(order)]:
-                    endpoint, pid, prefix = targets[t]
-                    cpu = run.cpu_seconds(pid) if pid else 0.0
-                    r = run.load(endpoint, case, size=4 * KiB, count=COUNT, concurrency=CONCURRENCY,
-                                 key=f"{prefix}-s4k", bucket=BUCKET)
-                    if pid:
-                        r["proxy_cpu_us_per_op"] = (run.cpu_seconds(pid) - cpu) / r["ops"] * 1e6
-                    runs[t].append(r)
-            entry = {}
-            for t, rs in runs.items():
-                entry[t] = {"ops_s": statistics.median(r["ops"] / r["seconds"] for r in rs),
-                            "p50_ms": statistics.median(r["p50_ms"] for r in rs),
-                            "p99_ms": statistics.median(r["p99_ms"] for r in rs),
-                            "runs_ops_s": [round(r["ops"] / r["seconds"], 1) for r in rs]}
-                if "proxy_cpu_us_per_op" in rs[0]:
-                    entry[t]["proxy_cpu_us_per_op"] = statistics.median(r["proxy_cpu_us_per_op"] for r in rs)
+            keyed = {t: (endpoint, pid, f"{prefix}-s4k") for t, (endpoint, pid, prefix) in targets.items()}
+            entry = run.rotating_case(keyed, case, REPS, size=4 * KiB, count=COUNT, concurrency=CONCURRENCY,
+                                      bucket=BUCKET)
             entry["8 keys / 1 key"] = entry["8 routed keys"]["ops_s"] / entry["1 key"]["ops_s"]
             results["cases"][label] = entry
             print(f"{label:10} " + "  ".join(
