@@ -10,7 +10,7 @@ peak RSS (VmHWM; every transfer here is one stream).
 
     BENCH_UPSTREAM=garage|memory REPS=3 [BEFORE_BIN=/path/to/old/cloudtaser-s3proxy] \
         [INTEGRITY=crc32c-trailer|unsigned] [SIZE=4096 COUNT=3000 CONCURRENCY=32] \
-        [CASES=mp-put,ranged-get PART=8388608] \
+        [CASES=mp-put,ranged-get PART=8388608] [PROXY_ENV=N=V,... COMMON_ENV=N=V,...] \
         [RESULT_NAME=name] python3 bench/large.py
 
 Writes bench/results/large[-garage].json. Needs the release build of
@@ -46,12 +46,14 @@ INTEGRITY = os.environ.get("INTEGRITY")
 # Extra environment for the proxy under test only ("NAME=value,NAME=value"),
 # so a setting can be compared against BEFORE_BIN in the same run.
 PROXY_ENV = dict(kv.split("=", 1) for kv in os.environ.get("PROXY_ENV", "").split(",") if kv)
+# Extra environment for both proxies (e.g. bucket keys on for a thread-count comparison).
+COMMON_ENV = dict(kv.split("=", 1) for kv in os.environ.get("COMMON_ENV", "").split(",") if kv)
 
 
 def main() -> None:
     work = Path(os.environ.get("BENCH_DIR", "/tmp/cloudtaser-bench-large"))
     s = harness.vault_stack(work, RELEASE)
-    proxy_env = {"CLOUDTASER_S3PROXY_LOG": "warn"}
+    proxy_env = {"CLOUDTASER_S3PROXY_LOG": "warn", **COMMON_ENV}
     if INTEGRITY:
         proxy_env["CLOUDTASER_S3PROXY_UPLOAD_INTEGRITY"] = INTEGRITY
     upstream_pid = None
@@ -107,7 +109,7 @@ def main() -> None:
         s.stop()
 
     results: dict = {"upstream": UPSTREAM, "size": SIZE, "load": LOAD, "reps": REPS, "integrity": INTEGRITY or "default",
-               "before_bin": BEFORE_BIN, "proxy_env": PROXY_ENV,
+               "before_bin": BEFORE_BIN, "proxy_env": PROXY_ENV, "common_env": COMMON_ENV,
                      "peak_rss_MiB": rss, "cases": {}}
     for case in CASES:
         direct = statistics.median(samples[f"{case} direct"]["MBps"])
