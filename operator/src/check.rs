@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams};
 use kube::{Client, CustomResourceExt, Resource, ResourceExt};
@@ -33,6 +34,7 @@ use crate::config_ref::ConfigRef;
 use crate::controller::proxy_image;
 use crate::crd::S3ProxyConfig;
 use crate::tls::self_managed::validity;
+use crate::webhook::admission::NAMESPACE_LABEL;
 use crate::webhook::inject::{ANNOTATION, IMAGE_ANNOTATION};
 
 /// The operator's own `--proxy-image` default: what it injects when the
@@ -277,7 +279,14 @@ fn names(list: &[String]) -> String {
 struct OperatorSettings {
     proxy_image: Option<String>,
     native_sidecar: Option<bool>,
+    /// The controller's Lease (`CLOUDTASER_LEASE_NAME`; the chart derives it from the release).
+    lease_name: Option<String>,
+    /// Whether a cluster-wide default config is mounted (`CLOUDTASER_CLUSTER_DEFAULT`).
+    cluster_default: bool,
 }
+
+/// The binary's default Lease name (`cloudtaser-operator run --lease-name`).
+const DEFAULT_LEASE_NAME: &str = "cloudtaser-operator";
 
 /// Runs every check in order; never stops early except when the API does
 /// not answer at all (every later line would repeat that).
@@ -298,7 +307,9 @@ pub async fn run(client: Client, target: &Target) -> Report {
     let certificate = check_webhook(&mut report, &client, target).await;
     check_expiry(&mut report, target, certificate.as_deref());
     let settings = check_deployment(&mut report, &client, target).await;
+    check_leader(&mut report, &client, target, &settings).await;
     let configs = check_configs(&mut report, &client, target).await;
+    check_namespaces(&mut report, &client, target, &settings, configs.as_deref()).await;
     let configured_image = target.proxy_image.clone().or(settings.proxy_image.clone());
     check_pods(&mut report, &client, target, configs.as_deref(), configured_image.as_deref()).await;
     check_native_sidecars(&mut report, &client, target, &settings, configured_image.as_deref()).await;
@@ -573,6 +584,8 @@ async fn check_deployment(report: &mut Report, client: &Client, target: &Target)
             env.get("CLOUDTASER_PROXY_IMAGE").cloned().unwrap_or(OPERATOR_DEFAULT_PROXY_IMAGE.to_owned()),
         ),
         native_sidecar: env.get("CLOUDTASER_NATIVE_SIDECAR").map(|v| v.trim() != "false"),
+        lease_name: Some(env.get("CLOUDTASER_LEASE_NAME").cloned().unwrap_or(DEFAULT_LEASE_NAME.to_owned())),
+        cluster_default: env.contains_key("CLOUDTASER_CLUSTER_DEFAULT"),
     };
     let wanted = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
@@ -593,6 +606,53 @@ async fn check_deployment(report: &mut Report, client: &Client, target: &Target)
         report.ok(CHECK, format!("{}: {ready}/{wanted} replicas ready", target.deployment));
     }
     settings
+}
+
+/// 4b. The controller runs: a replica holds its Lease and renewed it within
+///    the Lease's duration. The webhook works without it, but config
+///    statuses, events and the unprotected-pod metrics and alerts stop.
+async fn check_leader(report: &mut Report, client: &Client, target: &Target, settings: &OperatorSettings) {
+    const CHECK: &str = "controller-leader";
+    let Some(name) = &settings.lease_name else {
+        return; // the Deployment could not be read: that line already failed
+    };
+    let ns = &target.namespace;
+    let fix = format!(
+        "kubectl -n {ns} logs deployment/{} | grep -i lease; check the operator's RBAC for leases (get, create, update)",
+        target.deployment
+    );
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    let lease = match leases.get_opt(name).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => {
+            report.fail(CHECK, format!("no Lease {ns}/{name}: no replica has ever run the controller"), fix);
+            return;
+        }
+        Err(e) => {
+            report.fail(CHECK, format!("could not read Lease {ns}/{name}: {}", api_error(&e)), read_fix("leases"));
+            return;
+        }
+    };
+    let spec = lease.spec.unwrap_or_default();
+    let holder = spec.holder_identity.filter(|h| !h.is_empty());
+    let age = spec.renew_time.map(|t| target.now - t.0.as_second());
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0));
+    match (holder, age) {
+        (Some(holder), Some(age)) if age <= duration => {
+            report.ok(CHECK, format!("{holder} runs the controller (Lease {name} renewed {age} s ago)"))
+        }
+        (holder, age) => report.fail(
+            CHECK,
+            format!(
+                "Lease {ns}/{name} {}: no replica runs the controller, so S3ProxyConfig statuses, events and the unprotected-pod alerts are stale (the webhook still injects)",
+                match (holder, age) {
+                    (Some(h), Some(a)) => format!("held by {h} but last renewed {a} s ago (duration {duration} s)"),
+                    _ => "has no holder".to_owned(),
+                }
+            ),
+            fix,
+        ),
+    }
 }
 
 /// 5. Each S3ProxyConfig's `Ready` and `IdentityIsolated` conditions (written
@@ -667,6 +727,94 @@ async fn check_configs(report: &mut Report, client: &Client, target: &Target) ->
         }
     }
     Some(configs)
+}
+
+/// 5b. Namespace enablement does what it says: a namespace labelled for
+///    injection names a config that exists (else the webhook refuses, fails
+///    closed, every new pod in it), and a namespace annotated
+///    `cloudtaser.io/s3-proxy` is also labelled (else the API server never
+///    sends its pods to the webhook, and they run without the proxy).
+async fn check_namespaces(
+    report: &mut Report,
+    client: &Client,
+    target: &Target,
+    settings: &OperatorSettings,
+    configs: Option<&[S3ProxyConfig]>,
+) {
+    const CHECK: &str = "namespace-injection";
+    let Some(configs) = configs else {
+        return; // the configs could not be listed: that line already failed
+    };
+    let api: Api<Namespace> = Api::all(client.clone());
+    let namespaces = match list_all(&api).await {
+        Ok(list) => list,
+        Err(e) => {
+            report.fail(CHECK, format!("could not list namespaces: {}", api_error(&e)), read_fix("namespaces"));
+            return;
+        }
+    };
+    let label = format!("{NAMESPACE_LABEL}=enabled");
+    let exists =
+        |ns: &str, name: &str| configs.iter().any(|c| c.namespace().as_deref() == Some(ns) && c.name_any() == name);
+    let (mut refused, mut unrouted, mut disabled, mut enabled) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for namespace in &namespaces {
+        let ns = namespace.name_any();
+        if target.workload_namespace.as_deref().is_some_and(|w| w != ns) {
+            continue;
+        }
+        let labelled = namespace.labels().get(NAMESPACE_LABEL).is_some_and(|v| v == "enabled");
+        let annotation = namespace.annotations().get(ANNOTATION).cloned();
+        if !labelled {
+            if let Some(value) = annotation
+                && ConfigRef::from_annotation(&value, &ns) != ConfigRef::Off
+            {
+                unrouted.push(format!("{ns} ({ANNOTATION}={value})"));
+            }
+            continue;
+        }
+        let value = annotation.unwrap_or_else(|| "true".to_owned());
+        match ConfigRef::from_annotation(&value, &ns) {
+            ConfigRef::Off => disabled.push(ns),
+            ConfigRef::Default if exists(&ns, "default") || settings.cluster_default => enabled.push(ns),
+            ConfigRef::Named(name) if exists(&ns, &name) => enabled.push(ns),
+            _ => refused.push(format!("{ns} ({ANNOTATION}={value})")),
+        }
+    }
+    let mut problems = Vec::new();
+    if !refused.is_empty() {
+        problems.push(format!(
+            "labelled {label} but naming no S3ProxyConfig of their own namespace, so every new pod in them is refused: {}",
+            names(&refused)
+        ));
+    }
+    if !unrouted.is_empty() {
+        problems.push(format!(
+            "annotated but not labelled {label}, so the API server never sends their pods to the webhook and they run without the proxy: {}",
+            names(&unrouted)
+        ));
+    }
+    if !problems.is_empty() {
+        report.fail(
+            CHECK,
+            problems.join("; "),
+            format!(
+                "label the namespace (kubectl label namespace <ns> {label}) and create the config its {ANNOTATION} annotation names, or remove both"
+            ),
+        );
+    } else if !disabled.is_empty() {
+        report.warn(
+            CHECK,
+            format!(
+                "labelled {label} but annotated {ANNOTATION}=disabled, so no pod in them is injected: {}",
+                names(&disabled)
+            ),
+            format!("remove the label or the annotation (kubectl label namespace <ns> {NAMESPACE_LABEL}-)"),
+        );
+    } else if enabled.is_empty() {
+        report.ok(CHECK, format!("no namespace labelled {label}"));
+    } else {
+        report.ok(CHECK, format!("{} labelled namespace(s) with their config: {}", enabled.len(), names(&enabled)));
+    }
 }
 
 /// 6. Annotated pods without the proxy, and injected pods whose proxy image

@@ -47,6 +47,23 @@ struct Cluster {
     pods: Vec<Value>,
     kubelets: Vec<&'static str>,
     material: Material,
+    /// Seconds since the controller's Lease was renewed (at the check's
+    /// `now`); `None`: no Lease.
+    lease_age: Option<i64>,
+    /// The Lease's holder (empty: released).
+    lease_holder: &'static str,
+    namespaces: Vec<Value>,
+}
+
+fn namespace(name: &str, labelled: bool, annotation: Option<&str>) -> Value {
+    let mut metadata = json!({"name": name});
+    if labelled {
+        metadata["labels"] = json!({"cloudtaser.io/s3-proxy-injection": "enabled"});
+    }
+    if let Some(value) = annotation {
+        metadata["annotations"] = json!({"cloudtaser.io/s3-proxy": value});
+    }
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata})
 }
 
 impl Cluster {
@@ -77,7 +94,8 @@ impl Cluster {
                      "template": {"metadata": {"labels": {"app": "op"}}, "spec": {"containers": [{
                          "name": "operator", "image": "ghcr.io/cloudtaser/operator:0.1.0",
                          "env": [{"name": "CLOUDTASER_PROXY_IMAGE", "value": "proxy:2"},
-                                 {"name": "CLOUDTASER_NATIVE_SIDECAR", "value": "true"}]}]}}},
+                                 {"name": "CLOUDTASER_NATIVE_SIDECAR", "value": "true"},
+                                 {"name": "CLOUDTASER_LEASE_NAME", "value": NAME}]}]}}},
             "status": {"replicas": 2, "readyReplicas": 2}
         });
         Self {
@@ -93,6 +111,9 @@ impl Cluster {
             ],
             kubelets: vec!["v1.33.1"],
             material,
+            lease_age: Some(3),
+            lease_holder: "cloudtaser-cloudtaser-operator-7d9f-x2x4k",
+            namespaces: vec![namespace("shop", true, None), namespace("billing", false, None)],
         }
     }
 }
@@ -136,7 +157,14 @@ fn node(name: &str, kubelet: &str) -> Value {
 }
 
 /// Answers every request from `cluster`; returns the requests seen, in order.
-async fn serve(mut handle: mock::Handle, cluster: Cluster) -> Vec<String> {
+async fn serve(mut handle: mock::Handle, cluster: Cluster, now: i64) -> Vec<String> {
+    let lease = cluster.lease_age.map(|age| {
+        let renewed = k8s_openapi::jiff::Timestamp::from_second(now - age).unwrap();
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+               "metadata": {"name": NAME, "namespace": NS},
+               "spec": {"holderIdentity": cluster.lease_holder, "leaseDurationSeconds": 15,
+                        "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}})
+    });
     let mut seen = Vec::new();
     while let Some((request, send)) = handle.next_request().await {
         let request: Request<Body> = request;
@@ -167,6 +195,10 @@ async fn serve(mut handle: mock::Handle, cluster: Cluster) -> Vec<String> {
                 Some((200, list("S3ProxyConfigList", cluster.configs.clone())))
             }
             (Method::GET, "/api/v1/pods") => Some((200, list("PodList", cluster.pods.clone()))),
+            (Method::GET, p) if p == format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{NAME}") => {
+                found(&lease)
+            }
+            (Method::GET, "/api/v1/namespaces") => Some((200, list("NamespaceList", cluster.namespaces.clone()))),
             (Method::POST, p) if p == format!("/api/v1/namespaces/{NS}/pods") => {
                 assert!(query.contains("dryRun=All"), "check creates nothing: {query}");
                 // An API server of 1.29+: the dry-run pod comes back as sent.
@@ -193,7 +225,7 @@ async fn check_with(cluster: Cluster, tweak: impl FnOnce(&mut Target)) -> (Repor
     let (client, handle) = mock::client("default");
     let mut target = Target::for_release("cloudtaser", NS);
     tweak(&mut target);
-    let server = tokio::spawn(serve(handle, cluster));
+    let server = tokio::spawn(serve(handle, cluster, target.now));
     let report = run(client, &target).await;
     let seen = tokio::time::timeout(std::time::Duration::from_secs(10), server).await.expect("client dropped").unwrap();
     (report, seen)
@@ -233,7 +265,9 @@ async fn a_healthy_cluster_passes_every_check() {
             "webhook",
             "certificate-expiry",
             "operator-deployment",
+            "controller-leader",
             "s3proxyconfig shop/default",
+            "namespace-injection",
             "pods-without-proxy",
             "pods-stale-proxy-image",
             "native-sidecars",
@@ -253,7 +287,9 @@ async fn a_healthy_cluster_passes_every_check() {
             format!("GET /api/v1/namespaces/{NS}/secrets/{NAME}-tls"),
             format!("GET /apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{NAME}"),
             format!("GET /apis/apps/v1/namespaces/{NS}/deployments/{NAME}"),
+            format!("GET /apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{NAME}"),
             "GET /apis/cloudtaser.io/v1alpha1/s3proxyconfigs".to_owned(),
+            "GET /api/v1/namespaces".to_owned(),
             "GET /api/v1/pods".to_owned(),
             format!("POST /api/v1/namespaces/{NS}/pods"),
             "GET /api/v1/nodes".to_owned(),
@@ -456,4 +492,58 @@ async fn a_self_signed_serving_certificate_in_its_own_ca_bundle_verifies() {
     let report = check(cluster).await;
     assert_eq!(report.get("webhook").unwrap().status, Status::Ok, "{}", report.to_human());
     assert_eq!(report.exit_code(), 0, "{}", report.to_human());
+}
+
+/// The controller's Lease unrenewed past its duration, released, or never
+/// taken: statuses and alerts are stale though the webhook still injects.
+#[tokio::test]
+async fn a_controller_lease_nobody_renews_fails_the_leader_line() {
+    let report = check(Cluster::healthy()).await;
+    let line = report.get("controller-leader").unwrap();
+    assert!(line.message.contains("cloudtaser-cloudtaser-operator-7d9f-x2x4k runs the controller"), "{}", line.message);
+    for (age, holder, expected) in [
+        (Some(60), "cloudtaser-cloudtaser-operator-7d9f-x2x4k", "last renewed 60 s ago (duration 15 s)"),
+        (Some(1), "", "has no holder"),
+        (None, "", "no replica has ever run the controller"),
+    ] {
+        let mut cluster = Cluster::healthy();
+        cluster.lease_age = age;
+        cluster.lease_holder = holder;
+        let report = check(cluster).await;
+        only_fails(&report, "controller-leader");
+        assert!(report.get("controller-leader").unwrap().message.contains(expected), "{}", report.to_human());
+    }
+}
+
+/// A labelled namespace naming a config it does not have refuses every new
+/// pod; an annotated namespace without the label never reaches the webhook.
+#[tokio::test]
+async fn namespace_enablement_that_cannot_work_fails_its_line() {
+    for (ns, expected) in [
+        (namespace("billing", true, None), "billing (cloudtaser.io/s3-proxy=true)"),
+        (namespace("billing", true, Some("archive")), "billing (cloudtaser.io/s3-proxy=archive)"),
+        (namespace("billing", true, Some("shop/default")), "every new pod in them is refused"),
+        (namespace("billing", false, Some("true")), "never sends their pods to the webhook"),
+    ] {
+        let mut cluster = Cluster::healthy();
+        cluster.namespaces[1] = ns;
+        let report = check(cluster).await;
+        only_fails(&report, "namespace-injection");
+        assert!(report.get("namespace-injection").unwrap().message.contains(expected), "{}", report.to_human());
+    }
+    // With the config it names, the same namespace passes; `disabled` warns.
+    let mut cluster = Cluster::healthy();
+    cluster.configs.push(config("billing", "archive", "True", None));
+    cluster.namespaces[1] = namespace("billing", true, Some("archive"));
+    let report = check(cluster).await;
+    assert_eq!(report.exit_code(), 0, "{}", report.to_human());
+    assert!(report.get("namespace-injection").unwrap().message.contains("2 labelled namespace(s)"));
+    let mut cluster = Cluster::healthy();
+    cluster.namespaces[1] = namespace("billing", true, Some("disabled"));
+    let report = check(cluster).await;
+    assert_eq!(report.get("namespace-injection").unwrap().status, Status::Warn, "{}", report.to_human());
+    // Annotated `disabled` without the label is what it says: nothing to report.
+    let mut cluster = Cluster::healthy();
+    cluster.namespaces[1] = namespace("billing", false, Some("disabled"));
+    assert_eq!(check(cluster).await.exit_code(), 0);
 }
