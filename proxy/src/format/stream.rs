@@ -138,9 +138,9 @@ impl Sealer {
     }
 
     /// A buffer for one segment of `plain_len` bytes (reused when segment
-    /// sized), its front room already in place. A
-    /// segment split across inputs is gathered here and sealed where it
-    /// lies, so its bytes are copied once, as they must be to be gathered.
+    /// sized), its front room already in place. A segment split across
+    /// inputs is gathered here and sealed where it lies, so its bytes are
+    /// copied once, as they must be to be gathered.
     fn segment_buffer(&self, plain_len: usize) -> SegmentBuf {
         let mut buf = SegmentBuf::with_capacity(self.room.front + plain_len + TAG_LEN + self.room.back);
         buf.extend_zeros(self.room.front);
