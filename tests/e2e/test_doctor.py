@@ -150,6 +150,21 @@ path "transit/decrypt/{key}" {{ capabilities = ["update"] }}
         in found, found
 
 
+def test_a_token_that_may_create_transit_keys_fails(stack):
+    """With `create` on an encrypt path, Transit's encrypt recreates a
+    deleted key: a crypto-shredded key would come back on the next write."""
+    key = stack_mod.TRANSIT_KEY
+    token = scoped_token(stack, "doctor-upsert", PROXY_POLICY + f"""
+path "transit/encrypt/{key}" {{ capabilities = ["create", "update"] }}
+""")
+    r = doctor(stack, VAULT_TOKEN=token)
+    assert r.returncode == 1, r.stdout + r.stderr
+    found = line(r.stdout, "FAIL", "vault policy")
+    assert f"the token may create Transit keys through transit/encrypt/{key}" in found, found
+    assert f'path "transit/encrypt/{key}" {{ capabilities = ["update"] }}' in found, found
+    assert token not in r.stdout + r.stderr
+
+
 def test_a_transit_key_that_does_not_exist_fails(stack):
     r = doctor(stack, CLOUDTASER_S3PROXY_TRANSIT_KEY="doctor-no-such-key")
     assert r.returncode == 1, r.stdout + r.stderr

@@ -399,6 +399,32 @@ async fn check_capabilities(report: &mut Report, session: &Session, token: &str,
         report.fail(NAME, format!("the token may not call {list}"), format!("add to the proxy's policy: {hcl}"));
         return;
     }
+    // `create` on an encrypt path lets Transit's encrypt recreate a deleted
+    // key of the same name: a crypto-shredded tenant key would come back
+    // empty on the next write, the proxy could not tell it was ever
+    // erased, and a bucket-key window wrapped by the old key would go on
+    // deriving keys nobody can unwrap (docs/SECURITY.md, "Bucket keys").
+    let upserts: Vec<&str> = paths
+        .iter()
+        .filter(|p| p.contains("/encrypt/") && caps_of(p).iter().any(|c| c == "create"))
+        .map(String::as_str)
+        .collect();
+    if !upserts.is_empty() {
+        let hcl = upserts
+            .iter()
+            .map(|p| format!("path \"{p}\" {{ capabilities = [\"update\"] }}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        report.fail(
+            NAME,
+            format!(
+                "the token may create Transit keys through {}: an erased (deleted) key would be recreated by the next write, undoing the erasure unnoticed",
+                upserts.join(", ")
+            ),
+            format!("grant `update` without `create` on those paths: {hcl}"),
+        );
+        return;
+    }
     let broad = paths.iter().any(|p| caps_of(p).iter().any(|c| c == "root" || c == "sudo"));
     if broad {
         report.warn(
