@@ -116,6 +116,41 @@ async fn handle(store: Arc<Store>, req: Request<Incoming>) -> Result<Response<Bo
     let is_bucket = path.trim_start_matches('/').split_once('/').is_none_or(|(_, k)| k.is_empty());
     let resp = match method {
         Method::PUT if is_bucket => reply(StatusCode::OK, ""),
+        // UploadPartCopy: the proxy's Complete seals a multipart object with a
+        // self-copy by parts (pinned by x-amz-copy-source-if-match).
+        Method::PUT if q.contains_key("uploadId") && headers.contains_key("x-amz-copy-source") => {
+            let source = headers["x-amz-copy-source"].to_str().unwrap_or_default();
+            let source = source.split_once("?versionId=").map_or(source, |(s, _)| s);
+            let source = format!("/{}", source.trim_start_matches('/'));
+            let Some(obj) = store.objects.lock().unwrap().get(&source).cloned() else {
+                return Ok(reply(StatusCode::NOT_FOUND, "<Error><Code>NoSuchKey</Code></Error>"));
+            };
+            if headers.get("x-amz-copy-source-if-match").is_some_and(|m| m.as_bytes() != obj.etag.as_bytes()) {
+                return Ok(reply(StatusCode::PRECONDITION_FAILED, "<Error><Code>PreconditionFailed</Code></Error>"));
+            }
+            let len = obj.body.len();
+            let (first, last) = headers
+                .get("x-amz-copy-source-range")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("bytes=")?.split_once('-'))
+                .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
+                .unwrap_or((0, len.saturating_sub(1)));
+            if len == 0 || last >= len || first > last {
+                return Ok(reply(StatusCode::RANGE_NOT_SATISFIABLE, "<Error><Code>InvalidRange</Code></Error>"));
+            }
+            let part = Chunks(Arc::new(obj.body.range(first, last)));
+            let n: u32 = q["partNumber"].parse().unwrap_or(0);
+            let etag = format!("\"p{n}-{}\"", part.len());
+            if let Some(u) = store.uploads.lock().unwrap().get_mut(&q["uploadId"]) {
+                u.1.insert(n, part);
+            }
+            reply(
+                StatusCode::OK,
+                format!(
+                    "<CopyPartResult><LastModified>2026-11-25T10:00:00.000Z</LastModified><ETag>{etag}</ETag></CopyPartResult>"
+                ),
+            )
+        }
         Method::PUT if q.contains_key("uploadId") => {
             let body = read_body(&headers, req.into_body()).await;
             let n: u32 = q["partNumber"].parse().unwrap_or(0);
