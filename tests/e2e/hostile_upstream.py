@@ -51,6 +51,31 @@ class Hold:
         self.released.set()
 
 
+def forward(handler: http.server.BaseHTTPRequestHandler, target: urllib.parse.SplitResult, body: bytes) -> bytes | None:
+    """Sends `handler`'s request to `target` as it came and answers with the
+    upstream's status and headers (Content-Length recomputed); returns the
+    body for the caller to write as it likes (None for a HEAD)."""
+    conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+    conn.putrequest(handler.command, handler.path, skip_host=True, skip_accept_encoding=True)
+    for k, v in handler.headers.items():
+        conn.putheader(k, v)
+    conn.endheaders(body)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    handler.send_response(resp.status, resp.reason)
+    # A HEAD's Content-Length is the object's, not the (empty) body's.
+    head = handler.command == "HEAD"
+    dropped = ("transfer-encoding", "connection") if head else ("content-length", "transfer-encoding", "connection")
+    for k, v in resp.getheaders():
+        if k.lower() not in dropped:
+            handler.send_header(k, v)
+    if not head:
+        handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    return None if head else data
+
+
 class HostileUpstream:
     def __init__(self, upstream: str):
         target = urllib.parse.urlsplit(upstream)
@@ -91,26 +116,9 @@ class HostileUpstream:
                         if self.command != "HEAD":
                             self.wfile.write(forged.body)
                         return
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
-                conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-                for k, v in self.headers.items():
-                    conn.putheader(k, v)
-                conn.endheaders(body)
-                resp = conn.getresponse()
-                data = resp.read()
-                self.send_response(resp.status, resp.reason)
-                # A HEAD's Content-Length is the object's, not the (empty) body's.
-                dropped = ("transfer-encoding", "connection") if self.command == "HEAD" else (
-                    "content-length", "transfer-encoding", "connection")
-                for k, v in resp.getheaders():
-                    if k.lower() not in dropped:
-                        self.send_header(k, v)
-                if self.command != "HEAD":
-                    self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
+                data = forward(self, target, body)
+                if data is not None:
                     self.wfile.write(data)
-                conn.close()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 

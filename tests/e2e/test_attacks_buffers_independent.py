@@ -28,9 +28,10 @@ from botocore.exceptions import ClientError
 
 import attack_helpers
 import envelope
+import hostile_upstream
 import local_http
 import stack as stack_mod
-from attack_helpers import parse_response
+from attack_helpers import HttpResult, parse_response
 from conftest import s3_client
 from vault_faults import VaultFaults
 
@@ -107,24 +108,8 @@ class WireRelay:
                 if not rec["complete"]:
                     self.close_connection = True
                     return
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
-                conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-                for k, v in self.headers.items():
-                    conn.putheader(k, v)
-                conn.endheaders(bytes(body))
-                resp = conn.getresponse()
-                data = resp.read()
-                conn.close()
-                self.send_response(resp.status, resp.reason)
-                dropped = ("transfer-encoding", "connection") if self.command == "HEAD" else (
-                    "content-length", "transfer-encoding", "connection")
-                for k, v in resp.getheaders():
-                    if k.lower() not in dropped:
-                        self.send_header(k, v)
-                if self.command != "HEAD":
-                    self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command == "HEAD":
+                data = hostile_upstream.forward(self, target, bytes(body))
+                if data is None:
                     return
                 self.wfile.flush()
                 pieces = [[1] * 7 + [65535], [65535], [70000], [HDR + 1, SEALED - 1, 3]][pattern]
@@ -216,7 +201,15 @@ def put(endpoint: str, key: str, body: bytes, chunking: str, aws_chunked: bool, 
                 time.sleep(0.2)  # let the proxy seal and forward what it has
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 return None
-            s.sendall(p)
+            try:
+                s.sendall(p)
+            except (BrokenPipeError, ConnectionResetError):
+                # The proxy answered early (a refusal before the body, as S3
+                # may) and closed: the answer, if it arrived, says why.
+                raw = _read_all(s)
+                if raw:
+                    return parse_response(raw)
+                return HttpResult(0, "connection closed before the body was sent", {}, b"", False)
             sent += len(p)
         return parse_response(_read_all(s))
     finally:
