@@ -5,7 +5,6 @@ mod support;
 
 use std::sync::Arc;
 
-use cloudtaser_operator::crd::S3ProxyConfigSpec;
 use cloudtaser_operator::metrics::Metrics;
 use cloudtaser_operator::tls::ReloadingCert;
 use cloudtaser_operator::webhook::inject::{InjectOptions, SIDECAR};
@@ -15,19 +14,9 @@ use kube::core::admission::AdmissionReview;
 use serde_json::{Value, json};
 use support::{Configs, admission, patch_of, review};
 
-fn irsa_config() -> S3ProxyConfigSpec {
-    serde_json::from_value(json!({
-        "upstream": {"region": "eu-west-1"},
-        "vault": {"address": "https://vault.eu.example:8200", "transit": {"key": "orders"},
-                  "auth": {"method": "kubernetes", "role": "orders"}},
-        "credentials": {"source": "serviceAccount"}
-    }))
-    .unwrap()
-}
-
 fn configs() -> Configs {
     let mut c = Configs::default();
-    c.0.insert(("shop".into(), "default".into()), irsa_config());
+    c.0.insert(("shop".into(), "default".into()), support::irsa_spec());
     c
 }
 

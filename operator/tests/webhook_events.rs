@@ -20,17 +20,6 @@ use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 use support::{Configs, WithNamespaces, admission_with, patch_of, review};
 
-/// IRSA: the proxy takes the role the EKS webhook gives the pod.
-fn irsa_spec() -> S3ProxyConfigSpec {
-    serde_json::from_value(json!({
-        "upstream": {"region": "eu-west-1"},
-        "vault": {"address": "https://vault.eu.example:8200", "transit": {"key": "orders"},
-                  "auth": {"method": "kubernetes", "role": "orders"}},
-        "credentials": {"source": "serviceAccount"}
-    }))
-    .unwrap()
-}
-
 fn spec() -> S3ProxyConfigSpec {
     serde_json::from_value(json!({
         "upstream": {"region": "eu-west-1"},
@@ -46,7 +35,7 @@ fn spec() -> S3ProxyConfigSpec {
 fn lookup() -> WithNamespaces {
     let mut configs = Configs::default();
     configs.0.insert(("shop".into(), "orders".into()), spec());
-    configs.0.insert(("plain".into(), "default".into()), irsa_spec());
+    configs.0.insert(("plain".into(), "default".into()), support::irsa_spec());
     let mut lookup = WithNamespaces { configs, ..Default::default() };
     lookup.namespaces.insert("shop".into(), Some("orders".into()));
     lookup.namespaces.insert("plain".into(), None);

@@ -8,7 +8,7 @@ use cloudtaser_operator::crd::S3ProxyConfigSpec;
 use cloudtaser_operator::metrics::Metrics;
 use cloudtaser_operator::webhook::admission::{Admission, ConfigLookup};
 use cloudtaser_operator::webhook::inject::InjectOptions;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 #[derive(Default)]
 pub struct Configs(pub HashMap<(String, String), S3ProxyConfigSpec>);
@@ -86,4 +86,16 @@ fn base64_decode(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A config whose proxy takes the role the EKS webhook gives the pod (IRSA).
+#[allow(dead_code)] // each test crate includes this module; not all of them use every item
+pub fn irsa_spec() -> S3ProxyConfigSpec {
+    serde_json::from_value(json!({
+        "upstream": {"region": "eu-west-1"},
+        "vault": {"address": "https://vault.eu.example:8200", "transit": {"key": "orders"},
+                  "auth": {"method": "kubernetes", "role": "orders"}},
+        "credentials": {"source": "serviceAccount"}
+    }))
+    .unwrap()
 }

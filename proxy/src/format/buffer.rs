@@ -99,7 +99,8 @@ impl SegmentBuf {
         Bytes::from_owner(self)
     }
 
-    /// The number of idle buffers in the pool (for tests and the bench).
+    /// The number of idle buffers in the pool.
+    #[cfg(test)]
     pub fn pooled() -> usize {
         POOL.lock().map(|pool| pool.len()).unwrap_or(0)
     }

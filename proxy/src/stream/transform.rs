@@ -15,7 +15,7 @@ use super::checksum::{ChecksumVerifier, PartDigests, VerifiedChecksum};
 use super::framing::UploadFraming;
 use crate::body::BoxError;
 use crate::error::{BodyError, InternalError, ProxyError, UpstreamFailure};
-use crate::format::{FormatError, Opener, Sealer};
+use crate::format::{FormatError, Opener, Sealer, SegmentBuf};
 
 /// What an upload body learned by the time it ended, for the response.
 #[derive(Default)]
@@ -149,7 +149,7 @@ where
 }
 
 impl Seal {
-    fn frame_all(&mut self, sealed: Vec<crate::format::SegmentBuf>, out: &mut VecDeque<Bytes>) {
+    fn frame_all(&mut self, sealed: Vec<SegmentBuf>, out: &mut VecDeque<Bytes>) {
         let mut wire = Vec::with_capacity(sealed.len());
         for c in sealed {
             self.framing.frame(c, &mut wire);
