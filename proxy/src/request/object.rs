@@ -14,7 +14,6 @@ use super::stored::malformed;
 use super::{RequestPath, envelope_of, header_value, reject_reserved_metadata};
 use crate::body::{ProxyBody, boxed, empty};
 use crate::error::{ArgumentError, InternalError, ProxyError, RequestError, UpstreamFailure};
-use crate::format::object_key;
 use crate::format::{
     Authenticated, EnvelopeMetadata, FormatError, HEADER_LEN, Header, Sealer, StoredLayout, VERSION_3, ciphertext_len,
     with_mac,
@@ -357,10 +356,7 @@ impl RequestPath {
         }
         let envelope = envelope_of(resp.headers())?;
         let stored_len = content_length(resp.headers()).ok_or(malformed("no stored length"))?;
-        let key = object_key(
-            self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?,
-            envelope.key_salt.as_ref(),
-        );
+        let key = self.object_data_key(&envelope).await?;
         let etag = resp.headers().get(http::header::ETAG).cloned();
         let (parts, mut body) = resp.into_parts();
         // A format-1 multipart object's part size is in its first header,
@@ -502,10 +498,7 @@ impl RequestPath {
                 actual: stored_len,
             }));
         }
-        let key = object_key(
-            self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?,
-            envelope.key_salt.as_ref(),
-        );
+        let key = self.object_data_key(&envelope).await?;
         let mut opener = known.checked.range(&key, &envelope, &span, b - a + 1);
         if let Some(header) = header {
             opener.set_header(&header).map_err(ProxyError::Ciphertext)?;
@@ -607,10 +600,8 @@ impl RequestPath {
             let stored_len = content_length(head.headers()).ok_or(malformed("no stored length"))?;
             let checked = self.stored_layout(&source, &envelope, stored_len, Some(etag), None).await?;
             multipart_layout = (checked.layout.parts > 1).then_some(checked.layout);
-            // What the envelope wraps (a bucket key, or the data key itself)
-            // and the data key the MAC is under.
-            let unwrapped = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
-            let key = object_key(unwrapped.clone(), envelope.key_salt.as_ref());
+            // The data key the MAC is under (derived when the envelope wraps a bucket key).
+            let key = self.object_data_key(&envelope).await?;
             let mut rebound =
                 EnvelopeMetadata { auth: Some(Authenticated { binding: self.binding, mac: None }), ..envelope.clone() };
             if target != envelope.transit_key {

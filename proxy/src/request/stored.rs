@@ -139,6 +139,13 @@ impl RequestPath {
         Ok(CheckedLayout { layout, sealed, version: None, streams: None })
     }
 
+    /// The data key of the object `envelope` describes: the unwrapped key,
+    /// or (bucket keys) the key derived from it with the object's key salt.
+    pub(super) async fn object_data_key(&self, envelope: &EnvelopeMetadata) -> Result<Arc<DataKey>, ProxyError> {
+        let unwrapped = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
+        Ok(crate::format::object_key(unwrapped, envelope.key_salt.as_ref()))
+    }
+
     /// A format-3 object's layout, from its metadata alone once the MAC
     /// verified: no stream header is read, so a HEAD costs one upstream
     /// request (and a Transit `decrypt` when the data key is not cached).
@@ -158,8 +165,7 @@ impl RequestPath {
                 return Err(ProxyError::Ciphertext(FormatError::Envelope));
             }
         };
-        let unwrapped = self.keys.unwrap(&envelope.transit_key, &envelope.wrapped_key).await?;
-        let key = crate::format::object_key(unwrapped, envelope.key_salt.as_ref());
+        let key = self.object_data_key(envelope).await?;
         verify_envelope(key.bytes(), envelope, object_name(s3)).map_err(ProxyError::Ciphertext)?;
         if layout.stored_len() != stored_len {
             return Err(ProxyError::Ciphertext(FormatError::LengthMismatch {
